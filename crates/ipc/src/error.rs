@@ -1,0 +1,231 @@
+//! The one error type users see: `mproc::Error` (re-exported by `mproc`).
+//!
+//! Each CPython error case is its own variant and its `Display` carries
+//! CPython's wording, so a Python user recognises the message.
+
+use std::fmt;
+
+/// `Result<T, mproc::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error mproc reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- Process life cycle (CPython's ValueError / AssertionError) ----
+    /// `start()` on a process that was already started.
+    #[error("cannot start a process twice")]
+    StartedTwice,
+    /// A method that needs the OS process was called after `close()`.
+    #[error("process object is closed")]
+    ProcessClosed,
+    /// `join()` before `start()`.
+    #[error("can only join a started process")]
+    JoinNotStarted,
+    /// `sentinel()` (or another started-only query) before `start()`.
+    #[error("process not started")]
+    NotStarted,
+    /// `set_daemon()` after `start()`.
+    #[error("process has already started")]
+    AlreadyStarted,
+    /// `start()` from a daemonic process.
+    #[error("daemonic processes are not allowed to have children")]
+    DaemonicChildren,
+    /// `close()` while the child still runs.
+    #[error("Cannot close a process while it is still running. You should first call join() or terminate().")]
+    CloseRunning,
+    /// `run()` on a process that was started, or run already.
+    #[error("run() needs a process that was never started nor run")]
+    RunAfterStart,
+    /// The target fn was not registered with `#[mproc::target]`.
+    #[error("target `{name}` is not registered: add #[mproc::target] to `fn {short}`")]
+    UnregisteredTarget {
+        /// The fn's full path.
+        name: String,
+        /// The fn's own name.
+        short: String,
+    },
+    /// A spawn from a child process that did not go through mproc's entry.
+    #[error("refusing to spawn from a child process that skipped mproc's entry (fork-bomb guard): add #[mproc::main] to main, or call mproc::init() as its first line")]
+    ForkBomb,
+    /// The child died or gave up before running its target.
+    #[error("child process {pid} failed to start ({status}): {reason}")]
+    ChildFailed {
+        /// The child's pid.
+        pid: u32,
+        /// How it ended, e.g. "exit status: 3" or "still running".
+        status: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The child ended without reporting a result (killed, `exit(n)`, ...).
+    #[error("child process {pid} ended without a result (exitcode {exitcode})")]
+    NoResult {
+        /// The child's pid.
+        pid: u32,
+        /// Its CPython-style exit code.
+        exitcode: i32,
+    },
+    /// The target panicked in the child (`mproc::spawn`'s `join`).
+    #[error("child process panicked at {location}: {message}")]
+    Panicked {
+        /// The panic payload, as text.
+        message: String,
+        /// `file:line:column` of the panic.
+        location: String,
+    },
+    /// The target returned `Err(e)` (from `Process::run`); holds `e` as text.
+    #[error("target returned an error: {0}")]
+    TargetError(String),
+    /// A launch step failed (in the parent or the child).
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+
+    // ---- Connections (CPython's OSError / EOFError / ValueError) ----
+    /// The peer closed its end and every queued message was delivered.
+    #[error("EOFError: the other end of the connection is closed")]
+    Eof,
+    /// The peer closed its end in the middle of a message.
+    #[error("got end of file during message")]
+    EofDuringMessage,
+    /// Operation on a closed connection.
+    #[error("handle is closed")]
+    HandleClosed,
+    /// Write on a read-only end.
+    #[error("connection is read-only")]
+    ReadOnly,
+    /// Read on a write-only end.
+    #[error("connection is write-only")]
+    WriteOnly,
+    /// A message longer than the caller's `maxlength`.
+    #[error("bad message length")]
+    BadMessageLength,
+    /// A header announcing more than the configured maximum message size.
+    #[error("message of {len} bytes exceeds the maximum message size of {max} bytes")]
+    MessageTooLarge {
+        /// Announced length.
+        len: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// `recv_bytes_into` with a buffer shorter than the message; holds the
+    /// whole message, which was consumed.
+    #[error("buffer too short: message of {} bytes", .0.len())]
+    BufferTooShort(Vec<u8>),
+    /// `recv::<B>()` of a message that was sent as another type.
+    #[error("type mismatch: expected {expected}, received {found}")]
+    TypeMismatch {
+        /// The type asked for.
+        expected: String,
+        /// The type the sender sent (or "bytes" for `send_bytes`).
+        found: String,
+    },
+    /// A value could not be serialised.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+    /// A payload could not be deserialised.
+    #[error("cannot decode message: {0}")]
+    Decode(String),
+    /// Sending to a peer that closed its end (EPIPE; never a SIGPIPE death).
+    #[error("broken pipe: the other end of the connection is closed")]
+    BrokenPipe,
+    /// The peer did not prove the authkey (CPython's AuthenticationError).
+    #[error("AuthenticationError: {0}")]
+    Authentication(&'static str),
+    /// `accept()` on a closed listener.
+    #[error("listener is closed")]
+    ListenerClosed,
+    /// An address that cannot be parsed or used.
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+
+    // ---- Queues (CPython's queue.Empty / queue.Full / ValueError) ----
+    /// `get_nowait`/`get_timeout` found nothing (queue.Empty).
+    #[error("queue.Empty: the queue is empty")]
+    Empty,
+    /// `put_nowait`/`put_timeout` on a full queue (queue.Full).
+    #[error("queue.Full: the queue is full")]
+    Full,
+    /// `put`/`get` after `close()`.
+    #[error("Queue is closed")]
+    QueueClosed,
+    /// The queue can no longer deliver: its owner process is gone.
+    #[error("queue disconnected: the process that owns the queue is gone")]
+    Disconnected,
+    /// `join_thread()` before `close()` (CPython asserts).
+    #[error("join_thread() needs close() first")]
+    NotClosed,
+
+    /// Any other OS error.
+    #[error(transparent)]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Error::BrokenPipe,
+            _ => Error::Io(e),
+        }
+    }
+}
+
+/// A failed queue put; hands the item back (like crossbeam's `TrySendError`).
+#[non_exhaustive]
+pub enum PutError<T> {
+    /// The queue is full (non-blocking or timed put).
+    Full(T),
+    /// `close()` was called on this queue in this process.
+    Closed(T),
+    /// The item could not be serialised; the queue keeps working.
+    Encode(T, Error),
+    /// The queue's owner is gone: nothing can be put any more.
+    Disconnected(T),
+}
+
+impl<T> PutError<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Full(t)
+            | PutError::Closed(t)
+            | PutError::Encode(t, _)
+            | PutError::Disconnected(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("Full(..)"),
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Encode(_, e) => write!(f, "Encode(.., {e:?})"),
+            PutError::Disconnected(_) => f.write_str("Disconnected(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => fmt::Display::fmt(&Error::Full, f),
+            PutError::Closed(_) => fmt::Display::fmt(&Error::QueueClosed, f),
+            PutError::Encode(_, e) => fmt::Display::fmt(e, f),
+            PutError::Disconnected(_) => fmt::Display::fmt(&Error::Disconnected, f),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}
+
+impl<T> From<PutError<T>> for Error {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Full(_) => Error::Full,
+            PutError::Closed(_) => Error::QueueClosed,
+            PutError::Encode(_, e) => e,
+            PutError::Disconnected(_) => Error::Disconnected,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! `mproc-ipc`: the inter-process pieces of mproc — CPython-compatible
+//! framing, authentication, typed messages, connections, pipes and queues.
+//!
+//! Users normally reach these through the `mproc` crate, which re-exports
+//! them; see its documentation and `docs/guide.md`.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+mod error;
+pub mod frame;
+pub mod handles;
+pub mod sys;
+pub mod tag;
+mod wait;
+
+pub use error::{Error, PutError, Result};
+pub use wait::{wait, Waitable};

@@ -1,0 +1,135 @@
+//! Attribute macros for mproc: `#[mproc::target]`, `#[mproc::main]`,
+//! `#[mproc::test]`. Use them through the `mproc` crate.
+
+use proc_macro::TokenStream;
+use quote::{format_ident, quote};
+use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn};
+
+/// Registers a free fn as a process target (see `mproc::target`).
+#[proc_macro_attribute]
+pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[mproc::target] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    if let Err(e) = check_target(&func) {
+        return e.to_compile_error().into();
+    }
+    let ident = &func.sig.ident;
+    let name = ident.to_string();
+    let reg = format_ident!("__MPROC_TARGET_{}", name.to_uppercase());
+    let expanded = quote! {
+        #func
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        const #reg: () = {
+            ::mproc::__private::inventory::submit! {
+                ::mproc::__private::TargetEntry::new(
+                    #name,
+                    || ::mproc::__private::type_id_of(&#ident),
+                )
+            }
+        };
+    };
+    expanded.into()
+}
+
+fn check_target(func: &ItemFn) -> syn::Result<()> {
+    let sig = &func.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a #[mproc::target] fn cannot be generic: the child must know the concrete types",
+        ));
+    }
+    if sig.asyncness.is_some() {
+        return Err(syn::Error::new(
+            sig.asyncness.span(),
+            "a #[mproc::target] fn cannot be async",
+        ));
+    }
+    if sig.inputs.len() > 6 {
+        return Err(syn::Error::new(
+            sig.inputs.span(),
+            "a #[mproc::target] fn takes at most 6 parameters (pass a struct for more)",
+        ));
+    }
+    for input in &sig.inputs {
+        if let FnArg::Receiver(r) = input {
+            return Err(syn::Error::new(
+                r.span(),
+                "a #[mproc::target] must be a free fn, not a method",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Makes `main` mproc's entry (see `mproc::main`).
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[mproc::main] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    let attrs = &func.attrs;
+    let vis = &func.vis;
+    let sig = &func.sig;
+    let body = &func.block;
+    let output = match &sig.output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, t) => quote!(#t),
+    };
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            ::mproc::init();
+            let __mproc_result: #output = (move || -> #output #body)();
+            ::mproc::__private::exit_procedure();
+            __mproc_result
+        }
+    }
+    .into()
+}
+
+/// A `#[test]` whose targets may be spawned (see `mproc::test`).
+#[proc_macro_attribute]
+pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[mproc::test] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    let attrs = &func.attrs;
+    let vis = &func.vis;
+    let sig = &func.sig;
+    let body = &func.block;
+    let output = match &sig.output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, t) => quote!(#t),
+    };
+    quote! {
+        #[::core::prelude::v1::test]
+        #(#attrs)*
+        #vis #sig {
+            ::mproc::init();
+            (move || -> #output #body)()
+        }
+    }
+    .into()
+}

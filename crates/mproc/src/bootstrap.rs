@@ -1,0 +1,343 @@
+//! The child's side of a spawn.
+//!
+//! A life-before-main constructor looks for the entry token in the
+//! environment. When it is there, this process is a child: it connects to
+//! its parent's control channel, proves the one-time secret (and checks the
+//! parent does too), receives its launch record and handles, runs its
+//! target and exits — the program's `main` never runs in a child, whatever
+//! it looks like (`#[mproc::main]`, `init()`, libtest's or nextest's
+//! harness, or nothing at all).
+//!
+//! The child finds its target without any registry: the parent sends the
+//! offset of the monomorphised entry fn from [`anchor`], and both processes
+//! run the same executable (checked with [`build_mark`]). That keeps the
+//! constructor independent of the order in which constructors run, which
+//! no OS specifies (see docs/architecture.md).
+
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mproc_ipc::sys::{self as ipc_sys, OwnedHandle};
+use mproc_ipc::{auth, frame, handles};
+
+use crate::context::{self, ParentLink};
+use crate::launch::{Ack, LaunchRecord, Report, BOOTSTRAP_EXIT_CODE, PROTOCOL, TOKEN_ENV};
+use crate::registry::{conjure, Args, ProcessOutput, Target};
+use crate::sys;
+
+/// What an entry fn gets: the encoded arguments, their handles, and the
+/// acknowledgement to send once they are decoded.
+pub(crate) struct EntryInput<'a> {
+    pub(crate) args: Vec<u8>,
+    pub(crate) handles: Vec<OwnedHandle>,
+    pub(crate) ack: &'a mut dyn FnMut(Ack),
+}
+
+/// How the target ended.
+pub(crate) struct ChildOutcome {
+    pub(crate) exitcode: i32,
+    /// `None` when the arguments did not decode (already acknowledged as such).
+    pub(crate) report: Option<Report>,
+}
+
+/// A monomorphised entry: decodes the args, runs the target.
+pub(crate) type EntryFn = fn(EntryInput<'_>) -> ChildOutcome;
+
+/// The fixed point offsets are taken from. Its body is unique so that no
+/// linker folds it with another fn.
+#[inline(never)]
+pub(crate) fn anchor() -> u64 {
+    std::hint::black_box(0x6d70_726f_635f_616e)
+}
+
+fn anchor_addr() -> usize {
+    anchor as fn() -> u64 as usize
+}
+
+static BUILD_MARK: [u8; 8] = *b"mprocbld";
+
+/// Offset of a static from the anchor: equal in parent and child exactly
+/// when they run the same executable image.
+pub(crate) fn build_mark() -> i64 {
+    (std::hint::black_box(&BUILD_MARK) as *const _ as usize).wrapping_sub(anchor_addr()) as i64
+}
+
+pub(crate) fn offset_of(entry: EntryFn) -> i64 {
+    (entry as usize).wrapping_sub(anchor_addr()) as i64
+}
+
+fn entry_at(offset: i64) -> EntryFn {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: the offset was computed by `offset_of` in the parent, which
+    // runs the same executable (checked with `build_mark` first) and
+    // proved the one-time secret: it is the address of an `EntryFn` here.
+    unsafe { std::mem::transmute::<usize, EntryFn>(addr) }
+}
+
+#[ctor::ctor]
+fn mproc_boot() {
+    boot();
+}
+
+/// If this process was started as a child, becomes that child (and never
+/// returns); otherwise does nothing.
+pub(crate) fn boot() {
+    let Some(token) = std::env::var_os(TOKEN_ENV) else {
+        return;
+    };
+    // Grandchildren must not inherit the token. The constructor runs
+    // before any other thread exists.
+    std::env::remove_var(TOKEN_ENV);
+    let token = token.to_string_lossy().into_owned();
+    sys::prepare_child();
+    let code = match run_child(&token) {
+        Ok(code) => code,
+        Err(reason) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "mproc: child process {} cannot start: {reason}",
+                std::process::id()
+            );
+            BOOTSTRAP_EXIT_CODE
+        }
+    };
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code);
+}
+
+fn parse_token(token: &str) -> Result<(Vec<u8>, &str), String> {
+    let mut parts = token.splitn(3, ':');
+    let (Some(proto), Some(secret), Some(address)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("malformed entry token in {TOKEN_ENV}"));
+    };
+    if proto != PROTOCOL {
+        return Err(format!(
+            "entry token of protocol {proto:?}, this binary speaks {PROTOCOL:?}"
+        ));
+    }
+    let secret = crate::unhex(secret).ok_or_else(|| format!("malformed secret in {TOKEN_ENV}"))?;
+    Ok((secret, address))
+}
+
+/// Fault injection for the test suite: `MPROC_TEST_FAULT=<stage>` makes a
+/// child die (exit code 7) or hang at that stage of its bootstrap, the way
+/// a child killed mid-launch would. Inert unless the variable is set.
+fn fault_point(stage: &str) {
+    if let Some(fault) = std::env::var_os("MPROC_TEST_FAULT") {
+        if fault == *stage {
+            std::process::exit(7);
+        }
+        if fault.to_string_lossy() == format!("hang-{stage}") {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+}
+
+fn run_child(token: &str) -> Result<i32, String> {
+    let (secret, address) = parse_token(token)?;
+    fault_point("before-connect");
+    let mut stream = sys::connect_control(address)
+        .map_err(|e| format!("cannot connect to the parent's control channel: {e}"))?;
+    sys::set_read_timeout(&stream, Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+    fault_point("in-handshake");
+    auth::client_handshake(&mut stream, &secret)
+        .map_err(|e| format!("control channel handshake failed: {e}"))?;
+    fault_point("after-handshake");
+    let record = frame::read_frame(&mut stream, frame::DEFAULT_MAX_MESSAGE)
+        .map_err(|e| format!("cannot read the launch record: {e}"))?;
+    let record: LaunchRecord =
+        postcard::from_bytes(&record).map_err(|e| format!("malformed launch record: {e}"))?;
+    if record.build_mark != build_mark() {
+        return Err("the executable is not the parent's (was it rebuilt meanwhile?)".into());
+    }
+    let mut received = ipc_sys::recv_handles(ipc_sys::borrow(&stream), record.handles as usize)
+        .map_err(|e| format!("cannot receive handles: {e}"))?;
+    sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
+    if received.is_empty() {
+        return Err("the launch carried no parent sentinel".into());
+    }
+    let parent = received.remove(0);
+    context::set_child(
+        record.name.clone(),
+        record.identity.clone(),
+        record.daemon,
+        record.authkey.clone(),
+        ParentLink {
+            pid: record.parent_pid,
+            name: record.parent_name.clone(),
+            sentinel: sys::ParentSentinel::from_handle(parent, record.parent_pid),
+        },
+    );
+    let _span = tracing::debug_span!("process", name = %record.name, pid = std::process::id()).entered();
+    if record.daemon {
+        start_watchdog();
+    }
+    install_panic_recorder();
+
+    let entry = entry_at(record.entry);
+    let mut ack_error = None;
+    let outcome = {
+        let stream_ref = &mut stream;
+        let mut ack = |a: Ack| {
+            if let Err(msg) = &a {
+                ack_error = Some(msg.clone());
+            }
+            if let Ok(bytes) = postcard::to_stdvec(&a) {
+                let _ = frame::write_frame(stream_ref, &bytes);
+            }
+        };
+        entry(EntryInput {
+            args: record.args,
+            handles: received,
+            ack: &mut ack,
+        })
+    };
+    let Some(report) = outcome.report else {
+        return Err(ack_error.unwrap_or_else(|| "the arguments did not decode".into()));
+    };
+    if let Report::Failed(msg) = &report {
+        let _ = writeln!(std::io::stderr(), "Process {}: {msg}", record.name);
+    }
+    if record.report {
+        if let Ok(bytes) = postcard::to_stdvec(&report) {
+            let _ = frame::write_frame(&mut stream, &bytes);
+        }
+    }
+    drop(stream);
+    crate::exit::exit_procedure();
+    Ok(outcome.exitcode)
+}
+
+/// A daemonic child ends as soon as its parent is gone, whatever way the
+/// parent died (beyond CPython, which only terminates daemons at a normal
+/// parent exit).
+fn start_watchdog() {
+    let Some(parent) = context::current().parent.clone() else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("mproc-watchdog".into())
+        .spawn(move || {
+            if let Ok(true) = parent.sentinel.wait(None) {
+                tracing::debug!("parent gone: daemonic child exits");
+                sys::exit_now(1);
+            }
+        });
+}
+
+static LAST_PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
+
+/// Records the message and location of a panic (for `spawn`'s `join`)
+/// and then prints it as Rust always does.
+fn install_panic_recorder() {
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            s.to_string()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_string()
+        };
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        if let Ok(mut last) = LAST_PANIC.lock() {
+            *last = Some((message, location));
+        }
+        previous(info);
+    }));
+}
+
+fn run_entry<F, A>(
+    input: EntryInput<'_>,
+    finish: impl FnOnce(F::Output) -> (i32, Report),
+) -> ChildOutcome
+where
+    F: Target<A>,
+    A: Args,
+{
+    let EntryInput { args, handles, ack } = input;
+    let Some(f) = conjure::<F>() else {
+        ack(Err("the target is not a registered fn".into()));
+        return ChildOutcome {
+            exitcode: BOOTSTRAP_EXIT_CODE,
+            report: None,
+        };
+    };
+    let decoded: Result<A, _> = handles::with_incoming(handles, || postcard::from_bytes(&args));
+    let args = match decoded {
+        Ok(a) => a,
+        Err(e) => {
+            ack(Err(format!(
+                "cannot decode the target's arguments as {}: {e}",
+                std::any::type_name::<A>()
+            )));
+            return ChildOutcome {
+                exitcode: BOOTSTRAP_EXIT_CODE,
+                report: None,
+            };
+        }
+    };
+    ack(Ok(()));
+    match panic::catch_unwind(AssertUnwindSafe(|| f.call(args))) {
+        Ok(out) => {
+            let (exitcode, report) = finish(out);
+            ChildOutcome {
+                exitcode,
+                report: Some(report),
+            }
+        }
+        Err(payload) => {
+            let (message, location) = LAST_PANIC
+                .lock()
+                .ok()
+                .and_then(|mut l| l.take())
+                .unwrap_or_else(|| {
+                    let m = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "Box<dyn Any>".into());
+                    (m, String::new())
+                });
+            ChildOutcome {
+                exitcode: 1,
+                report: Some(Report::Panic { message, location }),
+            }
+        }
+    }
+}
+
+/// Entry of a `Process` target: `()` or `Result<(), E: Display>`.
+pub(crate) fn process_entry<F, A>(input: EntryInput<'_>) -> ChildOutcome
+where
+    F: Target<A>,
+    A: Args,
+    F::Output: ProcessOutput,
+{
+    run_entry::<F, A>(input, |out| match out.into_outcome() {
+        Ok(()) => (0, Report::Value(Vec::new())),
+        Err(msg) => (1, Report::Failed(msg)),
+    })
+}
+
+/// Entry of a `spawn` target: any serialisable return value.
+pub(crate) fn spawn_entry<F, A>(input: EntryInput<'_>) -> ChildOutcome
+where
+    F: Target<A>,
+    A: Args,
+    F::Output: serde::Serialize,
+{
+    run_entry::<F, A>(input, |out| match postcard::to_stdvec(&out) {
+        Ok(bytes) => (0, Report::Value(bytes)),
+        Err(e) => (1, Report::Failed(format!("cannot encode the target's result: {e}"))),
+    })
+}

@@ -1,0 +1,91 @@
+//! Who this process is: `MainProcess`, or a child with its name, identity,
+//! authkey and parent link (CPython's `current_process()`).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::sys;
+
+/// The current process's identity.
+pub(crate) struct Current {
+    pub(crate) name: String,
+    /// `[]` in the main process; `[3]` in `Process-3`; `[3, 1]` in its first child.
+    pub(crate) identity: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) authkey: Arc<[u8]>,
+    pub(crate) parent: Option<Arc<ParentLink>>,
+    /// Counts `Process` constructions in this process (CPython's `_counter`).
+    counter: AtomicU32,
+}
+
+/// A child's link to its parent.
+pub(crate) struct ParentLink {
+    pub(crate) pid: u32,
+    pub(crate) name: String,
+    pub(crate) sentinel: sys::ParentSentinel,
+}
+
+static CURRENT: OnceLock<Current> = OnceLock::new();
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+
+/// This process's identity (the main process's, unless a launch set it).
+pub(crate) fn current() -> &'static Current {
+    CURRENT.get_or_init(|| {
+        let mut key = [0u8; 32];
+        // A failing OS random source leaves a key that is still unique
+        // enough to tell processes apart but not secret; say so loudly.
+        if let Err(e) = getrandom::getrandom(&mut key) {
+            tracing::error!("cannot read random bytes for the authkey: {e}");
+        }
+        Current {
+            name: "MainProcess".to_string(),
+            identity: Vec::new(),
+            daemon: false,
+            authkey: Arc::from(&key[..]),
+            parent: None,
+            counter: AtomicU32::new(1),
+        }
+    })
+}
+
+/// Installs a child's identity (from its launch record). Called once, in
+/// the child's bootstrap, before any user code.
+pub(crate) fn set_child(
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    authkey: Vec<u8>,
+    parent: ParentLink,
+) {
+    let _ = CURRENT.set(Current {
+        name,
+        identity,
+        daemon,
+        authkey: Arc::from(authkey),
+        parent: Some(Arc::new(parent)),
+        counter: AtomicU32::new(1),
+    });
+}
+
+impl Current {
+    /// The next child's identity and default name (`Process-N[:M]`).
+    pub(crate) fn next_child(&self) -> (Vec<u32>, String) {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut identity = self.identity.clone();
+        identity.push(n);
+        let name = format!(
+            "Process-{}",
+            identity
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        (identity, name)
+    }
+}
+
+/// Records that `init()` (or `#[mproc::main]`) ran in this process.
+pub(crate) fn mark_initialised() -> bool {
+    !INITIALISED.swap(true, Ordering::SeqCst)
+}

@@ -1,0 +1,213 @@
+//! The parent's side of a spawn: entry token, control channel, launch
+//! record, handles, and the child's acknowledgement.
+//!
+//! 1. bind a one-shot control listener in this process's private
+//!    directory, and re-execute this binary with the entry token (a
+//!    one-time secret and the listener's address) in its environment;
+//! 2. accept the child's connection, racing its exit and a deadline;
+//! 3. mutual HMAC challenge over the secret (CPython's, `mproc_ipc::auth`);
+//! 4. send the launch record and the handles its arguments carry;
+//! 5. wait for the child's acknowledgement that it decoded its arguments.
+
+use std::time::{Duration, Instant};
+
+use mproc_ipc::sys::{self as ipc_sys, RawHandle};
+use mproc_ipc::{auth, frame, Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap;
+use crate::sys::{self, AcceptFailure, ChildProcess, ControlListener, ControlStream};
+
+/// The environment variable that carries the entry token.
+pub(crate) const TOKEN_ENV: &str = "MPROC_ENTRY_TOKEN";
+/// Version of the launch protocol (first field of the token).
+pub(crate) const PROTOCOL: &str = "mproc1";
+/// A child that cannot start exits with this code (and one line on stderr).
+pub const BOOTSTRAP_EXIT_CODE: i32 = 121;
+
+/// What the child needs to become the process the parent described.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct LaunchRecord {
+    /// Offset of a static from the anchor: tells the child it is the same build.
+    pub(crate) build_mark: i64,
+    /// Offset of the monomorphised entry fn from the anchor.
+    pub(crate) entry: i64,
+    pub(crate) target: String,
+    pub(crate) args: Vec<u8>,
+    /// Number of handles that follow the record (the parent sentinel first).
+    pub(crate) handles: u32,
+    pub(crate) name: String,
+    pub(crate) identity: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) authkey: Vec<u8>,
+    pub(crate) parent_pid: u32,
+    pub(crate) parent_name: String,
+    /// Keep the control channel open and report the target's result.
+    pub(crate) report: bool,
+}
+
+/// The child's acknowledgement: its arguments decoded (or why not).
+pub(crate) type Ack = std::result::Result<(), String>;
+
+/// What a child reports when its target ends (for `spawn`).
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// The target's return value, postcard-encoded.
+    Value(Vec<u8>),
+    /// The target panicked.
+    Panic { message: String, location: String },
+    /// The target's result could not be encoded or reported.
+    Failed(String),
+}
+
+/// The arguments of a launch, ready to go.
+pub(crate) struct Prepared {
+    pub(crate) entry: bootstrap::EntryFn,
+    pub(crate) target: String,
+    pub(crate) args: Vec<u8>,
+    pub(crate) handles: Vec<RawHandle>,
+}
+
+/// Everything `launch` needs besides the prepared arguments.
+pub(crate) struct Identity<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) identity: &'a [u32],
+    pub(crate) daemon: bool,
+    pub(crate) authkey: &'a [u8],
+    pub(crate) report: bool,
+}
+
+/// A started child and, for `spawn`, its open control channel.
+pub(crate) struct Launched {
+    pub(crate) child: ChildProcess,
+    pub(crate) control: Option<ControlStream>,
+}
+
+/// How long a child may take to reach its entry and acknowledge.
+fn start_deadline() -> Duration {
+    std::env::var("MPROC_START_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// Starts a child running `prepared` as the process `who` describes.
+pub(crate) fn launch(prepared: &Prepared, who: &Identity<'_>) -> Result<Launched> {
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret)
+        .map_err(|e| Error::Bootstrap(format!("cannot read random bytes: {e}")))?;
+    let listener = ControlListener::bind()?;
+    let token = format!(
+        "{PROTOCOL}:{}:{}",
+        crate::hex(&secret),
+        listener.address()
+    );
+    let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
+    let pid = child.pid();
+    let span = tracing::debug_span!("launch", pid, name = who.name);
+    let _enter = span.enter();
+    tracing::debug!(target_fn = %prepared.target, "child started");
+    let deadline = Instant::now() + start_deadline();
+
+    let stream = match listener.accept(&child, deadline) {
+        Ok(s) => s,
+        Err(AcceptFailure::ChildExited) => {
+            return Err(failed(
+                &child,
+                "it exited before reaching mproc's entry (was the binary built with mproc?)",
+            ))
+        }
+        Err(AcceptFailure::Timeout) => {
+            return Err(failed(
+                &child,
+                "it did not reach mproc's entry before the start deadline",
+            ))
+        }
+        Err(AcceptFailure::Io(e)) => return Err(failed(&child, &format!("accept failed: {e}"))),
+    };
+    drop(listener);
+
+    match handshake_and_send(stream, &secret, prepared, who, &child, deadline) {
+        Ok(control) => {
+            tracing::debug!("child acknowledged its launch");
+            Ok(Launched {
+                child,
+                control: if who.report { Some(control) } else { None },
+            })
+        }
+        Err(reason) => Err(failed(&child, &reason)),
+    }
+}
+
+fn handshake_and_send(
+    mut stream: ControlStream,
+    secret: &[u8],
+    prepared: &Prepared,
+    who: &Identity<'_>,
+    child: &ChildProcess,
+    deadline: Instant,
+) -> std::result::Result<ControlStream, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
+        .map_err(|e| e.to_string())?;
+    auth::server_handshake(&mut stream, secret)
+        .map_err(|e| format!("control channel handshake failed: {e}"))?;
+    let me = crate::context::current();
+    let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
+    let record = LaunchRecord {
+        build_mark: bootstrap::build_mark(),
+        entry: bootstrap::offset_of(prepared.entry),
+        target: prepared.target.clone(),
+        args: prepared.args.clone(),
+        handles: (prepared.handles.len() + 1) as u32,
+        name: who.name.to_string(),
+        identity: who.identity.to_vec(),
+        daemon: who.daemon,
+        authkey: who.authkey.to_vec(),
+        parent_pid: std::process::id(),
+        parent_name: me.name.clone(),
+        report: who.report,
+    };
+    let bytes = postcard::to_stdvec(&record).map_err(|e| e.to_string())?;
+    frame::write_frame(&mut stream, &bytes).map_err(|e| format!("cannot send the launch record: {e}"))?;
+    let mut handles = Vec::with_capacity(prepared.handles.len() + 1);
+    handles.push(parent_sentinel);
+    for raw in &prepared.handles {
+        // SAFETY: the values being launched own these handles and are
+        // alive for the duration of the launch.
+        handles.push(unsafe { ipc_sys::borrow_raw(*raw) });
+    }
+    ipc_sys::send_handles(
+        ipc_sys::borrow(&stream),
+        &handles,
+        sys::handle_peer(child),
+    )
+    .map_err(|e| format!("cannot send handles: {e}"))?;
+    let ack = frame::read_frame(&mut stream, 1 << 20)
+        .map_err(|e| format!("no acknowledgement from the child: {e}"))?;
+    let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
+    ack?;
+    sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Builds the error for a child that failed to start, with its pid and
+/// exit status; a child still running after a grace period is killed so
+/// that nothing is left behind.
+fn failed(child: &ChildProcess, reason: &str) -> Error {
+    let status = match child.wait(Some(Duration::from_secs(2))) {
+        Ok(Some(code)) => format!("exitcode {code}"),
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait(Some(Duration::from_secs(2)));
+            "did not exit; killed".to_string()
+        }
+        Err(e) => format!("status unknown: {e}"),
+    };
+    Error::ChildFailed {
+        pid: child.pid(),
+        status,
+        reason: reason.to_string(),
+    }
+}

@@ -1,0 +1,102 @@
+//! # mproc — Python's `multiprocessing` for Rust
+//!
+//! Register target functions with [`#[mproc::target]`](macro@target), make
+//! `main` the entry with [`#[mproc::main]`](macro@main), and start processes
+//! the way CPython does: [`Process`], [`spawn`], [`Queue`], [`pipe`].
+//! The child is this same binary, re-executed with a hidden entry token
+//! that a life-before-main constructor catches: the child runs the target
+//! and exits, and the program's `main` never runs there.
+//!
+//! ```
+//! use mproc::Process;
+//!
+//! #[mproc::target]
+//! fn worker(task: String) {
+//!     println!("Worker PID: {} with task: {task}", std::process::id());
+//! }
+//!
+//! #[mproc::main]
+//! fn main() -> mproc::Result<()> {
+//!     let mut p = Process::new(worker, ("running 0 task".to_string(),));
+//!     p.start()?;
+//!     p.join()?;
+//!     assert_eq!(p.exitcode(), Some(0));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The guide (`docs/guide.md`) maps every Python name to its Rust name.
+
+#![warn(missing_docs)]
+
+mod bootstrap;
+mod context;
+mod exit;
+mod launch;
+mod process;
+mod registry;
+mod spawn;
+mod sys;
+
+pub use mproc_ipc::{wait, Error, PutError, Result, Waitable};
+pub use process::{
+    active_children, cpu_count, current_process, parent_process, Process, ProcessInfo, Sentinel,
+};
+pub use registry::{Args, ProcessOutput, Target};
+pub use spawn::{spawn, JoinHandle};
+pub use launch::BOOTSTRAP_EXIT_CODE;
+
+/// Registers a free fn (0 to 6 parameters of serde types, or connection
+/// and queue handles) as a process target. The fn stays an ordinary fn.
+///
+/// A target cannot be generic or async. For Python's keyword arguments,
+/// take one `#[derive(Serialize, Deserialize)]` struct.
+pub use mproc_macros::target;
+
+/// Makes `main` mproc's entry: runs [`init`] first and the exit procedure
+/// (terminate daemonic children, join the others) after its body.
+pub use mproc_macros::main;
+
+/// A `#[test]` that may start processes. Composes with `#[ignore]`,
+/// `#[should_panic]` and a `-> Result<(), E>` return, like `#[test]`.
+pub use mproc_macros::test;
+
+/// Marks this process as an mproc program and makes the exit procedure
+/// (terminate daemonic children, join the others) run when it exits.
+///
+/// Children never reach it: a constructor that runs before `main` catches
+/// the entry token, so code before `init()` does *not* run in children
+/// either (unlike CPython's `if __name__ == "__main__"` guard, nothing
+/// needs guarding). Calling it more than once is harmless.
+pub fn init() {
+    // In the unlikely case the constructor did not run (a platform without
+    // life-before-main support), become the child here.
+    bootstrap::boot();
+    if context::mark_initialised() {
+        let _ = context::current();
+        exit::install_exit_hook();
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses lowercase or uppercase hex.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::exit::exit_procedure;
+    pub use crate::registry::{type_id_of, TargetEntry};
+    pub use inventory;
+}

@@ -1,0 +1,546 @@
+//! `Process`: CPython's `multiprocessing.Process` and its life cycle.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mproc_ipc::{handles, Error, Result, Waitable};
+
+use crate::bootstrap::{self, EntryFn};
+use crate::launch::{self, Identity, Prepared, TOKEN_ENV};
+use crate::registry::{registered_name, target_names, Args, ProcessOutput, Target};
+use crate::sys::{ChildProcess, ControlStream};
+use crate::{context, exit};
+
+/// A started child, shared by its `Process`, the children table and any
+/// `ProcessInfo` snapshots.
+pub(crate) struct ChildState {
+    pub(crate) process: ChildProcess,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) authkey: Arc<[u8]>,
+}
+
+/// A target and its arguments, not yet started.
+trait Pending: Send {
+    fn prepare(&self) -> Result<Prepared>;
+    fn run_here(self: Box<Self>) -> Result<()>;
+}
+
+struct PendingCall<F, A> {
+    target: F,
+    args: A,
+}
+
+impl<F, A> Pending for PendingCall<F, A>
+where
+    F: Target<A>,
+    A: Args,
+    F::Output: ProcessOutput,
+{
+    fn prepare(&self) -> Result<Prepared> {
+        prepare::<F, A>(&self.args, bootstrap::process_entry::<F, A>)
+    }
+
+    fn run_here(self: Box<Self>) -> Result<()> {
+        self.target
+            .call(self.args)
+            .into_outcome()
+            .map_err(Error::TargetError)
+    }
+}
+
+/// Checks the target is registered and encodes its arguments, collecting
+/// the OS handles they carry.
+pub(crate) fn prepare<F, A>(args: &A, entry: EntryFn) -> Result<Prepared>
+where
+    F: Target<A>,
+    A: Args,
+{
+    let (target, short) = target_names::<F>();
+    if std::mem::size_of::<F>() != 0 || registered_name::<F>() != Some(short.as_str()) {
+        return Err(Error::UnregisteredTarget {
+            name: target,
+            short,
+        });
+    }
+    let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(args));
+    let args = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(Prepared {
+        entry,
+        target,
+        args,
+        handles,
+    })
+}
+
+/// Starts a child (shared by `Process::start` and `spawn`).
+pub(crate) fn start_child(
+    prepared: &Prepared,
+    name: &str,
+    identity: &[u32],
+    daemon: bool,
+    authkey: &Arc<[u8]>,
+    report: bool,
+) -> Result<(Arc<ChildState>, Option<ControlStream>)> {
+    let me = context::current();
+    if me.daemon {
+        return Err(Error::DaemonicChildren);
+    }
+    if std::env::var_os(TOKEN_ENV).is_some() {
+        // This process was started as a child but never went through
+        // mproc's entry: refuse to spawn again (fork-bomb guard), loudly.
+        let _ = writeln!(
+            std::io::stderr(),
+            "mproc: {}",
+            Error::ForkBomb
+        );
+        let _ = std::io::stderr().flush();
+        std::process::exit(launch::BOOTSTRAP_EXIT_CODE);
+    }
+    let launched = launch::launch(
+        prepared,
+        &Identity {
+            name,
+            identity,
+            daemon,
+            authkey,
+            report,
+        },
+    )?;
+    let state = Arc::new(ChildState {
+        process: launched.child,
+        name: name.to_string(),
+        daemon,
+        authkey: authkey.clone(),
+    });
+    exit::register(state.clone());
+    Ok((state, launched.control))
+}
+
+enum State {
+    Unstarted(Box<dyn Pending>),
+    /// `run()` consumed the target.
+    Ran,
+    Started(Arc<ChildState>),
+    Closed { pid: Option<u32>, exitcode: Option<i32> },
+}
+
+/// A process running a registered target: CPython's
+/// `multiprocessing.Process`.
+///
+/// ```
+/// use mproc::Process;
+///
+/// #[mproc::target]
+/// fn say(name: String, task: String) {
+///     println!("say PID: {} with name: {name}, task: {task}", std::process::id());
+/// }
+///
+/// #[mproc::main]
+/// fn main() -> mproc::Result<()> {
+///     let mut p = Process::new(say, ("p1".to_string(), "task1".to_string()));
+///     p.start()?;
+///     p.join()?;
+///     assert_eq!(p.exitcode(), Some(0));
+///     Ok(())
+/// }
+/// ```
+pub struct Process {
+    name: String,
+    daemon: bool,
+    authkey: Arc<[u8]>,
+    identity: Vec<u32>,
+    state: State,
+}
+
+impl Process {
+    /// A process that will run `target(args..)`. `args` is a tuple checked
+    /// against the target's parameters at compile time (`(x,)` for one).
+    /// The target must be registered with `#[mproc::target]` (checked at
+    /// `start()`), and return `()` or `Result<(), E: Display>`.
+    pub fn new<F, A>(target: F, args: A) -> Process
+    where
+        F: Target<A>,
+        A: Args,
+        F::Output: ProcessOutput,
+    {
+        let me = context::current();
+        let (identity, name) = me.next_child();
+        Process {
+            name,
+            daemon: me.daemon,
+            authkey: me.authkey.clone(),
+            identity,
+            state: State::Unstarted(Box::new(PendingCall { target, args })),
+        }
+    }
+
+    /// Builder: sets the name (`Process(name=...)`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Builder: sets the daemon flag (`Process(daemon=...)`).
+    pub fn with_daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Renames the process (any time, as CPython; the child sees the name
+    /// it had at `start()`).
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
+    /// Sets the daemon flag; an error once started ("process has already started").
+    pub fn set_daemon(&mut self, daemon: bool) -> Result<()> {
+        match self.state {
+            State::Unstarted(_) | State::Ran => {
+                self.daemon = daemon;
+                Ok(())
+            }
+            _ => Err(Error::AlreadyStarted),
+        }
+    }
+
+    /// The name (`Process-N` unless set).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The daemon flag.
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The authentication key (inherited from the creating process).
+    pub fn authkey(&self) -> &[u8] {
+        &self.authkey
+    }
+
+    /// Starts the child. Hands it the arguments; the parent keeps no copy
+    /// of the handles they carry.
+    pub fn start(&mut self) -> Result<()> {
+        let pending = match std::mem::replace(&mut self.state, State::Ran) {
+            State::Unstarted(p) => p,
+            State::Closed { pid, exitcode } => {
+                self.state = State::Closed { pid, exitcode };
+                return Err(Error::ProcessClosed);
+            }
+            other => {
+                self.state = other;
+                return Err(Error::StartedTwice);
+            }
+        };
+        let started = pending.prepare().and_then(|prepared| {
+            start_child(
+                &prepared,
+                &self.name,
+                &self.identity,
+                self.daemon,
+                &self.authkey,
+                false,
+            )
+        });
+        match started {
+            Ok((state, _)) => {
+                // Dropping `pending` closes this process's copies of the
+                // handles that went to the child.
+                drop(pending);
+                self.state = State::Started(state);
+                Ok(())
+            }
+            Err(e) => {
+                self.state = State::Unstarted(pending);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the target in the calling process (CPython's `run()`); only on
+    /// a process never started, which cannot be started afterwards. A
+    /// target's `Err(e)` is [`Error::TargetError`]; a panic propagates.
+    pub fn run(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.state, State::Ran) {
+            State::Unstarted(p) => p.run_here(),
+            State::Closed { pid, exitcode } => {
+                self.state = State::Closed { pid, exitcode };
+                Err(Error::ProcessClosed)
+            }
+            other => {
+                self.state = other;
+                Err(Error::RunAfterStart)
+            }
+        }
+    }
+
+    fn child(&self) -> Result<&Arc<ChildState>> {
+        match &self.state {
+            State::Started(c) => Ok(c),
+            State::Closed { .. } => Err(Error::ProcessClosed),
+            _ => Err(Error::JoinNotStarted),
+        }
+    }
+
+    /// Waits for the child to end.
+    pub fn join(&mut self) -> Result<()> {
+        let c = self.child()?;
+        c.process.wait(None)?;
+        exit::forget(c);
+        Ok(())
+    }
+
+    /// Waits at most `timeout` (`Ok` on timeout, as CPython returns None;
+    /// `Duration::ZERO` returns at once).
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let c = self.child()?;
+        if c.process.wait(Some(timeout))?.is_some() {
+            exit::forget(c);
+        }
+        Ok(())
+    }
+
+    /// SIGTERM on Unix, TerminateProcess on Windows; exitcode -15. A no-op
+    /// once the child has ended.
+    pub fn terminate(&mut self) -> Result<()> {
+        let c = self.child().map_err(not_started)?;
+        Ok(c.process.terminate()?)
+    }
+
+    /// SIGKILL on Unix, TerminateProcess on Windows; exitcode -9. A no-op
+    /// once the child has ended.
+    pub fn kill(&mut self) -> Result<()> {
+        let c = self.child().map_err(not_started)?;
+        Ok(c.process.kill()?)
+    }
+
+    /// Releases the process's resources; an error while it still runs.
+    /// Afterwards the getters keep their last values and the other methods
+    /// are "process object is closed".
+    pub fn close(&mut self) -> Result<()> {
+        match &self.state {
+            State::Started(c) => {
+                let exitcode = c.process.poll()?;
+                if exitcode.is_none() {
+                    return Err(Error::CloseRunning);
+                }
+                exit::forget(c);
+                self.state = State::Closed {
+                    pid: Some(c.process.pid()),
+                    exitcode,
+                };
+            }
+            State::Closed { .. } => {}
+            State::Unstarted(_) | State::Ran => {
+                self.state = State::Closed {
+                    pid: None,
+                    exitcode: None,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the child runs (false before start and after it ended).
+    pub fn is_alive(&mut self) -> Result<bool> {
+        match &self.state {
+            State::Started(c) => Ok(c.process.poll()?.is_none()),
+            State::Closed { .. } => Err(Error::ProcessClosed),
+            _ => Ok(false),
+        }
+    }
+
+    /// The child's pid once started.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.state {
+            State::Started(c) => Some(c.process.pid()),
+            State::Closed { pid, .. } => *pid,
+            _ => None,
+        }
+    }
+
+    /// `None` while running or unstarted; 0; `n` from
+    /// `std::process::exit(n)`; 1 on panic or `Err`; -15 after
+    /// `terminate`, -9 after `kill` (on Windows too); `-signum` for
+    /// another signal on Unix.
+    pub fn exitcode(&self) -> Option<i32> {
+        match &self.state {
+            State::Started(c) => c.process.poll().ok().flatten(),
+            State::Closed { exitcode, .. } => *exitcode,
+            _ => None,
+        }
+    }
+
+    /// A handle that becomes ready when the child ends: wait on it with
+    /// [`wait`](crate::wait) together with connections.
+    pub fn sentinel(&self) -> Result<Sentinel<'_>> {
+        match &self.state {
+            State::Started(c) => Ok(Sentinel { child: c }),
+            State::Closed { .. } => Err(Error::ProcessClosed),
+            _ => Err(Error::NotStarted),
+        }
+    }
+}
+
+fn not_started(e: Error) -> Error {
+    match e {
+        Error::JoinNotStarted => Error::NotStarted,
+        e => e,
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = match &self.state {
+            State::Unstarted(_) | State::Ran => "initial".to_string(),
+            State::Started(c) => match c.process.poll() {
+                Ok(None) => "started".to_string(),
+                Ok(Some(code)) => format!("stopped exitcode={code}"),
+                Err(_) => "unknown".to_string(),
+            },
+            State::Closed { .. } => "closed".to_string(),
+        };
+        write!(f, "<Process name='{}' {status}", self.name)?;
+        if self.daemon {
+            f.write_str(" daemon")?;
+        }
+        f.write_str(">")
+    }
+}
+
+/// A process's sentinel: ready once the process has ended.
+pub struct Sentinel<'a> {
+    child: &'a ChildState,
+}
+
+impl Sentinel<'_> {
+    pub(crate) fn handle(&self) -> mproc_ipc::sys::BorrowedHandle<'_> {
+        self.child.process.sentinel()
+    }
+}
+
+impl Waitable for Sentinel<'_> {
+    fn wait_source(&self) -> Result<mproc_ipc::sys::BorrowedHandle<'_>> {
+        Ok(self.handle())
+    }
+}
+
+enum InfoKind {
+    Current,
+    Parent(Arc<context::ParentLink>),
+    Child(Arc<ChildState>),
+}
+
+/// A snapshot of a process: `current_process()`, `parent_process()`,
+/// `active_children()`.
+pub struct ProcessInfo {
+    name: String,
+    pid: Option<u32>,
+    daemon: bool,
+    authkey: Arc<[u8]>,
+    kind: InfoKind,
+}
+
+impl ProcessInfo {
+    /// The process's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Its daemon flag.
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Its authkey.
+    pub fn authkey(&self) -> &[u8] {
+        &self.authkey
+    }
+
+    /// Whether it still runs (for the parent: turns false when it dies).
+    pub fn is_alive(&mut self) -> Result<bool> {
+        match &self.kind {
+            InfoKind::Current => Ok(true),
+            InfoKind::Parent(p) => Ok(!p.sentinel.wait(Some(Duration::ZERO))?),
+            InfoKind::Child(c) => Ok(c.process.poll()?.is_none()),
+        }
+    }
+
+    /// Waits at most `timeout` for it to end.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<()> {
+        match &self.kind {
+            InfoKind::Current => Err(Error::Bootstrap("a process cannot join itself".into())),
+            InfoKind::Parent(p) => {
+                p.sentinel.wait(Some(timeout))?;
+                Ok(())
+            }
+            InfoKind::Child(c) => {
+                c.process.wait(Some(timeout))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ProcessInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessInfo")
+            .field("name", &self.name)
+            .field("pid", &self.pid)
+            .field("daemon", &self.daemon)
+            .finish()
+    }
+}
+
+/// This process (`MainProcess` in the main process).
+pub fn current_process() -> ProcessInfo {
+    let me = context::current();
+    ProcessInfo {
+        name: me.name.clone(),
+        pid: Some(std::process::id()),
+        daemon: me.daemon,
+        authkey: me.authkey.clone(),
+        kind: InfoKind::Current,
+    }
+}
+
+/// The parent of this process; `None` in the main process.
+pub fn parent_process() -> Option<ProcessInfo> {
+    let me = context::current();
+    let parent = me.parent.clone()?;
+    Some(ProcessInfo {
+        name: parent.name.clone(),
+        pid: Some(parent.pid),
+        daemon: false,
+        authkey: me.authkey.clone(),
+        kind: InfoKind::Parent(parent),
+    })
+}
+
+/// The live children of this process (finished ones are reaped).
+pub fn active_children() -> Vec<ProcessInfo> {
+    exit::live_children()
+        .into_iter()
+        .map(|c| ProcessInfo {
+            name: c.name.clone(),
+            pid: Some(c.process.pid()),
+            daemon: c.daemon,
+            authkey: c.authkey.clone(),
+            kind: InfoKind::Child(c),
+        })
+        .collect()
+}
+
+/// The number of CPUs this process may use.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -1,0 +1,120 @@
+//! `mproc::spawn`: a process that returns a value, shaped like
+//! `std::thread::spawn`.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mproc_ipc::{frame, Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::launch::Report;
+use crate::process::{start_child, ChildState};
+use crate::registry::{Args, Target};
+use crate::sys::ControlStream;
+
+/// Starts `target(args..)` in a new process at once and returns a handle
+/// whose [`join`](JoinHandle::join) gives the target's return value.
+///
+/// ```
+/// #[mproc::target]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[mproc::main]
+/// fn main() -> mproc::Result<()> {
+///     let h = mproc::spawn(square, (7,))?;
+///     assert_eq!(h.join()?, 49);
+///     Ok(())
+/// }
+/// ```
+pub fn spawn<F, A>(target: F, args: A) -> Result<JoinHandle<F::Output>>
+where
+    F: Target<A>,
+    A: Args,
+    F::Output: Serialize + DeserializeOwned,
+{
+    // The target travels as its type (a zero-sized fn item), not as a value.
+    let _ = target;
+    let me = crate::context::current();
+    let (identity, name) = me.next_child();
+    let prepared = crate::process::prepare::<F, A>(&args, crate::bootstrap::spawn_entry::<F, A>)?;
+    let (state, control) = start_child(&prepared, &name, &identity, me.daemon, &me.authkey, true)?;
+    drop(args);
+    Ok(JoinHandle {
+        state,
+        control: Mutex::new(control),
+        _result: PhantomData,
+    })
+}
+
+/// A process started by [`spawn`]; [`join`](JoinHandle::join) waits for it
+/// and returns its target's value. Dropping it detaches the process (the
+/// exit procedure still joins it).
+pub struct JoinHandle<R> {
+    state: Arc<ChildState>,
+    control: Mutex<Option<ControlStream>>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> JoinHandle<R> {
+    /// Waits for the process and returns its target's value; a target
+    /// returning `Result<T, E>` gives `Ok(Err(e))` when it returned
+    /// `Err(e)`. A panic is [`Error::Panicked`] with its message and
+    /// `file:line:column`; a process that ended without a result (killed,
+    /// `std::process::exit`) is [`Error::NoResult`] with its exit code.
+    pub fn join(self) -> Result<R> {
+        let report = {
+            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            match control.as_mut() {
+                Some(stream) => match frame::read_frame(stream, frame::DEFAULT_MAX_MESSAGE) {
+                    Ok(bytes) => Some(bytes),
+                    Err(Error::Eof | Error::EofDuringMessage) => None,
+                    Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            }
+        };
+        let exitcode = self.state.process.wait(None)?.unwrap_or(1);
+        crate::exit::forget(&self.state);
+        let pid = self.state.process.pid();
+        let Some(bytes) = report else {
+            return Err(Error::NoResult { pid, exitcode });
+        };
+        match postcard::from_bytes::<Report>(&bytes) {
+            Ok(Report::Value(v)) => {
+                postcard::from_bytes(&v).map_err(|e| Error::Decode(e.to_string()))
+            }
+            Ok(Report::Panic { message, location }) => Err(Error::Panicked { message, location }),
+            Ok(Report::Failed(msg)) => Err(Error::TargetError(msg)),
+            Err(e) => Err(Error::Decode(e.to_string())),
+        }
+    }
+}
+
+impl<R> JoinHandle<R> {
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.state.process.pid()
+    }
+
+    /// Whether the child is still running.
+    pub fn is_alive(&self) -> Result<bool> {
+        Ok(self.state.process.poll()?.is_none())
+    }
+
+    /// Waits at most `timeout` for the child to end (`Ok` either way, as
+    /// CPython's `join(timeout)`).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.state.process.wait(Some(timeout))?;
+        Ok(())
+    }
+
+    /// Kills the child (SIGKILL / TerminateProcess); a no-op once it ended.
+    pub fn kill(&self) -> Result<()> {
+        Ok(self.state.process.kill()?)
+    }
+}

@@ -1,0 +1,318 @@
+//! Unix: child processes (with a pidfd as sentinel), the private control
+//! socket, the parent link and signals.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use mproc_ipc::sys::poll_readable;
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+
+/// The control channel's stream.
+pub(crate) type ControlStream = UnixStream;
+
+/// CPython's exit code for a finished child: the code, or `-signum`.
+fn exitcode_of(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => -sig,
+        (None, None) => 1,
+    }
+}
+
+/// A child process started by this process, with a pidfd that becomes
+/// readable when it ends (its sentinel).
+pub(crate) struct ChildProcess {
+    pid: u32,
+    child: Mutex<Child>,
+    status: Mutex<Option<i32>>,
+    pidfd: OwnedFd,
+}
+
+impl ChildProcess {
+    /// Re-executes this binary with the entry token in the environment and
+    /// stdin from /dev/null; stdout and stderr are inherited.
+    pub(crate) fn spawn(token_env: &str, token: &str) -> io::Result<ChildProcess> {
+        let exe = std::env::current_exe()?;
+        let child = Command::new(exe)
+            .env(token_env, token)
+            .stdin(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let raw = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("invalid child pid"))?;
+        // The child is ours and not yet reaped, so its pid cannot be reused.
+        let pidfd = pidfd_open(raw, PidfdFlags::empty())?;
+        Ok(ChildProcess {
+            pid,
+            child: Mutex::new(child),
+            status: Mutex::new(None),
+            pidfd,
+        })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The exit code if the child has ended (reaping it), else `None`.
+    pub(crate) fn poll(&self) -> io::Result<Option<i32>> {
+        let mut status = lock(&self.status);
+        if status.is_none() {
+            if let Some(st) = lock(&self.child).try_wait()? {
+                *status = Some(exitcode_of(st));
+            }
+        }
+        Ok(*status)
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for the child to end.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
+        if let Some(code) = self.poll()? {
+            return Ok(Some(code));
+        }
+        let ready = poll_readable(&[self.pidfd.as_fd()], timeout)?;
+        if ready.is_empty() {
+            return self.poll();
+        }
+        // Readable pidfd: the child has ended; reap it.
+        let mut status = lock(&self.status);
+        if status.is_none() {
+            let st = lock(&self.child).wait()?;
+            *status = Some(exitcode_of(st));
+        }
+        Ok(*status)
+    }
+
+    fn signal(&self, sig: Signal) -> io::Result<()> {
+        // Holding the status lock means nobody reaps the child meanwhile,
+        // and the pidfd names this very process in any case.
+        let status = lock(&self.status);
+        if status.is_some() {
+            return Ok(());
+        }
+        match pidfd_send_signal(&self.pidfd, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// SIGTERM (exitcode -15); a no-op once the child has ended.
+    pub(crate) fn terminate(&self) -> io::Result<()> {
+        self.signal(Signal::TERM)
+    }
+
+    /// SIGKILL (exitcode -9); a no-op once the child has ended.
+    pub(crate) fn kill(&self) -> io::Result<()> {
+        self.signal(Signal::KILL)
+    }
+
+    /// The sentinel: readable once the child has ended.
+    pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------
+// The private runtime directory and the control listener.
+
+static RUNTIME_DIR: OnceLock<PathBuf> = OnceLock::new();
+static SOCKET_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// This process's private directory (0700) for its control sockets.
+fn runtime_dir() -> io::Result<&'static Path> {
+    if let Some(d) = RUNTIME_DIR.get() {
+        return Ok(d);
+    }
+    let mut rnd = [0u8; 6];
+    getrandom::getrandom(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
+    let dir = std::env::temp_dir().join(format!(
+        "mproc-{}-{}",
+        std::process::id(),
+        crate::hex(&rnd)
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    match RUNTIME_DIR.set(dir) {
+        Ok(()) => {}
+        Err(dir) => {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+    RUNTIME_DIR
+        .get()
+        .map(PathBuf::as_path)
+        .ok_or_else(|| io::Error::other("runtime dir"))
+}
+
+/// Removes this process's runtime directory (at exit).
+pub(crate) fn cleanup_runtime_dir() {
+    if let Some(d) = RUNTIME_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// A one-shot listener for one child's control connection, removed from
+/// the file system when dropped.
+pub(crate) struct ControlListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// Why no control connection arrived.
+pub(crate) enum AcceptFailure {
+    /// The child ended first.
+    ChildExited,
+    /// The deadline passed.
+    Timeout,
+    /// The OS failed.
+    Io(io::Error),
+}
+
+impl ControlListener {
+    pub(crate) fn bind() -> io::Result<ControlListener> {
+        let n = SOCKET_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = runtime_dir()?.join(format!("c{n}.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(ControlListener { listener, path })
+    }
+
+    /// The address a child connects to (goes into its entry token).
+    pub(crate) fn address(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Accepts the child's connection, racing the child's exit and the
+    /// deadline: never a hang.
+    pub(crate) fn accept(
+        &self,
+        child: &ChildProcess,
+        deadline: Instant,
+    ) -> Result<ControlStream, AcceptFailure> {
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).map_err(AcceptFailure::Io)?;
+                    return Ok(s);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(AcceptFailure::Io(e)),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AcceptFailure::Timeout);
+            }
+            let ready = poll_readable(&[self.listener.as_fd(), child.sentinel()], Some(left))
+                .map_err(AcceptFailure::Io)?;
+            if ready.contains(&1) && !ready.contains(&0) {
+                return Err(AcceptFailure::ChildExited);
+            }
+        }
+    }
+}
+
+impl Drop for ControlListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The child's side: connects to the parent's control listener.
+pub(crate) fn connect_control(address: &str) -> io::Result<ControlStream> {
+    UnixStream::connect(address)
+}
+
+/// Sets a read timeout on the control stream (None: blocking).
+pub(crate) fn set_read_timeout(s: &ControlStream, t: Option<Duration>) -> io::Result<()> {
+    s.set_read_timeout(t)
+}
+
+/// Handles sent with a launch go over the control socket itself.
+pub(crate) fn handle_peer(_child: &ChildProcess) -> mproc_ipc::sys::Peer {
+    mproc_ipc::sys::Peer
+}
+
+// ---------------------------------------------------------------------
+// The parent link: a pipe whose write end only the parent holds. A child
+// gets the read end; it reads EOF once the parent is gone, whatever way it
+// died. `parent_process().is_alive()` and the daemon watchdog use it.
+
+static PARENT_PIPE: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
+
+/// The handle a child receives as its parent sentinel.
+pub(crate) fn parent_sentinel_for_child() -> io::Result<BorrowedFd<'static>> {
+    if PARENT_PIPE.get().is_none() {
+        let pair = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let _ = PARENT_PIPE.set(pair);
+    }
+    PARENT_PIPE
+        .get()
+        .map(|(r, _)| r.as_fd())
+        .ok_or_else(|| io::Error::other("parent pipe"))
+}
+
+/// A child's view of its parent: ready (readable) once the parent is gone.
+pub(crate) struct ParentSentinel(OwnedFd);
+
+impl ParentSentinel {
+    pub(crate) fn from_handle(h: OwnedFd, _parent_pid: u32) -> ParentSentinel {
+        ParentSentinel(h)
+    }
+
+    /// Waits up to `timeout` for the parent to end; true if it has.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        Ok(!poll_readable(&[self.0.as_fd()], timeout)?.is_empty())
+    }
+}
+
+/// Signals and other process-wide settings a child needs before its target
+/// runs (the child may start before std's own runtime set-up).
+pub(crate) fn prepare_child() {
+    // Rust's main ignores SIGPIPE; a child started from a constructor has
+    // not been through that yet: writes to a closed peer must be EPIPE.
+    // SAFETY: setting a signal disposition to SIG_IGN is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Ends this process at once, without running exit handlers (the daemon
+/// watchdog, when the parent is gone).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Registers `f` to run at normal process exit (after `main` returns or at
+/// `std::process::exit`).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: registering a plain extern "C" fn with atexit.
+    unsafe {
+        libc::atexit(f);
+    }
+}
+
+impl AsFd for crate::process::Sentinel<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.handle()
+    }
+}
+
+impl AsRawFd for crate::process::Sentinel<'_> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.handle().as_raw_fd()
+    }
+}

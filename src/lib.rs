@@ -1,0 +1,1 @@
+//! The root package: owns the seed examples (`examples/`) and the integration tests (`tests/`). Not published.
