@@ -457,3 +457,89 @@ fn composes_with_should_panic() {
     p.join().unwrap();
     panic!("expected failure");
 }
+
+/// Arguments whose decoding always fails in the child.
+struct Poison;
+
+impl serde::Serialize for Poison {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Poison {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("poisoned argument"))
+    }
+}
+
+#[mproc::target]
+fn takes_poison(_p: Poison) {}
+
+#[mproc::test]
+fn args_that_fail_to_decode_are_an_error_naming_pid_and_status() {
+    let mut p = Process::new(takes_poison, (Poison,));
+    match p.start() {
+        Err(Error::ChildFailed {
+            pid,
+            status,
+            reason,
+        }) => {
+            assert!(pid > 0);
+            assert_eq!(status, format!("exitcode {}", mproc::BOOTSTRAP_EXIT_CODE));
+            assert!(reason.contains("cannot decode the target's arguments"), "{reason}");
+            assert!(reason.contains("Poison"), "{reason}");
+        }
+        other => panic!("expected ChildFailed, got {other:?}"),
+    }
+}
+
+#[mproc::target]
+fn watch_parent(path: String) {
+    let mut parent = mproc::parent_process().expect("a child has a parent");
+    let before = parent.is_alive().unwrap_or(false);
+    let _ = std::fs::write(format!("{path}.ready"), "");
+    let _ = parent.join_timeout(Duration::from_secs(20));
+    let after = parent.is_alive().unwrap_or(true);
+    let _ = std::fs::write(path, format!("{before} {after}"));
+}
+
+#[mproc::target]
+fn start_watcher_and_vanish(path: String) {
+    let ready = format!("{path}.ready");
+    let mut p = Process::new(watch_parent, (path,));
+    if p.start().is_err() {
+        std::process::exit(3);
+    }
+    // Wait until the grandchild has looked at its live parent, then vanish
+    // without joining.
+    let t = Instant::now();
+    while !std::path::Path::new(&ready).exists() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(ready);
+    std::process::exit(0);
+}
+
+#[mproc::test]
+fn checklist_13_parent_is_alive_turns_false_when_it_dies() -> mproc::Result<()> {
+    let path = std::env::temp_dir().join(format!("mproc-test-parent-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut p = Process::new(start_watcher_and_vanish, (path.to_string_lossy().into_owned(),));
+    p.start()?;
+    p.join()?;
+    assert_eq!(p.exitcode(), Some(0));
+    let t = Instant::now();
+    let report = loop {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            if !s.is_empty() {
+                break s;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the grandchild never reported");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(report, "true false");
+    Ok(())
+}

@@ -9,7 +9,10 @@ use std::fmt;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every error mproc reports.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same text as `Display`, so that a `main` returning
+/// `mproc::Result` ends with a readable line.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     // ---- Process life cycle (CPython's ValueError / AssertionError) ----
@@ -159,6 +162,12 @@ pub enum Error {
     /// Any other OS error.
     #[error(transparent)]
     Io(std::io::Error),
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl From<std::io::Error> for Error {

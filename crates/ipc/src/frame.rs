@@ -276,7 +276,13 @@ mod tests {
 
     #[test]
     fn boundaries_round_trip_and_write_counts() {
-        for len in [0usize, 1, SMALL_PAYLOAD, SMALL_PAYLOAD + 1, 3 * SMALL_PAYLOAD] {
+        for len in [
+            0usize,
+            1,
+            SMALL_PAYLOAD,
+            SMALL_PAYLOAD + 1,
+            3 * SMALL_PAYLOAD,
+        ] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut rec = Recorder::default();
             write_frame(&mut rec, &payload).unwrap();
@@ -311,8 +317,10 @@ mod tests {
                 assert_eq!(rec.writes.len(), 1);
             }
             // Big parts are written from their own slice, never copied.
-            assert!(rec.writes.iter().all(|w| w.len() <= 2 * SMALL_PAYLOAD + 12
-                || w.len() == big.len()));
+            assert!(rec
+                .writes
+                .iter()
+                .all(|w| w.len() <= 2 * SMALL_PAYLOAD + 12 || w.len() == big.len()));
             let wire = rec.writes.concat();
             assert_eq!(wire, frame(&joined));
         }
@@ -384,7 +392,10 @@ mod tests {
         let mut r: &[u8] = b"\x00\x00\x04\x01";
         assert!(matches!(
             read_frame(&mut r, 1024),
-            Err(Error::MessageTooLarge { len: 1025, max: 1024 })
+            Err(Error::MessageTooLarge {
+                len: 1025,
+                max: 1024
+            })
         ));
     }
 
