@@ -38,7 +38,10 @@ fn run_one(name: &str, exe: &Path) -> Result<(), String> {
         ));
     }
     check(name, &stdout).map_err(|e| format!("example {name}: {e}\n--- output ---\n{stdout}"))?;
-    eprintln!("xtask: example {name}: output checked ({} lines)", stdout.lines().count());
+    eprintln!(
+        "xtask: example {name}: output checked ({} lines)",
+        stdout.lines().count()
+    );
     Ok(())
 }
 
@@ -80,7 +83,9 @@ fn check_worker(lines: &[&str]) -> Result<(), String> {
         return Err(format!("expected tasks 0..n (n >= 3), got {tasks:?}"));
     }
     if pids.len() != tasks.len() || pids.contains(&std::process::id()) {
-        return Err(format!("expected one distinct child pid per task, got {pids:?}"));
+        return Err(format!(
+            "expected one distinct child pid per task, got {pids:?}"
+        ));
     }
     Ok(())
 }
@@ -128,7 +133,9 @@ fn check_producer_consumer(lines: &[&str]) -> Result<(), String> {
     let mut stopped = BTreeSet::new();
     for l in lines {
         if let Some(rest) = l.strip_prefix("[producer ") {
-            let (who, item) = rest.split_once("] Put: ").ok_or(format!("bad line {l:?}"))?;
+            let (who, item) = rest
+                .split_once("] Put: ")
+                .ok_or(format!("bad line {l:?}"))?;
             if !item.starts_with(who) || !put.insert(item.to_string()) {
                 return Err(format!("bad or repeated put {l:?}"));
             }
@@ -155,7 +162,9 @@ fn check_producer_consumer(lines: &[&str]) -> Result<(), String> {
     }
     let got: BTreeSet<String> = received.keys().cloned().collect();
     if got != expected || received.values().any(|&n| n != 1) {
-        return Err(format!("each item must be received exactly once: {received:?}"));
+        return Err(format!(
+            "each item must be received exactly once: {received:?}"
+        ));
     }
     if stopped.len() != 2 {
         return Err(format!("both consumers must stop, got {stopped:?}"));
@@ -188,7 +197,8 @@ mod tests {
         let mut out = String::new();
         for p in ["P1", "P2"] {
             for i in 0..5 {
-                out += &format!("[producer {p}] Put: {p}-{i}\n[consumer C1] received item: {p}-{i}\n");
+                out +=
+                    &format!("[producer {p}] Put: {p}-{i}\n[consumer C1] received item: {p}-{i}\n");
             }
         }
         out += "[consumer C1] received termination signal\n[consumer C2] received termination signal\nAll processes completed\n";

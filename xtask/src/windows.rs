@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 /// Workspace packages that do not build for Windows; excluded when present.
 pub const UNIX_ONLY_PACKAGES: &[&str] = &["mproc-bench"];
 
+const USAGE: &str = "usage: cargo xtask windows [--setup] [-- TEST-BINARY-ARGS]";
 const TARGET: &str = "x86_64-pc-windows-gnu";
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
@@ -373,11 +374,7 @@ pub fn run(args: &[String]) -> Result<String, String> {
     let test_args: Vec<String> = match args.iter().position(|a| a == "--") {
         Some(0) => args[1..].to_vec(),
         None if args.is_empty() => Vec::new(),
-        _ => {
-            return Err(format!(
-            "unexpected arguments {args:?}: usage `cargo xtask windows [--setup] [-- TEST-ARGS]`"
-        ))
-        }
+        _ => return Err(format!("unexpected arguments {args:?}: {USAGE}")),
     };
     let start = Instant::now();
     let root = workspace_root();
@@ -399,7 +396,7 @@ pub fn run(args: &[String]) -> Result<String, String> {
         }
     }
     say(format!(
-        "{} for {TARGET} in {}, under {} (WINEPREFIX={})",
+        "building {} for {TARGET} into {}; running under {} (WINEPREFIX={})",
         root.display(),
         target_dir.display(),
         wine_version(),
@@ -424,8 +421,14 @@ pub fn run(args: &[String]) -> Result<String, String> {
     println!("{summary}");
     let mut problems = Vec::new();
     problems.extend(tests.fatal.clone());
-    if tests.failed > 0 || tests.crashed > 0 || !tests.success {
+    if tests.fatal.is_none() && (tests.failed > 0 || tests.crashed > 0 || !tests.success) {
         problems.push("test failures under Wine".to_string());
+    }
+    if tests.orphans > 0 {
+        problems.push(format!(
+            "the tests left {} Windows program(s) running",
+            tests.orphans
+        ));
     }
     if !examples.failed.is_empty() {
         problems.push(format!(
@@ -450,6 +453,8 @@ struct TestTotals {
     /// Binaries that started but printed no `test result:` line.
     crashed: u64,
     success: bool,
+    /// Windows programs still running after the tests (killed since).
+    orphans: usize,
     /// A reason no (further) result can be trusted: build error, timeout.
     fatal: Option<String>,
 }
@@ -499,6 +504,7 @@ fn run_tests(
     }
     say(format!("$ {}", describe(&cmd)));
     let started = Instant::now();
+    let before = pids(&wine_processes(&paths.prefix));
     let mut totals = TestTotals::default();
     let mut results = 0u64;
     let outcome = stream(&mut cmd, Duration::from_secs(timeout), |is_err, line| {
@@ -519,6 +525,15 @@ fn run_tests(
         }
     })?;
     totals.crashed = totals.binaries.saturating_sub(results);
+    let orphans = new_programs(&paths.prefix, &before);
+    if !orphans.is_empty() {
+        say(format!(
+            "the tests left {} Windows program(s) running",
+            orphans.len()
+        ));
+        totals.orphans = orphans.len();
+        kill_all(orphans);
+    }
     totals.success = outcome.success();
     say(format!(
         "cargo test step: {:.1} s",
@@ -572,7 +587,7 @@ fn run_examples(
         |_, line| eprintln!("{line}"),
     )?;
     if !outcome.success() {
-        totals.failed.push("(build)".into());
+        totals.failed.push("(the examples did not build)".into());
         return Ok(totals);
     }
     let dir = target_dir.join(TARGET).join("debug").join("examples");
@@ -596,15 +611,16 @@ fn run_examples(
             EXAMPLE_ARGS.join(" ")
         ));
         let started = Instant::now();
-        let mut output = String::new();
+        let before = pids(&wine_processes(&paths.prefix));
+        let mut stdout = String::new();
         let outcome = stream(&mut cmd, EXAMPLE_TIMEOUT, |is_err, line| {
             if is_err {
                 eprintln!("  | {line}");
             } else {
                 println!("  | {line}");
+                stdout.push_str(line);
+                stdout.push('\n');
             }
-            output.push_str(line);
-            output.push('\n');
         })?;
         let secs = started.elapsed().as_secs_f64();
         let verdict = if outcome.timed_out {
@@ -619,8 +635,22 @@ fn run_examples(
                 describe_status(outcome.status)
             ))
         } else {
-            check_example_output(&example.name, &output)
+            check_example_output(&example.name, &stdout)
         };
+        let orphans = new_programs(&paths.prefix, &before);
+        let verdict = match verdict {
+            Ok(()) if !orphans.is_empty() => Err(format!(
+                "left {} program(s) running: {}",
+                orphans.len(),
+                orphans
+                    .iter()
+                    .map(|p| p.cmdline.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+            v => v,
+        };
+        kill_all(orphans);
         match verdict {
             Ok(()) => say(format!("example {}: ok in {secs:.1} s", example.name)),
             Err(e) => {
@@ -635,10 +665,17 @@ fn run_examples(
     Ok(totals)
 }
 
-/// Checks an example's output under Wine. For now the exit status is the
-/// check; when `examples.rs` exposes its per-example checker, call it here.
-fn check_example_output(_name: &str, _output: &str) -> Result<(), String> {
-    Ok(())
+/// Checks an example's standard output under Wine with the same checker as
+/// the native run; an example that has none is judged by its exit status.
+fn check_example_output(name: &str, stdout: &str) -> Result<(), String> {
+    if crate::examples::EXAMPLES.contains(&name) {
+        crate::examples::check(name, stdout)
+    } else {
+        say(format!(
+            "example {name}: no output checker in examples.rs: exit status only"
+        ));
+        Ok(())
+    }
 }
 
 /// `/usr/bin/cargo <subcommand> -Zbuild-std=std,panic_abort --target …` with
@@ -747,15 +784,7 @@ impl WineServer {
             wine_cmd(&self.paths, "wineserver").arg("-w"),
             Duration::from_secs(30),
         );
-        let left = wine_processes(&self.paths.prefix);
-        for (pid, name) in &left {
-            say(format!("killing leftover Wine process {pid} ({name})"));
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let still = wine_processes(&self.paths.prefix);
+        let still = kill_all(wine_processes(&self.paths.prefix));
         if still.is_empty() {
             say("wineserver stopped; no Wine process left");
         } else {
@@ -770,23 +799,33 @@ impl Drop for WineServer {
     }
 }
 
+#[derive(Debug)]
+struct WineProcess {
+    pid: u32,
+    cmdline: String,
+}
+
+impl WineProcess {
+    /// Wine's own: the server and the services it starts from C:\windows.
+    fn is_wine_itself(&self) -> bool {
+        let cmd = self.cmdline.to_ascii_lowercase();
+        cmd.starts_with("c:\\windows\\") || cmd.contains("wineserver")
+    }
+}
+
 /// Live processes of our prefix: Wine programs and servers whose environment
-/// names it, and the wineserver whose working directory is its server dir.
-fn wine_processes(prefix: &Path) -> Vec<(u32, String)> {
+/// names it, and the wineserver whose working directory is its server dir
+/// (`…/server-<dev>-<inode of the prefix>`).
+fn wine_processes(prefix: &Path) -> Vec<WineProcess> {
     let me = std::process::id();
     let wanted = [
         b"WINEPREFIX=".as_slice(),
         prefix.as_os_str().as_encoded_bytes(),
     ]
     .concat();
-    let server_dir = std::fs::metadata(prefix).ok().map(|m| {
-        PathBuf::from(format!(
-            "/tmp/.wine-{}/server-{:x}-{:x}",
-            m.uid(),
-            m.dev(),
-            m.ino()
-        ))
-    });
+    let server_dir = std::fs::metadata(prefix)
+        .ok()
+        .map(|m| format!("server-{:x}-{:x}", m.dev(), m.ino()));
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -803,27 +842,85 @@ fn wine_processes(prefix: &Path) -> Vec<(u32, String)> {
             continue;
         }
         let dir = entry.path();
-        let exe = std::fs::read_link(dir.join("exe"))
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let comm = std::fs::read_to_string(dir.join("comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        if !(exe.contains("wine")
-            || comm.starts_with("wine")
-            || comm.to_ascii_lowercase().ends_with(".exe"))
-        {
+        // Zombies have no exe link: they are not running.
+        let Ok(exe) = std::fs::read_link(dir.join("exe")) else {
+            continue;
+        };
+        // Windows programs run as /usr/lib/wine/wine64 (their comm is a
+        // thread name, e.g. `main` for Rust programs).
+        if !exe.to_string_lossy().contains("wine") {
             continue;
         }
         let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
         let by_env = environ.split(|&b| b == 0).any(|v| v == wanted.as_slice());
-        let by_cwd = server_dir.is_some() && std::fs::read_link(dir.join("cwd")).ok() == server_dir;
+        let cwd = std::fs::read_link(dir.join("cwd")).ok();
+        let by_cwd = cwd
+            .as_ref()
+            .and_then(|c| c.file_name())
+            .is_some_and(|n| Some(n.to_string_lossy().as_ref()) == server_dir.as_deref());
         if by_env || by_cwd {
-            found.push((pid, comm));
+            let raw = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&raw)
+                .replace('\0', " ")
+                .trim()
+                .to_string();
+            found.push(WineProcess { pid, cmdline });
         }
     }
     found
+}
+
+/// SIGKILLs each process and waits (up to 2 s) for them to go; returns
+/// those still there.
+fn kill_all(processes: Vec<WineProcess>) -> Vec<WineProcess> {
+    if processes.is_empty() {
+        return processes;
+    }
+    for p in &processes {
+        say(format!(
+            "killing leftover Wine process {} ({})",
+            p.pid, p.cmdline
+        ));
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let alive: Vec<WineProcess> = processes
+            .iter()
+            .filter(|p| std::fs::read_link(format!("/proc/{}/exe", p.pid)).is_ok())
+            .map(|p| WineProcess {
+                pid: p.pid,
+                cmdline: p.cmdline.clone(),
+            })
+            .collect();
+        if alive.is_empty() || Instant::now() > deadline {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Programs (not Wine's own services) that appeared since `before` and are
+/// still running after a grace period: orphans a test or example left.
+fn new_programs(prefix: &Path, before: &[u32]) -> Vec<WineProcess> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let new: Vec<WineProcess> = wine_processes(prefix)
+            .into_iter()
+            .filter(|p| !p.is_wine_itself() && !before.contains(&p.pid))
+            .collect();
+        if new.is_empty() || Instant::now() > deadline {
+            return new;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pids(processes: &[WineProcess]) -> Vec<u32> {
+    processes.iter().map(|p| p.pid).collect()
 }
 
 // ------------------------------------------------------------- processes --

@@ -109,6 +109,13 @@ pub(crate) fn launch(prepared: &Prepared, who: &Identity<'_>) -> Result<Launched
     let _enter = span.enter();
     tracing::debug!(target_fn = %prepared.target, "child started");
     let deadline = Instant::now() + start_deadline();
+    let _deadline_guard = sys::LaunchDeadline::arm(&child, deadline);
+    if who.daemon {
+        if let Err(e) = child.tie_to_parent() {
+            let _ = child.kill();
+            return Err(failed(&child, &format!("cannot tie the daemonic child to its parent: {e}")));
+        }
+    }
 
     let stream = match listener.accept(&child, deadline) {
         Ok(s) => s,

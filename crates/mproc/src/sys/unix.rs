@@ -316,3 +316,20 @@ impl AsRawFd for crate::process::Sentinel<'_> {
         self.handle().as_raw_fd()
     }
 }
+
+impl ChildProcess {
+    /// Daemonic children are tied to the parent by their watchdog (the
+    /// parent pipe), which needs nothing here.
+    pub(crate) fn tie_to_parent(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Unix control sockets have read timeouts; nothing to arm.
+pub(crate) struct LaunchDeadline;
+
+impl LaunchDeadline {
+    pub(crate) fn arm(_child: &ChildProcess, _deadline: Instant) -> LaunchDeadline {
+        LaunchDeadline
+    }
+}
