@@ -152,7 +152,11 @@ fn checklist_04_daemon_flag_after_start_and_daemon_children() -> mproc::Result<(
     let mut d = Process::new(daemon_spawns, ()).with_daemon(true);
     d.start()?;
     d.join()?;
-    assert_eq!(d.exitcode(), Some(3), "a daemonic child must not start children");
+    assert_eq!(
+        d.exitcode(),
+        Some(3),
+        "a daemonic child must not start children"
+    );
     Ok(())
 }
 
@@ -162,7 +166,11 @@ fn checklist_05_join_timeout_on_a_running_child() -> mproc::Result<()> {
     p.start()?;
     let t = Instant::now();
     p.join_timeout(Duration::from_millis(200))?;
-    assert!(t.elapsed() >= Duration::from_millis(190), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(p.is_alive()?);
     assert_eq!(p.exitcode(), None);
     let t = Instant::now();
@@ -181,7 +189,9 @@ fn checklist_06_after_the_target_returns() -> mproc::Result<()> {
     p.join()?;
     assert_eq!(p.exitcode(), Some(0));
     assert!(!p.is_alive()?);
-    assert!(mproc::active_children().iter().all(|c| c.pid() != Some(pid)));
+    assert!(mproc::active_children()
+        .iter()
+        .all(|c| c.pid() != Some(pid)));
     Ok(())
 }
 
@@ -254,7 +264,9 @@ fn checklist_10_close() -> mproc::Result<()> {
     p.start()?;
     let e = p.close().unwrap_err();
     assert!(matches!(e, Error::CloseRunning));
-    assert!(e.to_string().starts_with("Cannot close a process while it is still running"));
+    assert!(e
+        .to_string()
+        .starts_with("Cannot close a process while it is still running"));
     p.kill()?;
     p.join()?;
     let pid = p.pid();
@@ -287,7 +299,10 @@ fn checklist_11_sentinel() -> mproc::Result<()> {
     p.start()?;
     {
         let s = p.sentinel()?;
-        assert_eq!(mproc::wait(&[&s], Some(Duration::from_millis(100)))?, Vec::<usize>::new());
+        assert_eq!(
+            mproc::wait(&[&s], Some(Duration::from_millis(100)))?,
+            Vec::<usize>::new()
+        );
     }
     p.terminate()?;
     {
@@ -315,7 +330,10 @@ fn checklist_13_14_child_sees_parent_and_inherits_authkey() -> mproc::Result<()>
     assert!(name.starts_with("Process-"));
     assert_eq!(child_pid, Some(pid));
     assert_eq!(key, mproc::current_process().authkey());
-    assert_eq!(parent, Some((std::process::id(), "MainProcess".to_string())));
+    assert_eq!(
+        parent,
+        Some((std::process::id(), "MainProcess".to_string()))
+    );
     Ok(())
 }
 
@@ -397,7 +415,10 @@ fn join_handle_is_alive_join_timeout_and_kill() -> mproc::Result<()> {
     h.kill()?;
     h.join_timeout(Duration::from_secs(10))?;
     assert!(!h.is_alive()?);
-    assert!(matches!(h.join(), Err(Error::NoResult { exitcode: -9, .. })));
+    assert!(matches!(
+        h.join(),
+        Err(Error::NoResult { exitcode: -9, .. })
+    ));
     Ok(())
 }
 
@@ -435,7 +456,10 @@ fn unregistered_target_is_an_error_naming_it() {
     assert!(matches!(e, Error::UnregisteredTarget { .. }));
     assert!(msg.contains("unregistered"), "{msg}");
     assert!(msg.contains("#[mproc::target]"), "{msg}");
-    assert!(mproc::spawn(|| 1u8, ()).is_err(), "a closure is not a target");
+    assert!(
+        mproc::spawn(|| 1u8, ()).is_err(),
+        "a closure is not a target"
+    );
 }
 
 #[mproc::test]
@@ -487,7 +511,10 @@ fn args_that_fail_to_decode_are_an_error_naming_pid_and_status() {
         }) => {
             assert!(pid > 0);
             assert_eq!(status, format!("exitcode {}", mproc::BOOTSTRAP_EXIT_CODE));
-            assert!(reason.contains("cannot decode the target's arguments"), "{reason}");
+            assert!(
+                reason.contains("cannot decode the target's arguments"),
+                "{reason}"
+            );
             assert!(reason.contains("Poison"), "{reason}");
         }
         other => panic!("expected ChildFailed, got {other:?}"),
@@ -525,7 +552,10 @@ fn start_watcher_and_vanish(path: String) {
 fn checklist_13_parent_is_alive_turns_false_when_it_dies() -> mproc::Result<()> {
     let path = std::env::temp_dir().join(format!("mproc-test-parent-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let mut p = Process::new(start_watcher_and_vanish, (path.to_string_lossy().into_owned(),));
+    let mut p = Process::new(
+        start_watcher_and_vanish,
+        (path.to_string_lossy().into_owned(),),
+    );
     p.start()?;
     p.join()?;
     assert_eq!(p.exitcode(), Some(0));
@@ -536,7 +566,10 @@ fn checklist_13_parent_is_alive_turns_false_when_it_dies() -> mproc::Result<()> 
                 break s;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "the grandchild never reported");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the grandchild never reported"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = std::fs::remove_file(&path);

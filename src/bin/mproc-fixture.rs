@@ -16,28 +16,55 @@ fn hello(word: String) {
     println!("hello {word} from {}", std::process::id());
 }
 
-/// Starts a daemonic grandchild, prints its pid and then blocks.
+/// Appends a byte to `path` every 20 ms for up to 100 s: a liveness signal
+/// the tests read the same way on every OS.
 #[mproc::target]
-fn parent_of_daemon() {
-    let mut d = Process::new(sleeper, (100.0,)).with_daemon(true);
+fn heartbeat(path: String) {
+    use std::io::Write;
+    for _ in 0..5000 {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            let _ = f.write_all(b".");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a daemonic heartbeat child, then blocks.
+#[mproc::target]
+fn parent_of_daemon(path: String) {
+    let mut d = Process::new(heartbeat, (path,)).with_daemon(true);
     if d.start().is_err() {
         std::process::exit(3);
     }
-    println!("daemon-pid {}", d.pid().unwrap_or(0));
     std::thread::sleep(Duration::from_secs(100));
+}
+
+fn wait_for_heartbeat(path: &str) {
+    let t = std::time::Instant::now();
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0
+        && t.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[mproc::main]
 fn main() -> mproc::Result<()> {
     let scenario = std::env::args().nth(1).unwrap_or_default();
+    let path = std::env::args().nth(2).unwrap_or_default();
     match scenario.as_str() {
-        // Checklist 15: a 1 s child and a 100 s daemon: exit after ~1 s.
+        // Checklist 15: a 1 s child and a 100 s daemon (a heartbeat on
+        // `path`): exit after ~1 s.
         "exit-procedure" => {
             let mut normal = Process::new(sleeper, (1.0,));
-            let mut daemon = Process::new(sleeper, (100.0,)).with_daemon(true);
+            let mut daemon = Process::new(heartbeat, (path.clone(),)).with_daemon(true);
             normal.start()?;
             daemon.start()?;
-            println!("daemon-pid {}", daemon.pid().unwrap_or(0));
+            wait_for_heartbeat(&path);
             // main returns at once; #[mproc::main] joins `normal` and
             // terminates `daemon`.
         }
@@ -48,13 +75,16 @@ fn main() -> mproc::Result<()> {
             p.join()?;
             println!("exitcode {:?}", p.exitcode());
         }
-        // A parent (this process's child) with a daemonic grandchild; the
-        // test kills the parent outright and checks the daemon dies.
+        // A parent (this process's child) with a daemonic grandchild (a
+        // heartbeat on `path`); the parent is killed outright (SIGKILL /
+        // TerminateProcess) and the test checks the heartbeat stops.
         "daemon-grandchild" => {
-            let mut p = Process::new(parent_of_daemon, ());
+            let mut p = Process::new(parent_of_daemon, (path.clone(),));
             p.start()?;
-            println!("parent-pid {}", p.pid().unwrap_or(0));
+            wait_for_heartbeat(&path);
+            p.kill()?;
             p.join()?;
+            println!("parent exitcode {:?}", p.exitcode());
         }
         other => {
             eprintln!("unknown scenario {other:?}");

@@ -41,8 +41,10 @@ pub fn register_outgoing(raw: RawHandle) -> Option<u32> {
 /// Runs `f` (which decodes a launch's arguments) with `handles` on offer.
 /// Handles that `f` did not take are closed afterwards.
 pub fn with_incoming<R>(handles: Vec<OwnedHandle>, f: impl FnOnce() -> R) -> R {
-    let previous =
-        INCOMING.with(|i| i.borrow_mut().replace(handles.into_iter().map(Some).collect()));
+    let previous = INCOMING.with(|i| {
+        i.borrow_mut()
+            .replace(handles.into_iter().map(Some).collect())
+    });
     let r = f();
     INCOMING.with(|i| *i.borrow_mut() = previous);
     r

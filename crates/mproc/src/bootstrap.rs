@@ -174,7 +174,8 @@ fn run_child(token: &str) -> Result<i32, String> {
             sentinel: sys::ParentSentinel::from_handle(parent, record.parent_pid),
         },
     );
-    let _span = tracing::debug_span!("process", name = %record.name, pid = std::process::id()).entered();
+    let _span =
+        tracing::debug_span!("process", name = %record.name, pid = std::process::id()).entered();
     if record.daemon {
         start_watchdog();
     }
@@ -338,6 +339,9 @@ where
 {
     run_entry::<F, A>(input, |out| match postcard::to_stdvec(&out) {
         Ok(bytes) => (0, Report::Value(bytes)),
-        Err(e) => (1, Report::Failed(format!("cannot encode the target's result: {e}"))),
+        Err(e) => (
+            1,
+            Report::Failed(format!("cannot encode the target's result: {e}")),
+        ),
     })
 }

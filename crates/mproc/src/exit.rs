@@ -38,7 +38,10 @@ pub fn exit_procedure() {
     let snapshot: Vec<Arc<ChildState>> = children().clone();
     for c in snapshot.iter().filter(|c| c.daemon) {
         if let Err(e) = c.process.terminate() {
-            tracing::warn!(pid = c.process.pid(), "cannot terminate a daemonic child: {e}");
+            tracing::warn!(
+                pid = c.process.pid(),
+                "cannot terminate a daemonic child: {e}"
+            );
         }
     }
     for c in &snapshot {

@@ -98,11 +98,7 @@ pub(crate) fn launch(prepared: &Prepared, who: &Identity<'_>) -> Result<Launched
     getrandom::getrandom(&mut secret)
         .map_err(|e| Error::Bootstrap(format!("cannot read random bytes: {e}")))?;
     let listener = ControlListener::bind()?;
-    let token = format!(
-        "{PROTOCOL}:{}:{}",
-        crate::hex(&secret),
-        listener.address()
-    );
+    let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
     let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
     let pid = child.pid();
     let span = tracing::debug_span!("launch", pid, name = who.name);
@@ -113,7 +109,10 @@ pub(crate) fn launch(prepared: &Prepared, who: &Identity<'_>) -> Result<Launched
     if who.daemon {
         if let Err(e) = child.tie_to_parent() {
             let _ = child.kill();
-            return Err(failed(&child, &format!("cannot tie the daemonic child to its parent: {e}")));
+            return Err(failed(
+                &child,
+                &format!("cannot tie the daemonic child to its parent: {e}"),
+            ));
         }
     }
 
@@ -177,7 +176,8 @@ fn handshake_and_send(
         report: who.report,
     };
     let bytes = postcard::to_stdvec(&record).map_err(|e| e.to_string())?;
-    frame::write_frame(&mut stream, &bytes).map_err(|e| format!("cannot send the launch record: {e}"))?;
+    frame::write_frame(&mut stream, &bytes)
+        .map_err(|e| format!("cannot send the launch record: {e}"))?;
     let mut handles = Vec::with_capacity(prepared.handles.len() + 1);
     handles.push(parent_sentinel);
     for raw in &prepared.handles {
@@ -185,12 +185,8 @@ fn handshake_and_send(
         // alive for the duration of the launch.
         handles.push(unsafe { ipc_sys::borrow_raw(*raw) });
     }
-    ipc_sys::send_handles(
-        ipc_sys::borrow(&stream),
-        &handles,
-        sys::handle_peer(child),
-    )
-    .map_err(|e| format!("cannot send handles: {e}"))?;
+    ipc_sys::send_handles(ipc_sys::borrow(&stream), &handles, sys::handle_peer(child))
+        .map_err(|e| format!("cannot send handles: {e}"))?;
     let ack = frame::read_frame(&mut stream, 1 << 20)
         .map_err(|e| format!("no acknowledgement from the child: {e}"))?;
     let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
@@ -204,6 +200,7 @@ fn handshake_and_send(
 /// that nothing is left behind.
 fn failed(child: &ChildProcess, reason: &str) -> Error {
     let status = match child.wait(Some(Duration::from_secs(2))) {
+        Ok(Some(-9)) => "exitcode -9 (killed)".to_string(),
         Ok(Some(code)) => format!("exitcode {code}"),
         Ok(None) => {
             let _ = child.kill();

@@ -38,13 +38,15 @@ mod registry;
 mod spawn;
 mod sys;
 
-pub use mproc_ipc::{wait, Error, PutError, Result, Waitable};
+pub use launch::BOOTSTRAP_EXIT_CODE;
+pub use mproc_ipc::{
+    pipe, wait, Address, Client, Connection, Error, Listener, PutError, Result, Waitable,
+};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo, Sentinel,
 };
 pub use registry::{Args, ProcessOutput, Target};
 pub use spawn::{spawn, JoinHandle};
-pub use launch::BOOTSTRAP_EXIT_CODE;
 
 /// Registers a free fn (0 to 6 parameters of serde types, or connection
 /// and queue handles) as a process target. The fn stays an ordinary fn.

@@ -90,11 +90,7 @@ pub(crate) fn start_child(
     if std::env::var_os(TOKEN_ENV).is_some() {
         // This process was started as a child but never went through
         // mproc's entry: refuse to spawn again (fork-bomb guard), loudly.
-        let _ = writeln!(
-            std::io::stderr(),
-            "mproc: {}",
-            Error::ForkBomb
-        );
+        let _ = writeln!(std::io::stderr(), "mproc: {}", Error::ForkBomb);
         let _ = std::io::stderr().flush();
         std::process::exit(launch::BOOTSTRAP_EXIT_CODE);
     }
@@ -123,7 +119,10 @@ enum State {
     /// `run()` consumed the target.
     Ran,
     Started(Arc<ChildState>),
-    Closed { pid: Option<u32>, exitcode: Option<i32> },
+    Closed {
+        pid: Option<u32>,
+        exitcode: Option<i32>,
+    },
 }
 
 /// A process running a registered target: CPython's

@@ -55,7 +55,11 @@ fn stream_of(h: BorrowedHandle<'_>) -> ManuallyDrop<std::fs::File> {
 
 /// Duplicates `handles` into the peer process and sends their values over
 /// `sock` as one frame; the receiver calls [`recv_handles`].
-pub fn send_handles(sock: BorrowedHandle<'_>, handles: &[BorrowedHandle<'_>], peer: Peer) -> io::Result<()> {
+pub fn send_handles(
+    sock: BorrowedHandle<'_>,
+    handles: &[BorrowedHandle<'_>],
+    peer: Peer,
+) -> io::Result<()> {
     let mut values = Vec::with_capacity(handles.len() * 8);
     for h in handles {
         let mut out: HANDLE = std::ptr::null_mut();
@@ -88,7 +92,10 @@ pub fn recv_handles(sock: BorrowedHandle<'_>, n: usize) -> io::Result<Vec<OwnedH
     let values = frame::read_frame(&mut *s, (n as u64) * 8)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     if values.len() != n * 8 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "wrong number of handles"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "wrong number of handles",
+        ));
     }
     Ok(values
         .chunks_exact(8)
@@ -130,7 +137,10 @@ fn is_ready(h: BorrowedHandle<'_>) -> bool {
 /// signalled object); returns the indices of the ready ones, empty on
 /// timeout. Pipes are not waitable objects on Windows, so this polls with
 /// a back-off from 50 µs to 5 ms (CPython uses overlapped zero-byte reads).
-pub fn poll_readable(handles: &[BorrowedHandle<'_>], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+pub fn poll_readable(
+    handles: &[BorrowedHandle<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut pause = Duration::from_micros(50);
     loop {
@@ -172,4 +182,3 @@ pub unsafe fn own_raw(raw: RawHandle) -> OwnedHandle {
 pub fn borrow<T: AsHandle>(t: &T) -> BorrowedHandle<'_> {
     t.as_handle()
 }
-

@@ -136,11 +136,8 @@ fn runtime_dir() -> io::Result<&'static Path> {
     }
     let mut rnd = [0u8; 6];
     getrandom::getrandom(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
-    let dir = std::env::temp_dir().join(format!(
-        "mproc-{}-{}",
-        std::process::id(),
-        crate::hex(&rnd)
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("mproc-{}-{}", std::process::id(), crate::hex(&rnd)));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     match RUNTIME_DIR.set(dir) {
         Ok(()) => {}

@@ -103,7 +103,9 @@ impl ChildProcess {
     pub(crate) fn tie_to_parent(&self) -> io::Result<()> {
         let job = daemon_job()?;
         // SAFETY: both handles are open.
-        if unsafe { AssignProcessToJobObject(job as HANDLE, self.handle.as_raw_handle() as HANDLE) } == 0 {
+        if unsafe { AssignProcessToJobObject(job as HANDLE, self.handle.as_raw_handle() as HANDLE) }
+            == 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -190,7 +192,10 @@ fn daemon_job() -> io::Result<usize> {
             Ok(()) => Ok(job as usize),
             Err(_) => {
                 drop(OwnedHandle::from_raw_handle(job as RawHandle));
-                DAEMON_JOB.get().copied().ok_or_else(|| io::Error::other("job"))
+                DAEMON_JOB
+                    .get()
+                    .copied()
+                    .ok_or_else(|| io::Error::other("job"))
             }
         }
     }
@@ -209,7 +214,10 @@ impl LaunchDeadline {
         let spawned = std::thread::Builder::new()
             .name("mproc-launch-deadline".into())
             .spawn(move || {
-                let left = deadline.saturating_duration_since(Instant::now());
+                // A second after the deadline, so that a child that never
+                // connects is seen as a timeout by `accept` first.
+                let left =
+                    (deadline + Duration::from_secs(1)).saturating_duration_since(Instant::now());
                 if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(left) {
                     // SAFETY: the handle stays open while the launch runs
                     // (the guard is dropped before the ChildProcess).
@@ -359,7 +367,9 @@ pub(crate) fn connect_control(address: &str) -> io::Result<ControlStream> {
             return Ok(unsafe { std::fs::File::from_raw_handle(h as RawHandle) });
         }
         let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(ERROR_PIPE_BUSY as i32) || start.elapsed() > Duration::from_secs(10) {
+        if err.raw_os_error() != Some(ERROR_PIPE_BUSY as i32)
+            || start.elapsed() > Duration::from_secs(10)
+        {
             return Err(err);
         }
         // SAFETY: plain Win32 call.
