@@ -7,12 +7,18 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod connection;
 mod error;
 pub mod frame;
 pub mod handles;
+mod listener;
+mod queue;
 pub mod sys;
 pub mod tag;
 mod wait;
 
+pub use connection::{pipe, Connection};
 pub use error::{Error, PutError, Result};
+pub use listener::{Address, Client, Listener};
+pub use queue::Queue;
 pub use wait::{wait, Waitable};

@@ -40,7 +40,7 @@ mod sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;
 pub use mproc_ipc::{
-    pipe, wait, Address, Client, Connection, Error, Listener, PutError, Result, Waitable,
+    pipe, wait, Address, Client, Connection, Error, Listener, PutError, Queue, Result, Waitable,
 };
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo, Sentinel,
@@ -87,7 +87,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Parses lowercase or uppercase hex.
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

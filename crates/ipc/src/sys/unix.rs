@@ -40,9 +40,14 @@ pub struct Peer;
 
 /// Sends `handles` over the Unix socket `sock` (SCM_RIGHTS, one marker byte
 /// per batch). The receiver calls [`recv_handles`] with the same count.
-pub fn send_handles(sock: BorrowedFd<'_>, handles: &[BorrowedFd<'_>], _peer: Peer) -> io::Result<()> {
+pub fn send_handles(
+    sock: BorrowedFd<'_>,
+    handles: &[BorrowedFd<'_>],
+    _peer: Peer,
+) -> io::Result<()> {
     for chunk in handles.chunks(FDS_PER_MESSAGE) {
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
+        let mut space =
+            vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !control.push(SendAncillaryMessage::ScmRights(chunk)) {
             return Err(io::Error::other("cannot build SCM_RIGHTS message"));
@@ -69,7 +74,8 @@ pub fn send_handles(sock: BorrowedFd<'_>, handles: &[BorrowedFd<'_>], _peer: Pee
 pub fn recv_handles(sock: BorrowedFd<'_>, n: usize) -> io::Result<Vec<OwnedFd>> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
+        let mut space =
+            vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let mut byte = [0u8; 1];
         let got = loop {
@@ -97,7 +103,10 @@ pub fn recv_handles(sock: BorrowedFd<'_>, n: usize) -> io::Result<Vec<OwnedFd>> 
             }
         }
         if out.len() == before {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "expected handles, got none"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "expected handles, got none",
+            ));
         }
     }
     Ok(out)
@@ -108,7 +117,10 @@ pub fn recv_handles(sock: BorrowedFd<'_>, n: usize) -> io::Result<Vec<OwnedFd>> 
 pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
-        let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .collect();
         let ts = deadline.map(|d| {
             let left = d.saturating_duration_since(std::time::Instant::now());
             Timespec {
@@ -153,4 +165,545 @@ pub unsafe fn own_raw(raw: RawHandle) -> OwnedFd {
 /// Borrows any `AsFd`.
 pub fn borrow<T: AsFd>(t: &T) -> BorrowedFd<'_> {
     t.as_fd()
+}
+
+// ---------------------------------------------------------------------------
+// Connections: the OS side of `Connection`, `pipe`, `Listener` and `Client`.
+//
+// The interface a `sys/windows.rs` mirrors:
+//
+// - `Stream`: one end of a connection (here a Unix or TCP socket; on
+//   Windows a named pipe or a socket): `read`, `read_to_spare`,
+//   `write_frame`, `poll_readable`, `handle`, `keeps_records`,
+//   `close_in_place`, `from_owned`, and `Read`/`Write` for `&Stream` (the
+//   handshake). Reads see a connection reset as end of file; writes to a
+//   closed peer are `ErrorKind::BrokenPipe` and never raise a signal.
+// - `stream_pair()`: two connected ends (CPython's `Pipe()`).
+// - `FIRST_RECORD`: how a record-keeping stream starts a frame.
+// - `Acceptor`: a listening endpoint (`bind_local`, `bind_tcp`, `accept`,
+//   `close_in_place`); `connect_local`, `connect_tcp`; `remove_local`,
+//   `unique_local_name`, `LOCAL_SCHEME`.
+// - `AsFd`/`AsRawFd` for `Connection` (`AsHandle`/`AsRawHandle` there).
+// ---------------------------------------------------------------------------
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The textual scheme of a local address (`unix:/tmp/sock`).
+pub const LOCAL_SCHEME: &str = "unix";
+
+/// On a record-keeping stream, the first record of a frame holds its whole
+/// header and at most this many bytes in all; readers offer this much room
+/// for it. Later records of the frame carry the rest of the payload.
+pub const FIRST_RECORD: usize = 4096;
+
+/// Later records carry at most this much (halved while the OS refuses a
+/// record that big, down to `MIN_RECORD`).
+const MAX_RECORD: usize = 128 * 1024;
+const MIN_RECORD: usize = 4096;
+
+/// Flags for every `send` on a stream: a closed peer is `EPIPE`, never a
+/// SIGPIPE death.
+#[cfg(not(target_vendor = "apple"))]
+const STREAM_SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
+#[cfg(target_vendor = "apple")]
+const STREAM_SEND_FLAGS: SendFlags = SendFlags::empty();
+
+/// One end of a connection: a Unix or TCP socket.
+///
+/// A `pipe()` end is a `SOCK_SEQPACKET` socket where the OS has them
+/// (Linux, the BSDs): the OS keeps record boundaries, so a small frame is
+/// read with one system call and never a byte of the next one (see
+/// [`keeps_records`](Self::keeps_records)). Listener and Client
+/// connections are byte streams (`SOCK_STREAM`), as CPython's.
+///
+/// Every method takes `&self`: callers serialise readers and writers
+/// themselves (a `Connection` holds a lock for each direction).
+#[derive(Debug)]
+pub struct Stream {
+    fd: OwnedFd,
+    records: bool,
+    /// The size of a later record when sending (records only).
+    record: AtomicUsize,
+}
+
+/// Creates two connected ends (close-on-exec), both able to carry
+/// SCM_RIGHTS and to be polled: a `SOCK_SEQPACKET` socketpair where the OS
+/// has one, else a `SOCK_STREAM` one.
+pub fn stream_pair() -> io::Result<(Stream, Stream)> {
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        if let Ok((a, b)) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        ) {
+            return Ok((Stream::new(a, true)?, Stream::new(b, true)?));
+        }
+    }
+    let (a, b) = UnixStream::pair()?;
+    Ok((Stream::new(a.into(), false)?, Stream::new(b.into(), false)?))
+}
+
+impl Stream {
+    fn new(fd: OwnedFd, records: bool) -> io::Result<Stream> {
+        #[cfg(target_vendor = "apple")]
+        rustix::net::sockopt::set_socket_nosigpipe(&fd, true)?;
+        Ok(Stream {
+            fd,
+            records,
+            record: AtomicUsize::new(MAX_RECORD),
+        })
+    }
+
+    /// Wraps a handle received from another process (a connected socket
+    /// of either kind).
+    pub fn from_owned(h: OwnedHandle) -> io::Result<Stream> {
+        let records = rustix::net::sockopt::socket_type(&h)? == rustix::net::SocketType::SEQPACKET;
+        Stream::new(h, records)
+    }
+
+    /// The OS handle, for polling, `fileno` and handle transfer.
+    pub fn handle(&self) -> BorrowedHandle<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether the OS keeps record boundaries. Then every read returns
+    /// bytes of one record only, a record never spans two frames, and the
+    /// first record of a frame holds its whole header within
+    /// [`FIRST_RECORD`] bytes. Else the stream is plain bytes.
+    pub fn keeps_records(&self) -> bool {
+        self.records
+    }
+
+    /// Reads at most `buf.len()` bytes; `Ok(0)` is end of file. A reset
+    /// connection reads as end of file; interrupted reads are retried. On
+    /// a record-keeping stream, a record longer than `buf` is an
+    /// `InvalidData` error (it is never silently cut).
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.records {
+            return retry_read(|| rustix::io::read(&self.fd, &mut *buf));
+        }
+        let len = buf.len();
+        let (n, whole) = retry_read(|| rustix::net::recv(&self.fd, &mut *buf, RecvFlags::TRUNC))?;
+        check_record(whole, len)?;
+        Ok(n)
+    }
+
+    /// Reads at most `max` bytes into the spare capacity of `buf`,
+    /// appending them; `Ok(0)` is end of file. Reserves what a record
+    /// needs to arrive whole; no byte of `buf` is initialised before the
+    /// OS fills it.
+    pub fn read_to_spare(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let need = if self.records {
+            max.min(MAX_RECORD)
+        } else {
+            max.min(1)
+        };
+        if buf.capacity() - buf.len() < need {
+            buf.reserve(need);
+        }
+        let spare = buf.spare_capacity_mut();
+        let want = spare.len().min(max);
+        let target = &mut spare[..want];
+        let n = if self.records {
+            let (filled, whole) = retry_read(|| {
+                rustix::net::recv(&self.fd, &mut *target, RecvFlags::TRUNC)
+                    .map(|((filled, _), whole)| (filled.len(), whole))
+            })?;
+            check_record(whole, want)?;
+            filled
+        } else {
+            retry_read(|| rustix::io::read(&self.fd, &mut *target).map(|(f, _)| f.len()))?
+        };
+        // SAFETY: the OS initialised the first `n` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    /// Writes one frame, `header` then `payload`, completely: on a byte
+    /// stream as one gathered write (the payload is never copied); on a
+    /// record-keeping stream as a first record of at most
+    /// [`FIRST_RECORD`] bytes holding the header, then records of the
+    /// rest. A closed peer is `ErrorKind::BrokenPipe`.
+    pub fn write_frame(&self, header: &[u8], payload: &[u8]) -> io::Result<()> {
+        if !self.records {
+            return self.write_all_parts(&[header, payload]);
+        }
+        let first = payload.len().min(FIRST_RECORD.saturating_sub(header.len()));
+        self.send_record(&[header, &payload[..first]])?;
+        let mut rest = &payload[first..];
+        while !rest.is_empty() {
+            let size = self.record.load(Ordering::Relaxed);
+            let take = rest.len().min(size);
+            match self.send_record(&[&rest[..take]]) {
+                Ok(()) => rest = &rest[take..],
+                Err(e)
+                    if e.raw_os_error() == Some(rustix::io::Errno::MSGSIZE.raw_os_error())
+                        && size > MIN_RECORD =>
+                {
+                    // The socket's buffer is smaller than the record: use
+                    // smaller ones from now on.
+                    self.record
+                        .store((size / 2).max(MIN_RECORD), Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one record, gathered from `parts` (all or nothing).
+    fn send_record(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let slices: [IoSlice<'_>; 2] = [
+            IoSlice::new(parts.first().copied().unwrap_or(&[])),
+            IoSlice::new(parts.get(1).copied().unwrap_or(&[])),
+        ];
+        let count = parts.len().min(2);
+        let total: usize = slices[..count].iter().map(|s| s.len()).sum();
+        let sent = retry_write(|| {
+            rustix::net::sendmsg(
+                &self.fd,
+                &slices[..count],
+                &mut SendAncillaryBuffer::default(),
+                STREAM_SEND_FLAGS,
+            )
+        })?;
+        if sent != total {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "a record was cut short",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the concatenation of `parts` completely on a byte stream,
+    /// with as few system calls as the OS allows (one `sendmsg` gathers
+    /// every part).
+    fn write_all_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+        const MAX_SLICES: usize = 8;
+        let mut index = 0; // first part not completely written
+        let mut offset = 0; // bytes of `parts[index]` already written
+        while index < parts.len() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (i, part) in parts[index..].iter().enumerate().take(MAX_SLICES) {
+                let start = if i == 0 { offset } else { 0 };
+                slices[i] = IoSlice::new(&part[start..]);
+                count += 1;
+            }
+            let written = retry_write(|| {
+                rustix::net::sendmsg(
+                    &self.fd,
+                    &slices[..count],
+                    &mut SendAncillaryBuffer::default(),
+                    STREAM_SEND_FLAGS,
+                )
+            })?;
+            if written == 0 && slices[..count].iter().any(|s| !s.is_empty()) {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let mut left = written;
+            while index < parts.len() {
+                let rest = parts[index].len() - offset;
+                if left < rest {
+                    offset += left;
+                    break;
+                }
+                left -= rest;
+                index += 1;
+                offset = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the stream has data or end of file (`None` waits
+    /// forever, `Some(ZERO)` returns at once). Never consumes anything.
+    pub fn poll_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        Ok(!poll_readable(&[self.handle()], timeout)?.is_empty())
+    }
+
+    /// Closes the stream while keeping its handle value reserved until the
+    /// `Stream` is dropped: the peer sees end of file (once no other process
+    /// holds the socket), later I/O fails, and a handle borrowed from
+    /// `&self` never names an unrelated, reused descriptor.
+    ///
+    /// An unconnected socket is put in the descriptor's place (`dup3`).
+    pub fn close_in_place(&self) -> io::Result<()> {
+        replace_in_place(&self.fd, &inert_socket()?)
+    }
+}
+
+/// Runs a read system call, retrying interrupted ones. A reset
+/// connection reads as end of file, after the data still queued: Linux
+/// reports `ECONNRESET` once when the peer closed with unread data of its
+/// own (before the queued records on a `SOCK_SEQPACKET` socket, after the
+/// queued bytes on a `SOCK_STREAM` one), so the read is retried.
+fn retry_read<T: Default>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+    let mut resets = 0;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::CONNRESET) if resets < 3 => resets += 1,
+            Err(rustix::io::Errno::CONNRESET) => return Ok(T::default()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs a write system call, retrying interrupted ones; a closed or reset
+/// peer is `BrokenPipe`.
+fn retry_write(mut f: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match f() {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET) => {
+                return Err(io::ErrorKind::BrokenPipe.into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A record of `whole` bytes offered `room`: longer means it was cut.
+fn check_record(whole: usize, room: usize) -> io::Result<()> {
+    if whole > room {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a record of {whole} bytes arrived where at most {room} fit"),
+        ));
+    }
+    Ok(())
+}
+
+/// An unconnected socket: what a closed handle's value names until drop.
+fn inert_socket() -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Puts `by` in place of `fd` (which stays open, now naming what `by`
+/// names).
+fn replace_in_place(fd: &OwnedFd, by: &OwnedFd) -> io::Result<()> {
+    // SAFETY: the temporary `OwnedFd` aliases `fd` and is never dropped
+    // (`ManuallyDrop`), so `fd` keeps sole ownership of the descriptor;
+    // `dup3` only changes what the descriptor refers to.
+    let mut alias = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd.as_raw_fd()) });
+    rustix::io::dup3(by, &mut alias, rustix::io::DupFlags::CLOEXEC)?;
+    Ok(())
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Stream::read(self, buf)
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.records {
+            let take = buf.len().min(MIN_RECORD);
+            self.send_record(&[&buf[..take]])?;
+            return Ok(take);
+        }
+        retry_write(|| rustix::net::send(&self.fd, buf, STREAM_SEND_FLAGS))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.records {
+            for chunk in buf.chunks(MIN_RECORD) {
+                self.send_record(&[chunk])?;
+            }
+            return Ok(());
+        }
+        self.write_all_parts(&[buf])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A listening endpoint: a Unix socket bound to a path, or a TCP socket.
+#[derive(Debug)]
+pub struct Acceptor {
+    fd: OwnedFd,
+}
+
+/// Binds a Unix socket at `path` and listens. Fails if `path` exists.
+pub fn bind_local(path: &Path) -> io::Result<Acceptor> {
+    let l = UnixListener::bind(path)?;
+    Ok(Acceptor { fd: l.into() })
+}
+
+/// Binds a TCP socket and listens; returns the bound address (the real
+/// port when `addr` asked for port 0).
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<(Acceptor, SocketAddr)> {
+    let l = TcpListener::bind(addr)?;
+    let local = l.local_addr()?;
+    Ok((Acceptor { fd: l.into() }, local))
+}
+
+impl Acceptor {
+    /// Waits for one connection.
+    pub fn accept(&self) -> io::Result<Stream> {
+        loop {
+            match rustix::net::accept_with(&self.fd, rustix::net::SocketFlags::CLOEXEC) {
+                Ok(fd) => {
+                    // TCP only; a Unix socket refuses the option, harmlessly.
+                    let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
+                    return Stream::new(fd, false);
+                }
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Stops listening: a blocked `accept` in another thread returns an
+    /// error, later ones fail, and the handle value stays reserved until
+    /// drop (see [`Stream::close_in_place`]).
+    pub fn close_in_place(&self) -> io::Result<()> {
+        // Wakes a blocked accept (Linux); a listener has one holder.
+        let _ = rustix::net::shutdown(&self.fd, rustix::net::Shutdown::Both);
+        replace_in_place(&self.fd, &inert_socket()?)
+    }
+}
+
+/// Connects to a Unix socket at `path`.
+pub fn connect_local(path: &Path) -> io::Result<Stream> {
+    Stream::new(UnixStream::connect(path)?.into(), false)
+}
+
+/// Connects to a TCP address (Nagle off: every frame goes out at once).
+pub fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    Stream::new(s.into(), false)
+}
+
+/// Removes a local listener's name (the socket file) once it is closed.
+pub fn remove_local(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::debug!(path = %path.display(), "cannot remove the socket file: {e}");
+        }
+    }
+}
+
+/// A fresh, unused local socket name: `<tmp>/mproc-<pid>-<n>-<random>.sock`
+/// (CPython's `arbitrary_address('AF_UNIX')`).
+pub fn unique_local_name() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 6];
+    // A failure leaves zeros: the pid and counter still make it unique.
+    let _ = getrandom::getrandom(&mut random);
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    std::env::temp_dir().join(format!(
+        "mproc-{}-{}-{random}.sock",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+impl AsFd for crate::Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream().handle()
+    }
+}
+
+impl AsRawFd for crate::Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream().handle().as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn pipe_ends_keep_records_and_survive_a_transfer() {
+        let (a, b) = stream_pair().unwrap();
+        assert!(a.keeps_records() && b.keeps_records());
+        let again = Stream::from_owned(duplicate(a.handle()).unwrap()).unwrap();
+        assert!(again.keeps_records());
+        let (s, _t) = UnixStream::pair().unwrap();
+        assert!(!Stream::from_owned(s.into()).unwrap().keeps_records());
+    }
+
+    #[test]
+    fn records_shrink_when_the_socket_buffer_is_small() {
+        let (a, b) = stream_pair().unwrap();
+        rustix::net::sockopt::set_socket_send_buffer_size(&a.fd, 16 * 1024).unwrap();
+        let payload: Vec<u8> = (0..1_000_000).map(|i| (i % 241) as u8).collect();
+        let header = (payload.len() as u32).to_be_bytes();
+        std::thread::scope(|s| {
+            s.spawn(|| a.write_frame(&header, &payload).unwrap());
+            let mut first = [0u8; FIRST_RECORD];
+            let n = b.read(&mut first).unwrap();
+            assert_eq!(n, FIRST_RECORD);
+            assert_eq!(first[..4], header);
+            let mut got = first[4..n].to_vec();
+            while got.len() < payload.len() {
+                let max = payload.len() - got.len();
+                assert!(b.read_to_spare(&mut got, max).unwrap() > 0);
+            }
+            assert!(got == payload);
+        });
+        assert!(a.record.load(Ordering::Relaxed) < MAX_RECORD);
+    }
+
+    #[test]
+    fn reset_reads_as_end_of_file_after_queued_data() {
+        for (a, b) in [stream_pair().unwrap(), {
+            let (x, y) = UnixStream::pair().unwrap();
+            (
+                Stream::new(x.into(), false).unwrap(),
+                Stream::new(y.into(), false).unwrap(),
+            )
+        }] {
+            b.write_frame(&[0, 0, 0, 1], b"u").unwrap(); // never read by `a`
+            a.write_frame(&[0, 0, 0, 1], b"q").unwrap();
+            drop(a);
+            let mut buf = [0u8; 16];
+            let n = b.read(&mut buf).unwrap();
+            assert!(n > 0, "queued data first");
+            let mut total = n;
+            while total < 5 {
+                total += b.read(&mut buf[total..]).unwrap();
+            }
+            assert_eq!(&buf[..5], b"\x00\x00\x00\x01q");
+            assert_eq!(b.read(&mut buf).unwrap(), 0);
+            let e = b.write_frame(&[0, 0, 0, 1], b"x").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        }
+    }
+
+    #[test]
+    fn close_in_place_keeps_the_number_and_ends_the_peer() {
+        let (a, b) = stream_pair().unwrap();
+        let raw = a.handle().as_raw_fd();
+        a.close_in_place().unwrap();
+        assert_eq!(a.handle().as_raw_fd(), raw);
+        assert_eq!(b.read(&mut [0u8; 8]).unwrap(), 0);
+        assert!(a.write_frame(&[0, 0, 0, 0], b"").is_err());
+    }
 }

@@ -1,0 +1,376 @@
+//! `Listener`, `Client` and `Address`: CPython's
+//! `multiprocessing.connection.Listener` and `Client`.
+//!
+//! A listener waits for connections on a local socket name (a Unix socket
+//! path; a named pipe on Windows) or a TCP address (CPython's `AF_INET`,
+//! the way across machines). With an authkey, [`Listener::accept`] and
+//! [`Client::connect`] run CPython's mutual HMAC challenge
+//! ([`auth`](crate::auth)) before the connection is handed out, so a Python
+//! program's `Listener`/`Client` can be the other side.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::connection::Connection;
+use crate::sys::{self, Stream};
+use crate::{auth, Error, Result};
+
+/// Where a [`Listener`] listens and a [`Client`] connects.
+///
+/// Textual form ([`FromStr`] and [`Display`](fmt::Display)):
+///
+/// | text | address |
+/// |---|---|
+/// | `tcp:127.0.0.1:5000`, `tcp:[::1]:5000` | `Tcp` |
+/// | `tcp:localhost:5000` | `Tcp`, the first address the name resolves to |
+/// | `127.0.0.1:5000` (an IP literal and a port) | `Tcp` |
+/// | `unix:/tmp/app.sock` | `Local` |
+/// | any other text, e.g. `/tmp/app.sock` | `Local` (a path) |
+///
+/// `Display` always writes the prefixed form (`tcp:…`, `unix:…`), which
+/// parses back to the same address.
+///
+/// ```
+/// use mproc_ipc::Address;
+/// let a: Address = "127.0.0.1:5000".parse()?;
+/// assert_eq!(a.to_string(), "tcp:127.0.0.1:5000");
+/// let l: Address = "/tmp/app.sock".parse()?;
+/// assert_eq!(l, Address::Local("/tmp/app.sock".into()));
+/// assert_eq!(l.to_string().parse::<Address>()?, l);
+/// # Ok::<(), mproc_ipc::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Address {
+    /// A local socket name: a Unix socket path (CPython's `AF_UNIX`), or
+    /// a named pipe on Windows (`AF_PIPE`).
+    Local(PathBuf),
+    /// A TCP address (CPython's `AF_INET`/`AF_INET6`).
+    Tcp(SocketAddr),
+}
+
+impl Address {
+    /// A fresh local address nobody uses yet, in the temporary directory
+    /// (CPython's default `Listener()` address).
+    pub fn unique_local() -> Address {
+        Address::Local(sys::unique_local_name())
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(a: SocketAddr) -> Address {
+        Address::Tcp(a)
+    }
+}
+
+impl From<PathBuf> for Address {
+    fn from(p: PathBuf) -> Address {
+        Address::Local(p)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Local(p) => write!(f, "{}:{}", sys::LOCAL_SCHEME, p.display()),
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+impl FromStr for Address {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Address> {
+        let invalid = |why: &str| Error::InvalidAddress(format!("{s:?}: {why}"));
+        if s.is_empty() {
+            return Err(invalid("empty address"));
+        }
+        if let Some(rest) = s.strip_prefix("tcp:") {
+            if let Ok(a) = rest.parse::<SocketAddr>() {
+                return Ok(Address::Tcp(a));
+            }
+            let mut found = rest
+                .to_socket_addrs()
+                .map_err(|e| invalid(&format!("expected tcp:HOST:PORT ({e})")))?;
+            return found
+                .next()
+                .map(Address::Tcp)
+                .ok_or_else(|| invalid("the host name resolves to no address"));
+        }
+        let local = s
+            .strip_prefix(sys::LOCAL_SCHEME)
+            .and_then(|r| r.strip_prefix(':'))
+            .or_else(|| s.strip_prefix("local:"));
+        if let Some(path) = local {
+            if path.is_empty() {
+                return Err(invalid("empty local socket name"));
+            }
+            return Ok(Address::Local(PathBuf::from(path)));
+        }
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Address::Tcp(a));
+        }
+        Ok(Address::Local(PathBuf::from(s)))
+    }
+}
+
+/// Waits for connections (CPython's `multiprocessing.connection.Listener`).
+///
+/// ```
+/// use mproc_ipc::{Address, Client, Listener};
+/// let listener = Listener::bind("tcp:127.0.0.1:0".parse()?, Some(b"secret"))?;
+/// let address = listener.address().clone(); // the real port
+/// let t = std::thread::spawn(move || -> mproc_ipc::Result<String> {
+///     let conn = Client::connect(&address, Some(b"secret"))?;
+///     conn.send("hi")?;
+///     conn.recv::<String>()
+/// });
+/// let conn = listener.accept()?;
+/// let hi: String = conn.recv()?;
+/// conn.send(&format!("{hi} back"))?;
+/// assert_eq!(t.join().unwrap()?, "hi back");
+/// # Ok::<(), mproc_ipc::Error>(())
+/// ```
+pub struct Listener {
+    acceptor: sys::Acceptor,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    closed: AtomicBool,
+}
+
+impl Listener {
+    /// Listens at `address`. A TCP port 0 picks a free port
+    /// ([`address`](Self::address) tells which); a local path must not
+    /// exist yet, and its socket file is removed when the listener is
+    /// closed or dropped. With an `authkey`, every accepted peer must
+    /// prove it (and this side proves it to the peer).
+    pub fn bind(address: Address, authkey: Option<&[u8]>) -> Result<Listener> {
+        let (acceptor, address) = match address {
+            Address::Local(path) => (sys::bind_local(&path)?, Address::Local(path)),
+            Address::Tcp(addr) => {
+                let (acceptor, bound) = sys::bind_tcp(addr)?;
+                (acceptor, Address::Tcp(bound))
+            }
+        };
+        tracing::debug!(%address, auth = authkey.is_some(), "listening");
+        Ok(Listener {
+            acceptor,
+            address,
+            authkey: authkey.map(<[u8]>::to_vec),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The address this listener listens at (with the real port for TCP).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Waits for a peer and returns the connection to it. With an authkey,
+    /// the mutual challenge runs first: a peer with another key is
+    /// [`Error::Authentication`] here (and on its side), and no connection
+    /// is handed out. After [`close`](Self::close):
+    /// [`Error::ListenerClosed`].
+    pub fn accept(&self) -> Result<Connection> {
+        if self.closed() {
+            return Err(Error::ListenerClosed);
+        }
+        let stream = match self.acceptor.accept() {
+            Ok(s) => s,
+            Err(_) if self.closed() => return Err(Error::ListenerClosed),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(key) = &self.authkey {
+            auth::server_handshake(&mut &stream, key)?;
+        }
+        Ok(connection(stream))
+    }
+
+    /// Stops listening (idempotent) and removes a local socket file. A
+    /// later [`accept`](Self::accept) is [`Error::ListenerClosed`].
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = self.acceptor.close_in_place() {
+            tracing::debug!("closing a listener: {e}");
+        }
+        if let Address::Local(path) = &self.address {
+            sys::remove_local(path);
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authenticated", &self.authkey.is_some())
+            .field("closed", &self.closed())
+            .finish()
+    }
+}
+
+/// Connects to a [`Listener`] (CPython's `multiprocessing.connection.Client`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Client;
+
+impl Client {
+    /// Connects to `address`. With an `authkey`, answers the listener's
+    /// challenge and challenges it back: a listener with another key is
+    /// [`Error::Authentication`] and no connection is returned.
+    pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
+        let stream = match address {
+            Address::Local(path) => sys::connect_local(path)?,
+            Address::Tcp(addr) => sys::connect_tcp(*addr)?,
+        };
+        if let Some(key) = authkey {
+            auth::client_handshake(&mut &stream, key)?;
+        }
+        Ok(connection(stream))
+    }
+}
+
+fn connection(stream: Stream) -> Connection {
+    Connection::new(stream, crate::connection::DUPLEX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn address_text_forms() {
+        let cases = [
+            ("tcp:127.0.0.1:5000", "tcp:127.0.0.1:5000"),
+            ("127.0.0.1:5000", "tcp:127.0.0.1:5000"),
+            ("tcp:[::1]:7", "tcp:[::1]:7"),
+            ("[::1]:7", "tcp:[::1]:7"),
+            ("/tmp/x.sock", "unix:/tmp/x.sock"),
+            ("unix:/tmp/x.sock", "unix:/tmp/x.sock"),
+            ("local:rel.sock", "unix:rel.sock"),
+            ("rel.sock", "unix:rel.sock"),
+        ];
+        for (text, shown) in cases {
+            let a: Address = text.parse().unwrap();
+            assert_eq!(a.to_string(), shown, "{text}");
+            assert_eq!(a.to_string().parse::<Address>().unwrap(), a);
+        }
+        assert!(matches!(
+            "".parse::<Address>(),
+            Err(Error::InvalidAddress(_))
+        ));
+        assert!(matches!(
+            "tcp:".parse::<Address>(),
+            Err(Error::InvalidAddress(_))
+        ));
+        assert!(matches!(
+            "tcp:nonsense".parse::<Address>(),
+            Err(Error::InvalidAddress(_))
+        ));
+        assert!(matches!(
+            "unix:".parse::<Address>(),
+            Err(Error::InvalidAddress(_))
+        ));
+        assert!(matches!(
+            "tcp:localhost:9".parse::<Address>(),
+            Ok(Address::Tcp(a)) if a.port() == 9 && a.ip().is_loopback()
+        ));
+    }
+
+    fn echo_once(listener: &Listener) -> Result<()> {
+        let c = listener.accept()?;
+        let m = c.recv_bytes()?;
+        c.send_bytes(&m)
+    }
+
+    #[test]
+    fn local_round_trip_and_socket_file_removed() {
+        let address = Address::unique_local();
+        let Address::Local(path) = address.clone() else {
+            unreachable!()
+        };
+        let listener = Listener::bind(address.clone(), None).unwrap();
+        assert_eq!(listener.address(), &address);
+        assert!(path.exists());
+        thread::scope(|s| {
+            s.spawn(|| echo_once(&listener).unwrap());
+            let c = Client::connect(&address, None).unwrap();
+            c.send_bytes(b"ping").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"ping");
+        });
+        drop(listener);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn tcp_with_keys() {
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), Some(b"k")).unwrap();
+        let address = listener.address().clone();
+        assert!(matches!(address, Address::Tcp(a) if a.port() != 0));
+        thread::scope(|s| {
+            s.spawn(|| echo_once(&listener).unwrap());
+            let c = Client::connect(&address, Some(b"k")).unwrap();
+            c.send_bytes(b"ping").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"ping");
+        });
+        thread::scope(|s| {
+            let server = s.spawn(|| listener.accept());
+            let client = Client::connect(&address, Some(b"other"));
+            assert!(
+                matches!(client, Err(Error::Authentication(_))),
+                "{client:?}"
+            );
+            let server = server.join().unwrap();
+            assert!(
+                matches!(server, Err(Error::Authentication(_))),
+                "{server:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn accept_after_close_and_close_wakes_accept() {
+        for address in [Address::unique_local(), "127.0.0.1:0".parse().unwrap()] {
+            let listener = Listener::bind(address, None).unwrap();
+            thread::scope(|s| {
+                // Whether the thread is already blocked in accept or not,
+                // close ends it with ListenerClosed.
+                let blocked = s.spawn(|| listener.accept());
+                listener.close();
+                assert!(matches!(
+                    blocked.join().unwrap(),
+                    Err(Error::ListenerClosed)
+                ));
+            });
+            listener.close();
+            let e = listener.accept().unwrap_err();
+            assert!(matches!(e, Error::ListenerClosed));
+            assert_eq!(e.to_string(), "listener is closed");
+        }
+    }
+
+    #[test]
+    fn bind_to_an_existing_path_fails() {
+        let address = Address::unique_local();
+        let _first = Listener::bind(address.clone(), None).unwrap();
+        assert!(Listener::bind(address, None).is_err());
+    }
+}

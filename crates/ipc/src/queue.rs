@@ -1,0 +1,453 @@
+//! `Queue<T>`: CPython's `multiprocessing.Queue`.
+//!
+//! The process that creates a queue serves it (the *owner*, with a
+//! [broker](broker)); every other process holding it talks to that broker
+//! over authenticated local-socket [`Connection`](crate::Connection)s. The
+//! owner's own handles use the queue in memory. See `docs/architecture.md`
+//! ("Queue") for the design and what it survives, and `docs/guide.md` for
+//! the Python → Rust table.
+
+mod broker;
+mod client;
+mod core;
+mod exit;
+mod feeder;
+mod wire;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use self::client::{PutFail, Remote};
+use self::core::{Item, Shared, Stored, Taken};
+use crate::{tag, Address, Error, PutError, Result};
+
+/// A FIFO queue shared by processes: CPython's `multiprocessing.Queue`.
+///
+/// Create it with [`Queue::new`] (`0` = unbounded), pass clones of it to
+/// child processes in a target's arguments (or inside other messages,
+/// even other queues' items), and `put`/`get` from any of them. Items are
+/// any `Serialize + DeserializeOwned` type; an item of another type than
+/// the one asked for is [`Error::TypeMismatch`], never garbage.
+///
+/// Every method takes `&self`; `Queue<T>` is `Clone + Send + Sync`, so
+/// threads share it as they share a CPython queue. [`close`](Self::close)
+/// is per process: it closes this process's clones, not the queue.
+///
+/// The creating process serves the queue: if it ends, the other holders'
+/// `put`s are [`PutError::Disconnected`] and their `get`s
+/// [`Error::Disconnected`], never a hang. Any other holder may die at any
+/// moment without harming the queue: an item a dying consumer had
+/// received but not taken goes back to the front, and a producer killed
+/// in the middle of a put leaves nothing behind.
+///
+/// ```
+/// use mproc_ipc::{Error, PutError, Queue};
+///
+/// let q = Queue::<Option<String>>::new(2)?;
+/// q.put(Some("a".to_string())).unwrap();
+/// q.put(Some("b".to_string())).unwrap();
+/// assert!(q.full());
+/// // A full queue hands the item back.
+/// match q.put_nowait(None) {
+///     Err(PutError::Full(item)) => assert_eq!(item, None),
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(q.qsize(), 2);
+///
+/// // Clones are the same queue, in this thread or another.
+/// let q2 = q.clone();
+/// let t = std::thread::spawn(move || q2.get());
+/// assert_eq!(t.join().unwrap()?, Some("a".to_string()));
+/// assert_eq!(q.get()?, Some("b".to_string()));
+/// assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+///
+/// q.close();
+/// assert!(q.get().unwrap_err().to_string().contains("is closed"));
+/// # Ok::<(), mproc_ipc::Error>(())
+/// ```
+///
+/// Across processes (with the `mproc` crate), the seed's producer and
+/// consumer, `None` being the stop signal:
+///
+/// ```ignore
+/// #[mproc::target]
+/// fn consumer(q: mproc::Queue<Option<String>>, name: String) {
+///     while let Ok(Some(item)) = q.get() {
+///         println!("[consumer {name}] received item: {item}");
+///     }
+/// }
+///
+/// #[mproc::main]
+/// fn main() -> mproc::Result<()> {
+///     let q = mproc::Queue::new(3)?;
+///     let mut c = mproc::Process::new(consumer, (q.clone(), "C1".to_string()));
+///     c.start()?;
+///     q.put(Some("P1-0".to_string()))?;
+///     q.put(None)?;
+///     c.join()
+/// }
+/// ```
+pub struct Queue<T> {
+    inner: Arc<Inner>,
+    _item: PhantomData<fn(T) -> T>,
+}
+
+/// One process's hold on a queue, shared by its clones in this process.
+struct Inner {
+    id: u64,
+    maxsize: usize,
+    address: Address,
+    key: Vec<u8>,
+    closed: AtomicBool,
+    cancelled: AtomicBool,
+    link: Link,
+}
+
+enum Link {
+    /// This process owns the queue.
+    Owner(Arc<Shared>),
+    /// Another process does.
+    Remote(Remote),
+}
+
+/// What a serialised handle carries: where the broker is, how to prove
+/// the right to talk to it, and which of its queues this is.
+#[derive(Serialize, Deserialize)]
+struct Handle {
+    address: Address,
+    key: Vec<u8>,
+    maxsize: u64,
+    id: u64,
+}
+
+/// This process's holds, by queue id: one per queue, whichever way its
+/// handles arrived (CPython has one Queue object per process).
+static HOLDS: Mutex<Vec<(u64, Weak<Inner>)>> = Mutex::new(Vec::new());
+
+fn holds() -> MutexGuard<'static, Vec<(u64, Weak<Inner>)>> {
+    HOLDS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The live holds of this process (for the exit hook).
+fn live_holds() -> Vec<Arc<Inner>> {
+    holds().iter().filter_map(|(_, w)| w.upgrade()).collect()
+}
+
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+impl Inner {
+    fn register(inner: Inner) -> Arc<Inner> {
+        exit::install();
+        let inner = Arc::new(inner);
+        let mut holds = holds();
+        holds.retain(|(_, w)| w.strong_count() > 0);
+        holds.push((inner.id, Arc::downgrade(&inner)));
+        inner
+    }
+
+    /// The hold a deserialised handle names: this process's existing one,
+    /// or a new one (in memory if this process owns the queue).
+    fn attach(h: Handle) -> Arc<Inner> {
+        exit::install();
+        let mut holds = holds();
+        if let Some(inner) = holds
+            .iter()
+            .find(|(id, _)| *id == h.id)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return inner;
+        }
+        let maxsize = usize::try_from(h.maxsize).unwrap_or(usize::MAX);
+        let owned = broker::running()
+            .filter(|b| b.key() == h.key.as_slice() && b.address() == &h.address)
+            .and_then(|b| b.queue(h.id));
+        let link = match owned {
+            Some(shared) => Link::Owner(shared),
+            None => Link::Remote(Remote::new(h.id, maxsize, h.address.clone(), h.key.clone())),
+        };
+        let inner = Arc::new(Inner {
+            id: h.id,
+            maxsize,
+            address: h.address,
+            key: h.key,
+            closed: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            link,
+        });
+        holds.retain(|(_, w)| w.strong_count() > 0);
+        holds.push((inner.id, Arc::downgrade(&inner)));
+        inner
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn put(
+        &self,
+        timeout: Option<Duration>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<(), PutFail> {
+        match &self.link {
+            Link::Owner(shared) => {
+                let mut buf = Vec::new();
+                write(&mut buf).map_err(PutFail::Encode)?;
+                match shared.put(Item::whole(buf), deadline(timeout), &|| true) {
+                    Stored::Stored => Ok(()),
+                    Stored::Full => Err(PutFail::Full),
+                    Stored::Abandoned => Err(PutFail::Disconnected),
+                }
+            }
+            Link::Remote(r) => r.put(timeout, write),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, timeout: Option<Duration>) -> Result<T> {
+        if self.closed() {
+            return Err(Error::QueueClosed);
+        }
+        match &self.link {
+            Link::Owner(shared) => match shared.take(None, 1, deadline(timeout), &|| true) {
+                Taken::Items(items) => match items.first() {
+                    Some(item) => tag::decode(item.bytes()),
+                    None => Err(Error::Empty),
+                },
+                Taken::Empty | Taken::Abandoned => Err(Error::Empty),
+            },
+            Link::Remote(r) => tag::decode(r.get(timeout)?.bytes()),
+        }
+    }
+
+    fn qsize(&self) -> usize {
+        match &self.link {
+            Link::Owner(shared) => shared.qsize(),
+            Link::Remote(r) => r.qsize().unwrap_or_else(|e| {
+                tracing::debug!("qsize: {e}");
+                0
+            }),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Link::Remote(r) = &self.link {
+            r.shutdown(!self.cancelled.load(Ordering::Acquire));
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    /// A new queue of at most `maxsize` items; `0` means unbounded (as
+    /// CPython's `maxsize <= 0`). This process serves it: the first queue
+    /// a process creates starts its broker (a listener on a fresh local
+    /// socket and a thread), which fails only if the OS refuses them.
+    pub fn new(maxsize: usize) -> Result<Queue<T>> {
+        let broker = broker::get_or_start()?;
+        let mut id = [0u8; 8];
+        getrandom::getrandom(&mut id).map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot read random bytes: {e}"
+            )))
+        })?;
+        let id = u64::from_ne_bytes(id);
+        let shared = Arc::new(Shared::new(maxsize));
+        broker.register(id, shared.clone());
+        tracing::debug!(id, maxsize, "queue created");
+        Ok(Queue::from_inner(Inner::register(Inner {
+            id,
+            maxsize,
+            address: broker.address().clone(),
+            key: broker.key().to_vec(),
+            closed: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            link: Link::Owner(shared),
+        })))
+    }
+
+    fn from_inner(inner: Arc<Inner>) -> Queue<T> {
+        Queue {
+            inner,
+            _item: PhantomData,
+        }
+    }
+
+    /// The number of items in the queue (CPython's `qsize()`).
+    ///
+    /// Exact within one process after its own puts and gets: a process's
+    /// earlier puts are counted before it asks. Items a consumer received
+    /// but has not taken yet are counted; across processes the figure can
+    /// be stale by what others did meanwhile, as with CPython (and it can
+    /// still count, for a moment, items another process took since its
+    /// last exchange with the owner). `0` when the owner is gone.
+    pub fn qsize(&self) -> usize {
+        self.inner.qsize()
+    }
+
+    /// Whether the queue is empty (`qsize() == 0`; same exactness).
+    pub fn empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    /// Whether the queue is full (`qsize() >= maxsize` for a bounded
+    /// queue; always false for an unbounded one). Exact right after this
+    /// process filled it.
+    pub fn full(&self) -> bool {
+        self.inner.maxsize > 0 && self.qsize() >= self.inner.maxsize
+    }
+
+    /// Closes the queue *for this process* (CPython's `close()`): later
+    /// `put`s are [`PutError::Closed`] and `get`s [`Error::QueueClosed`]
+    /// ("Queue is closed"), in every clone in this process. Items this
+    /// process already put are still delivered; items it had received
+    /// and not taken go back to the queue for the others. Idempotent.
+    pub fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Link::Remote(r) = &self.inner.link {
+            r.settle_all();
+        }
+    }
+
+    /// Waits until every item this process put is handed over to the
+    /// owner (CPython's `join_thread()`). An error before
+    /// [`close`](Self::close), as CPython asserts; [`Error::Disconnected`]
+    /// if the owner went away first. Dropping the last handle and process
+    /// exit wait the same way, unless
+    /// [`cancel_join_thread`](Self::cancel_join_thread) was called.
+    pub fn join_thread(&self) -> Result<()> {
+        if !self.inner.closed() {
+            return Err(Error::NotClosed);
+        }
+        match &self.inner.link {
+            Link::Owner(_) => Ok(()),
+            Link::Remote(r) => r.flush(),
+        }
+    }
+
+    /// Lets this process exit (or drop its last handle) without waiting
+    /// for its items to be handed over (CPython's `cancel_join_thread()`):
+    /// items put just before may then be lost. This is the only way a put
+    /// that returned `Ok` can be lost while the owner lives.
+    pub fn cancel_join_thread(&self) {
+        self.inner.cancelled.store(true, Ordering::Release);
+    }
+}
+
+impl<T: Serialize> Queue<T> {
+    /// Puts `item`, waiting while the queue is full (CPython's `put`).
+    ///
+    /// Errors hand the item back: [`PutError::Closed`] after `close()` in
+    /// this process, [`PutError::Encode`] when it does not serialise (the
+    /// queue is unharmed), [`PutError::Disconnected`] when the owner is
+    /// gone. `Ok` means the item is on its way: nothing put is lost when
+    /// this process exits right after (see
+    /// [`join_thread`](Self::join_thread)).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_with(item, None)
+    }
+
+    /// Puts `item`, waiting at most `timeout` while the queue is full
+    /// (CPython's `put(item, timeout=t)`); still full then:
+    /// [`PutError::Full`] with the item.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_with(item, Some(timeout))
+    }
+
+    /// Puts `item` only if there is room now (CPython's `put_nowait`); a
+    /// full queue is [`PutError::Full`] at once, with the item.
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_with(item, Some(Duration::ZERO))
+    }
+
+    fn put_with(&self, item: T, timeout: Option<Duration>) -> Result<(), PutError<T>> {
+        if self.inner.closed() {
+            return Err(PutError::Closed(item));
+        }
+        match self.inner.put(timeout, |out| tag::encode(&item, out)) {
+            Ok(()) => Ok(()),
+            Err(PutFail::Full) => Err(PutError::Full(item)),
+            Err(PutFail::Encode(e)) => Err(PutError::Encode(item, e)),
+            Err(PutFail::Disconnected) => Err(PutError::Disconnected(item)),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Queue<T> {
+    /// Takes the oldest item, waiting as long as it takes (CPython's
+    /// `get()`). With no producer left this waits forever, as in CPython:
+    /// use [`get_timeout`](Self::get_timeout) to bound it.
+    ///
+    /// Errors: [`Error::QueueClosed`] after `close()` in this process,
+    /// [`Error::Disconnected`] when the owner is gone,
+    /// [`Error::TypeMismatch`] for an item put as another type (the item
+    /// is consumed).
+    pub fn get(&self) -> Result<T> {
+        self.inner.get(None)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (CPython's
+    /// `get(timeout=t)`); nothing by then: [`Error::Empty`]. A get that
+    /// times out takes nothing: no item is ever stranded.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.inner.get(Some(timeout))
+    }
+
+    /// Takes the oldest item if there is one now (CPython's
+    /// `get_nowait()`), else [`Error::Empty`] at once.
+    pub fn get_nowait(&self) -> Result<T> {
+        self.inner.get(Some(Duration::ZERO))
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue::from_inner(self.inner.clone())
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("maxsize", &self.inner.maxsize)
+            .field("owner", &matches!(self.inner.link, Link::Owner(_)))
+            .field("address", &self.inner.address)
+            .field("closed", &self.inner.closed())
+            .finish()
+    }
+}
+
+/// A queue serialises as a handle: its owner's address and key, its
+/// maxsize and id (no OS handle travels). The key is the right to use the
+/// queue: handles are meant to travel only inside launches and other
+/// mproc messages, never to be written where others can read them.
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        Handle {
+            address: self.inner.address.clone(),
+            key: self.inner.key.clone(),
+            maxsize: self.inner.maxsize as u64,
+            id: self.inner.id,
+        }
+        .serialize(s)
+    }
+}
+
+/// Deserialising a handle gives this process's hold on the queue: the
+/// one it already has (so `close()` stays per process), or a new one.
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let h = Handle::deserialize(d)?;
+        Ok(Queue::from_inner(Inner::attach(h)))
+    }
+}

@@ -1,0 +1,273 @@
+//! The broker: serves this process's queues to the other processes.
+//!
+//! The first `Queue::new` in a process starts it: a [`Listener`] on a fresh
+//! local address with a random 32-byte key (carried inside every queue
+//! handle, which only travels inside launches and queue items), and a
+//! thread accepting connections. Each connection gets a thread of its own
+//! that reads requests and answers them; a blocking `get` or `put` blocks
+//! only its own connection's thread. The broker lives as long as the
+//! process: its queues die with it, and their other holders then see
+//! [`Error::Disconnected`](crate::Error::Disconnected).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::queue::core::{Deadline, Item, Shared, Stored, Taken};
+use crate::queue::wire::{self, Request, Role};
+use crate::{Address, Connection, Error, Listener, Result};
+
+/// This process's broker.
+pub(crate) struct Broker {
+    listener: Listener,
+    key: Vec<u8>,
+    queues: Mutex<HashMap<u64, Arc<Shared>>>,
+    next_conn: AtomicU64,
+}
+
+static BROKER: Mutex<Option<Arc<Broker>>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This process's broker, started on first use.
+pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
+    let mut slot = lock(&BROKER);
+    if let Some(b) = slot.as_ref() {
+        return Ok(b.clone());
+    }
+    let mut key = vec![0u8; 32];
+    getrandom::getrandom(&mut key).map_err(|e| {
+        Error::Io(std::io::Error::other(format!(
+            "cannot read random bytes: {e}"
+        )))
+    })?;
+    let listener = Listener::bind(Address::unique_local(), Some(&key))?;
+    let broker = Arc::new(Broker {
+        listener,
+        key,
+        queues: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(1),
+    });
+    let acceptor = broker.clone();
+    std::thread::Builder::new()
+        .name("mproc-queue-broker".into())
+        .spawn(move || acceptor.accept_loop())?;
+    tracing::debug!(address = %broker.listener.address(), "queue broker started");
+    *slot = Some(broker.clone());
+    Ok(broker)
+}
+
+/// The broker, if this process runs one.
+pub(crate) fn running() -> Option<Arc<Broker>> {
+    lock(&BROKER).clone()
+}
+
+/// At exit: stop listening and remove the socket file.
+pub(crate) fn close() {
+    if let Some(b) = running() {
+        b.listener.close();
+    }
+}
+
+impl Broker {
+    pub(crate) fn address(&self) -> &Address {
+        self.listener.address()
+    }
+
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    pub(crate) fn register(&self, id: u64, queue: Arc<Shared>) {
+        lock(&self.queues).insert(id, queue);
+    }
+
+    /// The queue `id` if this broker serves it.
+    pub(crate) fn queue(&self, id: u64) -> Option<Arc<Shared>> {
+        lock(&self.queues).get(&id).cloned()
+    }
+
+    fn accept_loop(self: Arc<Self>) {
+        loop {
+            match self.listener.accept() {
+                Ok(conn) => {
+                    let broker = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("mproc-queue-conn".into())
+                        .spawn(move || broker.serve(conn));
+                    if let Err(e) = spawned {
+                        tracing::warn!("queue broker cannot start a connection thread: {e}");
+                    }
+                }
+                Err(Error::ListenerClosed) => return,
+                Err(Error::Io(e)) => {
+                    // Out of descriptors or memory: back off rather than spin.
+                    tracing::warn!("queue broker cannot accept: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                // A peer that failed the handshake or vanished during it.
+                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
+            }
+        }
+    }
+
+    fn serve(&self, conn: Connection) {
+        let hello = match conn.recv_bytes() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("queue connection closed before its hello: {e}");
+                return;
+            }
+        };
+        let Ok(Request::Hello {
+            queue,
+            session,
+            role,
+        }) = wire::parse_request(&hello)
+        else {
+            tracing::warn!("queue connection without a hello: closed");
+            return;
+        };
+        let Some(shared) = self.queue(queue) else {
+            let _ = conn.send_bytes(&[wire::NO_QUEUE]);
+            return;
+        };
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        if role == Role::Feeder {
+            // Registered before the answer: a request that follows the
+            // holder's first put finds the feed.
+            shared.feed_open(session);
+        }
+        if conn.send_bytes(&wire::hello_ok(id)).is_err() {
+            shared.feed_closed(session);
+            return;
+        }
+        let span = tracing::debug_span!("queue connection", queue, conn = id, ?role);
+        let _enter = span.enter();
+        match role {
+            Role::Feeder => {
+                serve_feeder(&shared, &conn, session);
+                shared.feed_closed(session);
+            }
+            Role::Ops => {
+                serve_ops(&shared, &conn, id, session);
+                let back = shared.drop_conn(id);
+                if back > 0 {
+                    tracing::debug!(
+                        items = back,
+                        "connection closed: its unacknowledged items are back in the queue"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn deadline_of(timeout: Option<Duration>) -> Deadline {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Reads a feeder's batches until its stream ends. A batch cut short by
+/// the sender's death never parses: nothing of it is stored.
+fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
+    loop {
+        let msg = match conn.recv_bytes() {
+            Ok(m) => m,
+            Err(Error::Eof) => return,
+            Err(e) => {
+                tracing::debug!("feeder stream ended: {e}");
+                return;
+            }
+        };
+        let (seq, ranges) = match wire::parse_request(&msg) {
+            Ok(Request::PutBatch { seq, items }) => (seq, items),
+            other => {
+                tracing::warn!("unexpected message on a feeder stream: {other:?}");
+                return;
+            }
+        };
+        let buf = Arc::new(msg);
+        let items = ranges.into_iter().map(|r| Item::part(&buf, r));
+        if !shared.feed(session, seq, items) {
+            tracing::warn!(seq, "feeder batch out of order");
+            return;
+        }
+    }
+}
+
+/// Answers requests until the connection ends.
+fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
+    // While a request waits, the holder sends nothing more on this
+    // connection: anything readable means it is gone.
+    let alive = || matches!(conn.poll(Some(Duration::ZERO)), Ok(false));
+    loop {
+        let msg = match conn.recv_bytes() {
+            Ok(m) => m,
+            Err(Error::Eof) => return,
+            Err(e) => {
+                tracing::debug!("queue connection ended: {e}");
+                return;
+            }
+        };
+        let req = match wire::parse_request(&msg) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("{e}: connection closed");
+                return;
+            }
+        };
+        let sent = match req {
+            Request::Put { timeout, item } => {
+                let item = Item::part(&Arc::new(msg), item);
+                match shared.put(item, deadline_of(timeout), &alive) {
+                    Stored::Stored => conn.send_bytes(&[wire::PUT_OK]),
+                    Stored::Full => conn.send_bytes(&[wire::FULL]),
+                    Stored::Abandoned => return,
+                }
+            }
+            Request::Get {
+                most,
+                timeout,
+                barrier,
+                acks,
+            } => {
+                shared.ack(&acks);
+                shared.wait_barrier(session, barrier);
+                match shared.take(Some(id), most as usize, deadline_of(timeout), &alive) {
+                    Taken::Items(items) => {
+                        let bytes: usize = items.iter().map(|i| i.len() + 12).sum();
+                        let mut out = wire::items_start(items.len() as u32, bytes);
+                        for i in &items {
+                            wire::put_item(&mut out, i.bytes());
+                        }
+                        // On failure the items are in flight on this
+                        // connection: closing it puts them back.
+                        conn.send_bytes(&out)
+                    }
+                    Taken::Empty => conn.send_bytes(&[wire::EMPTY]),
+                    Taken::Abandoned => return,
+                }
+            }
+            Request::Settle { taken, returned } => {
+                shared.settle(id, taken, returned);
+                Ok(())
+            }
+            Request::Qsize { barrier, acks } => {
+                shared.ack(&acks);
+                shared.wait_barrier(session, barrier);
+                conn.send_bytes(&wire::size(shared.qsize() as u64))
+            }
+            other @ (Request::Hello { .. } | Request::PutBatch { .. }) => {
+                tracing::warn!("unexpected request {other:?}: connection closed");
+                return;
+            }
+        };
+        if let Err(e) = sent {
+            tracing::debug!("cannot answer a queue request: {e}");
+            return;
+        }
+    }
+}

@@ -1,0 +1,712 @@
+//! The broker's state: the items of one queue, who holds which delivered
+//! item, and the waits (`get` on an empty queue, `put` on a full one).
+//!
+//! [`Core`] is the plain state machine (no locks, no I/O: unit-tested
+//! below); [`Shared`] puts it under a mutex with the condition variables
+//! that blocking `get`s and `put`s wait on. The owner's own handles call
+//! [`Shared`] directly; the broker's connection threads call it for the
+//! other processes.
+//!
+//! Items are encoded bytes ([`Item`]): a range of a buffer shared with the
+//! other items of the batch they came in, so a batch of small items costs
+//! one allocation, not one each.
+//!
+//! An item handed to a holder in another process stays *in flight* — still
+//! counted by `qsize`, kept by the broker — until that holder says it was
+//! taken (an ack). When the connection it went out on closes first (the
+//! holder died, or gave it back), it returns to the front of the queue, in
+//! order. A connection's in-flight items are taken in the order they were
+//! delivered, so an ack is a count.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+/// One encoded item: bytes of a shared buffer.
+#[derive(Clone, Debug)]
+pub(crate) struct Item {
+    buf: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl Item {
+    /// An item made of a whole buffer.
+    pub(crate) fn whole(buf: Vec<u8>) -> Item {
+        let range = 0..buf.len();
+        Item {
+            buf: Arc::new(buf),
+            range,
+        }
+    }
+
+    /// An item made of `range` of a shared buffer. The range must lie in
+    /// `buf` (the wire parser guarantees it); an out-of-bounds range is
+    /// cut to the buffer rather than trusted.
+    pub(crate) fn part(buf: &Arc<Vec<u8>>, range: Range<usize>) -> Item {
+        let end = range.end.min(buf.len());
+        let start = range.start.min(end);
+        Item {
+            buf: buf.clone(),
+            range: start..end,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // In bounds by construction.
+        self.buf.get(self.range.clone()).unwrap_or(&[])
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.range.len()
+    }
+}
+
+/// A feeder's progress: the last batch the broker stored.
+#[derive(Debug, Default)]
+struct Feed {
+    stored: u64,
+}
+
+/// The state of one queue.
+#[derive(Debug, Default)]
+pub(crate) struct Core {
+    items: VecDeque<Item>,
+    /// Delivered and not yet acknowledged, per connection, oldest first.
+    inflight: HashMap<u64, VecDeque<Item>>,
+    inflight_total: usize,
+    /// Open feeder streams, by session.
+    feeds: HashMap<u64, Feed>,
+    getters_waiting: usize,
+    putters_waiting: usize,
+    barrier_waiting: usize,
+}
+
+impl Core {
+    /// Items in the queue, in flight ones included (CPython's `qsize`).
+    pub(crate) fn qsize(&self) -> usize {
+        self.items.len() + self.inflight_total
+    }
+
+    /// Items ready to hand out.
+    pub(crate) fn ready(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn push(&mut self, item: Item) {
+        self.items.push_back(item);
+    }
+
+    /// How many items one taker gets when it asks for `most` and others
+    /// wait too: an even share of what is there, at least one.
+    pub(crate) fn share(&self, most: usize) -> usize {
+        let ready = self.items.len();
+        let share = if self.getters_waiting == 0 {
+            ready
+        } else {
+            (ready / (self.getters_waiting + 1)).max(1)
+        };
+        share.min(most.max(1)).min(ready)
+    }
+
+    /// Takes up to `n` items from the front. For another process's
+    /// connection (`Some(conn)`) they stay in flight until acknowledged.
+    pub(crate) fn take(&mut self, conn: Option<u64>, n: usize) -> Vec<Item> {
+        let n = n.min(self.items.len());
+        let taken: Vec<Item> = self.items.drain(..n).collect();
+        if let Some(conn) = conn {
+            if !taken.is_empty() {
+                self.inflight
+                    .entry(conn)
+                    .or_default()
+                    .extend(taken.iter().cloned());
+                self.inflight_total += taken.len();
+            }
+        }
+        taken
+    }
+
+    /// `n` of the items `conn` was sent were taken: they leave the queue.
+    /// Returns how many did (an unknown connection has none).
+    pub(crate) fn ack(&mut self, conn: u64, n: u32) -> usize {
+        let Some(q) = self.inflight.get_mut(&conn) else {
+            return 0;
+        };
+        let n = (n as usize).min(q.len());
+        q.drain(..n);
+        self.inflight_total -= n;
+        if q.is_empty() {
+            self.inflight.remove(&conn);
+        }
+        n
+    }
+
+    /// The last `n` items `conn` was sent come back, untaken, to the front
+    /// of the queue, in their order. Returns how many did.
+    pub(crate) fn give_back(&mut self, conn: u64, n: u32) -> usize {
+        let Some(q) = self.inflight.get_mut(&conn) else {
+            return 0;
+        };
+        let n = (n as usize).min(q.len());
+        let back = q.split_off(q.len() - n);
+        if q.is_empty() {
+            self.inflight.remove(&conn);
+        }
+        self.inflight_total -= n;
+        for item in back.into_iter().rev() {
+            self.items.push_front(item);
+        }
+        n
+    }
+
+    /// `conn` closed: everything it was sent and did not acknowledge
+    /// returns to the front of the queue, in order. Returns how many.
+    pub(crate) fn drop_conn(&mut self, conn: u64) -> usize {
+        let Some(q) = self.inflight.remove(&conn) else {
+            return 0;
+        };
+        let n = q.len();
+        self.inflight_total -= n;
+        for item in q.into_iter().rev() {
+            self.items.push_front(item);
+        }
+        n
+    }
+
+    pub(crate) fn feed_open(&mut self, session: u64) {
+        self.feeds.insert(session, Feed::default());
+    }
+
+    /// Batch `seq` of `session`'s feeder was stored. Batches come in order
+    /// on one stream; anything else is a protocol error (false).
+    pub(crate) fn feed_stored(&mut self, session: u64, seq: u64) -> bool {
+        match self.feeds.get_mut(&session) {
+            Some(f) if seq == f.stored + 1 => {
+                f.stored = seq;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn feed_closed(&mut self, session: u64) {
+        self.feeds.remove(&session);
+    }
+
+    /// Whether `session`'s feeder has stored batch `barrier` (or is gone:
+    /// then everything it delivered was stored or discarded).
+    pub(crate) fn barrier_met(&self, session: u64, barrier: u64) -> bool {
+        barrier == 0
+            || self
+                .feeds
+                .get(&session)
+                .map_or(true, |f| f.stored >= barrier)
+    }
+}
+
+/// When a blocking operation gives up: `None` waits forever.
+pub(crate) type Deadline = Option<Instant>;
+
+/// How a `take` ended.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    Items(Vec<Item>),
+    /// The deadline passed with nothing to take.
+    Empty,
+    /// The waiter's peer is gone; nothing was taken.
+    Abandoned,
+}
+
+/// How a bounded `put` ended.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    Stored,
+    /// The deadline passed while the queue was full.
+    Full,
+    /// The putter's peer is gone; the item was not stored.
+    Abandoned,
+}
+
+/// A [`Core`] under a mutex, with the waits.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    maxsize: usize,
+    core: Mutex<Core>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    stored: Condvar,
+}
+
+fn wait_until<'a>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, Core>,
+    deadline: Deadline,
+) -> MutexGuard<'a, Core> {
+    match deadline {
+        None => cv.wait(guard).unwrap_or_else(PoisonError::into_inner),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            cv.wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+        }
+    }
+}
+
+fn passed(deadline: Deadline) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// Wakes up to `n` of `waiting` threads.
+fn wake(cv: &Condvar, waiting: usize, n: usize) {
+    if waiting == 0 || n == 0 {
+        return;
+    }
+    if n >= waiting {
+        cv.notify_all();
+    } else {
+        for _ in 0..n {
+            cv.notify_one();
+        }
+    }
+}
+
+impl Shared {
+    /// A queue of at most `maxsize` items (0: unbounded).
+    pub(crate) fn new(maxsize: usize) -> Shared {
+        Shared {
+            maxsize,
+            ..Shared::default()
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn has_room(&self, core: &Core) -> bool {
+        self.maxsize == 0 || core.qsize() < self.maxsize
+    }
+
+    pub(crate) fn qsize(&self) -> usize {
+        self.lock().qsize()
+    }
+
+    /// Stores items whatever the queue's size.
+    #[cfg(test)]
+    pub(crate) fn push_all(&self, items: impl IntoIterator<Item = Item>) -> usize {
+        let mut core = self.lock();
+        let before = core.ready();
+        for item in items {
+            core.push(item);
+        }
+        let added = core.ready() - before;
+        wake(&self.not_empty, core.getters_waiting, added);
+        added
+    }
+
+    /// Stores `item`, waiting while the queue is full, until `deadline`.
+    /// After a wait, `alive` (called without the lock held) says whether
+    /// the putter still wants it: a putter that died while waiting stores
+    /// nothing.
+    pub(crate) fn put(&self, item: Item, deadline: Deadline, alive: &dyn Fn() -> bool) -> Stored {
+        let mut core = self.lock();
+        let mut waited = false;
+        loop {
+            if self.has_room(&core) {
+                if waited {
+                    drop(core);
+                    if !alive() {
+                        // Pass the wake-up this thread consumed on.
+                        self.not_full.notify_one();
+                        return Stored::Abandoned;
+                    }
+                    core = self.lock();
+                    waited = false;
+                    continue;
+                }
+                core.push(item);
+                wake(&self.not_empty, core.getters_waiting, 1);
+                return Stored::Stored;
+            }
+            if passed(deadline) {
+                return Stored::Full;
+            }
+            core.putters_waiting += 1;
+            core = wait_until(&self.not_full, core, deadline);
+            core.putters_waiting -= 1;
+            waited = true;
+        }
+    }
+
+    /// Takes up to `most` items (at least one), waiting while the queue is
+    /// empty, until `deadline`. For another process's connection
+    /// (`Some(conn)`) they stay in flight until acknowledged; for the
+    /// owner's own handles (`None`) they are gone. After a wait, `alive`
+    /// (called without the lock held) says whether the taker is still
+    /// there: a taker that died while waiting takes nothing.
+    pub(crate) fn take(
+        &self,
+        conn: Option<u64>,
+        most: usize,
+        deadline: Deadline,
+        alive: &dyn Fn() -> bool,
+    ) -> Taken {
+        let mut core = self.lock();
+        let mut waited = false;
+        loop {
+            if core.ready() > 0 {
+                if waited {
+                    drop(core);
+                    if !alive() {
+                        self.not_empty.notify_one();
+                        return Taken::Abandoned;
+                    }
+                    core = self.lock();
+                    waited = false;
+                    continue;
+                }
+                let n = core.share(most);
+                let items = core.take(conn, n);
+                if conn.is_none() {
+                    wake(&self.not_full, core.putters_waiting, items.len());
+                }
+                return Taken::Items(items);
+            }
+            if passed(deadline) {
+                return Taken::Empty;
+            }
+            core.getters_waiting += 1;
+            core = wait_until(&self.not_empty, core, deadline);
+            core.getters_waiting -= 1;
+            waited = true;
+        }
+    }
+
+    /// Applies acks (connection, taken count).
+    pub(crate) fn ack(&self, acks: &[(u64, u32)]) {
+        if acks.is_empty() {
+            return;
+        }
+        let mut core = self.lock();
+        let freed: usize = acks.iter().map(|&(c, n)| core.ack(c, n)).sum();
+        wake(&self.not_full, core.putters_waiting, freed);
+    }
+
+    /// A holder's settlement on its own connection: `taken` items were
+    /// taken, the last `returned` come back.
+    pub(crate) fn settle(&self, conn: u64, taken: u32, returned: u32) {
+        let mut core = self.lock();
+        let freed = core.ack(conn, taken);
+        let back = core.give_back(conn, returned);
+        wake(&self.not_full, core.putters_waiting, freed);
+        wake(&self.not_empty, core.getters_waiting, back);
+    }
+
+    /// `conn` closed: its unacknowledged items return to the front.
+    pub(crate) fn drop_conn(&self, conn: u64) -> usize {
+        let mut core = self.lock();
+        let back = core.drop_conn(conn);
+        wake(&self.not_empty, core.getters_waiting, back);
+        back
+    }
+
+    pub(crate) fn feed_open(&self, session: u64) {
+        self.lock().feed_open(session);
+    }
+
+    /// Stores a feeder's batch `seq`; false if it is out of order.
+    pub(crate) fn feed(
+        &self,
+        session: u64,
+        seq: u64,
+        items: impl IntoIterator<Item = Item>,
+    ) -> bool {
+        let mut core = self.lock();
+        if !core.feed_stored(session, seq) {
+            return false;
+        }
+        let before = core.ready();
+        for item in items {
+            core.push(item);
+        }
+        let added = core.ready() - before;
+        wake(&self.not_empty, core.getters_waiting, added);
+        if core.barrier_waiting > 0 {
+            self.stored.notify_all();
+        }
+        true
+    }
+
+    pub(crate) fn feed_closed(&self, session: u64) {
+        let mut core = self.lock();
+        core.feed_closed(session);
+        if core.barrier_waiting > 0 {
+            self.stored.notify_all();
+        }
+    }
+
+    /// Waits until `session`'s feeder has stored batch `barrier`: what a
+    /// process put before it asks anything is in the queue when it asks.
+    /// The feeder wrote that batch completely before the request was sent,
+    /// so the wait is short and cannot miss it.
+    pub(crate) fn wait_barrier(&self, session: u64, barrier: u64) {
+        let mut core = self.lock();
+        while !core.barrier_met(session, barrier) {
+            core.barrier_waiting += 1;
+            core = wait_until(&self.stored, core, None);
+            core.barrier_waiting -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn item(s: &str) -> Item {
+        Item::whole(s.as_bytes().to_vec())
+    }
+
+    fn texts(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| String::from_utf8_lossy(i.bytes()).into_owned())
+            .collect()
+    }
+
+    fn core_with(names: &[&str]) -> Core {
+        let mut c = Core::default();
+        for n in names {
+            c.push(item(n));
+        }
+        c
+    }
+
+    #[test]
+    fn items_share_a_buffer() {
+        let buf = Arc::new(b"abcdef".to_vec());
+        let a = Item::part(&buf, 0..2);
+        let b = Item::part(&buf, 2..6);
+        assert_eq!(a.bytes(), b"ab");
+        assert_eq!(b.bytes(), b"cdef");
+        assert_eq!(b.len(), 4);
+        // A range past the end is cut, never trusted.
+        assert_eq!(Item::part(&buf, 4..99).bytes(), b"ef");
+        assert_eq!(Item::part(&buf, 50..99).bytes(), b"");
+    }
+
+    #[test]
+    fn local_take_is_fifo_and_leaves_nothing_in_flight() {
+        let mut c = core_with(&["a", "b", "c"]);
+        assert_eq!(c.qsize(), 3);
+        assert_eq!(texts(&c.take(None, 2)), ["a", "b"]);
+        assert_eq!(c.qsize(), 1);
+        assert_eq!(texts(&c.take(None, 5)), ["c"]);
+        assert_eq!(c.qsize(), 0);
+        assert!(c.take(None, 1).is_empty());
+    }
+
+    #[test]
+    fn in_flight_items_count_until_acked() {
+        let mut c = core_with(&["a", "b", "c", "d"]);
+        assert_eq!(texts(&c.take(Some(1), 3)), ["a", "b", "c"]);
+        assert_eq!(c.qsize(), 4);
+        assert_eq!(c.ready(), 1);
+        assert_eq!(c.ack(1, 2), 2);
+        assert_eq!(c.qsize(), 2);
+        // More acks than in flight: only what is there.
+        assert_eq!(c.ack(1, 9), 1);
+        assert_eq!(c.ack(1, 1), 0);
+        assert_eq!(c.ack(42, 1), 0);
+        assert_eq!(c.qsize(), 1);
+    }
+
+    #[test]
+    fn a_closed_connection_returns_its_items_to_the_front_in_order() {
+        let mut c = core_with(&["a", "b", "c", "d", "e"]);
+        c.take(Some(1), 2); // a, b to conn 1
+        c.take(Some(2), 2); // c, d to conn 2
+        c.ack(1, 1); // a taken
+        assert_eq!(c.drop_conn(1), 1); // b back
+        assert_eq!(c.drop_conn(2), 2); // c, d back, before b
+        assert_eq!(c.drop_conn(2), 0);
+        assert_eq!(c.qsize(), 4);
+        assert_eq!(texts(&c.take(None, 9)), ["c", "d", "b", "e"]);
+    }
+
+    #[test]
+    fn give_back_returns_the_newest_in_order() {
+        let mut c = core_with(&["a", "b", "c", "d"]);
+        c.take(Some(7), 4);
+        assert_eq!(c.ack(7, 1), 1); // a taken
+        assert_eq!(c.give_back(7, 2), 2); // c, d back
+        assert_eq!(c.qsize(), 3);
+        assert_eq!(c.ack(7, 1), 1); // b taken
+        assert_eq!(c.give_back(7, 5), 0);
+        assert_eq!(texts(&c.take(None, 9)), ["c", "d"]);
+    }
+
+    #[test]
+    fn shares_split_between_waiters() {
+        let mut c = core_with(&["a"; 10]);
+        assert_eq!(c.share(64), 10);
+        assert_eq!(c.share(3), 3);
+        assert_eq!(c.share(0), 1);
+        c.getters_waiting = 1;
+        assert_eq!(c.share(64), 5);
+        c.getters_waiting = 19;
+        assert_eq!(c.share(64), 1);
+        let empty = Core::default();
+        assert_eq!(empty.share(64), 0);
+    }
+
+    #[test]
+    fn feeds_and_barriers() {
+        let mut c = Core::default();
+        assert!(c.barrier_met(5, 0));
+        c.feed_open(5);
+        assert!(!c.barrier_met(5, 1));
+        assert!(!c.feed_stored(5, 2), "out of order");
+        assert!(c.feed_stored(5, 1));
+        assert!(c.barrier_met(5, 1));
+        assert!(!c.barrier_met(5, 2));
+        assert!(!c.feed_stored(6, 1), "unknown session");
+        c.feed_closed(5);
+        assert!(c.barrier_met(5, 2), "a closed feed holds nobody up");
+    }
+
+    fn alive() -> bool {
+        true
+    }
+
+    #[test]
+    fn bounded_put_waits_and_times_out_with_the_item() {
+        let s = Shared::new(2);
+        let soon = || Some(Instant::now() + Duration::from_millis(50));
+        assert!(matches!(s.put(item("a"), soon(), &alive), Stored::Stored));
+        assert!(matches!(s.put(item("b"), soon(), &alive), Stored::Stored));
+        let t = Instant::now();
+        assert!(matches!(s.put(item("c"), soon(), &alive), Stored::Full));
+        assert!(t.elapsed() >= Duration::from_millis(40));
+        // Non-blocking: the deadline is now.
+        assert!(matches!(
+            s.put(item("c"), Some(Instant::now()), &alive),
+            Stored::Full
+        ));
+        assert_eq!(s.qsize(), 2);
+    }
+
+    #[test]
+    fn a_get_wakes_a_blocked_put() {
+        let s = Arc::new(Shared::new(1));
+        assert!(matches!(s.put(item("a"), None, &alive), Stored::Stored));
+        let s2 = s.clone();
+        let putter =
+            std::thread::spawn(move || matches!(s2.put(item("b"), None, &alive), Stored::Stored));
+        match s.take(None, 1, None, &alive) {
+            Taken::Items(v) => assert_eq!(texts(&v), ["a"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(putter.join().unwrap());
+        match s.take(None, 1, None, &alive) {
+            Taken::Items(v) => assert_eq!(texts(&v), ["b"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ack_wakes_a_blocked_put() {
+        let s = Arc::new(Shared::new(1));
+        assert!(matches!(s.put(item("a"), None, &alive), Stored::Stored));
+        assert!(matches!(s.take(Some(3), 1, None, &alive), Taken::Items(_)));
+        let s2 = s.clone();
+        let putter =
+            std::thread::spawn(move || matches!(s2.put(item("b"), None, &alive), Stored::Stored));
+        // In flight still counts: the putter waits until the ack.
+        assert_eq!(s.qsize(), 1);
+        s.ack(&[(3, 1)]);
+        assert!(putter.join().unwrap());
+        assert_eq!(s.qsize(), 1);
+    }
+
+    #[test]
+    fn take_times_out_empty_and_wakes_on_put() {
+        let s = Arc::new(Shared::new(0));
+        let t = Instant::now();
+        let soon = Some(Instant::now() + Duration::from_millis(50));
+        assert!(matches!(s.take(None, 1, soon, &alive), Taken::Empty));
+        assert!(t.elapsed() >= Duration::from_millis(40));
+        assert!(matches!(
+            s.take(None, 1, Some(Instant::now()), &alive),
+            Taken::Empty
+        ));
+        let s2 = s.clone();
+        let getter = std::thread::spawn(move || match s2.take(Some(1), 8, None, &alive) {
+            Taken::Items(v) => texts(&v),
+            other => panic!("{other:?}"),
+        });
+        s.push_all([item("x"), item("y")]);
+        let got = getter.join().unwrap();
+        assert!(!got.is_empty() && got[0] == "x", "{got:?}");
+    }
+
+    #[test]
+    fn a_dead_waiter_passes_the_item_on() {
+        let s = Arc::new(Shared::new(0));
+        let dead = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                matches!(s.take(Some(1), 1, None, &|| false), Taken::Abandoned)
+            })
+        };
+        let live = {
+            let s = s.clone();
+            std::thread::spawn(move || match s.take(Some(2), 1, None, &alive) {
+                Taken::Items(v) => texts(&v),
+                other => panic!("{other:?}"),
+            })
+        };
+        // Whichever wakes first, the live waiter ends up with the item
+        // and the dead one takes nothing.
+        while s.lock().getters_waiting < 2 {
+            std::thread::yield_now();
+        }
+        s.push_all([item("only")]);
+        assert_eq!(live.join().unwrap(), ["only"]);
+        s.push_all([item("second")]);
+        assert!(dead.join().unwrap());
+        assert_eq!(s.qsize(), 2, "one in flight to conn 2, one ready");
+    }
+
+    #[test]
+    fn barrier_waits_for_the_batch() {
+        let s = Arc::new(Shared::new(0));
+        s.feed_open(9);
+        let s2 = s.clone();
+        let waiter = std::thread::spawn(move || {
+            s2.wait_barrier(9, 1);
+            s2.qsize()
+        });
+        assert!(s.feed(9, 1, [item("a"), item("b")]));
+        assert_eq!(waiter.join().unwrap(), 2);
+        assert!(!s.feed(9, 1, [item("again")]), "replayed batch refused");
+        s.feed_closed(9);
+        s.wait_barrier(9, 7);
+    }
+
+    #[test]
+    fn settle_acks_and_gives_back() {
+        let s = Shared::new(0);
+        s.push_all([item("a"), item("b"), item("c")]);
+        assert!(matches!(s.take(Some(4), 3, None, &alive), Taken::Items(_)));
+        s.settle(4, 1, 2);
+        assert_eq!(s.qsize(), 2);
+        match s.take(None, 5, None, &alive) {
+            Taken::Items(v) => assert_eq!(texts(&v), ["b", "c"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.drop_conn(4), 0);
+    }
+}

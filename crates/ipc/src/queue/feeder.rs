@@ -1,0 +1,206 @@
+//! The feeder: a process's puts to an unbounded queue it does not own,
+//! written in batches by a thread (CPython's feeder thread).
+//!
+//! `put` encodes the item into the batch being filled and returns; the
+//! feeder thread writes whole batches, each one frame, on a connection of
+//! its own. A producer putting in a loop thus pays a memory copy per item
+//! and one system call per batch, not one round trip per item. The batch
+//! is one frame, so a producer killed in the middle of writing it leaves
+//! nothing behind: the broker stores a batch only once it has all of it.
+//!
+//! Nothing put is lost at exit: dropping the last handle, `join_thread`
+//! and the exit hook wait until every batch is written (unless
+//! `cancel_join_thread` was called); the broker reads it even after the
+//! producer is gone.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::queue::wire;
+use crate::{Connection, Error};
+
+/// A `put` waits while this much is waiting to be written.
+const HIGH_WATER: usize = 16 << 20;
+/// A batch buffer bigger than this is not kept for reuse.
+const KEEP: usize = 1 << 20;
+
+/// Why a feeder `put` failed.
+pub(crate) enum FeedError {
+    /// The item did not encode; nothing was queued.
+    Encode(Error),
+    /// The broker is gone.
+    Disconnected,
+}
+
+struct State {
+    /// The `PUT_BATCH` being filled.
+    pending: Vec<u8>,
+    /// Items in `pending`.
+    items: usize,
+    /// An empty buffer to fill next.
+    spare: Vec<u8>,
+    /// The last batch written completely.
+    written: u64,
+    writing: bool,
+    /// The thread waits for work.
+    idle: bool,
+    /// Threads waiting for a batch to be written.
+    flushers: usize,
+    broken: bool,
+    stop: bool,
+    /// The thread ended after writing everything (after `stop`).
+    finished: bool,
+}
+
+/// One process's feeder for one queue.
+pub(crate) struct Feeder {
+    conn: Connection,
+    state: Mutex<State>,
+    wake: Condvar,
+    written: Condvar,
+}
+
+impl Feeder {
+    /// Starts the feeder thread writing to `conn` (a connection whose
+    /// hello the broker accepted as a feeder's).
+    pub(crate) fn start(conn: Connection) -> std::io::Result<Arc<Feeder>> {
+        let mut pending = Vec::new();
+        wire::batch_start(&mut pending);
+        let feeder = Arc::new(Feeder {
+            conn,
+            state: Mutex::new(State {
+                pending,
+                items: 0,
+                spare: Vec::new(),
+                written: 0,
+                writing: false,
+                idle: false,
+                flushers: 0,
+                broken: false,
+                stop: false,
+                finished: false,
+            }),
+            wake: Condvar::new(),
+            written: Condvar::new(),
+        });
+        let thread = feeder.clone();
+        std::thread::Builder::new()
+            .name("mproc-queue-feeder".into())
+            .spawn(move || thread.run())?;
+        Ok(feeder)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, cv: &Condvar, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        cv.wait(g).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the item `write` encodes (appending its bytes).
+    pub(crate) fn put(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> crate::Result<()>,
+    ) -> Result<(), FeedError> {
+        let mut st = self.lock();
+        while !st.broken && st.items > 0 && st.pending.len() >= HIGH_WATER {
+            st.flushers += 1;
+            st = self.wait(&self.written, st);
+            st.flushers -= 1;
+        }
+        if st.broken || st.finished {
+            return Err(FeedError::Disconnected);
+        }
+        if st.items == 0 && !st.writing {
+            // Nothing on its way: check the broker is still there before
+            // accepting an item it could never get. While batches flow,
+            // a failed write tells.
+            if !matches!(self.conn.poll(Some(Duration::ZERO)), Ok(false)) {
+                st.broken = true;
+                return Err(FeedError::Disconnected);
+            }
+        }
+        wire::put_item_with(&mut st.pending, write).map_err(FeedError::Encode)?;
+        st.items += 1;
+        if st.idle {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued so far is written; returns the
+    /// number of the last batch written (the barrier a later request
+    /// carries), or `Err` when the broker is gone.
+    pub(crate) fn flush(&self) -> Result<u64, FeedError> {
+        let mut st = self.lock();
+        while !st.broken && !st.finished && (st.items > 0 || st.writing) {
+            st.flushers += 1;
+            st = self.wait(&self.written, st);
+            st.flushers -= 1;
+        }
+        if st.broken {
+            Err(FeedError::Disconnected)
+        } else {
+            Ok(st.written)
+        }
+    }
+
+    /// No more puts: the thread ends once everything is written.
+    pub(crate) fn stop(&self) {
+        let mut st = self.lock();
+        st.stop = true;
+        if st.idle {
+            self.wake.notify_one();
+        }
+    }
+
+    fn run(self: Arc<Self>) {
+        loop {
+            let mut st = self.lock();
+            while st.items == 0 && !st.stop && !st.broken {
+                st.idle = true;
+                st = self.wait(&self.wake, st);
+                st.idle = false;
+            }
+            if st.broken || st.items == 0 {
+                break;
+            }
+            let mut next = std::mem::take(&mut st.spare);
+            wire::batch_start(&mut next);
+            let mut batch = std::mem::replace(&mut st.pending, next);
+            st.items = 0;
+            st.writing = true;
+            let seq = st.written + 1;
+            drop(st);
+
+            wire::set_seq(&mut batch, seq);
+            let sent = self.conn.send_bytes(&batch);
+
+            let mut st = self.lock();
+            st.writing = false;
+            match sent {
+                Ok(()) => st.written = seq,
+                Err(e) => {
+                    tracing::debug!("queue feeder cannot write: {e}");
+                    st.broken = true;
+                    st.items = 0;
+                    wire::batch_start(&mut st.pending);
+                }
+            }
+            if batch.capacity() <= KEEP && st.spare.capacity() == 0 {
+                batch.clear();
+                st.spare = batch;
+            }
+            if st.flushers > 0 {
+                self.written.notify_all();
+            }
+        }
+        // Whatever ended the loop, nobody waits for this feeder any more.
+        let mut st = self.lock();
+        st.finished = true;
+        self.written.notify_all();
+        drop(st);
+        self.conn.close();
+    }
+}

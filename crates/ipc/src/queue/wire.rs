@@ -1,0 +1,604 @@
+//! The queue protocol: what holders and the broker say to each other.
+//!
+//! Every message is one [frame](crate::frame) on an authenticated
+//! [`Connection`](crate::Connection); its payload starts with an opcode
+//! byte. Integers are big-endian. A list of items is the items one after
+//! the other, each a length then its bytes (the typed payload of
+//! [`tag::encode`](crate::tag::encode)); a length is 4 bytes, or
+//! `FF FF FF FF` and 8 bytes for an item of 4 GiB or more (the frame
+//! header's own trick).
+//!
+//! | message | direction | payload after the opcode | answer |
+//! |---|---|---|---|
+//! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 | `HELLO_OK` conn id u64, or `NO_QUEUE` |
+//! | `PUT_BATCH` | feeder → broker | batch number u64, items | none |
+//! | `PUT` | holder → broker | timeout, one item | `PUT_OK` or `FULL` |
+//! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, or `EMPTY` |
+//! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
+//! | `QSIZE` | holder → broker | barrier u64, acks | `SIZE` u64 |
+//!
+//! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
+//! count u32, then that many (conn id u64, taken u32) pairs.
+//!
+//! Decoding never trusts the peer: every read is bounds-checked and a
+//! malformed message is [`Malformed`], never a panic.
+
+use std::ops::Range;
+use std::time::Duration;
+
+pub(crate) const HELLO: u8 = 1;
+pub(crate) const PUT_BATCH: u8 = 2;
+pub(crate) const PUT: u8 = 3;
+pub(crate) const GET: u8 = 4;
+pub(crate) const SETTLE: u8 = 5;
+pub(crate) const QSIZE: u8 = 6;
+
+pub(crate) const HELLO_OK: u8 = 101;
+pub(crate) const NO_QUEUE: u8 = 102;
+pub(crate) const PUT_OK: u8 = 103;
+pub(crate) const FULL: u8 = 104;
+pub(crate) const ITEMS: u8 = 105;
+pub(crate) const EMPTY: u8 = 106;
+pub(crate) const SIZE: u8 = 107;
+
+/// A timeout of "wait forever".
+pub(crate) const FOREVER: u64 = u64::MAX;
+
+/// Bytes before the first item of a `PUT_BATCH`: opcode and batch number.
+pub(crate) const BATCH_HEADER: usize = 1 + 8;
+
+/// What a connection is for, said in `HELLO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Requests and answers (get, blocking put, qsize).
+    Ops = 0,
+    /// The one-way stream of a process's feeder (`PUT_BATCH` only).
+    Feeder = 1,
+}
+
+/// A message that does not parse.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Malformed(&'static str);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed queue message: {}", self.0)
+    }
+}
+
+/// Acks: for each connection, how many of the items it delivered were
+/// taken (they leave the queue for good).
+pub(crate) type Acks = Vec<(u64, u32)>;
+
+/// A request, as the broker reads it. Items are byte ranges of the
+/// message, so the broker can keep the message and share it between them.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Request {
+    Hello {
+        queue: u64,
+        session: u64,
+        role: Role,
+    },
+    PutBatch {
+        seq: u64,
+        items: Vec<Range<usize>>,
+    },
+    Put {
+        timeout: Option<Duration>,
+        item: Range<usize>,
+    },
+    Get {
+        most: u32,
+        timeout: Option<Duration>,
+        barrier: u64,
+        acks: Acks,
+    },
+    Settle {
+        taken: u32,
+        returned: u32,
+    },
+    Qsize {
+        barrier: u64,
+        acks: Acks,
+    },
+}
+
+/// An answer, as a holder reads it (items as byte ranges of the message).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Reply {
+    HelloOk { conn: u64 },
+    NoQueue,
+    PutOk,
+    Full,
+    Items(Vec<Range<usize>>),
+    Empty,
+    Size(u64),
+}
+
+// ---- encoding ----
+
+pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+/// Appends an item's length.
+pub(crate) fn put_len(out: &mut Vec<u8>, len: usize) {
+    match u32::try_from(len) {
+        Ok(short) if short != u32::MAX => put_u32(out, short),
+        _ => {
+            put_u32(out, u32::MAX);
+            put_u64(out, len as u64);
+        }
+    }
+}
+
+/// Appends one item: its length, then its bytes.
+pub(crate) fn put_item(out: &mut Vec<u8>, item: &[u8]) {
+    put_len(out, item.len());
+    out.extend_from_slice(item);
+}
+
+/// Appends an item produced by `write` (which appends its bytes to `out`)
+/// with its length in front, without copying it. If `write` fails, `out`
+/// is left as it was.
+pub(crate) fn put_item_with<E>(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = out.len();
+    put_u32(out, 0);
+    if let Err(e) = write(out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = out.len() - start - 4;
+    match u32::try_from(len) {
+        Ok(short) if short != u32::MAX => {
+            out[start..start + 4].copy_from_slice(&short.to_be_bytes());
+        }
+        _ => {
+            // 4 GiB or more: make room for the long form (rare enough
+            // that moving the item once is fine).
+            out[start..start + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+            let tail = start + 4;
+            out.splice(tail..tail, (len as u64).to_be_bytes());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn timeout_code(timeout: Option<Duration>) -> u64 {
+    match timeout {
+        None => FOREVER,
+        Some(t) => u64::try_from(t.as_micros())
+            .unwrap_or(FOREVER - 1)
+            .min(FOREVER - 1),
+    }
+}
+
+fn put_acks(out: &mut Vec<u8>, acks: &[(u64, u32)]) {
+    put_u32(out, acks.len() as u32);
+    for (conn, n) in acks {
+        put_u64(out, *conn);
+        put_u32(out, *n);
+    }
+}
+
+pub(crate) fn hello(queue: u64, session: u64, role: Role) -> Vec<u8> {
+    let mut out = Vec::with_capacity(18);
+    out.push(HELLO);
+    put_u64(&mut out, queue);
+    put_u64(&mut out, session);
+    out.push(role as u8);
+    out
+}
+
+/// An empty `PUT_BATCH` with room for its batch number (see [`set_seq`]).
+pub(crate) fn batch_start(out: &mut Vec<u8>) {
+    out.clear();
+    out.push(PUT_BATCH);
+    put_u64(out, 0);
+}
+
+/// Writes the batch number into a batch started by [`batch_start`].
+pub(crate) fn set_seq(batch: &mut [u8], seq: u64) {
+    if let Some(slot) = batch.get_mut(1..BATCH_HEADER) {
+        slot.copy_from_slice(&seq.to_be_bytes());
+    }
+}
+
+/// A `PUT` of the item `write` appends; on error nothing is left.
+pub(crate) fn put<E>(
+    timeout: Option<Duration>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let mut out = Vec::with_capacity(64);
+    out.push(PUT);
+    put_u64(&mut out, timeout_code(timeout));
+    write(&mut out)?;
+    Ok(out)
+}
+
+pub(crate) fn get(
+    most: u32,
+    timeout: Option<Duration>,
+    barrier: u64,
+    acks: &[(u64, u32)],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25 + 12 * acks.len());
+    out.push(GET);
+    put_u32(&mut out, most);
+    put_u64(&mut out, timeout_code(timeout));
+    put_u64(&mut out, barrier);
+    put_acks(&mut out, acks);
+    out
+}
+
+pub(crate) fn settle(taken: u32, returned: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(SETTLE);
+    put_u32(&mut out, taken);
+    put_u32(&mut out, returned);
+    out
+}
+
+pub(crate) fn qsize(barrier: u64, acks: &[(u64, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13 + 12 * acks.len());
+    out.push(QSIZE);
+    put_u64(&mut out, barrier);
+    put_acks(&mut out, acks);
+    out
+}
+
+pub(crate) fn hello_ok(conn: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(HELLO_OK);
+    put_u64(&mut out, conn);
+    out
+}
+
+pub(crate) fn size(n: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(SIZE);
+    put_u64(&mut out, n);
+    out
+}
+
+/// The start of an `ITEMS` answer for `count` items; append them with
+/// [`put_item`].
+pub(crate) fn items_start(count: u32, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + capacity);
+    out.push(ITEMS);
+    put_u32(&mut out, count);
+    out
+}
+
+// ---- decoding ----
+
+/// A bounds-checked reader over a message.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn range(&mut self, n: usize) -> Result<Range<usize>, Malformed> {
+        if self.left() < n {
+            return Err(Malformed("truncated"));
+        }
+        let r = self.pos..self.pos + n;
+        self.pos += n;
+        Ok(r)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        let r = self.range(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.buf[r]);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, Malformed> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn timeout(&mut self) -> Result<Option<Duration>, Malformed> {
+        Ok(match self.u64()? {
+            FOREVER => None,
+            us => Some(Duration::from_micros(us)),
+        })
+    }
+
+    /// One item: a length, then that many bytes.
+    fn item(&mut self) -> Result<Range<usize>, Malformed> {
+        let short = self.u32()?;
+        let len = if short == u32::MAX {
+            usize::try_from(self.u64()?).map_err(|_| Malformed("item too long"))?
+        } else {
+            short as usize
+        };
+        self.range(len)
+    }
+
+    /// Items up to the end of the message.
+    fn items_to_end(&mut self) -> Result<Vec<Range<usize>>, Malformed> {
+        let mut items = Vec::new();
+        while self.left() > 0 {
+            items.push(self.item()?);
+        }
+        Ok(items)
+    }
+
+    fn acks(&mut self) -> Result<Acks, Malformed> {
+        let n = self.u32()? as usize;
+        // Each ack is 12 bytes: refuse a count the message cannot hold
+        // before allocating for it.
+        if n > self.left() / 12 {
+            return Err(Malformed("ack count"));
+        }
+        (0..n).map(|_| Ok((self.u64()?, self.u32()?))).collect()
+    }
+
+    fn rest(&mut self) -> Range<usize> {
+        let r = self.pos..self.buf.len();
+        self.pos = self.buf.len();
+        r
+    }
+
+    fn end(&self) -> Result<(), Malformed> {
+        if self.left() == 0 {
+            Ok(())
+        } else {
+            Err(Malformed("trailing bytes"))
+        }
+    }
+}
+
+/// Parses a request (broker side).
+pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
+    let mut r = Reader::new(msg);
+    let req = match r.u8()? {
+        HELLO => {
+            let queue = r.u64()?;
+            let session = r.u64()?;
+            let role = match r.u8()? {
+                0 => Role::Ops,
+                1 => Role::Feeder,
+                _ => return Err(Malformed("unknown role")),
+            };
+            Request::Hello {
+                queue,
+                session,
+                role,
+            }
+        }
+        PUT_BATCH => {
+            let seq = r.u64()?;
+            let items = r.items_to_end()?;
+            return Ok(Request::PutBatch { seq, items });
+        }
+        PUT => {
+            let timeout = r.timeout()?;
+            let item = r.rest();
+            return Ok(Request::Put { timeout, item });
+        }
+        GET => Request::Get {
+            most: r.u32()?,
+            timeout: r.timeout()?,
+            barrier: r.u64()?,
+            acks: r.acks()?,
+        },
+        SETTLE => Request::Settle {
+            taken: r.u32()?,
+            returned: r.u32()?,
+        },
+        QSIZE => Request::Qsize {
+            barrier: r.u64()?,
+            acks: r.acks()?,
+        },
+        _ => return Err(Malformed("unknown request")),
+    };
+    r.end()?;
+    Ok(req)
+}
+
+/// Parses an answer (holder side).
+pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
+    let mut r = Reader::new(msg);
+    let reply = match r.u8()? {
+        HELLO_OK => Reply::HelloOk { conn: r.u64()? },
+        NO_QUEUE => Reply::NoQueue,
+        PUT_OK => Reply::PutOk,
+        FULL => Reply::Full,
+        ITEMS => {
+            let count = r.u32()?;
+            let items = r.items_to_end()?;
+            if items.len() != count as usize || items.is_empty() {
+                return Err(Malformed("item count"));
+            }
+            return Ok(Reply::Items(items));
+        }
+        EMPTY => Reply::Empty,
+        SIZE => Reply::Size(r.u64()?),
+        _ => return Err(Malformed("unknown answer")),
+    };
+    r.end()?;
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let h = hello(7, 9, Role::Feeder);
+        assert_eq!(
+            parse_request(&h),
+            Ok(Request::Hello {
+                queue: 7,
+                session: 9,
+                role: Role::Feeder
+            })
+        );
+
+        let mut b = Vec::new();
+        batch_start(&mut b);
+        put_item(&mut b, b"one");
+        put_item_with::<()>(&mut b, |o| {
+            o.extend_from_slice(b"two!");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(put_item_with(&mut b, |_| Err("no")), Err("no"));
+        set_seq(&mut b, 3);
+        assert_eq!(
+            parse_request(&b),
+            Ok(Request::PutBatch {
+                seq: 3,
+                items: vec![13..16, 20..24]
+            })
+        );
+
+        let p = put::<()>(Some(Duration::from_millis(5)), |o| {
+            o.extend_from_slice(b"x");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            parse_request(&p),
+            Ok(Request::Put {
+                timeout: Some(Duration::from_millis(5)),
+                item: 9..10
+            })
+        );
+
+        let g = get(64, None, 2, &[(1, 5), (4, 1)]);
+        assert_eq!(
+            parse_request(&g),
+            Ok(Request::Get {
+                most: 64,
+                timeout: None,
+                barrier: 2,
+                acks: vec![(1, 5), (4, 1)]
+            })
+        );
+        assert_eq!(
+            parse_request(&settle(2, 3)),
+            Ok(Request::Settle {
+                taken: 2,
+                returned: 3
+            })
+        );
+        assert_eq!(
+            parse_request(&qsize(0, &[])),
+            Ok(Request::Qsize {
+                barrier: 0,
+                acks: vec![]
+            })
+        );
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        assert_eq!(parse_reply(&hello_ok(5)), Ok(Reply::HelloOk { conn: 5 }));
+        assert_eq!(parse_reply(&[NO_QUEUE]), Ok(Reply::NoQueue));
+        assert_eq!(parse_reply(&[PUT_OK]), Ok(Reply::PutOk));
+        assert_eq!(parse_reply(&[FULL]), Ok(Reply::Full));
+        assert_eq!(parse_reply(&[EMPTY]), Ok(Reply::Empty));
+        assert_eq!(parse_reply(&size(9)), Ok(Reply::Size(9)));
+        let mut m = items_start(2, 0);
+        put_item(&mut m, b"");
+        put_item(&mut m, b"ab");
+        assert_eq!(parse_reply(&m), Ok(Reply::Items(vec![9..9, 13..15])));
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        assert!(parse_request(&[]).is_err());
+        assert!(parse_request(&[99]).is_err());
+        assert!(parse_request(&[GET, 0, 0]).is_err());
+        let mut g = get(1, None, 0, &[]);
+        g.push(0);
+        assert_eq!(parse_request(&g), Err(Malformed("trailing bytes")));
+        // An ack count far beyond what the message holds.
+        let mut q = vec![QSIZE];
+        put_u64(&mut q, 0);
+        put_u32(&mut q, u32::MAX);
+        assert_eq!(parse_request(&q), Err(Malformed("ack count")));
+        // An item longer than the message.
+        let mut b = Vec::new();
+        batch_start(&mut b);
+        put_u32(&mut b, 100);
+        b.extend_from_slice(b"short");
+        assert!(parse_request(&b).is_err());
+        // A count that does not match.
+        let mut m = items_start(3, 0);
+        put_item(&mut m, b"a");
+        assert!(parse_reply(&m).is_err());
+        assert!(parse_reply(&items_start(0, 0)).is_err());
+    }
+
+    #[test]
+    fn long_lengths() {
+        let mut out = Vec::new();
+        put_len(&mut out, (u32::MAX - 1) as usize);
+        assert_eq!(out, (u32::MAX - 1).to_be_bytes());
+        if let Ok(big) = usize::try_from(u64::from(u32::MAX)) {
+            out.clear();
+            put_len(&mut out, big);
+            assert_eq!(&out[..4], &[0xff; 4]);
+            assert_eq!(&out[4..], &u64::from(u32::MAX).to_be_bytes());
+        }
+        assert_eq!(timeout_code(None), FOREVER);
+        assert_eq!(timeout_code(Some(Duration::MAX)), FOREVER - 1);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let _ = parse_request(&data);
+            let _ = parse_reply(&data);
+        }
+
+        #[test]
+        fn batches_round_trip(items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20)) {
+            let mut b = Vec::new();
+            batch_start(&mut b);
+            for it in &items {
+                put_item(&mut b, it);
+            }
+            set_seq(&mut b, 11);
+            match parse_request(&b) {
+                Ok(Request::PutBatch { seq, items: got }) => {
+                    prop_assert_eq!(seq, 11);
+                    let got: Vec<&[u8]> = got.into_iter().map(|r| &b[r]).collect();
+                    let want: Vec<&[u8]> = items.iter().map(|v| &v[..]).collect();
+                    prop_assert_eq!(got, want);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+}

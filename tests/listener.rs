@@ -1,0 +1,330 @@
+//! Listener, Client and Address through the public API, with real child
+//! processes, real sockets, and a real Python 3 on the other side
+//! (checklist item 37, and interoperability with CPython's
+//! `multiprocessing.connection`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mproc::{Address, Client, Error, Listener};
+
+/// Connects with `key`, says hello, returns the reply (or the error text).
+#[mproc::target]
+fn client_talks(address: Address, key: Option<Vec<u8>>) -> Result<String, String> {
+    let talk = || -> mproc::Result<String> {
+        let conn = Client::connect(&address, key.as_deref())?;
+        conn.send(&format!("hello from {}", std::process::id()))?;
+        conn.recv::<String>()
+    };
+    talk().map_err(|e| e.to_string())
+}
+
+fn serve_one(listener: &Listener) -> mproc::Result<String> {
+    let conn = listener.accept()?;
+    let hello: String = conn.recv()?;
+    conn.send(&format!("welcome, {hello}"))?;
+    Ok(hello)
+}
+
+fn addresses() -> Vec<Address> {
+    vec![
+        Address::unique_local(),
+        "tcp:127.0.0.1:0".parse().expect("address"),
+    ]
+}
+
+#[mproc::test]
+fn checklist_37_matching_keys_work_across_processes() -> mproc::Result<()> {
+    for address in addresses() {
+        for key in [None, Some(b"right key".to_vec())] {
+            let listener = Listener::bind(address.clone(), key.as_deref())?;
+            let child = mproc::spawn(client_talks, (listener.address().clone(), key.clone()))?;
+            let pid = child.pid();
+            let hello = serve_one(&listener)?;
+            assert_eq!(hello, format!("hello from {pid}"));
+            let reply = child.join()?.map_err(Error::TargetError)?;
+            assert_eq!(reply, format!("welcome, hello from {pid}"));
+        }
+    }
+    Ok(())
+}
+
+#[mproc::test]
+fn checklist_37_different_keys_fail_on_both_sides() -> mproc::Result<()> {
+    for address in addresses() {
+        let listener = Listener::bind(address, Some(b"right key"))?;
+        let child = mproc::spawn(
+            client_talks,
+            (listener.address().clone(), Some(b"wrong key".to_vec())),
+        )?;
+        let server = listener.accept().unwrap_err();
+        assert!(matches!(server, Error::Authentication(_)), "{server:?}");
+        assert_eq!(
+            server.to_string(),
+            "AuthenticationError: digest received was wrong"
+        );
+        let client = child.join()?.unwrap_err();
+        assert_eq!(client, "AuthenticationError: digest sent was rejected");
+
+        // Nothing was delivered, and the listener still serves good peers.
+        let key = Some(b"right key".to_vec());
+        let child = mproc::spawn(client_talks, (listener.address().clone(), key))?;
+        serve_one(&listener)?;
+        child.join()?.map_err(Error::TargetError)?;
+    }
+    Ok(())
+}
+
+#[mproc::test]
+fn listener_address_close_and_socket_file() -> mproc::Result<()> {
+    let tcp = Listener::bind("tcp:127.0.0.1:0".parse()?, None)?;
+    match tcp.address() {
+        Address::Tcp(a) => assert_ne!(a.port(), 0, "the real port is reported"),
+        other => panic!("{other:?}"),
+    }
+    tcp.close();
+    tcp.close();
+    let e = tcp.accept().unwrap_err();
+    assert!(matches!(e, Error::ListenerClosed));
+    assert_eq!(e.to_string(), "listener is closed");
+
+    let address = Address::unique_local();
+    let Address::Local(path) = address.clone() else {
+        panic!("not local")
+    };
+    let local = Listener::bind(address.clone(), None)?;
+    assert_eq!(local.address(), &address);
+    assert!(path.exists());
+    assert!(
+        Listener::bind(address.clone(), None).is_err(),
+        "address in use"
+    );
+    drop(local);
+    assert!(!path.exists(), "the socket file is removed on drop");
+    assert!(Client::connect(&address, None).is_err());
+    Ok(())
+}
+
+#[mproc::test]
+fn address_text_form() -> mproc::Result<()> {
+    let a: Address = "tcp:127.0.0.1:5000".parse()?;
+    assert_eq!(
+        a,
+        Address::Tcp("127.0.0.1:5000".parse().expect("socket address"))
+    );
+    assert_eq!(a.to_string(), "tcp:127.0.0.1:5000");
+    assert_eq!("127.0.0.1:5000".parse::<Address>()?, a);
+    let l: Address = "/tmp/app.sock".parse()?;
+    assert_eq!(l, Address::Local("/tmp/app.sock".into()));
+    assert_eq!(l.to_string().parse::<Address>()?, l);
+    assert!(matches!(
+        "".parse::<Address>(),
+        Err(Error::InvalidAddress(_))
+    ));
+    Ok(())
+}
+
+// ---- Python interoperability ----
+
+/// The Python side: `serve FAMILY ADDRESS KEY` runs a `Listener` (printing
+/// its address), `connect FAMILY ADDRESS KEY` a `Client`. KEY `-` is no
+/// authkey. An exception is printed and exits 3.
+const PYTHON: &str = r#"
+import sys
+from multiprocessing.connection import Listener, Client
+mode, family, addr, key = sys.argv[1:5]
+authkey = None if key == '-' else key.encode()
+def parse(a):
+    if family == 'AF_INET':
+        host, port = a.rsplit(':', 1)
+        return (host, int(port))
+    return a
+try:
+    if mode == 'serve':
+        with Listener(parse(addr), family=family, authkey=authkey) as l:
+            a = l.address
+            print(f"{a[0]}:{a[1]}" if family == 'AF_INET' else a, flush=True)
+            with l.accept() as c:
+                m = c.recv_bytes()
+                c.send_bytes(b'python got ' + m)
+                big = c.recv_bytes()
+                c.send_bytes(big[::-1])
+    else:
+        with Client(parse(addr), family=family, authkey=authkey) as c:
+            c.send_bytes(b'hello from python')
+            m = c.recv_bytes()
+            c.send_bytes(b'python got ' + m)
+            big = c.recv_bytes()
+            c.send_bytes(big[::-1])
+except Exception as e:
+    print(type(e).__name__ + ': ' + str(e), flush=True)
+    sys.exit(3)
+"#;
+
+fn python_available() -> bool {
+    let found = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("python3 not found: skipping the Python interoperability test");
+    }
+    found
+}
+
+fn python(mode: &str, family: &str, address: &str, key: Option<&[u8]>) -> Child {
+    let key = key.map_or("-".to_string(), |k| String::from_utf8_lossy(k).into_owned());
+    Command::new("python3")
+        .args(["-c", PYTHON, mode, family, address, &key])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3")
+}
+
+/// Waits for the Python process (killing it after a minute); returns its
+/// exit code and what it printed.
+fn finish(mut child: Child) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            out.push_str(&line.unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    (status.code(), out)
+}
+
+/// The first line the Python process printed (its listener's address).
+fn first_line(child: &mut Child) -> mproc::Result<String> {
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.as_mut() {
+        // One byte at a time: nothing after the line is taken from `finish`.
+        let mut byte = [0u8; 1];
+        while std::io::Read::read(stdout, &mut byte)? == 1 && byte[0] != b'\n' {
+            line.push(char::from(byte[0]));
+        }
+    }
+    Ok(line.trim().to_string())
+}
+
+fn big_message() -> Vec<u8> {
+    (0..1usize << 20).map(|i| (i % 251) as u8).collect()
+}
+
+fn reversed(v: &[u8]) -> Vec<u8> {
+    v.iter().rev().copied().collect()
+}
+
+#[mproc::test]
+fn python_client_talks_to_our_listener() -> mproc::Result<()> {
+    if !python_available() {
+        return Ok(());
+    }
+    for key in [None, Some(&b"shared secret"[..])] {
+        for address in addresses() {
+            let listener = Listener::bind(address, key)?;
+            let (family, text) = match listener.address() {
+                Address::Tcp(a) => ("AF_INET", a.to_string()),
+                Address::Local(p) => ("AF_UNIX", p.display().to_string()),
+            };
+            let py = python("connect", family, &text, key);
+            let talk = || -> mproc::Result<()> {
+                let conn = listener.accept()?;
+                assert_eq!(conn.recv_bytes()?, b"hello from python");
+                conn.send_bytes(b"rust reply")?;
+                assert_eq!(conn.recv_bytes()?, b"python got rust reply");
+                let big = big_message();
+                conn.send_bytes(&big)?;
+                assert_eq!(conn.recv_bytes()?, reversed(&big));
+                Ok(())
+            };
+            let talked = talk();
+            let (code, out) = finish(py);
+            talked?;
+            assert_eq!(code, Some(0), "{out}");
+        }
+    }
+    Ok(())
+}
+
+#[mproc::test]
+fn our_client_talks_to_a_python_listener() -> mproc::Result<()> {
+    if !python_available() {
+        return Ok(());
+    }
+    for key in [None, Some(&b"shared secret"[..])] {
+        for family in ["AF_INET", "AF_UNIX"] {
+            let requested = match family {
+                "AF_INET" => "127.0.0.1:0".to_string(),
+                _ => match Address::unique_local() {
+                    Address::Local(p) => p.display().to_string(),
+                    other => panic!("{other:?}"),
+                },
+            };
+            let mut py = python("serve", family, &requested, key);
+            let mut talk = || -> mproc::Result<()> {
+                let address = match family {
+                    "AF_INET" => format!("tcp:{}", first_line(&mut py)?).parse()?,
+                    _ => Address::Local(first_line(&mut py)?.into()),
+                };
+                let conn = Client::connect(&address, key)?;
+                conn.send_bytes(b"hello from rust")?;
+                assert_eq!(conn.recv_bytes()?, b"python got hello from rust");
+                let big = big_message();
+                conn.send_bytes(&big)?;
+                assert_eq!(conn.recv_bytes()?, reversed(&big));
+                Ok(())
+            };
+            let talked = talk();
+            let (code, out) = finish(py);
+            talked?;
+            assert_eq!(code, Some(0), "{out}");
+        }
+    }
+    Ok(())
+}
+
+#[mproc::test]
+fn python_with_a_different_key_fails_on_both_sides() -> mproc::Result<()> {
+    if !python_available() {
+        return Ok(());
+    }
+    // A Python client with the wrong key.
+    let listener = Listener::bind("tcp:127.0.0.1:0".parse()?, Some(b"right"))?;
+    let Address::Tcp(a) = *listener.address() else {
+        panic!("not TCP")
+    };
+    let py = python("connect", "AF_INET", &a.to_string(), Some(b"wrong"));
+    let e = listener.accept().unwrap_err();
+    assert!(matches!(e, Error::Authentication(_)), "{e:?}");
+    let (code, out) = finish(py);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("AuthenticationError"), "{out}");
+
+    // Our client with the wrong key against a Python listener.
+    let mut py = python("serve", "AF_INET", "127.0.0.1:0", Some(b"right"));
+    let connected = first_line(&mut py).and_then(|line| {
+        let address: Address = format!("tcp:{line}").parse()?;
+        Client::connect(&address, Some(b"wrong"))
+    });
+    let (code, out) = finish(py);
+    let e = connected.unwrap_err();
+    assert!(matches!(e, Error::Authentication(_)), "{e:?}");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("AuthenticationError"), "{out}");
+    Ok(())
+}
