@@ -49,8 +49,12 @@ fn six(a: u8, b: u16, c: u32, d: u64, e: String, mut f: Vec<i32>) -> String {
     format!("{a} {b} {c} {d} {e} {f:?}")
 }
 
+/// What a child reports about itself: name, pid, authkey, parent (pid,
+/// name), and the default name of a Process it creates.
+type IdentityReport = (String, Option<u32>, Vec<u8>, Option<(u32, String)>, String);
+
 #[mproc::target]
-fn identity_report() -> (String, Option<u32>, Vec<u8>, Option<(u32, String)>, String) {
+fn identity_report() -> IdentityReport {
     let me = mproc::current_process();
     let parent = mproc::parent_process().map(|p| (p.pid().unwrap_or(0), p.name().to_string()));
     let child = Process::new(nothing, ());

@@ -8,7 +8,9 @@
 //! - `bench [--quick] [--check-only]`: side-by-side figures, see docs/benchmarks.md.
 //! - `fuzz [--seconds N]`: run the cargo-fuzz targets.
 
+mod bench;
 mod examples;
+mod leftovers;
 mod util;
 mod windows;
 
@@ -30,8 +32,9 @@ fn main() -> ExitCode {
             }
         }
         "examples" => examples::run_all(),
+        "bench" => bench::run(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <test-all | windows [--setup] | examples>");
+            eprintln!("usage: cargo xtask <test-all | windows [--setup] | examples | bench [--quick] [--check-only]>");
             return ExitCode::from(2);
         }
     };
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
 
 fn test_all(_args: &[String]) -> Result<(), String> {
     let start = std::time::Instant::now();
+    let temp_before = leftovers::snapshot();
     util::step(
         "cargo fmt --check",
         util::cargo(&["fmt", "--all", "--", "--check"]),
@@ -63,6 +67,10 @@ fn test_all(_args: &[String]) -> Result<(), String> {
     )?;
     util::step("cargo test", util::cargo(&["test", "--workspace"]))?;
     util::step("examples", examples::run_all())?;
+    util::step(
+        "no leftovers in the temp directory",
+        leftovers::check(&temp_before),
+    )?;
     let windows = match windows::ensure_setup() {
         Ok(true) => Some(windows::run(&[])?),
         Ok(false) => None,

@@ -138,6 +138,7 @@ fn runtime_dir() -> io::Result<&'static Path> {
     getrandom::getrandom(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
     let dir =
         std::env::temp_dir().join(format!("mproc-{}-{}", std::process::id(), crate::hex(&rnd)));
+    remove_stale_runtime_dirs();
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     match RUNTIME_DIR.set(dir) {
         Ok(()) => {}
@@ -149,6 +150,40 @@ fn runtime_dir() -> io::Result<&'static Path> {
         .get()
         .map(PathBuf::as_path)
         .ok_or_else(|| io::Error::other("runtime dir"))
+}
+
+/// Removes the runtime directories of processes that died without their
+/// exit procedure (SIGKILL, a crash): `mproc-<pid>-<random>` whose pid no
+/// longer runs. Only directories of this user are removable at all (the
+/// temp directory is sticky), and a reused pid merely keeps a stale entry.
+fn remove_stale_runtime_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("mproc-"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, rest)| {
+                (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| pid.parse::<i32>().ok())
+                    .flatten()
+            })
+        else {
+            continue;
+        };
+        let dead = Pid::from_raw(pid).is_some_and(|p| {
+            matches!(
+                rustix::process::test_kill_process(p),
+                Err(rustix::io::Errno::SRCH)
+            )
+        });
+        if dead {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Removes this process's runtime directory (at exit).

@@ -1,0 +1,202 @@
+//! Reliability under load and faults (docs/reliability.md lists each test
+//! with what it proves).
+
+use std::time::{Duration, Instant};
+
+use mproc::Process;
+
+#[mproc::target]
+fn nothing() {}
+
+#[mproc::target]
+fn sleeper(secs: f64) {
+    std::thread::sleep(Duration::from_secs_f64(secs));
+}
+
+#[mproc::target]
+fn exit_with(code: i32) {
+    std::process::exit(code);
+}
+
+/// Starts a child that exits with `code`, then exits with the child's
+/// exitcode plus one.
+#[mproc::target]
+fn relay_exit(code: i32) {
+    let mut p = Process::new(exit_with, (code,));
+    if p.start().is_err() || p.join().is_err() {
+        std::process::exit(100);
+    }
+    std::process::exit(p.exitcode().unwrap_or(100) + 1);
+}
+
+#[mproc::test]
+fn exit_codes_are_exact_through_nested_spawns() -> mproc::Result<()> {
+    for code in [0, 7, 41] {
+        let mut p = Process::new(relay_exit, (code,));
+        p.start()?;
+        p.join()?;
+        assert_eq!(p.exitcode(), Some(code + 1));
+    }
+    Ok(())
+}
+
+/// CPU time this process has used (user + system).
+#[cfg(unix)]
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+#[mproc::test]
+fn join_timeout_is_neither_early_nor_late_nor_busy() -> mproc::Result<()> {
+    let mut p = Process::new(sleeper, (30.0,));
+    p.start()?;
+    for ms in [50u64, 300, 700] {
+        #[cfg(unix)]
+        let cpu = cpu_time();
+        let t = Instant::now();
+        p.join_timeout(Duration::from_millis(ms))?;
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(ms),
+            "returned early: {took:?} < {ms} ms"
+        );
+        assert!(
+            took < Duration::from_millis(ms) + Duration::from_secs(2),
+            "returned late: {took:?} for {ms} ms"
+        );
+        // Waiting is a blocking poll on the sentinel: other tests run in
+        // parallel threads of this process, so allow their share, but a
+        // busy loop would burn about the whole wait.
+        #[cfg(unix)]
+        {
+            let used = cpu_time() - cpu;
+            assert!(
+                used < took / 2 + Duration::from_millis(100),
+                "busy wait: {used:?} CPU in {took:?}"
+            );
+        }
+        assert!(p.is_alive()?);
+    }
+    p.kill()?;
+    p.join()?;
+    Ok(())
+}
+
+#[cfg(unix)]
+#[mproc::target]
+fn ignore_sigterm_then_sleep() {
+    // SAFETY: setting a disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+#[cfg(unix)]
+#[mproc::test]
+fn kill_stops_a_child_that_ignores_sigterm() -> mproc::Result<()> {
+    let mut p = Process::new(ignore_sigterm_then_sleep, ());
+    p.start()?;
+    // start() returns once the child runs its target; give it a moment to
+    // install the disposition (its first statement), then terminate.
+    std::thread::sleep(Duration::from_millis(200));
+    p.terminate()?;
+    p.join_timeout(Duration::from_millis(500))?;
+    assert!(p.is_alive()?, "SIGTERM should have been ignored");
+    p.kill()?;
+    p.join()?;
+    assert_eq!(p.exitcode(), Some(-9));
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[cfg(target_os = "linux")]
+fn is_zombie_or_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[mproc::test]
+fn a_thousand_processes_leak_nothing() -> mproc::Result<()> {
+    // Warm up once so lazily created process-wide state (runtime dir,
+    // parent pipe) is not counted as growth.
+    let mut warm = Process::new(nothing, ());
+    warm.start()?;
+    warm.join()?;
+    #[cfg(target_os = "linux")]
+    let before = open_descriptors();
+    let mut pids = Vec::new();
+    for _wave in 0..20 {
+        let mut wave: Vec<Process> = (0..50).map(|_| Process::new(nothing, ())).collect();
+        for p in &mut wave {
+            p.start()?;
+        }
+        for p in &mut wave {
+            p.join()?;
+            assert_eq!(p.exitcode(), Some(0));
+            pids.extend(p.pid());
+            p.close()?;
+        }
+    }
+    assert_eq!(pids.len(), 1000);
+    #[cfg(target_os = "linux")]
+    {
+        // Other tests of this binary run in parallel and hold descriptors
+        // of their own for a while: allow a small, bounded difference, far
+        // below the 1,000+ a per-process leak would show.
+        let after = open_descriptors();
+        assert!(
+            after <= before + 16,
+            "descriptors grew from {before} to {after}"
+        );
+        // Joined children are reaped: none is a zombie of ours.
+        let zombies: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| {
+                        let ppid = s
+                            .rsplit(')')
+                            .next()
+                            .and_then(|r| r.split_whitespace().nth(1));
+                        ppid == Some(&std::process::id().to_string()) && is_zombie_or_gone(*pid)
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        assert!(zombies.is_empty(), "zombie children: {zombies:?}");
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+#[mproc::test]
+fn runtime_dir_is_private() -> mproc::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = Process::new(nothing, ());
+    p.start()?;
+    p.join()?;
+    let prefix = format!("mproc-{}-", std::process::id());
+    let dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert_eq!(dirs.len(), 1, "one runtime directory per process");
+    let mode = dirs[0].metadata()?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    Ok(())
+}
