@@ -1,0 +1,131 @@
+//! API.md, signature by signature: this file only compiles while every
+//! name and signature of the contract is exactly as written there.
+
+use std::time::Duration;
+
+use mproc::{
+    Address, Client, Connection, Error, JoinHandle, Listener, Process, ProcessInfo, PutError,
+    Queue, Sentinel,
+};
+
+#[mproc::target]
+fn target0() {}
+
+#[mproc::target]
+fn target1(_x: u32) -> Result<(), String> {
+    Ok(())
+}
+
+#[mproc::target]
+fn returns(x: u32) -> u32 {
+    x
+}
+
+fn assert_send<T: Send>() {}
+fn assert_sync<T: Sync>() {}
+
+#[allow(dead_code, clippy::type_complexity)]
+fn contract() {
+    assert_send::<Process>();
+    assert_send::<JoinHandle<u32>>();
+    assert_send::<Connection>();
+    assert_send::<Queue<String>>();
+    assert_send::<Listener>();
+    assert_sync::<Connection>();
+    assert_sync::<Queue<String>>();
+
+    // Process
+    let p: Process = Process::new(target0, ());
+    let p: Process = p.with_name("p1").with_daemon(true);
+    let _p1: Process = Process::new(target1, (1,));
+    let _ = |p: &mut Process| p.set_name("x");
+    let _ = |p: &mut Process| p.set_name(String::from("x"));
+    let _: fn(&mut Process, bool) -> mproc::Result<()> = Process::set_daemon;
+    let _: fn(&mut Process) -> mproc::Result<()> = Process::start;
+    let _: fn(&mut Process) -> mproc::Result<()> = Process::run;
+    let _: fn(&mut Process) -> mproc::Result<()> = Process::join;
+    let _: fn(&mut Process, Duration) -> mproc::Result<()> = Process::join_timeout;
+    let _: fn(&mut Process) -> mproc::Result<()> = Process::terminate;
+    let _: fn(&mut Process) -> mproc::Result<()> = Process::kill;
+    let _: fn(&mut Process) -> mproc::Result<()> = Process::close;
+    let _: fn(&mut Process) -> mproc::Result<bool> = Process::is_alive;
+    let _: for<'a> fn(&'a Process) -> &'a str = Process::name;
+    let _: fn(&Process) -> bool = Process::daemon;
+    let _: fn(&Process) -> Option<u32> = Process::pid;
+    let _: fn(&Process) -> Option<i32> = Process::exitcode;
+    let _: for<'a> fn(&'a Process) -> &'a [u8] = Process::authkey;
+    let _: for<'a> fn(&'a Process) -> mproc::Result<Sentinel<'a>> = Process::sentinel;
+    drop(p);
+    let _: fn() -> ProcessInfo = mproc::current_process;
+    let _: fn() -> Option<ProcessInfo> = mproc::parent_process;
+    let _: fn() -> Vec<ProcessInfo> = mproc::active_children;
+    let _: fn() -> usize = mproc::cpu_count;
+    let _: for<'a> fn(&'a ProcessInfo) -> &'a str = ProcessInfo::name;
+    let _: fn(&ProcessInfo) -> Option<u32> = ProcessInfo::pid;
+    let _: fn(&ProcessInfo) -> bool = ProcessInfo::daemon;
+    let _: for<'a> fn(&'a ProcessInfo) -> &'a [u8] = ProcessInfo::authkey;
+    let _: fn(&mut ProcessInfo) -> mproc::Result<bool> = ProcessInfo::is_alive;
+    let _: fn(&mut ProcessInfo, Duration) -> mproc::Result<()> = ProcessInfo::join_timeout;
+    let _: mproc::Result<JoinHandle<u32>> = mproc::spawn(returns, (1,));
+    let _: fn(JoinHandle<u32>) -> mproc::Result<u32> = JoinHandle::join;
+    let _ = mproc::init;
+
+    // Pipe and Connection
+    let _: fn(bool) -> mproc::Result<(Connection, Connection)> = mproc::pipe;
+    let _: fn(&Connection, &str) -> mproc::Result<()> = Connection::send::<str>;
+    let _: fn(&Connection) -> mproc::Result<String> = Connection::recv::<String>;
+    let _: fn(&Connection, &[u8]) -> mproc::Result<()> = Connection::send_bytes;
+    let _: fn(&Connection) -> mproc::Result<Vec<u8>> = Connection::recv_bytes;
+    let _: fn(&Connection, usize) -> mproc::Result<Vec<u8>> = Connection::recv_bytes_max;
+    let _: fn(&Connection, &mut [u8]) -> mproc::Result<usize> = Connection::recv_bytes_into;
+    let _: fn(&Connection, Option<Duration>) -> mproc::Result<bool> = Connection::poll;
+    let _: fn(&Connection) = Connection::close;
+    let _: fn(&Connection) -> bool = Connection::closed;
+    let _: fn(&Connection) -> bool = Connection::readable;
+    let _: fn(&Connection) -> bool = Connection::writable;
+    let _ = Connection::fileno;
+    let _: fn(&[&dyn mproc::Waitable], Option<Duration>) -> mproc::Result<Vec<usize>> = mproc::wait;
+    let _: fn(Address, Option<&[u8]>) -> mproc::Result<Listener> = Listener::bind;
+    let _: for<'a> fn(&'a Listener) -> &'a Address = Listener::address;
+    let _: fn(&Listener) -> mproc::Result<Connection> = Listener::accept;
+    let _: fn(&Address, Option<&[u8]>) -> mproc::Result<Connection> = Client::connect;
+    let _: Result<Address, _> = "127.0.0.1:5000".parse::<Address>();
+    let _ = |a: &Address| a.to_string();
+
+    // Queue
+    let _: fn(usize) -> mproc::Result<Queue<String>> = Queue::<String>::new;
+    let _ = |q: &Queue<String>| q.clone();
+    let _: fn(&Queue<String>, String) -> Result<(), PutError<String>> = Queue::put;
+    let _: fn(&Queue<String>, String, Duration) -> Result<(), PutError<String>> = Queue::put_timeout;
+    let _: fn(&Queue<String>, String) -> Result<(), PutError<String>> = Queue::put_nowait;
+    let _: fn(&Queue<String>) -> mproc::Result<String> = Queue::get;
+    let _: fn(&Queue<String>, Duration) -> mproc::Result<String> = Queue::get_timeout;
+    let _: fn(&Queue<String>) -> mproc::Result<String> = Queue::get_nowait;
+    let _: fn(&Queue<String>) -> usize = Queue::qsize;
+    let _: fn(&Queue<String>) -> bool = Queue::empty;
+    let _: fn(&Queue<String>) -> bool = Queue::full;
+    let _: fn(&Queue<String>) = Queue::close;
+    let _: fn(&Queue<String>) -> mproc::Result<()> = Queue::join_thread;
+    let _: fn(&Queue<String>) = Queue::cancel_join_thread;
+    let _: fn(PutError<String>) -> String = PutError::into_inner;
+    let _ = |e: PutError<String>| -> Error { e.into() };
+    let _ = |e: PutError<u8>| match e {
+        PutError::Full(t) | PutError::Closed(t) | PutError::Disconnected(t) => t,
+        PutError::Encode(t, _err) => t,
+        _ => 0,
+    };
+
+    // Errors
+    let _ = |e: Error| match e {
+        Error::Eof | Error::Empty | Error::QueueClosed => 0,
+        Error::BufferTooShort(v) => v.len(),
+        Error::TypeMismatch { .. } => 1,
+        _ => 2,
+    };
+}
+
+#[test]
+fn the_contract_compiles() {
+    // The assertions are the compilation of `contract` itself.
+    let _ = contract;
+}
