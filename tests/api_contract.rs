@@ -96,7 +96,8 @@ fn contract() {
     let _: fn(usize) -> mproc::Result<Queue<String>> = Queue::<String>::new;
     let _ = |q: &Queue<String>| q.clone();
     let _: fn(&Queue<String>, String) -> Result<(), PutError<String>> = Queue::put;
-    let _: fn(&Queue<String>, String, Duration) -> Result<(), PutError<String>> = Queue::put_timeout;
+    let _: fn(&Queue<String>, String, Duration) -> Result<(), PutError<String>> =
+        Queue::put_timeout;
     let _: fn(&Queue<String>, String) -> Result<(), PutError<String>> = Queue::put_nowait;
     let _: fn(&Queue<String>) -> mproc::Result<String> = Queue::get;
     let _: fn(&Queue<String>, Duration) -> mproc::Result<String> = Queue::get_timeout;

@@ -272,10 +272,12 @@ fn play(role: &str) -> io::Result<()> {
             std::thread::sleep(os::IDLE);
         }
         "echo" => {
+            // Buffered: one read takes header and payload together.
             let mut conn = os::adopt(fd(1)?);
+            let mut reader = io::BufReader::with_capacity(1 << 16, conn.try_clone()?);
             let mut buf = Vec::new();
             let mut out = Vec::new();
-            while os::read_frame(&mut conn, &mut buf)? {
+            while os::read_frame(&mut reader, &mut buf)? {
                 out.clear();
                 out.extend_from_slice(&(buf.len() as u32).to_be_bytes());
                 out.extend_from_slice(&buf);

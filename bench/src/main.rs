@@ -5,7 +5,7 @@
 //! ```
 //!
 //! prints `RESULT <value>` (the figure's unit, see below) or `NA <reason>`
-//! on stdout. `cargo xtask bench` (xtask/src/bench.rs) runs the contenders
+//! on stdout. `cargo xtask bench` (xtask/src/bench/) runs the contenders
 //! interleaved, takes medians and prints the table; the CPython contender
 //! is `bench/python/mp_bench.py`, which speaks the same protocol.
 //!

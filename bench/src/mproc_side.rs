@@ -6,11 +6,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
-use mproc::{Connection, Process};
+use mproc::{Connection, Process, Queue};
 use serde_bytes::ByteBuf;
 
-use crate::os;
-use crate::{Contender, NotAvailable, Outcome, Params};
+use crate::{floor, os};
+use crate::{Contender, Outcome, Params};
 
 pub const CONTENDER: Contender = Contender {
     spawn_first_line,
@@ -177,10 +177,82 @@ fn pipe_bulk(p: &Params) -> io::Result<Outcome> {
     Ok(Ok((msgs * size) as f64 / dt.as_secs_f64() / 1e9))
 }
 
-// Queue: `mproc::Queue` is not in the tree yet. The figure is this one
-// function; fill it in when the API lands (floor::queue_items is the
-// model: same sizes, same `floor::Gate`).
+/// Producers put `n` items of `size` bytes each (`ByteBuf`: Rust's
+/// `bytes`; a `Vec<u8>` would be encoded element by element).
+#[mproc::target]
+fn q_producer(
+    q: Queue<ByteBuf>,
+    ready: RawFd,
+    gate: RawFd,
+    n: usize,
+    size: usize,
+) -> Result<(), mproc::Error> {
+    let item = ByteBuf::from(vec![0x5au8; size]);
+    os::signal(ready);
+    os::wait_gate(gate);
+    for _ in 0..n {
+        q.put(item.clone())?;
+    }
+    Ok(())
+}
 
-fn queue_items(_p: &Params) -> io::Result<Outcome> {
-    Ok(Err(NotAvailable("not built yet".into())))
+#[mproc::target]
+fn q_consumer(
+    q: Queue<ByteBuf>,
+    ready: RawFd,
+    gate: RawFd,
+    done: RawFd,
+    n: usize,
+) -> Result<(), mproc::Error> {
+    os::signal(ready);
+    os::wait_gate(gate);
+    for _ in 0..n {
+        q.get()?;
+    }
+    os::signal(done);
+    Ok(())
+}
+
+fn queue_items(p: &Params) -> io::Result<Outcome> {
+    let items = p.get("items", 200_000);
+    let size = p.get("size", 64);
+    let producers = p.get("producers", 1).max(1);
+    let consumers = p.get("consumers", 1).max(1);
+    let q = Queue::<ByteBuf>::new(0).map_err(err)?;
+    let gate = floor::Gate::new(producers + consumers)?;
+    let (ready, gate_r, done) = (
+        gate.ready_w.as_raw_fd(),
+        gate.gate_r.as_raw_fd(),
+        gate.done_w.as_raw_fd(),
+    );
+    let mut children = Vec::new();
+    for i in 0..producers {
+        let n = floor::share(items, producers, i);
+        children.push(Process::new(
+            q_producer,
+            (q.clone(), ready, gate_r, n, size),
+        ));
+    }
+    for i in 0..consumers {
+        let n = floor::share(items, consumers, i);
+        children.push(Process::new(
+            q_consumer,
+            (q.clone(), ready, gate_r, done, n),
+        ));
+    }
+    for c in &mut children {
+        c.start().map_err(err)?;
+    }
+    let secs = gate.run(consumers)?;
+    for c in &mut children {
+        c.join().map_err(err)?;
+        if c.exitcode() != Some(0) {
+            return Err(io::Error::other(format!(
+                "a queue child exited with {:?}",
+                c.exitcode()
+            )));
+        }
+    }
+    drop(q);
+    Ok(Ok(items as f64 / secs))
 }

@@ -119,7 +119,7 @@ pub fn frame(size: usize) -> Vec<u8> {
 
 /// Reads one length-prefixed frame into `buf` (resized to fit); `false` at
 /// a clean end of stream.
-pub fn read_frame(f: &mut File, buf: &mut Vec<u8>) -> io::Result<bool> {
+pub fn read_frame(f: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<bool> {
     let mut len = [0u8; 4];
     match f.read_exact(&mut len) {
         Ok(()) => {}

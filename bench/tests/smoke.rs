@@ -1,11 +1,11 @@
-//! Keeps `cargo xtask bench` from rotting: runs its driver (xtask/src/bench.rs,
+//! Keeps `cargo xtask bench` from rotting: runs its driver (xtask/src/bench/,
 //! included here by path, std only) in check-only mode on the debug binary
 //! cargo already built for this test — every figure, every contender (CPython
 //! too when python3 is there), a handful of iterations, one repetition. It
 //! asserts that the harness works and prints its table, nothing about speed.
 
 #[allow(dead_code)]
-#[path = "../../xtask/src/bench.rs"]
+#[path = "../../xtask/src/bench/mod.rs"]
 mod bench;
 
 use std::path::PathBuf;

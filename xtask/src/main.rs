@@ -6,10 +6,11 @@
 //! - `windows [--setup]`: build for x86_64-pc-windows-gnu and run the suite
 //!   under Wine (`--setup` installs the toolchain and the Wine prefix).
 //! - `bench [--quick] [--check-only]`: side-by-side figures, see docs/benchmarks.md.
-//! - `fuzz [--seconds N]`: run the cargo-fuzz targets.
+//! - `fuzz [--seconds N] [--target NAME]`: run the cargo-fuzz targets, see docs/reliability.md.
 
 mod bench;
 mod examples;
+mod fuzz;
 mod leftovers;
 mod util;
 mod windows;
@@ -33,8 +34,9 @@ fn main() -> ExitCode {
         }
         "examples" => examples::run_all(),
         "bench" => bench::run(&rest),
+        "fuzz" => fuzz::run(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <test-all | windows [--setup] | examples | bench [--quick] [--check-only]>");
+            eprintln!("usage: cargo xtask <test-all | windows [--setup] | examples | bench [--quick] [--check-only] | fuzz [--seconds N] [--target NAME]>");
             return ExitCode::from(2);
         }
     };

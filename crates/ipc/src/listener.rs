@@ -29,11 +29,13 @@ use crate::{auth, Error, Result};
 /// | `tcp:127.0.0.1:5000`, `tcp:[::1]:5000` | `Tcp` |
 /// | `tcp:localhost:5000` | `Tcp`, the first address the name resolves to |
 /// | `127.0.0.1:5000` (an IP literal and a port) | `Tcp` |
-/// | `unix:/tmp/app.sock` | `Local` |
+/// | `unix:/tmp/app.sock` (Unix), `pipe:\\.\pipe\app` (Windows), `local:app` | `Local` |
 /// | any other text, e.g. `/tmp/app.sock` | `Local` (a path) |
 ///
-/// `Display` always writes the prefixed form (`tcp:…`, `unix:…`), which
-/// parses back to the same address.
+/// `Display` always writes the prefixed form (`tcp:…`, and `unix:…` on
+/// Unix, `pipe:…` on Windows), which parses back to the same address.
+/// On Windows a local address names a named pipe: `\\.\pipe\name`, or
+/// any other text `t`, which names `\\.\pipe\t`.
 ///
 /// ```
 /// use mproc_ipc::Address;
@@ -54,8 +56,9 @@ pub enum Address {
 }
 
 impl Address {
-    /// A fresh local address nobody uses yet, in the temporary directory
-    /// (CPython's default `Listener()` address).
+    /// A fresh local address nobody uses yet (CPython's default
+    /// `Listener()` address): a socket path in the temporary directory on
+    /// Unix, a pipe name `\\.\pipe\mproc-…` on Windows.
     pub fn unique_local() -> Address {
         Address::Local(sys::unique_local_name())
     }
@@ -258,21 +261,29 @@ mod tests {
 
     #[test]
     fn address_text_forms() {
+        // The local scheme is `unix` on Unix, `pipe` on Windows.
+        let local = |rest: &str| format!("{}:{rest}", sys::LOCAL_SCHEME);
         let cases = [
-            ("tcp:127.0.0.1:5000", "tcp:127.0.0.1:5000"),
-            ("127.0.0.1:5000", "tcp:127.0.0.1:5000"),
-            ("tcp:[::1]:7", "tcp:[::1]:7"),
-            ("[::1]:7", "tcp:[::1]:7"),
-            ("/tmp/x.sock", "unix:/tmp/x.sock"),
-            ("unix:/tmp/x.sock", "unix:/tmp/x.sock"),
-            ("local:rel.sock", "unix:rel.sock"),
-            ("rel.sock", "unix:rel.sock"),
+            (
+                "tcp:127.0.0.1:5000".to_string(),
+                "tcp:127.0.0.1:5000".to_string(),
+            ),
+            ("127.0.0.1:5000".into(), "tcp:127.0.0.1:5000".into()),
+            ("tcp:[::1]:7".into(), "tcp:[::1]:7".into()),
+            ("[::1]:7".into(), "tcp:[::1]:7".into()),
+            ("/tmp/x.sock".into(), local("/tmp/x.sock")),
+            (local("/tmp/x.sock"), local("/tmp/x.sock")),
+            ("local:rel.sock".into(), local("rel.sock")),
+            ("rel.sock".into(), local("rel.sock")),
+            (r"\\.\pipe\x".into(), local(r"\\.\pipe\x")),
         ];
         for (text, shown) in cases {
             let a: Address = text.parse().unwrap();
             assert_eq!(a.to_string(), shown, "{text}");
             assert_eq!(a.to_string().parse::<Address>().unwrap(), a);
         }
+        let unique = Address::unique_local();
+        assert_eq!(unique.to_string().parse::<Address>().unwrap(), unique);
         assert!(matches!(
             "".parse::<Address>(),
             Err(Error::InvalidAddress(_))
@@ -286,7 +297,7 @@ mod tests {
             Err(Error::InvalidAddress(_))
         ));
         assert!(matches!(
-            "unix:".parse::<Address>(),
+            local("").parse::<Address>(),
             Err(Error::InvalidAddress(_))
         ));
         assert!(matches!(
@@ -309,7 +320,6 @@ mod tests {
         };
         let listener = Listener::bind(address.clone(), None).unwrap();
         assert_eq!(listener.address(), &address);
-        assert!(path.exists());
         thread::scope(|s| {
             s.spawn(|| echo_once(&listener).unwrap());
             let c = Client::connect(&address, None).unwrap();
@@ -317,7 +327,10 @@ mod tests {
             assert_eq!(c.recv_bytes().unwrap(), b"ping");
         });
         drop(listener);
+        // No socket file is left (a pipe name vanishes by itself), and
+        // nobody listens there any more.
         assert!(!path.exists());
+        assert!(Client::connect(&address, None).is_err());
     }
 
     #[test]

@@ -140,6 +140,16 @@ fn live_holds() -> Vec<Arc<Inner>> {
     holds().iter().filter_map(|(_, w)| w.upgrade()).collect()
 }
 
+/// Encodes an item as a typed payload (see [`tag`]), keeping the reason
+/// a value refused to be serialised (a `Connection` outside a launch).
+fn encode<T: Serialize>(item: &T, out: &mut Vec<u8>) -> Result<()> {
+    let _ = crate::connection::take_refusal();
+    tag::encode(item, out).map_err(|e| match crate::connection::take_refusal() {
+        Some(why) => Error::Encode(why.to_string()),
+        None => e,
+    })
+}
+
 fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
@@ -202,7 +212,7 @@ impl Inner {
                 let mut buf = Vec::new();
                 write(&mut buf).map_err(PutFail::Encode)?;
                 match shared.put(Item::whole(buf), deadline(timeout), &|| true) {
-                    Stored::Stored => Ok(()),
+                    Stored::Done => Ok(()),
                     Stored::Full => Err(PutFail::Full),
                     Stored::Abandoned => Err(PutFail::Disconnected),
                 }
@@ -374,7 +384,7 @@ impl<T: Serialize> Queue<T> {
         if self.inner.closed() {
             return Err(PutError::Closed(item));
         }
-        match self.inner.put(timeout, |out| tag::encode(&item, out)) {
+        match self.inner.put(timeout, |out| encode(&item, out)) {
             Ok(()) => Ok(()),
             Err(PutFail::Full) => Err(PutError::Full(item)),
             Err(PutFail::Encode(e)) => Err(PutError::Encode(item, e)),

@@ -3,13 +3,19 @@
 //! The first `Queue::new` in a process starts it: a [`Listener`] on a fresh
 //! local address with a random 32-byte key (carried inside every queue
 //! handle, which only travels inside launches and queue items), and a
-//! thread accepting connections. Each connection gets a thread of its own
+//! thread accepting connections. Where local addresses are files (Unix
+//! sockets), the socket lives in a directory of its own named like mproc's
+//! runtime directories, `<tmp>/mproc-<pid>-<hex>/queues.sock`: the exit
+//! hook removes it, and if the process is killed first, mproc removes it
+//! as it removes any dead process's runtime directory (and a holder that
+//! finds nobody listening there removes the socket at once). Each connection gets a thread of its own
 //! that reads requests and answers them; a blocking `get` or `put` blocks
 //! only its own connection's thread. The broker lives as long as the
 //! process: its queues die with it, and their other holders then see
 //! [`Error::Disconnected`](crate::Error::Disconnected).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,6 +27,8 @@ use crate::{Address, Connection, Error, Listener, Result};
 /// This process's broker.
 pub(crate) struct Broker {
     listener: Listener,
+    /// The directory the socket file lives in, if it has one of its own.
+    dir: Option<PathBuf>,
     key: Vec<u8>,
     queues: Mutex<HashMap<u64, Arc<Shared>>>,
     next_conn: AtomicU64,
@@ -44,9 +52,19 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
             "cannot read random bytes: {e}"
         )))
     })?;
-    let listener = Listener::bind(Address::unique_local(), Some(&key))?;
+    let (address, dir) = broker_address()?;
+    let listener = match Listener::bind(address, Some(&key)) {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(dir) = &dir {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(e);
+        }
+    };
     let broker = Arc::new(Broker {
         listener,
+        dir,
         key,
         queues: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
@@ -65,10 +83,61 @@ pub(crate) fn running() -> Option<Arc<Broker>> {
     lock(&BROKER).clone()
 }
 
-/// At exit: stop listening and remove the socket file.
+/// A fresh local address for the broker, and the directory made for it.
+///
+/// Where local names are files in the temporary directory (Unix sockets),
+/// the socket goes in a directory of its own named `mproc-<pid>-<hex>`,
+/// the pattern of mproc's runtime directories, so that mproc removes it
+/// if this process dies without its exit hook. Elsewhere (Windows pipe
+/// names, which vanish with their process) the fresh name is used as is.
+fn broker_address() -> Result<(Address, Option<PathBuf>)> {
+    let fresh = Address::unique_local();
+    let tmp = std::env::temp_dir();
+    match &fresh {
+        Address::Local(name) if name.parent() == Some(tmp.as_path()) => {
+            let mut random = [0u8; 8];
+            getrandom::getrandom(&mut random).map_err(|e| {
+                Error::Io(std::io::Error::other(format!(
+                    "cannot read random bytes: {e}"
+                )))
+            })?;
+            let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            let dir = tmp.join(format!("mproc-{}-{hex}", std::process::id()));
+            std::fs::create_dir(&dir)?;
+            Ok((Address::Local(dir.join("queues.sock")), Some(dir)))
+        }
+        _ => Ok((fresh, None)),
+    }
+}
+
+/// A holder found nobody listening at `address`: the owner died without
+/// its exit hook. Removes its socket file (and the directory made for
+/// it), which nobody can listen at any more.
+pub(crate) fn remove_dead(address: &Address) {
+    let Address::Local(path) = address else {
+        return;
+    };
+    if std::fs::remove_file(path).is_ok() {
+        tracing::debug!(path = %path.display(), "removed a dead queue broker's socket");
+    }
+    let ours = path.file_name().is_some_and(|n| n == "queues.sock")
+        && path
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("mproc-"));
+    if let (true, Some(dir)) = (ours, path.parent()) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// At exit: stop listening and remove the socket file and its directory.
 pub(crate) fn close() {
     if let Some(b) = running() {
         b.listener.close();
+        if let Some(dir) = &b.dir {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -166,6 +235,9 @@ impl Broker {
     }
 }
 
+/// An answer buffer bigger than this is not kept for the next answer.
+const KEEP_REPLY: usize = 64 << 20;
+
 fn deadline_of(timeout: Option<Duration>) -> Deadline {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
@@ -184,6 +256,13 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
         };
         let (seq, ranges) = match wire::parse_request(&msg) {
             Ok(Request::PutBatch { seq, items }) => (seq, items),
+            Ok(Request::Sync) => {
+                // Every batch before it is stored.
+                if conn.send_bytes(&[wire::SYNCED]).is_err() {
+                    return;
+                }
+                continue;
+            }
             other => {
                 tracing::warn!("unexpected message on a feeder stream: {other:?}");
                 return;
@@ -203,6 +282,8 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
     // While a request waits, the holder sends nothing more on this
     // connection: anything readable means it is gone.
     let alive = || matches!(conn.poll(Some(Duration::ZERO)), Ok(false));
+    // Reused between answers: fresh memory costs a page fault per 4 KiB.
+    let mut reply = Vec::new();
     loop {
         let msg = match conn.recv_bytes() {
             Ok(m) => m,
@@ -223,7 +304,7 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
             Request::Put { timeout, item } => {
                 let item = Item::part(&Arc::new(msg), item);
                 match shared.put(item, deadline_of(timeout), &alive) {
-                    Stored::Stored => conn.send_bytes(&[wire::PUT_OK]),
+                    Stored::Done => conn.send_bytes(&[wire::PUT_OK]),
                     Stored::Full => conn.send_bytes(&[wire::FULL]),
                     Stored::Abandoned => return,
                 }
@@ -239,13 +320,18 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
                 match shared.take(Some(id), most as usize, deadline_of(timeout), &alive) {
                     Taken::Items(items) => {
                         let bytes: usize = items.iter().map(|i| i.len() + 12).sum();
-                        let mut out = wire::items_start(items.len() as u32, bytes);
+                        wire::items_start_in(&mut reply, items.len() as u32, bytes);
                         for i in &items {
-                            wire::put_item(&mut out, i.bytes());
+                            wire::put_item(&mut reply, i.bytes());
                         }
+                        drop(items);
                         // On failure the items are in flight on this
                         // connection: closing it puts them back.
-                        conn.send_bytes(&out)
+                        let sent = conn.send_bytes(&reply);
+                        if reply.capacity() > KEEP_REPLY {
+                            reply = Vec::new();
+                        }
+                        sent
                     }
                     Taken::Empty => conn.send_bytes(&[wire::EMPTY]),
                     Taken::Abandoned => return,
@@ -260,6 +346,7 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
                 shared.wait_barrier(session, barrier);
                 conn.send_bytes(&wire::size(shared.qsize() as u64))
             }
+            Request::Sync => conn.send_bytes(&[wire::SYNCED]),
             other @ (Request::Hello { .. } | Request::PutBatch { .. }) => {
                 tracing::warn!("unexpected request {other:?}: connection closed");
                 return;

@@ -196,11 +196,7 @@ impl Core {
     /// Whether `session`'s feeder has stored batch `barrier` (or is gone:
     /// then everything it delivered was stored or discarded).
     pub(crate) fn barrier_met(&self, session: u64, barrier: u64) -> bool {
-        barrier == 0
-            || self
-                .feeds
-                .get(&session)
-                .map_or(true, |f| f.stored >= barrier)
+        barrier == 0 || !matches!(self.feeds.get(&session), Some(f) if f.stored < barrier)
     }
 }
 
@@ -220,7 +216,7 @@ pub(crate) enum Taken {
 /// How a bounded `put` ended.
 #[derive(Debug)]
 pub(crate) enum Stored {
-    Stored,
+    Done,
     /// The deadline passed while the queue was full.
     Full,
     /// The putter's peer is gone; the item was not stored.
@@ -327,7 +323,7 @@ impl Shared {
                 }
                 core.push(item);
                 wake(&self.not_empty, core.getters_waiting, 1);
-                return Stored::Stored;
+                return Stored::Done;
             }
             if passed(deadline) {
                 return Stored::Full;
@@ -585,8 +581,8 @@ mod tests {
     fn bounded_put_waits_and_times_out_with_the_item() {
         let s = Shared::new(2);
         let soon = || Some(Instant::now() + Duration::from_millis(50));
-        assert!(matches!(s.put(item("a"), soon(), &alive), Stored::Stored));
-        assert!(matches!(s.put(item("b"), soon(), &alive), Stored::Stored));
+        assert!(matches!(s.put(item("a"), soon(), &alive), Stored::Done));
+        assert!(matches!(s.put(item("b"), soon(), &alive), Stored::Done));
         let t = Instant::now();
         assert!(matches!(s.put(item("c"), soon(), &alive), Stored::Full));
         assert!(t.elapsed() >= Duration::from_millis(40));
@@ -601,10 +597,10 @@ mod tests {
     #[test]
     fn a_get_wakes_a_blocked_put() {
         let s = Arc::new(Shared::new(1));
-        assert!(matches!(s.put(item("a"), None, &alive), Stored::Stored));
+        assert!(matches!(s.put(item("a"), None, &alive), Stored::Done));
         let s2 = s.clone();
         let putter =
-            std::thread::spawn(move || matches!(s2.put(item("b"), None, &alive), Stored::Stored));
+            std::thread::spawn(move || matches!(s2.put(item("b"), None, &alive), Stored::Done));
         match s.take(None, 1, None, &alive) {
             Taken::Items(v) => assert_eq!(texts(&v), ["a"]),
             other => panic!("{other:?}"),
@@ -619,11 +615,11 @@ mod tests {
     #[test]
     fn an_ack_wakes_a_blocked_put() {
         let s = Arc::new(Shared::new(1));
-        assert!(matches!(s.put(item("a"), None, &alive), Stored::Stored));
+        assert!(matches!(s.put(item("a"), None, &alive), Stored::Done));
         assert!(matches!(s.take(Some(3), 1, None, &alive), Taken::Items(_)));
         let s2 = s.clone();
         let putter =
-            std::thread::spawn(move || matches!(s2.put(item("b"), None, &alive), Stored::Stored));
+            std::thread::spawn(move || matches!(s2.put(item("b"), None, &alive), Stored::Done));
         // In flight still counts: the putter waits until the ack.
         assert_eq!(s.qsize(), 1);
         s.ack(&[(3, 1)]);

@@ -20,9 +20,10 @@ use crate::queue::wire;
 use crate::{Connection, Error};
 
 /// A `put` waits while this much is waiting to be written.
-const HIGH_WATER: usize = 16 << 20;
-/// A batch buffer bigger than this is not kept for reuse.
-const KEEP: usize = 1 << 20;
+const HIGH_WATER: usize = 4 << 20;
+/// A batch buffer bigger than this is not kept for reuse (reusing one
+/// saves the page faults of fresh memory, which cost as much as copying).
+const KEEP: usize = 64 << 20;
 
 /// Why a feeder `put` failed.
 pub(crate) enum FeedError {
@@ -50,6 +51,8 @@ struct State {
     stop: bool,
     /// The thread ended after writing everything (after `stop`).
     finished: bool,
+    /// Threads waiting for the broker's answer to a `SYNC`.
+    syncing: usize,
 }
 
 /// One process's feeder for one queue.
@@ -79,6 +82,7 @@ impl Feeder {
                 broken: false,
                 stop: false,
                 finished: false,
+                syncing: 0,
             }),
             wake: Condvar::new(),
             written: Condvar::new(),
@@ -112,10 +116,11 @@ impl Feeder {
         if st.broken || st.finished {
             return Err(FeedError::Disconnected);
         }
-        if st.items == 0 && !st.writing {
+        if st.items == 0 && !st.writing && st.syncing == 0 {
             // Nothing on its way: check the broker is still there before
-            // accepting an item it could never get. While batches flow,
-            // a failed write tells.
+            // accepting an item it could never get (the broker only ever
+            // answers a `SYNC` on this stream: anything else readable is
+            // its end). While batches flow, a failed write tells.
             if !matches!(self.conn.poll(Some(Duration::ZERO)), Ok(false)) {
                 st.broken = true;
                 return Err(FeedError::Disconnected);
@@ -143,6 +148,29 @@ impl Feeder {
             Err(FeedError::Disconnected)
         } else {
             Ok(st.written)
+        }
+    }
+
+    /// Waits until the broker has stored everything queued so far: the
+    /// items are in the queue when this returns (`join_thread`, exit).
+    pub(crate) fn sync(&self) -> Result<(), FeedError> {
+        self.flush()?;
+        self.lock().syncing += 1;
+        let answer = self
+            .conn
+            .send_bytes(&[wire::SYNC])
+            .and_then(|()| self.conn.recv_bytes());
+        self.lock().syncing -= 1;
+        match answer {
+            Ok(a) if a == [wire::SYNCED] => Ok(()),
+            Ok(other) => {
+                tracing::warn!("unexpected answer on a feeder stream: {other:?}");
+                Err(FeedError::Disconnected)
+            }
+            Err(e) => {
+                tracing::debug!("queue feeder cannot sync: {e}");
+                Err(FeedError::Disconnected)
+            }
         }
     }
 

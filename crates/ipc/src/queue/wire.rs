@@ -16,6 +16,7 @@
 //! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, or `EMPTY` |
 //! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
 //! | `QSIZE` | holder → broker | barrier u64, acks | `SIZE` u64 |
+//! | `SYNC` | holder or feeder → broker | nothing | `SYNCED`, once everything sent before it on this connection is stored |
 //!
 //! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
 //! count u32, then that many (conn id u64, taken u32) pairs.
@@ -32,6 +33,7 @@ pub(crate) const PUT: u8 = 3;
 pub(crate) const GET: u8 = 4;
 pub(crate) const SETTLE: u8 = 5;
 pub(crate) const QSIZE: u8 = 6;
+pub(crate) const SYNC: u8 = 7;
 
 pub(crate) const HELLO_OK: u8 = 101;
 pub(crate) const NO_QUEUE: u8 = 102;
@@ -40,6 +42,7 @@ pub(crate) const FULL: u8 = 104;
 pub(crate) const ITEMS: u8 = 105;
 pub(crate) const EMPTY: u8 = 106;
 pub(crate) const SIZE: u8 = 107;
+pub(crate) const SYNCED: u8 = 108;
 
 /// A timeout of "wait forever".
 pub(crate) const FOREVER: u64 = u64::MAX;
@@ -101,6 +104,7 @@ pub(crate) enum Request {
         barrier: u64,
         acks: Acks,
     },
+    Sync,
 }
 
 /// An answer, as a holder reads it (items as byte ranges of the message).
@@ -113,6 +117,7 @@ pub(crate) enum Reply {
     Items(Vec<Range<usize>>),
     Empty,
     Size(u64),
+    Synced,
 }
 
 // ---- encoding ----
@@ -270,11 +275,19 @@ pub(crate) fn size(n: u64) -> Vec<u8> {
 
 /// The start of an `ITEMS` answer for `count` items; append them with
 /// [`put_item`].
+#[cfg(test)]
 pub(crate) fn items_start(count: u32, capacity: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + capacity);
-    out.push(ITEMS);
-    put_u32(&mut out, count);
+    let mut out = Vec::new();
+    items_start_in(&mut out, count, capacity);
     out
+}
+
+/// [`items_start`] in a buffer that is reused (cleared first).
+pub(crate) fn items_start_in(out: &mut Vec<u8>, count: u32, capacity: usize) {
+    out.clear();
+    out.reserve(5 + capacity);
+    out.push(ITEMS);
+    put_u32(out, count);
 }
 
 // ---- decoding ----
@@ -416,6 +429,7 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
             barrier: r.u64()?,
             acks: r.acks()?,
         },
+        SYNC => Request::Sync,
         _ => return Err(Malformed("unknown request")),
     };
     r.end()?;
@@ -440,6 +454,7 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
         }
         EMPTY => Reply::Empty,
         SIZE => Reply::Size(r.u64()?),
+        SYNCED => Reply::Synced,
         _ => return Err(Malformed("unknown answer")),
     };
     r.end()?;
@@ -528,6 +543,8 @@ mod tests {
         assert_eq!(parse_reply(&[FULL]), Ok(Reply::Full));
         assert_eq!(parse_reply(&[EMPTY]), Ok(Reply::Empty));
         assert_eq!(parse_reply(&size(9)), Ok(Reply::Size(9)));
+        assert_eq!(parse_reply(&[SYNCED]), Ok(Reply::Synced));
+        assert_eq!(parse_request(&[SYNC]), Ok(Request::Sync));
         let mut m = items_start(2, 0);
         put_item(&mut m, b"");
         put_item(&mut m, b"ab");

@@ -175,9 +175,10 @@ pub fn borrow<T: AsFd>(t: &T) -> BorrowedFd<'_> {
 // - `Stream`: one end of a connection (here a Unix or TCP socket; on
 //   Windows a named pipe or a socket): `read`, `read_to_spare`,
 //   `write_frame`, `poll_readable`, `handle`, `keeps_records`,
-//   `close_in_place`, `from_owned`, and `Read`/`Write` for `&Stream` (the
-//   handshake). Reads see a connection reset as end of file; writes to a
-//   closed peer are `ErrorKind::BrokenPipe` and never raise a signal.
+//   `close_in_place`, `close_keeps_handle`, `from_owned`, and
+//   `Read`/`Write` for `&Stream` (the handshake). Reads see a connection
+//   reset as end of file; writes to a closed peer are
+//   `ErrorKind::BrokenPipe` and never raise a signal.
 // - `stream_pair()`: two connected ends (CPython's `Pipe()`).
 // - `FIRST_RECORD`: how a record-keeping stream starts a frame.
 // - `Acceptor`: a listening endpoint (`bind_local`, `bind_tcp`, `accept`,
@@ -441,6 +442,12 @@ impl Stream {
     /// An unconnected socket is put in the descriptor's place (`dup3`).
     pub fn close_in_place(&self) -> io::Result<()> {
         replace_in_place(&self.fd, &inert_socket()?)
+    }
+
+    /// Whether [`close_in_place`](Self::close_in_place) keeps the handle
+    /// value reserved until drop: always, here.
+    pub fn close_keeps_handle(&self) -> bool {
+        true
     }
 }
 

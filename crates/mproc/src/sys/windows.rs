@@ -17,7 +17,8 @@ use windows_sys::Win32::Foundation::{
     GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, FILE_FLAG_FIRST_PIPE_INSTANCE, OPEN_EXISTING, PIPE_ACCESS_DUPLEX, SYNCHRONIZE,
+    CreateFileW, FILE_FLAG_FIRST_PIPE_INSTANCE, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
+    SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT, SYNCHRONIZE,
 };
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
@@ -25,8 +26,8 @@ use windows_sys::Win32::System::JobObjects::{
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, WaitNamedPipeW, PIPE_READMODE_BYTE,
-    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
+    ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeHandleStateW, WaitNamedPipeW,
+    PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, TerminateProcess, WaitForSingleObject, INFINITE,
@@ -267,7 +268,10 @@ impl ControlListener {
             crate::hex(&rnd)
         );
         let w = wide(&name);
-        // SAFETY: plain Win32 call; the handle is owned below.
+        // Only this user may open it (a DACL with the user's SID alone).
+        let sa = mproc_ipc::sys::private_pipe_security()?;
+        // SAFETY: plain Win32 call with valid attributes; the handle is
+        // owned below.
         let h = unsafe {
             CreateNamedPipeW(
                 w.as_ptr(),
@@ -277,7 +281,7 @@ impl ControlListener {
                 65536,
                 65536,
                 0,
-                std::ptr::null(),
+                &sa,
             )
         };
         if h == INVALID_HANDLE_VALUE {
@@ -285,6 +289,27 @@ impl ControlListener {
         }
         // SAFETY: a fresh handle we own.
         let pipe = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+        // Wine ignores FILE_FLAG_FIRST_PIPE_INSTANCE: ours must be the
+        // only instance of the name.
+        let mut instances = 0u32;
+        // SAFETY: a plain query with one valid out pointer.
+        let ok = unsafe {
+            GetNamedPipeHandleStateW(
+                h,
+                std::ptr::null_mut(),
+                &mut instances,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if ok == 0 || instances != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("the control pipe {name} is not ours alone"),
+            ));
+        }
         Ok(ControlListener {
             name,
             pipe: Mutex::new(Some(pipe)),
@@ -358,7 +383,8 @@ pub(crate) fn connect_control(address: &str) -> io::Result<ControlStream> {
                 0,
                 std::ptr::null(),
                 OPEN_EXISTING,
-                0,
+                // The server may learn who we are but never act as us.
+                SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
                 std::ptr::null_mut(),
             )
         };

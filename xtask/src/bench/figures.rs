@@ -1,0 +1,368 @@
+//! The figures: who runs in each, with which parameters, and the goal.
+
+use std::collections::BTreeMap;
+
+use super::Mode;
+
+// ------------------------------------------------------------ contenders --
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(super) enum Who {
+    Floor,
+    Mproc,
+    Procspawn,
+    PySpawn,
+    PyForkserver,
+    PyFork,
+}
+
+pub(super) const COLUMNS: [Who; 6] = [
+    Who::Floor,
+    Who::Mproc,
+    Who::Procspawn,
+    Who::PySpawn,
+    Who::PyForkserver,
+    Who::PyFork,
+];
+pub(super) const PROCESS_FIGURE: &[Who] = &COLUMNS;
+pub(super) const PIPE_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::Procspawn, Who::PyFork];
+pub(super) const QUEUE_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::PyFork];
+
+impl Who {
+    pub(super) fn key(self) -> &'static str {
+        match self {
+            Who::Floor => "floor",
+            Who::Mproc => "mproc",
+            Who::Procspawn => "procspawn",
+            Who::PySpawn => "cpython_spawn",
+            Who::PyForkserver => "cpython_forkserver",
+            Who::PyFork => "cpython_fork",
+        }
+    }
+
+    pub(super) fn header(self) -> &'static str {
+        match self {
+            Who::Floor => "floor",
+            Who::Mproc => "mproc",
+            Who::Procspawn => "procspawn",
+            Who::PySpawn => "CPy spawn",
+            Who::PyForkserver => "CPy forkserver",
+            Who::PyFork => "CPy fork",
+        }
+    }
+
+    pub(super) fn start_method(self) -> Option<&'static str> {
+        match self {
+            Who::PySpawn => Some("spawn"),
+            Who::PyForkserver => Some("forkserver"),
+            Who::PyFork => Some("fork"),
+            _ => None,
+        }
+    }
+}
+
+// --------------------------------------------------------------- figures --
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Base {
+    Floor,
+    CPython,
+}
+
+pub(super) struct Goal {
+    pub(super) against: Base,
+    pub(super) factor: f64,
+}
+
+pub(super) struct Row {
+    pub(super) id: &'static str,
+    /// `{n}` stands for the first parameter's value.
+    pub(super) title: &'static str,
+    pub(super) unit: &'static str,
+    pub(super) higher_is_better: bool,
+    pub(super) figure: &'static str,
+    pub(super) params: fn(Mode) -> Vec<(&'static str, usize)>,
+    pub(super) who: &'static [Who],
+    /// Applied to each contender's value (items/s → GB/s).
+    pub(super) scale: f64,
+    pub(super) goal: Option<Goal>,
+}
+
+pub(super) const MIB: usize = 1 << 20;
+
+pub(super) fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            id: "spawn_first_line",
+            title: "spawn → first line (median of {n})",
+            unit: "ms",
+            higher_is_better: false,
+            figure: "spawn-first-line",
+            params: |m| vec![("samples", m.pick(200, 20, 1))],
+            who: PROCESS_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::Floor,
+                factor: 1.3,
+            }),
+        },
+        Row {
+            id: "start_join_100",
+            title: "start+join {n} processes",
+            unit: "ms",
+            higher_is_better: false,
+            figure: "start-join",
+            params: |m| vec![("procs", m.pick(100, 100, 2))],
+            who: PROCESS_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::Floor,
+                factor: 1.3,
+            }),
+        },
+        Row {
+            id: "pipe_rt_64",
+            title: "Pipe 64 B round trip ({n} iters)",
+            unit: "µs",
+            higher_is_better: false,
+            figure: "pipe-rt",
+            params: |m| vec![("iters", m.pick(20_000, 5_000, 20)), ("size", 64)],
+            who: PIPE_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::Floor,
+                factor: 1.15,
+            }),
+        },
+        Row {
+            id: "pipe_rt_64_pinned",
+            title: "Pipe 64 B round trip, both on one CPU ({n} iters)",
+            unit: "µs",
+            higher_is_better: false,
+            figure: "pipe-rt",
+            params: |m| {
+                vec![
+                    ("iters", m.pick(20_000, 5_000, 20)),
+                    ("size", 64),
+                    ("pinned", 1),
+                ]
+            },
+            who: PIPE_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::Floor,
+                factor: 1.15,
+            }),
+        },
+        Row {
+            id: "pipe_1mib_bytes",
+            title: "Pipe 1 MiB, send_bytes ({n} msgs)",
+            unit: "GB/s",
+            higher_is_better: true,
+            figure: "pipe-bulk",
+            params: |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 0)],
+            who: PIPE_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::Floor,
+                factor: 0.9,
+            }),
+        },
+        Row {
+            id: "pipe_1mib_typed",
+            title: "Pipe 1 MiB, typed Vec<u8> ({n} msgs)",
+            unit: "GB/s",
+            higher_is_better: true,
+            figure: "pipe-bulk",
+            params: |m| vec![("msgs", m.pick(200, 50, 1)), ("size", MIB), ("typed", 1)],
+            who: PIPE_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::Floor,
+                factor: 0.9,
+            }),
+        },
+        Row {
+            id: "pipe_1mib_bytebuf",
+            title: "Pipe 1 MiB, typed serde_bytes::ByteBuf ({n} msgs)",
+            unit: "GB/s",
+            higher_is_better: true,
+            figure: "pipe-bulk",
+            params: |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 2)],
+            who: PIPE_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::Floor,
+                factor: 0.9,
+            }),
+        },
+        Row {
+            id: "queue_64_1p1c",
+            title: "Queue 64 B, 1P/1C ({n} items)",
+            unit: "items/s",
+            higher_is_better: true,
+            figure: "queue-items",
+            params: |m| {
+                vec![
+                    ("items", m.pick(200_000, 50_000, 40)),
+                    ("size", 64),
+                    ("producers", 1),
+                    ("consumers", 1),
+                ]
+            },
+            who: QUEUE_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::CPython,
+                factor: 10.0,
+            }),
+        },
+        Row {
+            id: "queue_64_4p4c",
+            title: "Queue 64 B, 4P/4C ({n} items)",
+            unit: "items/s",
+            higher_is_better: true,
+            figure: "queue-items",
+            params: |m| {
+                vec![
+                    ("items", m.pick(200_000, 50_000, 40)),
+                    ("size", 64),
+                    ("producers", 4),
+                    ("consumers", 4),
+                ]
+            },
+            who: QUEUE_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::CPython,
+                factor: 10.0,
+            }),
+        },
+        Row {
+            id: "queue_1mib",
+            title: "Queue 1 MiB, 1P/1C ({n} items)",
+            unit: "GB/s",
+            higher_is_better: true,
+            figure: "queue-items",
+            params: |m| {
+                vec![
+                    ("items", m.pick(300, 60, 2)),
+                    ("size", MIB),
+                    ("producers", 1),
+                    ("consumers", 1),
+                ]
+            },
+            who: QUEUE_FIGURE,
+            scale: MIB as f64 / 1e9,
+            goal: Some(Goal {
+                against: Base::Floor,
+                factor: 0.5,
+            }),
+        },
+        Row {
+            id: "idle_child_rss",
+            title: "peak RSS of an idle child (median of {n})",
+            unit: "MiB",
+            higher_is_better: false,
+            figure: "idle-rss",
+            params: |m| vec![("samples", m.pick(5, 3, 1))],
+            who: PROCESS_FIGURE,
+            scale: 1.0,
+            goal: None,
+        },
+    ]
+}
+
+impl Row {
+    pub(super) fn title(&self, mode: Mode) -> String {
+        let n = (self.params)(mode).first().map(|p| p.1).unwrap_or(0);
+        self.title.replace("{n}", &n.to_string())
+    }
+
+    /// The CPython contender mproc is compared with: the spawn start method
+    /// where there is one (a fresh process, as mproc's), else fork.
+    pub(super) fn cpython(&self) -> Who {
+        if self.who.contains(&Who::PySpawn) {
+            Who::PySpawn
+        } else {
+            Who::PyFork
+        }
+    }
+}
+
+// ----------------------------------------------------------------- cells --
+
+/// One contender's result for one figure.
+pub(super) enum Cell {
+    Values(Vec<f64>),
+    /// The contender says it has no value (`NA <why>`).
+    Na(String),
+    /// No python3 on this machine.
+    Missing,
+    Failed(String),
+}
+
+impl Cell {
+    pub(super) fn median(&self) -> Option<f64> {
+        match self {
+            Cell::Values(v) if !v.is_empty() => Some(median(v)),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub(super) struct RowResult<'a> {
+    pub(super) row: &'a Row,
+    pub(super) cells: BTreeMap<Who, Cell>,
+}
+
+impl RowResult<'_> {
+    pub(super) fn value(&self, who: Who) -> Option<f64> {
+        self.cells.get(&who).and_then(Cell::median)
+    }
+
+    pub(super) fn ratio(&self, to: Who) -> Option<f64> {
+        Some(self.value(Who::Mproc)? / self.value(to)?)
+    }
+
+    /// The goal's ratio and whether it is met (`None`: nothing to compare).
+    pub(super) fn goal(&self) -> Option<(f64, bool)> {
+        let goal = self.row.goal.as_ref()?;
+        let base = match goal.against {
+            Base::Floor => Who::Floor,
+            Base::CPython => self.row.cpython(),
+        };
+        let r = self.ratio(base)?;
+        let met = if self.row.higher_is_better {
+            r >= goal.factor
+        } else {
+            r <= goal.factor
+        };
+        Some((r, met))
+    }
+
+    pub(super) fn goal_text(&self) -> Option<String> {
+        let goal = self.row.goal.as_ref()?;
+        let op = if self.row.higher_is_better {
+            "≥"
+        } else {
+            "≤"
+        };
+        let base = match goal.against {
+            Base::Floor => "floor",
+            Base::CPython => "CPy",
+        };
+        Some(format!("{op} {}× {base}", goal.factor))
+    }
+}
