@@ -13,7 +13,7 @@ pub const EXAMPLES: &[&str] = &["worker", "say", "pipe", "producer_consumer"];
 /// Builds the examples and runs each one natively, checking its output.
 pub fn run_all() -> Result<(), String> {
     util::cargo(&["build", "--examples", "--quiet"])?;
-    let dir = util::root().join("target/debug/examples");
+    let dir = native_dir();
     for name in EXAMPLES {
         let exe = dir.join(name);
         if !exe.exists() {
@@ -175,10 +175,14 @@ fn check_producer_consumer(lines: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Where `cargo build --examples` puts the native example binaries.
-#[allow(dead_code)]
+/// Where `cargo build --examples` puts the native example binaries
+/// (honouring `CARGO_TARGET_DIR`).
 pub fn native_dir() -> PathBuf {
-    util::root().join("target/debug/examples")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::root().join("target"));
+    let target = if target.is_relative() { util::root().join(target) } else { target };
+    target.join("debug/examples")
 }
 
 #[cfg(test)]
