@@ -181,7 +181,11 @@ pub fn native_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| util::root().join("target"));
-    let target = if target.is_relative() { util::root().join(target) } else { target };
+    let target = if target.is_relative() {
+        util::root().join(target)
+    } else {
+        target
+    };
     target.join("debug/examples")
 }
 
