@@ -3,7 +3,9 @@
 //! `Decode` error, never a panic; a body that decodes re-encodes to a
 //! payload that decodes to the same value. The tag helpers (`body`,
 //! `is_typed`, `sender_type_name`) and the type-name normaliser take the
-//! same bytes.
+//! same bytes. A recursive `Tree` type reaches the nesting limit: a body
+//! nested deeper than 128 levels is a `Decode` error, never a stack
+//! overflow, and any tree that decodes is within the limit.
 //!
 //! Input: `[type selector, mode, bytes...]`. Mode 0 puts the right tag for
 //! the type before the bytes (so the body decoder is reached), mode 1 the
@@ -38,12 +40,65 @@ struct Message {
     scores: BTreeMap<u32, i64>,
 }
 
-/// A second level (bounded nesting: postcard itself has no depth limit,
-/// so a user type that nests without bound is the user's to bound).
+/// A second level, nesting boundedly.
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct Message2 {
     id: u64,
     kind: Kind,
+}
+
+/// A type that nests without bound, in every container shape: only
+/// `tag::decode`'s nesting limit keeps hostile bytes off the stack's end.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum Tree {
+    Leaf,
+    Node(Box<Tree>),
+    Pair(u8, Box<Tree>),
+    Branch {
+        kids: Vec<Tree>,
+        label: Option<Box<Tree>>,
+    },
+    Map(BTreeMap<u8, Tree>),
+}
+
+/// `tag::decode`'s nesting limit.
+const MAX_DEPTH: usize = 128;
+
+impl Tree {
+    /// Levels of nesting as the limit counts them: each enum, tuple or
+    /// struct variant, option, sequence and map is one level.
+    fn depth(&self) -> usize {
+        1 + match self {
+            Tree::Leaf => 0,
+            Tree::Node(t) => t.depth(),
+            Tree::Pair(_, t) => 1 + t.depth(),
+            Tree::Branch { kids, label } => {
+                let kids = 1 + kids.iter().map(Tree::depth).max().unwrap_or(0);
+                let label = 1 + label.as_deref().map_or(0, Tree::depth);
+                1 + kids.max(label)
+            }
+            Tree::Map(m) => 1 + m.values().map(Tree::depth).max().unwrap_or(0),
+        }
+    }
+}
+
+fn check_tree(mode: u8, bytes: &[u8]) {
+    let mut payload = Vec::new();
+    if mode.is_multiple_of(2) {
+        tag::encode_tag::<Tree>(&mut payload);
+    }
+    payload.extend_from_slice(bytes);
+    match tag::decode::<Tree>(&payload) {
+        Ok(value) => {
+            assert!(value.depth() <= MAX_DEPTH, "{} levels", value.depth());
+            let mut again = Vec::new();
+            tag::encode(&value, &mut again).expect("a decoded value re-encodes");
+            let back = tag::decode::<Tree>(&again).expect("a re-encoded value decodes");
+            assert_eq!(back, value);
+        }
+        Err(Error::TypeMismatch { .. } | Error::Decode(_)) => {}
+        Err(other) => panic!("unexpected decode error: {other:?}"),
+    }
 }
 
 fn check<T>(mode: u8, bytes: &[u8])
@@ -96,7 +151,7 @@ fuzz_target!(|data: &[u8]| {
     let (config, bytes) = data.split_at(data.len().min(2));
     let selector = config.first().copied().unwrap_or(0);
     let mode = config.get(1).copied().unwrap_or(0);
-    match selector % 20 {
+    match selector % 21 {
         0 => check::<String>(mode, bytes),
         1 => check::<Vec<u64>>(mode, bytes),
         2 => check::<(u8, Option<String>)>(mode, bytes),
@@ -116,6 +171,7 @@ fuzz_target!(|data: &[u8]| {
         16 => check::<std::net::SocketAddr>(mode, bytes),
         17 => check::<std::path::PathBuf>(mode, bytes),
         18 => check_no_eq::<(f32, Vec<f64>)>(mode, bytes),
+        19 => check_tree(mode, bytes),
         _ => {
             // The normaliser is total: any text comes back as some string.
             let name = String::from_utf8_lossy(bytes);

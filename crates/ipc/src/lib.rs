@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod connection;
+mod depth;
 mod error;
 pub mod frame;
 pub mod handles;

@@ -35,7 +35,7 @@ use std::sync::{OnceLock, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Error, Result};
+use crate::{depth, Error, Result};
 
 /// The first four bytes of every typed payload.
 pub const MAGIC: [u8; 4] = *b"\xF0mpT";
@@ -95,7 +95,11 @@ pub fn encode_tag<T: ?Sized>(out: &mut Vec<u8>) {
 /// * another type's fingerprint: [`Error::TypeMismatch`] naming
 ///   `type_name::<T>()` and the sender's type name;
 /// * a body that is not a valid `T` (or has bytes left over):
-///   [`Error::Decode`].
+///   [`Error::Decode`];
+/// * a body nesting more than 128 levels of containers (options,
+///   sequences, maps, structs, enums, …): [`Error::Decode`] saying so,
+///   rather than recursing on: hostile bytes for a recursive type such as
+///   `enum Tree { Leaf, Node(Box<Tree>) }` cannot overflow the stack.
 ///
 /// ```
 /// let mut payload = Vec::new();
@@ -117,12 +121,23 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
             found: String::from_utf8_lossy(tag.name).into_owned(),
         });
     }
-    match postcard::take_from_bytes::<T>(tag.body) {
+    decode_body(tag.body, depth::DEFAULT_LIMIT)
+}
+
+/// Decodes a postcard body as a `T` nesting at most `max_depth` levels.
+fn decode_body<T: DeserializeOwned>(body: &[u8], max_depth: usize) -> Result<T> {
+    let limit = depth::Limit::new(max_depth);
+    let mut de = postcard::Deserializer::from_bytes(body);
+    let value = T::deserialize(depth::Deserializer::new(&mut de, &limit));
+    match value.and_then(|v| de.finalize().map(|rest| (v, rest))) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Decode(format!(
-            "{} trailing bytes after a {expected}",
-            rest.len()
+            "{} trailing bytes after a {}",
+            rest.len(),
+            std::any::type_name::<T>()
         ))),
+        // postcard drops a custom error's text: say what the limit refused.
+        Err(_) if limit.exceeded() => Err(Error::Decode(depth::TooDeep(limit.max()).to_string())),
         Err(e) => Err(Error::Decode(e.to_string())),
     }
 }
@@ -697,12 +712,174 @@ mod tests {
         assert_ne!(fingerprint_of::<u32>(), fingerprint_of::<i32>());
     }
 
+    /// A type that nests without bound.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    /// `n` nodes around a leaf: `n + 1` nested enums.
+    fn tree(n: usize) -> Tree {
+        (0..n).fold(Tree::Leaf, |t, _| Tree::Node(Box::new(t)))
+    }
+
+    /// Two levels per node: the struct and its option.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct List {
+        next: Option<Box<List>>,
+    }
+
+    /// One level per node (the newtype) plus one per sequence.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Nest(Vec<Nest>);
+
+    fn on_thread<R: Send + 'static>(stack: usize, f: impl FnOnce() -> R + Send + 'static) -> R {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    const TOO_DEEP: &str = "cannot decode message: the message nests deeper than 128 levels";
+
+    #[test]
+    fn hostile_nesting_is_an_error_not_a_stack_overflow() {
+        // A million levels of nesting tags: without the limit this needs
+        // hundreds of MiB of stack. On a 256 KiB stack it must simply fail.
+        const LEVELS: usize = 1_000_000;
+        on_thread(256 * 1024, || {
+            // Tree: variant index 1 (Node) per level, then 0 (Leaf).
+            let mut p = Vec::new();
+            encode_tag::<Tree>(&mut p);
+            p.resize(p.len() + LEVELS, 1);
+            p.push(0);
+            assert_eq!(decode::<Tree>(&p).unwrap_err().to_string(), TOO_DEEP);
+            // List: `Some` per level, then `None`.
+            let mut p = Vec::new();
+            encode_tag::<List>(&mut p);
+            p.resize(p.len() + LEVELS, 1);
+            p.push(0);
+            assert_eq!(decode::<List>(&p).unwrap_err().to_string(), TOO_DEEP);
+            // Nest: a one-element sequence per level, then an empty one.
+            let mut p = Vec::new();
+            encode_tag::<Nest>(&mut p);
+            p.resize(p.len() + LEVELS, 1);
+            p.push(0);
+            assert_eq!(decode::<Nest>(&p).unwrap_err().to_string(), TOO_DEEP);
+        });
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_round_trips_on_a_2_mib_stack() {
+        // Rust's default spawned-thread stack, in whatever build runs this.
+        on_thread(2 * 1024 * 1024, || {
+            let at_limit = tree(depth::DEFAULT_LIMIT - 1);
+            assert_eq!(decode::<Tree>(&typed(&at_limit)).unwrap(), at_limit);
+            let over = tree(depth::DEFAULT_LIMIT);
+            assert_eq!(
+                decode::<Tree>(&typed(&over)).unwrap_err().to_string(),
+                TOO_DEEP
+            );
+
+            let list = |n: usize| {
+                (0..n).fold(List { next: None }, |l, _| List {
+                    next: Some(Box::new(l)),
+                })
+            };
+            let at_limit = list(depth::DEFAULT_LIMIT / 2 - 1);
+            assert_eq!(decode::<List>(&typed(&at_limit)).unwrap(), at_limit);
+            let over = list(depth::DEFAULT_LIMIT / 2);
+            assert_eq!(
+                decode::<List>(&typed(&over)).unwrap_err().to_string(),
+                TOO_DEEP
+            );
+        });
+    }
+
+    #[test]
+    fn every_container_is_one_level() {
+        fn at<T>(max: usize, v: &T) -> Result<T>
+        where
+            T: Serialize + DeserializeOwned,
+        {
+            decode_body(&postcard::to_stdvec(v).unwrap(), max)
+        }
+        fn fits<T>(max: usize, v: T)
+        where
+            T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+        {
+            assert_eq!(at(max, &v).unwrap(), v);
+            if max > 0 {
+                let err = at(max - 1, &v).unwrap_err().to_string();
+                assert_eq!(
+                    err,
+                    format!(
+                        "cannot decode message: the message nests deeper than {} levels",
+                        max - 1
+                    ),
+                    "{v:?}"
+                );
+            }
+        }
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Unit;
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Newtype(u8);
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Pair(u8, String);
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum E {
+            Unit,
+            Newtype(u8),
+            Tuple(u8, u8),
+            Struct { a: u8 },
+        }
+
+        // Scalars are no level.
+        fits(0, 7u32);
+        fits(0, String::from("s"));
+        fits(0, 'c');
+        fits(0, ());
+        fits(0, Unit);
+        fits(0, 1.5f64);
+        fits(0, u128::MAX);
+        // One level each.
+        fits(1, Some(1u8));
+        fits(1, None::<u8>);
+        fits(1, vec![1u8]);
+        fits(1, Vec::<u8>::new());
+        fits(1, (1u8, 2u8));
+        fits(1, [1u8; 3]);
+        fits(1, Newtype(1));
+        fits(1, Pair(1, "x".into()));
+        fits(1, A { x: 1 });
+        fits(1, HashMap::from([(1u8, 2u8)]));
+        fits(1, E::Unit);
+        fits(1, E::Newtype(1));
+        // An enum and its tuple or struct variant's fields.
+        fits(2, E::Tuple(1, 2));
+        fits(2, E::Struct { a: 1 });
+        // Nesting adds up.
+        fits(3, Some(Some(Some(1u8))));
+        fits(3, vec![vec![vec![1u8]]]);
+        fits(3, HashMap::from([(1u8, vec![Some(1u8)])]));
+        fits(4, Some(vec![E::Tuple(1, 2)]));
+        fits(4, tree(3));
+        // A level ends when it closes: siblings do not add up.
+        fits(2, vec![vec![1u8], vec![2], vec![3]]);
+        fits(2, (Some(1u8), Some(2u8), vec![3u8]));
+    }
+
     proptest! {
         #[test]
         fn random_payloads_never_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode::<String>(&data);
             let _ = decode::<Vec<u64>>(&data);
             let _ = decode::<(u8, Option<A>)>(&data);
+            let _ = decode::<Tree>(&data);
             let _ = body(&data);
         }
 

@@ -1,0 +1,410 @@
+//! A nesting-depth limit for serde deserialisers.
+//!
+//! postcard recurses once per nesting level of the value it decodes and has
+//! no limit of its own, so a type that nests without bound (`enum Tree {
+//! Leaf, Node(Box<Tree>) }`) lets a hostile message of nesting tags overflow
+//! the receiving thread's stack, which aborts the process. [`Deserializer`]
+//! wraps another deserializer and counts nesting: every container it hands
+//! on (option, newtype, sequence, tuple, map, struct, enum, tuple and
+//! struct variant) is one level, and opening a container at the limit is an
+//! error instead of a deeper recursion. Scalars (integers, strings, bytes,
+//! unit, identifiers) are not levels: they cannot nest.
+//!
+//! The depth is carried by value through the wrappers of every visitor,
+//! access and seed handed back to the inner deserializer (the shape of
+//! `serde_stacker`'s adapter), so a level ends when its call returns, on
+//! every path, error or not. Nothing is allocated; the wrappers inline away.
+//! postcard drops a custom error's text, so the adapter also records in its
+//! [`Limit`] that the limit was hit, for the caller to report.
+
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+
+/// The nesting limit of typed messages: generous for real data (serde_json
+/// uses the same), and a small fraction of a 2 MiB thread stack even in a
+/// debug build (see `docs/reliability.md`).
+pub(crate) const DEFAULT_LIMIT: usize = 128;
+
+/// A depth limit, shared by every wrapper of one decode.
+pub(crate) struct Limit {
+    max: usize,
+    hit: Cell<bool>,
+}
+
+impl Limit {
+    /// A limit of `max` nested containers.
+    pub(crate) const fn new(max: usize) -> Self {
+        Limit {
+            max,
+            hit: Cell::new(false),
+        }
+    }
+
+    /// The number of nested containers allowed.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Whether a decode through this limit tried to nest deeper.
+    pub(crate) fn exceeded(&self) -> bool {
+        self.hit.get()
+    }
+}
+
+/// What a container beyond a limit of `.0` levels is refused with: the
+/// custom error's text (for formats that keep it) and the caller's report.
+pub(crate) struct TooDeep(pub(crate) usize);
+
+impl fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the message nests deeper than {} levels", self.0)
+    }
+}
+
+/// The depth at which a wrapper sits, and the limit it answers to.
+#[derive(Clone, Copy)]
+struct Budget<'l> {
+    depth: usize,
+    limit: &'l Limit,
+}
+
+impl<'l> Budget<'l> {
+    /// Opens a container: one level deeper, or the error at the limit.
+    #[inline]
+    fn enter<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= self.limit.max {
+            self.limit.hit.set(true);
+            return Err(E::custom(TooDeep(self.limit.max)));
+        }
+        Ok(self.deeper())
+    }
+
+    /// Hands a visitor to a scalar: no level is opened, but anything the
+    /// visitor is handed back still counts one deeper, so even an inner
+    /// deserializer that answers a scalar request with a container cannot
+    /// recurse unchecked.
+    #[inline]
+    fn deeper(self) -> Self {
+        Budget {
+            depth: self.depth.saturating_add(1),
+            limit: self.limit,
+        }
+    }
+}
+
+/// A deserializer that fails, rather than recursing, when the value nests
+/// deeper than its [`Limit`].
+pub(crate) struct Deserializer<'l, D> {
+    inner: D,
+    budget: Budget<'l>,
+}
+
+impl<'l, D> Deserializer<'l, D> {
+    /// Wraps `inner` (the top level, depth 0) under `limit`.
+    #[inline]
+    pub(crate) fn new(inner: D, limit: &'l Limit) -> Self {
+        Deserializer {
+            inner,
+            budget: Budget { depth: 0, limit },
+        }
+    }
+}
+
+/// The visitor, access or seed `T`, one level down.
+struct Wrap<'l, T> {
+    inner: T,
+    budget: Budget<'l>,
+}
+
+#[inline]
+fn wrap<T>(inner: T, budget: Budget<'_>) -> Wrap<'_, T> {
+    Wrap { inner, budget }
+}
+
+/// Forwards `deserialize_*` methods that read a scalar.
+macro_rules! scalars {
+    ($($method:ident)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.inner.$method(wrap(visitor, self.budget.deeper()))
+        }
+    )*};
+}
+
+/// Forwards `deserialize_*` methods that open a container.
+macro_rules! containers {
+    ($($method:ident)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            let budget = self.budget.enter()?;
+            self.inner.$method(wrap(visitor, budget))
+        }
+    )*};
+}
+
+impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for Deserializer<'_, D> {
+    type Error = D::Error;
+
+    scalars! {
+        deserialize_bool
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+        deserialize_f32 deserialize_f64 deserialize_char
+        deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
+        deserialize_unit deserialize_identifier
+    }
+
+    // `any` and `ignored_any` may walk a whole nested value.
+    containers! {
+        deserialize_any deserialize_ignored_any
+        deserialize_option deserialize_seq deserialize_map
+    }
+
+    #[inline]
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner
+            .deserialize_unit_struct(name, wrap(visitor, self.budget.deeper()))
+    }
+
+    #[inline]
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let budget = self.budget.enter()?;
+        self.inner
+            .deserialize_newtype_struct(name, wrap(visitor, budget))
+    }
+
+    #[inline]
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let budget = self.budget.enter()?;
+        self.inner.deserialize_tuple(len, wrap(visitor, budget))
+    }
+
+    #[inline]
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let budget = self.budget.enter()?;
+        self.inner
+            .deserialize_tuple_struct(name, len, wrap(visitor, budget))
+    }
+
+    #[inline]
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let budget = self.budget.enter()?;
+        self.inner
+            .deserialize_struct(name, fields, wrap(visitor, budget))
+    }
+
+    #[inline]
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let budget = self.budget.enter()?;
+        self.inner
+            .deserialize_enum(name, variants, wrap(visitor, budget))
+    }
+
+    #[inline]
+    fn is_human_readable(&self) -> bool {
+        self.inner.is_human_readable()
+    }
+}
+
+/// Forwards `visit_*` methods that take a value.
+macro_rules! visit_values {
+    ($($method:ident: $ty:ty)*) => {$(
+        #[inline]
+        fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
+            self.inner.$method(v)
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.expecting(f)
+    }
+
+    visit_values! {
+        visit_bool: bool
+        visit_i8: i8 visit_i16: i16 visit_i32: i32 visit_i64: i64 visit_i128: i128
+        visit_u8: u8 visit_u16: u16 visit_u32: u32 visit_u64: u64 visit_u128: u128
+        visit_f32: f32 visit_f64: f64 visit_char: char
+        visit_str: &str visit_borrowed_str: &'de str visit_string: String
+        visit_bytes: &[u8] visit_borrowed_bytes: &'de [u8] visit_byte_buf: Vec<u8>
+    }
+
+    #[inline]
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        self.inner.visit_none()
+    }
+
+    #[inline]
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        self.inner.visit_unit()
+    }
+
+    #[inline]
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        self.inner.visit_some(Deserializer {
+            inner: d,
+            budget: self.budget,
+        })
+    }
+
+    #[inline]
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        self.inner.visit_newtype_struct(Deserializer {
+            inner: d,
+            budget: self.budget,
+        })
+    }
+
+    #[inline]
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        self.inner.visit_seq(wrap(seq, self.budget))
+    }
+
+    #[inline]
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.inner.visit_map(wrap(map, self.budget))
+    }
+
+    #[inline]
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        self.inner.visit_enum(wrap(data, self.budget))
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Wrap<'_, S> {
+    type Value = S::Value;
+
+    #[inline]
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        self.inner.deserialize(Deserializer {
+            inner: d,
+            budget: self.budget,
+        })
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<'_, A> {
+    type Error = A::Error;
+
+    #[inline]
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.inner.next_element_seed(wrap(seed, self.budget))
+    }
+
+    #[inline]
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<'_, A> {
+    type Error = A::Error;
+
+    #[inline]
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.inner.next_key_seed(wrap(seed, self.budget))
+    }
+
+    #[inline]
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.next_value_seed(wrap(seed, self.budget))
+    }
+
+    #[inline]
+    fn next_entry_seed<K: DeserializeSeed<'de>, T: DeserializeSeed<'de>>(
+        &mut self,
+        key: K,
+        value: T,
+    ) -> Result<Option<(K::Value, T::Value)>, A::Error> {
+        self.inner
+            .next_entry_seed(wrap(key, self.budget), wrap(value, self.budget))
+    }
+
+    #[inline]
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'l, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<'l, A> {
+    type Error = A::Error;
+    type Variant = Wrap<'l, A::Variant>;
+
+    #[inline]
+    fn variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<(T::Value, Self::Variant), A::Error> {
+        let budget = self.budget;
+        let (value, variant) = self.inner.variant_seed(wrap(seed, budget))?;
+        Ok((value, wrap(variant, budget)))
+    }
+}
+
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<'_, A> {
+    type Error = A::Error;
+
+    #[inline]
+    fn unit_variant(self) -> Result<(), A::Error> {
+        self.inner.unit_variant()
+    }
+
+    #[inline]
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.newtype_variant_seed(wrap(seed, self.budget))
+    }
+
+    #[inline]
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+        let budget = self.budget.enter()?;
+        self.inner.tuple_variant(len, wrap(visitor, budget))
+    }
+
+    #[inline]
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        let budget = self.budget.enter()?;
+        self.inner.struct_variant(fields, wrap(visitor, budget))
+    }
+}
