@@ -9,10 +9,12 @@
 //! program's `Listener`/`Client` can be the other side.
 
 use std::fmt;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -180,6 +182,14 @@ impl Listener {
     /// is handed out. After [`close`](Self::close):
     /// [`Error::ListenerClosed`].
     pub fn accept(&self) -> Result<Connection> {
+        self.accept_pending()?.authenticate(None)
+    }
+
+    /// Takes the next connection off the backlog without authenticating
+    /// it yet, so that a server can run the handshake on the
+    /// connection's own thread: a peer that never answers the challenge
+    /// then holds up only itself, not the accept loop.
+    pub(crate) fn accept_pending(&self) -> Result<Pending> {
         if self.closed() {
             return Err(Error::ListenerClosed);
         }
@@ -188,10 +198,10 @@ impl Listener {
             Err(_) if self.closed() => return Err(Error::ListenerClosed),
             Err(e) => return Err(e.into()),
         };
-        if let Some(key) = &self.authkey {
-            auth::server_handshake(&mut &stream, key)?;
-        }
-        Ok(connection(stream))
+        Ok(Pending {
+            stream,
+            authkey: self.authkey.clone(),
+        })
     }
 
     /// Stops listening (idempotent) and removes a local socket file. A
@@ -247,6 +257,64 @@ impl Client {
             auth::client_handshake(&mut &stream, key)?;
         }
         Ok(connection(stream))
+    }
+}
+
+/// An accepted connection whose peer has not proved the authkey yet.
+/// Nothing but the handshake is read from or written to it until
+/// [`authenticate`](Pending::authenticate) succeeds.
+pub(crate) struct Pending {
+    stream: Stream,
+    authkey: Option<Vec<u8>>,
+}
+
+impl Pending {
+    /// Runs the mutual challenge (when the listener has an authkey) and
+    /// hands out the connection. With a `timeout`, a peer that does not
+    /// answer in time is an [`Error::Io`] of kind `TimedOut`; without one
+    /// the wait is unbounded, as in CPython's `Listener.accept`.
+    pub(crate) fn authenticate(self, timeout: Option<Duration>) -> Result<Connection> {
+        if let Some(key) = &self.authkey {
+            let mut bounded = Bounded {
+                stream: &self.stream,
+                deadline: timeout.map(|t| Instant::now() + t),
+            };
+            auth::server_handshake(&mut bounded, key)?;
+        }
+        Ok(connection(self.stream))
+    }
+}
+
+/// A stream whose reads fail once a deadline has passed.
+struct Bounded<'a> {
+    stream: &'a Stream,
+    deadline: Option<Instant>,
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.stream.poll_readable(Some(left))? {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the peer did not complete the authentication handshake in time",
+                ));
+            }
+        }
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut s = self.stream;
+        s.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut s = self.stream;
+        s.flush()
     }
 }
 

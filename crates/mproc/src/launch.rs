@@ -98,6 +98,7 @@ pub(crate) fn launch(prepared: &Prepared, who: &Identity<'_>) -> Result<Launched
     getrandom::getrandom(&mut secret)
         .map_err(|e| Error::Bootstrap(format!("cannot read random bytes: {e}")))?;
     let listener = ControlListener::bind()?;
+    tracing::debug!(address = %listener.address(), "control channel listening");
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
     let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
     let pid = child.pid();

@@ -161,12 +161,20 @@ impl Broker {
 
     fn accept_loop(self: Arc<Self>) {
         loop {
-            match self.listener.accept() {
-                Ok(conn) => {
+            match self.listener.accept_pending() {
+                Ok(pending) => {
                     let broker = self.clone();
+                    // The handshake runs on the connection's thread: a
+                    // peer that connects and never answers holds up only
+                    // itself, and only until the deadline.
                     let spawned = std::thread::Builder::new()
                         .name("mproc-queue-conn".into())
-                        .spawn(move || broker.serve(conn));
+                        .spawn(
+                            move || match pending.authenticate(Some(HANDSHAKE_DEADLINE)) {
+                                Ok(conn) => broker.serve(conn),
+                                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
+                            },
+                        );
                     if let Err(e) = spawned {
                         tracing::warn!("queue broker cannot start a connection thread: {e}");
                     }
@@ -177,8 +185,7 @@ impl Broker {
                     tracing::warn!("queue broker cannot accept: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                // A peer that failed the handshake or vanished during it.
-                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
+                Err(e) => tracing::debug!("queue broker: accept failed: {e}"),
             }
         }
     }
@@ -234,6 +241,9 @@ impl Broker {
         }
     }
 }
+
+/// How long a connecting peer has to prove the queue's key.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// An answer buffer bigger than this is not kept for the next answer.
 const KEEP_REPLY: usize = 64 << 20;

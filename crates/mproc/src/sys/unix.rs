@@ -236,6 +236,14 @@ impl ControlListener {
         loop {
             match self.listener.accept() {
                 Ok((s, _)) => {
+                    if !connected_by(&s, child) {
+                        // Refused before a byte is read or written: the
+                        // intruder sees only the connection close.
+                        tracing::warn!(
+                            "refused a control connection from a process other than the child"
+                        );
+                        continue;
+                    }
                     s.set_nonblocking(false).map_err(AcceptFailure::Io)?;
                     return Ok(s);
                 }
@@ -253,6 +261,29 @@ impl ControlListener {
                 return Err(AcceptFailure::ChildExited);
             }
         }
+    }
+}
+
+/// Whether the peer of a control connection is the child itself. Where
+/// the kernel names a Unix socket's peer process (Linux), any other
+/// process is refused before the handshake, even one that learned the
+/// secret; elsewhere the peer must be this user (the directory is 0700)
+/// and the handshake decides.
+fn connected_by(s: &UnixStream, child: &ChildProcess) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        match rustix::net::sockopt::socket_peercred(s) {
+            Ok(cred) => cred.pid.as_raw_nonzero().get() as u32 == child.pid(),
+            Err(e) => {
+                tracing::debug!("no peer credentials on a control connection: {e}");
+                false
+            }
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (s, child);
+        true
     }
 }
 

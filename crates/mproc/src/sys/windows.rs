@@ -8,8 +8,8 @@ use std::os::windows::io::{
     AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle,
 };
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
@@ -26,8 +26,9 @@ use windows_sys::Win32::System::JobObjects::{
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeHandleStateW, WaitNamedPipeW,
-    PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
+    ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, GetNamedPipeClientProcessId,
+    GetNamedPipeHandleStateW, WaitNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
+    PIPE_TYPE_BYTE, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, TerminateProcess, WaitForSingleObject, INFINITE,
@@ -332,16 +333,42 @@ impl ControlListener {
             .take()
             .ok_or_else(|| AcceptFailure::Io(io::Error::other("listener already used")))?;
         let raw = pipe.as_raw_handle() as usize;
+        let child_pid = child.pid();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         let (tx, rx) = mpsc::channel::<io::Result<()>>();
+        // The caller's scoped subscriber, if any, hears this thread too.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         std::thread::Builder::new()
             .name("mproc-accept".into())
             .spawn(move || {
-                // SAFETY: the pipe handle stays open until this thread reports.
-                let ok = unsafe { ConnectNamedPipe(raw as HANDLE, std::ptr::null_mut()) };
-                let r = if ok != 0 || unsafe { GetLastError() } == ERROR_PIPE_CONNECTED {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
+                let _logs = tracing::dispatcher::set_default(&dispatch);
+                let r = loop {
+                    // SAFETY: the pipe handle stays open until this thread
+                    // reports.
+                    let ok = unsafe { ConnectNamedPipe(raw as HANDLE, std::ptr::null_mut()) };
+                    if ok == 0 && unsafe { GetLastError() } != ERROR_PIPE_CONNECTED {
+                        break Err(io::Error::last_os_error());
+                    }
+                    if stopped.load(Ordering::Acquire) {
+                        break Ok(());
+                    }
+                    let mut client = 0u32;
+                    // SAFETY: a plain query on a connected pipe with one
+                    // valid out pointer.
+                    let known = unsafe { GetNamedPipeClientProcessId(raw as HANDLE, &mut client) };
+                    if known != 0 && client == child_pid {
+                        break Ok(());
+                    }
+                    // Refused before a byte is read or written: the
+                    // intruder sees only the pipe break. The instance is
+                    // free again for the child.
+                    tracing::warn!(
+                        client,
+                        "refused a control connection from a process other than the child"
+                    );
+                    // SAFETY: plain Win32 call on our own pipe handle.
+                    unsafe { DisconnectNamedPipe(raw as HANDLE) };
                 };
                 let _ = tx.send(r);
             })
@@ -364,6 +391,7 @@ impl ControlListener {
             }
         };
         // Release the blocked ConnectNamedPipe with a connection of our own.
+        stop.store(true, Ordering::Release);
         let _dummy = connect_control(&self.name);
         let _ = rx.recv_timeout(Duration::from_secs(5));
         Err(failure)
