@@ -29,6 +29,7 @@
 //! whole payload, tag included, so `recv_bytes` then `send_bytes` forwards
 //! a typed message unchanged; [`body`] strips the tag.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 
@@ -195,8 +196,30 @@ fn parse(payload: &[u8]) -> Option<Tag<'_>> {
 pub fn fingerprint_of<T: ?Sized>() -> u64 {
     // Normalising parses the name: remember the answer per type name.
     static CACHE: OnceLock<RwLock<HashMap<&'static str, u64>>> = OnceLock::new();
+    thread_local! {
+        // The last name asked on this thread, by address and length: a
+        // loop sending one type pays no hashing and no lock. (Equal
+        // address and length of a `&'static str` mean equal text.)
+        static LAST: Cell<(usize, usize, u64)> = const { Cell::new((0, 0, 0)) };
+    }
     let name = std::any::type_name::<T>();
-    let cache = CACHE.get_or_init(Default::default);
+    let key = (name.as_ptr() as usize, name.len());
+    if let Ok(Some(fp)) = LAST.try_with(|last| {
+        let (ptr, len, fp) = last.get();
+        ((ptr, len) == key).then_some(fp)
+    }) {
+        return fp;
+    }
+    let fp = fingerprint_by_name(name, &CACHE);
+    let _ = LAST.try_with(|last| last.set((key.0, key.1, fp)));
+    fp
+}
+
+fn fingerprint_by_name(
+    name: &'static str,
+    cache: &'static OnceLock<RwLock<HashMap<&'static str, u64>>>,
+) -> u64 {
+    let cache = cache.get_or_init(Default::default);
     if let Some(&fp) = cache
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
