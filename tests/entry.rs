@@ -138,3 +138,29 @@ fn daemonic_child_dies_with_a_killed_parent() {
     );
     let _ = std::fs::remove_file(&hb);
 }
+
+/// Private endpoints are removed when their owner exits, even through a
+/// panic in `main`: no `mproc-<pid>-*` entry is left in the temp
+/// directory (on Windows the names are pipes, which end with their
+/// process; the exit code and message are checked there too).
+#[test]
+fn endpoints_are_removed_after_a_panic_in_main() {
+    let out = run("panic-with-endpoints", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "{out:?}");
+    assert!(stderr.contains("a deliberate panic in main"), "{stderr}");
+    let pid: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid line in {stdout:?}"));
+    let prefix = format!("mproc-{pid}-");
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("read the temp directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

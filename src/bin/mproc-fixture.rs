@@ -86,6 +86,20 @@ fn main() -> mproc::Result<()> {
             p.join()?;
             println!("parent exitcode {:?}", p.exitcode());
         }
+        // Makes every kind of endpoint (a runtime directory with control
+        // sockets, a queue broker's socket), then panics in main: the
+        // test checks that none is left behind.
+        "panic-with-endpoints" => {
+            println!("pid {}", std::process::id());
+            let q = mproc::Queue::<u32>::new(0)?;
+            q.put(1).map_err(mproc::Error::from)?;
+            let mut p = Process::new(hello, ("world".to_string(),));
+            p.start()?;
+            p.join()?;
+            let mut daemon = Process::new(sleeper, (100.0,)).with_daemon(true);
+            daemon.start()?;
+            panic!("a deliberate panic in main, with a queue and children");
+        }
         other => {
             eprintln!("unknown scenario {other:?}");
             std::process::exit(2);
