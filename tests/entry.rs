@@ -136,6 +136,34 @@ fn daemonic_child_dies_with_a_killed_parent() {
         heartbeat_stops(&hb, Duration::from_secs(5)),
         "the daemon outlived its killed parent"
     );
+    // Issue 7: within 1 s of the kill. The daemon's last beat (the file's
+    // modification time) against the moment its parent was killed.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let killed_at: u64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("killed at ")?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no kill time in {stdout:?}"));
+    let last_beat = std::fs::metadata(&hb)
+        .and_then(|m| m.modified())
+        .expect("the heartbeat's modification time")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a time after the epoch");
+    // (It beats every 20 ms: a last beat before the kill means it died
+    // before its next beat was due.)
+    let after = last_beat.saturating_sub(Duration::from_millis(killed_at));
+    eprintln!(
+        "the daemon's last beat: {} ms after its parent's kill",
+        last_beat.as_millis() as i128 - i128::from(killed_at)
+    );
+    assert!(
+        after < Duration::from_secs(1),
+        "the daemon beat {after:?} after its parent was killed"
+    );
     let _ = std::fs::remove_file(&hb);
 }
 

@@ -82,9 +82,13 @@ fn main() -> mproc::Result<()> {
             let mut p = Process::new(parent_of_daemon, (path.clone(),));
             p.start()?;
             wait_for_heartbeat(&path);
+            let killed_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
             p.kill()?;
             p.join()?;
             println!("parent exitcode {:?}", p.exitcode());
+            println!("killed at {} ms", killed_at.as_millis());
         }
         // Makes every kind of endpoint (a runtime directory with control
         // sockets, a queue broker's socket), then panics in main: the
