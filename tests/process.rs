@@ -6,18 +6,8 @@ use std::time::{Duration, Instant};
 
 use mproc::{Error, Process};
 
-#[mproc::target]
-fn nothing() {}
-
-#[mproc::target]
-fn sleeper(secs: f64) {
-    std::thread::sleep(Duration::from_secs_f64(secs));
-}
-
-#[mproc::target]
-fn exit_with(code: i32) {
-    std::process::exit(code);
-}
+mod common;
+use common::{exit_with, nothing, sleeper};
 
 #[mproc::target]
 fn panics(msg: String) {

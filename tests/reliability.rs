@@ -5,18 +5,8 @@ use std::time::{Duration, Instant};
 
 use mproc::Process;
 
-#[mproc::target]
-fn nothing() {}
-
-#[mproc::target]
-fn sleeper(secs: f64) {
-    std::thread::sleep(Duration::from_secs_f64(secs));
-}
-
-#[mproc::target]
-fn exit_with(code: i32) {
-    std::process::exit(code);
-}
+mod common;
+use common::{exit_with, nothing, sleeper};
 
 /// Starts a child that exits with `code`, then exits with the child's
 /// exitcode plus one.
