@@ -37,8 +37,10 @@ pub(crate) const DUPLEX: u8 = READABLE | WRITABLE;
 /// nothing until its bytes come.
 const READ_CHUNK: usize = 1 << 20;
 
-/// The typed-send scratch buffer is kept between sends up to this size.
-const KEEP_SCRATCH: usize = 1 << 20;
+/// The typed send and receive buffers are kept between messages up to
+/// this size: reusing one saves the page faults of fresh memory, which
+/// cost more than the copy itself for large messages.
+const KEEP_SCRATCH: usize = 16 << 20;
 
 /// One end of a pipe or socket connection (CPython's `Connection`).
 ///
@@ -60,8 +62,8 @@ pub struct Connection {
     max_message: AtomicU64,
     /// Held while a frame is written; keeps the typed-send buffer.
     send_lock: Mutex<Vec<u8>>,
-    /// Held while a frame is read.
-    recv_lock: Mutex<()>,
+    /// Held while a frame is read; keeps the typed-receive buffer.
+    recv_lock: Mutex<Vec<u8>>,
 }
 
 /// Creates a pipe: two connected ends (CPython's `Pipe(duplex)`).
@@ -132,7 +134,7 @@ impl Connection {
             state: AtomicU8::new(flags & (READABLE | WRITABLE)),
             max_message: AtomicU64::new(frame::DEFAULT_MAX_MESSAGE),
             send_lock: Mutex::new(Vec::new()),
-            recv_lock: Mutex::new(()),
+            recv_lock: Mutex::new(Vec::new()),
         }
     }
 
@@ -250,8 +252,19 @@ impl Connection {
     /// type (`send("x")` → `recv::<String>()`). After the peer closed and
     /// every queued message was delivered: [`Error::Eof`].
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        let payload = self.recv_message(None)?;
-        tag::decode(&payload)
+        self.check_readable()?;
+        let mut scratch = lock(&self.recv_lock);
+        self.check_readable()?;
+        let mut head = [0u8; sys::FIRST_RECORD];
+        let (len, start) = self.read_head(&mut head)?;
+        let len = self.admit(len, None)?;
+        scratch.clear();
+        let read = self.read_payload_into(&mut scratch, len, &head[start]);
+        let decoded = read.and_then(|()| tag::decode(&scratch));
+        if scratch.capacity() > KEEP_SCRATCH {
+            *scratch = Vec::new();
+        }
+        decoded
     }
 
     /// Receives one message's raw bytes (CPython's `recv_bytes()`); for a
@@ -377,6 +390,14 @@ impl Connection {
     /// zeroed first.
     fn read_payload(&self, len: usize, head: &[u8]) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(len.min(READ_CHUNK).max(head.len()));
+        self.read_payload_into(&mut buf, len, head)?;
+        Ok(buf)
+    }
+
+    /// [`read_payload`](Self::read_payload) into an empty `buf` whose
+    /// capacity may be reused.
+    fn read_payload_into(&self, buf: &mut Vec<u8>, len: usize, head: &[u8]) -> Result<()> {
+        debug_assert!(buf.is_empty());
         buf.extend_from_slice(head);
         while buf.len() < len {
             let filled = buf.len();
@@ -384,13 +405,13 @@ impl Connection {
             if buf.capacity() - filled < remaining.min(READ_CHUNK) {
                 buf.reserve_exact(READ_CHUNK.max(filled).min(remaining));
             }
-            match self.stream.read_to_spare(&mut buf, remaining) {
+            match self.stream.read_to_spare(buf, remaining) {
                 Ok(0) => return Err(self.io_error(Error::EofDuringMessage)),
                 Ok(_) => {}
                 Err(e) => return Err(self.io_error(Error::from(e))),
             }
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// Whether a message (or end of file) is ready to read (CPython's
