@@ -118,13 +118,7 @@ fn intrude(conn: Connection, intrusion: Intrusion) -> Learned {
         let _ = conn.send_bytes(b"{sha256}0123456789abcdef0123456789abcdef");
         let _ = conn.send_bytes(b"give me the launch record");
     }
-    let mut learned = Vec::new();
-    loop {
-        match conn.recv_bytes() {
-            Ok(m) => learned.push(m),
-            Err(e) => return (learned, e),
-        }
-    }
+    drain(&conn)
 }
 
 #[mproc::test]
