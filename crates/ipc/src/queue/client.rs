@@ -156,10 +156,9 @@ impl Inbox {
 
     /// How many items to ask for: about what this process took in the
     /// last [`PREFETCH_WINDOW`], going by how fast it went through the
-    /// last delivery; one after a pause, and always one for a bounded
-    /// queue (where an item held here would keep a producer waiting).
-    fn want(&self, bounded: bool) -> u32 {
-        if bounded {
+    /// last delivery; one after a pause or when `single`.
+    fn want(&self, single: bool) -> u32 {
+        if single {
             return 1;
         }
         let Some((at, n)) = self.last_delivery else {
@@ -544,7 +543,18 @@ impl Remote {
             // With other threads of this process already waiting there,
             // extras would only go straight back.
             let alone = inbox.at_broker <= 1;
-            (inbox.owed.take_all(), inbox.want(self.bounded() || !alone))
+            // A bounded queue counts delivered items until they are
+            // acknowledged (as CPython's semaphore counts items still in
+            // its pipe), so a batch never lets the queue hold more than
+            // `maxsize`; a quarter of it at most, so that producers do not
+            // wait for a whole batch to be taken.
+            let most = inbox.want(!alone);
+            let most = if self.bounded() {
+                most.min(u32::try_from(self.maxsize / 4).unwrap_or(u32::MAX).max(1))
+            } else {
+                most
+            };
+            (inbox.owed.take_all(), most)
         };
         let answer = self.request(&mut link, &wire::get(most, timeout, barrier, &acks))?;
         match wire::parse_reply(&answer) {
