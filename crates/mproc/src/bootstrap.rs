@@ -180,6 +180,9 @@ fn run_child(token: &str) -> Result<i32, String> {
         start_watchdog();
     }
     install_panic_recorder();
+    // A target that calls `std::process::exit` still joins its own
+    // children (CPython's `sys.exit` in a child runs `_exit_function`).
+    crate::exit::install_exit_hook();
 
     let entry = entry_at(record.entry);
     let mut ack_error = None;

@@ -1,7 +1,8 @@
 //! What a process does with its queues when it exits.
 //!
 //! Two hooks run at normal exit (`main` returning, or
-//! `std::process::exit`):
+//! `std::process::exit` — on Windows through the `ExitProcess` hook of
+//! `sys::at_exit`, while every thread is still alive):
 //!
 //! * the *hand-over* hook, registered when the process first holds a
 //!   queue: every feeder writes out what this process put (unless
@@ -17,25 +18,21 @@
 //!   hand-over hook closes the broker itself (a child's exit procedure has
 //!   joined its own children before it exits).
 
-use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use super::{broker, live_holds, Link};
+use crate::sys;
 
 /// Set by the constructor, which registered the close hook.
 static CLOSE_HOOK: AtomicBool = AtomicBool::new(false);
 static HAND_OVER_HOOK: Once = Once::new();
 
-extern "C" {
-    // The C library's `atexit` (libc on Unix, the CRT on Windows).
-    fn atexit(hook: extern "C" fn()) -> c_int;
-}
-
+/// Registers with the platform's exit hooks (`atexit`; on Windows also
+/// the `ExitProcess` hook, so that they run at `std::process::exit` there
+/// too). Each hook catches its own panics.
 fn register(hook: extern "C" fn()) -> bool {
-    // SAFETY: `atexit` with a plain `extern "C" fn()` that never unwinds
-    // (each hook catches panics).
-    unsafe { atexit(hook) == 0 }
+    sys::at_exit(hook)
 }
 
 #[ctor::ctor]

@@ -21,6 +21,22 @@ pub type RawHandle = RawFd;
 /// At most this many descriptors ride on one `sendmsg` (Linux's SCM_MAX_FD is 253).
 const FDS_PER_MESSAGE: usize = 64;
 
+extern "C" {
+    // The C library's `atexit`.
+    fn atexit(hook: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Registers `hook` to run at normal exit (`main` returning, or
+/// `std::process::exit`), in reverse order of registration (the C
+/// library's `atexit`). Returns whether it was registered.
+///
+/// `hook` must not unwind.
+pub fn at_exit(hook: extern "C" fn()) -> bool {
+    // SAFETY: `atexit` with a plain `extern "C" fn()`; the caller promises
+    // it does not unwind.
+    unsafe { atexit(hook) == 0 }
+}
+
 /// Borrows a raw descriptor that the caller keeps open for `'a`.
 ///
 /// # Safety
@@ -640,6 +656,24 @@ impl AsRawFd for crate::Connection {
     fn as_raw_fd(&self) -> RawFd {
         self.stream().handle().as_raw_fd()
     }
+}
+
+/// Creates a directory only this user may enter (mode 0700).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// Makes a socket file readable and writable by this user only (0600).
+pub fn make_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Whether [`send_handles`] can pass these handles to another process:
+/// every descriptor can on Unix.
+pub fn check_sendable(_handles: &[BorrowedFd<'_>]) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! and waitable objects, and the OS side of `Connection`, `pipe`,
 //! `Listener` and `Client` (named pipes in `pipe.rs`, TCP in `tcp.rs`).
 
+mod exit_hook;
 mod pipe;
 mod tcp;
 
@@ -25,6 +26,7 @@ use windows_sys::Win32::System::Threading::{
 
 use crate::frame;
 
+pub use exit_hook::at_exit;
 pub use pipe::private_pipe_security;
 
 /// An owned OS handle.
@@ -74,16 +76,7 @@ pub fn send_handles(
     handles: &[BorrowedHandle<'_>],
     peer: Peer,
 ) -> io::Result<()> {
-    if handles
-        .iter()
-        .any(|h| tcp::is_socket(h.as_raw_handle() as RawSocket))
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "a TCP connection cannot be passed to a child process on Windows \
-             (only pipe() and local Listener/Client connections can)",
-        ));
-    }
+    check_sendable(handles)?;
     let mut values = Vec::with_capacity(handles.len() * 8);
     for h in handles {
         let mut out: HANDLE = std::ptr::null_mut();
@@ -618,6 +611,34 @@ impl AsRawHandle for crate::Connection {
     fn as_raw_handle(&self) -> RawHandle {
         self.stream().handle().as_raw_handle()
     }
+}
+
+/// Creates a directory (Windows local names are pipes, which carry their
+/// own current-user-only security descriptor: nothing to restrict here).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    std::fs::create_dir(path)
+}
+
+/// Nothing to do: a pipe's access is set when it is created.
+pub fn make_private(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Whether [`send_handles`] can pass these handles to another process:
+/// sockets cannot (see there). Lets a launch refuse before it starts a
+/// child.
+pub fn check_sendable(handles: &[BorrowedHandle<'_>]) -> io::Result<()> {
+    if handles
+        .iter()
+        .any(|h| tcp::is_socket(h.as_raw_handle() as RawSocket))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a TCP connection cannot be passed to a child process on Windows \
+             (only pipe() and local Listener/Client connections can)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -362,10 +362,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// Registers `f` to run at normal process exit (after `main` returns or at
 /// `std::process::exit`).
 pub(crate) fn at_exit(f: extern "C" fn()) {
-    // SAFETY: registering a plain extern "C" fn with atexit.
-    unsafe {
-        libc::atexit(f);
-    }
+    mproc_ipc::sys::at_exit(f);
 }
 
 impl AsFd for crate::process::Sentinel<'_> {

@@ -497,11 +497,11 @@ pub(crate) fn exit_now(code: i32) -> ! {
     std::process::abort()
 }
 
+/// Registers `f` to run at normal exit: `main` returning, or
+/// `std::process::exit` (through mproc-ipc's `ExitProcess` hook, while
+/// every thread is still alive).
 pub(crate) fn at_exit(f: extern "C" fn()) {
-    // SAFETY: registering a plain extern "C" fn with the CRT's atexit.
-    unsafe {
-        libc::atexit(f);
-    }
+    mproc_ipc::sys::at_exit(f);
 }
 
 impl AsHandle for crate::process::Sentinel<'_> {
