@@ -495,9 +495,12 @@ impl<'de> serde::Deserialize<'de> for Poison {
 fn takes_poison(_p: Poison) {}
 
 #[mproc::test]
-fn args_that_fail_to_decode_are_an_error_naming_pid_and_status() {
+fn args_that_fail_to_decode_are_an_error_naming_pid_and_status() -> mproc::Result<()> {
+    // `start()` returns while the child starts up (as CPython's does);
+    // `join()` reports a child that could not start.
     let mut p = Process::new(takes_poison, (Poison,));
-    match p.start() {
+    p.start().expect("the child process is created");
+    match p.join() {
         Err(Error::ChildFailed {
             pid,
             status,
@@ -513,6 +516,15 @@ fn args_that_fail_to_decode_are_an_error_naming_pid_and_status() {
         }
         other => panic!("expected ChildFailed, got {other:?}"),
     }
+    assert_eq!(p.exitcode(), Some(mproc::BOOTSTRAP_EXIT_CODE));
+    // Asked again, the same answer.
+    assert!(matches!(p.join(), Err(Error::ChildFailed { .. })));
+    // A spawned one: the same error from its handle's join.
+    match mproc::spawn(takes_poison, (Poison,))?.join() {
+        Err(Error::ChildFailed { reason, .. }) => assert!(reason.contains("Poison"), "{reason}"),
+        other => panic!("expected ChildFailed, got {other:?}"),
+    }
+    Ok(())
 }
 
 #[mproc::target]
@@ -532,14 +544,15 @@ fn start_watcher_and_vanish(path: String) {
     if p.start().is_err() {
         std::process::exit(3);
     }
-    // Wait until the grandchild has looked at its live parent, then vanish
-    // without joining.
+    // Wait until the grandchild has looked at its live parent, say so,
+    // and wait to be killed (an exit would join the grandchild first, as
+    // CPython's does).
     let t = Instant::now();
     while !std::path::Path::new(&ready).exists() && t.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = std::fs::remove_file(ready);
-    std::process::exit(0);
+    let _ = std::fs::rename(&ready, format!("{ready}.seen"));
+    std::thread::sleep(Duration::from_secs(60));
 }
 
 #[mproc::test]
@@ -551,8 +564,20 @@ fn checklist_13_parent_is_alive_turns_false_when_it_dies() -> mproc::Result<()> 
         (path.to_string_lossy().into_owned(),),
     );
     p.start()?;
+    let seen = format!("{}.ready.seen", path.to_string_lossy());
+    let t = Instant::now();
+    while !std::path::Path::new(&seen).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the grandchild never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&seen);
+    // The parent dies outright, without joining its child.
+    p.kill()?;
     p.join()?;
-    assert_eq!(p.exitcode(), Some(0));
+    assert_eq!(p.exitcode(), Some(-9));
     let t = Instant::now();
     let report = loop {
         if let Ok(s) = std::fs::read_to_string(&path) {

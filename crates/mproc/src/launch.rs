@@ -8,6 +8,10 @@
 //! 3. mutual HMAC challenge over the secret (CPython's, `mproc_ipc::auth`);
 //! 4. send the launch record and the handles its arguments carry;
 //! 5. wait for the child's acknowledgement that it decoded its arguments.
+//!
+//! `start()` does step 1 ([`begin`]) and returns; steps 2–5
+//! ([`Begun::finish`]) run on a launcher thread, and `join` (or a `spawn`
+//! handle's `join`) reports a launch that failed.
 
 use std::time::{Duration, Instant};
 
@@ -77,10 +81,19 @@ pub(crate) struct Identity<'a> {
     pub(crate) report: bool,
 }
 
-/// A started child and, for `spawn`, its open control channel.
-pub(crate) struct Launched {
-    pub(crate) child: ChildProcess,
-    pub(crate) control: Option<ControlStream>,
+/// The first half of a launch, done by `start()` itself; the second half,
+/// [`Begun::finish`], runs on a launcher thread, so that `start()`
+/// returns while the child is still starting up (as CPython's does) and
+/// a program starting many children has them start up side by side.
+pub(crate) struct Begun {
+    listener: ControlListener,
+    secret: [u8; 32],
+    deadline: Instant,
+    record: Vec<u8>,
+    /// The args' handles, duplicated: the caller's copies close when
+    /// `start()` returns, these once they are sent.
+    handles: Vec<ipc_sys::OwnedHandle>,
+    report: bool,
 }
 
 /// How long a child may take to reach its entry and acknowledge.
@@ -92,76 +105,14 @@ fn start_deadline() -> Duration {
         .unwrap_or(Duration::from_secs(60))
 }
 
-/// Starts a child running `prepared` as the process `who` describes.
-pub(crate) fn launch(prepared: &Prepared, who: &Identity<'_>) -> Result<Launched> {
+/// Starts a child process for `prepared` as `who` describes: the entry
+/// token, the control listener, the launch record ready to send. What is
+/// left is [`Begun::finish`].
+pub(crate) fn begin(prepared: &Prepared, who: &Identity<'_>) -> Result<(ChildProcess, Begun)> {
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret)
         .map_err(|e| Error::Bootstrap(format!("cannot read random bytes: {e}")))?;
-    let listener = ControlListener::bind()?;
-    tracing::debug!(address = %listener.address(), "control channel listening");
-    let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
-    let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
-    let pid = child.pid();
-    let span = tracing::debug_span!("launch", pid, name = who.name);
-    let _enter = span.enter();
-    tracing::debug!(target_fn = %prepared.target, "child started");
-    let deadline = Instant::now() + start_deadline();
-    let _deadline_guard = sys::LaunchDeadline::arm(&child, deadline);
-    if who.daemon {
-        if let Err(e) = child.tie_to_parent() {
-            let _ = child.kill();
-            return Err(failed(
-                &child,
-                &format!("cannot tie the daemonic child to its parent: {e}"),
-            ));
-        }
-    }
-
-    let stream = match listener.accept(&child, deadline) {
-        Ok(s) => s,
-        Err(AcceptFailure::ChildExited) => {
-            return Err(failed(
-                &child,
-                "it exited before reaching mproc's entry (was the binary built with mproc?)",
-            ))
-        }
-        Err(AcceptFailure::Timeout) => {
-            return Err(failed(
-                &child,
-                "it did not reach mproc's entry before the start deadline",
-            ))
-        }
-        Err(AcceptFailure::Io(e)) => return Err(failed(&child, &format!("accept failed: {e}"))),
-    };
-    drop(listener);
-
-    match handshake_and_send(stream, &secret, prepared, who, &child, deadline) {
-        Ok(control) => {
-            tracing::debug!("child acknowledged its launch");
-            Ok(Launched {
-                child,
-                control: if who.report { Some(control) } else { None },
-            })
-        }
-        Err(reason) => Err(failed(&child, &reason)),
-    }
-}
-
-fn handshake_and_send(
-    mut stream: ControlStream,
-    secret: &[u8],
-    prepared: &Prepared,
-    who: &Identity<'_>,
-    child: &ChildProcess,
-    deadline: Instant,
-) -> std::result::Result<ControlStream, String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
-        .map_err(|e| e.to_string())?;
-    auth::server_handshake(&mut stream, secret)
-        .map_err(|e| format!("control channel handshake failed: {e}"))?;
     let me = crate::context::current();
-    let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
     let record = LaunchRecord {
         build_mark: bootstrap::build_mark(),
         entry: bootstrap::offset_of(prepared.entry),
@@ -176,17 +127,115 @@ fn handshake_and_send(
         parent_name: me.name.clone(),
         report: who.report,
     };
-    let bytes = postcard::to_stdvec(&record).map_err(|e| e.to_string())?;
-    frame::write_frame(&mut stream, &bytes)
-        .map_err(|e| format!("cannot send the launch record: {e}"))?;
-    let mut handles = Vec::with_capacity(prepared.handles.len() + 1);
-    handles.push(parent_sentinel);
-    for raw in &prepared.handles {
+    let record = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
+    let borrowed: Vec<_> = prepared
+        .handles
+        .iter()
+        // SAFETY: as below.
+        .map(|raw| unsafe { ipc_sys::borrow_raw(*raw) })
+        .collect();
+    ipc_sys::check_sendable(&borrowed).map_err(Error::Io)?;
+    drop(borrowed);
+    let handles = prepared
+        .handles
+        .iter()
         // SAFETY: the values being launched own these handles and are
-        // alive for the duration of the launch.
-        handles.push(unsafe { ipc_sys::borrow_raw(*raw) });
+        // alive for the duration of this call.
+        .map(|raw| ipc_sys::duplicate(unsafe { ipc_sys::borrow_raw(*raw) }))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let listener = ControlListener::bind()?;
+    tracing::debug!(address = %listener.address(), "control channel listening");
+    let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
+    let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
+    tracing::debug!(pid = child.pid(), name = who.name, target_fn = %prepared.target, "child started");
+    let deadline = Instant::now() + start_deadline();
+    if who.daemon {
+        if let Err(e) = child.tie_to_parent() {
+            let _ = child.kill();
+            return Err(failed(
+                &child,
+                &format!("cannot tie the daemonic child to its parent: {e}"),
+            ));
+        }
     }
-    ipc_sys::send_handles(ipc_sys::borrow(&stream), &handles, sys::handle_peer(child))
+    Ok((
+        child,
+        Begun {
+            listener,
+            secret,
+            deadline,
+            record,
+            handles,
+            report: who.report,
+        },
+    ))
+}
+
+impl Begun {
+    /// The second half of a launch: accept the child's connection (racing
+    /// its exit and the deadline), the mutual challenge, the launch record
+    /// and handles, the child's acknowledgement. Returns the control
+    /// channel for `spawn`; any failure is `Error::ChildFailed` with the
+    /// child's pid and status (a hung child is killed).
+    pub(crate) fn finish(self, child: &ChildProcess) -> Result<Option<ControlStream>> {
+        let span = tracing::debug_span!("launch", pid = child.pid());
+        let _enter = span.enter();
+        let _deadline_guard = sys::LaunchDeadline::arm(child, self.deadline);
+        let stream = match self.listener.accept(child, self.deadline) {
+            Ok(s) => s,
+            Err(AcceptFailure::ChildExited) => {
+                return Err(failed(
+                    child,
+                    "it exited before reaching mproc's entry (was the binary built with mproc?)",
+                ))
+            }
+            Err(AcceptFailure::Timeout) => {
+                return Err(failed(
+                    child,
+                    "it did not reach mproc's entry before the start deadline",
+                ))
+            }
+            Err(AcceptFailure::Io(e)) => return Err(failed(child, &format!("accept failed: {e}"))),
+        };
+        drop(self.listener);
+        let report = self.report;
+        match handshake_and_send(
+            stream,
+            &self.secret,
+            &self.record,
+            &self.handles,
+            child,
+            self.deadline,
+        ) {
+            Ok(control) => {
+                tracing::debug!("child acknowledged its launch");
+                Ok(report.then_some(control))
+            }
+            Err(reason) => Err(failed(child, &reason)),
+        }
+    }
+}
+
+fn handshake_and_send(
+    mut stream: ControlStream,
+    secret: &[u8],
+    record: &[u8],
+    handles: &[ipc_sys::OwnedHandle],
+    child: &ChildProcess,
+    deadline: Instant,
+) -> std::result::Result<ControlStream, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
+        .map_err(|e| e.to_string())?;
+    auth::server_handshake(&mut stream, secret)
+        .map_err(|e| format!("control channel handshake failed: {e}"))?;
+    let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
+    frame::write_frame(&mut stream, record)
+        .map_err(|e| format!("cannot send the launch record: {e}"))?;
+    let mut all = Vec::with_capacity(handles.len() + 1);
+    all.push(parent_sentinel);
+    all.extend(handles.iter().map(ipc_sys::borrow));
+    ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
         .map_err(|e| format!("cannot send handles: {e}"))?;
     let ack = frame::read_frame(&mut stream, 1 << 20)
         .map_err(|e| format!("no acknowledgement from the child: {e}"))?;

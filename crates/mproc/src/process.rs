@@ -1,7 +1,8 @@
 //! `Process`: CPython's `multiprocessing.Process` and its life cycle.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mproc_ipc::{handles, Error, Result, Waitable};
@@ -19,6 +20,91 @@ pub(crate) struct ChildState {
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) authkey: Arc<[u8]>,
+    /// The second half of the launch, on its launcher thread, then its
+    /// outcome.
+    launch: Mutex<Launch>,
+    /// `terminate`/`kill` was called: a launch cut short by it is no
+    /// failure (CPython: terminated right after start, exitcode -15).
+    stopped: AtomicBool,
+}
+
+enum Launch {
+    Running(std::thread::JoinHandle<Result<Option<ControlStream>>>),
+    Done {
+        /// Why the child failed to start: (pid, status, reason).
+        failure: Option<(u32, String, String)>,
+        control: Option<ControlStream>,
+    },
+}
+
+impl ChildState {
+    /// Waits for the launch to end; `Err` (`ChildFailed`) if the child
+    /// failed to start, every time it is asked.
+    pub(crate) fn launched(&self) -> Result<()> {
+        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Launch::Running(_) = &*launch {
+            let Launch::Running(thread) = std::mem::replace(
+                &mut *launch,
+                Launch::Done {
+                    failure: None,
+                    control: None,
+                },
+            ) else {
+                unreachable!("matched just above")
+            };
+            let outcome = thread
+                .join()
+                .unwrap_or_else(|_| Err(Error::Bootstrap("the launcher thread panicked".into())));
+            *launch = match outcome {
+                Ok(control) => Launch::Done {
+                    failure: None,
+                    control,
+                },
+                Err(_) if self.stopped.load(Ordering::Acquire) => Launch::Done {
+                    failure: None,
+                    control: None,
+                },
+                Err(Error::ChildFailed {
+                    pid,
+                    status,
+                    reason,
+                }) => Launch::Done {
+                    failure: Some((pid, status, reason)),
+                    control: None,
+                },
+                Err(e) => Launch::Done {
+                    failure: Some((self.process.pid(), String::new(), e.to_string())),
+                    control: None,
+                },
+            };
+        }
+        match &*launch {
+            Launch::Done {
+                failure: Some((pid, status, reason)),
+                ..
+            } => Err(Error::ChildFailed {
+                pid: *pid,
+                status: status.clone(),
+                reason: reason.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The control channel of a `spawn`ed child, once launched.
+    pub(crate) fn take_control(&self) -> Result<Option<ControlStream>> {
+        self.launched()?;
+        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match &mut *launch {
+            Launch::Done { control, .. } => control.take(),
+            Launch::Running(_) => None,
+        })
+    }
+
+    /// Marks the child as stopped by this process (before signalling it).
+    pub(crate) fn stopping(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
 }
 
 /// A target and its arguments, not yet started.
@@ -82,7 +168,7 @@ pub(crate) fn start_child(
     daemon: bool,
     authkey: &Arc<[u8]>,
     report: bool,
-) -> Result<(Arc<ChildState>, Option<ControlStream>)> {
+) -> Result<Arc<ChildState>> {
     let me = context::current();
     if me.daemon {
         return Err(Error::DaemonicChildren);
@@ -94,7 +180,7 @@ pub(crate) fn start_child(
         let _ = std::io::stderr().flush();
         std::process::exit(launch::BOOTSTRAP_EXIT_CODE);
     }
-    let launched = launch::launch(
+    let (process, begun) = launch::begin(
         prepared,
         &Identity {
             name,
@@ -105,13 +191,34 @@ pub(crate) fn start_child(
         },
     )?;
     let state = Arc::new(ChildState {
-        process: launched.child,
+        process,
         name: name.to_string(),
         daemon,
         authkey: authkey.clone(),
+        launch: Mutex::new(Launch::Done {
+            failure: None,
+            control: None,
+        }),
+        stopped: AtomicBool::new(false),
     });
+    let launcher = state.clone();
+    let thread = std::thread::Builder::new()
+        .name("mproc-launcher".into())
+        .spawn(move || begun.finish(&launcher.process));
+    match thread {
+        Ok(thread) => {
+            *state.launch.lock().unwrap_or_else(|e| e.into_inner()) = Launch::Running(thread);
+        }
+        Err(e) => {
+            // No thread to spare: the launch is lost with it, and so is
+            // the child, which waits in vain for its launch record.
+            let _ = state.process.kill();
+            let _ = state.process.wait(None);
+            return Err(Error::Io(e));
+        }
+    }
     exit::register(state.clone());
-    Ok((state, launched.control))
+    Ok(state)
 }
 
 enum State {
@@ -221,6 +328,14 @@ impl Process {
 
     /// Starts the child. Hands it the arguments; the parent keeps no copy
     /// of the handles they carry.
+    ///
+    /// Returns once the child process exists, as CPython's `start()`: the
+    /// rest of its launch (the authenticated hand-over of its arguments)
+    /// goes on in the background, so children started one after another
+    /// start up side by side. A child that then fails to start is
+    /// [`Error::ChildFailed`] from [`join`](Self::join). `start()` itself
+    /// fails for an unregistered target, arguments that do not encode,
+    /// a daemonic caller, or when the OS cannot create the process.
     pub fn start(&mut self) -> Result<()> {
         let pending = match std::mem::replace(&mut self.state, State::Ran) {
             State::Unstarted(p) => p,
@@ -244,7 +359,7 @@ impl Process {
             )
         });
         match started {
-            Ok((state, _)) => {
+            Ok(state) => {
                 // Dropping `pending` closes this process's copies of the
                 // handles that went to the child.
                 drop(pending);
@@ -283,12 +398,16 @@ impl Process {
         }
     }
 
-    /// Waits for the child to end.
+    /// Waits for the child to end. A child that failed to start (it
+    /// died or hung before running its target, or could not decode its
+    /// arguments) is [`Error::ChildFailed`] with its pid, exit status and
+    /// why; [`exitcode`](Self::exitcode) then tells its code as well.
     pub fn join(&mut self) -> Result<()> {
         let c = self.child()?;
+        let launched = c.launched();
         c.process.wait(None)?;
         exit::forget(c);
-        Ok(())
+        launched
     }
 
     /// Waits at most `timeout` (`Ok` on timeout, as CPython returns None;
@@ -305,6 +424,7 @@ impl Process {
     /// once the child has ended.
     pub fn terminate(&mut self) -> Result<()> {
         let c = self.child().map_err(not_started)?;
+        c.stopping();
         Ok(c.process.terminate()?)
     }
 
@@ -312,6 +432,7 @@ impl Process {
     /// once the child has ended.
     pub fn kill(&mut self) -> Result<()> {
         let c = self.child().map_err(not_started)?;
+        c.stopping();
         Ok(c.process.kill()?)
     }
 

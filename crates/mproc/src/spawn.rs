@@ -2,7 +2,7 @@
 //! `std::thread::spawn`.
 
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mproc_ipc::{frame, Error, Result};
@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::launch::Report;
 use crate::process::{start_child, ChildState};
 use crate::registry::{Args, Target};
-use crate::sys::ControlStream;
 
 /// Starts `target(args..)` in a new process at once and returns a handle
 /// whose [`join`](JoinHandle::join) gives the target's return value.
@@ -41,11 +40,10 @@ where
     let me = crate::context::current();
     let (identity, name) = me.next_child();
     let prepared = crate::process::prepare::<F, A>(&args, crate::bootstrap::spawn_entry::<F, A>)?;
-    let (state, control) = start_child(&prepared, &name, &identity, me.daemon, &me.authkey, true)?;
+    let state = start_child(&prepared, &name, &identity, me.daemon, &me.authkey, true)?;
     drop(args);
     Ok(JoinHandle {
         state,
-        control: Mutex::new(control),
         _result: PhantomData,
     })
 }
@@ -55,7 +53,6 @@ where
 /// exit procedure still joins it).
 pub struct JoinHandle<R> {
     state: Arc<ChildState>,
-    control: Mutex<Option<ControlStream>>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -64,10 +61,19 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     /// returning `Result<T, E>` gives `Ok(Err(e))` when it returned
     /// `Err(e)`. A panic is [`Error::Panicked`] with its message and
     /// `file:line:column`; a process that ended without a result (killed,
-    /// `std::process::exit`) is [`Error::NoResult`] with its exit code.
+    /// `std::process::exit`) is [`Error::NoResult`] with its exit code; a
+    /// process that failed to start is [`Error::ChildFailed`].
     pub fn join(self) -> Result<R> {
+        let control = match self.state.take_control() {
+            Ok(control) => control,
+            Err(e) => {
+                let _ = self.state.process.wait(None);
+                crate::exit::forget(&self.state);
+                return Err(e);
+            }
+        };
         let report = {
-            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            let mut control = control;
             match control.as_mut() {
                 Some(stream) => match frame::read_frame(stream, frame::DEFAULT_MAX_MESSAGE) {
                     Ok(bytes) => Some(bytes),
@@ -115,6 +121,7 @@ impl<R> JoinHandle<R> {
 
     /// Kills the child (SIGKILL / TerminateProcess); a no-op once it ended.
     pub fn kill(&self) -> Result<()> {
+        self.state.stopping();
         Ok(self.state.process.kill()?)
     }
 }
