@@ -335,10 +335,6 @@ fn check_all_arrive(q: &Queue<ByteBuf>) {
 }
 
 #[mproc::test]
-#[cfg_attr(
-    windows,
-    ignore = "std::process::exit is ExitProcess on Windows: no exit hook runs and other threads die first (docs/platforms.md)"
-)]
 fn checklist_24_a_child_that_puts_then_exits_loses_nothing() -> mproc::Result<()> {
     for maxsize in [0, 1000] {
         let q = Queue::<ByteBuf>::new(maxsize)?;
@@ -869,4 +865,80 @@ fn throughput_report() -> mproc::Result<()> {
         eprintln!("queue maxsize {maxsize}, {ways}P/{ways}C, 64-byte items: {rate:.0} items/s");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------
+// A producer killed holding permits (room the broker reserved for its
+// puts to a bounded queue) leaves no capacity lost.
+
+/// Puts 0, 1, 2, … (`stop` of them, or until killed), says so on `ready`
+/// after the `signal`-th, then waits to be killed.
+#[mproc::target]
+fn put_then_hang(q: Queue<u32>, ready: Queue<u32>, signal: u32, stop: Option<u32>) {
+    for i in 0.. {
+        if stop == Some(i) {
+            break;
+        }
+        q.put(i).unwrap();
+        if i + 1 == signal {
+            ready.put(i).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+#[mproc::test]
+fn a_producer_killed_holding_permits_leaves_no_capacity_lost() -> mproc::Result<()> {
+    const MAXSIZE: usize = 40;
+    // (signal after, stop after, wait before the kill): killed holding
+    // unused permits right after a few quick puts; killed in the middle of
+    // putting; killed blocked on the full queue.
+    for (signal, stop, pause) in [(6, Some(6), 0), (3, None, 0), (3, None, 300)] {
+        let q = Queue::<u32>::new(MAXSIZE)?;
+        let ready = Queue::<u32>::new(0)?;
+        let mut p = Process::new(put_then_hang, (q.clone(), ready.clone(), signal, stop));
+        p.start()?;
+        ready.get_timeout(Duration::from_secs(30))?;
+        std::thread::sleep(Duration::from_millis(pause));
+        p.kill()?;
+        p.join()?;
+        // What the child put and its feeder wrote is in the queue; the
+        // room reserved for the rest is freed once the broker has seen
+        // the child's feeder stream end (a moment after the join).
+        let mut mine = 0u32;
+        while q.qsize() < MAXSIZE {
+            match q.put_timeout(1_000_000 + mine, Duration::from_secs(10)) {
+                Ok(()) => mine += 1,
+                Err(e) => panic!("capacity lost: {e} at qsize {}", q.qsize()),
+            }
+        }
+        assert_eq!(q.qsize(), MAXSIZE);
+        assert!(q.full());
+        assert!(matches!(q.put_nowait(7), Err(PutError::Full(7))));
+        let mut items = Vec::new();
+        while let Ok(i) = q.get_nowait() {
+            items.push(i);
+        }
+        assert_eq!(items.len(), MAXSIZE);
+        let (theirs, ours): (Vec<u32>, Vec<u32>) = items.iter().partition(|&&i| i < 1_000_000);
+        assert_eq!(
+            theirs,
+            (0..theirs.len() as u32).collect::<Vec<_>>(),
+            "the child's items, in order, none missing in between"
+        );
+        assert_eq!(ours, (0..mine).map(|i| 1_000_000 + i).collect::<Vec<_>>());
+        // The queue works on: empty, all its room free.
+        for i in 0..MAXSIZE as u32 {
+            q.put_nowait(i).unwrap();
+        }
+        assert!(q.full());
+    }
+    Ok(())
+}
+
+/// Producers that take permits many at a time (a quarter of `maxsize` at
+/// most), with consumers prefetching as much: still every item once.
+#[mproc::test]
+fn bounded_many_to_many_with_batched_permits_every_item_exactly_once() -> mproc::Result<()> {
+    many_to_many(1000, 4, 4, 25_000)
 }

@@ -9,7 +9,7 @@
 //! hook removes it, and if the process is killed first, mproc removes it
 //! as it removes any dead process's runtime directory (and a holder that
 //! finds nobody listening there removes the socket at once). Each connection gets a thread of its own
-//! that reads requests and answers them; a blocking `get` or `put` blocks
+//! that reads requests and answers them; a blocking `get` or `ACQUIRE` blocks
 //! only its own connection's thread. The broker lives as long as the
 //! process: its queues die with it, and their other holders then see
 //! [`Error::Disconnected`](crate::Error::Disconnected).
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::queue::core::{Deadline, Item, Shared, Stored, Taken};
+use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
 use crate::queue::wire::{self, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
 
@@ -53,7 +53,12 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
         )))
     })?;
     let (address, dir) = broker_address()?;
-    let listener = match Listener::bind(address, Some(&key)) {
+    let listener = match Listener::bind(address, Some(&key)).and_then(|l| {
+        if let Address::Local(path) = l.address() {
+            crate::sys::make_private(path)?;
+        }
+        Ok(l)
+    }) {
         Ok(l) => l,
         Err(e) => {
             if let Some(dir) = &dir {
@@ -103,7 +108,7 @@ fn broker_address() -> Result<(Address, Option<PathBuf>)> {
             })?;
             let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
             let dir = tmp.join(format!("mproc-{}-{hex}", std::process::id()));
-            std::fs::create_dir(&dir)?;
+            crate::sys::create_private_dir(&dir)?;
             Ok((Address::Local(dir.join("queues.sock")), Some(dir)))
         }
         _ => Ok((fresh, None)),
@@ -311,13 +316,28 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
             }
         };
         let sent = match req {
-            Request::Put { timeout, item } => {
-                let item = Item::part(&Arc::new(msg), item);
-                match shared.put(item, deadline_of(timeout), &alive) {
-                    Stored::Done => conn.send_bytes(&[wire::PUT_OK]),
-                    Stored::Full => conn.send_bytes(&[wire::FULL]),
-                    Stored::Abandoned => return,
+            Request::Acquire {
+                wanted,
+                timeout,
+                acks,
+            } => {
+                shared.ack(&acks);
+                match shared.acquire(session, wanted as usize, deadline_of(timeout), &alive) {
+                    Acquired::Granted(n) => {
+                        let sent = conn.send_bytes(&wire::granted(n as u32));
+                        if sent.is_err() {
+                            // Never received: nobody will fill them.
+                            shared.release(session, n);
+                        }
+                        sent
+                    }
+                    Acquired::Full => conn.send_bytes(&[wire::FULL]),
+                    Acquired::Abandoned => return,
                 }
+            }
+            Request::Release { count } => {
+                shared.release(session, count as usize);
+                Ok(())
             }
             Request::Get {
                 most,

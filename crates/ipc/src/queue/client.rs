@@ -3,7 +3,15 @@
 //! Requests go over a pool of connections to the owner's broker: an
 //! operation takes an idle connection (or opens one), and gives it back
 //! when done, so threads blocked in `get` never wait for each other.
-//! Puts to an unbounded queue go through the [feeder](super::feeder).
+//! Puts go through the [feeder](super::feeder). To a bounded queue, each
+//! put first takes a *permit* (CPython's semaphore): a place in the queue
+//! the broker reserved for this process. Without one it asks the broker
+//! (`ACQUIRE`, waiting as a put waits on a full queue) for a few at once,
+//! about as many as it used in the last half millisecond (at most a
+//! quarter of `maxsize`). Permits it does not use go back: when this
+//! process has used none for 50 ms (the janitor), when it asks the size of
+//! the queue, at close and exit, and, if it dies, when its feeder stream
+//! ends.
 //!
 //! A `get` asks for up to a few items at once when this process has been
 //! taking them quickly (about what it takes in half a millisecond); the
@@ -35,6 +43,15 @@ const PREFETCH_WINDOW: Duration = Duration::from_micros(500);
 const HOLD_LIMIT: Duration = Duration::from_millis(50);
 /// At most this many items are asked for at once.
 const MOST: u32 = 1024;
+
+/// How to reach the broker, and who this process is to it.
+struct Dial {
+    queue: u64,
+    address: Address,
+    key: Vec<u8>,
+    /// Tells the broker which connections (and feeder) are this process's.
+    session: u64,
+}
 
 /// Why a put failed (the caller hands the item back).
 pub(crate) enum PutFail {
@@ -116,7 +133,33 @@ impl Counts {
     }
 }
 
-/// What this process received and has not yet acknowledged.
+/// Places in a bounded queue the broker reserved for this process.
+#[derive(Default)]
+struct Permits {
+    /// Held and unused.
+    held: usize,
+    /// When the last grant came and how many places it had.
+    last_grant: Option<(Instant, usize)>,
+    /// When one was last granted or used (the janitor's clock).
+    active: Option<Instant>,
+}
+
+impl Permits {
+    /// How many to ask for: about what this process used in the last
+    /// [`PREFETCH_WINDOW`], going by how fast it used the last grant; one
+    /// after a pause, at most `most`.
+    fn want(&self, most: usize) -> usize {
+        let Some((at, n)) = self.last_grant else {
+            return 1;
+        };
+        let spent = at.elapsed().as_secs_f64().max(1e-7);
+        let rate = n as f64 / spent;
+        (rate * PREFETCH_WINDOW.as_secs_f64()).clamp(1.0, most.max(1) as f64) as usize
+    }
+}
+
+/// What this process received and has not yet acknowledged, and the
+/// permits it holds (both watched by the janitor).
 #[derive(Default)]
 struct Inbox {
     buffer: VecDeque<Buffered>,
@@ -130,6 +173,7 @@ struct Inbox {
     last_take: Option<Instant>,
     /// Threads of this process waiting for the broker's answer to a get.
     at_broker: usize,
+    permits: Permits,
     janitor_started: bool,
     /// The janitor waits for items to watch.
     janitor_idle: bool,
@@ -180,9 +224,10 @@ impl Inbox {
     }
 }
 
-/// The connections and received items of one process's hold, shared with
-/// its janitor thread.
+/// The connections, received items and permits of one process's hold,
+/// shared with its janitor thread.
 struct Holdings {
+    dial: Dial,
     idle: Mutex<Vec<Link>>,
     inbox: Mutex<Inbox>,
     janitor: Condvar,
@@ -199,8 +244,96 @@ fn gone(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Holdings {
+    fn connect(&self, role: Role) -> Result<Link> {
+        let d = &self.dial;
+        let conn = match Client::connect(&d.address, Some(&d.key)) {
+            Ok(c) => c,
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                // A socket nobody listens at: its owner died.
+                super::broker::remove_dead(&d.address);
+                return Err(gone("connect", e));
+            }
+            Err(e) => return Err(gone("connect", e)),
+        };
+        conn.send_bytes(&wire::hello(d.queue, d.session, role))
+            .map_err(|e| gone("hello", e))?;
+        let answer = conn.recv_bytes().map_err(|e| gone("hello", e))?;
+        match wire::parse_reply(&answer) {
+            Ok(Reply::HelloOk { conn: id }) => Ok(Link {
+                conn,
+                id,
+                unsynced: false,
+            }),
+            Ok(Reply::NoQueue) => Err(gone("hello", "the broker does not know this queue")),
+            other => Err(gone("hello", format!("{other:?}"))),
+        }
+    }
+
+    fn checkout(&self) -> Result<Link> {
+        if let Some(link) = lock(&self.idle).pop() {
+            return Ok(link);
+        }
+        self.connect(Role::Ops)
+    }
+
     fn checkin(&self, link: Link) {
         lock(&self.idle).push(link);
+    }
+
+    /// Starts the janitor if it is not running, or wakes it if it waits
+    /// for something to watch.
+    fn janitor_watch(self: &Arc<Self>, inbox: &mut Inbox) {
+        if !inbox.janitor_started {
+            inbox.janitor_started = true;
+            let holdings = self.clone();
+            let started = std::thread::Builder::new()
+                .name("mproc-queue-janitor".into())
+                .spawn(move || holdings.janitor());
+            if let Err(e) = started {
+                tracing::warn!("cannot start the queue janitor: {e}");
+            }
+        } else if inbox.janitor_idle {
+            self.janitor.notify_one();
+        }
+    }
+
+    /// Gives back `n` permits this process took out of `held`, on `link`
+    /// (one-way). Returns the link unless it failed.
+    fn send_release(&self, mut link: Link, n: usize) -> Option<Link> {
+        if n == 0 {
+            return Some(link);
+        }
+        // More than u32::MAX permits cannot be held (a grant is a u32 and
+        // a quarter of `maxsize`); saturate rather than wrap all the same.
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        if let Err(e) = link.conn.send_bytes(&wire::release(n)) {
+            // The broker is gone, or it sees this connection end; in the
+            // worst case the places come back when this process's feeder
+            // stream ends.
+            tracing::debug!("cannot give permits back to the queue broker: {e}");
+            return None;
+        }
+        link.unsynced = true;
+        Some(link)
+    }
+
+    /// Gives back `n` permits taken out of `held` (on any connection).
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // Without a connection the broker is gone: nothing to give back.
+        if let Ok(link) = self.checkout() {
+            if let Some(link) = self.send_release(link, n) {
+                self.checkin(link);
+            }
+        }
+    }
+
+    /// Gives back every permit this process holds.
+    fn release_permits(&self) {
+        let n = std::mem::take(&mut lock(&self.inbox).permits.held);
+        self.release(n);
     }
 
     /// Takes the idle connection `conn`, if it is idle.
@@ -269,15 +402,24 @@ impl Holdings {
     }
 
     /// The janitor: gives back the buffered items once this process has
-    /// taken none for [`HOLD_LIMIT`], so that a process that stops taking
-    /// does not keep them from the others.
+    /// taken none for [`HOLD_LIMIT`], and the permits once it has used
+    /// none for as long, so that a process that stops taking (or putting)
+    /// does not keep items (or room) from the others.
     fn janitor(self: Arc<Self>) {
         let mut inbox = lock(&self.inbox);
         loop {
             if inbox.stop {
                 return;
             }
-            let Some(oldest) = inbox.buffer.front().map(|b| b.at) else {
+            let items_due = inbox.buffer.front().map(|b| {
+                let busy = inbox.last_take.map_or(b.at, |t| t.max(b.at));
+                busy + HOLD_LIMIT
+            });
+            let permits_due = match (inbox.permits.held, inbox.permits.active) {
+                (0, _) | (_, None) => None,
+                (_, Some(at)) => Some(at + HOLD_LIMIT),
+            };
+            let Some(due) = items_due.into_iter().chain(permits_due).min() else {
                 inbox.janitor_idle = true;
                 inbox = self
                     .janitor
@@ -286,29 +428,41 @@ impl Holdings {
                 inbox.janitor_idle = false;
                 continue;
             };
-            let busy = inbox.last_take.map_or(oldest, |t| t.max(oldest));
-            let age = busy.elapsed();
-            if age < HOLD_LIMIT {
+            let now = Instant::now();
+            if due > now {
                 inbox = self
                     .janitor
-                    .wait_timeout(inbox, HOLD_LIMIT - age)
+                    .wait_timeout(inbox, due - now)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
                 continue;
             }
-            let conns = inbox.buffered.conns();
+            let conns = if items_due.is_some_and(|d| d <= now) {
+                inbox.buffered.conns()
+            } else {
+                Vec::new()
+            };
+            let release = if permits_due.is_some_and(|d| d <= now) {
+                std::mem::take(&mut inbox.permits.held)
+            } else {
+                0
+            };
             drop(inbox);
-            let mut settled = false;
-            for conn in conns {
-                if let Some(link) = self.take_idle(conn) {
-                    if let Some(link) = self.settle_link(link, false) {
-                        self.checkin(link);
+            let mut done = true;
+            self.release(release);
+            if !conns.is_empty() {
+                done = false;
+                for conn in conns {
+                    if let Some(link) = self.take_idle(conn) {
+                        if let Some(link) = self.settle_link(link, false) {
+                            self.checkin(link);
+                        }
+                        done = true;
                     }
-                    settled = true;
                 }
             }
             inbox = lock(&self.inbox);
-            if !settled && !inbox.stop {
+            if !done && !inbox.stop {
                 // Every such connection is busy; look again later.
                 inbox = self
                     .janitor
@@ -322,12 +476,7 @@ impl Holdings {
 
 /// A queue owned by another process, as this process holds it.
 pub(crate) struct Remote {
-    queue: u64,
     maxsize: usize,
-    address: Address,
-    key: Vec<u8>,
-    /// Tells the broker which connections (and feeder) are this process's.
-    session: u64,
     holdings: Arc<Holdings>,
     feeder: Mutex<Option<Arc<Feeder>>>,
 }
@@ -339,12 +488,14 @@ impl Remote {
         // which costs a little precision in `qsize`, nothing else.
         let _ = getrandom::getrandom(&mut session);
         Remote {
-            queue,
             maxsize,
-            address,
-            key,
-            session: u64::from_ne_bytes(session),
             holdings: Arc::new(Holdings {
+                dial: Dial {
+                    queue,
+                    address,
+                    key,
+                    session: u64::from_ne_bytes(session),
+                },
                 idle: Mutex::new(Vec::new()),
                 inbox: Mutex::new(Inbox::default()),
                 janitor: Condvar::new(),
@@ -357,35 +508,8 @@ impl Remote {
         self.maxsize > 0
     }
 
-    fn connect(&self, role: Role) -> Result<Link> {
-        let conn = match Client::connect(&self.address, Some(&self.key)) {
-            Ok(c) => c,
-            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                // A socket nobody listens at: its owner died.
-                super::broker::remove_dead(&self.address);
-                return Err(gone("connect", e));
-            }
-            Err(e) => return Err(gone("connect", e)),
-        };
-        conn.send_bytes(&wire::hello(self.queue, self.session, role))
-            .map_err(|e| gone("hello", e))?;
-        let answer = conn.recv_bytes().map_err(|e| gone("hello", e))?;
-        match wire::parse_reply(&answer) {
-            Ok(Reply::HelloOk { conn: id }) => Ok(Link {
-                conn,
-                id,
-                unsynced: false,
-            }),
-            Ok(Reply::NoQueue) => Err(gone("hello", "the broker does not know this queue")),
-            other => Err(gone("hello", format!("{other:?}"))),
-        }
-    }
-
     fn checkout(&self) -> Result<Link> {
-        if let Some(link) = lock(&self.holdings.idle).pop() {
-            return Ok(link);
-        }
-        self.connect(Role::Ops)
+        self.holdings.checkout()
     }
 
     /// Sends a request and reads its answer. On failure the caller drops
@@ -413,41 +537,85 @@ impl Remote {
         if let Some(f) = slot.as_ref() {
             return Ok(f.clone());
         }
-        let link = self.connect(Role::Feeder)?;
+        let link = self.holdings.connect(Role::Feeder)?;
         let f = Feeder::start(link.conn).map_err(|e| gone("feeder thread", e))?;
         *slot = Some(f.clone());
         Ok(f)
     }
 
-    /// Puts the item `write` encodes.
+    /// Puts the item `write` encodes: through the feeder, with a permit
+    /// if the queue is bounded.
     pub(crate) fn put(
         &self,
         timeout: Option<Duration>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<(), PutFail> {
-        if !self.bounded() {
-            // Never full: hand it to the feeder.
-            let feeder = self.feeder().map_err(|_| PutFail::Disconnected)?;
-            return feeder.put(write).map_err(|e| match e {
-                FeedError::Encode(e) => PutFail::Encode(e),
-                FeedError::Disconnected => PutFail::Disconnected,
-            });
+        // Started before the first `ACQUIRE`: the broker reserves room
+        // only for a session whose feeder stream is open, and releases it
+        // when that stream ends.
+        let feeder = self.feeder().map_err(|_| PutFail::Disconnected)?;
+        if self.bounded() {
+            self.take_permit(timeout)?;
         }
-        let msg = wire::put(timeout, write).map_err(PutFail::Encode)?;
+        feeder.put(write).map_err(|e| match e {
+            FeedError::Encode(e) => {
+                if self.bounded() {
+                    // The item was never queued: the place is still ours.
+                    let mut inbox = lock(&self.holdings.inbox);
+                    inbox.permits.held += 1;
+                    inbox.permits.active = Some(Instant::now());
+                    self.holdings.janitor_watch(&mut inbox);
+                }
+                PutFail::Encode(e)
+            }
+            // The broker is gone: the permit with it.
+            FeedError::Disconnected => PutFail::Disconnected,
+        })
+    }
+
+    /// Takes one of this process's permits, asking the broker for more
+    /// (waiting up to `timeout` while the queue is full) if it has none.
+    fn take_permit(&self, timeout: Option<Duration>) -> Result<(), PutFail> {
+        let h = &self.holdings;
+        let most = (self.maxsize / 4).max(1);
+        let wanted = {
+            let mut inbox = lock(&h.inbox);
+            if inbox.permits.held > 0 {
+                inbox.permits.held -= 1;
+                inbox.permits.active = Some(Instant::now());
+                return Ok(());
+            }
+            inbox.permits.want(most)
+        };
+        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
         let mut link = self.checkout().map_err(|_| PutFail::Disconnected)?;
+        let acks = lock(&h.inbox).owed.take_all();
         let answer = self
-            .request(&mut link, &msg)
+            .request(&mut link, &wire::acquire(wanted, timeout, &acks))
             .map_err(|_| PutFail::Disconnected)?;
-        let result = match wire::parse_reply(&answer) {
-            Ok(Reply::PutOk) => Ok(()),
-            Ok(Reply::Full) => Err(PutFail::Full),
+        let granted = match wire::parse_reply(&answer) {
+            Ok(Reply::Granted(n)) if n >= 1 => n as usize,
+            Ok(Reply::Full) => {
+                h.checkin(link);
+                return Err(PutFail::Full);
+            }
             other => {
-                tracing::warn!("unexpected answer to a put: {other:?}");
+                tracing::warn!("unexpected answer to an acquire: {other:?}");
                 return Err(PutFail::Disconnected);
             }
         };
-        self.holdings.checkin(link);
-        result
+        h.checkin(link);
+        if granted > 1 {
+            let mut inbox = lock(&h.inbox);
+            let now = Instant::now();
+            inbox.permits.held += granted - 1;
+            inbox.permits.last_grant = Some((now, granted));
+            inbox.permits.active = Some(now);
+            h.janitor_watch(&mut inbox);
+        } else {
+            lock(&h.inbox).permits.last_grant = Some((Instant::now(), 1));
+        }
+        Ok(())
     }
 
     /// Takes one item: from this process's buffer, else from the broker
@@ -494,18 +662,7 @@ impl Remote {
                     at,
                 });
             }
-            if !inbox.janitor_started {
-                inbox.janitor_started = true;
-                let holdings = h.clone();
-                let started = std::thread::Builder::new()
-                    .name("mproc-queue-janitor".into())
-                    .spawn(move || holdings.janitor());
-                if let Err(e) = started {
-                    tracing::warn!("cannot start the queue janitor: {e}");
-                }
-            } else if inbox.janitor_idle {
-                h.janitor.notify_one();
-            }
+            h.janitor_watch(&mut inbox);
         }
         drop(inbox);
         if give_back > 0 {
@@ -569,9 +726,18 @@ impl Remote {
 
     /// The number of items in the queue (after this process's puts and
     /// gets: they are all accounted for first).
+    ///
+    /// Permits this process holds go back first (on the same connection,
+    /// so before the count): the answer, and `full()`, are about items,
+    /// with no room kept from the others by the asker.
     pub(crate) fn qsize(&self) -> Result<usize> {
         let barrier = self.barrier()?;
-        let mut link = self.checkout()?;
+        let link = self.checkout()?;
+        let permits = std::mem::take(&mut lock(&self.holdings.inbox).permits.held);
+        let mut link = self
+            .holdings
+            .send_release(link, permits)
+            .ok_or(Error::Disconnected)?;
         let acks = lock(&self.holdings.inbox).owed.take_all();
         let answer = self.request(&mut link, &wire::qsize(barrier, &acks))?;
         match wire::parse_reply(&answer) {
@@ -583,8 +749,10 @@ impl Remote {
         }
     }
 
-    /// Gives back what this process received and did not take (`close`).
+    /// Gives back what this process received and did not take, and its
+    /// permits (`close`: it puts no more).
     pub(crate) fn settle_all(&self) {
+        self.holdings.release_permits();
         self.holdings.settle_all(false);
     }
 
@@ -607,6 +775,7 @@ impl Remote {
         if let (Some(f), true) = (feeder, wait) {
             let _ = f.sync();
         }
+        self.holdings.release_permits();
         self.holdings.settle_all(true);
     }
 

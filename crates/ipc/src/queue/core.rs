@@ -17,6 +17,13 @@
 //! holder died, or gave it back), it returns to the front of the queue, in
 //! order. A connection's in-flight items are taken in the order they were
 //! delivered, so an ack is a count.
+//!
+//! A bounded queue also counts *reservations*: room granted to a producer
+//! in another process (its permits, CPython's semaphore) that it has not
+//! filled yet. Its items then come through its feeder without a room check
+//! (the room was set aside); what it does not use it gives back, and when
+//! its feeder stream ends (it died, or let go of the queue) whatever is
+//! still reserved is released, after every batch that arrived is stored.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -62,10 +69,12 @@ impl Item {
     }
 }
 
-/// A feeder's progress: the last batch the broker stored.
+/// A feeder's progress: the last batch the broker stored, and the room
+/// granted to its process and not yet filled or given back.
 #[derive(Debug, Default)]
 struct Feed {
     stored: u64,
+    reserved: usize,
 }
 
 /// The state of one queue.
@@ -77,6 +86,9 @@ pub(crate) struct Core {
     inflight_total: usize,
     /// Open feeder streams, by session.
     feeds: HashMap<u64, Feed>,
+    /// Room granted and not yet filled or given back (the sum of the
+    /// feeds' `reserved`).
+    reserved: usize,
     getters_waiting: usize,
     putters_waiting: usize,
     barrier_waiting: usize,
@@ -189,8 +201,41 @@ impl Core {
         }
     }
 
-    pub(crate) fn feed_closed(&mut self, session: u64) {
-        self.feeds.remove(&session);
+    /// `session`'s feeder stream ended: its reservations are released.
+    /// Returns how many were.
+    pub(crate) fn feed_closed(&mut self, session: u64) -> usize {
+        let released = self.feeds.remove(&session).map_or(0, |f| f.reserved);
+        self.reserved -= released;
+        released
+    }
+
+    /// Room granted and not yet used, all sessions together.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// Sets aside `n` places for `session`'s feeder. False if it has no
+    /// open feeder stream (nothing could ever release them).
+    pub(crate) fn reserve(&mut self, session: u64, n: usize) -> bool {
+        match self.feeds.get_mut(&session) {
+            Some(f) => {
+                f.reserved += n;
+                self.reserved += n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives back up to `n` of `session`'s reservations; returns how many.
+    pub(crate) fn release(&mut self, session: u64, n: usize) -> usize {
+        let Some(f) = self.feeds.get_mut(&session) else {
+            return 0;
+        };
+        let n = n.min(f.reserved);
+        f.reserved -= n;
+        self.reserved -= n;
+        n
     }
 
     /// Whether `session`'s feeder has stored batch `barrier` (or is gone:
@@ -220,6 +265,18 @@ pub(crate) enum Stored {
     /// The deadline passed while the queue was full.
     Full,
     /// The putter's peer is gone; the item was not stored.
+    Abandoned,
+}
+
+/// How a request for room (`ACQUIRE`) ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// This many places (at least one) are reserved for the session.
+    Granted(usize),
+    /// The deadline passed while the queue was full.
+    Full,
+    /// The requester is gone, or its session has no feeder stream:
+    /// nothing was reserved.
     Abandoned,
 }
 
@@ -280,8 +337,18 @@ impl Shared {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Free places: neither holding an item nor reserved.
+    fn room(&self, core: &Core) -> usize {
+        if self.maxsize == 0 {
+            return usize::MAX;
+        }
+        self.maxsize
+            .saturating_sub(core.qsize())
+            .saturating_sub(core.reserved())
+    }
+
     fn has_room(&self, core: &Core) -> bool {
-        self.maxsize == 0 || core.qsize() < self.maxsize
+        self.room(core) > 0
     }
 
     pub(crate) fn qsize(&self) -> usize {
@@ -333,6 +400,57 @@ impl Shared {
             core.putters_waiting -= 1;
             waited = true;
         }
+    }
+
+    /// Reserves up to `wanted` places (at least one) for `session`'s
+    /// feeder, waiting while the queue is full, until `deadline` — a
+    /// bounded put's wait, for several puts at once. After a wait, `alive`
+    /// (called without the lock held) says whether the requester is still
+    /// there.
+    pub(crate) fn acquire(
+        &self,
+        session: u64,
+        wanted: usize,
+        deadline: Deadline,
+        alive: &dyn Fn() -> bool,
+    ) -> Acquired {
+        let mut core = self.lock();
+        let mut waited = false;
+        loop {
+            let room = self.room(&core);
+            if room > 0 {
+                if waited {
+                    drop(core);
+                    if !alive() {
+                        self.not_full.notify_one();
+                        return Acquired::Abandoned;
+                    }
+                    core = self.lock();
+                    waited = false;
+                    continue;
+                }
+                let n = wanted.max(1).min(room);
+                if !core.reserve(session, n) {
+                    self.not_full.notify_one();
+                    return Acquired::Abandoned;
+                }
+                return Acquired::Granted(n);
+            }
+            if passed(deadline) {
+                return Acquired::Full;
+            }
+            core.putters_waiting += 1;
+            core = wait_until(&self.not_full, core, deadline);
+            core.putters_waiting -= 1;
+            waited = true;
+        }
+    }
+
+    /// Gives back up to `n` of `session`'s reserved places.
+    pub(crate) fn release(&self, session: u64, n: usize) {
+        let mut core = self.lock();
+        let freed = core.release(session, n);
+        wake(&self.not_full, core.putters_waiting, freed);
     }
 
     /// Takes up to `most` items (at least one), waiting while the queue is
@@ -412,6 +530,12 @@ impl Shared {
     }
 
     /// Stores a feeder's batch `seq`; false if it is out of order.
+    ///
+    /// In a bounded queue each item fills a place reserved for `session`
+    /// (its producer put it with a permit), without a room check. Items
+    /// beyond its reservations (a producer never sends any) are stored
+    /// all the same: an item that reached the broker is never dropped, at
+    /// the cost of the queue holding more than `maxsize` for a while.
     pub(crate) fn feed(
         &self,
         session: u64,
@@ -427,6 +551,15 @@ impl Shared {
             core.push(item);
         }
         let added = core.ready() - before;
+        if self.maxsize > 0 {
+            let used = core.release(session, added);
+            if used < added {
+                tracing::debug!(
+                    extra = added - used,
+                    "feeder batch beyond its reservations: stored anyway"
+                );
+            }
+        }
         wake(&self.not_empty, core.getters_waiting, added);
         if core.barrier_waiting > 0 {
             self.stored.notify_all();
@@ -434,9 +567,12 @@ impl Shared {
         true
     }
 
+    /// `session`'s feeder stream ended, every batch it carried stored:
+    /// the room still reserved for it is free again.
     pub(crate) fn feed_closed(&self, session: u64) {
         let mut core = self.lock();
-        core.feed_closed(session);
+        let released = core.feed_closed(session);
+        wake(&self.not_full, core.putters_waiting, released);
         if core.barrier_waiting > 0 {
             self.stored.notify_all();
         }
@@ -690,6 +826,65 @@ mod tests {
         assert!(!s.feed(9, 1, [item("again")]), "replayed batch refused");
         s.feed_closed(9);
         s.wait_barrier(9, 7);
+    }
+
+    #[test]
+    fn reservations_take_room_until_filled_or_released() {
+        let s = Shared::new(5);
+        let now = || Some(Instant::now());
+        // No feeder stream: nothing could release them, none granted.
+        assert_eq!(s.acquire(1, 2, now(), &alive), Acquired::Abandoned);
+        s.feed_open(1);
+        s.feed_open(2);
+        assert!(matches!(s.put(item("a"), now(), &alive), Stored::Done));
+        assert_eq!(s.acquire(1, 3, now(), &alive), Acquired::Granted(3));
+        // One place left: granted whatever is wanted.
+        assert_eq!(s.acquire(2, 9, now(), &alive), Acquired::Granted(1));
+        assert_eq!(s.acquire(2, 1, now(), &alive), Acquired::Full);
+        assert!(matches!(s.put(item("x"), now(), &alive), Stored::Full));
+        // Reservations are not items.
+        assert_eq!(s.qsize(), 1);
+        // Filled: items in, reservations out, no room check.
+        assert!(s.feed(1, 1, [item("b"), item("c")]));
+        assert_eq!(s.qsize(), 3);
+        assert_eq!(s.lock().reserved(), 2);
+        // One left for session 1, given back; session 2's released with
+        // its stream.
+        s.release(1, 5);
+        s.feed_closed(2);
+        assert_eq!(s.lock().reserved(), 0);
+        assert_eq!(s.acquire(1, 9, now(), &alive), Acquired::Granted(2));
+        // Beyond its reservations: stored anyway.
+        assert!(s.feed(1, 2, [item("d"), item("e"), item("f")]));
+        assert_eq!(s.qsize(), 6);
+        assert_eq!(s.lock().reserved(), 0);
+        match s.take(None, 9, None, &alive) {
+            Taken::Items(v) => assert_eq!(texts(&v), ["a", "b", "c", "d", "e", "f"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_closed_feed_wakes_a_waiting_put() {
+        let s = Arc::new(Shared::new(2));
+        s.feed_open(3);
+        assert_eq!(s.acquire(3, 2, None, &alive), Acquired::Granted(2));
+        let s2 = s.clone();
+        let putter =
+            std::thread::spawn(move || matches!(s2.put(item("a"), None, &alive), Stored::Done));
+        let s3 = s.clone();
+        let acquirer = std::thread::spawn(move || {
+            s3.feed_open(4);
+            s3.acquire(4, 1, None, &alive)
+        });
+        while s.lock().putters_waiting < 2 {
+            std::thread::yield_now();
+        }
+        // The producer died holding both places: they are free again.
+        s.feed_closed(3);
+        assert!(putter.join().unwrap());
+        assert_eq!(acquirer.join().unwrap(), Acquired::Granted(1));
+        assert_eq!(s.qsize(), 1);
     }
 
     #[test]

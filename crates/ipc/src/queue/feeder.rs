@@ -1,5 +1,7 @@
-//! The feeder: a process's puts to an unbounded queue it does not own,
-//! written in batches by a thread (CPython's feeder thread).
+//! The feeder: a process's puts to a queue it does not own, written in
+//! batches by a thread (CPython's feeder thread). To a bounded queue each
+//! item carries a permit taken before it came here (see
+//! [`client`](super::client)): the broker set its place aside.
 //!
 //! `put` encodes the item into the batch being filled and returns; the
 //! feeder thread writes whole batches, each one frame, on a connection of

@@ -12,7 +12,8 @@
 //! |---|---|---|---|
 //! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 | `HELLO_OK` conn id u64, or `NO_QUEUE` |
 //! | `PUT_BATCH` | feeder → broker | batch number u64, items | none |
-//! | `PUT` | holder → broker | timeout, one item | `PUT_OK` or `FULL` |
+//! | `ACQUIRE` | holder → broker | wanted u32, timeout, acks | `GRANTED` count u32, or `FULL` |
+//! | `RELEASE` | holder → broker | count u32 | none |
 //! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, or `EMPTY` |
 //! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
 //! | `QSIZE` | holder → broker | barrier u64, acks | `SIZE` u64 |
@@ -20,6 +21,14 @@
 //!
 //! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
 //! count u32, then that many (conn id u64, taken u32) pairs.
+//!
+//! `ACQUIRE` and `RELEASE` are a bounded queue's permits: `ACQUIRE` asks
+//! for room for up to *wanted* items, waiting as a bounded put does, and
+//! `GRANTED` says how many places (at least one) are now reserved for the
+//! session named in the connection's `HELLO`; the items then come through
+//! that session's feeder stream (which must be open: without one the
+//! broker closes the connection). `RELEASE` gives back unused places.
+//! (Opcodes 3 and 103, a one-item `PUT` and its `PUT_OK`, are retired.)
 //!
 //! Decoding never trusts the peer: every read is bounds-checked and a
 //! malformed message is [`Malformed`], never a panic.
@@ -29,20 +38,21 @@ use std::time::Duration;
 
 pub(crate) const HELLO: u8 = 1;
 pub(crate) const PUT_BATCH: u8 = 2;
-pub(crate) const PUT: u8 = 3;
 pub(crate) const GET: u8 = 4;
 pub(crate) const SETTLE: u8 = 5;
 pub(crate) const QSIZE: u8 = 6;
 pub(crate) const SYNC: u8 = 7;
+pub(crate) const ACQUIRE: u8 = 8;
+pub(crate) const RELEASE: u8 = 9;
 
 pub(crate) const HELLO_OK: u8 = 101;
 pub(crate) const NO_QUEUE: u8 = 102;
-pub(crate) const PUT_OK: u8 = 103;
 pub(crate) const FULL: u8 = 104;
 pub(crate) const ITEMS: u8 = 105;
 pub(crate) const EMPTY: u8 = 106;
 pub(crate) const SIZE: u8 = 107;
 pub(crate) const SYNCED: u8 = 108;
+pub(crate) const GRANTED: u8 = 109;
 
 /// A timeout of "wait forever".
 pub(crate) const FOREVER: u64 = u64::MAX;
@@ -53,7 +63,7 @@ pub(crate) const BATCH_HEADER: usize = 1 + 8;
 /// What a connection is for, said in `HELLO`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// Requests and answers (get, blocking put, qsize).
+    /// Requests and answers (get, acquire, qsize).
     Ops = 0,
     /// The one-way stream of a process's feeder (`PUT_BATCH` only).
     Feeder = 1,
@@ -86,9 +96,13 @@ pub(crate) enum Request {
         seq: u64,
         items: Vec<Range<usize>>,
     },
-    Put {
+    Acquire {
+        wanted: u32,
         timeout: Option<Duration>,
-        item: Range<usize>,
+        acks: Acks,
+    },
+    Release {
+        count: u32,
     },
     Get {
         most: u32,
@@ -112,7 +126,7 @@ pub(crate) enum Request {
 pub(crate) enum Reply {
     HelloOk { conn: u64 },
     NoQueue,
-    PutOk,
+    Granted(u32),
     Full,
     Items(Vec<Range<usize>>),
     Empty,
@@ -216,16 +230,27 @@ pub(crate) fn set_seq(batch: &mut [u8], seq: u64) {
     }
 }
 
-/// A `PUT` of the item `write` appends; on error nothing is left.
-pub(crate) fn put<E>(
-    timeout: Option<Duration>,
-    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-) -> Result<Vec<u8>, E> {
-    let mut out = Vec::with_capacity(64);
-    out.push(PUT);
+pub(crate) fn acquire(wanted: u32, timeout: Option<Duration>, acks: &[(u64, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + 12 * acks.len());
+    out.push(ACQUIRE);
+    put_u32(&mut out, wanted);
     put_u64(&mut out, timeout_code(timeout));
-    write(&mut out)?;
-    Ok(out)
+    put_acks(&mut out, acks);
+    out
+}
+
+pub(crate) fn release(count: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5);
+    out.push(RELEASE);
+    put_u32(&mut out, count);
+    out
+}
+
+pub(crate) fn granted(count: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5);
+    out.push(GRANTED);
+    put_u32(&mut out, count);
+    out
 }
 
 pub(crate) fn get(
@@ -372,12 +397,6 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| Ok((self.u64()?, self.u32()?))).collect()
     }
 
-    fn rest(&mut self) -> Range<usize> {
-        let r = self.pos..self.buf.len();
-        self.pos = self.buf.len();
-        r
-    }
-
     fn end(&self) -> Result<(), Malformed> {
         if self.left() == 0 {
             Ok(())
@@ -410,11 +429,12 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
             let items = r.items_to_end()?;
             return Ok(Request::PutBatch { seq, items });
         }
-        PUT => {
-            let timeout = r.timeout()?;
-            let item = r.rest();
-            return Ok(Request::Put { timeout, item });
-        }
+        ACQUIRE => Request::Acquire {
+            wanted: r.u32()?,
+            timeout: r.timeout()?,
+            acks: r.acks()?,
+        },
+        RELEASE => Request::Release { count: r.u32()? },
         GET => Request::Get {
             most: r.u32()?,
             timeout: r.timeout()?,
@@ -442,7 +462,7 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
     let reply = match r.u8()? {
         HELLO_OK => Reply::HelloOk { conn: r.u64()? },
         NO_QUEUE => Reply::NoQueue,
-        PUT_OK => Reply::PutOk,
+        GRANTED => Reply::Granted(r.u32()?),
         FULL => Reply::Full,
         ITEMS => {
             let count = r.u32()?;
@@ -496,17 +516,17 @@ mod tests {
             })
         );
 
-        let p = put::<()>(Some(Duration::from_millis(5)), |o| {
-            o.extend_from_slice(b"x");
-            Ok(())
-        })
-        .unwrap();
         assert_eq!(
-            parse_request(&p),
-            Ok(Request::Put {
+            parse_request(&acquire(16, Some(Duration::from_millis(5)), &[(2, 3)])),
+            Ok(Request::Acquire {
+                wanted: 16,
                 timeout: Some(Duration::from_millis(5)),
-                item: 9..10
+                acks: vec![(2, 3)]
             })
+        );
+        assert_eq!(
+            parse_request(&release(7)),
+            Ok(Request::Release { count: 7 })
         );
 
         let g = get(64, None, 2, &[(1, 5), (4, 1)]);
@@ -539,7 +559,7 @@ mod tests {
     fn replies_round_trip() {
         assert_eq!(parse_reply(&hello_ok(5)), Ok(Reply::HelloOk { conn: 5 }));
         assert_eq!(parse_reply(&[NO_QUEUE]), Ok(Reply::NoQueue));
-        assert_eq!(parse_reply(&[PUT_OK]), Ok(Reply::PutOk));
+        assert_eq!(parse_reply(&granted(4)), Ok(Reply::Granted(4)));
         assert_eq!(parse_reply(&[FULL]), Ok(Reply::Full));
         assert_eq!(parse_reply(&[EMPTY]), Ok(Reply::Empty));
         assert_eq!(parse_reply(&size(9)), Ok(Reply::Size(9)));
