@@ -33,6 +33,7 @@ mod bootstrap;
 mod context;
 mod exit;
 mod launch;
+mod launcher;
 mod process;
 mod registry;
 mod spawn;

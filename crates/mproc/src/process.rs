@@ -29,7 +29,7 @@ pub(crate) struct ChildState {
 }
 
 enum Launch {
-    Running(std::thread::JoinHandle<Result<Option<ControlStream>>>),
+    Running(std::sync::mpsc::Receiver<Result<Option<ControlStream>>>),
     Done {
         /// Why the child failed to start: (pid, status, reason).
         failure: Option<(u32, String, String)>,
@@ -43,7 +43,7 @@ impl ChildState {
     pub(crate) fn launched(&self) -> Result<()> {
         let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
         if let Launch::Running(_) = &*launch {
-            let Launch::Running(thread) = std::mem::replace(
+            let Launch::Running(outcome) = std::mem::replace(
                 &mut *launch,
                 Launch::Done {
                     failure: None,
@@ -52,8 +52,8 @@ impl ChildState {
             ) else {
                 unreachable!("matched just above")
             };
-            let outcome = thread
-                .join()
+            let outcome = outcome
+                .recv()
                 .unwrap_or_else(|_| Err(Error::Bootstrap("the launcher thread panicked".into())));
             *launch = match outcome {
                 Ok(control) => Launch::Done {
@@ -202,13 +202,14 @@ pub(crate) fn start_child(
         stopped: AtomicBool::new(false),
     });
     let launcher = state.clone();
-    let thread = std::thread::Builder::new()
-        .name("mproc-launcher".into())
-        .spawn(move || begun.finish(&launcher.process));
-    match thread {
-        Ok(thread) => {
-            *state.launch.lock().unwrap_or_else(|e| e.into_inner()) = Launch::Running(thread);
-        }
+    let (done, outcome) = std::sync::mpsc::channel();
+    // Set before the job runs: `launched()` waits on `outcome`.
+    *state.launch.lock().unwrap_or_else(|e| e.into_inner()) = Launch::Running(outcome);
+    let job = crate::launcher::run(move || {
+        let _ = done.send(begun.finish(&launcher.process));
+    });
+    match job {
+        Ok(()) => {}
         Err(e) => {
             // No thread to spare: the launch is lost with it, and so is
             // the child, which waits in vain for its launch record.
