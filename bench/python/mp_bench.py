@@ -194,7 +194,7 @@ def queue_items(ctx, p):
     size = p.get("size", 64)
     producers = max(1, p.get("producers", 1))
     consumers = max(1, p.get("consumers", 1))
-    q = ctx.Queue()
+    q = ctx.Queue(p.get("maxsize", 0))
     ready_r, ready_w = ctx.Pipe(duplex=False)
     done_r, done_w = ctx.Pipe(duplex=False)
     gate = ctx.Event()

@@ -218,7 +218,7 @@ fn queue_items(p: &Params) -> io::Result<Outcome> {
     let size = p.get("size", 64);
     let producers = p.get("producers", 1).max(1);
     let consumers = p.get("consumers", 1).max(1);
-    let q = Queue::<ByteBuf>::new(0).map_err(err)?;
+    let q = Queue::<ByteBuf>::new(p.get("maxsize", 0)).map_err(err)?;
     let gate = floor::Gate::new(producers + consumers)?;
     let (ready, gate_r, done) = (
         gate.ready_w.as_raw_fd(),

@@ -239,6 +239,28 @@ pub(super) fn rows() -> Vec<Row> {
             }),
         },
         Row {
+            id: "queue_64_bounded",
+            title: "Queue(1000) 64 B, 1P/1C ({n} items)",
+            unit: "items/s",
+            higher_is_better: true,
+            figure: "queue-items",
+            params: |m| {
+                vec![
+                    ("items", m.pick(200_000, 50_000, 40)),
+                    ("size", 64),
+                    ("producers", 1),
+                    ("consumers", 1),
+                    ("maxsize", 1000),
+                ]
+            },
+            who: QUEUE_FIGURE,
+            scale: 1.0,
+            goal: Some(Goal {
+                against: Base::CPython,
+                factor: 10.0,
+            }),
+        },
+        Row {
             id: "queue_1mib",
             title: "Queue 1 MiB, 1P/1C ({n} items)",
             unit: "GB/s",
