@@ -114,6 +114,12 @@ impl<R> JoinHandle<R> {
 
     /// Waits at most `timeout` for the child to end (`Ok` either way, as
     /// CPython's `join(timeout)`).
+    ///
+    /// The child's value is read by [`join`](Self::join): a child returning
+    /// more than a socket buffer holds (about 200 KB on Linux) waits for
+    /// that read before it can end, so `join_timeout` alone sees it
+    /// running (as a CPython child that put a large item on a queue is not
+    /// joinable before the item is taken).
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
         self.state.process.wait(Some(timeout))?;
         Ok(())
