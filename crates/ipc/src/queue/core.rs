@@ -368,37 +368,55 @@ impl Shared {
         added
     }
 
-    /// Stores `item`, waiting while the queue is full, until `deadline`.
-    /// After a wait, `alive` (called without the lock held) says whether
-    /// the putter still wants it: a putter that died while waiting stores
-    /// nothing.
-    pub(crate) fn put(&self, item: Item, deadline: Deadline, alive: &dyn Fn() -> bool) -> Stored {
+    /// Waits while the queue is full, until `deadline`; returns the lock
+    /// with room in the queue (`Ok`), or why not: the deadline passed
+    /// (`Err(true)`) or, after a wait, `alive` (called without the lock
+    /// held) said the waiter is gone (`Err(false)`; the wake-up it
+    /// consumed is passed on).
+    fn wait_for_room(
+        &self,
+        deadline: Deadline,
+        alive: &dyn Fn() -> bool,
+    ) -> Result<MutexGuard<'_, Core>, bool> {
         let mut core = self.lock();
         let mut waited = false;
         loop {
             if self.has_room(&core) {
-                if waited {
-                    drop(core);
-                    if !alive() {
-                        // Pass the wake-up this thread consumed on.
-                        self.not_full.notify_one();
-                        return Stored::Abandoned;
-                    }
-                    core = self.lock();
-                    waited = false;
-                    continue;
+                if !waited {
+                    return Ok(core);
                 }
-                core.push(item);
-                wake(&self.not_empty, core.getters_waiting, 1);
-                return Stored::Done;
+                drop(core);
+                if !alive() {
+                    self.not_full.notify_one();
+                    return Err(false);
+                }
+                core = self.lock();
+                waited = false;
+                continue;
             }
             if passed(deadline) {
-                return Stored::Full;
+                return Err(true);
             }
             core.putters_waiting += 1;
             core = wait_until(&self.not_full, core, deadline);
             core.putters_waiting -= 1;
             waited = true;
+        }
+    }
+
+    /// Stores `item`, waiting while the queue is full, until `deadline`.
+    /// After a wait, `alive` (called without the lock held) says whether
+    /// the putter still wants it: a putter that died while waiting stores
+    /// nothing.
+    pub(crate) fn put(&self, item: Item, deadline: Deadline, alive: &dyn Fn() -> bool) -> Stored {
+        match self.wait_for_room(deadline, alive) {
+            Ok(mut core) => {
+                core.push(item);
+                wake(&self.not_empty, core.getters_waiting, 1);
+                Stored::Done
+            }
+            Err(true) => Stored::Full,
+            Err(false) => Stored::Abandoned,
         }
     }
 
@@ -414,35 +432,19 @@ impl Shared {
         deadline: Deadline,
         alive: &dyn Fn() -> bool,
     ) -> Acquired {
-        let mut core = self.lock();
-        let mut waited = false;
-        loop {
-            let room = self.room(&core);
-            if room > 0 {
-                if waited {
+        match self.wait_for_room(deadline, alive) {
+            Ok(mut core) => {
+                let n = wanted.max(1).min(self.room(&core));
+                if core.reserve(session, n) {
+                    Acquired::Granted(n)
+                } else {
                     drop(core);
-                    if !alive() {
-                        self.not_full.notify_one();
-                        return Acquired::Abandoned;
-                    }
-                    core = self.lock();
-                    waited = false;
-                    continue;
-                }
-                let n = wanted.max(1).min(room);
-                if !core.reserve(session, n) {
                     self.not_full.notify_one();
-                    return Acquired::Abandoned;
+                    Acquired::Abandoned
                 }
-                return Acquired::Granted(n);
             }
-            if passed(deadline) {
-                return Acquired::Full;
-            }
-            core.putters_waiting += 1;
-            core = wait_until(&self.not_full, core, deadline);
-            core.putters_waiting -= 1;
-            waited = true;
+            Err(true) => Acquired::Full,
+            Err(false) => Acquired::Abandoned,
         }
     }
 
