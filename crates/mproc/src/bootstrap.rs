@@ -195,6 +195,11 @@ fn run_child(token: &str) -> Result<i32, String> {
             if let Ok(bytes) = postcard::to_stdvec(&a) {
                 let _ = frame::write_frame(stream_ref, &bytes);
             }
+            // The parent's go-ahead, sent once it has closed its copies of
+            // the handles just received: the target never runs (and ends)
+            // while the parent still holds a pipe end that is now ours. An
+            // end of file (the parent is gone) goes ahead too.
+            let _ = frame::read_frame(stream_ref, 16);
         };
         entry(EntryInput {
             args: record.args,

@@ -50,6 +50,9 @@ pub(crate) struct LaunchRecord {
     pub(crate) report: bool,
 }
 
+/// The go-ahead a child waits for after its acknowledgement.
+const GO: u8 = 1;
+
 /// The child's acknowledgement: its arguments decoded (or why not).
 pub(crate) type Ack = std::result::Result<(), String>;
 
@@ -203,7 +206,7 @@ impl Begun {
             stream,
             &self.secret,
             &self.record,
-            &self.handles,
+            self.handles,
             child,
             self.deadline,
         ) {
@@ -220,7 +223,7 @@ fn handshake_and_send(
     mut stream: ControlStream,
     secret: &[u8],
     record: &[u8],
-    handles: &[ipc_sys::OwnedHandle],
+    handles: Vec<ipc_sys::OwnedHandle>,
     child: &ChildProcess,
     deadline: Instant,
 ) -> std::result::Result<ControlStream, String> {
@@ -237,6 +240,13 @@ fn handshake_and_send(
     all.extend(handles.iter().map(ipc_sys::borrow));
     ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
         .map_err(|e| format!("cannot send handles: {e}"))?;
+    // This process's copies close before the child may run its target:
+    // a pipe end given to the child is the child's alone (the parent sees
+    // end of file when the child is done with it, as after CPython's
+    // start()). Then the go-ahead the child waits for after its ack.
+    drop(all);
+    drop(handles);
+    frame::write_frame(&mut stream, &[GO]).map_err(|e| format!("cannot send the go-ahead: {e}"))?;
     let ack = frame::read_frame(&mut stream, 1 << 20)
         .map_err(|e| format!("no acknowledgement from the child: {e}"))?;
     let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;

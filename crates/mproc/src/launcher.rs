@@ -6,10 +6,40 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Launches in flight at most. Each holds a listener, a launcher thread
+/// and, on Windows, two helper threads until its child has connected: a
+/// program starting hundreds of children in a loop waits in `start()`
+/// for a slot, and still has this many start up side by side.
+const MAX_IN_FLIGHT: usize = 16;
+
+static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
+static SLOT_FREED: Condvar = Condvar::new();
+
+/// One launch's place among those in flight; freed when dropped.
+pub(crate) struct Slot(());
+
+/// Waits for a free place among the launches in flight.
+pub(crate) fn slot() -> Slot {
+    let mut n = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+    while *n >= MAX_IN_FLIGHT {
+        n = SLOT_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+    *n += 1;
+    Slot(())
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut n = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        SLOT_FREED.notify_one();
+    }
+}
 
 /// Launcher threads waiting for work, by id.
 static IDLE: Mutex<Vec<(u64, Sender<Job>)>> = Mutex::new(Vec::new());

@@ -180,6 +180,7 @@ pub(crate) fn start_child(
         let _ = std::io::stderr().flush();
         std::process::exit(launch::BOOTSTRAP_EXIT_CODE);
     }
+    let slot = crate::launcher::slot();
     let (process, begun) = launch::begin(
         prepared,
         &Identity {
@@ -206,7 +207,9 @@ pub(crate) fn start_child(
     // Set before the job runs: `launched()` waits on `outcome`.
     *state.launch.lock().unwrap_or_else(|e| e.into_inner()) = Launch::Running(outcome);
     let job = crate::launcher::run(move || {
-        let _ = done.send(begun.finish(&launcher.process));
+        let outcome = begun.finish(&launcher.process);
+        drop(slot);
+        let _ = done.send(outcome);
     });
     match job {
         Ok(()) => {}
