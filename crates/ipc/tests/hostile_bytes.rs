@@ -216,13 +216,12 @@ proptest! {
     }
 }
 
-/// A `pipe()` end fed arbitrary records by a raw peer that then closes.
-#[cfg(unix)]
+/// A `pipe()` end fed arbitrary records by a raw peer that then closes
+/// (a raw `sys::Stream` on the peer end's handle: records on Linux, bytes
+/// on Windows).
 mod connection {
     use super::*;
-    use std::os::fd::AsFd;
-    use std::os::unix::net::UnixDatagram;
-    use std::time::Duration;
+    use mproc_ipc::sys;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
@@ -246,12 +245,12 @@ mod connection {
             small_max in any::<bool>(),
         ) {
             let (ours, theirs) = mproc_ipc::pipe(true).unwrap();
-            let raw = UnixDatagram::from(theirs.as_fd().try_clone_to_owned().unwrap());
+            let raw = sys::Stream::from_owned(sys::duplicate(sys::borrow(&theirs)).unwrap()).unwrap();
             drop(theirs);
-            raw.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
             let mut written = 0;
             for r in &records {
-                written += raw.send(r).unwrap();
+                raw.write_frame(&[], r).unwrap();
+                written += r.len();
             }
             drop(raw);
             if small_max {
