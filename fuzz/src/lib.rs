@@ -1,67 +1,18 @@
 //! Helpers shared by the fuzz targets: an allocator that records the
-//! largest single allocation made while a check runs, and an in-memory
+//! largest single allocation made while a check runs (shared with the
+//! normal suite), and an in-memory
 //! stream whose reads and writes come in fuzzer-chosen sizes, with
 //! `Interrupted` errors and failures injected.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, ErrorKind, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 
-/// The system allocator, recording the largest request made while
-/// [`largest_allocation`] runs its closure.
-pub struct Tracking;
-
-static TRACKING: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-fn note(size: usize) {
-    if TRACKING.load(Ordering::Relaxed) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is passed to `System` unchanged.
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Tracking = Tracking;
-
-/// Runs `f` and returns its result with the size of the largest single
-/// allocation (or reallocation) it made. The targets are single-threaded.
-pub fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LARGEST.store(0, Ordering::Relaxed);
-    TRACKING.store(true, Ordering::Relaxed);
-    let r = f();
-    TRACKING.store(false, Ordering::Relaxed);
-    (r, LARGEST.load(Ordering::Relaxed))
-}
-
-/// Runs `f` with [`largest_allocation`]'s recording paused (for a
-/// simulated peer's own work).
-pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
-    let was = TRACKING.swap(false, Ordering::Relaxed);
-    let r = f();
-    TRACKING.store(was, Ordering::Relaxed);
-    r
-}
+// The recording allocator and the expected receive errors, shared with
+// the normal suite's hostile-bytes tests.
+#[path = "../../crates/ipc/tests/support/mod.rs"]
+mod support;
+pub use support::{expected_recv_error, largest_allocation, untracked};
 
 /// How an in-memory stream misbehaves, as the fuzzer chooses.
 #[derive(Arbitrary, Debug, Clone, Copy)]

@@ -4,58 +4,12 @@
 //! and a `Connection` fed arbitrary records give errors, never a panic, a
 //! hang, or an allocation sized by a header rather than by what arrived.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use mproc_ipc::frame::{self, DEFAULT_MAX_MESSAGE};
 use mproc_ipc::{tag, Error};
 use proptest::prelude::*;
 
-/// The system allocator, recording the largest allocation this thread
-/// makes while [`largest_allocation`] runs (tests run on many threads).
-struct Tracking;
-
-thread_local! {
-    static TRACKING: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    // `try_with`: the thread may be tearing its locals down.
-    if TRACKING.try_with(Cell::get).unwrap_or(false) {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-    }
-}
-
-// SAFETY: every call is passed to `System` unchanged.
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Tracking = Tracking;
-
-fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LARGEST.with(|l| l.set(0));
-    TRACKING.with(|t| t.set(true));
-    let r = f();
-    TRACKING.with(|t| t.set(false));
-    (r, LARGEST.with(Cell::get))
-}
+mod support;
+use support::{expected_recv_error, largest_allocation};
 
 /// `frame.rs`'s growth step: a buffer never outgrows what arrived by more.
 const READ_CHUNK: usize = 1 << 20;
@@ -264,20 +218,8 @@ mod connection {
                     _ => ours.recv_bytes_into(&mut [0u8; 32]).map(drop),
                 });
                 prop_assert!(largest <= 2 * written + 2 * READ_CHUNK, "allocated {}", largest);
-                match result {
-                    Ok(())
-                    | Err(
-                        Error::Eof
-                        | Error::EofDuringMessage
-                        | Error::BadMessageLength
-                        | Error::MessageTooLarge { .. }
-                        | Error::BufferTooShort(_)
-                        | Error::TypeMismatch { .. }
-                        | Error::Decode(_)
-                        | Error::WriteOnly
-                        | Error::Io(_),
-                    ) => {}
-                    Err(other) => prop_assert!(false, "{:?}", other),
+                if let Err(e) = &result {
+                    prop_assert!(expected_recv_error(e), "{:?}", e);
                 }
             }
         }
