@@ -429,17 +429,7 @@ impl Stream {
             if written == 0 && slices[..count].iter().any(|s| !s.is_empty()) {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            let mut left = written;
-            while index < parts.len() {
-                let rest = parts[index].len() - offset;
-                if left < rest {
-                    offset += left;
-                    break;
-                }
-                left -= rest;
-                index += 1;
-                offset = 0;
-            }
+            super::advance_parts(parts, &mut index, &mut offset, written);
         }
         Ok(())
     }

@@ -169,17 +169,7 @@ impl TcpEnd {
                 }
                 Err(e) => return Err(e),
             };
-            let mut left = written;
-            while index < parts.len() {
-                let rest = parts[index].len() - offset;
-                if left < rest {
-                    offset += left;
-                    break;
-                }
-                left -= rest;
-                index += 1;
-                offset = 0;
-            }
+            crate::sys::advance_parts(parts, &mut index, &mut offset, written);
         }
         Ok(())
     }
