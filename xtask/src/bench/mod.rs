@@ -21,7 +21,7 @@
 //! table and the JSON.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod figures;
 mod report;
 
+use crate::util::{cargo, root};
 use figures::{rows, Cell, Row, RowResult, Who};
 use report::{cell_text, json, table};
 
@@ -170,7 +171,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         build.push("--release");
     }
     eprintln!("xtask bench: cargo {}", build.join(" "));
-    cargo(&root, &build)?;
+    cargo(&build)?;
     let profile = if mode == Mode::CheckOnly {
         "debug"
     } else {
@@ -456,32 +457,6 @@ fn utc_stamp(t: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// The workspace root (this file is in xtask/src/).
-fn root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut dir = here.to_path_buf();
-    while !dir.join("bench").join("python").is_dir() {
-        if !dir.pop() {
-            return here.to_path_buf();
-        }
-    }
-    dir
-}
-
-fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(args)
-        .current_dir(root)
-        .status()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`cargo {}` failed: {status}", args.join(" ")))
-    }
 }
 
 #[cfg(test)]
