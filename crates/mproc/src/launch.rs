@@ -111,17 +111,31 @@ fn start_deadline() -> Duration {
 /// Starts a child process for `prepared` as `who` describes: the entry
 /// token, the control listener, the launch record ready to send. What is
 /// left is [`Begun::finish`].
-pub(crate) fn begin(prepared: &Prepared, who: &Identity<'_>) -> Result<(ChildProcess, Begun)> {
+pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProcess, Begun)> {
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret)
         .map_err(|e| Error::Bootstrap(format!("cannot read random bytes: {e}")))?;
+    let borrowed: Vec<_> = prepared
+        .handles
+        .iter()
+        // SAFETY: the values being launched own these handles and are
+        // alive for the duration of this call.
+        .map(|raw| unsafe { ipc_sys::borrow_raw(*raw) })
+        .collect();
+    ipc_sys::check_sendable(&borrowed).map_err(Error::Io)?;
+    // Duplicates: the caller's copies close when `start()` returns, these
+    // once they are sent.
+    let handles = borrowed
+        .into_iter()
+        .map(ipc_sys::duplicate)
+        .collect::<std::io::Result<Vec<_>>>()?;
     let me = crate::context::current();
     let record = LaunchRecord {
         build_mark: bootstrap::build_mark(),
         entry: bootstrap::offset_of(prepared.entry),
-        target: prepared.target.clone(),
-        args: prepared.args.clone(),
-        handles: (prepared.handles.len() + 1) as u32,
+        target: prepared.target,
+        args: prepared.args,
+        handles: (handles.len() + 1) as u32,
         name: who.name.to_string(),
         identity: who.identity.to_vec(),
         daemon: who.daemon,
@@ -130,27 +144,12 @@ pub(crate) fn begin(prepared: &Prepared, who: &Identity<'_>) -> Result<(ChildPro
         parent_name: me.name.clone(),
         report: who.report,
     };
-    let record = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
-    let borrowed: Vec<_> = prepared
-        .handles
-        .iter()
-        // SAFETY: as below.
-        .map(|raw| unsafe { ipc_sys::borrow_raw(*raw) })
-        .collect();
-    ipc_sys::check_sendable(&borrowed).map_err(Error::Io)?;
-    drop(borrowed);
-    let handles = prepared
-        .handles
-        .iter()
-        // SAFETY: the values being launched own these handles and are
-        // alive for the duration of this call.
-        .map(|raw| ipc_sys::duplicate(unsafe { ipc_sys::borrow_raw(*raw) }))
-        .collect::<std::io::Result<Vec<_>>>()?;
+    let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
     let listener = ControlListener::bind()?;
     tracing::debug!(address = %listener.address(), "control channel listening");
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
     let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
-    tracing::debug!(pid = child.pid(), name = who.name, target_fn = %prepared.target, "child started");
+    tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = Instant::now() + start_deadline();
     if who.daemon {
         if let Err(e) = child.tie_to_parent() {
@@ -167,7 +166,7 @@ pub(crate) fn begin(prepared: &Prepared, who: &Identity<'_>) -> Result<(ChildPro
             listener,
             secret,
             deadline,
-            record,
+            record: bytes,
             handles,
             report: who.report,
         },

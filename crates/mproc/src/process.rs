@@ -42,16 +42,7 @@ impl ChildState {
     /// failed to start, every time it is asked.
     pub(crate) fn launched(&self) -> Result<()> {
         let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
-        if let Launch::Running(_) = &*launch {
-            let Launch::Running(outcome) = std::mem::replace(
-                &mut *launch,
-                Launch::Done {
-                    failure: None,
-                    control: None,
-                },
-            ) else {
-                unreachable!("matched just above")
-            };
+        if let Launch::Running(outcome) = &*launch {
             let outcome = outcome
                 .recv()
                 .unwrap_or_else(|_| Err(Error::Bootstrap("the launcher thread panicked".into())));
@@ -60,20 +51,20 @@ impl ChildState {
                     failure: None,
                     control,
                 },
+                // Cut short by this process's own terminate or kill.
                 Err(_) if self.stopped.load(Ordering::Acquire) => Launch::Done {
                     failure: None,
                     control: None,
                 },
-                Err(Error::ChildFailed {
-                    pid,
-                    status,
-                    reason,
-                }) => Launch::Done {
-                    failure: Some((pid, status, reason)),
-                    control: None,
-                },
                 Err(e) => Launch::Done {
-                    failure: Some((self.process.pid(), String::new(), e.to_string())),
+                    failure: Some(match e {
+                        Error::ChildFailed {
+                            pid,
+                            status,
+                            reason,
+                        } => (pid, status, reason),
+                        e => (self.process.pid(), String::new(), e.to_string()),
+                    }),
                     control: None,
                 },
             };
@@ -162,7 +153,7 @@ where
 
 /// Starts a child (shared by `Process::start` and `spawn`).
 pub(crate) fn start_child(
-    prepared: &Prepared,
+    prepared: Prepared,
     name: &str,
     identity: &[u32],
     daemon: bool,
@@ -354,7 +345,7 @@ impl Process {
         };
         let started = pending.prepare().and_then(|prepared| {
             start_child(
-                &prepared,
+                prepared,
                 &self.name,
                 &self.identity,
                 self.daemon,

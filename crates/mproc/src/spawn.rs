@@ -40,7 +40,7 @@ where
     let me = crate::context::current();
     let (identity, name) = me.next_child();
     let prepared = crate::process::prepare::<F, A>(&args, crate::bootstrap::spawn_entry::<F, A>)?;
-    let state = start_child(&prepared, &name, &identity, me.daemon, &me.authkey, true)?;
+    let state = start_child(prepared, &name, &identity, me.daemon, &me.authkey, true)?;
     drop(args);
     Ok(JoinHandle {
         state,
