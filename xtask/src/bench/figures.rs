@@ -90,6 +90,74 @@ pub(super) struct Row {
 
 pub(super) const MIB: usize = 1 << 20;
 
+fn goal(against: Base, factor: f64) -> Option<Goal> {
+    Some(Goal { against, factor })
+}
+
+/// A Pipe figure: the floor, mproc, procspawn and CPython (fork).
+fn pipe(
+    id: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    figure: &'static str,
+    params: fn(Mode) -> Vec<(&'static str, usize)>,
+    goal: Option<Goal>,
+) -> Row {
+    Row {
+        id,
+        title,
+        unit,
+        higher_is_better: unit == "GB/s",
+        figure,
+        params,
+        who: PIPE_FIGURE,
+        scale: 1.0,
+        goal,
+    }
+}
+
+/// A Queue figure (`queue-items`): the floor, mproc and CPython (fork).
+fn queue(
+    id: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    scale: f64,
+    params: fn(Mode) -> Vec<(&'static str, usize)>,
+    goal: Option<Goal>,
+) -> Row {
+    Row {
+        id,
+        title,
+        unit,
+        higher_is_better: true,
+        figure: "queue-items",
+        params,
+        who: QUEUE_FIGURE,
+        scale,
+        goal,
+    }
+}
+
+/// `queue-items` parameters: `ways` producers and as many consumers;
+/// `maxsize` 0 is unbounded (and not passed).
+fn queue_params(
+    items: usize,
+    size: usize,
+    ways: usize,
+    maxsize: usize,
+) -> Vec<(&'static str, usize)> {
+    let mut p = vec![
+        ("items", items),
+        ("size", size),
+        ("producers", ways),
+        ("consumers", ways),
+    ];
+    if maxsize > 0 {
+        p.push(("maxsize", maxsize));
+    }
+    p
+}
+
 pub(super) fn rows() -> Vec<Row> {
     vec![
         Row {
@@ -101,10 +169,7 @@ pub(super) fn rows() -> Vec<Row> {
             params: |m| vec![("samples", m.pick(200, 20, 1))],
             who: PROCESS_FIGURE,
             scale: 1.0,
-            goal: Some(Goal {
-                against: Base::Floor,
-                factor: 1.3,
-            }),
+            goal: goal(Base::Floor, 1.3),
         },
         Row {
             id: "start_join_100",
@@ -115,172 +180,86 @@ pub(super) fn rows() -> Vec<Row> {
             params: |m| vec![("procs", m.pick(100, 100, 2))],
             who: PROCESS_FIGURE,
             scale: 1.0,
-            goal: Some(Goal {
-                against: Base::Floor,
-                factor: 1.3,
-            }),
+            goal: goal(Base::Floor, 1.3),
         },
-        Row {
-            id: "pipe_rt_64",
-            title: "Pipe 64 B round trip ({n} iters)",
-            unit: "µs",
-            higher_is_better: false,
-            figure: "pipe-rt",
-            params: |m| vec![("iters", m.pick(20_000, 5_000, 20)), ("size", 64)],
-            who: PIPE_FIGURE,
-            scale: 1.0,
-            goal: Some(Goal {
-                against: Base::Floor,
-                factor: 1.15,
-            }),
-        },
-        Row {
-            id: "pipe_rt_64_pinned",
-            title: "Pipe 64 B round trip, both on one CPU ({n} iters)",
-            unit: "µs",
-            higher_is_better: false,
-            figure: "pipe-rt",
-            params: |m| {
+        pipe(
+            "pipe_rt_64",
+            "Pipe 64 B round trip ({n} iters)",
+            "µs",
+            "pipe-rt",
+            |m| vec![("iters", m.pick(20_000, 5_000, 20)), ("size", 64)],
+            goal(Base::Floor, 1.15),
+        ),
+        pipe(
+            "pipe_rt_64_pinned",
+            "Pipe 64 B round trip, both on one CPU ({n} iters)",
+            "µs",
+            "pipe-rt",
+            |m| {
                 vec![
                     ("iters", m.pick(20_000, 5_000, 20)),
                     ("size", 64),
                     ("pinned", 1),
                 ]
             },
-            who: PIPE_FIGURE,
-            scale: 1.0,
-            goal: Some(Goal {
-                against: Base::Floor,
-                factor: 1.15,
-            }),
-        },
-        Row {
-            id: "pipe_1mib_bytes",
-            title: "Pipe 1 MiB, send_bytes ({n} msgs)",
-            unit: "GB/s",
-            higher_is_better: true,
-            figure: "pipe-bulk",
-            params: |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 0)],
-            who: PIPE_FIGURE,
-            scale: 1.0,
-            goal: Some(Goal {
-                against: Base::Floor,
-                factor: 0.9,
-            }),
-        },
-        Row {
-            id: "pipe_1mib_typed",
-            title: "Pipe 1 MiB, typed Vec<u8> ({n} msgs)",
-            unit: "GB/s",
-            higher_is_better: true,
-            figure: "pipe-bulk",
-            params: |m| vec![("msgs", m.pick(200, 50, 1)), ("size", MIB), ("typed", 1)],
-            who: PIPE_FIGURE,
-            scale: 1.0,
-            goal: Some(Goal {
-                against: Base::Floor,
-                factor: 0.9,
-            }),
-        },
-        Row {
-            id: "pipe_1mib_bytebuf",
-            title: "Pipe 1 MiB, typed serde_bytes::ByteBuf ({n} msgs)",
-            unit: "GB/s",
-            higher_is_better: true,
-            figure: "pipe-bulk",
-            params: |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 2)],
-            who: PIPE_FIGURE,
-            scale: 1.0,
-            goal: Some(Goal {
-                against: Base::Floor,
-                factor: 0.9,
-            }),
-        },
-        Row {
-            id: "queue_64_1p1c",
-            title: "Queue 64 B, 1P/1C ({n} items)",
-            unit: "items/s",
-            higher_is_better: true,
-            figure: "queue-items",
-            params: |m| {
-                vec![
-                    ("items", m.pick(200_000, 50_000, 40)),
-                    ("size", 64),
-                    ("producers", 1),
-                    ("consumers", 1),
-                ]
-            },
-            who: QUEUE_FIGURE,
-            scale: 1.0,
-            goal: Some(Goal {
-                against: Base::CPython,
-                factor: 10.0,
-            }),
-        },
-        Row {
-            id: "queue_64_4p4c",
-            title: "Queue 64 B, 4P/4C ({n} items)",
-            unit: "items/s",
-            higher_is_better: true,
-            figure: "queue-items",
-            params: |m| {
-                vec![
-                    ("items", m.pick(200_000, 50_000, 40)),
-                    ("size", 64),
-                    ("producers", 4),
-                    ("consumers", 4),
-                ]
-            },
-            who: QUEUE_FIGURE,
-            scale: 1.0,
-            goal: Some(Goal {
-                against: Base::CPython,
-                factor: 10.0,
-            }),
-        },
-        Row {
-            id: "queue_64_bounded",
-            title: "Queue(1000) 64 B, 1P/1C ({n} items)",
-            unit: "items/s",
-            higher_is_better: true,
-            figure: "queue-items",
-            params: |m| {
-                vec![
-                    ("items", m.pick(200_000, 50_000, 40)),
-                    ("size", 64),
-                    ("producers", 1),
-                    ("consumers", 1),
-                    ("maxsize", 1000),
-                ]
-            },
-            who: QUEUE_FIGURE,
-            scale: 1.0,
-            goal: Some(Goal {
-                against: Base::CPython,
-                factor: 10.0,
-            }),
-        },
-        Row {
-            id: "queue_1mib",
-            title: "Queue 1 MiB, 1P/1C ({n} items)",
-            unit: "GB/s",
-            higher_is_better: true,
-            figure: "queue-items",
-            params: |m| {
-                vec![
-                    ("items", m.pick(300, 60, 2)),
-                    ("size", MIB),
-                    ("producers", 1),
-                    ("consumers", 1),
-                ]
-            },
-            who: QUEUE_FIGURE,
-            scale: MIB as f64 / 1e9,
-            goal: Some(Goal {
-                against: Base::Floor,
-                factor: 0.5,
-            }),
-        },
+            goal(Base::Floor, 1.15),
+        ),
+        pipe(
+            "pipe_1mib_bytes",
+            "Pipe 1 MiB, send_bytes ({n} msgs)",
+            "GB/s",
+            "pipe-bulk",
+            |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 0)],
+            goal(Base::Floor, 0.9),
+        ),
+        pipe(
+            "pipe_1mib_typed",
+            "Pipe 1 MiB, typed Vec<u8> ({n} msgs)",
+            "GB/s",
+            "pipe-bulk",
+            |m| vec![("msgs", m.pick(200, 50, 1)), ("size", MIB), ("typed", 1)],
+            goal(Base::Floor, 0.9),
+        ),
+        pipe(
+            "pipe_1mib_bytebuf",
+            "Pipe 1 MiB, typed serde_bytes::ByteBuf ({n} msgs)",
+            "GB/s",
+            "pipe-bulk",
+            |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 2)],
+            goal(Base::Floor, 0.9),
+        ),
+        queue(
+            "queue_64_1p1c",
+            "Queue 64 B, 1P/1C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(200_000, 50_000, 40), 64, 1, 0),
+            goal(Base::CPython, 10.0),
+        ),
+        queue(
+            "queue_64_4p4c",
+            "Queue 64 B, 4P/4C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(200_000, 50_000, 40), 64, 4, 0),
+            goal(Base::CPython, 10.0),
+        ),
+        queue(
+            "queue_64_bounded",
+            "Queue(1000) 64 B, 1P/1C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(200_000, 50_000, 40), 64, 1, 1000),
+            goal(Base::CPython, 10.0),
+        ),
+        queue(
+            "queue_1mib",
+            "Queue 1 MiB, 1P/1C ({n} items)",
+            "GB/s",
+            MIB as f64 / 1e9,
+            |m| queue_params(m.pick(300, 60, 2), MIB, 1, 0),
+            goal(Base::Floor, 0.5),
+        ),
         Row {
             id: "idle_child_rss",
             title: "peak RSS of an idle child (median of {n})",
