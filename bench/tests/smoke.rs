@@ -1,5 +1,5 @@
-//! Keeps `cargo xtask bench` from rotting: runs its driver (xtask/src/bench/,
-//! included here by path, std only) in check-only mode on the debug binary
+//! Keeps `cargo xtask bench` from rotting: runs its driver (xtask/src/bench/
+//! and xtask/src/util.rs, included here by path, std only) in check-only mode on the debug binary
 //! cargo already built for this test — every figure, every contender (CPython
 //! too when python3 is there), a handful of iterations, one repetition. It
 //! asserts that the harness works and prints its table, nothing about speed.
@@ -7,6 +7,10 @@
 #[allow(dead_code)]
 #[path = "../../xtask/src/bench/mod.rs"]
 mod bench;
+// The driver's `crate::util` (workspace root, running cargo).
+#[allow(dead_code)]
+#[path = "../../xtask/src/util.rs"]
+mod util;
 
 use std::path::PathBuf;
 
