@@ -10,8 +10,10 @@
 
 mod bench;
 mod examples;
+mod exec;
 mod fuzz;
 mod leftovers;
+mod libtest;
 mod util;
 mod windows;
 
@@ -49,6 +51,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// `cargo test --workspace --no-fail-fast`, its output streamed through;
+/// on failure the error names every failing test with the tail of its
+/// output (and every test binary that ended without a result), so the
+/// names are the last thing a long run prints.
+fn native_tests() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(&cargo);
+    cmd.args(["test", "--workspace", "--no-fail-fast"])
+        .current_dir(util::root());
+    let mut failures = libtest::Failures::default();
+    let outcome = exec::stream(&mut cmd, NATIVE_TEST_TIMEOUT, |is_err, line| {
+        if is_err {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        failures.line(is_err, &libtest::strip_ansi(line));
+    })?;
+    let report = failures.finish(!outcome.timed_out);
+    if outcome.success() {
+        return Ok(());
+    }
+    let why = if outcome.timed_out {
+        format!("timed out after {} s", NATIVE_TEST_TIMEOUT.as_secs())
+    } else {
+        exec::describe_status(outcome.status)
+    };
+    Err(format!(
+        "`cargo test --workspace` failed ({why}){}",
+        report
+            .map(|r| format!("\n\nwhat failed:\n{r}"))
+            .unwrap_or_default()
+    ))
+}
+
+/// The native `cargo test` step's limit (build included): a hung test ends
+/// the run with its binary named instead of holding CI until its own limit.
+const NATIVE_TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
 fn test_all(_args: &[String]) -> Result<(), String> {
     let start = std::time::Instant::now();
     let temp_before = leftovers::snapshot();
@@ -67,7 +108,7 @@ fn test_all(_args: &[String]) -> Result<(), String> {
             "warnings",
         ]),
     )?;
-    util::step("cargo test", util::cargo(&["test", "--workspace"]))?;
+    util::step("cargo test", native_tests())?;
     util::step("examples", examples::run_all())?;
     util::step(
         "no leftovers in the temp directory",

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::exec::run_quiet;
 use super::prefix::{wine_cmd, Paths};
 use super::say;
+use crate::exec::run_quiet;
 
 /// One persistent wineserver for the whole run, killed (with every Windows
 /// process it serves) on `stop` or drop, so a failure leaves nothing behind.

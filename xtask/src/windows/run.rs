@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::exec::{describe, describe_status, stream};
-use super::libtest::{count, strip_ansi};
 use super::metadata::{workspace_packages, Package, Target};
 use super::prefix::{wine_cmd, wine_version, Paths, PrefixLock};
 use super::procs::{kill_all, new_programs, pids, wine_processes, WineServer};
 use super::setup::what_is_missing;
 use super::{say, CARGO, MINGW_GCC, TARGET, UNIX_ONLY_PACKAGES};
+use crate::exec::{describe, describe_status, stream};
+use crate::libtest::{count, strip_ansi, Failures};
 
 const USAGE: &str = "usage: cargo xtask windows [--setup] [-- TEST-BINARY-ARGS]";
 
@@ -91,7 +91,11 @@ pub fn run(args: &[String]) -> Result<String, String> {
     if problems.is_empty() {
         Ok(summary)
     } else {
-        Err(format!("{} ({summary})", problems.join("; ")))
+        let report = match &tests.report {
+            Some(r) => format!("\n\nwhat failed under Wine:\n{r}"),
+            None => String::new(),
+        };
+        Err(format!("{} ({summary}){report}", problems.join("; ")))
     }
 }
 
@@ -109,6 +113,8 @@ struct TestTotals {
     orphans: usize,
     /// A reason no (further) result can be trusted: build error, timeout.
     fatal: Option<String>,
+    /// Each failing test's name and the tail of its output.
+    report: Option<String>,
 }
 
 #[derive(Default)]
@@ -159,6 +165,7 @@ fn run_tests(
     let before = pids(&wine_processes(&paths.prefix));
     let mut totals = TestTotals::default();
     let mut results = 0u64;
+    let mut failures = Failures::default();
     let outcome = stream(&mut cmd, Duration::from_secs(timeout), |is_err, line| {
         if is_err {
             eprintln!("{line}");
@@ -166,6 +173,7 @@ fn run_tests(
             println!("{line}");
         }
         let plain = strip_ansi(line);
+        failures.line(is_err, &plain);
         let plain = plain.trim();
         if is_err && plain.starts_with("Running ") {
             totals.binaries += 1;
@@ -187,6 +195,7 @@ fn run_tests(
         kill_all(orphans);
     }
     totals.success = outcome.success();
+    totals.report = failures.finish(!outcome.timed_out);
     say(format!(
         "cargo test step: {:.1} s",
         started.elapsed().as_secs_f64()

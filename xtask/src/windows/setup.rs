@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::exec::run_quiet;
 use super::prefix::{wine_cmd, wine_version, Paths, PrefixLock};
 use super::{is_root, say, write_file, CARGO, MINGW_GCC};
+use crate::exec::run_quiet;
 
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",

@@ -7,26 +7,24 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::say;
-
 /// How long output may keep coming after a process exited (a leftover
 /// grandchild can hold the pipe open; the final `wineserver -k` ends it).
 const LINGER: Duration = Duration::from_secs(5);
 
-pub(super) struct Outcome {
-    pub(super) status: Option<ExitStatus>,
-    pub(super) timed_out: bool,
+pub struct Outcome {
+    pub status: Option<ExitStatus>,
+    pub timed_out: bool,
 }
 
 impl Outcome {
-    pub(super) fn success(&self) -> bool {
+    pub fn success(&self) -> bool {
         !self.timed_out && self.status.is_some_and(|s| s.success())
     }
 }
 
 /// Runs `cmd`, handing each line of its stdout (`false`) and stderr (`true`)
 /// to `on_line` as it comes; kills it after `timeout`.
-pub(super) fn stream(
+pub fn stream(
     cmd: &mut Command,
     timeout: Duration,
     mut on_line: impl FnMut(bool, &str),
@@ -83,7 +81,7 @@ pub(super) fn stream(
             break;
         }
         if exited_at.is_some_and(|t| t.elapsed() > LINGER) {
-            say("(output still held open by a leftover process; moving on)");
+            eprintln!("xtask: (output still held open by a leftover process; moving on)");
             break;
         }
     }
@@ -93,7 +91,7 @@ pub(super) fn stream(
 
 /// Runs a Wine helper with no pipe attached (a wineserver or a Wine service
 /// that inherits a pipe keeps it open long after the helper exits).
-pub(super) fn run_quiet(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
+pub fn run_quiet(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
     let mut child: Child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -122,7 +120,7 @@ pub(super) fn run_quiet(cmd: &mut Command, timeout: Duration) -> Result<(), Stri
     }
 }
 
-pub(super) fn describe(cmd: &Command) -> String {
+pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
@@ -131,7 +129,7 @@ pub(super) fn describe(cmd: &Command) -> String {
     s
 }
 
-pub(super) fn describe_status(status: Option<ExitStatus>) -> String {
+pub fn describe_status(status: Option<ExitStatus>) -> String {
     match status {
         Some(s) => s.to_string(),
         None => "no status".into(),

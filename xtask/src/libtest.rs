@@ -1,0 +1,221 @@
+//! Reading libtest's output as it goes through: the counts of a
+//! `test result:` line, lines with cargo's colours taken out, and the
+//! failing tests with the tail of their output ([`Failures`]), so that a
+//! long run ends with the names of what failed instead of losing them in
+//! the scroll-back.
+
+use std::collections::VecDeque;
+
+/// `5 passed; 0 failed; 2 ignored; ...` -> the number before `word`.
+pub fn count(result: &str, word: &str) -> u64 {
+    result
+        .split([';', '.', ','])
+        .filter_map(|part| {
+            let mut it = part.split_whitespace();
+            let n = it.next()?.parse::<u64>().ok()?;
+            (it.next()? == word).then_some(n)
+        })
+        .sum()
+}
+
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte(@..~)
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How many lines of a failing test's output the closing report repeats.
+const TAIL: usize = 20;
+
+/// One failing test: where it ran and what it printed.
+struct Failed {
+    binary: String,
+    name: String,
+    output: Vec<String>,
+}
+
+/// Collects, line by line, the failing tests of a `cargo test` run (the
+/// `test NAME ... FAILED` lines and libtest's `---- NAME stdout ----`
+/// sections) and the test binaries that ended without a `test result:` line
+/// (a crash, an abort, a timeout), with the last lines each printed.
+#[derive(Default)]
+pub struct Failures {
+    binary: Option<String>,
+    binary_has_result: bool,
+    recent: VecDeque<String>,
+    section: Option<usize>,
+    failed: Vec<Failed>,
+    crashed: Vec<(String, Vec<String>)>,
+}
+
+impl Failures {
+    /// Feeds one line of output (colours already stripped); `is_err`: it
+    /// came on stderr, where cargo names the test binary it starts.
+    pub fn line(&mut self, is_err: bool, plain: &str) {
+        let trimmed = plain.trim();
+        if let Some(binary) = trimmed
+            .strip_prefix("Running ")
+            .or_else(|| trimmed.strip_prefix("Doc-tests "))
+            .filter(|_| is_err)
+        {
+            self.end_binary();
+            self.binary = Some(binary.to_string());
+            self.binary_has_result = false;
+            return;
+        }
+        self.recent.push_back(plain.to_string());
+        if self.recent.len() > TAIL {
+            self.recent.pop_front();
+        }
+        if trimmed.starts_with("test result: ") {
+            self.binary_has_result = true;
+            self.section = None;
+            return;
+        }
+        if let Some(name) = trimmed
+            .strip_prefix("---- ")
+            .and_then(|r| r.strip_suffix(" stdout ----"))
+        {
+            self.section = Some(self.entry(name));
+            return;
+        }
+        if trimmed == "failures:" || trimmed == "successes:" {
+            self.section = None;
+            return;
+        }
+        if let Some(name) = trimmed
+            .strip_prefix("test ")
+            .and_then(|r| r.strip_suffix(" ... FAILED"))
+        {
+            self.entry(name);
+            return;
+        }
+        if let Some(i) = self.section {
+            self.failed[i].output.push(plain.to_string());
+        }
+    }
+
+    fn entry(&mut self, name: &str) -> usize {
+        let binary = self.binary.clone().unwrap_or_default();
+        if let Some(i) = self
+            .failed
+            .iter()
+            .position(|f| f.name == name && f.binary == binary)
+        {
+            return i;
+        }
+        self.failed.push(Failed {
+            binary,
+            name: name.to_string(),
+            output: Vec::new(),
+        });
+        self.failed.len() - 1
+    }
+
+    fn end_binary(&mut self) {
+        if let Some(binary) = self.binary.take() {
+            if !self.binary_has_result {
+                self.crashed
+                    .push((binary, self.recent.iter().cloned().collect()));
+            }
+        }
+        self.recent.clear();
+        self.section = None;
+    }
+
+    /// Ends the run: the report of every failing test and of every binary
+    /// that gave no result, or `None` when there is nothing to report.
+    /// `ended` says whether the run itself ended normally (a timed-out run's
+    /// last binary is reported as one without a result).
+    pub fn finish(mut self, ended: bool) -> Option<String> {
+        if !ended || !self.binary_has_result {
+            self.end_binary();
+        }
+        if self.failed.is_empty() && self.crashed.is_empty() {
+            return None;
+        }
+        let mut out = String::new();
+        for f in &self.failed {
+            out.push_str(&format!("FAILED: {}  [{}]\n", f.name, f.binary));
+            let from = f.output.len().saturating_sub(TAIL);
+            for l in &f.output[from..] {
+                out.push_str(&format!("    | {l}\n"));
+            }
+        }
+        for (binary, tail) in &self.crashed {
+            out.push_str(&format!(
+                "NO RESULT (crashed, aborted or timed out): {binary}\n"
+            ));
+            for l in tail {
+                out.push_str(&format!("    | {l}\n"));
+            }
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_failing_tests_with_their_output_and_silent_binaries() {
+        let mut f = Failures::default();
+        for l in [
+            "     Running tests/a.rs (target/debug/deps/a-1)",
+            "test ok_one ... ok",
+            "test bad_one ... FAILED",
+            "failures:",
+            "",
+            "---- bad_one stdout ----",
+            "thread 'bad_one' panicked at tests/a.rs:3:5:",
+            "boom",
+            "",
+            "failures:",
+            "    bad_one",
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored",
+            "     Running tests/b.rs (target/debug/deps/b-2)",
+            "test hangs ... ",
+            "last words",
+            "     Running tests/c.rs (target/debug/deps/c-3)",
+            "test result: ok. 3 passed; 0 failed",
+        ] {
+            f.line(l.trim_start().starts_with("Running "), l);
+        }
+        let report = f.finish(true).expect("a report");
+        assert!(report.contains("FAILED: bad_one  [tests/a.rs (target/debug/deps/a-1)]"));
+        assert!(report.contains("    | boom"));
+        assert!(!report.contains("ok_one"));
+        assert!(report.contains("NO RESULT (crashed, aborted or timed out): tests/b.rs"));
+        assert!(report.contains("    | last words"));
+        assert!(!report.contains("tests/c.rs"));
+    }
+
+    #[test]
+    fn a_green_run_reports_nothing_and_a_timed_out_one_names_its_last_binary() {
+        let mut f = Failures::default();
+        f.line(true, "     Running tests/c.rs (x)");
+        f.line(false, "Running a test's own line");
+        f.line(false, "test result: ok. 3 passed; 0 failed");
+        assert!(f.finish(true).is_none());
+        let mut f = Failures::default();
+        f.line(true, "     Running tests/d.rs (y)");
+        f.line(false, "test slow ... ");
+        let report = f.finish(false).expect("a report");
+        assert!(report.contains("tests/d.rs"));
+    }
+}
