@@ -87,9 +87,10 @@ pub(crate) fn boot() {
     let Some(token) = std::env::var_os(TOKEN_ENV) else {
         return;
     };
-    // Grandchildren must not inherit the token. The constructor runs
-    // before any other thread exists.
-    std::env::remove_var(TOKEN_ENV);
+    // Grandchildren must not inherit the token, and other processes must
+    // not read it (in /proc/<pid>/environ). The constructor runs before
+    // any other thread exists.
+    sys::scrub_env(TOKEN_ENV);
     let token = token.to_string_lossy().into_owned();
     sys::prepare_child();
     let code = match run_child(&token) {
@@ -123,18 +124,17 @@ fn parse_token(token: &str) -> Result<(Vec<u8>, &str), String> {
     Ok((secret, address))
 }
 
-/// Fault injection for the test suite: `MPROC_TEST_FAULT=<stage>` makes a
-/// child die (exit code 7) or hang at that stage of its bootstrap, the way
-/// a child killed mid-launch would. Inert unless the variable is set.
+/// Fault injection for the test suite (`crate::fault`): the fault
+/// `<stage>` makes a child die (exit code 7), `hang-<stage>` makes it hang
+/// at that stage of its bootstrap, the way a child killed mid-launch would.
+/// Compiled out of every build but the test suite's.
 fn fault_point(stage: &str) {
-    if let Some(fault) = std::env::var_os("MPROC_TEST_FAULT") {
-        if fault == *stage {
-            std::process::exit(7);
-        }
-        if fault.to_string_lossy() == format!("hang-{stage}") {
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+    if crate::fault::requested(stage) {
+        std::process::exit(7);
+    }
+    if crate::fault::requested(&format!("hang-{stage}")) {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
         }
     }
 }

@@ -32,6 +32,7 @@
 mod bootstrap;
 mod context;
 mod exit;
+mod fault;
 mod launch;
 mod launcher;
 mod process;

@@ -164,6 +164,9 @@ pub(crate) fn start_child(
     if me.daemon {
         return Err(Error::DaemonicChildren);
     }
+    if let Some(reason) = &me.key_error {
+        return Err(Error::Bootstrap(reason.clone()));
+    }
     if std::env::var_os(TOKEN_ENV).is_some() {
         // This process was started as a child but never went through
         // mproc's entry: refuse to spawn again (fork-bomb guard), loudly.
@@ -171,6 +174,9 @@ pub(crate) fn start_child(
         let _ = std::io::stderr().flush();
         std::process::exit(launch::BOOTSTRAP_EXIT_CODE);
     }
+    // Before the child exists: whatever `main` looks like, the exit
+    // procedure joins it (and lets its launch complete).
+    exit::install_exit_hook();
     let slot = crate::launcher::slot();
     let (process, begun) = launch::begin(
         prepared,

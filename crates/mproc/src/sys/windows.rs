@@ -81,11 +81,20 @@ impl ChildProcess {
     /// Re-executes this binary with the entry token in the environment and
     /// stdin from NUL; stdout and stderr are inherited.
     pub(crate) fn spawn(token_env: &str, token: &str) -> io::Result<ChildProcess> {
-        let exe = std::env::current_exe()?;
-        let child = Command::new(exe)
+        let exe = std::env::current_exe()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot find this executable: {e}")))?;
+        // Windows has no handle on the running image to execute: a binary
+        // renamed or replaced meanwhile is reported by its path.
+        let child = Command::new(&exe)
             .env(token_env, token)
             .stdin(Stdio::null())
-            .spawn()?;
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot re-execute {}: {e}", exe.display()),
+                )
+            })?;
         let pid = child.id();
         let handle = child.as_handle().try_clone_to_owned()?;
         Ok(ChildProcess {
@@ -261,7 +270,7 @@ pub(crate) enum AcceptFailure {
 impl ControlListener {
     pub(crate) fn bind() -> io::Result<ControlListener> {
         let mut rnd = [0u8; 8];
-        getrandom::getrandom(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
+        crate::fault::random_bytes(&mut rnd)?;
         let n = PIPE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!(
             r"\\.\pipe\mproc-{}-{}-{n}",
@@ -488,6 +497,14 @@ impl ParentSentinel {
 }
 
 pub(crate) fn prepare_child() {}
+
+/// Removes `name` from the environment. Windows keeps the environment
+/// in the process's own memory (its PEB), readable by others only with
+/// `PROCESS_VM_READ` on it, that is by this user's processes with rights
+/// over it (which could read the token in memory anyway).
+pub(crate) fn scrub_env(name: &str) {
+    std::env::remove_var(name);
+}
 
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: ends this process at once.
