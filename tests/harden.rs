@@ -281,3 +281,75 @@ fn item3_live_runtime_dir_survives_another_pid_namespace() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// Item 2: a launch record whose entry offset names a fn that is no
+/// registered target's entry (a forged or corrupted record) is refused by
+/// the child before it jumps anywhere: exit 121, one line. The test
+/// suite's fault `unregistered-entry` makes the parent send offset 0 (the
+/// anchor fn itself).
+#[test]
+fn item2_unregistered_entry_offset_is_refused() {
+    let out = run(
+        FIXTURE,
+        &["hello"],
+        &[("MPROC_TEST_FAULT", "unregistered-entry")],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("exitcode {}", mproc::BOOTSTRAP_EXIT_CODE)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no registered target entry"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("hello world"),
+        "the child ran something: {out:?}"
+    );
+}
+
+/// Item 2: a process the kernel starts in secure mode (`AT_SECURE`: here
+/// a set-user-ID-root copy of the program run by `nobody`) ignores the
+/// entry token and runs as the program it is; the same copy without the
+/// set-user-ID bit honours it (and refuses the garbage token, exit 121).
+#[test]
+fn item2_setuid_process_ignores_the_entry_token() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!(
+            "skipped: needs root and setpriv(1) to make a set-user-ID program (docs/platforms.md)"
+        );
+        return;
+    }
+    let dir = scratch("setuid");
+    let copy = dir.join("mproc-plain-setuid");
+    std::fs::copy(PLAIN, &copy).expect("copy the fixture");
+    let as_nobody = |mode: &str| {
+        let chmod = Command::new("chmod").arg(mode).arg(&copy).status().unwrap();
+        assert!(chmod.success());
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy)
+            .arg("main-ran")
+            .env("MPROC_ENTRY_TOKEN", "mproc1:00:/nonexistent/c0.sock")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run as nobody")
+    };
+    let plain = as_nobody("0755");
+    assert_eq!(
+        plain.status.code(),
+        Some(mproc::BOOTSTRAP_EXIT_CODE),
+        "without set-user-ID the token is honoured: {plain:?}"
+    );
+    let setuid = as_nobody("4755");
+    assert!(setuid.status.success(), "{setuid:?}");
+    assert_eq!(String::from_utf8_lossy(&setuid.stdout).trim(), "main ran");
+    assert!(
+        String::from_utf8_lossy(&setuid.stderr).contains("ignored in a privileged"),
+        "{setuid:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,7 @@
 //! `#[mproc::test]`. Use them through the `mproc` crate.
 
 use proc_macro::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn};
 
 /// Registers a free fn as a process target (see `mproc::target`).
@@ -22,18 +22,36 @@ pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let ident = &func.sig.ident;
     let name = ident.to_string();
-    let reg = format_ident!("__MPROC_TARGET_{}", name.to_uppercase());
+    let arg_types: Vec<&syn::Type> = func
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(t) => Some(&*t.ty),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    // The registration goes in mproc's link-time table (a `linkme`
+    // distributed slice): complete before any code runs, so the child's
+    // constructor can check the entry it is asked to run (see
+    // mproc/src/registry.rs).
     let expanded = quote! {
         #func
 
         #[doc(hidden)]
-        #[allow(non_upper_case_globals)]
-        const #reg: () = {
-            ::mproc::__private::inventory::submit! {
+        const _: () = {
+            #[::mproc::__private::linkme::distributed_slice(::mproc::__private::TARGETS)]
+            #[linkme(crate = ::mproc::__private::linkme)]
+            static __MPROC_TARGET: ::mproc::__private::TargetEntry =
                 ::mproc::__private::TargetEntry::new(
                     #name,
                     || ::mproc::__private::type_id_of(&#ident),
-                )
+                    __mproc_entries,
+                );
+
+            fn __mproc_entries() -> ::mproc::__private::Entries {
+                let probe = ::mproc::__private::Probe::<_, (#(#arg_types,)*)>::new(&#ident);
+                ::mproc::__mproc_entries!(probe)
             }
         };
     };

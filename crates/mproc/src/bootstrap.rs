@@ -8,11 +8,17 @@
 //! it looks like (`#[mproc::main]`, `init()`, libtest's or nextest's
 //! harness, or nothing at all).
 //!
-//! The child finds its target without any registry: the parent sends the
-//! offset of the monomorphised entry fn from [`anchor`], and both processes
-//! run the same executable (checked with [`build_mark`]). That keeps the
-//! constructor independent of the order in which constructors run, which
-//! no OS specifies (see docs/architecture.md).
+//! The child finds its target by the offset of its monomorphised entry fn
+//! from [`anchor`], which the parent sends (both processes run the same
+//! executable, checked with [`build_mark`]), and runs it only if it is the
+//! entry of a registered target: the registry is a table the linker
+//! completes (`registry::TARGETS`), not one constructors fill, so the
+//! constructor does not depend on the order in which constructors run,
+//! which no OS specifies (see docs/architecture.md).
+//!
+//! A process the kernel started in secure mode (set-user-ID, set-group-ID,
+//! file capabilities: `AT_SECURE`) ignores the entry token: its
+//! environment is the invoking user's, not its parent's.
 
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
@@ -29,21 +35,24 @@ use crate::sys;
 
 /// What an entry fn gets: the encoded arguments, their handles, and the
 /// acknowledgement to send once they are decoded.
-pub(crate) struct EntryInput<'a> {
+#[doc(hidden)]
+pub struct EntryInput<'a> {
     pub(crate) args: Vec<u8>,
     pub(crate) handles: Vec<OwnedHandle>,
     pub(crate) ack: &'a mut dyn FnMut(Ack),
 }
 
 /// How the target ended.
-pub(crate) struct ChildOutcome {
+#[doc(hidden)]
+pub struct ChildOutcome {
     pub(crate) exitcode: i32,
     /// `None` when the arguments did not decode (already acknowledged as such).
     pub(crate) report: Option<Report>,
 }
 
 /// A monomorphised entry: decodes the args, runs the target.
-pub(crate) type EntryFn = fn(EntryInput<'_>) -> ChildOutcome;
+#[doc(hidden)]
+pub type EntryFn = fn(EntryInput<'_>) -> ChildOutcome;
 
 /// The fixed point offsets are taken from. Its body is unique so that no
 /// linker folds it with another fn.
@@ -68,14 +77,6 @@ pub(crate) fn offset_of(entry: EntryFn) -> i64 {
     (entry as usize).wrapping_sub(anchor_addr()) as i64
 }
 
-fn entry_at(offset: i64) -> EntryFn {
-    let addr = anchor_addr().wrapping_add(offset as usize);
-    // SAFETY: the offset was computed by `offset_of` in the parent, which
-    // runs the same executable (checked with `build_mark` first) and
-    // proved the one-time secret: it is the address of an `EntryFn` here.
-    unsafe { std::mem::transmute::<usize, EntryFn>(addr) }
-}
-
 #[ctor::ctor]
 fn mproc_boot() {
     boot();
@@ -87,6 +88,17 @@ pub(crate) fn boot() {
     let Some(token) = std::env::var_os(TOKEN_ENV) else {
         return;
     };
+    if sys::secure_exec() {
+        // glibc's `secure_getenv` rule: a privileged process does not act
+        // on what the invoking user put in its environment. It runs as the
+        // program it is (and its children get no stale token).
+        sys::scrub_env(TOKEN_ENV);
+        let _ = writeln!(
+            std::io::stderr(),
+            "mproc: {TOKEN_ENV} ignored in a privileged (set-user-ID or capability) process"
+        );
+        return;
+    }
     // Grandchildren must not inherit the token, and other processes must
     // not read it (in /proc/<pid>/environ). The constructor runs before
     // any other thread exists.
@@ -184,7 +196,12 @@ fn run_child(token: &str) -> Result<i32, String> {
     // children (CPython's `sys.exit` in a child runs `_exit_function`).
     crate::exit::install_exit_hook();
 
-    let entry = entry_at(record.entry);
+    let Some(entry) = crate::registry::entry_at(record.entry) else {
+        return Err(format!(
+            "the launch record names no registered target entry (offset {:#x}, target {:?})",
+            record.entry, record.target
+        ));
+    };
     let mut ack_error = None;
     let outcome = {
         let stream_ref = &mut stream;

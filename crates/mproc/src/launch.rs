@@ -143,7 +143,13 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     let me = crate::context::current();
     let record = LaunchRecord {
         build_mark: bootstrap::build_mark(),
-        entry: bootstrap::offset_of(prepared.entry),
+        entry: if crate::fault::requested("unregistered-entry") {
+            // Test suite only: a record naming a fn that is no registered
+            // target's entry (the anchor itself); the child must refuse it.
+            0
+        } else {
+            bootstrap::offset_of(prepared.entry)
+        },
         target: prepared.target,
         args: prepared.args,
         handles: (handles.len() + 1) as u32,

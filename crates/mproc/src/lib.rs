@@ -101,6 +101,6 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::exit::exit_procedure;
-    pub use crate::registry::{type_id_of, TargetEntry};
-    pub use inventory;
+    pub use crate::registry::{kinds, type_id_of, Entries, Probe, TargetEntry, TARGETS};
+    pub use linkme;
 }

@@ -39,7 +39,7 @@ where
     let _ = target;
     let me = crate::context::current();
     let (identity, name) = me.next_child();
-    let prepared = crate::process::prepare::<F, A>(&args, crate::bootstrap::spawn_entry::<F, A>)?;
+    let prepared = crate::process::prepare::<F, A>(&args, "spawn_entry")?;
     let state = start_child(prepared, &name, &identity, me.daemon, &me.authkey, true)?;
     drop(args);
     Ok(JoinHandle {

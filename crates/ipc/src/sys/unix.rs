@@ -692,6 +692,26 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes a private directory this process made with
+/// [`create_private_dir`] (its life lock, then the directory, which must
+/// be otherwise empty).
+pub fn remove_private_dir(path: &Path) -> io::Result<()> {
+    let _ = std::fs::remove_file(path.join(LIFE_LOCK));
+    std::fs::remove_dir(path)
+}
+
+/// Removes a private directory of another process, if that process is
+/// gone ([`owner_is_gone`]) and the directory is otherwise empty.
+pub fn remove_dead_private_dir(path: &Path) -> io::Result<()> {
+    if !owner_is_gone(path) {
+        return Err(io::Error::other(format!(
+            "{}: its owner may be alive",
+            path.display()
+        )));
+    }
+    remove_private_dir(path)
+}
+
 /// Whether the process that made the private directory `dir` (with
 /// [`create_private_dir`]) has ended, proved by its life lock being free:
 /// true for no other reason. Pids prove nothing here (a process in

@@ -406,6 +406,44 @@ pub(crate) fn prepare_child() {
     }
 }
 
+/// Whether the kernel started this process in secure mode: set-user-ID,
+/// set-group-ID or with file capabilities (`getauxval(AT_SECURE)`, the
+/// rule of glibc's `secure_getenv`; `issetugid()` on the BSDs and macOS;
+/// elsewhere real and effective ids differ).
+pub(crate) fn secure_exec() -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: getauxval only reads the auxiliary vector.
+        unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+    }
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        // SAFETY: issetugid has no arguments and only reads process state.
+        unsafe { libc::issetugid() != 0 }
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    )))]
+    {
+        rustix::process::getuid() != rustix::process::geteuid()
+            || rustix::process::getgid() != rustix::process::getegid()
+    }
+}
+
 /// Removes `name` from the environment, and on Linux also wipes its bytes
 /// (name and value) in place, in the string the environment array points
 /// at: for a variable inherited at exec that is the process's initial

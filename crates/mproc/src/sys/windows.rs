@@ -498,6 +498,13 @@ impl ParentSentinel {
 
 pub(crate) fn prepare_child() {}
 
+/// Windows has no set-user-ID programs: a process of another account or
+/// an elevated one gets its environment from its own profile, not from
+/// the user who started it, so there is no secure mode to detect.
+pub(crate) fn secure_exec() -> bool {
+    false
+}
+
 /// Removes `name` from the environment. Windows keeps the environment
 /// in the process's own memory (its PEB), readable by others only with
 /// `PROCESS_VM_READ` on it, that is by this user's processes with rights
