@@ -353,3 +353,70 @@ fn item2_setuid_process_ignores_the_entry_token() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Item 10 (CPython prints `Process p1:` before a child's traceback): a
+/// child's panic names the process and its pid on stderr; `spawn`'s
+/// `Error::Panicked` carries the name and pid; `JoinHandle` is `Debug`.
+#[test]
+fn item10_child_panic_names_the_process() {
+    let out = run(PLAIN, &["panic"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let p1_pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("p1 pid Some("))
+        .and_then(|l| l.split(')').next())
+        .unwrap_or_else(|| panic!("no p1 line: {stdout}"));
+    assert!(stdout.contains("exitcode Some(1)"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("Process p1 (pid {p1_pid}) panicked at ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("deliberate"), "{stderr}");
+    let spawned_pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("handle "))
+        .and_then(|l| l.rsplit(" pid ").next())
+        .unwrap_or_else(|| panic!("no handle line: {stdout}"));
+    assert!(
+        stdout.contains(&format!("<JoinHandle name='Process-2' pid={spawned_pid} ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "error: process Process-2 (pid {spawned_pid}) panicked at "
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("also deliberate"), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "Process Process-2 (pid {spawned_pid}) panicked at "
+        )),
+        "{stderr}"
+    );
+}
+
+#[mproc::target]
+fn exits_with(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+/// Item 10: `Error::NoResult` carries the process's name and pid.
+#[mproc::test]
+fn item10_no_result_names_the_process() {
+    let h = mproc::spawn(exits_with, (4,)).unwrap();
+    let pid = h.pid();
+    match h.join() {
+        Err(mproc::Error::NoResult {
+            name,
+            pid: p,
+            exitcode,
+        }) => {
+            assert!(name.starts_with("Process-"), "{name}");
+            assert_eq!((p, exitcode), (pid, 4));
+        }
+        other => panic!("expected NoResult, got {other:?}"),
+    }
+}

@@ -34,6 +34,18 @@ fn report_environ(path: String) {
     let _ = std::fs::write(&path, found);
 }
 
+/// Panics with `message`.
+#[mproc::target]
+fn panics(message: String) -> u32 {
+    panic!("{message}");
+}
+
+/// Panics with `message` (a `Process` target).
+#[mproc::target]
+fn panics_in_process(message: String) {
+    panic!("{message}");
+}
+
 fn run(scenario: &str, path: &str) -> mproc::Result<()> {
     match scenario {
         // Item 1: three children, no join, `main` returns at once (one
@@ -80,6 +92,21 @@ fn run(scenario: &str, path: &str) -> mproc::Result<()> {
             p.start()?;
             p.join()?;
             println!("exitcode {:?}", p.exitcode());
+        }
+        // Item 10: a child's panic names the process, on stderr and in
+        // `spawn`'s error; the handle's Debug names it too.
+        "panic" => {
+            let mut p =
+                Process::new(panics_in_process, ("deliberate".to_string(),)).with_name("p1");
+            p.start()?;
+            p.join()?;
+            println!("p1 pid {:?} exitcode {:?}", p.pid(), p.exitcode());
+            let h = mproc::spawn(panics, ("also deliberate".to_string(),))?;
+            println!("handle {h:?} pid {}", h.pid());
+            match h.join() {
+                Err(e) => println!("error: {e}"),
+                Ok(v) => println!("value {v}"),
+            }
         }
         // Item 2: the token must not reach a privileged process's entry.
         "main-ran" => println!("main ran"),

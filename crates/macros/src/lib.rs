@@ -79,14 +79,65 @@ fn check_target(func: &ItemFn) -> syn::Result<()> {
         ));
     }
     for input in &sig.inputs {
-        if let FnArg::Receiver(r) = input {
-            return Err(syn::Error::new(
-                r.span(),
-                "a #[mproc::target] must be a free fn, not a method",
-            ));
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(
+                    r.span(),
+                    "a #[mproc::target] must be a free fn, not a method",
+                ));
+            }
+            FnArg::Typed(t) => {
+                if borrowed_part(&t.ty).is_some() {
+                    return Err(syn::Error::new_spanned(
+                        &t.ty,
+                        "a #[mproc::target] parameter cannot borrow: its value is copied into \
+                         another process. Use an owned type: `String` for `&str`, `Vec<T>` for \
+                         `&[T]`, `T` for `&T`",
+                    ));
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// The span of a reference or lifetime inside `ty`, if any: a target's
+/// parameters cross into another process, so they must be owned.
+fn borrowed_part(ty: &syn::Type) -> Option<proc_macro2::Span> {
+    use syn::{GenericArgument, PathArguments, ReturnType, Type};
+    let in_path = |path: &syn::Path| {
+        path.segments.iter().find_map(|seg| match &seg.arguments {
+            PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+                GenericArgument::Lifetime(l) => Some(l.span()),
+                GenericArgument::Type(t) => borrowed_part(t),
+                _ => None,
+            }),
+            PathArguments::Parenthesized(args) => {
+                args.inputs
+                    .iter()
+                    .find_map(borrowed_part)
+                    .or(match &args.output {
+                        ReturnType::Type(_, t) => borrowed_part(t),
+                        ReturnType::Default => None,
+                    })
+            }
+            PathArguments::None => None,
+        })
+    };
+    match ty {
+        Type::Reference(r) => Some(r.span()),
+        Type::Path(p) => p
+            .qself
+            .as_ref()
+            .and_then(|q| borrowed_part(&q.ty))
+            .or_else(|| in_path(&p.path)),
+        Type::Tuple(t) => t.elems.iter().find_map(borrowed_part),
+        Type::Array(a) => borrowed_part(&a.elem),
+        Type::Slice(s) => borrowed_part(&s.elem),
+        Type::Paren(p) => borrowed_part(&p.elem),
+        Type::Group(g) => borrowed_part(&g.elem),
+        _ => None,
+    }
 }
 
 /// Makes `main` mproc's entry (see `mproc::main`).

@@ -260,9 +260,13 @@ fn start_watchdog() {
 static LAST_PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
 
 /// Records the message and location of a panic (for `spawn`'s `join`)
-/// and then prints it as Rust always does.
+/// and prints it naming the process, as CPython prints `Process p1:`
+/// before a child's traceback: `Process p1 (pid N) panicked at
+/// file:line:column:` and the message (a backtrace as Rust prints it,
+/// under `RUST_BACKTRACE`).
 fn install_panic_recorder() {
-    let previous = panic::take_hook();
+    let name = context::current().name.clone();
+    let pid = std::process::id();
     panic::set_hook(Box::new(move |info| {
         let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
             s.to_string()
@@ -275,10 +279,32 @@ fn install_panic_recorder() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .filter(|n| *n != "main")
+            .map(|n| format!(", thread '{n}'"))
+            .unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "Process {name} (pid {pid}{thread}) panicked at {location}:\n{message}"
+        );
+        match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                let _ = writeln!(err, "stack backtrace:\n{backtrace}");
+            }
+            _ => {
+                let _ = writeln!(
+                    err,
+                    "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
+                );
+            }
+        }
+        drop(err);
         if let Ok(mut last) = LAST_PANIC.lock() {
             *last = Some((message, location));
         }
-        previous(info);
     }));
 }
 

@@ -137,6 +137,9 @@ where
     A: Args,
 {
     let (target, short) = target_names::<F>();
+    if target.contains("{{closure}}") {
+        return Err(Error::ClosureTarget { name: target });
+    }
     let entry = (std::mem::size_of::<F>() == 0 && registered_name::<F>() == Some(short.as_str()))
         .then(|| registered_entry::<F>(kind))
         .flatten();
