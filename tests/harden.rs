@@ -70,7 +70,7 @@ fn item7_binary_replaced_under_a_running_program() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if Path::new("/proc/self/exe").exists() {
+    if std::env::consts::OS == "linux" {
         assert!(out.status.success(), "{out:?}");
         assert!(stdout.contains("exitcode Some(0)"), "{out:?}");
         assert!(dir.join("after-replace").exists(), "{out:?}");
@@ -143,7 +143,7 @@ fn item8_failing_random_source_fails_start() {
 /// not only from libc's copy.
 #[test]
 fn item9_entry_token_gone_from_proc_environ() {
-    if !Path::new("/proc/self/environ").exists() {
+    if std::env::consts::OS != "linux" {
         eprintln!("skipped: no /proc/<pid>/environ on this OS (docs/platforms.md)");
         return;
     }

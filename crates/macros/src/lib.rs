@@ -31,23 +31,25 @@ pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
             FnArg::Receiver(_) => None,
         })
         .collect();
-    // The registration goes in mproc's link-time table (a `linkme`
-    // distributed slice): complete before any code runs, so the child's
-    // constructor can check the entry it is asked to run (see
-    // mproc/src/registry.rs).
+    // The registration is pushed by an early constructor, which runs
+    // before every ordinary one (mproc's bootstrap among them): the child
+    // can check the entry it is asked to run (see mproc/src/registry.rs).
     let expanded = quote! {
         #func
 
         #[doc(hidden)]
         const _: () = {
-            #[::mproc::__private::linkme::distributed_slice(::mproc::__private::TARGETS)]
-            #[linkme(crate = ::mproc::__private::linkme)]
-            static __MPROC_TARGET: ::mproc::__private::TargetEntry =
-                ::mproc::__private::TargetEntry::new(
+            static __MPROC_TARGET: ::mproc::__private::Registration =
+                ::mproc::__private::Registration::new(::mproc::__private::TargetEntry::new(
                     #name,
                     || ::mproc::__private::type_id_of(&#ident),
                     __mproc_entries,
-                );
+                ));
+
+            extern "C" fn __mproc_register() {
+                __MPROC_TARGET.register();
+            }
+            ::mproc::__mproc_early_ctor!(__mproc_register);
 
             fn __mproc_entries() -> ::mproc::__private::Entries {
                 let probe = ::mproc::__private::Probe::<_, (#(#arg_types,)*)>::new(&#ident);

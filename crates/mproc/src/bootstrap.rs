@@ -11,10 +11,9 @@
 //! The child finds its target by the offset of its monomorphised entry fn
 //! from [`anchor`], which the parent sends (both processes run the same
 //! executable, checked with [`build_mark`]), and runs it only if it is the
-//! entry of a registered target: the registry is a table the linker
-//! completes (`registry::TARGETS`), not one constructors fill, so the
-//! constructor does not depend on the order in which constructors run,
-//! which no OS specifies (see docs/architecture.md).
+//! entry of a registered target: the registry is filled by early
+//! constructors, which the platform runs before this one (see
+//! `registry.rs` and docs/architecture.md).
 //!
 //! A process the kernel started in secure mode (set-user-ID, set-group-ID,
 //! file capabilities: `AT_SECURE`) ignores the entry token: its

@@ -101,6 +101,5 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::exit::exit_procedure;
-    pub use crate::registry::{kinds, type_id_of, Entries, Probe, TargetEntry, TARGETS};
-    pub use linkme;
+    pub use crate::registry::{kinds, type_id_of, Entries, Probe, Registration, TargetEntry};
 }

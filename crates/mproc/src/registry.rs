@@ -1,12 +1,14 @@
 //! The target registry and the compile-time link between a target fn and
 //! its arguments.
 //!
-//! `#[mproc::target]` adds a [`TargetEntry`] (the fn's name, a way to get
-//! its `TypeId`, and its monomorphised entry fns, one per [entry
-//! kind](kinds)) to [`TARGETS`], a `linkme` distributed slice: a table the
-//! linker completes, which no constructor fills, so that it is whole
-//! before any code runs (in the child's life-before-main bootstrap too;
-//! see docs/architecture.md, "Why a constructor").
+//! `#[mproc::target]` registers a [`TargetEntry`] (the fn's name, a way to
+//! get its `TypeId`, and its monomorphised entry fns, one per [entry
+//! kind](kinds)) from an *early constructor*: one the platform runs before
+//! every ordinary constructor (an `.init_array` priority section on ELF,
+//! `.CRT$XCT` on Windows, before `.CRT$XCU`; see `sys`), among them mproc's
+//! own bootstrap constructor. So the registry is complete when the child's
+//! life-before-main bootstrap reads it (see docs/architecture.md, "Why a
+//! constructor").
 //!
 //! The parent takes the entry fn of a launch from there and sends its
 //! offset from an anchor fn of this same binary; the child accepts the
@@ -15,6 +17,7 @@
 
 use std::any::TypeId;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -44,10 +47,51 @@ impl TargetEntry {
     }
 }
 
-/// Every target of this executable, complete at link time.
+/// A node of the registry (a lock-free list of statics, pushed by the
+/// early constructors `#[mproc::target]` generates).
 #[doc(hidden)]
-#[linkme::distributed_slice]
-pub static TARGETS: [TargetEntry];
+pub struct Registration {
+    entry: TargetEntry,
+    next: AtomicPtr<Registration>,
+}
+
+impl Registration {
+    #[doc(hidden)]
+    pub const fn new(entry: TargetEntry) -> Self {
+        Registration {
+            entry,
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// Adds this target to the registry (from its early constructor).
+    #[doc(hidden)]
+    pub fn register(&'static self) {
+        let me = self as *const Registration as *mut Registration;
+        let mut head = HEAD.load(Ordering::Acquire);
+        loop {
+            self.next.store(head, Ordering::Relaxed);
+            match HEAD.compare_exchange_weak(head, me, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+}
+
+static HEAD: AtomicPtr<Registration> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Every registered target of this executable.
+fn targets() -> impl Iterator<Item = &'static TargetEntry> {
+    let mut at = HEAD.load(Ordering::Acquire);
+    std::iter::from_fn(move || {
+        // SAFETY: every pointer in the list comes from a `&'static
+        // Registration` (`register`), and nodes are never removed.
+        let node = unsafe { at.as_ref() }?;
+        at = node.next.load(Ordering::Acquire);
+        Some(&node.entry)
+    })
+}
 
 /// A target's entry fns, by kind name (`None` where the target's return
 /// type does not fit the kind).
@@ -61,7 +105,7 @@ pub fn type_id_of<T: 'static>(_: &T) -> TypeId {
 
 fn registration<F: 'static>() -> Option<&'static TargetEntry> {
     let id = TypeId::of::<F>();
-    TARGETS.iter().find(|e| (e.type_id)() == id)
+    targets().find(|e| (e.type_id)() == id)
 }
 
 /// The registered name of `F`, if it is a fn registered with `#[mproc::target]`.
@@ -83,8 +127,7 @@ pub(crate) fn registered_entry<F: 'static>(kind: &str) -> Option<EntryFn> {
 /// target (of any kind): the only way a child turns a launch record into
 /// code to run.
 pub(crate) fn entry_at(offset: i64) -> Option<EntryFn> {
-    TARGETS
-        .iter()
+    targets()
         .flat_map(|t| (t.entries)())
         .filter_map(|(_, e)| e)
         .find(|e| offset_of(*e) == offset)
