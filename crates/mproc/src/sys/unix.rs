@@ -451,45 +451,51 @@ pub(crate) fn secure_exec() -> bool {
 /// processes. Must run before any other thread exists (a constructor).
 pub(crate) fn scrub_env(name: &str) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let entry = find_env_entry(name);
+    wipe_env_entries(name);
+    // Elsewhere the variable goes from the array only; on Linux there is
+    // nothing left to remove by now.
     std::env::remove_var(name);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some((ptr, len)) = entry {
-        // SAFETY: `ptr..ptr+len` is the "NAME=value" string the environment
-        // array pointed at (found by `find_env_entry` just now, with no other
-        // thread running). Removing the variable took only the pointer out
-        // of the array; the bytes (in the initial block on the stack, or a
-        // leaked setenv copy) stay allocated and writable for the whole life
-        // of the process, and nothing refers to them any more.
-        unsafe { std::ptr::write_bytes(ptr, 0, len) };
-    }
 }
 
-/// The address and length of the "NAME=value" string of `name` in the C
-/// library's environment array.
+/// Wipes every "NAME=value" string of `name` in the C library's
+/// environment array, then takes its pointer out of the array (as
+/// `unsetenv` does), without freeing anything.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn find_env_entry(name: &str) -> Option<(*mut u8, usize)> {
+fn wipe_env_entries(name: &str) {
     extern "C" {
         static mut environ: *mut *mut libc::c_char;
     }
     let prefix = format!("{name}=");
-    // SAFETY: no other thread runs (constructor), so the array and its
-    // strings do not change while they are read; it is null-terminated and
-    // each entry is a NUL-terminated string.
+    // SAFETY: no other thread runs (constructor), so nothing else reads or
+    // changes the array or its strings meanwhile. The array is
+    // null-terminated and each entry is a NUL-terminated string that
+    // stays allocated and writable for the process's life: the initial
+    // block on the stack, or a string the C library allocated and never
+    // frees while it is in the array. Each string is wiped while it is
+    // still in the array, then its slot is closed up by moving the later
+    // pointers (and the terminating null) down one place.
     unsafe {
         let mut p = environ;
         if p.is_null() {
-            return None;
+            return;
         }
         while !(*p).is_null() {
             let entry = std::ffi::CStr::from_ptr(*p);
-            if entry.to_bytes().starts_with(prefix.as_bytes()) {
-                return Some(((*p).cast::<u8>(), entry.to_bytes().len()));
+            if !entry.to_bytes().starts_with(prefix.as_bytes()) {
+                p = p.add(1);
+                continue;
             }
-            p = p.add(1);
+            std::ptr::write_bytes((*p).cast::<u8>(), 0, entry.to_bytes().len());
+            let mut q = p;
+            loop {
+                *q = *q.add(1);
+                if (*q).is_null() {
+                    break;
+                }
+                q = q.add(1);
+            }
         }
     }
-    None
 }
 
 /// Ends this process at once, without running exit handlers (the daemon
