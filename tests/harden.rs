@@ -52,8 +52,9 @@ fn item1_plain_main_loses_no_child() {
 
 /// Item 7: the program's file is deleted and replaced while it runs (a
 /// rebuild, a package upgrade). On Linux the next `start()` re-executes
-/// the running image and works; elsewhere it fails with an error that
-/// names the missing or replaced file.
+/// the running image and works; elsewhere (the file renamed away, as
+/// Windows allows for a running executable) it fails with an error that
+/// names the missing file.
 #[test]
 fn item7_binary_replaced_under_a_running_program() {
     let dir = scratch("replace");
@@ -85,7 +86,9 @@ fn item7_binary_replaced_under_a_running_program() {
 }
 
 /// Item 7: an OS error about a path names it — here a `TMPDIR` that does
-/// not exist (where the runtime directory lives in the temp directory).
+/// not exist, where the runtime directory lives in the temp directory
+/// (Unix; Windows control channels are named pipes, which need no
+/// directory: there the start works).
 #[test]
 fn item7_missing_temp_dir_is_named() {
     let dir = scratch("tmpdir");
@@ -101,10 +104,14 @@ fn item7_missing_temp_dir_is_named() {
             ("XDG_RUNTIME_DIR", ""),
         ],
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::consts::FAMILY == "windows" {
+        assert!(out.status.success(), "{out:?}");
+        return;
+    }
     assert!(!out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&*missing), "no path in: {stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Item 8: a start timeout of `u64::MAX` seconds is "no deadline", not an

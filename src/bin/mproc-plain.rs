@@ -59,14 +59,17 @@ fn run(scenario: &str, path: &str) -> mproc::Result<()> {
         // upgrade replaces it), then it starts a child.
         "replace-self" => {
             let exe = std::env::current_exe()?;
-            if std::fs::remove_file(&exe).is_err() {
-                // Windows does not delete a running executable, but
-                // renames it.
+            if std::env::consts::OS == "linux" {
+                // A rebuild: the file is unlinked and a new one written.
+                std::fs::remove_file(&exe)?;
+                std::fs::write(&exe, b"#!/bin/sh\nexit 99\n")?;
+            } else {
+                // Windows does not delete a running executable, but an
+                // upgrade may rename it away.
                 let mut old = exe.clone().into_os_string();
                 old.push(".old");
                 std::fs::rename(&exe, &old)?;
             }
-            std::fs::write(&exe, b"#!/bin/sh\nexit 99\n")?;
             let mut p = Process::new(write_file, (format!("{path}/after-replace"), 0));
             p.start()?;
             p.join()?;
