@@ -427,3 +427,50 @@ fn item10_no_result_names_the_process() {
         other => panic!("expected NoResult, got {other:?}"),
     }
 }
+
+#[mproc::target]
+fn write_later(path: String) {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(path, b"done").expect("write the file");
+}
+
+/// Helper of `item1_plain_test_without_join_loses_no_child`, run by it in
+/// a test process of its own: a plain `#[test]` (no `#[mproc::test]`, no
+/// `init()`) that starts a child and ends without `join`.
+#[test]
+#[ignore = "run by item1_plain_test_without_join_loses_no_child"]
+fn item1_helper_plain_test_without_join() {
+    let Ok(path) = std::env::var("MPROC_HARDEN_PATH") else {
+        eprintln!("a helper: item1_plain_test_without_join_loses_no_child runs it");
+        return;
+    };
+    mproc::Process::new(write_later, (path,)).start().unwrap();
+}
+
+/// Item 1, the test-harness case: the test binary running only a plain
+/// `#[test]` that starts a child and returns still lets the child run to
+/// the end before the process exits.
+#[test]
+fn item1_plain_test_without_join_loses_no_child() {
+    let dir = scratch("plain-test");
+    let path = dir.join("written");
+    let exe = std::env::current_exe().expect("this test binary");
+    let out = Command::new(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            "item1_helper_plain_test_without_join",
+            "--test-threads=1",
+        ])
+        .env("MPROC_HARDEN_PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run this test binary");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{out:?}"
+    );
+    assert!(path.exists(), "the child never ran to the end: {out:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
