@@ -474,3 +474,52 @@ fn item1_plain_test_without_join_loses_no_child() {
     assert!(path.exists(), "the child never ran to the end: {out:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Item 3: the runtime directory goes in `$XDG_RUNTIME_DIR` when that is a
+/// private directory of this user, and in the temp directory when it is
+/// not (here: one that others may enter). Unix: Windows has no runtime
+/// directory.
+#[test]
+fn item3_runtime_dir_prefers_a_private_xdg_runtime_dir() {
+    if std::env::consts::FAMILY != "unix" {
+        eprintln!("skipped: no runtime directory on Windows (named pipes)");
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    for (mode, in_xdg) in [("0700", true), ("0755", false)] {
+        let xdg = scratch("xdg");
+        let out = scratch("xdg-out");
+        let chmod = Command::new("chmod").arg(mode).arg(&xdg).status().unwrap();
+        assert!(chmod.success());
+        let mut child = Command::new(PLAIN)
+            .arg("hold")
+            .arg(&out)
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the program");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let prefix = format!("mproc-{}-", child.id());
+        let found = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        };
+        let (xdg_has, tmp_has) = (found(&xdg), found(&std::env::temp_dir()));
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success());
+        assert_eq!(
+            (xdg_has, tmp_has),
+            (in_xdg, !in_xdg),
+            "XDG_RUNTIME_DIR mode {mode}"
+        );
+        let _ = std::fs::remove_dir_all(&xdg);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
