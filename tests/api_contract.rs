@@ -123,6 +123,25 @@ fn contract() {
         Error::TypeMismatch { .. } => 1,
         _ => 2,
     };
+
+    // Issue 12 item 10: a spawn's errors name the process; closures are
+    // refused by name; a JoinHandle prints.
+    let _ = |e: Error| match e {
+        Error::Panicked {
+            name,
+            pid,
+            message,
+            location,
+        } => (name, pid, message + &location),
+        Error::NoResult {
+            name,
+            pid,
+            exitcode,
+        } => (name, pid, exitcode.to_string()),
+        Error::ClosureTarget { name } => (name, 0, String::new()),
+        _ => (String::new(), 0, String::new()),
+    };
+    let _ = |h: &JoinHandle<u32>| format!("{h:?}");
 }
 
 #[test]

@@ -181,9 +181,17 @@ fn runtime_dir_is_private() -> mproc::Result<()> {
     p.start()?;
     p.join()?;
     let prefix = format!("mproc-{}-", std::process::id());
-    let dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())?
+    // The runtime directory is in $XDG_RUNTIME_DIR when that is usable
+    // (issue 12 item 3), else in the temp directory.
+    let mut bases = vec![std::env::temp_dir()];
+    bases.extend(std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from));
+    let dirs: Vec<_> = bases
+        .iter()
+        .filter_map(|b| std::fs::read_dir(b).ok())
+        .flatten()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| !e.path().join("queues.sock").exists())
         .collect();
     assert_eq!(dirs.len(), 1, "one runtime directory per process");
     let mode = dirs[0].metadata()?.permissions().mode() & 0o777;

@@ -48,6 +48,14 @@ pub enum Error {
         /// The fn's own name.
         short: String,
     },
+    /// A closure was passed where a target fn goes: a child cannot find a
+    /// closure (it has no name in the executable), only a free fn
+    /// registered with `#[mproc::target]`.
+    #[error("closures cannot be targets: `{name}` is a closure; move its body into a free fn marked #[mproc::target] and pass that fn")]
+    ClosureTarget {
+        /// The closure's type name.
+        name: String,
+    },
     /// A spawn from a child process that did not go through mproc's entry.
     #[error("refusing to spawn from a child process that skipped mproc's entry (fork-bomb guard): add #[mproc::main] to main, or call mproc::init() as its first line")]
     ForkBomb,
@@ -62,16 +70,22 @@ pub enum Error {
         reason: String,
     },
     /// The child ended without reporting a result (killed, `exit(n)`, ...).
-    #[error("child process {pid} ended without a result (exitcode {exitcode})")]
+    #[error("process {name} (pid {pid}) ended without a result (exitcode {exitcode})")]
     NoResult {
+        /// The child's name (`Process-1`, or the one it was given).
+        name: String,
         /// The child's pid.
         pid: u32,
         /// Its CPython-style exit code.
         exitcode: i32,
     },
     /// The target panicked in the child (`mproc::spawn`'s `join`).
-    #[error("child process panicked at {location}: {message}")]
+    #[error("process {name} (pid {pid}) panicked at {location}: {message}")]
     Panicked {
+        /// The child's name (`Process-1`, or the one it was given).
+        name: String,
+        /// The child's pid.
+        pid: u32,
         /// The panic payload, as text.
         message: String,
         /// `file:line:column` of the panic.

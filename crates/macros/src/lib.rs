@@ -2,7 +2,7 @@
 //! `#[mproc::test]`. Use them through the `mproc` crate.
 
 use proc_macro::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn};
 
 /// Registers a free fn as a process target (see `mproc::target`).
@@ -22,18 +22,38 @@ pub fn target(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let ident = &func.sig.ident;
     let name = ident.to_string();
-    let reg = format_ident!("__MPROC_TARGET_{}", name.to_uppercase());
+    let arg_types: Vec<&syn::Type> = func
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(t) => Some(&*t.ty),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    // The registration is pushed by an early constructor, which runs
+    // before every ordinary one (mproc's bootstrap among them): the child
+    // can check the entry it is asked to run (see mproc/src/registry.rs).
     let expanded = quote! {
         #func
 
         #[doc(hidden)]
-        #[allow(non_upper_case_globals)]
-        const #reg: () = {
-            ::mproc::__private::inventory::submit! {
-                ::mproc::__private::TargetEntry::new(
+        const _: () = {
+            static __MPROC_TARGET: ::mproc::__private::Registration =
+                ::mproc::__private::Registration::new(::mproc::__private::TargetEntry::new(
                     #name,
                     || ::mproc::__private::type_id_of(&#ident),
-                )
+                    __mproc_entries,
+                ));
+
+            extern "C" fn __mproc_register() {
+                __MPROC_TARGET.register();
+            }
+            ::mproc::__mproc_early_ctor!(__mproc_register);
+
+            fn __mproc_entries() -> ::mproc::__private::Entries {
+                let probe = ::mproc::__private::Probe::<_, (#(#arg_types,)*)>::new(&#ident);
+                ::mproc::__mproc_entries!(probe)
             }
         };
     };
@@ -61,14 +81,65 @@ fn check_target(func: &ItemFn) -> syn::Result<()> {
         ));
     }
     for input in &sig.inputs {
-        if let FnArg::Receiver(r) = input {
-            return Err(syn::Error::new(
-                r.span(),
-                "a #[mproc::target] must be a free fn, not a method",
-            ));
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(
+                    r.span(),
+                    "a #[mproc::target] must be a free fn, not a method",
+                ));
+            }
+            FnArg::Typed(t) => {
+                if borrowed_part(&t.ty).is_some() {
+                    return Err(syn::Error::new_spanned(
+                        &t.ty,
+                        "a #[mproc::target] parameter cannot borrow: its value is copied into \
+                         another process. Use an owned type: `String` for `&str`, `Vec<T>` for \
+                         `&[T]`, `T` for `&T`",
+                    ));
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// The span of a reference or lifetime inside `ty`, if any: a target's
+/// parameters cross into another process, so they must be owned.
+fn borrowed_part(ty: &syn::Type) -> Option<proc_macro2::Span> {
+    use syn::{GenericArgument, PathArguments, ReturnType, Type};
+    let in_path = |path: &syn::Path| {
+        path.segments.iter().find_map(|seg| match &seg.arguments {
+            PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+                GenericArgument::Lifetime(l) => Some(l.span()),
+                GenericArgument::Type(t) => borrowed_part(t),
+                _ => None,
+            }),
+            PathArguments::Parenthesized(args) => {
+                args.inputs
+                    .iter()
+                    .find_map(borrowed_part)
+                    .or(match &args.output {
+                        ReturnType::Type(_, t) => borrowed_part(t),
+                        ReturnType::Default => None,
+                    })
+            }
+            PathArguments::None => None,
+        })
+    };
+    match ty {
+        Type::Reference(r) => Some(r.span()),
+        Type::Path(p) => p
+            .qself
+            .as_ref()
+            .and_then(|q| borrowed_part(&q.ty))
+            .or_else(|| in_path(&p.path)),
+        Type::Tuple(t) => t.elems.iter().find_map(borrowed_part),
+        Type::Array(a) => borrowed_part(&a.elem),
+        Type::Slice(s) => borrowed_part(&s.elem),
+        Type::Paren(p) => borrowed_part(&p.elem),
+        Type::Group(g) => borrowed_part(&g.elem),
+        _ => None,
+    }
 }
 
 /// Makes `main` mproc's entry (see `mproc::main`).

@@ -8,11 +8,16 @@
 //! it looks like (`#[mproc::main]`, `init()`, libtest's or nextest's
 //! harness, or nothing at all).
 //!
-//! The child finds its target without any registry: the parent sends the
-//! offset of the monomorphised entry fn from [`anchor`], and both processes
-//! run the same executable (checked with [`build_mark`]). That keeps the
-//! constructor independent of the order in which constructors run, which
-//! no OS specifies (see docs/architecture.md).
+//! The child finds its target by the offset of its monomorphised entry fn
+//! from [`anchor`], which the parent sends (both processes run the same
+//! executable, checked with [`build_mark`]), and runs it only if it is the
+//! entry of a registered target: the registry is filled by early
+//! constructors, which the platform runs before this one (see
+//! `registry.rs` and docs/architecture.md).
+//!
+//! A process the kernel started in secure mode (set-user-ID, set-group-ID,
+//! file capabilities: `AT_SECURE`) ignores the entry token: its
+//! environment is the invoking user's, not its parent's.
 
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
@@ -29,21 +34,24 @@ use crate::sys;
 
 /// What an entry fn gets: the encoded arguments, their handles, and the
 /// acknowledgement to send once they are decoded.
-pub(crate) struct EntryInput<'a> {
+#[doc(hidden)]
+pub struct EntryInput<'a> {
     pub(crate) args: Vec<u8>,
     pub(crate) handles: Vec<OwnedHandle>,
     pub(crate) ack: &'a mut dyn FnMut(Ack),
 }
 
 /// How the target ended.
-pub(crate) struct ChildOutcome {
+#[doc(hidden)]
+pub struct ChildOutcome {
     pub(crate) exitcode: i32,
     /// `None` when the arguments did not decode (already acknowledged as such).
     pub(crate) report: Option<Report>,
 }
 
 /// A monomorphised entry: decodes the args, runs the target.
-pub(crate) type EntryFn = fn(EntryInput<'_>) -> ChildOutcome;
+#[doc(hidden)]
+pub type EntryFn = fn(EntryInput<'_>) -> ChildOutcome;
 
 /// The fixed point offsets are taken from. Its body is unique so that no
 /// linker folds it with another fn.
@@ -68,14 +76,6 @@ pub(crate) fn offset_of(entry: EntryFn) -> i64 {
     (entry as usize).wrapping_sub(anchor_addr()) as i64
 }
 
-fn entry_at(offset: i64) -> EntryFn {
-    let addr = anchor_addr().wrapping_add(offset as usize);
-    // SAFETY: the offset was computed by `offset_of` in the parent, which
-    // runs the same executable (checked with `build_mark` first) and
-    // proved the one-time secret: it is the address of an `EntryFn` here.
-    unsafe { std::mem::transmute::<usize, EntryFn>(addr) }
-}
-
 #[ctor::ctor]
 fn mproc_boot() {
     boot();
@@ -87,9 +87,21 @@ pub(crate) fn boot() {
     let Some(token) = std::env::var_os(TOKEN_ENV) else {
         return;
     };
-    // Grandchildren must not inherit the token. The constructor runs
-    // before any other thread exists.
-    std::env::remove_var(TOKEN_ENV);
+    if sys::secure_exec() {
+        // glibc's `secure_getenv` rule: a privileged process does not act
+        // on what the invoking user put in its environment. It runs as the
+        // program it is (and its children get no stale token).
+        sys::scrub_env(TOKEN_ENV);
+        let _ = writeln!(
+            std::io::stderr(),
+            "mproc: {TOKEN_ENV} ignored in a privileged (set-user-ID or capability) process"
+        );
+        return;
+    }
+    // Grandchildren must not inherit the token, and other processes must
+    // not read it (in /proc/<pid>/environ). The constructor runs before
+    // any other thread exists.
+    sys::scrub_env(TOKEN_ENV);
     let token = token.to_string_lossy().into_owned();
     sys::prepare_child();
     let code = match run_child(&token) {
@@ -123,18 +135,17 @@ fn parse_token(token: &str) -> Result<(Vec<u8>, &str), String> {
     Ok((secret, address))
 }
 
-/// Fault injection for the test suite: `MPROC_TEST_FAULT=<stage>` makes a
-/// child die (exit code 7) or hang at that stage of its bootstrap, the way
-/// a child killed mid-launch would. Inert unless the variable is set.
+/// Fault injection for the test suite (`crate::fault`): the fault
+/// `<stage>` makes a child die (exit code 7), `hang-<stage>` makes it hang
+/// at that stage of its bootstrap, the way a child killed mid-launch would.
+/// Compiled out of every build but the test suite's.
 fn fault_point(stage: &str) {
-    if let Some(fault) = std::env::var_os("MPROC_TEST_FAULT") {
-        if fault == *stage {
-            std::process::exit(7);
-        }
-        if fault.to_string_lossy() == format!("hang-{stage}") {
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+    if crate::fault::requested(stage) {
+        std::process::exit(7);
+    }
+    if crate::fault::requested(&format!("hang-{stage}")) {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
         }
     }
 }
@@ -184,7 +195,12 @@ fn run_child(token: &str) -> Result<i32, String> {
     // children (CPython's `sys.exit` in a child runs `_exit_function`).
     crate::exit::install_exit_hook();
 
-    let entry = entry_at(record.entry);
+    let Some(entry) = crate::registry::entry_at(record.entry) else {
+        return Err(format!(
+            "the launch record names no registered target entry (offset {:#x}, target {:?})",
+            record.entry, record.target
+        ));
+    };
     let mut ack_error = None;
     let outcome = {
         let stream_ref = &mut stream;
@@ -243,9 +259,13 @@ fn start_watchdog() {
 static LAST_PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
 
 /// Records the message and location of a panic (for `spawn`'s `join`)
-/// and then prints it as Rust always does.
+/// and prints it naming the process, as CPython prints `Process p1:`
+/// before a child's traceback: `Process p1 (pid N) panicked at
+/// file:line:column:` and the message (a backtrace as Rust prints it,
+/// under `RUST_BACKTRACE`).
 fn install_panic_recorder() {
-    let previous = panic::take_hook();
+    let name = context::current().name.clone();
+    let pid = std::process::id();
     panic::set_hook(Box::new(move |info| {
         let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
             s.to_string()
@@ -258,10 +278,32 @@ fn install_panic_recorder() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .filter(|n| *n != "main")
+            .map(|n| format!(", thread '{n}'"))
+            .unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "Process {name} (pid {pid}{thread}) panicked at {location}:\n{message}"
+        );
+        match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                let _ = writeln!(err, "stack backtrace:\n{backtrace}");
+            }
+            _ => {
+                let _ = writeln!(
+                    err,
+                    "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
+                );
+            }
+        }
+        drop(err);
         if let Ok(mut last) = LAST_PANIC.lock() {
             *last = Some((message, location));
         }
-        previous(info);
     }));
 }
 

@@ -14,6 +14,9 @@ pub(crate) struct Current {
     pub(crate) daemon: bool,
     pub(crate) authkey: Arc<[u8]>,
     pub(crate) parent: Option<Arc<ParentLink>>,
+    /// Why this process has no authkey (the OS random source failed):
+    /// `start()` then refuses, rather than hand out a key that is not secret.
+    pub(crate) key_error: Option<String>,
     /// Counts `Process` constructions in this process (CPython's `_counter`).
     counter: AtomicU32,
 }
@@ -32,17 +35,18 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 pub(crate) fn current() -> &'static Current {
     CURRENT.get_or_init(|| {
         let mut key = [0u8; 32];
-        // A failing OS random source leaves a key that is still unique
-        // enough to tell processes apart but not secret; say so loudly.
-        if let Err(e) = getrandom::getrandom(&mut key) {
-            tracing::error!("cannot read random bytes for the authkey: {e}");
-        }
+        // A failing OS random source leaves no usable key: every `start()`
+        // reports it (`key_error`) instead of using zeros.
+        let key_error = crate::fault::random_bytes(&mut key)
+            .err()
+            .map(|e| format!("no authkey for this process: {e}"));
         Current {
             name: "MainProcess".to_string(),
             identity: Vec::new(),
             daemon: false,
             authkey: Arc::from(&key[..]),
             parent: None,
+            key_error,
             counter: AtomicU32::new(1),
         }
     })
@@ -63,6 +67,7 @@ pub(crate) fn set_child(
         daemon,
         authkey: Arc::from(authkey),
         parent: Some(Arc::new(parent)),
+        key_error: None,
         counter: AtomicU32::new(1),
     });
 }

@@ -56,7 +56,15 @@ extern "C" fn exit_hook() {
     exit_procedure();
 }
 
-/// Makes the exit procedure run when this process exits normally.
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Makes the exit procedure run when this process exits normally (once,
+/// however often it is called). `init()` calls it, a child's bootstrap
+/// does, and so does the first `start()`/`spawn()`: like CPython, which
+/// registers `_exit_function` when multiprocessing is first used, a
+/// program without `#[mproc::main]` or `init()` (a plain `main`, a plain
+/// `#[test]`) still joins its non-daemonic children at exit instead of
+/// leaving them to die mid-launch.
 pub(crate) fn install_exit_hook() {
-    sys::at_exit(exit_hook);
+    HOOK.call_once(|| sys::at_exit(exit_hook));
 }

@@ -99,8 +99,9 @@ pub(crate) struct Begun {
     report: bool,
 }
 
-/// How long a child may take to reach its entry and acknowledge.
-fn start_deadline() -> Duration {
+/// How long a child may take to reach its entry and acknowledge
+/// (`MPROC_START_TIMEOUT_SECS`, 60 s by default).
+fn start_timeout() -> Duration {
     std::env::var("MPROC_START_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -108,13 +109,23 @@ fn start_deadline() -> Duration {
         .unwrap_or(Duration::from_secs(60))
 }
 
+/// `now + timeout`, saturated: a huge timeout (`u64::MAX` seconds) means
+/// "no deadline in this program's lifetime", never an overflow panic.
+pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout).unwrap_or_else(|| {
+        // About 30 years: later than any child takes to start, and far
+        // from any platform's `Instant` limit.
+        now.checked_add(Duration::from_secs(1 << 30)).unwrap_or(now)
+    })
+}
+
 /// Starts a child process for `prepared` as `who` describes: the entry
 /// token, the control listener, the launch record ready to send. What is
 /// left is [`Begun::finish`].
 pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProcess, Begun)> {
     let mut secret = [0u8; 32];
-    getrandom::getrandom(&mut secret)
-        .map_err(|e| Error::Bootstrap(format!("cannot read random bytes: {e}")))?;
+    crate::fault::random_bytes(&mut secret)
+        .map_err(|e| Error::Bootstrap(format!("no secret for the launch: {e}")))?;
     let borrowed: Vec<_> = prepared
         .handles
         .iter()
@@ -132,7 +143,13 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     let me = crate::context::current();
     let record = LaunchRecord {
         build_mark: bootstrap::build_mark(),
-        entry: bootstrap::offset_of(prepared.entry),
+        entry: if crate::fault::requested("unregistered-entry") {
+            // Test suite only: a record naming a fn that is no registered
+            // target's entry (the anchor itself); the child must refuse it.
+            0
+        } else {
+            bootstrap::offset_of(prepared.entry)
+        },
         target: prepared.target,
         args: prepared.args,
         handles: (handles.len() + 1) as u32,
@@ -150,7 +167,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
     let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
-    let deadline = Instant::now() + start_deadline();
+    let deadline = deadline_after(Instant::now(), start_timeout());
     if who.daemon {
         if let Err(e) = child.tie_to_parent() {
             let _ = child.kill();

@@ -32,6 +32,7 @@
 mod bootstrap;
 mod context;
 mod exit;
+mod fault;
 mod launch;
 mod launcher;
 mod process;
@@ -100,6 +101,5 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::exit::exit_procedure;
-    pub use crate::registry::{type_id_of, TargetEntry};
-    pub use inventory;
+    pub use crate::registry::{kinds, type_id_of, Entries, Probe, Registration, TargetEntry};
 }

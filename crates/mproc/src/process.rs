@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use mproc_ipc::{handles, Error, Result, Waitable};
 
-use crate::bootstrap::{self, EntryFn};
 use crate::launch::{self, Identity, Prepared, TOKEN_ENV};
-use crate::registry::{registered_name, target_names, Args, ProcessOutput, Target};
+use crate::registry::{
+    registered_entry, registered_name, target_names, Args, ProcessOutput, Target,
+};
 use crate::sys::{ChildProcess, ControlStream};
 use crate::{context, exit};
 
@@ -116,7 +117,7 @@ where
     F::Output: ProcessOutput,
 {
     fn prepare(&self) -> Result<Prepared> {
-        prepare::<F, A>(&self.args, bootstrap::process_entry::<F, A>)
+        prepare::<F, A>(&self.args, "process_entry")
     }
 
     fn run_here(self: Box<Self>) -> Result<()> {
@@ -127,20 +128,27 @@ where
     }
 }
 
-/// Checks the target is registered and encodes its arguments, collecting
-/// the OS handles they carry.
-pub(crate) fn prepare<F, A>(args: &A, entry: EntryFn) -> Result<Prepared>
+/// Checks the target is registered, takes its registered entry fn of the
+/// given kind, and encodes its arguments, collecting the OS handles they
+/// carry.
+pub(crate) fn prepare<F, A>(args: &A, kind: &str) -> Result<Prepared>
 where
     F: Target<A>,
     A: Args,
 {
     let (target, short) = target_names::<F>();
-    if std::mem::size_of::<F>() != 0 || registered_name::<F>() != Some(short.as_str()) {
+    if target.contains("{{closure}}") {
+        return Err(Error::ClosureTarget { name: target });
+    }
+    let entry = (std::mem::size_of::<F>() == 0 && registered_name::<F>() == Some(short.as_str()))
+        .then(|| registered_entry::<F>(kind))
+        .flatten();
+    let Some(entry) = entry else {
         return Err(Error::UnregisteredTarget {
             name: target,
             short,
         });
-    }
+    };
     let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(args));
     let args = encoded.map_err(|e| Error::Encode(e.to_string()))?;
     Ok(Prepared {
@@ -164,6 +172,9 @@ pub(crate) fn start_child(
     if me.daemon {
         return Err(Error::DaemonicChildren);
     }
+    if let Some(reason) = &me.key_error {
+        return Err(Error::Bootstrap(reason.clone()));
+    }
     if std::env::var_os(TOKEN_ENV).is_some() {
         // This process was started as a child but never went through
         // mproc's entry: refuse to spawn again (fork-bomb guard), loudly.
@@ -171,6 +182,9 @@ pub(crate) fn start_child(
         let _ = std::io::stderr().flush();
         std::process::exit(launch::BOOTSTRAP_EXIT_CODE);
     }
+    // Before the child exists: whatever `main` looks like, the exit
+    // procedure joins it (and lets its launch complete).
+    exit::install_exit_hook();
     let slot = crate::launcher::slot();
     let (process, begun) = launch::begin(
         prepared,

@@ -39,7 +39,7 @@ where
     let _ = target;
     let me = crate::context::current();
     let (identity, name) = me.next_child();
-    let prepared = crate::process::prepare::<F, A>(&args, crate::bootstrap::spawn_entry::<F, A>)?;
+    let prepared = crate::process::prepare::<F, A>(&args, "spawn_entry")?;
     let state = start_child(prepared, &name, &identity, me.daemon, &me.authkey, true)?;
     drop(args);
     Ok(JoinHandle {
@@ -59,9 +59,10 @@ pub struct JoinHandle<R> {
 impl<R: DeserializeOwned> JoinHandle<R> {
     /// Waits for the process and returns its target's value; a target
     /// returning `Result<T, E>` gives `Ok(Err(e))` when it returned
-    /// `Err(e)`. A panic is [`Error::Panicked`] with its message and
-    /// `file:line:column`; a process that ended without a result (killed,
-    /// `std::process::exit`) is [`Error::NoResult`] with its exit code; a
+    /// `Err(e)`. A panic is [`Error::Panicked`] with the process's name and
+    /// pid, the message and `file:line:column`; a process that ended
+    /// without a result (killed, `std::process::exit`) is
+    /// [`Error::NoResult`] with its name, pid and exit code; a
     /// process that failed to start is [`Error::ChildFailed`].
     pub fn join(self) -> Result<R> {
         let control = match self.state.take_control() {
@@ -87,17 +88,45 @@ impl<R: DeserializeOwned> JoinHandle<R> {
         let exitcode = self.state.process.wait(None)?.unwrap_or(1);
         crate::exit::forget(&self.state);
         let pid = self.state.process.pid();
+        let name = self.state.name.clone();
         let Some(bytes) = report else {
-            return Err(Error::NoResult { pid, exitcode });
+            return Err(Error::NoResult {
+                name,
+                pid,
+                exitcode,
+            });
         };
         match postcard::from_bytes::<Report>(&bytes) {
             Ok(Report::Value(v)) => {
                 postcard::from_bytes(&v).map_err(|e| Error::Decode(e.to_string()))
             }
-            Ok(Report::Panic { message, location }) => Err(Error::Panicked { message, location }),
+            Ok(Report::Panic { message, location }) => Err(Error::Panicked {
+                name,
+                pid,
+                message,
+                location,
+            }),
             Ok(Report::Failed(msg)) => Err(Error::TargetError(msg)),
             Err(e) => Err(Error::Decode(e.to_string())),
         }
+    }
+}
+
+/// Shows the process as CPython's `repr` of a `Process` does, e.g.
+/// `<JoinHandle name='Process-1' pid=1234 started>`.
+impl<R> std::fmt::Debug for JoinHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = match self.state.process.poll() {
+            Ok(None) => "started".to_string(),
+            Ok(Some(code)) => format!("stopped exitcode={code}"),
+            Err(_) => "unknown".to_string(),
+        };
+        write!(
+            f,
+            "<JoinHandle name='{}' pid={} {status}>",
+            self.state.name,
+            self.state.process.pid()
+        )
     }
 }
 

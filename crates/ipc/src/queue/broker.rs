@@ -62,7 +62,7 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
         Ok(l) => l,
         Err(e) => {
             if let Some(dir) = &dir {
-                let _ = std::fs::remove_dir(dir);
+                let _ = crate::sys::remove_private_dir(dir);
             }
             return Err(e);
         }
@@ -132,7 +132,7 @@ pub(crate) fn remove_dead(address: &Address) {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("mproc-"));
     if let (true, Some(dir)) = (ours, path.parent()) {
-        let _ = std::fs::remove_dir(dir);
+        let _ = crate::sys::remove_dead_private_dir(dir);
     }
 }
 
@@ -141,7 +141,7 @@ pub(crate) fn close() {
     if let Some(b) = running() {
         b.listener.close();
         if let Some(dir) = &b.dir {
-            let _ = std::fs::remove_dir(dir);
+            let _ = crate::sys::remove_private_dir(dir);
         }
     }
 }

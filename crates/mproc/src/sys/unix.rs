@@ -3,9 +3,9 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,12 +39,27 @@ pub(crate) struct ChildProcess {
 impl ChildProcess {
     /// Re-executes this binary with the entry token in the environment and
     /// stdin from /dev/null; stdout and stderr are inherited.
+    ///
+    /// On Linux the running image itself (`/proc/self/exe`) is executed:
+    /// a `cargo build` or a package upgrade that replaced or deleted the
+    /// file meanwhile changes nothing (and the build mark still matches).
+    /// Elsewhere the file at `current_exe()` is, and an error names it.
     pub(crate) fn spawn(token_env: &str, token: &str) -> io::Result<ChildProcess> {
-        let exe = std::env::current_exe()?;
-        let child = Command::new(exe)
+        let exe = std::env::current_exe()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot find this executable: {e}")))?;
+        let mut command = Command::new(running_image(&exe));
+        // argv[0] stays the program's own path, as at its first start.
+        command.arg0(&exe);
+        let child = command
             .env(token_env, token)
             .stdin(Stdio::null())
-            .spawn()?;
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot re-execute {}: {e}", exe.display()),
+                )
+            })?;
         let pid = child.id();
         let raw = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("invalid child pid"))?;
         // The child is ours and not yet reaped, so its pid cannot be reused.
@@ -119,6 +134,19 @@ impl ChildProcess {
     }
 }
 
+/// What to execute to start this very program again.
+fn running_image(exe: &Path) -> PathBuf {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = exe;
+        PathBuf::from("/proc/self/exe")
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        exe.to_path_buf()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -129,21 +157,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 static RUNTIME_DIR: OnceLock<PathBuf> = OnceLock::new();
 static SOCKET_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// This process's private directory (0700) for its control sockets.
+/// This process's private directory (0700) for its control sockets, in
+/// [`runtime_base`]. It holds a lock for this process's whole life (see
+/// `mproc_ipc::sys::create_private_dir`), which is what tells others it
+/// is alive.
 fn runtime_dir() -> io::Result<&'static Path> {
     if let Some(d) = RUNTIME_DIR.get() {
         return Ok(d);
     }
     let mut rnd = [0u8; 6];
-    getrandom::getrandom(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
-    let dir =
-        std::env::temp_dir().join(format!("mproc-{}-{}", std::process::id(), crate::hex(&rnd)));
-    remove_stale_runtime_dirs();
-    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    crate::fault::random_bytes(&mut rnd)?;
+    let base = runtime_base();
+    let dir = base.join(format!("mproc-{}-{}", std::process::id(), crate::hex(&rnd)));
+    remove_stale_runtime_dirs(&base);
+    if base != std::env::temp_dir() {
+        // Queue brokers put their directories in the temp directory.
+        remove_stale_runtime_dirs(&std::env::temp_dir());
+    }
+    mproc_ipc::sys::create_private_dir(&dir)?;
     match RUNTIME_DIR.set(dir) {
         Ok(()) => {}
         Err(dir) => {
-            let _ = std::fs::remove_dir(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
     RUNTIME_DIR
@@ -152,35 +187,51 @@ fn runtime_dir() -> io::Result<&'static Path> {
         .ok_or_else(|| io::Error::other("runtime dir"))
 }
 
-/// Removes the runtime directories of processes that died without their
-/// exit procedure (SIGKILL, a crash): `mproc-<pid>-<random>` whose pid no
-/// longer runs. Only directories of this user are removable at all (the
-/// temp directory is sticky), and a reused pid merely keeps a stale entry.
-fn remove_stale_runtime_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+/// Where runtime directories go: `$XDG_RUNTIME_DIR` when it is set and
+/// usable (an absolute path to a real directory of this user that only
+/// this user may enter, as the XDG spec requires), else the temp
+/// directory.
+fn runtime_base() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
+        let xdg = PathBuf::from(xdg);
+        let usable = xdg.is_absolute()
+            && std::fs::symlink_metadata(&xdg).is_ok_and(|m| {
+                m.file_type().is_dir()
+                    && m.uid() == rustix::process::geteuid().as_raw()
+                    && m.mode() & 0o077 == 0
+            });
+        if usable {
+            return xdg;
+        }
+        tracing::debug!(path = %xdg.display(), "XDG_RUNTIME_DIR unusable; using the temp directory");
+    }
+    std::env::temp_dir()
+}
+
+/// Removes the runtime directories, in `base`, of processes that ended
+/// without their exit procedure (SIGKILL, a crash): `mproc-<pid>-<random>`
+/// directories of this user whose life lock is free. Death is proved by
+/// the lock alone, never by the pid (which names another process, or
+/// none, when the owner runs in another PID namespace sharing the temp
+/// directory); symlinks and other users' directories are left alone.
+fn remove_stale_runtime_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
+        let ours = name
             .to_str()
             .and_then(|n| n.strip_prefix("mproc-"))
             .and_then(|n| n.split_once('-'))
-            .and_then(|(pid, rest)| {
-                (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit()))
-                    .then(|| pid.parse::<i32>().ok())
-                    .flatten()
-            })
-        else {
-            continue;
-        };
-        let dead = Pid::from_raw(pid).is_some_and(|p| {
-            matches!(
-                rustix::process::test_kill_process(p),
-                Err(rustix::io::Errno::SRCH)
-            )
-        });
-        if dead {
+            .is_some_and(|(pid, rest)| {
+                pid.parse::<u32>().is_ok()
+                    && !rest.is_empty()
+                    && rest.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+        if ours && mproc_ipc::sys::owner_is_gone(&entry.path()) {
+            tracing::debug!(path = %entry.path().display(), "removing a dead process's runtime directory");
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -214,9 +265,12 @@ impl ControlListener {
     pub(crate) fn bind() -> io::Result<ControlListener> {
         let n = SOCKET_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = runtime_dir()?.join(format!("c{n}.sock"));
+        let named = |e: io::Error| {
+            io::Error::new(e.kind(), format!("control socket {}: {e}", path.display()))
+        };
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let listener = UnixListener::bind(&path).map_err(named)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(named)?;
         listener.set_nonblocking(true)?;
         Ok(ControlListener { listener, path })
     }
@@ -295,7 +349,7 @@ impl Drop for ControlListener {
 
 /// The child's side: connects to the parent's control listener.
 pub(crate) fn connect_control(address: &str) -> io::Result<ControlStream> {
-    UnixStream::connect(address)
+    UnixStream::connect(address).map_err(|e| io::Error::new(e.kind(), format!("{address}: {e}")))
 }
 
 /// Sets a read timeout on the control stream (None: blocking).
@@ -352,6 +406,98 @@ pub(crate) fn prepare_child() {
     }
 }
 
+/// Whether the kernel started this process in secure mode: set-user-ID,
+/// set-group-ID or with file capabilities (`getauxval(AT_SECURE)`, the
+/// rule of glibc's `secure_getenv`; `issetugid()` on the BSDs and macOS;
+/// elsewhere real and effective ids differ).
+pub(crate) fn secure_exec() -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: getauxval only reads the auxiliary vector.
+        unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+    }
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        // SAFETY: issetugid has no arguments and only reads process state.
+        unsafe { libc::issetugid() != 0 }
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    )))]
+    {
+        rustix::process::getuid() != rustix::process::geteuid()
+            || rustix::process::getgid() != rustix::process::getegid()
+    }
+}
+
+/// Removes `name` from the environment, and on Linux also wipes its bytes
+/// (name and value) in place, in the string the environment array points
+/// at: for a variable inherited at exec that is the process's initial
+/// environment block, which is what `/proc/<pid>/environ` shows other
+/// processes. Must run before any other thread exists (a constructor).
+pub(crate) fn scrub_env(name: &str) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    wipe_env_entries(name);
+    // Elsewhere the variable goes from the array only; on Linux there is
+    // nothing left to remove by now.
+    std::env::remove_var(name);
+}
+
+/// Wipes every "NAME=value" string of `name` in the C library's
+/// environment array, then takes its pointer out of the array (as
+/// `unsetenv` does), without freeing anything.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn wipe_env_entries(name: &str) {
+    extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    let prefix = format!("{name}=");
+    // SAFETY: no other thread runs (constructor), so nothing else reads or
+    // changes the array or its strings meanwhile. The array is
+    // null-terminated and each entry is a NUL-terminated string that
+    // stays allocated and writable for the process's life: the initial
+    // block on the stack, or a string the C library allocated and never
+    // frees while it is in the array. Each string is wiped while it is
+    // still in the array, then its slot is closed up by moving the later
+    // pointers (and the terminating null) down one place.
+    unsafe {
+        let mut p = environ;
+        if p.is_null() {
+            return;
+        }
+        while !(*p).is_null() {
+            let entry = std::ffi::CStr::from_ptr(*p);
+            if !entry.to_bytes().starts_with(prefix.as_bytes()) {
+                p = p.add(1);
+                continue;
+            }
+            std::ptr::write_bytes((*p).cast::<u8>(), 0, entry.to_bytes().len());
+            let mut q = p;
+            loop {
+                *q = *q.add(1);
+                if (*q).is_null() {
+                    break;
+                }
+                q = q.add(1);
+            }
+        }
+    }
+}
+
 /// Ends this process at once, without running exit handlers (the daemon
 /// watchdog, when the parent is gone).
 pub(crate) fn exit_now(code: i32) -> ! {
@@ -392,4 +538,22 @@ impl LaunchDeadline {
     pub(crate) fn arm(_child: &ChildProcess, _deadline: Instant) -> LaunchDeadline {
         LaunchDeadline
     }
+}
+
+/// Runs `$f` (an `extern "C" fn()`) as an *early* constructor: on ELF in
+/// an `.init_array` priority section, which runs before every
+/// constructor without a priority (mproc's bootstrap among them, `ctor`'s
+/// plain `.init_array`), so the target registry is complete when the
+/// bootstrap reads it. (On Apple platforms constructors have no order:
+/// not a supported platform, see docs/platforms.md.) Used by
+/// `#[mproc::target]`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __mproc_early_ctor {
+    ($f:path) => {
+        #[used]
+        #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
+        #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array.00200")]
+        static __MPROC_EARLY_CTOR: extern "C" fn() = $f;
+    };
 }

@@ -81,11 +81,20 @@ impl ChildProcess {
     /// Re-executes this binary with the entry token in the environment and
     /// stdin from NUL; stdout and stderr are inherited.
     pub(crate) fn spawn(token_env: &str, token: &str) -> io::Result<ChildProcess> {
-        let exe = std::env::current_exe()?;
-        let child = Command::new(exe)
+        let exe = std::env::current_exe()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot find this executable: {e}")))?;
+        // Windows has no handle on the running image to execute: a binary
+        // renamed or replaced meanwhile is reported by its path.
+        let child = Command::new(&exe)
             .env(token_env, token)
             .stdin(Stdio::null())
-            .spawn()?;
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot re-execute {}: {e}", exe.display()),
+                )
+            })?;
         let pid = child.id();
         let handle = child.as_handle().try_clone_to_owned()?;
         Ok(ChildProcess {
@@ -261,7 +270,7 @@ pub(crate) enum AcceptFailure {
 impl ControlListener {
     pub(crate) fn bind() -> io::Result<ControlListener> {
         let mut rnd = [0u8; 8];
-        getrandom::getrandom(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
+        crate::fault::random_bytes(&mut rnd)?;
         let n = PIPE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!(
             r"\\.\pipe\mproc-{}-{}-{n}",
@@ -489,6 +498,21 @@ impl ParentSentinel {
 
 pub(crate) fn prepare_child() {}
 
+/// Windows has no set-user-ID programs: a process of another account or
+/// an elevated one gets its environment from its own profile, not from
+/// the user who started it, so there is no secure mode to detect.
+pub(crate) fn secure_exec() -> bool {
+    false
+}
+
+/// Removes `name` from the environment. Windows keeps the environment
+/// in the process's own memory (its PEB), readable by others only with
+/// `PROCESS_VM_READ` on it, that is by this user's processes with rights
+/// over it (which could read the token in memory anyway).
+pub(crate) fn scrub_env(name: &str) {
+    std::env::remove_var(name);
+}
+
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: ends this process at once.
     unsafe {
@@ -514,4 +538,19 @@ impl AsRawHandle for crate::process::Sentinel<'_> {
     fn as_raw_handle(&self) -> RawHandle {
         self.handle().as_raw_handle()
     }
+}
+
+/// Runs `$f` (an `extern "C" fn()`) as an *early* constructor: in
+/// `.CRT$XCT`, which the C runtime runs before `.CRT$XCU` (sections are
+/// sorted by the name after `$`), where `ctor` puts every ordinary
+/// constructor, mproc's bootstrap among them; so the target registry is
+/// complete when the bootstrap reads it. Used by `#[mproc::target]`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __mproc_early_ctor {
+    ($f:path) => {
+        #[used]
+        #[link_section = ".CRT$XCT"]
+        static __MPROC_EARLY_CTOR: extern "C" fn() = $f;
+    };
 }

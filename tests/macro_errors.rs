@@ -1,0 +1,15 @@
+//! Issue 12 item 10: what `#[mproc::target]` and the API reject at compile
+//! time, with words a user can follow (`tests/ui/*.rs` and the expected
+//! compiler output next to each). Runs natively only: `trybuild` drives
+//! this machine's cargo and rustc, which a Windows test binary under Wine
+//! cannot (docs/platforms.md).
+
+#[test]
+fn item10_compile_errors_a_user_can_follow() {
+    if std::env::consts::FAMILY != "unix" {
+        eprintln!("skipped: trybuild needs the host's cargo (docs/platforms.md)");
+        return;
+    }
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
