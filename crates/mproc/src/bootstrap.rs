@@ -76,6 +76,28 @@ fn entry_at(offset: i64) -> EntryFn {
     unsafe { std::mem::transmute::<usize, EntryFn>(addr) }
 }
 
+/// A monomorphised pool task runner (`pool::worker::task_entry`, or an
+/// initializer's `pool::worker::init_entry`): takes the encoded
+/// arguments, returns the frame to send back to the pool.
+pub(crate) type TaskFn = fn(&[u8]) -> Vec<u8>;
+
+/// Offset of a pool task runner from the anchor (as [`offset_of`]).
+pub(crate) fn task_offset(task: TaskFn) -> i64 {
+    (task as usize).wrapping_sub(anchor_addr()) as i64
+}
+
+/// The pool task runner at `offset`: the one place where a pool worker
+/// turns an offset into a fn (next to [`entry_at`], the same rule).
+pub(crate) fn task_at(offset: i64) -> TaskFn {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: the offset was computed by `task_offset` in the pool's
+    // process, which runs the same executable (the worker's launch checked
+    // `build_mark` and the one-time secret), and it came over the worker's
+    // own connection, whose other end only that process holds: it is the
+    // address of a `TaskFn` here.
+    unsafe { std::mem::transmute::<usize, TaskFn>(addr) }
+}
+
 #[ctor::ctor]
 fn mproc_boot() {
     boot();
@@ -265,6 +287,23 @@ fn install_panic_recorder() {
     }));
 }
 
+/// The message and `file:line:column` of the panic just caught (recorded
+/// by the panic hook; the payload alone when the hook did not run).
+pub(crate) fn panic_details(payload: &(dyn std::any::Any + Send)) -> (String, String) {
+    LAST_PANIC
+        .lock()
+        .ok()
+        .and_then(|mut l| l.take())
+        .unwrap_or_else(|| {
+            let m = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".into());
+            (m, String::new())
+        })
+}
+
 fn run_entry<F, A>(
     input: EntryInput<'_>,
     finish: impl FnOnce(F::Output) -> (i32, Report),
@@ -305,18 +344,7 @@ where
             }
         }
         Err(payload) => {
-            let (message, location) = LAST_PANIC
-                .lock()
-                .ok()
-                .and_then(|mut l| l.take())
-                .unwrap_or_else(|| {
-                    let m = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "Box<dyn Any>".into());
-                    (m, String::new())
-                });
+            let (message, location) = panic_details(payload.as_ref());
             ChildOutcome {
                 exitcode: 1,
                 report: Some(Report::Panic { message, location }),

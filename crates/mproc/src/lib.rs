@@ -34,6 +34,7 @@ mod context;
 mod exit;
 mod launch;
 mod launcher;
+mod pool;
 mod process;
 mod registry;
 mod spawn;
@@ -43,6 +44,7 @@ pub use launch::BOOTSTRAP_EXIT_CODE;
 pub use mproc_ipc::{
     pipe, wait, Address, Client, Connection, Error, Listener, PutError, Queue, Result, Waitable,
 };
+pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo, Sentinel,
 };

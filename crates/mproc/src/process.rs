@@ -134,13 +134,7 @@ where
     F: Target<A>,
     A: Args,
 {
-    let (target, short) = target_names::<F>();
-    if std::mem::size_of::<F>() != 0 || registered_name::<F>() != Some(short.as_str()) {
-        return Err(Error::UnregisteredTarget {
-            name: target,
-            short,
-        });
-    }
+    let target = check_registered::<F>()?;
     let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(args));
     let args = encoded.map_err(|e| Error::Encode(e.to_string()))?;
     Ok(Prepared {
@@ -149,6 +143,19 @@ where
         args,
         handles,
     })
+}
+
+/// The full path of `F` if it is a fn registered with `#[mproc::target]`,
+/// else [`Error::UnregisteredTarget`] naming it.
+pub(crate) fn check_registered<F: Copy + 'static>() -> Result<String> {
+    let (target, short) = target_names::<F>();
+    if std::mem::size_of::<F>() != 0 || registered_name::<F>() != Some(short.as_str()) {
+        return Err(Error::UnregisteredTarget {
+            name: target,
+            short,
+        });
+    }
+    Ok(target)
 }
 
 /// Starts a child (shared by `Process::start` and `spawn`).
