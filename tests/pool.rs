@@ -147,7 +147,7 @@ fn kill_from_outside(pid: u32) {
 // ---- TestPool.test_map / test_starmap / test_apply ----
 
 #[mproc::test]
-fn test_map_in_order_with_default_and_given_chunksize() -> mproc::Result<()> {
+fn pool_map_in_order_with_default_and_given_chunksize() -> mproc::Result<()> {
     let pool = Pool::new(4)?;
     assert_eq!(pool.map(sqr, [1, 2, 3])?, vec![1, 4, 9]);
     let expected: Vec<u64> = (0..100).map(|x| x * x).collect();
@@ -159,7 +159,7 @@ fn test_map_in_order_with_default_and_given_chunksize() -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn test_starmap_and_apply() -> mproc::Result<()> {
+fn pool_starmap_and_apply() -> mproc::Result<()> {
     let pool = Pool::new(2)?;
     let pairs: Vec<(u64, u64)> = (0..10).map(|i| (i, i + 1)).collect();
     let expected: Vec<u64> = pairs.iter().map(|(a, b)| a * b).collect();
@@ -175,7 +175,7 @@ fn test_starmap_and_apply() -> mproc::Result<()> {
 // ---- TestPool.test_async / test_map_async / test_async_timeout ----
 
 #[mproc::test]
-fn test_async_results() -> mproc::Result<()> {
+fn pool_async_results() -> mproc::Result<()> {
     let pool = Pool::new(2)?;
     let r = pool.apply_async(sqr, (7,))?;
     r.wait();
@@ -192,7 +192,7 @@ fn test_async_results() -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn test_async_timeout_then_value() -> mproc::Result<()> {
+fn pool_async_timeout_then_value() -> mproc::Result<()> {
     let pool = Pool::new(1)?;
     let listener = Listener::bind(Address::unique_local(), None)?;
     let r = pool.apply_async(report_and_wait, (listener.address().clone(),))?;
@@ -217,7 +217,7 @@ fn test_async_timeout_then_value() -> mproc::Result<()> {
 // ---- TestPool.test_imap / test_imap_unordered ----
 
 #[mproc::test]
-fn test_imap_in_order() -> mproc::Result<()> {
+fn pool_imap_in_order() -> mproc::Result<()> {
     let pool = Pool::new(3)?;
     let got: Vec<u64> = pool.imap(sqr, 0..50)?.collect::<mproc::Result<_>>()?;
     assert_eq!(got, (0..50).map(|x| x * x).collect::<Vec<u64>>());
@@ -230,7 +230,7 @@ fn test_imap_in_order() -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn test_imap_unordered_is_complete() -> mproc::Result<()> {
+fn pool_imap_unordered_is_complete() -> mproc::Result<()> {
     let pool = Pool::new(3)?;
     let mut got: Vec<u64> = pool
         .imap_unordered(sqr, 0..200)?
@@ -246,7 +246,7 @@ fn test_imap_unordered_is_complete() -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn test_imap_over_an_endless_iterator_is_lazy() -> mproc::Result<()> {
+fn pool_imap_over_an_endless_iterator_is_lazy() -> mproc::Result<()> {
     let pool = Pool::new(2)?;
     let pulled = std::cell::Cell::new(0u64);
     let endless = (0u64..).inspect(|_| pulled.set(pulled.get() + 1));
@@ -265,7 +265,7 @@ fn test_imap_over_an_endless_iterator_is_lazy() -> mproc::Result<()> {
 // ---- TestPool.test_map_exceptions-like: errors are per task ----
 
 #[mproc::test]
-fn test_task_errors_are_per_task() -> mproc::Result<()> {
+fn pool_task_errors_are_per_task() -> mproc::Result<()> {
     let pool = Pool::new(2)?;
     // map: the lowest failing index is the error.
     match pool.map_chunked(panics_on_multiples_of_three_plus_one, 0..10, 1) {
@@ -312,17 +312,17 @@ fn die_on_tuple(item: (u32, u32, String)) -> u32 {
 }
 
 #[mproc::test]
-fn worker_aborting_mid_task_fails_that_task_only() -> mproc::Result<()> {
+fn pool_worker_aborting_mid_task_fails_that_task_only() -> mproc::Result<()> {
     check_death_starmap("abort")
 }
 
 #[mproc::test]
-fn worker_exiting_mid_task_fails_that_task_only() -> mproc::Result<()> {
+fn pool_worker_exiting_mid_task_fails_that_task_only() -> mproc::Result<()> {
     check_death_starmap("exit")
 }
 
 #[mproc::test]
-fn worker_sigkilled_mid_task_fails_that_task_only() -> mproc::Result<()> {
+fn pool_worker_sigkilled_mid_task_fails_that_task_only() -> mproc::Result<()> {
     check_death_starmap("kill")
 }
 
@@ -364,7 +364,7 @@ fn check_death_starmap(how: &str) -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn worker_killed_from_outside_fails_its_task_and_is_replaced() -> mproc::Result<()> {
+fn pool_worker_killed_from_outside_fails_its_task_and_is_replaced() -> mproc::Result<()> {
     let pool = Pool::new(2)?;
     let listener = Listener::bind(Address::unique_local(), None)?;
     let victim = pool.apply_async(report_and_wait, (listener.address().clone(),))?;
@@ -390,7 +390,7 @@ fn worker_killed_from_outside_fails_its_task_and_is_replaced() -> mproc::Result<
 // ---- TestPool.test_terminate / test_empty_iterable / close-join order ----
 
 #[mproc::test]
-fn test_terminate_while_tasks_run_leaves_no_process() -> mproc::Result<()> {
+fn pool_terminate_while_tasks_run_leaves_no_process() -> mproc::Result<()> {
     let mut pool = Pool::new(2)?;
     let listener = Listener::bind(Address::unique_local(), None)?;
     let a = pool.apply_async(report_and_wait, (listener.address().clone(),))?;
@@ -411,7 +411,7 @@ fn test_terminate_while_tasks_run_leaves_no_process() -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn test_close_then_join_finishes_queued_tasks() -> mproc::Result<()> {
+fn pool_close_then_join_finishes_queued_tasks() -> mproc::Result<()> {
     let mut pool = Pool::new(2)?;
     assert!(matches!(pool.join(), Err(Error::PoolStillRunning)));
     assert_eq!(Error::PoolStillRunning.to_string(), "Pool is still running");
@@ -431,7 +431,7 @@ fn test_close_then_join_finishes_queued_tasks() -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn dropped_pool_fails_pending_results_and_does_not_hang_in_a_panic() -> mproc::Result<()> {
+fn pool_dropped_pool_fails_pending_results_and_does_not_hang_in_a_panic() -> mproc::Result<()> {
     let pool = Pool::new(2)?;
     let r = pool.apply_async(block_forever, (0,))?;
     drop(pool);
@@ -449,7 +449,7 @@ fn dropped_pool_fails_pending_results_and_does_not_hang_in_a_panic() -> mproc::R
 // ---- User mistakes ----
 
 #[mproc::test]
-fn mistakes_are_clear_errors() -> mproc::Result<()> {
+fn pool_mistakes_are_clear_errors() -> mproc::Result<()> {
     match Pool::new(0) {
         Err(e @ Error::PoolSize) => {
             assert_eq!(e.to_string(), "Number of processes must be at least 1")
@@ -499,7 +499,7 @@ fn not_registered_init() {}
 // ---- TestPool.test_pool_worker_lifetime / TestInitializers ----
 
 #[mproc::test]
-fn test_maxtasksperchild_replaces_workers() -> mproc::Result<()> {
+fn pool_maxtasksperchild_replaces_workers() -> mproc::Result<()> {
     let pool = Pool::builder().processes(2).maxtasksperchild(2).build()?;
     let pids = pool.map_chunked(pid_of, 0..20, 1)?;
     let mut distinct = pids.clone();
@@ -516,7 +516,7 @@ fn test_maxtasksperchild_replaces_workers() -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn test_initializer_runs_in_every_worker() -> mproc::Result<()> {
+fn pool_initializer_runs_in_every_worker() -> mproc::Result<()> {
     let pool = Pool::builder()
         .processes(2)
         .initializer(set_initialised, (42,))
@@ -529,7 +529,7 @@ fn test_initializer_runs_in_every_worker() -> mproc::Result<()> {
 }
 
 #[mproc::test]
-fn failing_initializer_breaks_the_pool_with_its_reason() -> mproc::Result<()> {
+fn pool_failing_initializer_breaks_the_pool_with_its_reason() -> mproc::Result<()> {
     let pool = Pool::builder()
         .processes(2)
         .initializer(failing_initializer, ())

@@ -34,7 +34,7 @@ use crate::process::{check_registered, start_child, ChildState};
 use crate::registry::{Args, ProcessOutput, Target};
 use crate::{context, exit};
 
-use worker::ItemOutcome;
+use worker::{Answer, ItemOutcome};
 
 /// Most tasks (chunks) in flight to one worker: reached when its tasks
 /// are short (see [`depth`]).
@@ -548,22 +548,21 @@ fn reason(frame: &[u8]) -> String {
 fn decode_items<R: DeserializeOwned>(part: &Part, len: usize) -> Vec<Result<R>> {
     match part {
         Err(failure) => (0..len.max(1)).map(|_| Err(failure.error())).collect(),
-        Ok(frame) => {
-            match postcard::from_bytes::<Vec<ItemOutcome<R>>>(frame.get(1..).unwrap_or_default()) {
-                Ok(items) => items
-                    .into_iter()
-                    .map(|item| match item {
-                        ItemOutcome::Value(v) => Ok(v),
-                        ItemOutcome::Panic { message, location } => {
-                            Err(Error::Panicked { message, location })
-                        }
-                    })
-                    .collect(),
-                Err(e) => (0..len.max(1))
-                    .map(|_| Err(Error::Decode(e.to_string())))
-                    .collect(),
-            }
-        }
+        Ok(frame) => match postcard::from_bytes::<Answer<R>>(frame.get(1..).unwrap_or_default()) {
+            Ok(Answer::All(values)) => values.into_iter().map(Ok).collect(),
+            Ok(Answer::Mixed(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    ItemOutcome::Value(v) => Ok(v),
+                    ItemOutcome::Panic { message, location } => {
+                        Err(Error::Panicked { message, location })
+                    }
+                })
+                .collect(),
+            Err(e) => (0..len.max(1))
+                .map(|_| Err(Error::Decode(e.to_string())))
+                .collect(),
+        },
     }
 }
 
@@ -646,14 +645,66 @@ impl Pending {
     /// All items in order; the first failing one (lowest index) is the error.
     fn decode_all<R: DeserializeOwned>(&self) -> Result<Vec<R>> {
         let mut out = Vec::with_capacity(self.lens.iter().sum());
-        for (part, len) in self.parts.iter().zip(&self.lens) {
-            let part = part.as_ref().ok_or(Error::PoolTerminated)?;
-            for item in decode_items::<R>(part, *len) {
-                out.push(item?);
-            }
+        for part in &self.parts {
+            decode_into(part.as_ref().ok_or(Error::PoolTerminated)?, &mut out)?;
         }
         Ok(out)
     }
+
+    /// As [`decode_all`](Self::decode_all), decoding each answer as soon
+    /// as every earlier one is in (the decoding overlaps the workers'
+    /// work); every answer is waited for, as CPython's `map` does.
+    fn collect_in_order<R: DeserializeOwned>(mut self) -> Result<Vec<R>> {
+        let mut out = Vec::with_capacity(self.lens.iter().sum());
+        let mut first_error = None;
+        let mut next = 0;
+        while next < self.parts.len() {
+            while let Some(Some(part)) = self.parts.get_mut(next).map(Option::take) {
+                if first_error.is_none() {
+                    if let Err(e) = decode_into(&part, &mut out) {
+                        first_error = Some(e);
+                    }
+                }
+                next += 1;
+            }
+            if next < self.parts.len() {
+                match self.rx.recv() {
+                    Ok(done) => self.absorb(done),
+                    Err(_) => self.give_up(),
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+/// Appends a task's values to `out`; its first failure is the error.
+fn decode_into<R: DeserializeOwned>(part: &Part, out: &mut Vec<R>) -> Result<()> {
+    let frame = match part {
+        Ok(frame) => frame,
+        Err(failure) => return Err(failure.error()),
+    };
+    let answer: Answer<R> = postcard::from_bytes(frame.get(1..).unwrap_or_default())
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    let items = match answer {
+        Answer::All(values) => {
+            out.extend(values);
+            return Ok(());
+        }
+        Answer::Mixed(items) => items,
+    };
+    for item in items {
+        match item {
+            ItemOutcome::Value(v) => out.push(v),
+            ItemOutcome::Panic { message, location } => {
+                return Err(Error::Panicked { message, location })
+            }
+        }
+    }
+    Ok(())
 }
 
 fn assemble_one<R: DeserializeOwned>(p: &Pending) -> Result<R> {
@@ -1054,8 +1105,12 @@ impl Pool {
         let entry = task_offset::<F, A>()?;
         self.shared.check_running()?;
         let (tx, rx) = mpsc::channel();
-        let mut chunks = Vec::with_capacity(items.len().div_ceil(chunksize));
-        let mut lens = Vec::with_capacity(chunks.capacity());
+        let total = items.len().div_ceil(chunksize);
+        // Submitted in groups as they are encoded: the workers start on
+        // the first chunks while the later ones are encoded.
+        let group = self.shared.processes.max(total / 16);
+        let mut chunks = Vec::with_capacity(group);
+        let mut lens = Vec::with_capacity(total);
         for (index, part) in items.chunks(chunksize).enumerate() {
             let payload = encode_chunk(part).map_err(Error::Encode)?;
             chunks.push(Chunk {
@@ -1068,12 +1123,15 @@ impl Pool {
                 },
             });
             lens.push(part.len());
+            if chunks.len() >= group || lens.len() == total {
+                let ready = std::mem::replace(&mut chunks, Vec::with_capacity(group));
+                if let Err((ready, failure)) = self.shared.submit(ready) {
+                    drop(ready);
+                    return Err(failure.error());
+                }
+            }
         }
         drop(tx);
-        if let Err((chunks, failure)) = self.shared.submit(chunks) {
-            drop(chunks);
-            return Err(failure.error());
-        }
         Ok(Pending {
             rx,
             parts: (0..lens.len()).map(|_| None).collect(),
@@ -1126,9 +1184,8 @@ impl Pool {
         F::Output: Serialize + DeserializeOwned,
     {
         let _ = f;
-        let mut pending = self.submit_all::<F, A>(items, chunksize)?;
-        pending.wait_until(None);
-        pending.decode_all()
+        let pending = self.submit_all::<F, A>(items, chunksize)?;
+        pending.collect_in_order()
     }
 
     /// `f(a, b, ..)` for every argument tuple, in order (CPython's

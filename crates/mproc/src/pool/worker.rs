@@ -8,7 +8,7 @@
 //! Worker → pool, one frame per message: a tag byte, then
 //! - [`READY`]: the initializer (if any) ran; tasks follow;
 //! - [`INIT_FAILED`]: the initializer failed (UTF-8 reason); the worker ends;
-//! - [`DONE`]: a task's `Vec<ItemOutcome<R>>`, postcard-encoded;
+//! - [`DONE`]: a task's [`Answer<R>`], postcard-encoded;
 //! - [`FAILED`]: a task that could not run at all (UTF-8 reason).
 //!
 //! A worker answers its tasks in the order it received them, one frame
@@ -38,6 +38,17 @@ pub(crate) struct WorkerArgs {
     pub(crate) init: Option<(i64, Vec<u8>)>,
     /// `maxtasksperchild`: the worker ends after this many tasks.
     pub(crate) maxtasks: Option<u64>,
+}
+
+/// A task's answer: its values when every item returned (the common
+/// case, which decodes as fast as a plain `Vec<R>`), else each item's
+/// outcome.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Answer<R> {
+    /// Every item returned: the values, in order.
+    All(Vec<R>),
+    /// Some item panicked: every item's outcome, in order.
+    Mixed(Vec<ItemOutcome<R>>),
 }
 
 /// One item's outcome inside a task's answer.
@@ -78,19 +89,31 @@ where
             )
         }
     };
-    let outcomes: Vec<ItemOutcome<F::Output>> = items
-        .into_iter()
-        .map(
-            |args| match panic::catch_unwind(AssertUnwindSafe(|| f.call(args))) {
-                Ok(value) => ItemOutcome::Value(value),
-                Err(payload) => {
-                    let (message, location) = bootstrap::panic_details(payload.as_ref());
-                    ItemOutcome::Panic { message, location }
-                }
-            },
-        )
-        .collect();
-    match postcard::to_extend(&outcomes, vec![DONE]) {
+    let mut values: Vec<F::Output> = Vec::with_capacity(items.len());
+    let mut mixed: Option<Vec<ItemOutcome<F::Output>>> = None;
+    for args in items {
+        let outcome = match panic::catch_unwind(AssertUnwindSafe(|| f.call(args))) {
+            Ok(value) => ItemOutcome::Value(value),
+            Err(payload) => {
+                let (message, location) = bootstrap::panic_details(payload.as_ref());
+                ItemOutcome::Panic { message, location }
+            }
+        };
+        match (&mut mixed, outcome) {
+            (None, ItemOutcome::Value(v)) => values.push(v),
+            (Some(m), outcome) => m.push(outcome),
+            (None, panicked) => {
+                let mut m: Vec<_> = values.drain(..).map(ItemOutcome::Value).collect();
+                m.push(panicked);
+                mixed = Some(m);
+            }
+        }
+    }
+    let answer = match mixed {
+        None => Answer::All(values),
+        Some(m) => Answer::Mixed(m),
+    };
+    match postcard::to_extend(&answer, vec![DONE]) {
         Ok(frame) => frame,
         Err(e) => failed(FAILED, &format!("cannot encode the task's result: {e}")),
     }
