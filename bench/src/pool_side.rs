@@ -184,6 +184,9 @@ pub fn reference(p: &Params) -> io::Result<Outcome> {
     }
 }
 
+/// Jobs procspawn may have out at once (its descriptors per job).
+const PROCSPAWN_WINDOW: usize = 200;
+
 /// procspawn's `Pool` (a job per task; `map` as one job per chunk).
 pub fn procspawn_pool(p: &Params) -> io::Result<Outcome> {
     let op = op(p)?;
@@ -225,9 +228,14 @@ pub fn procspawn_pool(p: &Params) -> io::Result<Outcome> {
             rate(n, t0)
         }
         Op::Imap | Op::ApplyAsync => {
-            let jobs: Vec<_> = (0..n64).map(|i| pool.spawn(i, |x: u64| x * x)).collect();
-            for j in jobs {
-                j.join().map_err(err)?;
+            // procspawn opens two channels (four descriptors) per job: at
+            // most PROCSPAWN_WINDOW jobs are out at once, or it runs out.
+            for lo in (0..n64).step_by(PROCSPAWN_WINDOW) {
+                let hi = (lo + PROCSPAWN_WINDOW as u64).min(n64);
+                let jobs: Vec<_> = (lo..hi).map(|i| pool.spawn(i, |x: u64| x * x)).collect();
+                for j in jobs {
+                    j.join().map_err(err)?;
+                }
             }
             rate(n, t0)
         }

@@ -223,9 +223,15 @@ impl Shared {
             let why = why.clone();
             return Err((chunks, Failure::Broken(why)));
         }
+        let one = chunks.len() == 1;
         inner.queue.extend(chunks);
         drop(inner);
-        self.work.notify_all();
+        // Only idle slots wait here: one task needs one of them.
+        if one {
+            self.work.notify_one();
+        } else {
+            self.work.notify_all();
+        }
         Ok(())
     }
 
@@ -433,7 +439,11 @@ fn serve(shared: &Shared, slot: usize, w: Worker) {
                         shared.requeue(take.into_iter().collect());
                         break 'serve Ending::InitFailed(reason(&frame));
                     }
-                    _ => {
+                    other => {
+                        if !is_end(&other) {
+                            // Not the protocol, or not the end: stop it.
+                            let _ = w.state.process.kill();
+                        }
                         shared.requeue(take.into_iter().collect());
                         break 'serve Ending::Ended;
                     }
@@ -486,7 +496,13 @@ fn serve(shared: &Shared, slot: usize, w: Worker) {
                     break 'serve Ending::Ended;
                 }
             },
-            Err(_) => break 'serve Ending::Ended,
+            Err(e) => {
+                if !is_end(&Err(e)) {
+                    tracing::error!(pid, "cannot read from a pool worker: killing it");
+                    let _ = w.state.process.kill();
+                }
+                break 'serve Ending::Ended;
+            }
         }
     };
     let Worker { conn, state } = w;
@@ -538,6 +554,20 @@ fn serve(shared: &Shared, slot: usize, w: Worker) {
         }
     }
     exit::forget(&state);
+}
+
+/// Whether a read from a worker saw its connection end (it exited or
+/// died: its exit code is then its own). Anything else — a frame out of
+/// protocol, another error — means the worker may still run.
+fn is_end(read: &Result<Vec<u8>>) -> bool {
+    match read {
+        Err(Error::Eof | Error::EofDuringMessage | Error::BrokenPipe) => true,
+        Err(Error::Io(e)) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    }
 }
 
 fn reason(frame: &[u8]) -> String {
