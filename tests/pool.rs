@@ -106,6 +106,17 @@ fn takes_connection(c: Connection) -> u32 {
     0
 }
 
+/// A megabyte answer, bigger than any pipe buffer.
+#[mproc::target]
+fn megabyte(seed: u8) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![seed; 1 << 20])
+}
+
+#[mproc::target]
+fn byte_sum(data: serde_bytes::ByteBuf) -> u64 {
+    data.iter().map(|b| u64::from(*b)).sum()
+}
+
 fn not_registered(x: u64) -> u64 {
     x
 }
@@ -495,6 +506,26 @@ fn pool_mistakes_are_clear_errors() -> mproc::Result<()> {
 }
 
 fn not_registered_init() {}
+
+// ---- Big arguments and answers: no deadlock between pool and worker ----
+
+#[mproc::test]
+fn pool_megabyte_arguments_and_answers_pass_in_both_directions() -> mproc::Result<()> {
+    let pool = Pool::new(2)?;
+    // Many tasks in flight, each answer larger than a pipe buffer.
+    let answers = pool.map_chunked(megabyte, 0..24u8, 1)?;
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.len(), 1 << 20);
+        assert!(a.iter().all(|b| *b as usize == i));
+    }
+    // Arguments larger than a pipe buffer, several queued at once.
+    let big: Vec<serde_bytes::ByteBuf> = (0..6u8)
+        .map(|i| serde_bytes::ByteBuf::from(vec![i; 3 << 20]))
+        .collect();
+    let sums = pool.map_chunked(byte_sum, big, 1)?;
+    assert_eq!(sums, (0..6u64).map(|i| i * (3 << 20)).collect::<Vec<_>>());
+    Ok(())
+}
 
 // ---- TestPool.test_pool_worker_lifetime / TestInitializers ----
 
