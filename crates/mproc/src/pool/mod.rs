@@ -152,6 +152,8 @@ struct Inner {
     /// to the idle ones.
     idle: Vec<bool>,
     idle_count: usize,
+    /// Slots waiting on `work`.
+    waiting: usize,
 }
 
 impl Inner {
@@ -224,13 +226,18 @@ impl Shared {
             return Err((chunks, Failure::Broken(why)));
         }
         let one = chunks.len() == 1;
+        let waiting = inner.waiting;
         inner.queue.extend(chunks);
         drop(inner);
-        // Only idle slots wait here: one task needs one of them.
-        if one {
-            self.work.notify_one();
-        } else {
-            self.work.notify_all();
+        // Only idle slots wait here: one task needs one of them, and none
+        // is woken while every slot is busy (it takes tasks after its
+        // next answer).
+        if waiting > 0 {
+            if one {
+                self.work.notify_one();
+            } else {
+                self.work.notify_all();
+            }
         }
         Ok(())
     }
@@ -425,7 +432,9 @@ fn serve(shared: &Shared, slot: usize, w: Worker) {
                 {
                     break 'serve Ending::Retire;
                 }
+                inner.waiting += 1;
                 inner = shared.work.wait(inner).unwrap_or_else(|e| e.into_inner());
+                inner.waiting -= 1;
             }
         }
         if !take.is_empty() && in_flight.is_empty() {
@@ -1056,6 +1065,7 @@ impl PoolBuilder {
                 broken: None,
                 idle: vec![true; processes],
                 idle_count: processes,
+                waiting: 0,
             }),
             work: Condvar::new(),
             processes,
