@@ -406,8 +406,16 @@ fn serve(shared: &Shared, slot: usize, w: Worker) {
                     break 'serve Ending::Terminated;
                 }
                 inner.set_idle(slot, in_flight.is_empty() && sent < limit);
-                let room = depth(avg_task)
-                    .saturating_sub(in_flight.len())
+                // A pipelined worker is topped up once half its tasks are
+                // answered: tasks go in batches (fewer writes and reads
+                // on both sides), and it still never runs dry.
+                let depth = depth(avg_task);
+                let room = if in_flight.len() > depth / 2 {
+                    0
+                } else {
+                    depth - in_flight.len()
+                };
+                let room = room
                     .min(usize::try_from(limit - sent).unwrap_or(usize::MAX))
                     .min(inner.share(!in_flight.is_empty()));
                 let mut bytes = in_flight_bytes;
