@@ -386,7 +386,12 @@ fn pool_worker_killed_from_outside_fails_its_task_and_is_replaced() -> mproc::Re
     match victim.get() {
         Err(Error::WorkerDied { pid: p, exitcode }) => {
             assert_eq!(p, pid);
-            assert_ne!(exitcode, 0);
+            // `kill -9`: -9. Wine's `taskkill /F` ends the process with
+            // exit code 0: the death is still this task's error, which
+            // is what counts (a worker never ends by itself mid-task).
+            if cfg!(unix) {
+                assert_eq!(exitcode, -9);
+            }
         }
         other => panic!("expected WorkerDied, got {other:?}"),
     }
