@@ -101,6 +101,11 @@ fn failing_initializer() {
 }
 
 #[mproc::target]
+fn exiting_initializer() {
+    std::process::exit(5);
+}
+
+#[mproc::target]
 fn takes_connection(c: Connection) -> u32 {
     drop(c);
     0
@@ -577,5 +582,21 @@ fn pool_failing_initializer_breaks_the_pool_with_its_reason() -> mproc::Result<(
         other => panic!("expected PoolBroken, got {other:?}"),
     }
     assert!(matches!(pool.apply(sqr, (1,)), Err(Error::PoolBroken(_))));
+    Ok(())
+}
+
+#[mproc::test]
+fn pool_initializer_that_kills_its_worker_breaks_the_pool_after_retries() -> mproc::Result<()> {
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(exiting_initializer, ())
+        .build()?;
+    match pool.apply(sqr, (2,)) {
+        Err(Error::PoolBroken(why)) => {
+            assert!(why.contains("before it was ready"), "{why}");
+            assert!(why.contains("exit code 5"), "{why}");
+        }
+        other => panic!("expected PoolBroken, got {other:?}"),
+    }
     Ok(())
 }

@@ -344,6 +344,7 @@ enum Ending {
 /// One worker slot: serves its worker, replaces it when it ends.
 fn slot_loop(shared: Arc<Shared>, slot: usize, first: Worker) {
     let mut next = Some(first);
+    let mut failures = 0;
     loop {
         let worker = match next.take() {
             Some(w) => w,
@@ -374,16 +375,34 @@ fn slot_loop(shared: Arc<Shared>, slot: usize, first: Worker) {
                 *w = Some(worker.state.clone());
             }
         }
-        serve(&shared, slot, worker);
+        let start_failure = serve(&shared, slot, worker);
         if let Some(w) = shared.lock().workers.get_mut(slot) {
             *w = None;
+        }
+        // A worker lost before it was ready (its launch failed, or it was
+        // killed that early) is replaced; one lost that way several times
+        // in a row means no worker can start: the pool is broken, rather
+        // than starting workers forever.
+        match start_failure {
+            None => failures = 0,
+            Some(why) => {
+                failures += 1;
+                if failures >= START_ATTEMPTS {
+                    shared.break_pool(why);
+                    break;
+                }
+            }
         }
     }
     shared.lock().set_idle(slot, false);
 }
 
-/// Feeds one worker until it ends; settles its unanswered tasks.
-fn serve(shared: &Shared, slot: usize, w: Worker) {
+/// Workers in a row a slot may lose before they are ready.
+const START_ATTEMPTS: u32 = 3;
+
+/// Feeds one worker until it ends; settles its unanswered tasks. Returns
+/// why the worker was lost before it was ready, if it was.
+fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
     let pid = w.state.process.pid();
     let limit = shared.maxtasks.unwrap_or(u64::MAX);
     let mut in_flight: VecDeque<Chunk> = VecDeque::new();
@@ -555,8 +574,10 @@ fn serve(shared: &Shared, slot: usize, w: Worker) {
                         "pool worker process {pid} ended (exit code {exitcode}) before it was ready"
                     ),
                 };
+                // Its tasks never started: they go back to the queue.
                 shared.requeue(in_flight);
-                shared.break_pool(why);
+                exit::forget(&state);
+                return Some(why);
             } else {
                 if let Some(running) = in_flight.pop_front() {
                     tracing::warn!(pid, exitcode, "pool worker died while running a task");
@@ -571,6 +592,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) {
         }
     }
     exit::forget(&state);
+    None
 }
 
 /// Whether a read from a worker saw its connection end (it exited or
