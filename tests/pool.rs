@@ -403,7 +403,11 @@ fn pool_worker_killed_from_outside_fails_its_task_and_is_replaced() -> mproc::Re
     assert_eq!(others.get()?.len(), 50);
     // The replacement serves new tasks; the victim's pid is gone.
     let pids = pool.map_chunked(pid_of, 0..20, 1)?;
-    assert!(!pids.contains(&pid));
+    assert_eq!(pids.len(), 20);
+    if cfg!(unix) {
+        // (Windows may reuse a freed pid at once.)
+        assert!(!pids.contains(&pid));
+    }
     assert!(pid_gone(pid));
     Ok(())
 }
@@ -547,9 +551,15 @@ fn pool_maxtasksperchild_replaces_workers() -> mproc::Result<()> {
     distinct.sort_unstable();
     distinct.dedup();
     // 20 tasks of one item, at most 2 per worker: at least 10 workers.
-    assert!(distinct.len() >= 10, "{} workers: {pids:?}", distinct.len());
-    for pid in distinct {
-        assert!(pids.iter().filter(|p| **p == pid).count() <= 2);
+    // Windows (and Wine) may give a new process a pid just freed, so
+    // there only "more pids than workers" is certain.
+    if cfg!(unix) {
+        assert!(distinct.len() >= 10, "{} workers: {pids:?}", distinct.len());
+        for pid in distinct {
+            assert!(pids.iter().filter(|p| **p == pid).count() <= 2);
+        }
+    } else {
+        assert!(distinct.len() > 2, "{} workers: {pids:?}", distinct.len());
     }
     let expected: Vec<u64> = (0..30).map(|x| x * x).collect();
     assert_eq!(pool.map_chunked(sqr, 0..30, 1)?, expected);
