@@ -38,7 +38,7 @@ use worker::{Answer, ItemOutcome};
 
 /// Most tasks (chunks) in flight to one worker: reached when its tasks
 /// are short (see [`depth`]).
-const PER_WORKER: usize = 8;
+const PER_WORKER: usize = 16;
 /// Bytes of tasks sent to a busy worker and not yet answered. Kept below
 /// every OS's pipe buffer, so the pool's writes to a busy worker never
 /// block (a worker blocked on writing a large answer while the pool is
