@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use mproc::{
-    Address, Client, Connection, Error, JoinHandle, Listener, Process, ProcessInfo, PutError,
-    Queue, Sentinel,
+    Address, AsyncResult, Client, Connection, Error, JoinHandle, Listener, Pool, PoolBuilder,
+    Process, ProcessInfo, PutError, Queue, Sentinel,
 };
 
 #[mproc::target]
@@ -114,6 +114,67 @@ fn contract() {
         PutError::Full(t) | PutError::Closed(t) | PutError::Disconnected(t) => t,
         PutError::Encode(t, _err) => t,
         _ => 0,
+    };
+
+    // Pool
+    assert_send::<Pool>();
+    assert_sync::<Pool>();
+    assert_send::<AsyncResult<u32>>();
+    assert_sync::<AsyncResult<u32>>();
+    let _: fn(usize) -> mproc::Result<Pool> = Pool::new;
+    let _: fn() -> PoolBuilder = Pool::builder;
+    let _: mproc::Result<Pool> = Pool::builder()
+        .processes(2)
+        .initializer(target1, (1,))
+        .maxtasksperchild(3)
+        .build();
+    let _ = |p: &Pool| -> mproc::Result<Vec<u32>> { p.map(returns, vec![1u32, 2]) };
+    let _ = |p: &Pool| -> mproc::Result<Vec<u32>> { p.map_chunked(returns, [1u32], 1) };
+    let _ = |p: &Pool| -> mproc::Result<Vec<u32>> { p.starmap(returns, vec![(1u32,)]) };
+    let _ = |p: &Pool| -> mproc::Result<Vec<u32>> { p.starmap_chunked(returns, [(1u32,)], 1) };
+    let _ = |p: &Pool| -> mproc::Result<Vec<mproc::Result<u32>>> {
+        Ok(p.imap(returns, 0u32..)?.take(1).collect())
+    };
+    let _ = |p: &Pool| -> mproc::Result<Vec<mproc::Result<u32>>> {
+        Ok(p.imap_chunked(returns, 0u32..4, 2)?.collect())
+    };
+    let _ = |p: &Pool| -> mproc::Result<Vec<mproc::Result<u32>>> {
+        Ok(p.imap_unordered(returns, 0u32..4)?.collect())
+    };
+    let _ = |p: &Pool| -> mproc::Result<Vec<mproc::Result<u32>>> {
+        Ok(p.imap_unordered_chunked(returns, 0u32..4, 2)?.collect())
+    };
+    let _ = |p: &Pool| -> mproc::Result<u32> { p.apply(returns, (1u32,)) };
+    let _ = |p: &Pool| -> mproc::Result<AsyncResult<u32>> { p.apply_async(returns, (1u32,)) };
+    let _ = |p: &Pool| -> mproc::Result<AsyncResult<Vec<u32>>> { p.map_async(returns, [1u32]) };
+    let _ = |p: &Pool| -> mproc::Result<AsyncResult<Vec<u32>>> {
+        p.map_async_chunked(returns, [1u32], 1)
+    };
+    let _ =
+        |p: &Pool| -> mproc::Result<AsyncResult<Vec<u32>>> { p.starmap_async(returns, [(1u32,)]) };
+    let _ = |p: &Pool| -> mproc::Result<AsyncResult<Vec<u32>>> {
+        p.starmap_async_chunked(returns, [(1u32,)], 1)
+    };
+    let _: fn(&mut Pool) = Pool::close;
+    let _: fn(&mut Pool) -> mproc::Result<()> = Pool::terminate;
+    let _: fn(&mut Pool) -> mproc::Result<()> = Pool::join;
+    let _: fn(AsyncResult<u32>) -> mproc::Result<u32> = AsyncResult::get;
+    let _: fn(&AsyncResult<u32>, Duration) -> mproc::Result<u32> = AsyncResult::get_timeout;
+    let _: fn(&AsyncResult<u32>) = AsyncResult::wait;
+    let _: fn(&AsyncResult<u32>, Duration) -> bool = AsyncResult::wait_timeout;
+    let _: fn(&AsyncResult<u32>) -> bool = AsyncResult::ready;
+    let _: fn(&AsyncResult<u32>) -> Option<bool> = AsyncResult::successful;
+    let _ = |e: Error| match e {
+        Error::WorkerDied { pid, exitcode } => pid as i32 + exitcode,
+        Error::Timeout
+        | Error::PoolSize
+        | Error::PoolMaxTasks
+        | Error::PoolChunksize
+        | Error::PoolNotRunning
+        | Error::PoolStillRunning
+        | Error::PoolTerminated => 0,
+        Error::PoolBroken(why) => why.len() as i32,
+        _ => 1,
     };
 
     // Errors

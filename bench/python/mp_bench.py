@@ -219,6 +219,57 @@ def queue_items(ctx, p):
     return items / dt
 
 
+def pool_sq(x):
+    return x * x
+
+
+def spin_cpu(us):
+    """Spins until this thread used `us` µs of CPU (bench/src/pool_side.rs)."""
+    end = time.thread_time() + us / 1e6
+    n = 0
+    while time.thread_time() < end:
+        n += 1
+    return n
+
+
+def pool(ctx, p):
+    """The `pool` figure: op 0 map, 1 imap (chunksize 1), 2 apply_async,
+    3 apply round trip (µs), 4 map of CPU-bound tasks, 5 start + first
+    result (ms); tasks/s otherwise."""
+    op, n = p["op"], p.get("n", 1000)
+    workers = p.get("workers", 0) or os.cpu_count() or 1
+    if op == 5:
+        t0 = time.perf_counter()
+        pl = ctx.Pool(workers)
+        v = pl.apply(pool_sq, (3,))
+        dt = time.perf_counter() - t0
+        pl.terminate()
+        pl.join()
+        assert v == 9
+        return dt * 1e3
+    with ctx.Pool(workers) as pl:
+        pl.map(pool_sq, range(workers * 4))
+        t0 = time.perf_counter()
+        if op == 0:
+            assert len(pl.map(pool_sq, range(n))) == n
+        elif op == 1:
+            for _ in pl.imap(pool_sq, range(n), chunksize=1):
+                pass
+        elif op == 2:
+            rs = [pl.apply_async(pool_sq, (i,)) for i in range(n)]
+            for r in rs:
+                r.get()
+        elif op == 3:
+            for i in range(n):
+                pl.apply(pool_sq, (i,))
+            return (time.perf_counter() - t0) * 1e6 / n
+        elif op == 4:
+            pl.map(spin_cpu, [p.get("us", 1000)] * n)
+        else:
+            raise ValueError(f"unknown pool op {op}")
+        return n / (time.perf_counter() - t0)
+
+
 FIGURES = {
     "spawn-first-line": spawn_first_line,
     "start-join": start_join,
@@ -226,6 +277,7 @@ FIGURES = {
     "pipe-rt": pipe_rt,
     "pipe-bulk": pipe_bulk,
     "queue-items": queue_items,
+    "pool": pool,
 }
 
 

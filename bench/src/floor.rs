@@ -19,6 +19,7 @@ pub const CONTENDER: Contender = Contender {
     pipe_rt,
     pipe_bulk,
     queue_items,
+    pool: crate::pool_side::reference,
 };
 
 const ROLE_ENV: &str = "MPROC_BENCH_FLOOR";

@@ -17,6 +17,7 @@
 //! | `pipe-rt` | `iters`, `size`, `pinned` | µs per round trip |
 //! | `pipe-bulk` | `msgs`, `size`, `typed` (0 bytes, 1 `Vec<u8>`, 2 `ByteBuf`) | GB/s one way |
 //! | `queue-items` | `items`, `size`, `producers`, `consumers` | items/s |
+//! | `pool` | `op`, `n`, `workers`, `us` | tasks/s, µs or ms (see `pool_side.rs`) |
 //!
 //! The same binary is every contender's child: the floor's children are
 //! recognised by `MPROC_BENCH_FLOOR` at the top of `main`, procspawn's by
@@ -25,6 +26,7 @@
 mod floor;
 mod mproc_side;
 mod os;
+mod pool_side;
 mod procspawn_side;
 
 use std::collections::BTreeMap;
@@ -75,6 +77,7 @@ pub struct Contender {
     pub pipe_rt: Figure,
     pub pipe_bulk: Figure,
     pub queue_items: Figure,
+    pub pool: Figure,
 }
 
 fn contender(name: &str) -> Option<Contender> {
@@ -94,6 +97,7 @@ fn figure(c: &Contender, name: &str) -> Option<Figure> {
         "pipe-rt" => c.pipe_rt,
         "pipe-bulk" => c.pipe_bulk,
         "queue-items" => c.queue_items,
+        "pool" => c.pool,
         _ => return None,
     })
 }

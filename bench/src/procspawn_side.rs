@@ -19,6 +19,7 @@ pub const CONTENDER: Contender = Contender {
     pipe_rt,
     pipe_bulk,
     queue_items: not_applicable,
+    pool: crate::pool_side::procspawn_pool,
 };
 
 fn err(e: impl std::fmt::Display) -> io::Error {

@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::util;
 
 /// The examples, in the order they run, each with `--fast` (no sleeps).
-pub const EXAMPLES: &[&str] = &["worker", "say", "pipe", "producer_consumer"];
+pub const EXAMPLES: &[&str] = &["worker", "say", "pipe", "producer_consumer", "pool"];
 
 /// Builds the examples and runs each one natively, checking its output.
 pub fn run_all() -> Result<(), String> {
@@ -53,8 +53,17 @@ pub fn check(name: &str, stdout: &str) -> Result<(), String> {
         "say" => check_say(&lines),
         "pipe" => check_pipe(&lines),
         "producer_consumer" => check_producer_consumer(&lines),
+        "pool" => check_pool(&lines),
         other => Err(format!("no checker for example {other}")),
     }
+}
+
+/// CPython prints `[1, 4, 9]`; so does `{:?}` of a `Vec<u64>`.
+fn check_pool(lines: &[&str]) -> Result<(), String> {
+    if lines != ["[1, 4, 9]"] {
+        return Err(format!("expected the single line [1, 4, 9], got {lines:?}"));
+    }
+    Ok(())
 }
 
 fn pid_of(s: &str) -> Result<u32, String> {

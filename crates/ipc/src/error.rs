@@ -98,6 +98,43 @@ pub enum Error {
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
 
+    // ---- Pool (CPython's ValueError / multiprocessing.TimeoutError) ----
+    /// `Pool::new(0)` (or a builder with `processes(0)`).
+    #[error("Number of processes must be at least 1")]
+    PoolSize,
+    /// A pool built with `maxtasksperchild(0)`.
+    #[error("maxtasksperchild must be a positive int or None")]
+    PoolMaxTasks,
+    /// A chunk size of 0 given to a pool's `*_chunked` method.
+    #[error("Chunksize must be 1+, not 0")]
+    PoolChunksize,
+    /// A task submitted to a pool after `close()` or `terminate()`.
+    #[error("Pool not running")]
+    PoolNotRunning,
+    /// `Pool::join()` before `close()` or `terminate()`.
+    #[error("Pool is still running")]
+    PoolStillRunning,
+    /// The pool was terminated (or dropped) before this task completed.
+    #[error("the pool was terminated before this task completed")]
+    PoolTerminated,
+    /// A pool worker could not start (its launch or its initializer
+    /// failed): the pool runs no more tasks.
+    #[error("the pool cannot run tasks: {0}")]
+    PoolBroken(String),
+    /// The pool worker running this task died (killed, aborted,
+    /// `std::process::exit`, out of memory) before reporting its result.
+    #[error("worker process {pid} died (exit code {exitcode}) while running this task")]
+    WorkerDied {
+        /// The worker's pid.
+        pid: u32,
+        /// Its CPython-style exit code (-9 after SIGKILL).
+        exitcode: i32,
+    },
+    /// A result was not ready within the timeout
+    /// (`multiprocessing.TimeoutError`).
+    #[error("TimeoutError: the result is not ready")]
+    Timeout,
+
     // ---- Connections (CPython's OSError / EOFError / ValueError) ----
     /// The peer closed its end and every queued message was delivered.
     #[error("EOFError: the other end of the connection is closed")]

@@ -76,6 +76,16 @@ pub(crate) fn offset_of(entry: EntryFn) -> i64 {
     (entry as usize).wrapping_sub(anchor_addr()) as i64
 }
 
+/// A monomorphised pool task runner (`pool::worker::task_entry`, or an
+/// initializer's `pool::worker::init_entry`): takes the encoded
+/// arguments, returns the frame to send back to the pool.
+pub(crate) type TaskFn = fn(&[u8]) -> Vec<u8>;
+
+/// Offset of a pool task runner from the anchor (as [`offset_of`]).
+pub(crate) fn task_offset(task: TaskFn) -> i64 {
+    (task as usize).wrapping_sub(anchor_addr()) as i64
+}
+
 #[ctor::ctor]
 fn mproc_boot() {
     boot();
@@ -284,27 +294,38 @@ fn install_panic_recorder() {
             .map(|n| format!(", thread '{n}'"))
             .unwrap_or_default();
         let backtrace = std::backtrace::Backtrace::capture();
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(
-            err,
-            "Process {name} (pid {pid}{thread}) panicked at {location}:\n{message}"
+        let tail = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => format!("stack backtrace:\n{backtrace}"),
+            _ => "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
+                .to_string(),
+        };
+        // One write: stderr is unbuffered, and several processes (a pool's
+        // workers) may be printing at once.
+        let text = format!(
+            "Process {name} (pid {pid}{thread}) panicked at {location}:\n{message}\n{tail}\n"
         );
-        match backtrace.status() {
-            std::backtrace::BacktraceStatus::Captured => {
-                let _ = writeln!(err, "stack backtrace:\n{backtrace}");
-            }
-            _ => {
-                let _ = writeln!(
-                    err,
-                    "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
-                );
-            }
-        }
-        drop(err);
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
         if let Ok(mut last) = LAST_PANIC.lock() {
             *last = Some((message, location));
         }
     }));
+}
+
+/// The message and `file:line:column` of the panic just caught (recorded
+/// by the panic hook; the payload alone when the hook did not run).
+pub(crate) fn panic_details(payload: &(dyn std::any::Any + Send)) -> (String, String) {
+    LAST_PANIC
+        .lock()
+        .ok()
+        .and_then(|mut l| l.take())
+        .unwrap_or_else(|| {
+            let m = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".into());
+            (m, String::new())
+        })
 }
 
 fn run_entry<F, A>(
@@ -347,18 +368,7 @@ where
             }
         }
         Err(payload) => {
-            let (message, location) = LAST_PANIC
-                .lock()
-                .ok()
-                .and_then(|mut l| l.take())
-                .unwrap_or_else(|| {
-                    let m = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "Box<dyn Any>".into());
-                    (m, String::new())
-                });
+            let (message, location) = panic_details(payload.as_ref());
             ChildOutcome {
                 exitcode: 1,
                 report: Some(Report::Panic { message, location }),

@@ -35,6 +35,9 @@ mod exit;
 mod fault;
 mod launch;
 mod launcher;
+mod pool;
+/// The pool worker's task runners, where the registry's entry kinds find them.
+pub(crate) use pool::worker as pool_worker;
 mod process;
 mod registry;
 mod spawn;
@@ -44,6 +47,7 @@ pub use launch::BOOTSTRAP_EXIT_CODE;
 pub use mproc_ipc::{
     pipe, wait, Address, Client, Connection, Error, Listener, PutError, Queue, Result, Waitable,
 };
+pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo, Sentinel,
 };

@@ -136,18 +136,10 @@ where
     F: Target<A>,
     A: Args,
 {
-    let (target, short) = target_names::<F>();
-    if target.contains("{{closure}}") {
-        return Err(Error::ClosureTarget { name: target });
-    }
-    let entry = (std::mem::size_of::<F>() == 0 && registered_name::<F>() == Some(short.as_str()))
-        .then(|| registered_entry::<F>(kind))
-        .flatten();
-    let Some(entry) = entry else {
-        return Err(Error::UnregisteredTarget {
-            name: target,
-            short,
-        });
+    let target = check_registered::<F>()?;
+    let Some(entry) = registered_entry::<F>(kind) else {
+        let (name, short) = target_names::<F>();
+        return Err(Error::UnregisteredTarget { name, short });
     };
     let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(args));
     let args = encoded.map_err(|e| Error::Encode(e.to_string()))?;
@@ -157,6 +149,22 @@ where
         args,
         handles,
     })
+}
+
+/// The full path of `F` if it is a fn registered with `#[mproc::target]`,
+/// else [`Error::UnregisteredTarget`] naming it.
+pub(crate) fn check_registered<F: Copy + 'static>() -> Result<String> {
+    let (target, short) = target_names::<F>();
+    if target.contains("{{closure}}") {
+        return Err(Error::ClosureTarget { name: target });
+    }
+    if std::mem::size_of::<F>() != 0 || registered_name::<F>() != Some(short.as_str()) {
+        return Err(Error::UnregisteredTarget {
+            name: target,
+            short,
+        });
+    }
+    Ok(target)
 }
 
 /// Starts a child (shared by `Process::start` and `spawn`).

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::bootstrap::{offset_of, EntryFn};
+use crate::bootstrap::{offset_of, EntryFn, TaskFn};
 
 /// One registered target (built by `#[mproc::target]`).
 #[doc(hidden)]
@@ -93,10 +93,13 @@ fn targets() -> impl Iterator<Item = &'static TargetEntry> {
     })
 }
 
-/// A target's entry fns, by kind name (`None` where the target's return
-/// type does not fit the kind).
+/// A target's entry fns, by kind name, as addresses (`None` where the
+/// target's return type does not fit the kind). Each kind has one fn type
+/// ([`EntryFn`] for launches, [`TaskFn`] for pool tasks): an address is
+/// turned back into a fn only by [`entry_at`] / [`task_at`], and only
+/// from the kinds of that type.
 #[doc(hidden)]
-pub type Entries = [(&'static str, Option<EntryFn>); kinds::COUNT];
+pub type Entries = [(&'static str, Option<usize>); kinds::COUNT];
 
 #[doc(hidden)]
 pub fn type_id_of<T: 'static>(_: &T) -> TypeId {
@@ -113,24 +116,90 @@ pub(crate) fn registered_name<F: 'static>() -> Option<&'static str> {
     registration::<F>().map(|e| e.name)
 }
 
-/// The registered entry fn of kind `kind` (e.g. `"spawn_entry"`) of the
-/// target `F`, if any.
+/// The registered entry fn of kind `kind` (`"process_entry"` or
+/// `"spawn_entry"`) of the target `F`, if any.
 pub(crate) fn registered_entry<F: 'static>(kind: &str) -> Option<EntryFn> {
+    if !LAUNCH_KINDS.contains(&kind) {
+        return None;
+    }
     let entries = (registration::<F>()?.entries)();
-    entries
+    let addr = entries
         .into_iter()
         .find(|(k, _)| *k == kind)
-        .and_then(|(_, e)| e)
+        .and_then(|(_, e)| e)?;
+    // SAFETY: the address was taken from an `EntryFn` (the launch kinds'
+    // fn type, see `entry_kinds!` below) in this very process.
+    Some(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })
+}
+
+/// The kinds whose fns are [`EntryFn`]s (what a launch record may name).
+const LAUNCH_KINDS: &[&str] = &["process_entry", "spawn_entry"];
+/// The kinds whose fns are [`TaskFn`]s (what a pool task may name).
+const TASK_KINDS: &[&str] = &["task_entry", "init_entry"];
+
+/// Entry fns of mproc's own that a launch record may name: the pool
+/// worker's loop (it runs registered task runners only, see [`task_at`]).
+fn internal_entries() -> [EntryFn; 1] {
+    [crate::pool::worker::worker_entry]
+}
+
+/// The address of a registered fn of one of `kinds` at `offset` from the
+/// anchor.
+fn registered_at(offset: i64, kinds: &[&str]) -> Option<usize> {
+    targets()
+        .flat_map(|t| (t.entries)())
+        .filter(|(k, _)| kinds.contains(k))
+        .filter_map(|(_, e)| e)
+        .find(|addr| offset_from_anchor(*addr) == offset)
 }
 
 /// The entry fn at `offset` from the anchor, if it is one of a registered
-/// target (of any kind): the only way a child turns a launch record into
-/// code to run.
+/// target (of a launch kind) or one of mproc's own: the only way a child
+/// turns a launch record into code to run.
 pub(crate) fn entry_at(offset: i64) -> Option<EntryFn> {
-    targets()
-        .flat_map(|t| (t.entries)())
-        .filter_map(|(_, e)| e)
+    if let Some(own) = internal_entries()
+        .into_iter()
         .find(|e| offset_of(*e) == offset)
+    {
+        return Some(own);
+    }
+    let addr = registered_at(offset, LAUNCH_KINDS)?;
+    // SAFETY: `addr` is the address of a registered fn of a launch kind,
+    // all of which are `EntryFn`s (`entry_kinds!` below).
+    Some(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })
+}
+
+/// The pool task runner at `offset` from the anchor, if it is one of a
+/// registered target: the only way a pool worker turns a task into code
+/// to run. The last offset accepted is remembered, so a stream of tasks of
+/// one target pays the registry walk once.
+pub(crate) fn task_at(offset: i64) -> Option<TaskFn> {
+    static LAST: std::sync::Mutex<Option<(i64, usize)>> = std::sync::Mutex::new(None);
+    let cached = LAST
+        .lock()
+        .ok()
+        .and_then(|l| *l)
+        .filter(|(o, _)| *o == offset)
+        .map(|(_, a)| a);
+    let addr = match cached {
+        Some(addr) => addr,
+        None => {
+            let addr = registered_at(offset, TASK_KINDS)?;
+            if let Ok(mut l) = LAST.lock() {
+                *l = Some((offset, addr));
+            }
+            addr
+        }
+    };
+    // SAFETY: `addr` is the address of a registered fn of a task kind,
+    // all of which are `TaskFn`s (`entry_kinds!` below).
+    Some(unsafe { std::mem::transmute::<usize, TaskFn>(addr) })
+}
+
+fn offset_from_anchor(addr: usize) -> i64 {
+    // SAFETY: `addr` is the address of a registered `EntryFn` or `TaskFn`;
+    // only its value is used, never called through this type.
+    offset_of(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })
 }
 
 /// A target fn type `F` with its argument tuple `A`, whose entry fns the
@@ -149,29 +218,29 @@ impl<F, A> Probe<F, A> {
 /// One entry kind: `Has` gives the entry fn when the target's output
 /// meets `$bound`; `Lacks` (one autoref further) gives `None` otherwise.
 macro_rules! entry_kind {
-    ($kind:ident where $($bound:tt)+) => {
+    ($kind:ident = $module:ident as $ty:ident where $($bound:tt)+) => {
         #[doc(hidden)]
         pub mod $kind {
             use super::super::{Args, Probe, Target};
-            use crate::bootstrap::EntryFn;
 
             pub trait Has {
-                fn $kind(&self) -> Option<EntryFn>;
+                fn $kind(&self) -> Option<usize>;
             }
             impl<F: Target<A>, A: Args> Has for Probe<F, A>
             where
                 F::Output: $($bound)+,
             {
-                fn $kind(&self) -> Option<EntryFn> {
-                    Some(crate::bootstrap::$kind::<F, A>)
+                fn $kind(&self) -> Option<usize> {
+                    let f: crate::bootstrap::$ty = crate::$module::$kind::<F, A>;
+                    Some(f as usize)
                 }
             }
 
             pub trait Lacks {
-                fn $kind(&self) -> Option<EntryFn>;
+                fn $kind(&self) -> Option<usize>;
             }
             impl<T> Lacks for &T {
-                fn $kind(&self) -> Option<EntryFn> {
+                fn $kind(&self) -> Option<usize> {
                     None
                 }
             }
@@ -182,11 +251,11 @@ macro_rules! entry_kind {
 /// Declares the entry kinds, and the macro `#[mproc::target]` expands to
 /// list a target's entries (`__mproc_entries!`).
 macro_rules! entry_kinds {
-    ($d:tt; $($kind:ident where $bound:path;)*) => {
+    ($d:tt; $($kind:ident = $module:ident as $ty:ident where $bound:path;)*) => {
         /// The kinds of entry fn a target may have.
         #[doc(hidden)]
         pub mod kinds {
-            $(entry_kind!($kind where $bound);)*
+            $(entry_kind!($kind = $module as $ty where $bound);)*
             /// How many kinds there are.
             pub const COUNT: usize = [$(stringify!($kind)),*].len();
         }
@@ -206,11 +275,14 @@ macro_rules! entry_kinds {
     };
 }
 
-// The entry kinds: adding one is one line here (and its entry fn, generic
-// over `<F, A>`, in bootstrap.rs).
+// The entry kinds: adding one is one line here (its fn, generic over
+// `<F, A>`, in the module named, of the fn type named; and the kind in
+// LAUNCH_KINDS or TASK_KINDS above).
 entry_kinds! { $;
-    process_entry where crate::registry::ProcessOutput;
-    spawn_entry where ::serde::Serialize;
+    process_entry = bootstrap as EntryFn where crate::registry::ProcessOutput;
+    spawn_entry = bootstrap as EntryFn where ::serde::Serialize;
+    task_entry = pool_worker as TaskFn where ::serde::Serialize;
+    init_entry = pool_worker as TaskFn where crate::registry::ProcessOutput;
 }
 
 /// The full path of a fn item type, and its last segment.

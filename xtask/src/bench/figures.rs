@@ -27,6 +27,9 @@ pub(super) const COLUMNS: [Who; 6] = [
 pub(super) const PROCESS_FIGURE: &[Who] = &COLUMNS;
 pub(super) const PIPE_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::Procspawn, Who::PyFork];
 pub(super) const QUEUE_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::PyFork];
+/// Pool figures: the floor column is the row's reference (rayon's
+/// `par_iter` for CPU-bound tasks, 4 bare `mproc::spawn`s for the start).
+pub(super) const POOL_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::Procspawn, Who::PyFork];
 
 impl Who {
     pub(super) fn key(self) -> &'static str {
@@ -134,6 +137,27 @@ fn queue(
         params,
         who: QUEUE_FIGURE,
         scale,
+        goal,
+    }
+}
+
+/// A `pool` figure (bench/src/pool_side.rs): `op` picks what is measured.
+fn pool(
+    id: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    params: fn(Mode) -> Vec<(&'static str, usize)>,
+    goal: Option<Goal>,
+) -> Row {
+    Row {
+        id,
+        title,
+        unit,
+        higher_is_better: unit == "tasks/s",
+        figure: "pool",
+        params,
+        who: POOL_FIGURE,
+        scale: 1.0,
         goal,
     }
 }
@@ -259,6 +283,73 @@ pub(super) fn rows() -> Vec<Row> {
             MIB as f64 / 1e9,
             |m| queue_params(m.pick(300, 60, 2), MIB, 1, 0),
             goal(Base::Floor, 0.5),
+        ),
+        pool(
+            "pool_map",
+            "Pool(2).map, {n} tiny tasks",
+            "tasks/s",
+            |m| {
+                vec![
+                    ("n", m.pick(1_000_000, 1_000_000, 1000)),
+                    ("op", 0),
+                    ("workers", 2),
+                ]
+            },
+            goal(Base::CPython, 5.0),
+        ),
+        pool(
+            "pool_imap",
+            "Pool(2).imap chunksize 1, {n} tiny tasks",
+            "tasks/s",
+            |m| {
+                vec![
+                    ("n", m.pick(20_000, 20_000, 100)),
+                    ("op", 1),
+                    ("workers", 2),
+                ]
+            },
+            goal(Base::CPython, 5.0),
+        ),
+        pool(
+            "pool_apply_async",
+            "Pool(2).apply_async × {n}",
+            "tasks/s",
+            |m| {
+                vec![
+                    ("n", m.pick(20_000, 20_000, 100)),
+                    ("op", 2),
+                    ("workers", 2),
+                ]
+            },
+            goal(Base::CPython, 10.0),
+        ),
+        pool(
+            "pool_apply_rt",
+            "Pool(2).apply round trip ({n} calls)",
+            "µs",
+            |m| vec![("n", m.pick(2000, 1000, 10)), ("op", 3), ("workers", 2)],
+            goal(Base::CPython, 0.1),
+        ),
+        pool(
+            "pool_cpu",
+            "Pool(cpu_count).map, {n} tasks of 1 ms CPU (floor: rayon)",
+            "tasks/s",
+            |m| {
+                vec![
+                    ("n", m.pick(2000, 2000, 10)),
+                    ("op", 4),
+                    ("workers", 0),
+                    ("us", 1000),
+                ]
+            },
+            goal(Base::Floor, 0.9),
+        ),
+        pool(
+            "pool_start",
+            "Pool({n}) start → first result (floor: {n} spawns)",
+            "ms",
+            |_| vec![("workers", 4), ("op", 5)],
+            goal(Base::Floor, 1.2),
         ),
         Row {
             id: "idle_child_rss",
