@@ -369,3 +369,33 @@ pub(crate) fn conjure<F: Copy>() -> Option<F> {
     // by registration): it has exactly one value, which has no bytes.
     Some(unsafe { std::mem::zeroed::<F>() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_a_target(_: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn not_an_entry(_: crate::bootstrap::EntryInput<'_>) -> crate::bootstrap::ChildOutcome {
+        crate::bootstrap::ChildOutcome {
+            exitcode: 0,
+            report: None,
+        }
+    }
+
+    #[test]
+    fn offsets_of_unregistered_fns_are_refused() {
+        let task = crate::bootstrap::task_offset(not_a_target);
+        assert!(task_at(task).is_none());
+        assert!(task_at(0).is_none());
+        assert!(entry_at(offset_of(not_an_entry)).is_none());
+        assert!(entry_at(task).is_none());
+        // The pool worker's own loop is the one internal launch entry; it
+        // is not a task runner.
+        let worker = offset_of(crate::pool::worker::worker_entry);
+        assert!(entry_at(worker).is_some());
+        assert!(task_at(worker).is_none());
+    }
+}
