@@ -249,12 +249,52 @@ impl Client {
     /// challenge and challenges it back: a listener with another key is
     /// [`Error::Authentication`] and no connection is returned.
     pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
+        Client::connect_by(address, authkey, None)
+    }
+
+    /// [`connect`](Self::connect) with a deadline for the handshake: a
+    /// listener that accepts the connection but does not complete the
+    /// challenge within `timeout` (stopped, overloaded, or not an mproc
+    /// or CPython listener at all) is an [`Error::Io`] of kind
+    /// [`TimedOut`](std::io::ErrorKind::TimedOut), not a wait without end.
+    /// (CPython's `Client` has no timeout; its handshake waits forever.)
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use mproc_ipc::{Client, Error, Listener};
+    /// // A listener that never accepts: the challenge never comes.
+    /// let listener = Listener::bind("tcp:127.0.0.1:0".parse()?, Some(b"k"))?;
+    /// let t = Instant::now();
+    /// let e = Client::connect_timeout(listener.address(), Some(b"k"), Duration::from_millis(100))
+    ///     .unwrap_err();
+    /// assert!(matches!(e, Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut), "{e}");
+    /// assert!(t.elapsed() < Duration::from_secs(5));
+    /// # Ok::<(), mproc_ipc::Error>(())
+    /// ```
+    pub fn connect_timeout(
+        address: &Address,
+        authkey: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Connection> {
+        Client::connect_by(address, authkey, Instant::now().checked_add(timeout))
+    }
+
+    /// [`connect`](Self::connect), the handshake bounded by `deadline`.
+    pub(crate) fn connect_by(
+        address: &Address,
+        authkey: Option<&[u8]>,
+        deadline: Option<Instant>,
+    ) -> Result<Connection> {
         let stream = match address {
             Address::Local(path) => sys::connect_local(path)?,
             Address::Tcp(addr) => sys::connect_tcp(*addr)?,
         };
         if let Some(key) = authkey {
-            auth::client_handshake(&mut &stream, key)?;
+            let mut bounded = Bounded {
+                stream: &stream,
+                deadline,
+            };
+            auth::client_handshake(&mut bounded, key)?;
         }
         Ok(connection(stream))
     }

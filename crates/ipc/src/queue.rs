@@ -12,7 +12,10 @@ mod client;
 mod core;
 mod exit;
 mod feeder;
+mod joinable;
 mod wire;
+
+pub use self::joinable::{JoinableQueue, SimpleQueue};
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -234,6 +237,29 @@ impl Inner {
                 Taken::Empty | Taken::Abandoned => Err(Error::Empty),
             },
             Link::Remote(r) => tag::decode(r.get(timeout)?.bytes()),
+        }
+    }
+
+    fn task_done(&self) -> Result<()> {
+        match &self.link {
+            Link::Owner(shared) => {
+                if shared.task_done() {
+                    Ok(())
+                } else {
+                    Err(Error::TaskDoneTooManyTimes)
+                }
+            }
+            Link::Remote(r) => r.task_done(),
+        }
+    }
+
+    fn join(&self) -> Result<()> {
+        match &self.link {
+            Link::Owner(shared) => {
+                shared.join(&|| true);
+                Ok(())
+            }
+            Link::Remote(r) => r.join(),
         }
     }
 

@@ -377,6 +377,21 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
                 conn.send_bytes(&wire::size(shared.qsize() as u64))
             }
             Request::Sync => conn.send_bytes(&[wire::SYNCED]),
+            Request::TaskDone { barrier } => {
+                shared.wait_barrier(session, barrier);
+                if shared.task_done() {
+                    conn.send_bytes(&[wire::DONE])
+                } else {
+                    conn.send_bytes(&[wire::TOO_MANY])
+                }
+            }
+            Request::Join { barrier } => {
+                shared.wait_barrier(session, barrier);
+                if !shared.join(&alive) {
+                    return;
+                }
+                conn.send_bytes(&[wire::JOINED])
+            }
             other @ (Request::Hello { .. } | Request::PutBatch { .. }) => {
                 tracing::warn!("unexpected request {other:?}: connection closed");
                 return;

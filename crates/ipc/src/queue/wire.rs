@@ -18,6 +18,8 @@
 //! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
 //! | `QSIZE` | holder → broker | barrier u64, acks | `SIZE` u64 |
 //! | `SYNC` | holder or feeder → broker | nothing | `SYNCED`, once everything sent before it on this connection is stored |
+//! | `TASK_DONE` | holder → broker | barrier u64 | `DONE`, or `TOO_MANY` when no item is unfinished |
+//! | `JOIN` | holder → broker | barrier u64 | `JOINED`, once every item put is done |
 //!
 //! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
 //! count u32, then that many (conn id u64, taken u32) pairs.
@@ -44,6 +46,8 @@ pub(crate) const QSIZE: u8 = 6;
 pub(crate) const SYNC: u8 = 7;
 pub(crate) const ACQUIRE: u8 = 8;
 pub(crate) const RELEASE: u8 = 9;
+pub(crate) const TASK_DONE: u8 = 10;
+pub(crate) const JOIN: u8 = 11;
 
 pub(crate) const HELLO_OK: u8 = 101;
 pub(crate) const NO_QUEUE: u8 = 102;
@@ -53,6 +57,9 @@ pub(crate) const EMPTY: u8 = 106;
 pub(crate) const SIZE: u8 = 107;
 pub(crate) const SYNCED: u8 = 108;
 pub(crate) const GRANTED: u8 = 109;
+pub(crate) const DONE: u8 = 110;
+pub(crate) const TOO_MANY: u8 = 111;
+pub(crate) const JOINED: u8 = 112;
 
 /// A timeout of "wait forever".
 pub(crate) const FOREVER: u64 = u64::MAX;
@@ -119,6 +126,12 @@ pub(crate) enum Request {
         acks: Acks,
     },
     Sync,
+    TaskDone {
+        barrier: u64,
+    },
+    Join {
+        barrier: u64,
+    },
 }
 
 /// An answer, as a holder reads it (items as byte ranges of the message).
@@ -132,6 +145,9 @@ pub(crate) enum Reply {
     Empty,
     Size(u64),
     Synced,
+    Done,
+    TooMany,
+    Joined,
 }
 
 // ---- encoding ----
@@ -281,6 +297,14 @@ pub(crate) fn qsize(barrier: u64, acks: &[(u64, u32)]) -> Vec<u8> {
     out.push(QSIZE);
     put_u64(&mut out, barrier);
     put_acks(&mut out, acks);
+    out
+}
+
+/// `TASK_DONE` or `JOIN` (`op`), after the feeder's batch `barrier`.
+pub(crate) fn with_barrier(op: u8, barrier: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(op);
+    put_u64(&mut out, barrier);
     out
 }
 
@@ -450,6 +474,8 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
             acks: r.acks()?,
         },
         SYNC => Request::Sync,
+        TASK_DONE => Request::TaskDone { barrier: r.u64()? },
+        JOIN => Request::Join { barrier: r.u64()? },
         _ => return Err(Malformed("unknown request")),
     };
     r.end()?;
@@ -475,6 +501,9 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
         EMPTY => Reply::Empty,
         SIZE => Reply::Size(r.u64()?),
         SYNCED => Reply::Synced,
+        DONE => Reply::Done,
+        TOO_MANY => Reply::TooMany,
+        JOINED => Reply::Joined,
         _ => return Err(Malformed("unknown answer")),
     };
     r.end()?;
@@ -595,6 +624,22 @@ mod tests {
         put_item(&mut m, b"a");
         assert!(parse_reply(&m).is_err());
         assert!(parse_reply(&items_start(0, 0)).is_err());
+    }
+
+    #[test]
+    fn joinable_requests_round_trip() {
+        assert_eq!(
+            parse_request(&with_barrier(TASK_DONE, 5)),
+            Ok(Request::TaskDone { barrier: 5 })
+        );
+        assert_eq!(
+            parse_request(&with_barrier(JOIN, 0)),
+            Ok(Request::Join { barrier: 0 })
+        );
+        assert_eq!(parse_reply(&[DONE]), Ok(Reply::Done));
+        assert_eq!(parse_reply(&[TOO_MANY]), Ok(Reply::TooMany));
+        assert_eq!(parse_reply(&[JOINED]), Ok(Reply::Joined));
+        assert!(parse_request(&[TASK_DONE, 1]).is_err());
     }
 
     #[test]
