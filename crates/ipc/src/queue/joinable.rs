@@ -9,18 +9,20 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::time::Duration;
 
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
 use super::Queue;
-use crate::Result;
+use crate::{PutError, Result};
 
 /// A [`Queue`] that counts unfinished items: CPython's
 /// `multiprocessing.JoinableQueue`.
 ///
-/// Every [`Queue`] method works on it (it dereferences to one). Each item
+/// Every [`Queue`] method works on it (and it dereferences to one, for
+/// code that takes a `&Queue<T>`). Each item
 /// put counts as unfinished until some process calls
 /// [`task_done`](Self::task_done) for it; [`join`](Self::join) waits until
 /// none is. The count lives with the queue's owner, so it is exact across
@@ -86,6 +88,70 @@ impl<T> JoinableQueue<T> {
     /// is gone.
     pub fn join(&self) -> Result<()> {
         self.queue.inner.join()
+    }
+
+    /// [`Queue::qsize`].
+    pub fn qsize(&self) -> usize {
+        self.queue.qsize()
+    }
+
+    /// [`Queue::empty`].
+    pub fn empty(&self) -> bool {
+        self.queue.empty()
+    }
+
+    /// [`Queue::full`].
+    pub fn full(&self) -> bool {
+        self.queue.full()
+    }
+
+    /// [`Queue::close`].
+    pub fn close(&self) {
+        self.queue.close()
+    }
+
+    /// [`Queue::join_thread`].
+    pub fn join_thread(&self) -> Result<()> {
+        self.queue.join_thread()
+    }
+
+    /// [`Queue::cancel_join_thread`].
+    pub fn cancel_join_thread(&self) {
+        self.queue.cancel_join_thread()
+    }
+}
+
+impl<T: Serialize> JoinableQueue<T> {
+    /// [`Queue::put`]: the item counts as unfinished once stored.
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.queue.put(item)
+    }
+
+    /// [`Queue::put_timeout`].
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.queue.put_timeout(item, timeout)
+    }
+
+    /// [`Queue::put_nowait`].
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.queue.put_nowait(item)
+    }
+}
+
+impl<T: DeserializeOwned> JoinableQueue<T> {
+    /// [`Queue::get`].
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    /// [`Queue::get_timeout`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.queue.get_timeout(timeout)
+    }
+
+    /// [`Queue::get_nowait`].
+    pub fn get_nowait(&self) -> Result<T> {
+        self.queue.get_nowait()
     }
 }
 
