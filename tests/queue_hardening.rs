@@ -250,3 +250,110 @@ fn deadlines_hold_while_the_owner_is_stopped() -> mproc::Result<()> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------
+// Item 5: bounded pre-authentication work.
+
+/// A queue handle's broker address, read from its serialised form.
+fn broker_address<T>(q: &Queue<T>) -> mproc::Address {
+    let bytes = postcard::to_stdvec(q).expect("a queue handle serialises");
+    let (address, _key, _maxsize, _id): (mproc::Address, Vec<u8>, u64, u64) =
+        postcard::from_bytes(&bytes).expect("a queue handle is address, key, maxsize, id");
+    address
+}
+
+/// Connections that never say a word (no key, no answer to the
+/// challenge), all held open.
+fn flood(address: &mproc::Address, n: usize) -> mproc::Result<Vec<mproc::Connection>> {
+    (0..n)
+        .map(|_| mproc::Client::connect(address, None))
+        .collect()
+}
+
+/// Puts `n` items and takes `n` back: a holder's whole life, from a
+/// fresh process (new connections, new handshakes).
+#[mproc::target]
+fn put_then_get(q: Queue<u32>, n: u32) -> Vec<u32> {
+    for i in 0..n {
+        q.put(i).expect("put");
+    }
+    (0..n).map(|_| q.get().expect("get")).collect()
+}
+
+#[cfg(target_os = "linux")]
+fn threads_of_this_process() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// 500 silent connections to a queue's broker, held open: the owner does
+/// not start a thread for each (Linux: its thread count stays small), and
+/// a new child's puts and gets go through while they are connected.
+#[mproc::test]
+fn a_flood_of_silent_connections_leaves_the_holders_working() -> mproc::Result<()> {
+    let q = Queue::<u32>::new(0)?;
+    q.put(99).map_err(Error::from)?;
+    let address = broker_address(&q);
+    #[cfg(target_os = "linux")]
+    let threads = threads_of_this_process();
+    let silent = flood(&address, 500)?;
+    #[cfg(target_os = "linux")]
+    {
+        let now = threads_of_this_process();
+        assert!(
+            now < threads + 16,
+            "{now} threads with 500 silent peers (was {threads})"
+        );
+    }
+    assert_eq!(q.get()?, 99);
+    let got = mproc::spawn(put_then_get, (q.clone(), 100))?.join()?;
+    assert_eq!(got, (0..100).collect::<Vec<u32>>());
+    // And more silent peers while a child works.
+    let more = flood(&address, 100)?;
+    let got = mproc::spawn(put_then_get, (q.clone(), 10))?.join()?;
+    assert_eq!(got, (0..10).collect::<Vec<u32>>());
+    assert!(q.empty());
+    drop((silent, more));
+    Ok(())
+}
+
+#[mproc::target]
+fn nothing_at_all() {}
+
+/// Owns a queue under a limit of 128 descriptors: hands it out, waits for
+/// the flood, then starts a process and takes the item the parent put.
+#[cfg(unix)]
+#[mproc::target]
+fn limited_owner(back: Queue<Queue<u32>>, go: Queue<u32>) -> String {
+    let limit = libc::rlimit {
+        rlim_cur: 128,
+        rlim_max: 128,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return format!("setrlimit: {}", std::io::Error::last_os_error());
+    }
+    let q = Queue::<u32>::new(0).expect("queue");
+    back.put(q.clone()).expect("hand out");
+    go.get().expect("go");
+    let mut p = Process::new(nothing_at_all, ());
+    let started = p.start().and_then(|()| p.join());
+    let got = q.get_timeout(Duration::from_secs(30));
+    format!("{started:?} {:?} {got:?}", p.exitcode())
+}
+
+/// Under `ulimit -n 128`, 300 silent connections to the owner's broker
+/// leave the owner able to start a process and serve a holder.
+#[cfg(unix)]
+#[mproc::test]
+fn a_flood_under_a_low_descriptor_limit_leaves_the_owner_working() -> mproc::Result<()> {
+    let back = Queue::<Queue<u32>>::new(0)?;
+    let go = Queue::<u32>::new(0)?;
+    let owner = mproc::spawn(limited_owner, (back.clone(), go.clone()))?;
+    let q = back.get_timeout(Duration::from_secs(30))?;
+    let silent = flood(&broker_address(&q), 300)?;
+    q.put(42).map_err(Error::from)?;
+    go.put(1).map_err(Error::from)?;
+    assert_eq!(owner.join()?, "Ok(()) Some(0) Ok(42)");
+    drop(silent);
+    Ok(())
+}

@@ -8,18 +8,23 @@
 //! runtime directories, `<tmp>/mproc-<pid>-<hex>/queues.sock`: the exit
 //! hook removes it, and if the process is killed first, mproc removes it
 //! as it removes any dead process's runtime directory (and a holder that
-//! finds nobody listening there removes the socket at once). Each connection gets a thread of its own
+//! finds nobody listening there removes the socket at once). Accepted
+//! connections wait in a bounded list (the oldest is dropped past 64) for
+//! one of 4 handshake threads, which give each peer 1 s to prove the key:
+//! a flood of silent connections costs neither threads nor more than a
+//! bounded number of descriptors. Each proven connection gets a thread of its own
 //! that reads requests and answers them; a blocking `get` or `ACQUIRE` blocks
 //! only its own connection's thread. The broker lives as long as the
 //! process: its queues die with it, and their other holders then see
 //! [`Error::Disconnected`](crate::Error::Disconnected).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::listener::Pending;
 use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
 use crate::queue::wire::{self, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
@@ -74,10 +79,17 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
         queues: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
     });
+    let pending = Arc::new(PendingList::default());
+    for _ in 0..HANDSHAKERS {
+        let (b, p) = (broker.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("mproc-queue-auth".into())
+            .spawn(move || b.handshake_loop(p))?;
+    }
     let acceptor = broker.clone();
     std::thread::Builder::new()
         .name("mproc-queue-broker".into())
-        .spawn(move || acceptor.accept_loop())?;
+        .spawn(move || acceptor.accept_loop(pending))?;
     tracing::debug!(address = %broker.listener.address(), "queue broker started");
     *slot = Some(broker.clone());
     Ok(broker)
@@ -164,33 +176,44 @@ impl Broker {
         lock(&self.queues).get(&id).cloned()
     }
 
-    fn accept_loop(self: Arc<Self>) {
+    /// Takes connections off the backlog into the bounded list of
+    /// pending handshakes, at once: a full list drops its oldest peer
+    /// (the likeliest to be silent), so a flood of connections costs at
+    /// most [`MAX_PENDING`] descriptors and no thread.
+    fn accept_loop(self: Arc<Self>, pending: Arc<PendingList>) {
         loop {
             match self.listener.accept_pending() {
-                Ok(pending) => {
-                    let broker = self.clone();
-                    // The handshake runs on the connection's thread: a
-                    // peer that connects and never answers holds up only
-                    // itself, and only until the deadline.
-                    let spawned = std::thread::Builder::new()
-                        .name("mproc-queue-conn".into())
-                        .spawn(
-                            move || match pending.authenticate(Some(HANDSHAKE_DEADLINE)) {
-                                Ok(conn) => broker.serve(conn),
-                                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
-                            },
-                        );
-                    if let Err(e) = spawned {
-                        tracing::warn!("queue broker cannot start a connection thread: {e}");
-                    }
+                Ok(p) => pending.push(p),
+                Err(Error::ListenerClosed) => {
+                    pending.close();
+                    return;
                 }
-                Err(Error::ListenerClosed) => return,
                 Err(Error::Io(e)) => {
                     // Out of descriptors or memory: back off rather than spin.
                     tracing::warn!("queue broker cannot accept: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => tracing::debug!("queue broker: accept failed: {e}"),
+            }
+        }
+    }
+
+    /// One of the [`HANDSHAKERS`]: authenticates pending peers, newest
+    /// first, each within [`HANDSHAKE_DEADLINE`]; a proven peer gets a
+    /// thread of its own.
+    fn handshake_loop(self: Arc<Self>, pending: Arc<PendingList>) {
+        while let Some(p) = pending.pop() {
+            match p.authenticate(Some(HANDSHAKE_DEADLINE)) {
+                Ok(conn) => {
+                    let broker = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("mproc-queue-conn".into())
+                        .spawn(move || broker.serve(conn));
+                    if let Err(e) = spawned {
+                        tracing::warn!("queue broker cannot start a connection thread: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
             }
         }
     }
@@ -247,8 +270,63 @@ impl Broker {
     }
 }
 
-/// How long a connecting peer has to prove the queue's key.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a connecting peer has to prove the queue's key (a holder
+/// answers in well under a millisecond of its own work).
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Threads that run handshakes: the only pre-authentication threads.
+const HANDSHAKERS: usize = 4;
+
+/// Accepted connections waiting for a handshaker, at most.
+const MAX_PENDING: usize = 64;
+
+/// Connections accepted and not yet authenticated (bounded).
+#[derive(Default)]
+struct PendingList {
+    list: Mutex<(VecDeque<Pending>, bool)>,
+    ready: Condvar,
+}
+
+impl PendingList {
+    /// Adds a newly accepted peer; past [`MAX_PENDING`] the oldest is
+    /// dropped (closed: a holder that was dropped connects again).
+    fn push(&self, p: Pending) {
+        let mut list = lock(&self.list);
+        if list.0.len() >= MAX_PENDING {
+            drop(list.0.pop_front());
+            tracing::debug!("queue broker: too many pending handshakes, the oldest dropped");
+        }
+        list.0.push_back(p);
+        drop(list);
+        self.ready.notify_one();
+    }
+
+    /// The newest pending peer (it is the likeliest to be a live holder
+    /// that just connected); `None` once the broker closed.
+    fn pop(&self) -> Option<Pending> {
+        let mut list = lock(&self.list);
+        loop {
+            if list.1 {
+                return None;
+            }
+            if let Some(p) = list.0.pop_back() {
+                return Some(p);
+            }
+            list = self
+                .ready
+                .wait(list)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn close(&self) {
+        let mut list = lock(&self.list);
+        list.1 = true;
+        list.0.clear();
+        drop(list);
+        self.ready.notify_all();
+    }
+}
 
 /// An answer buffer bigger than this is not kept for the next answer.
 const KEEP_REPLY: usize = 64 << 20;

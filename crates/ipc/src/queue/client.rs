@@ -298,6 +298,26 @@ impl Late {
     }
 }
 
+/// How many times a connection the broker dropped before its handshake
+/// is tried again (pauses of 1, 2, 4, … ms: about 1 s in all).
+const RECONNECTS: u32 = 10;
+
+/// Whether a failed connect is the broker dropping a connection it had
+/// not authenticated yet (its list of pending handshakes was full).
+fn dropped_early(e: &Error) -> bool {
+    match e {
+        Error::Eof | Error::EofDuringMessage | Error::BrokenPipe => true,
+        Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// Reads one message, by `deadline`.
 fn recv_by(conn: &Connection, deadline: Deadline) -> Result<Vec<u8>, Late> {
     if let Some(d) = deadline {
@@ -316,17 +336,32 @@ impl Holdings {
     /// [`Error::Empty`]-like [`Late`], never a hang past it).
     fn connect(&self, role: Role, deadline: Deadline) -> Result<Link, Late> {
         let d = &self.dial;
-        let conn = match Client::connect_by(&d.address, Some(&d.key), deadline) {
-            Ok(c) => c,
-            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                // A socket nobody listens at: its owner died.
-                super::broker::remove_dead(&d.address);
-                return Err(Late::Gone(gone("connect", e)));
+        let mut attempt = 0u32;
+        let conn = loop {
+            match Client::connect_by(&d.address, Some(&d.key), deadline) {
+                Ok(c) => break c,
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    // A socket nobody listens at: its owner died.
+                    super::broker::remove_dead(&d.address);
+                    return Err(Late::Gone(gone("connect", e)));
+                }
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(Late::Late)
+                }
+                // Closed before the challenge: a broker flooded with
+                // pending connections drops the oldest. Connect again, a
+                // little later each time (it lives: it accepted us).
+                Err(e) if dropped_early(&e) && attempt < RECONNECTS => {
+                    let pause = Duration::from_millis(1 << attempt);
+                    if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                        return Err(Late::Late);
+                    }
+                    tracing::debug!("queue broker dropped a new connection ({e}): again");
+                    std::thread::sleep(pause);
+                    attempt += 1;
+                }
+                Err(e) => return Err(Late::Gone(gone("connect", e))),
             }
-            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(Late::Late)
-            }
-            Err(e) => return Err(Late::Gone(gone("connect", e))),
         };
         conn.send_bytes(&wire::hello(d.queue, d.session, role))
             .map_err(|e| Late::Gone(gone("hello", e)))?;
