@@ -7,6 +7,7 @@
 //! ("Queue") for the design and what it survives, and `docs/guide.md` for
 //! the Python → Rust table.
 
+mod acks;
 mod broker;
 mod client;
 mod core;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::listener::Pending;
+use crate::queue::acks::AckStreams;
 use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
 use crate::queue::wire::{self, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
@@ -37,6 +38,7 @@ pub(crate) struct Broker {
     key: Vec<u8>,
     queues: Mutex<HashMap<u64, Arc<Shared>>>,
     next_conn: AtomicU64,
+    acks: AckStreams,
 }
 
 static BROKER: Mutex<Option<Arc<Broker>>> = Mutex::new(None);
@@ -78,6 +80,7 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
         key,
         queues: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
+        acks: AckStreams::default(),
     });
     let pending = Arc::new(PendingList::default());
     for _ in 0..HANDSHAKERS {
@@ -230,6 +233,7 @@ impl Broker {
             queue,
             session,
             role,
+            link,
         }) = wire::parse_request(&hello)
         else {
             tracing::warn!("queue connection without a hello: closed");
@@ -240,6 +244,15 @@ impl Broker {
             return;
         };
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        if role == Role::Acks {
+            // Registered before the answer, so that the ops connection's
+            // next message finds it; no thread waits on it.
+            let conn = self.acks.add(link, session, conn);
+            if conn.send_bytes(&wire::hello_ok(id)).is_err() {
+                self.acks.remove(link);
+            }
+            return;
+        }
         if role == Role::Feeder {
             // Registered before the answer: a request that follows the
             // holder's first put finds the feed.
@@ -256,8 +269,13 @@ impl Broker {
                 serve_feeder(&shared, &conn, session);
                 shared.feed_closed(session);
             }
+            Role::Acks => {}
             Role::Ops => {
-                serve_ops(&shared, &conn, id, session);
+                serve_ops(&shared, &self.acks, &conn, id, session);
+                // What the holder took is counted out before the rest goes
+                // back: its acks were written before its gets returned.
+                let taken = self.acks.finish(id);
+                shared.ack(&[(id, taken)]);
                 let back = shared.drop_conn(id);
                 if back > 0 {
                     tracing::debug!(
@@ -371,7 +389,7 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
 }
 
 /// Answers requests until the connection ends.
-fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
+fn serve_ops(shared: &Shared, acks: &AckStreams, conn: &Connection, id: u64, session: u64) {
     // While a request waits, the holder sends nothing more on this
     // connection: anything readable means it is gone.
     let alive = || matches!(conn.poll(Some(Duration::ZERO)), Ok(false));
@@ -393,6 +411,11 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
                 return;
             }
         };
+        // The items taken since the last message, first.
+        let taken = acks.drain(id);
+        if taken > 0 {
+            shared.ack(&[(id, taken)]);
+        }
         let sent = match req {
             Request::Acquire {
                 wanted,
@@ -449,8 +472,14 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
                 shared.settle(id, taken, returned);
                 Ok(())
             }
-            Request::Qsize { barrier, acks } => {
-                shared.ack(&acks);
+            Request::Qsize {
+                barrier,
+                acks: owed,
+            } => {
+                shared.ack(&owed);
+                // Items this process took from other connections count out
+                // too: its qsize is exact after its own gets.
+                shared.ack(&acks.drain_session(session));
                 shared.wait_barrier(session, barrier);
                 conn.send_bytes(&wire::size(shared.qsize() as u64))
             }

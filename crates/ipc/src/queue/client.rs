@@ -62,11 +62,18 @@ pub(crate) enum PutFail {
 
 /// An open connection to the broker and the id the broker gave it.
 struct Link {
+    /// Its ack stream, once it delivered several items at once (declared
+    /// first: dropped first, so the broker finds it ended when it sees
+    /// the connection end).
+    acks: Option<Connection>,
     conn: Connection,
     id: u64,
     /// A one-way message went out since the last answer: a `SYNC` makes
     /// sure the broker has seen it.
     unsynced: bool,
+    /// Acks written on `acks` since the last message on `conn` (the
+    /// broker reads them before each message on `conn`).
+    unread_acks: u32,
 }
 
 /// An item received and not yet taken.
@@ -197,7 +204,8 @@ impl Inbox {
             self.buffered.take(b.conn);
             return Some(Err(Error::Disconnected));
         };
-        if let Err(e) = self.parked[i].conn.send_bytes(&wire::settle(1, 0)) {
+        let last = self.buffered.get(b.conn) == 0;
+        if let Err(e) = ack(&mut self.parked[i], last) {
             // The connection is broken: what it delivered goes back to the
             // queue when the broker sees its end.
             self.parked.swap_remove(i);
@@ -205,8 +213,7 @@ impl Inbox {
             self.buffered.take(b.conn);
             return Some(Err(gone("ack", e)));
         }
-        self.parked[i].unsynced = true;
-        let drained = (self.buffered.get(b.conn) == 0).then(|| self.parked.swap_remove(i));
+        let drained = last.then(|| self.parked.swap_remove(i));
         Some(Ok((
             Received {
                 frame: b.frame,
@@ -267,6 +274,38 @@ fn gone(what: &str, e: impl std::fmt::Display) -> Error {
     tracing::debug!("queue broker unreachable ({what}): {e}");
     Error::Disconnected
 }
+
+/// Acknowledges one item taken from `link`'s deliveries: a byte on its ack
+/// stream (the broker reads it later, no wake-up), or, for the `last`
+/// item of a delivery or without an ack stream, a `SETTLE` on the
+/// connection itself, which the broker reads at once (with every ack
+/// before it): a bounded queue's room is free again when a delivery is
+/// all taken.
+///
+/// Every [`ACK_BATCH`] acks, one goes as a `SETTLE` too, so that the
+/// broker reads the ack stream before its socket buffer fills (it would
+/// block the writer: each small write takes a buffer of its own).
+fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
+    match &link.acks {
+        Some(acks) if !last && link.unread_acks < ACK_BATCH => {
+            let mut stream = acks.stream();
+            std::io::Write::write_all(&mut stream, &[1])?;
+            link.unread_acks += 1;
+            Ok(())
+        }
+        _ => {
+            link.conn
+                .send_bytes(&wire::settle(1, 0))
+                .map_err(std::io::Error::other)?;
+            link.unsynced = true;
+            link.unread_acks = 0;
+            Ok(())
+        }
+    }
+}
+
+/// At most this many acks wait unread on an ack stream.
+const ACK_BATCH: u32 = 64;
 
 /// When a timed exchange with the broker gives up; `None` never.
 type Deadline = Option<Instant>;
@@ -336,6 +375,22 @@ impl Holdings {
     /// [`Error::Empty`]-like [`Late`], never a hang past it).
     fn connect(&self, role: Role, deadline: Deadline) -> Result<Link, Late> {
         let d = &self.dial;
+        self.connect_with(&wire::hello(d.queue, d.session, role), deadline)
+    }
+
+    /// Opens the ack stream of `link` (see [`acks`](super::acks)).
+    fn open_acks(&self, link: &mut Link, deadline: Deadline) -> Result<(), Late> {
+        if link.acks.is_none() {
+            let d = &self.dial;
+            let stream =
+                self.connect_with(&wire::hello_acks(d.queue, d.session, link.id), deadline)?;
+            link.acks = Some(stream.conn);
+        }
+        Ok(())
+    }
+
+    fn connect_with(&self, hello: &[u8], deadline: Deadline) -> Result<Link, Late> {
+        let d = &self.dial;
         let mut attempt = 0u32;
         let conn = loop {
             match Client::connect_by(&d.address, Some(&d.key), deadline) {
@@ -363,7 +418,7 @@ impl Holdings {
                 Err(e) => return Err(Late::Gone(gone("connect", e))),
             }
         };
-        conn.send_bytes(&wire::hello(d.queue, d.session, role))
+        conn.send_bytes(hello)
             .map_err(|e| Late::Gone(gone("hello", e)))?;
         let answer = recv_by(&conn, deadline).map_err(|e| match e {
             Late::Gone(e) => Late::Gone(gone("hello", e)),
@@ -371,9 +426,11 @@ impl Holdings {
         })?;
         match wire::parse_reply(&answer) {
             Ok(Reply::HelloOk { conn: id }) => Ok(Link {
+                acks: None,
                 conn,
                 id,
                 unsynced: false,
+                unread_acks: 0,
             }),
             Ok(Reply::NoQueue) => Err(Late::Gone(gone(
                 "hello",
@@ -450,17 +507,18 @@ impl Holdings {
         self.release(n);
     }
 
-    /// Gives back what is still buffered from `link`; with `sync`, waits
-    /// until the broker has seen it (and every earlier one-way message on
-    /// `link`: the acks). Returns the link unless it failed.
-    fn settle_link(&self, mut link: Link, sync: bool) -> Option<Link> {
-        let returned = lock(&self.inbox).settle(link.id);
-        if returned > 0 {
+    /// Gives back `returned` items buffered from `link` (already taken
+    /// out of the buffer) and makes the broker read its acks; with `sync`,
+    /// waits until the broker has seen it (and every earlier one-way
+    /// message on `link`). Returns the link unless it failed.
+    fn settle_returned(&self, mut link: Link, returned: u32, sync: bool) -> Option<Link> {
+        if returned > 0 || link.unread_acks > 0 {
             if let Err(e) = link.conn.send_bytes(&wire::settle(0, returned)) {
                 tracing::debug!("cannot settle with the queue broker: {e}");
                 return None;
             }
             link.unsynced = true;
+            link.unread_acks = 0;
         }
         if sync && link.unsynced {
             let answer = link
@@ -481,11 +539,23 @@ impl Holdings {
     /// Settles every idle and parked connection (their buffered items go
     /// back) and returns them to the idle pool.
     fn settle_all(&self, sync: bool) {
-        let mut links: Vec<Link> = std::mem::take(&mut *lock(&self.idle));
-        links.append(&mut std::mem::take(&mut lock(&self.inbox).parked));
-        let kept: Vec<Link> = links
+        let idle: Vec<Link> = std::mem::take(&mut *lock(&self.idle));
+        let parked: Vec<(Link, u32)> = {
+            let mut inbox = lock(&self.inbox);
+            let links = std::mem::take(&mut inbox.parked);
+            links
+                .into_iter()
+                .map(|l| {
+                    let returned = inbox.settle(l.id);
+                    (l, returned)
+                })
+                .collect()
+        };
+        let kept: Vec<Link> = idle
             .into_iter()
-            .filter_map(|l| self.settle_link(l, sync))
+            .map(|l| (l, 0))
+            .chain(parked)
+            .filter_map(|(l, returned)| self.settle_returned(l, returned, sync))
             .collect();
         lock(&self.idle).extend(kept);
     }
@@ -539,9 +609,19 @@ impl Holdings {
             drop(inbox);
             self.release(release);
             for conn in conns {
-                let parked = lock(&self.inbox).unpark(conn);
-                if let Some(link) = parked.and_then(|l| self.settle_link(l, false)) {
-                    self.checkin(link);
+                // Out of the parking and out of the buffer at once: a get
+                // meanwhile finds neither.
+                let parked = {
+                    let mut inbox = lock(&self.inbox);
+                    inbox.unpark(conn).map(|l| {
+                        let returned = inbox.settle(conn);
+                        (l, returned)
+                    })
+                };
+                if let Some((link, returned)) = parked {
+                    if let Some(link) = self.settle_returned(link, returned, false) {
+                        self.checkin(link);
+                    }
                 }
             }
             inbox = lock(&self.inbox);
@@ -590,6 +670,7 @@ impl Remote {
         link.conn
             .send_bytes(msg)
             .map_err(|e| Late::Gone(gone("send", e)))?;
+        link.unread_acks = 0;
         let answer = recv_by(&link.conn, deadline).map_err(|e| match e {
             Late::Gone(e) => Late::Gone(gone("receive", e)),
             late => late,
@@ -746,13 +827,26 @@ impl Remote {
         } else {
             0
         };
-        // The ack of the first item (and the extras given back) before
-        // it is handed out.
-        if let Err(e) = link.conn.send_bytes(&wire::settle(1, give_back)) {
-            return Err(gone("ack", e));
-        }
-        link.unsynced = true;
         if give_back == 0 && !extras.is_empty() {
+            // Extras wait in the buffer; their acks (and this first
+            // item's) go on the connection's ack stream.
+            if h.open_acks(&mut link, None).is_err() {
+                // No ack stream: give the extras back, keep the first.
+                drop(inbox);
+                let n = extras.len() as u32;
+                if let Err(e) = link.conn.send_bytes(&wire::settle(1, n)) {
+                    return Err(gone("ack", e));
+                }
+                link.unsynced = true;
+                h.checkin(link);
+                return Ok(Received {
+                    frame,
+                    range: first,
+                });
+            }
+            if let Err(e) = ack(&mut link, false) {
+                return Err(gone("ack", e));
+            }
             inbox.buffered.add(link.id, extras.len() as u32);
             for range in extras {
                 inbox.buffer.push_back(Buffered {
@@ -766,6 +860,12 @@ impl Remote {
             h.janitor_watch(&mut inbox);
         } else {
             drop(inbox);
+            // The ack of the only item kept (and the extras given back)
+            // before it is handed out.
+            if let Err(e) = link.conn.send_bytes(&wire::settle(1, give_back)) {
+                return Err(gone("ack", e));
+            }
+            link.unsynced = true;
             h.checkin(link);
         }
         Ok(Received {
