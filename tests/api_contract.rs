@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use mproc::{
-    Address, AsyncResult, Client, Connection, Error, JoinHandle, Listener, Pool, PoolBuilder,
-    Process, ProcessInfo, PutError, Queue, Sentinel,
+    Address, AsyncResult, Client, Connection, Error, JoinHandle, JoinableQueue, Listener, Pool,
+    PoolBuilder, Process, ProcessInfo, PutError, Queue, Sentinel, SimpleQueue,
 };
 
 #[mproc::target]
@@ -108,6 +108,43 @@ fn contract() {
     let _: fn(&Queue<String>) = Queue::close;
     let _: fn(&Queue<String>) -> mproc::Result<()> = Queue::join_thread;
     let _: fn(&Queue<String>) = Queue::cancel_join_thread;
+
+    // JoinableQueue: every Queue method, plus task_done and join.
+    assert_send::<JoinableQueue<String>>();
+    assert_sync::<JoinableQueue<String>>();
+    let _: fn(usize) -> mproc::Result<JoinableQueue<String>> = JoinableQueue::<String>::new;
+    let _ = |q: &JoinableQueue<String>| q.clone();
+    let _: fn(&JoinableQueue<String>) -> mproc::Result<()> = JoinableQueue::task_done;
+    let _: fn(&JoinableQueue<String>) -> mproc::Result<()> = JoinableQueue::join;
+    let _: fn(&JoinableQueue<String>, String) -> Result<(), PutError<String>> = JoinableQueue::put;
+    let _: fn(&JoinableQueue<String>, String, Duration) -> Result<(), PutError<String>> =
+        JoinableQueue::put_timeout;
+    let _: fn(&JoinableQueue<String>, String) -> Result<(), PutError<String>> =
+        JoinableQueue::put_nowait;
+    let _: fn(&JoinableQueue<String>) -> mproc::Result<String> = JoinableQueue::get;
+    let _: fn(&JoinableQueue<String>, Duration) -> mproc::Result<String> =
+        JoinableQueue::get_timeout;
+    let _: fn(&JoinableQueue<String>) -> mproc::Result<String> = JoinableQueue::get_nowait;
+    let _: fn(&JoinableQueue<String>) -> usize = JoinableQueue::qsize;
+    let _: fn(&JoinableQueue<String>) -> bool = JoinableQueue::empty;
+    let _: fn(&JoinableQueue<String>) -> bool = JoinableQueue::full;
+    let _: fn(&JoinableQueue<String>) = JoinableQueue::close;
+    let _: fn(&JoinableQueue<String>) -> mproc::Result<()> = JoinableQueue::join_thread;
+    let _: fn(&JoinableQueue<String>) = JoinableQueue::cancel_join_thread;
+
+    // SimpleQueue
+    assert_send::<SimpleQueue<String>>();
+    assert_sync::<SimpleQueue<String>>();
+    let _: fn() -> mproc::Result<SimpleQueue<String>> = SimpleQueue::<String>::new;
+    let _ = |q: &SimpleQueue<String>| q.clone();
+    let _: fn(&SimpleQueue<String>, String) -> mproc::Result<()> = SimpleQueue::put;
+    let _: fn(&SimpleQueue<String>) -> mproc::Result<String> = SimpleQueue::get;
+    let _: fn(&SimpleQueue<String>) -> bool = SimpleQueue::empty;
+    let _: fn(&SimpleQueue<String>) = SimpleQueue::close;
+
+    // Client with a deadline for its handshake (beyond CPython).
+    let _: fn(&Address, Option<&[u8]>, Duration) -> mproc::Result<Connection> =
+        Client::connect_timeout;
     let _: fn(PutError<String>) -> String = PutError::into_inner;
     let _ = |e: PutError<String>| -> Error { e.into() };
     let _ = |e: PutError<u8>| match e {

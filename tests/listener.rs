@@ -383,3 +383,93 @@ fn python_with_a_different_key_fails_on_both_sides() -> mproc::Result<()> {
     assert!(out.contains("AuthenticationError"), "{out}");
     Ok(())
 }
+
+// ---------------------------------------------------------------------
+// Deadlines are the caller's (issue 12, item 4): beyond CPython, whose
+// `accept()` and `Client()` wait without end for a silent peer.
+
+/// Generous on a loaded 2-core machine, far below "never".
+const BOUND: Duration = Duration::from_secs(3);
+
+/// `accept_timeout` returns `None` when nobody comes (not before the
+/// timeout), drops a peer that connects and never answers the challenge
+/// when the deadline comes, then accepts a proper client in a child; a
+/// plain `accept` works after it. On every address kind.
+#[mproc::test]
+fn accept_timeout_skips_a_silent_peer_and_accepts_the_next() -> mproc::Result<()> {
+    let key = b"accept with a deadline".to_vec();
+    for address in addresses() {
+        let listener = Listener::bind(address, Some(&key))?;
+        let address = listener.address().clone();
+
+        let t = Instant::now();
+        assert!(listener
+            .accept_timeout(Duration::from_millis(200))?
+            .is_none());
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(200), "early: {took:?}");
+        assert!(took < BOUND, "late: {took:?}");
+
+        let silent = Client::connect(&address, None)?;
+        let t = Instant::now();
+        assert!(listener
+            .accept_timeout(Duration::from_millis(300))?
+            .is_none());
+        assert!(
+            t.elapsed() < BOUND,
+            "held up by a silent peer: {:?}",
+            t.elapsed()
+        );
+
+        let child = mproc::spawn(client_talks, (address.clone(), Some(key.clone())))?;
+        let conn = listener
+            .accept_timeout(Duration::from_secs(30))?
+            .expect("the child within 30 s");
+        let hello: String = conn.recv()?;
+        conn.send(&format!("welcome, {hello}"))?;
+        assert!(child.join()?.is_ok());
+
+        let child = mproc::spawn(client_talks, (address.clone(), Some(key.clone())))?;
+        serve_one(&listener)?;
+        assert!(child.join()?.is_ok());
+
+        // A wrong key is an error, as with accept().
+        let t = std::thread::spawn({
+            let address = address.clone();
+            move || Client::connect(&address, Some(b"wrong"))
+        });
+        assert!(matches!(
+            listener.accept_timeout(Duration::from_secs(30)),
+            Err(Error::Authentication(_))
+        ));
+        assert!(t.join().expect("client thread").is_err());
+
+        listener.close();
+        assert!(matches!(
+            listener.accept_timeout(Duration::from_millis(10)),
+            Err(Error::ListenerClosed)
+        ));
+        drop(silent);
+    }
+    Ok(())
+}
+
+/// `Client::connect_timeout` to a listener that never runs its side of
+/// the handshake (nobody calls `accept`) is a `TimedOut` error within the
+/// bound, not a wait without end.
+#[mproc::test]
+fn connect_timeout_gives_up_on_a_listener_that_never_answers() -> mproc::Result<()> {
+    for address in addresses() {
+        let listener = Listener::bind(address, Some(b"k"))?;
+        let t = Instant::now();
+        let r = Client::connect_timeout(listener.address(), Some(b"k"), Duration::from_millis(300));
+        let took = t.elapsed();
+        match r {
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(took >= Duration::from_millis(300), "early: {took:?}");
+        assert!(took < BOUND, "late: {took:?}");
+    }
+    Ok(())
+}

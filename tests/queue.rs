@@ -544,14 +544,16 @@ fn a_consumer_killed_holding_items_loses_none() -> mproc::Result<()> {
     c.kill()?;
     c.join()?;
     // Every item is still there or was taken by the killed consumer; items
-    // it had received but not taken came back (some it took may too: it
-    // died before saying so).
+    // it had received but not taken came back, and none it took (each was
+    // acknowledged before its get returned).
     let mut rest = Vec::new();
-    while let Ok(i) = q.get_nowait() {
-        rest.push(i);
+    while q.qsize() > 0 {
+        rest.push(q.get_timeout(Duration::from_secs(30))?);
     }
     let mut all: HashSet<u32> = rest.iter().copied().collect();
     assert_eq!(all.len(), rest.len(), "an item is in the queue twice");
+    let again: Vec<u32> = taken.iter().copied().filter(|i| all.contains(i)).collect();
+    assert!(again.is_empty(), "taken items came back: {again:?}");
     all.extend(taken.drain(..));
     assert_eq!(all.len(), 20_000, "items were lost");
     Ok(())

@@ -209,6 +209,10 @@ pub enum Error {
     /// `join_thread()` before `close()` (CPython asserts).
     #[error("join_thread() needs close() first")]
     NotClosed,
+    /// `JoinableQueue::task_done` called more times than items were put
+    /// (CPython's ValueError).
+    #[error("task_done() called too many times")]
+    TaskDoneTooManyTimes,
 
     /// Any other OS error.
     #[error(transparent)]

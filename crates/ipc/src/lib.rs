@@ -21,5 +21,5 @@ mod wait;
 pub use connection::{pipe, Connection};
 pub use error::{Error, PutError, Result};
 pub use listener::{Address, Client, Listener};
-pub use queue::Queue;
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use wait::{wait, Waitable};

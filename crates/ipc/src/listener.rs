@@ -9,11 +9,13 @@
 //! program's `Listener`/`Client` can be the other side.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -142,10 +144,14 @@ impl FromStr for Address {
 /// # Ok::<(), mproc_ipc::Error>(())
 /// ```
 pub struct Listener {
-    acceptor: sys::Acceptor,
+    acceptor: Arc<sys::Acceptor>,
     address: Address,
     authkey: Option<Vec<u8>>,
     closed: AtomicBool,
+    /// Connections accepted by a thread of their own, once
+    /// [`accept_timeout`](Listener::accept_timeout) was first called (a
+    /// blocking OS accept cannot be given a deadline on every OS).
+    background: Mutex<Option<Receiver<io::Result<Stream>>>>,
 }
 
 impl Listener {
@@ -164,10 +170,11 @@ impl Listener {
         };
         tracing::debug!(%address, auth = authkey.is_some(), "listening");
         Ok(Listener {
-            acceptor,
+            acceptor: Arc::new(acceptor),
             address,
             authkey: authkey.map(<[u8]>::to_vec),
             closed: AtomicBool::new(false),
+            background: Mutex::new(None),
         })
     }
 
@@ -193,7 +200,19 @@ impl Listener {
         if self.closed() {
             return Err(Error::ListenerClosed);
         }
-        let stream = match self.acceptor.accept() {
+        let background = lock(&self.background);
+        let accepted = match background.as_ref() {
+            Some(rx) => rx.recv().unwrap_or_else(|_| Err(listener_closed())),
+            None => {
+                drop(background);
+                self.acceptor.accept()
+            }
+        };
+        self.pending(accepted)
+    }
+
+    fn pending(&self, accepted: io::Result<Stream>) -> Result<Pending> {
+        let stream = match accepted {
             Ok(s) => s,
             Err(_) if self.closed() => return Err(Error::ListenerClosed),
             Err(e) => return Err(e.into()),
@@ -202,6 +221,83 @@ impl Listener {
             stream,
             authkey: self.authkey.clone(),
         })
+    }
+
+    /// [`accept`](Self::accept) with a deadline for the whole call,
+    /// waiting for a peer and its handshake: `Ok(None)` when no peer has
+    /// connected and proved the key within `timeout`. A peer that
+    /// connects and stays silent is dropped when the deadline comes, so
+    /// it cannot hold up the server; a peer with a wrong key is
+    /// [`Error::Authentication`], as with `accept`. (Beyond CPython,
+    /// whose `accept` has no timeout.)
+    ///
+    /// The first call starts a thread that takes connections off the
+    /// backlog one at a time (holding at most one nobody asked for yet);
+    /// `accept` then takes them from it too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mproc_ipc::{Client, Listener};
+    /// let listener = Listener::bind("tcp:127.0.0.1:0".parse()?, Some(b"k"))?;
+    /// // Nobody there.
+    /// assert!(listener.accept_timeout(Duration::from_millis(50))?.is_none());
+    /// // A silent peer is skipped at the deadline.
+    /// let silent = Client::connect(listener.address(), None)?;
+    /// assert!(listener.accept_timeout(Duration::from_millis(100))?.is_none());
+    /// // A proper client is accepted.
+    /// let address = listener.address().clone();
+    /// let t = std::thread::spawn(move || Client::connect(&address, Some(b"k")));
+    /// let conn = listener.accept_timeout(Duration::from_secs(30))?.expect("a client");
+    /// t.join().unwrap()?.send("hi")?;
+    /// assert_eq!(conn.recv::<String>()?, "hi");
+    /// # drop(silent);
+    /// # Ok::<(), mproc_ipc::Error>(())
+    /// ```
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Option<Connection>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut background = lock(&self.background);
+        if background.is_none() {
+            let (tx, rx) = mpsc::sync_channel(0);
+            let acceptor = self.acceptor.clone();
+            std::thread::Builder::new()
+                .name("mproc-listener-accept".into())
+                .spawn(move || loop {
+                    let accepted = acceptor.accept();
+                    let failed = accepted.is_err();
+                    // Nobody listens any more (the Listener is gone), or
+                    // the acceptor is closed: done.
+                    if tx.send(accepted).is_err() || failed {
+                        return;
+                    }
+                })?;
+            *background = Some(rx);
+        }
+        if self.closed() {
+            return Err(Error::ListenerClosed);
+        }
+        let Some(rx) = background.as_ref() else {
+            return Err(listener_closed().into());
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let accepted = match left {
+            Some(left) => match rx.recv_timeout(left) {
+                Ok(a) => a,
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => Err(listener_closed()),
+            },
+            None => rx.recv().unwrap_or_else(|_| Err(listener_closed())),
+        };
+        // The rest of the time is the handshake's: a silent peer is
+        // dropped when it runs out.
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match self.pending(accepted)?.authenticate(left) {
+            Ok(conn) => Ok(Some(conn)),
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                tracing::debug!("accept_timeout: a peer did not authenticate in time");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Stops listening (idempotent) and removes a local socket file. A
@@ -249,12 +345,52 @@ impl Client {
     /// challenge and challenges it back: a listener with another key is
     /// [`Error::Authentication`] and no connection is returned.
     pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
+        Client::connect_by(address, authkey, None)
+    }
+
+    /// [`connect`](Self::connect) with a deadline for the handshake: a
+    /// listener that accepts the connection but does not complete the
+    /// challenge within `timeout` (stopped, overloaded, or not an mproc
+    /// or CPython listener at all) is an [`Error::Io`] of kind
+    /// [`TimedOut`](std::io::ErrorKind::TimedOut), not a wait without end.
+    /// (CPython's `Client` has no timeout; its handshake waits forever.)
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use mproc_ipc::{Client, Error, Listener};
+    /// // A listener that never accepts: the challenge never comes.
+    /// let listener = Listener::bind("tcp:127.0.0.1:0".parse()?, Some(b"k"))?;
+    /// let t = Instant::now();
+    /// let e = Client::connect_timeout(listener.address(), Some(b"k"), Duration::from_millis(100))
+    ///     .unwrap_err();
+    /// assert!(matches!(e, Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut), "{e}");
+    /// assert!(t.elapsed() < Duration::from_secs(5));
+    /// # Ok::<(), mproc_ipc::Error>(())
+    /// ```
+    pub fn connect_timeout(
+        address: &Address,
+        authkey: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Connection> {
+        Client::connect_by(address, authkey, Instant::now().checked_add(timeout))
+    }
+
+    /// [`connect`](Self::connect), the handshake bounded by `deadline`.
+    pub(crate) fn connect_by(
+        address: &Address,
+        authkey: Option<&[u8]>,
+        deadline: Option<Instant>,
+    ) -> Result<Connection> {
         let stream = match address {
             Address::Local(path) => sys::connect_local(path)?,
             Address::Tcp(addr) => sys::connect_tcp(*addr)?,
         };
         if let Some(key) = authkey {
-            auth::client_handshake(&mut &stream, key)?;
+            let mut bounded = Bounded {
+                stream: &stream,
+                deadline,
+            };
+            auth::client_handshake(&mut bounded, key)?;
         }
         Ok(connection(stream))
     }
@@ -316,6 +452,14 @@ impl Write for Bounded<'_> {
         let mut s = self.stream;
         s.flush()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn listener_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "listener is closed")
 }
 
 fn connection(stream: Stream) -> Connection {

@@ -7,12 +7,16 @@
 //! ("Queue") for the design and what it survives, and `docs/guide.md` for
 //! the Python → Rust table.
 
+mod acks;
 mod broker;
 mod client;
 mod core;
 mod exit;
 mod feeder;
+mod joinable;
 mod wire;
+
+pub use self::joinable::{JoinableQueue, SimpleQueue};
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -234,6 +238,29 @@ impl Inner {
                 Taken::Empty | Taken::Abandoned => Err(Error::Empty),
             },
             Link::Remote(r) => tag::decode(r.get(timeout)?.bytes()),
+        }
+    }
+
+    fn task_done(&self) -> Result<()> {
+        match &self.link {
+            Link::Owner(shared) => {
+                if shared.task_done() {
+                    Ok(())
+                } else {
+                    Err(Error::TaskDoneTooManyTimes)
+                }
+            }
+            Link::Remote(r) => r.task_done(),
+        }
+    }
+
+    fn join(&self) -> Result<()> {
+        match &self.link {
+            Link::Owner(shared) => {
+                shared.join(&|| true);
+                Ok(())
+            }
+            Link::Remote(r) => r.join(),
         }
     }
 

@@ -45,7 +45,8 @@ mod sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;
 pub use mproc_ipc::{
-    pipe, wait, Address, Client, Connection, Error, Listener, PutError, Queue, Result, Waitable,
+    pipe, wait, Address, Client, Connection, Error, JoinableQueue, Listener, PutError, Queue,
+    Result, SimpleQueue, Waitable,
 };
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{

@@ -276,6 +276,32 @@ pub(super) fn rows() -> Vec<Row> {
             |m| queue_params(m.pick(200_000, 50_000, 40), 64, 1, 1000),
             goal(Base::CPython, 10.0),
         ),
+        // Small bounded queues, 2P/2C (issue 12 item 11): CPython's
+        // semaphore is cheap there; mproc's permits must keep up.
+        queue(
+            "queue_max1_2p2c",
+            "Queue(1) 64 B, 2P/2C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(40_000, 10_000, 40), 64, 2, 1),
+            goal(Base::CPython, 3.0),
+        ),
+        queue(
+            "queue_max3_2p2c",
+            "Queue(3) 64 B, 2P/2C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(40_000, 10_000, 40), 64, 2, 3),
+            goal(Base::CPython, 3.0),
+        ),
+        queue(
+            "queue_max16_2p2c",
+            "Queue(16) 64 B, 2P/2C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(40_000, 10_000, 40), 64, 2, 16),
+            goal(Base::CPython, 3.0),
+        ),
         queue(
             "queue_1mib",
             "Queue 1 MiB, 1P/1C ({n} items)",

@@ -8,18 +8,24 @@
 //! runtime directories, `<tmp>/mproc-<pid>-<hex>/queues.sock`: the exit
 //! hook removes it, and if the process is killed first, mproc removes it
 //! as it removes any dead process's runtime directory (and a holder that
-//! finds nobody listening there removes the socket at once). Each connection gets a thread of its own
+//! finds nobody listening there removes the socket at once). Accepted
+//! connections wait in a bounded list (the oldest is dropped past 64) for
+//! one of 4 handshake threads, which give each peer 1 s to prove the key:
+//! a flood of silent connections costs neither threads nor more than a
+//! bounded number of descriptors. Each proven connection gets a thread of its own
 //! that reads requests and answers them; a blocking `get` or `ACQUIRE` blocks
 //! only its own connection's thread. The broker lives as long as the
 //! process: its queues die with it, and their other holders then see
 //! [`Error::Disconnected`](crate::Error::Disconnected).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::listener::Pending;
+use crate::queue::acks::AckStreams;
 use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
 use crate::queue::wire::{self, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
@@ -32,6 +38,7 @@ pub(crate) struct Broker {
     key: Vec<u8>,
     queues: Mutex<HashMap<u64, Arc<Shared>>>,
     next_conn: AtomicU64,
+    acks: AckStreams,
 }
 
 static BROKER: Mutex<Option<Arc<Broker>>> = Mutex::new(None);
@@ -73,11 +80,19 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
         key,
         queues: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
+        acks: AckStreams::default(),
     });
+    let pending = Arc::new(PendingList::default());
+    for _ in 0..HANDSHAKERS {
+        let (b, p) = (broker.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("mproc-queue-auth".into())
+            .spawn(move || b.handshake_loop(p))?;
+    }
     let acceptor = broker.clone();
     std::thread::Builder::new()
         .name("mproc-queue-broker".into())
-        .spawn(move || acceptor.accept_loop())?;
+        .spawn(move || acceptor.accept_loop(pending))?;
     tracing::debug!(address = %broker.listener.address(), "queue broker started");
     *slot = Some(broker.clone());
     Ok(broker)
@@ -164,33 +179,44 @@ impl Broker {
         lock(&self.queues).get(&id).cloned()
     }
 
-    fn accept_loop(self: Arc<Self>) {
+    /// Takes connections off the backlog into the bounded list of
+    /// pending handshakes, at once: a full list drops its oldest peer
+    /// (the likeliest to be silent), so a flood of connections costs at
+    /// most [`MAX_PENDING`] descriptors and no thread.
+    fn accept_loop(self: Arc<Self>, pending: Arc<PendingList>) {
         loop {
             match self.listener.accept_pending() {
-                Ok(pending) => {
-                    let broker = self.clone();
-                    // The handshake runs on the connection's thread: a
-                    // peer that connects and never answers holds up only
-                    // itself, and only until the deadline.
-                    let spawned = std::thread::Builder::new()
-                        .name("mproc-queue-conn".into())
-                        .spawn(
-                            move || match pending.authenticate(Some(HANDSHAKE_DEADLINE)) {
-                                Ok(conn) => broker.serve(conn),
-                                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
-                            },
-                        );
-                    if let Err(e) = spawned {
-                        tracing::warn!("queue broker cannot start a connection thread: {e}");
-                    }
+                Ok(p) => pending.push(p),
+                Err(Error::ListenerClosed) => {
+                    pending.close();
+                    return;
                 }
-                Err(Error::ListenerClosed) => return,
                 Err(Error::Io(e)) => {
                     // Out of descriptors or memory: back off rather than spin.
                     tracing::warn!("queue broker cannot accept: {e}");
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => tracing::debug!("queue broker: accept failed: {e}"),
+            }
+        }
+    }
+
+    /// One of the [`HANDSHAKERS`]: authenticates pending peers, newest
+    /// first, each within [`HANDSHAKE_DEADLINE`]; a proven peer gets a
+    /// thread of its own.
+    fn handshake_loop(self: Arc<Self>, pending: Arc<PendingList>) {
+        while let Some(p) = pending.pop() {
+            match p.authenticate(Some(HANDSHAKE_DEADLINE)) {
+                Ok(conn) => {
+                    let broker = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("mproc-queue-conn".into())
+                        .spawn(move || broker.serve(conn));
+                    if let Err(e) = spawned {
+                        tracing::warn!("queue broker cannot start a connection thread: {e}");
+                    }
+                }
+                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
             }
         }
     }
@@ -207,6 +233,7 @@ impl Broker {
             queue,
             session,
             role,
+            link,
         }) = wire::parse_request(&hello)
         else {
             tracing::warn!("queue connection without a hello: closed");
@@ -217,6 +244,15 @@ impl Broker {
             return;
         };
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        if role == Role::Acks {
+            // Registered before the answer, so that the ops connection's
+            // next message finds it; no thread waits on it.
+            let conn = self.acks.add(link, session, conn);
+            if conn.send_bytes(&wire::hello_ok(id)).is_err() {
+                self.acks.remove(link);
+            }
+            return;
+        }
         if role == Role::Feeder {
             // Registered before the answer: a request that follows the
             // holder's first put finds the feed.
@@ -233,8 +269,13 @@ impl Broker {
                 serve_feeder(&shared, &conn, session);
                 shared.feed_closed(session);
             }
+            Role::Acks => {}
             Role::Ops => {
-                serve_ops(&shared, &conn, id, session);
+                serve_ops(&shared, &self.acks, &conn, id, session);
+                // What the holder took is counted out before the rest goes
+                // back: its acks were written before its gets returned.
+                let taken = self.acks.finish(id);
+                shared.ack(&[(id, taken)]);
                 let back = shared.drop_conn(id);
                 if back > 0 {
                     tracing::debug!(
@@ -247,8 +288,63 @@ impl Broker {
     }
 }
 
-/// How long a connecting peer has to prove the queue's key.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a connecting peer has to prove the queue's key (a holder
+/// answers in well under a millisecond of its own work).
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Threads that run handshakes: the only pre-authentication threads.
+const HANDSHAKERS: usize = 4;
+
+/// Accepted connections waiting for a handshaker, at most.
+const MAX_PENDING: usize = 64;
+
+/// Connections accepted and not yet authenticated (bounded).
+#[derive(Default)]
+struct PendingList {
+    list: Mutex<(VecDeque<Pending>, bool)>,
+    ready: Condvar,
+}
+
+impl PendingList {
+    /// Adds a newly accepted peer; past [`MAX_PENDING`] the oldest is
+    /// dropped (closed: a holder that was dropped connects again).
+    fn push(&self, p: Pending) {
+        let mut list = lock(&self.list);
+        if list.0.len() >= MAX_PENDING {
+            drop(list.0.pop_front());
+            tracing::debug!("queue broker: too many pending handshakes, the oldest dropped");
+        }
+        list.0.push_back(p);
+        drop(list);
+        self.ready.notify_one();
+    }
+
+    /// The newest pending peer (it is the likeliest to be a live holder
+    /// that just connected); `None` once the broker closed.
+    fn pop(&self) -> Option<Pending> {
+        let mut list = lock(&self.list);
+        loop {
+            if list.1 {
+                return None;
+            }
+            if let Some(p) = list.0.pop_back() {
+                return Some(p);
+            }
+            list = self
+                .ready
+                .wait(list)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn close(&self) {
+        let mut list = lock(&self.list);
+        list.1 = true;
+        list.0.clear();
+        drop(list);
+        self.ready.notify_all();
+    }
+}
 
 /// An answer buffer bigger than this is not kept for the next answer.
 const KEEP_REPLY: usize = 64 << 20;
@@ -293,7 +389,7 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
 }
 
 /// Answers requests until the connection ends.
-fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
+fn serve_ops(shared: &Shared, acks: &AckStreams, conn: &Connection, id: u64, session: u64) {
     // While a request waits, the holder sends nothing more on this
     // connection: anything readable means it is gone.
     let alive = || matches!(conn.poll(Some(Duration::ZERO)), Ok(false));
@@ -315,6 +411,11 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
                 return;
             }
         };
+        // The items taken since the last message, first.
+        let taken = acks.drain(id);
+        if taken > 0 {
+            shared.ack(&[(id, taken)]);
+        }
         let sent = match req {
             Request::Acquire {
                 wanted,
@@ -371,12 +472,33 @@ fn serve_ops(shared: &Shared, conn: &Connection, id: u64, session: u64) {
                 shared.settle(id, taken, returned);
                 Ok(())
             }
-            Request::Qsize { barrier, acks } => {
-                shared.ack(&acks);
+            Request::Qsize {
+                barrier,
+                acks: owed,
+            } => {
+                shared.ack(&owed);
+                // Items this process took from other connections count out
+                // too: its qsize is exact after its own gets.
+                shared.ack(&acks.drain_session(session));
                 shared.wait_barrier(session, barrier);
                 conn.send_bytes(&wire::size(shared.qsize() as u64))
             }
             Request::Sync => conn.send_bytes(&[wire::SYNCED]),
+            Request::TaskDone { barrier } => {
+                shared.wait_barrier(session, barrier);
+                if shared.task_done() {
+                    conn.send_bytes(&[wire::DONE])
+                } else {
+                    conn.send_bytes(&[wire::TOO_MANY])
+                }
+            }
+            Request::Join { barrier } => {
+                shared.wait_barrier(session, barrier);
+                if !shared.join(&alive) {
+                    return;
+                }
+                conn.send_bytes(&[wire::JOINED])
+            }
             other @ (Request::Hello { .. } | Request::PutBatch { .. }) => {
                 tracing::warn!("unexpected request {other:?}: connection closed");
                 return;

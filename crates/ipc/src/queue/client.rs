@@ -62,11 +62,18 @@ pub(crate) enum PutFail {
 
 /// An open connection to the broker and the id the broker gave it.
 struct Link {
+    /// Its ack stream, once it delivered several items at once (declared
+    /// first: dropped first, so the broker finds it ended when it sees
+    /// the connection end).
+    acks: Option<Connection>,
     conn: Connection,
     id: u64,
     /// A one-way message went out since the last answer: a `SYNC` makes
     /// sure the broker has seen it.
     unsynced: bool,
+    /// Acks written on `acks` since the last message on `conn` (the
+    /// broker reads them before each message on `conn`).
+    unread_acks: u32,
 }
 
 /// An item received and not yet taken.
@@ -124,10 +131,6 @@ impl Counts {
         }
     }
 
-    fn take_all(&mut self) -> Vec<(u64, u32)> {
-        std::mem::take(&mut self.0)
-    }
-
     fn conns(&self) -> Vec<u64> {
         self.0.iter().map(|(c, _)| *c).collect()
     }
@@ -165,8 +168,11 @@ struct Inbox {
     buffer: VecDeque<Buffered>,
     /// Items in `buffer`, per connection.
     buffered: Counts,
-    /// Items taken and not yet acknowledged, per connection.
-    owed: Counts,
+    /// The connections the buffered items came on: out of the idle pool
+    /// (no request uses them) until their items are all taken or given
+    /// back, so that each take is acknowledged on its own connection
+    /// before `get` returns.
+    parked: Vec<Link>,
     /// When the last delivery came and how many items it had.
     last_delivery: Option<(Instant, usize)>,
     /// When this process last took an item.
@@ -181,21 +187,47 @@ struct Inbox {
 }
 
 impl Inbox {
-    /// Takes the oldest buffered item; returns it, and its connection if
-    /// that was the last buffered item it delivered.
-    fn pop(&mut self) -> Option<(Received, Option<u64>)> {
+    /// Takes the oldest buffered item, acknowledging it on the connection
+    /// it came on before handing it out: once `get` returns it, the
+    /// broker has (or will read, before that connection's end) the ack,
+    /// so it is never delivered again. Returns the item, and the
+    /// connection if it delivered nothing else still buffered (for the
+    /// idle pool). `Err` when the ack cannot be written: the item is not
+    /// handed out, and the connection's end gives it back.
+    fn pop(&mut self) -> Option<Result<(Received, Option<Link>)>> {
         let b = self.buffer.pop_front()?;
         self.last_take = Some(Instant::now());
         self.buffered.sub(b.conn, 1);
-        self.owed.add(b.conn, 1);
-        let drained = (self.buffered.get(b.conn) == 0).then_some(b.conn);
-        Some((
+        let Some(i) = self.parked.iter().position(|l| l.id == b.conn) else {
+            tracing::warn!("a buffered item without its connection: given up");
+            self.buffer.retain(|x| x.conn != b.conn);
+            self.buffered.take(b.conn);
+            return Some(Err(Error::Disconnected));
+        };
+        let last = self.buffered.get(b.conn) == 0;
+        if let Err(e) = ack(&mut self.parked[i], last) {
+            // The connection is broken: what it delivered goes back to the
+            // queue when the broker sees its end.
+            self.parked.swap_remove(i);
+            self.buffer.retain(|x| x.conn != b.conn);
+            self.buffered.take(b.conn);
+            return Some(Err(gone("ack", e)));
+        }
+        let drained = last.then(|| self.parked.swap_remove(i));
+        Some(Ok((
             Received {
                 frame: b.frame,
                 range: b.range,
             },
             drained,
-        ))
+        )))
+    }
+
+    /// Takes the parked connection `conn` back out (with its buffered
+    /// items still counted: [`settle`](Self::settle) gives them back).
+    fn unpark(&mut self, conn: u64) -> Option<Link> {
+        let i = self.parked.iter().position(|l| l.id == conn)?;
+        Some(self.parked.swap_remove(i))
     }
 
     /// How many items to ask for: about what this process took in the
@@ -213,14 +245,14 @@ impl Inbox {
         (rate * PREFETCH_WINDOW.as_secs_f64()).clamp(1.0, f64::from(MOST)) as u32
     }
 
-    /// Accounts for giving back everything buffered from `conn` and
-    /// acknowledging what was taken from it: returns (taken, returned).
-    fn settle(&mut self, conn: u64) -> (u32, u32) {
+    /// Accounts for giving back everything buffered from `conn`: returns
+    /// how many items that is.
+    fn settle(&mut self, conn: u64) -> u32 {
         let returned = self.buffered.take(conn);
         if returned > 0 {
             self.buffer.retain(|b| b.conn != conn);
         }
-        (self.owed.take(conn), returned)
+        returned
     }
 }
 
@@ -243,37 +275,176 @@ fn gone(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Disconnected
 }
 
+/// Acknowledges one item taken from `link`'s deliveries: a byte on its ack
+/// stream (the broker reads it later, no wake-up), or, for the `last`
+/// item of a delivery or without an ack stream, a `SETTLE` on the
+/// connection itself, which the broker reads at once (with every ack
+/// before it): a bounded queue's room is free again when a delivery is
+/// all taken.
+///
+/// Every [`ACK_BATCH`] acks, one goes as a `SETTLE` too, so that the
+/// broker reads the ack stream before its socket buffer fills (it would
+/// block the writer: each small write takes a buffer of its own).
+fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
+    match &link.acks {
+        Some(acks) if !last && link.unread_acks < ACK_BATCH => {
+            let mut stream = acks.stream();
+            std::io::Write::write_all(&mut stream, &[1])?;
+            link.unread_acks += 1;
+            Ok(())
+        }
+        _ => {
+            link.conn
+                .send_bytes(&wire::settle(1, 0))
+                .map_err(std::io::Error::other)?;
+            link.unsynced = true;
+            link.unread_acks = 0;
+            Ok(())
+        }
+    }
+}
+
+/// At most this many acks wait unread on an ack stream.
+const ACK_BATCH: u32 = 64;
+
+/// When a timed exchange with the broker gives up; `None` never.
+type Deadline = Option<Instant>;
+
+/// How long after a request's own timeout the broker's answer is awaited
+/// (the broker keeps the same timeout, so its answer is normally there
+/// first); past it the holder gives up on the connection, whatever the
+/// owner is doing (stopped, swapped out, flooded).
+const GRACE: Duration = Duration::from_millis(200);
+
+fn client_deadline(timeout: Option<Duration>) -> Deadline {
+    timeout.and_then(|t| Instant::now().checked_add(t.saturating_add(GRACE)))
+}
+
+/// Why a timed exchange with the broker failed.
+pub(crate) enum Late {
+    /// The deadline passed first; the connection is in an unknown state.
+    Late,
+    /// The broker is gone (or the connection broke).
+    Gone(Error),
+}
+
+impl Late {
+    fn into_error(self) -> Error {
+        match self {
+            Late::Late => Error::Disconnected,
+            Late::Gone(e) => e,
+        }
+    }
+}
+
+/// How many times a connection the broker dropped before its handshake
+/// is tried again (pauses of 1, 2, 4, … ms: about 1 s in all).
+const RECONNECTS: u32 = 10;
+
+/// Whether a failed connect is the broker dropping a connection it had
+/// not authenticated yet (its list of pending handshakes was full).
+fn dropped_early(e: &Error) -> bool {
+    match e {
+        Error::Eof | Error::EofDuringMessage | Error::BrokenPipe => true,
+        Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// Reads one message, by `deadline`.
+fn recv_by(conn: &Connection, deadline: Deadline) -> Result<Vec<u8>, Late> {
+    if let Some(d) = deadline {
+        match conn.poll(Some(d.saturating_duration_since(Instant::now()))) {
+            Ok(true) => {}
+            Ok(false) => return Err(Late::Late),
+            Err(e) => return Err(Late::Gone(e)),
+        }
+    }
+    conn.recv_bytes().map_err(Late::Gone)
+}
+
 impl Holdings {
-    fn connect(&self, role: Role) -> Result<Link> {
+    /// Opens a connection of `role`: connect, handshake and `HELLO`, all
+    /// within `deadline` (a silent or stopped owner makes it
+    /// [`Error::Empty`]-like [`Late`], never a hang past it).
+    fn connect(&self, role: Role, deadline: Deadline) -> Result<Link, Late> {
         let d = &self.dial;
-        let conn = match Client::connect(&d.address, Some(&d.key)) {
-            Ok(c) => c,
-            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                // A socket nobody listens at: its owner died.
-                super::broker::remove_dead(&d.address);
-                return Err(gone("connect", e));
+        self.connect_with(&wire::hello(d.queue, d.session, role), deadline)
+    }
+
+    /// Opens the ack stream of `link` (see [`acks`](super::acks)).
+    fn open_acks(&self, link: &mut Link, deadline: Deadline) -> Result<(), Late> {
+        if link.acks.is_none() {
+            let d = &self.dial;
+            let stream =
+                self.connect_with(&wire::hello_acks(d.queue, d.session, link.id), deadline)?;
+            link.acks = Some(stream.conn);
+        }
+        Ok(())
+    }
+
+    fn connect_with(&self, hello: &[u8], deadline: Deadline) -> Result<Link, Late> {
+        let d = &self.dial;
+        let mut attempt = 0u32;
+        let conn = loop {
+            match Client::connect_by(&d.address, Some(&d.key), deadline) {
+                Ok(c) => break c,
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    // A socket nobody listens at: its owner died.
+                    super::broker::remove_dead(&d.address);
+                    return Err(Late::Gone(gone("connect", e)));
+                }
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(Late::Late)
+                }
+                // Closed before the challenge: a broker flooded with
+                // pending connections drops the oldest. Connect again, a
+                // little later each time (it lives: it accepted us).
+                Err(e) if dropped_early(&e) && attempt < RECONNECTS => {
+                    let pause = Duration::from_millis(1 << attempt);
+                    if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                        return Err(Late::Late);
+                    }
+                    tracing::debug!("queue broker dropped a new connection ({e}): again");
+                    std::thread::sleep(pause);
+                    attempt += 1;
+                }
+                Err(e) => return Err(Late::Gone(gone("connect", e))),
             }
-            Err(e) => return Err(gone("connect", e)),
         };
-        conn.send_bytes(&wire::hello(d.queue, d.session, role))
-            .map_err(|e| gone("hello", e))?;
-        let answer = conn.recv_bytes().map_err(|e| gone("hello", e))?;
+        conn.send_bytes(hello)
+            .map_err(|e| Late::Gone(gone("hello", e)))?;
+        let answer = recv_by(&conn, deadline).map_err(|e| match e {
+            Late::Gone(e) => Late::Gone(gone("hello", e)),
+            late => late,
+        })?;
         match wire::parse_reply(&answer) {
             Ok(Reply::HelloOk { conn: id }) => Ok(Link {
+                acks: None,
                 conn,
                 id,
                 unsynced: false,
+                unread_acks: 0,
             }),
-            Ok(Reply::NoQueue) => Err(gone("hello", "the broker does not know this queue")),
-            other => Err(gone("hello", format!("{other:?}"))),
+            Ok(Reply::NoQueue) => Err(Late::Gone(gone(
+                "hello",
+                "the broker does not know this queue",
+            ))),
+            other => Err(Late::Gone(gone("hello", format!("{other:?}")))),
         }
     }
 
-    fn checkout(&self) -> Result<Link> {
+    fn checkout(&self, deadline: Deadline) -> Result<Link, Late> {
         if let Some(link) = lock(&self.idle).pop() {
             return Ok(link);
         }
-        self.connect(Role::Ops)
+        self.connect(Role::Ops, deadline)
     }
 
     fn checkin(&self, link: Link) {
@@ -323,7 +494,7 @@ impl Holdings {
             return;
         }
         // Without a connection the broker is gone: nothing to give back.
-        if let Ok(link) = self.checkout() {
+        if let Ok(link) = self.checkout(None) {
             if let Some(link) = self.send_release(link, n) {
                 self.checkin(link);
             }
@@ -336,25 +507,18 @@ impl Holdings {
         self.release(n);
     }
 
-    /// Takes the idle connection `conn`, if it is idle.
-    fn take_idle(&self, conn: u64) -> Option<Link> {
-        let mut idle = lock(&self.idle);
-        let i = idle.iter().position(|l| l.id == conn)?;
-        Some(idle.swap_remove(i))
-    }
-
-    /// Acknowledges what was taken from `link` and gives back what is
-    /// still buffered from it; with `sync`, waits until the broker has
-    /// seen it (and every earlier one-way message on `link`). Returns the
-    /// link unless it failed.
-    fn settle_link(&self, mut link: Link, sync: bool) -> Option<Link> {
-        let (taken, returned) = lock(&self.inbox).settle(link.id);
-        if taken > 0 || returned > 0 {
-            if let Err(e) = link.conn.send_bytes(&wire::settle(taken, returned)) {
+    /// Gives back `returned` items buffered from `link` (already taken
+    /// out of the buffer) and makes the broker read its acks; with `sync`,
+    /// waits until the broker has seen it (and every earlier one-way
+    /// message on `link`). Returns the link unless it failed.
+    fn settle_returned(&self, mut link: Link, returned: u32, sync: bool) -> Option<Link> {
+        if returned > 0 || link.unread_acks > 0 {
+            if let Err(e) = link.conn.send_bytes(&wire::settle(0, returned)) {
                 tracing::debug!("cannot settle with the queue broker: {e}");
                 return None;
             }
             link.unsynced = true;
+            link.unread_acks = 0;
         }
         if sync && link.unsynced {
             let answer = link
@@ -372,33 +536,28 @@ impl Holdings {
         Some(link)
     }
 
-    /// Settles every idle connection.
+    /// Settles every idle and parked connection (their buffered items go
+    /// back) and returns them to the idle pool.
     fn settle_all(&self, sync: bool) {
-        let links: Vec<Link> = std::mem::take(&mut *lock(&self.idle));
-        let kept: Vec<Link> = links
+        let idle: Vec<Link> = std::mem::take(&mut *lock(&self.idle));
+        let parked: Vec<(Link, u32)> = {
+            let mut inbox = lock(&self.inbox);
+            let links = std::mem::take(&mut inbox.parked);
+            links
+                .into_iter()
+                .map(|l| {
+                    let returned = inbox.settle(l.id);
+                    (l, returned)
+                })
+                .collect()
+        };
+        let kept: Vec<Link> = idle
             .into_iter()
-            .filter_map(|l| self.settle_link(l, sync))
+            .map(|l| (l, 0))
+            .chain(parked)
+            .filter_map(|(l, returned)| self.settle_returned(l, returned, sync))
             .collect();
         lock(&self.idle).extend(kept);
-    }
-
-    /// Once every item a connection delivered is taken, tells the broker
-    /// on that connection (if it is idle, or `held` is it): the items
-    /// leave the queue at once, whether or not this process asks for more.
-    fn settle_if_drained(&self, conn: u64, held: Option<Link>) {
-        let Some(link) = held.or_else(|| self.take_idle(conn)) else {
-            // Busy: the acks go with this process's next request.
-            return;
-        };
-        let drained = lock(&self.inbox).buffered.get(conn) == 0;
-        let link = if drained {
-            self.settle_link(link, false)
-        } else {
-            Some(link)
-        };
-        if let Some(link) = link {
-            self.checkin(link);
-        }
     }
 
     /// The janitor: gives back the buffered items once this process has
@@ -448,28 +607,24 @@ impl Holdings {
                 0
             };
             drop(inbox);
-            let mut done = true;
             self.release(release);
-            if !conns.is_empty() {
-                done = false;
-                for conn in conns {
-                    if let Some(link) = self.take_idle(conn) {
-                        if let Some(link) = self.settle_link(link, false) {
-                            self.checkin(link);
-                        }
-                        done = true;
+            for conn in conns {
+                // Out of the parking and out of the buffer at once: a get
+                // meanwhile finds neither.
+                let parked = {
+                    let mut inbox = lock(&self.inbox);
+                    inbox.unpark(conn).map(|l| {
+                        let returned = inbox.settle(conn);
+                        (l, returned)
+                    })
+                };
+                if let Some((link, returned)) = parked {
+                    if let Some(link) = self.settle_returned(link, returned, false) {
+                        self.checkin(link);
                     }
                 }
             }
             inbox = lock(&self.inbox);
-            if !done && !inbox.stop {
-                // Every such connection is busy; look again later.
-                inbox = self
-                    .janitor
-                    .wait_timeout(inbox, HOLD_LIMIT)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
         }
     }
 }
@@ -508,16 +663,18 @@ impl Remote {
         self.maxsize > 0
     }
 
-    fn checkout(&self) -> Result<Link> {
-        self.holdings.checkout()
-    }
-
-    /// Sends a request and reads its answer. On failure the caller drops
-    /// the connection (the broker then puts back what it had in flight
-    /// there).
-    fn request(&self, link: &mut Link, msg: &[u8]) -> Result<Vec<u8>> {
-        link.conn.send_bytes(msg).map_err(|e| gone("send", e))?;
-        let answer = link.conn.recv_bytes().map_err(|e| gone("receive", e))?;
+    /// Sends a request and reads its answer, by `deadline`. On failure
+    /// the caller drops the connection (the broker then puts back what it
+    /// had in flight there): a late answer may still come on it.
+    fn request(&self, link: &mut Link, msg: &[u8], deadline: Deadline) -> Result<Vec<u8>, Late> {
+        link.conn
+            .send_bytes(msg)
+            .map_err(|e| Late::Gone(gone("send", e)))?;
+        link.unread_acks = 0;
+        let answer = recv_by(&link.conn, deadline).map_err(|e| match e {
+            Late::Gone(e) => Late::Gone(gone("receive", e)),
+            late => late,
+        })?;
         link.unsynced = false;
         Ok(answer)
     }
@@ -532,30 +689,35 @@ impl Remote {
         }
     }
 
-    fn feeder(&self) -> Result<Arc<Feeder>> {
+    fn feeder(&self, deadline: Deadline) -> Result<Arc<Feeder>, Late> {
         let mut slot = lock(&self.feeder);
         if let Some(f) = slot.as_ref() {
             return Ok(f.clone());
         }
-        let link = self.holdings.connect(Role::Feeder)?;
-        let f = Feeder::start(link.conn).map_err(|e| gone("feeder thread", e))?;
+        let link = self.holdings.connect(Role::Feeder, deadline)?;
+        let f = Feeder::start(link.conn).map_err(|e| Late::Gone(gone("feeder thread", e)))?;
         *slot = Some(f.clone());
         Ok(f)
     }
 
     /// Puts the item `write` encodes: through the feeder, with a permit
-    /// if the queue is bounded.
+    /// if the queue is bounded. With a `timeout`, returns by then (and a
+    /// little grace for the owner's answer) whatever the owner does.
     pub(crate) fn put(
         &self,
         timeout: Option<Duration>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<(), PutFail> {
+        let deadline = client_deadline(timeout);
         // Started before the first `ACQUIRE`: the broker reserves room
         // only for a session whose feeder stream is open, and releases it
         // when that stream ends.
-        let feeder = self.feeder().map_err(|_| PutFail::Disconnected)?;
+        let feeder = self.feeder(deadline).map_err(|e| match e {
+            Late::Late => PutFail::Full,
+            Late::Gone(_) => PutFail::Disconnected,
+        })?;
         if self.bounded() {
-            self.take_permit(timeout)?;
+            self.take_permit(timeout, deadline)?;
         }
         feeder.put(write).map_err(|e| match e {
             FeedError::Encode(e) => {
@@ -575,7 +737,7 @@ impl Remote {
 
     /// Takes one of this process's permits, asking the broker for more
     /// (waiting up to `timeout` while the queue is full) if it has none.
-    fn take_permit(&self, timeout: Option<Duration>) -> Result<(), PutFail> {
+    fn take_permit(&self, timeout: Option<Duration>, deadline: Deadline) -> Result<(), PutFail> {
         let h = &self.holdings;
         let most = (self.maxsize / 4).max(1);
         let wanted = {
@@ -588,11 +750,18 @@ impl Remote {
             inbox.permits.want(most)
         };
         let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
-        let mut link = self.checkout().map_err(|_| PutFail::Disconnected)?;
-        let acks = lock(&h.inbox).owed.take_all();
+        let late = |e: Late| match e {
+            // The owner did not answer in time: a timed-out put. A grant
+            // that arrives later on the dropped connection is never
+            // filled; the broker frees it when this process's feeder
+            // stream ends (docs/architecture.md, "Not there yet").
+            Late::Late => PutFail::Full,
+            Late::Gone(_) => PutFail::Disconnected,
+        };
+        let mut link = h.checkout(deadline).map_err(late)?;
         let answer = self
-            .request(&mut link, &wire::acquire(wanted, timeout, &acks))
-            .map_err(|_| PutFail::Disconnected)?;
+            .request(&mut link, &wire::acquire(wanted, timeout, &[]), deadline)
+            .map_err(late)?;
         let granted = match wire::parse_reply(&answer) {
             Ok(Reply::Granted(n)) if n >= 1 => n as usize,
             Ok(Reply::Full) => {
@@ -619,15 +788,19 @@ impl Remote {
     }
 
     /// Takes one item: from this process's buffer, else from the broker
-    /// (waiting up to `timeout`; `None` waits forever).
+    /// (waiting up to `timeout`; `None` waits forever). The item is
+    /// acknowledged (on the connection it came on) before it is returned:
+    /// an item `get` returned is never delivered again, even if this
+    /// process dies right after.
     pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Received> {
         let h = &self.holdings;
         {
             let mut inbox = lock(&h.inbox);
-            if let Some((item, drained)) = inbox.pop() {
+            if let Some(popped) = inbox.pop() {
                 drop(inbox);
-                if let Some(conn) = drained {
-                    h.settle_if_drained(conn, None);
+                let (item, drained) = popped?;
+                if let Some(link) = drained {
+                    h.checkin(link);
                 }
                 return Ok(item);
             }
@@ -643,46 +816,57 @@ impl Remote {
         let frame = Arc::new(frame);
         let mut ranges = ranges.into_iter();
         let first = ranges.next().unwrap_or(0..0);
-        inbox.owed.add(link.id, 1);
         let extras: Vec<Range<usize>> = ranges.collect();
         let now = Instant::now();
         inbox.last_delivery = Some((now, 1 + extras.len()));
         inbox.last_take = Some(now);
-        let mut give_back = 0;
-        if inbox.at_broker > 0 {
-            give_back = extras.len() as u32;
-        } else if !extras.is_empty() {
-            let at = now;
+        // With other threads of this process already waiting at the
+        // broker, the extras go straight back (to the front), for them.
+        let give_back = if inbox.at_broker > 0 {
+            extras.len() as u32
+        } else {
+            0
+        };
+        if give_back == 0 && !extras.is_empty() {
+            // Extras wait in the buffer; their acks (and this first
+            // item's) go on the connection's ack stream.
+            if h.open_acks(&mut link, None).is_err() {
+                // No ack stream: give the extras back, keep the first.
+                drop(inbox);
+                let n = extras.len() as u32;
+                if let Err(e) = link.conn.send_bytes(&wire::settle(1, n)) {
+                    return Err(gone("ack", e));
+                }
+                link.unsynced = true;
+                h.checkin(link);
+                return Ok(Received {
+                    frame,
+                    range: first,
+                });
+            }
+            if let Err(e) = ack(&mut link, false) {
+                return Err(gone("ack", e));
+            }
             inbox.buffered.add(link.id, extras.len() as u32);
             for range in extras {
                 inbox.buffer.push_back(Buffered {
                     conn: link.id,
                     frame: frame.clone(),
                     range,
-                    at,
+                    at: now,
                 });
             }
+            inbox.parked.push(link);
             h.janitor_watch(&mut inbox);
-        }
-        drop(inbox);
-        if give_back > 0 {
-            // Straight back to the queue (its front), for the threads of
-            // this process already waiting there.
-            let taken = lock(&h.inbox).owed.take(link.id);
-            if link
-                .conn
-                .send_bytes(&wire::settle(taken, give_back))
-                .is_err()
-            {
-                return Ok(Received {
-                    frame,
-                    range: first,
-                });
+        } else {
+            drop(inbox);
+            // The ack of the only item kept (and the extras given back)
+            // before it is handed out.
+            if let Err(e) = link.conn.send_bytes(&wire::settle(1, give_back)) {
+                return Err(gone("ack", e));
             }
             link.unsynced = true;
             h.checkin(link);
-        } else {
-            h.settle_if_drained(link.id, Some(link));
         }
         Ok(Received {
             frame,
@@ -693,10 +877,15 @@ impl Remote {
     /// Asks the broker for items; returns the connection, the answer and
     /// the items' ranges in it.
     fn ask(&self, timeout: Option<Duration>) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
+        let deadline = client_deadline(timeout);
         let barrier = self.barrier()?;
-        let mut link = self.checkout()?;
-        let (acks, most) = {
-            let mut inbox = lock(&self.holdings.inbox);
+        let late = |e: Late| match e {
+            Late::Late => Error::Empty,
+            Late::Gone(e) => e,
+        };
+        let mut link = self.holdings.checkout(deadline).map_err(late)?;
+        let most = {
+            let inbox = lock(&self.holdings.inbox);
             // With other threads of this process already waiting there,
             // extras would only go straight back.
             let alone = inbox.at_broker <= 1;
@@ -706,16 +895,19 @@ impl Remote {
             // `maxsize`; a quarter of it at most, so that producers do not
             // wait for a whole batch to be taken.
             let most = inbox.want(!alone);
-            let most = if self.bounded() {
+            if self.bounded() {
                 most.min(u32::try_from(self.maxsize / 4).unwrap_or(u32::MAX).max(1))
             } else {
                 most
-            };
-            (inbox.owed.take_all(), most)
+            }
         };
-        let answer = self.request(&mut link, &wire::get(most, timeout, barrier, &acks))?;
+        // A late answer leaves `link` dropped: whatever the broker sends
+        // on it afterwards goes back to the queue when it sees the end.
+        let answer = self
+            .request(&mut link, &wire::get(most, timeout, barrier, &[]), deadline)
+            .map_err(late)?;
         match wire::parse_reply(&answer) {
-            Ok(Reply::Items(ranges)) => Ok((link, answer, ranges)),
+            Ok(Reply::Items(ranges)) if !ranges.is_empty() => Ok((link, answer, ranges)),
             Ok(Reply::Empty) => {
                 self.holdings.checkin(link);
                 Err(Error::Empty)
@@ -732,14 +924,15 @@ impl Remote {
     /// with no room kept from the others by the asker.
     pub(crate) fn qsize(&self) -> Result<usize> {
         let barrier = self.barrier()?;
-        let link = self.checkout()?;
+        let link = self.holdings.checkout(None).map_err(Late::into_error)?;
         let permits = std::mem::take(&mut lock(&self.holdings.inbox).permits.held);
         let mut link = self
             .holdings
             .send_release(link, permits)
             .ok_or(Error::Disconnected)?;
-        let acks = lock(&self.holdings.inbox).owed.take_all();
-        let answer = self.request(&mut link, &wire::qsize(barrier, &acks))?;
+        let answer = self
+            .request(&mut link, &wire::qsize(barrier, &[]), None)
+            .map_err(Late::into_error)?;
         match wire::parse_reply(&answer) {
             Ok(Reply::Size(n)) => {
                 self.holdings.checkin(link);
@@ -747,6 +940,37 @@ impl Remote {
             }
             other => Err(gone("qsize", format!("unexpected answer {other:?}"))),
         }
+    }
+
+    /// Marks one item done (`JoinableQueue::task_done`): after this
+    /// process's earlier puts are stored, so a put followed by its
+    /// `task_done` is never "too many".
+    pub(crate) fn task_done(&self) -> Result<()> {
+        match self.exchange(wire::TASK_DONE)? {
+            Reply::Done => Ok(()),
+            Reply::TooMany => Err(Error::TaskDoneTooManyTimes),
+            other => Err(gone("task_done", format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Waits until every item put is done (`JoinableQueue::join`).
+    pub(crate) fn join(&self) -> Result<()> {
+        match self.exchange(wire::JOIN)? {
+            Reply::Joined => Ok(()),
+            other => Err(gone("join", format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// A request of `op` with this process's barrier, without a deadline.
+    fn exchange(&self, op: u8) -> Result<Reply> {
+        let barrier = self.barrier()?;
+        let mut link = self.holdings.checkout(None).map_err(Late::into_error)?;
+        let answer = self
+            .request(&mut link, &wire::with_barrier(op, barrier), None)
+            .map_err(Late::into_error)?;
+        let reply = wire::parse_reply(&answer).map_err(|e| gone("answer", e))?;
+        self.holdings.checkin(link);
+        Ok(reply)
     }
 
     /// Gives back what this process received and did not take, and its

@@ -92,6 +92,10 @@ pub(crate) struct Core {
     getters_waiting: usize,
     putters_waiting: usize,
     barrier_waiting: usize,
+    /// Items stored and not yet marked done (`JoinableQueue`'s count):
+    /// one more per item stored, one less per `task_done`. An item that
+    /// comes back from a connection's end was never counted out.
+    unfinished: usize,
 }
 
 impl Core {
@@ -107,6 +111,24 @@ impl Core {
 
     pub(crate) fn push(&mut self, item: Item) {
         self.items.push_back(item);
+        self.unfinished += 1;
+    }
+
+    /// One item is done; false (and nothing changes) if none is
+    /// unfinished: CPython's "task_done() called too many times".
+    pub(crate) fn task_done(&mut self) -> bool {
+        match self.unfinished.checked_sub(1) {
+            Some(n) => {
+                self.unfinished = n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Items put and not yet done.
+    pub(crate) fn unfinished(&self) -> usize {
+        self.unfinished
     }
 
     /// How many items one taker gets when it asks for `most` and others
@@ -288,6 +310,7 @@ pub(crate) struct Shared {
     not_empty: Condvar,
     not_full: Condvar,
     stored: Condvar,
+    all_done: Condvar,
 }
 
 fn wait_until<'a>(
@@ -578,6 +601,40 @@ impl Shared {
         if core.barrier_waiting > 0 {
             self.stored.notify_all();
         }
+    }
+
+    /// One item is done (`JoinableQueue::task_done`); false when every
+    /// item put is done already.
+    pub(crate) fn task_done(&self) -> bool {
+        let mut core = self.lock();
+        if !core.task_done() {
+            return false;
+        }
+        if core.unfinished() == 0 {
+            self.all_done.notify_all();
+        }
+        true
+    }
+
+    /// Waits until every item put is done (`JoinableQueue::join`). After
+    /// each wake-up, `alive` (called without the lock held) says whether
+    /// the waiter is still there; false if it is gone.
+    pub(crate) fn join(&self, alive: &dyn Fn() -> bool) -> bool {
+        let mut core = self.lock();
+        while core.unfinished() > 0 {
+            core = self
+                .all_done
+                .wait(core)
+                .unwrap_or_else(PoisonError::into_inner);
+            if core.unfinished() > 0 {
+                drop(core);
+                if !alive() {
+                    return false;
+                }
+                core = self.lock();
+            }
+        }
+        true
     }
 
     /// Waits until `session`'s feeder has stored batch `barrier`: what a
@@ -887,6 +944,20 @@ mod tests {
         assert!(putter.join().unwrap());
         assert_eq!(acquirer.join().unwrap(), Acquired::Granted(1));
         assert_eq!(s.qsize(), 1);
+    }
+
+    #[test]
+    fn task_done_counts_stored_items_not_returned_ones() {
+        let mut c = core_with(&["a", "b"]);
+        assert_eq!(c.unfinished(), 2);
+        let _ = c.take(Some(1), 2);
+        // Items back from a dead connection were never done.
+        assert_eq!(c.drop_conn(1), 2);
+        assert_eq!(c.unfinished(), 2);
+        assert!(c.task_done());
+        assert!(c.task_done());
+        assert!(!c.task_done());
+        assert_eq!(c.unfinished(), 0);
     }
 
     #[test]

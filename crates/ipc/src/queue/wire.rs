@@ -10,7 +10,7 @@
 //!
 //! | message | direction | payload after the opcode | answer |
 //! |---|---|---|---|
-//! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 | `HELLO_OK` conn id u64, or `NO_QUEUE` |
+//! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 (and for role 2, an ops conn id u64) | `HELLO_OK` conn id u64, or `NO_QUEUE` |
 //! | `PUT_BATCH` | feeder → broker | batch number u64, items | none |
 //! | `ACQUIRE` | holder → broker | wanted u32, timeout, acks | `GRANTED` count u32, or `FULL` |
 //! | `RELEASE` | holder → broker | count u32 | none |
@@ -18,6 +18,14 @@
 //! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
 //! | `QSIZE` | holder → broker | barrier u64, acks | `SIZE` u64 |
 //! | `SYNC` | holder or feeder → broker | nothing | `SYNCED`, once everything sent before it on this connection is stored |
+//! | `TASK_DONE` | holder → broker | barrier u64 | `DONE`, or `TOO_MANY` when no item is unfinished |
+//! | `JOIN` | holder → broker | barrier u64 | `JOINED`, once every item put is done |
+//!
+//! An *ack stream* (role 2) belongs to one ops connection (named in its
+//! `HELLO`): after `HELLO_OK` it carries raw bytes, not frames, one per
+//! item taken from that connection's deliveries, which the broker reads
+//! in bulk before each message on the ops connection, and to the end
+//! when the ops connection ends.
 //!
 //! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
 //! count u32, then that many (conn id u64, taken u32) pairs.
@@ -44,6 +52,8 @@ pub(crate) const QSIZE: u8 = 6;
 pub(crate) const SYNC: u8 = 7;
 pub(crate) const ACQUIRE: u8 = 8;
 pub(crate) const RELEASE: u8 = 9;
+pub(crate) const TASK_DONE: u8 = 10;
+pub(crate) const JOIN: u8 = 11;
 
 pub(crate) const HELLO_OK: u8 = 101;
 pub(crate) const NO_QUEUE: u8 = 102;
@@ -53,6 +63,9 @@ pub(crate) const EMPTY: u8 = 106;
 pub(crate) const SIZE: u8 = 107;
 pub(crate) const SYNCED: u8 = 108;
 pub(crate) const GRANTED: u8 = 109;
+pub(crate) const DONE: u8 = 110;
+pub(crate) const TOO_MANY: u8 = 111;
+pub(crate) const JOINED: u8 = 112;
 
 /// A timeout of "wait forever".
 pub(crate) const FOREVER: u64 = u64::MAX;
@@ -67,6 +80,8 @@ pub(crate) enum Role {
     Ops = 0,
     /// The one-way stream of a process's feeder (`PUT_BATCH` only).
     Feeder = 1,
+    /// The acks of one ops connection's items, one raw byte each.
+    Acks = 2,
 }
 
 /// A message that does not parse.
@@ -91,6 +106,8 @@ pub(crate) enum Request {
         queue: u64,
         session: u64,
         role: Role,
+        /// For an ack stream, the ops connection it acknowledges for.
+        link: u64,
     },
     PutBatch {
         seq: u64,
@@ -119,6 +136,12 @@ pub(crate) enum Request {
         acks: Acks,
     },
     Sync,
+    TaskDone {
+        barrier: u64,
+    },
+    Join {
+        barrier: u64,
+    },
 }
 
 /// An answer, as a holder reads it (items as byte ranges of the message).
@@ -132,6 +155,9 @@ pub(crate) enum Reply {
     Empty,
     Size(u64),
     Synced,
+    Done,
+    TooMany,
+    Joined,
 }
 
 // ---- encoding ----
@@ -208,11 +234,18 @@ fn put_acks(out: &mut Vec<u8>, acks: &[(u64, u32)]) {
 }
 
 pub(crate) fn hello(queue: u64, session: u64, role: Role) -> Vec<u8> {
-    let mut out = Vec::with_capacity(18);
+    let mut out = Vec::with_capacity(26);
     out.push(HELLO);
     put_u64(&mut out, queue);
     put_u64(&mut out, session);
     out.push(role as u8);
+    out
+}
+
+/// The `HELLO` of an ack stream for the ops connection `link`.
+pub(crate) fn hello_acks(queue: u64, session: u64, link: u64) -> Vec<u8> {
+    let mut out = hello(queue, session, Role::Acks);
+    put_u64(&mut out, link);
     out
 }
 
@@ -281,6 +314,14 @@ pub(crate) fn qsize(barrier: u64, acks: &[(u64, u32)]) -> Vec<u8> {
     out.push(QSIZE);
     put_u64(&mut out, barrier);
     put_acks(&mut out, acks);
+    out
+}
+
+/// `TASK_DONE` or `JOIN` (`op`), after the feeder's batch `barrier`.
+pub(crate) fn with_barrier(op: u8, barrier: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(op);
+    put_u64(&mut out, barrier);
     out
 }
 
@@ -416,12 +457,15 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
             let role = match r.u8()? {
                 0 => Role::Ops,
                 1 => Role::Feeder,
+                2 => Role::Acks,
                 _ => return Err(Malformed("unknown role")),
             };
+            let link = if role == Role::Acks { r.u64()? } else { 0 };
             Request::Hello {
                 queue,
                 session,
                 role,
+                link,
             }
         }
         PUT_BATCH => {
@@ -450,6 +494,8 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
             acks: r.acks()?,
         },
         SYNC => Request::Sync,
+        TASK_DONE => Request::TaskDone { barrier: r.u64()? },
+        JOIN => Request::Join { barrier: r.u64()? },
         _ => return Err(Malformed("unknown request")),
     };
     r.end()?;
@@ -475,6 +521,9 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
         EMPTY => Reply::Empty,
         SIZE => Reply::Size(r.u64()?),
         SYNCED => Reply::Synced,
+        DONE => Reply::Done,
+        TOO_MANY => Reply::TooMany,
+        JOINED => Reply::Joined,
         _ => return Err(Malformed("unknown answer")),
     };
     r.end()?;
@@ -494,7 +543,8 @@ mod tests {
             Ok(Request::Hello {
                 queue: 7,
                 session: 9,
-                role: Role::Feeder
+                role: Role::Feeder,
+                link: 0,
             })
         );
 
@@ -595,6 +645,39 @@ mod tests {
         put_item(&mut m, b"a");
         assert!(parse_reply(&m).is_err());
         assert!(parse_reply(&items_start(0, 0)).is_err());
+    }
+
+    #[test]
+    fn ack_stream_hello_names_its_link() {
+        assert_eq!(
+            parse_request(&hello_acks(7, 9, 12)),
+            Ok(Request::Hello {
+                queue: 7,
+                session: 9,
+                role: Role::Acks,
+                link: 12,
+            })
+        );
+        let mut short = hello(7, 9, Role::Acks);
+        assert!(parse_request(&short).is_err());
+        short.extend_from_slice(&[0; 9]);
+        assert!(parse_request(&short).is_err());
+    }
+
+    #[test]
+    fn joinable_requests_round_trip() {
+        assert_eq!(
+            parse_request(&with_barrier(TASK_DONE, 5)),
+            Ok(Request::TaskDone { barrier: 5 })
+        );
+        assert_eq!(
+            parse_request(&with_barrier(JOIN, 0)),
+            Ok(Request::Join { barrier: 0 })
+        );
+        assert_eq!(parse_reply(&[DONE]), Ok(Reply::Done));
+        assert_eq!(parse_reply(&[TOO_MANY]), Ok(Reply::TooMany));
+        assert_eq!(parse_reply(&[JOINED]), Ok(Reply::Joined));
+        assert!(parse_request(&[TASK_DONE, 1]).is_err());
     }
 
     #[test]
