@@ -43,6 +43,10 @@ pub use launch::BOOTSTRAP_EXIT_CODE;
 pub use mproc_ipc::{
     pipe, wait, Address, Client, Connection, Error, Listener, PutError, Queue, Result, Waitable,
 };
+pub use mproc_ipc::{
+    Array, ArrayGuard, Barrier, BoundedSemaphore, CondGuard, Condition, Event, Lock, LockGuard,
+    RLock, Semaphore, SharedMemory, Value, ValueGuard,
+};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo, Sentinel,
 };

@@ -1,0 +1,205 @@
+//! The shared block under every synchronisation type: a
+//! [`sys::SyncBlock`] (robust mutexes, a bell, data) whose data starts with
+//! a kind tag, then `words` 64-bit state words, then an optional
+//! 64-aligned byte area (a `Value`'s or an `Array`'s contents).
+//!
+//! A block travels to a child in its launch's arguments: its handles go
+//! out of band through the handle collector ([`crate::handles`]), the
+//! serialised record carries their indexes and the layout. The receiver
+//! checks the layout against what the type expects and against the
+//! mapping (size, magic, kind) before touching anything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::handles;
+use crate::sys::{self, Acquired, SyncBlock};
+use crate::{Error, Result};
+
+/// What kind of object a block is (its tag, first data word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub(crate) enum Kind {
+    Lock = 0x6d70_4c6f_636b_0001,
+    RLock = 0x6d70_4c6f_636b_0002,
+    Semaphore = 0x6d70_4c6f_636b_0003,
+    Event = 0x6d70_4c6f_636b_0004,
+    Condition = 0x6d70_4c6f_636b_0005,
+    Barrier = 0x6d70_4c6f_636b_0006,
+    Value = 0x6d70_4c6f_636b_0007,
+    Array = 0x6d70_4c6f_636b_0008,
+}
+
+/// The layout a block is created with and checked against on arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Layout {
+    pub mutexes: u32,
+    pub words: u32,
+    pub bytes: u64,
+}
+
+impl Layout {
+    fn bytes_offset(&self) -> usize {
+        (8 + self.words as usize * 8).div_ceil(64) * 64
+    }
+
+    fn data_len(&self) -> Option<usize> {
+        self.bytes_offset()
+            .checked_add(usize::try_from(self.bytes).ok()?)
+    }
+}
+
+/// A block in serialised form.
+#[derive(Serialize, Deserialize)]
+struct Transfer {
+    kind: u64,
+    layout: Layout,
+    handles: Vec<u32>,
+}
+
+pub(crate) struct Block {
+    sb: SyncBlock,
+    kind: Kind,
+    layout: Layout,
+}
+
+const NOT_IN_ARGS: &str =
+    "a lock, event, barrier, Value or Array crosses processes only in a child's args";
+
+impl Block {
+    pub fn create(kind: Kind, layout: Layout) -> Result<Arc<Block>> {
+        let data_len = layout
+            .data_len()
+            .ok_or_else(|| Error::InvalidShared("size too large".into()))?;
+        let sb = SyncBlock::create(layout.mutexes as usize, data_len)?;
+        let b = Block { sb, kind, layout };
+        b.tag().store(kind as u64, Ordering::Release);
+        Ok(Arc::new(b))
+    }
+
+    fn tag(&self) -> &AtomicU64 {
+        // SAFETY: the data area is 64-aligned and at least 8 B long.
+        unsafe { &*self.sb.data().cast::<AtomicU64>() }
+    }
+
+    /// State word `i`.
+    pub fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.layout.words as usize, "state word out of range");
+        // SAFETY: inside the data area (checked above against the layout,
+        // which matches the mapping); 8-aligned.
+        unsafe { &*self.sb.data().add(8 + i * 8).cast::<AtomicU64>() }
+    }
+
+    /// The byte area (`layout.bytes` long, 64-aligned).
+    pub fn bytes(&self) -> *mut u8 {
+        // SAFETY: the area lies inside the data (data_len covers it).
+        unsafe { self.sb.data().add(self.layout.bytes_offset()) }
+    }
+
+    pub fn sys(&self) -> &SyncBlock {
+        &self.sb
+    }
+
+    /// Takes mutex 0 (the state lock), for ever; whether its holder died.
+    pub fn lock_state(&self) -> Result<bool> {
+        match self.sb.lock(0, None)? {
+            Acquired::Clean => Ok(false),
+            Acquired::OwnerDied => Ok(true),
+            Acquired::No => Err(Error::Io(std::io::Error::other("lock wait failed"))),
+        }
+    }
+
+    pub fn unlock_state(&self) {
+        if let Err(e) = self.sb.unlock(0) {
+            tracing::error!("mproc: releasing a shared state lock failed: {e}");
+        }
+    }
+
+    /// With mutex 0 held: releases it, sleeps until the bell rings or
+    /// `deadline` passes (or spuriously), takes it again.
+    pub fn wait_locked(&self, deadline: Option<Instant>) -> Result<()> {
+        let seen = self.sb.bell();
+        self.unlock_state();
+        let r = self.sb.wait(seen, deadline);
+        self.lock_state()?;
+        r.map_err(Error::from)
+    }
+
+    pub fn ring(&self) {
+        self.sb.ring();
+    }
+
+    pub fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let mut idx = Vec::new();
+        for h in self.sb.handles() {
+            idx.push(
+                handles::register_outgoing(sys::raw_of(h))
+                    .ok_or_else(|| S::Error::custom(NOT_IN_ARGS))?,
+            );
+        }
+        Transfer {
+            kind: self.kind as u64,
+            layout: self.layout,
+            handles: idx,
+        }
+        .serialize(s)
+    }
+
+    /// Receives a block of kind `kind` whose layout `accept` approves.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        kind: Kind,
+        accept: impl FnOnce(&Layout) -> bool,
+    ) -> std::result::Result<Arc<Block>, D::Error> {
+        use serde::de::Error as _;
+        let t = Transfer::deserialize(d)?;
+        if t.kind != kind as u64 || !accept(&t.layout) {
+            return Err(D::Error::custom(Error::InvalidShared(format!(
+                "expected a {kind:?} of another layout"
+            ))));
+        }
+        let mut owned = Vec::with_capacity(t.handles.len());
+        for i in &t.handles {
+            owned.push(handles::take_incoming(*i).ok_or_else(|| {
+                D::Error::custom(format!(
+                    "shared object handle {i} was not received (it can only come from a parent's args)"
+                ))
+            })?);
+        }
+        let data_len = t
+            .layout
+            .data_len()
+            .ok_or_else(|| D::Error::custom(Error::InvalidShared("size too large".into())))?;
+        let sb = SyncBlock::from_handles(owned, t.layout.mutexes as usize, data_len)
+            .map_err(|e| D::Error::custom(Error::InvalidShared(e.to_string())))?;
+        let b = Block {
+            sb,
+            kind,
+            layout: t.layout,
+        };
+        if b.tag().load(Ordering::Acquire) != kind as u64 {
+            return Err(D::Error::custom(Error::InvalidShared(format!(
+                "the mapping does not hold a {kind:?}"
+            ))));
+        }
+        Ok(Arc::new(b))
+    }
+}
+
+/// This thread's identity (never 0), to record a lock's owner.
+pub(crate) fn me() -> u64 {
+    sys::thread_identity()
+}
+
+/// A `Deadline` from an optional timeout.
+pub(crate) fn deadline_after(t: Option<std::time::Duration>) -> Option<Instant> {
+    t.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future))
+}
+
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}
