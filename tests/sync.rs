@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use mproc::{
-    Barrier, BoundedSemaphore, Condition, Error, Event, Lock, Process, RLock, Semaphore, Value,
+    Barrier, BoundedSemaphore, Condition, Connection, Error, Event, Lock, Process, Queue, RLock,
+    Semaphore, Value,
 };
 
 // ---- targets -------------------------------------------------------------
@@ -136,6 +137,19 @@ fn barrier_wait_announced(b: Barrier, arrived: Semaphore) -> Result<(), String> 
     text(|| {
         arrived.release()?;
         b.wait().map(drop)
+    })
+}
+
+/// Takes a lock from a queue and an event from a connection (objects
+/// that reach an already running process); reports what it sees.
+#[mproc::target]
+fn receive_late(q: Queue<Lock>, conn: Connection) -> Result<(bool, bool), String> {
+    text(|| {
+        let lock = q.get()?;
+        let event: Event = conn.recv()?;
+        let free = lock.try_acquire()?.is_some();
+        event.set();
+        Ok((free, event.is_set()))
     })
 }
 
@@ -553,4 +567,23 @@ fn barrier_party_killed_while_waiting_breaks_it() -> mproc::Result<()> {
 #[mproc::test]
 fn barrier_of_zero_parties_is_an_error() {
     assert!(Barrier::new(0).is_err());
+}
+
+/// API.md: the types travel in a Queue item and over a Connection too,
+/// to a process that is already running (CPython refuses: "Lock objects
+/// should only be shared between processes through inheritance").
+#[mproc::test]
+fn lock_in_a_queue_item_and_event_over_a_connection() -> mproc::Result<()> {
+    let q = Queue::<Lock>::new(0)?;
+    let (mine, theirs) = mproc::pipe(true)?;
+    let child = mproc::spawn(receive_late, (q.clone(), theirs))?;
+    let lock = Lock::new()?;
+    let event = Event::new()?;
+    let g = lock.acquire()?;
+    q.put(lock.clone()).map_err(Error::from)?;
+    mine.send(&event)?;
+    assert_eq!(child.join().and_then(back)?, (false, true));
+    assert!(event.is_set(), "the child set this very event");
+    drop(g);
+    Ok(())
 }

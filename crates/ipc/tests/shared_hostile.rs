@@ -7,7 +7,7 @@
 
 use mproc_ipc::{handles, sys, Array, Event, Lock, RLock, SharedMemory, Value};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Encodes `value` as for a launch; its handles duplicated, as received.
 fn send<T: Serialize>(value: &T) -> (Vec<u8>, Vec<sys::OwnedHandle>) {
@@ -26,11 +26,18 @@ fn receive<T: DeserializeOwned>(bytes: &[u8], owned: Vec<sys::OwnedHandle>) -> R
 }
 
 /// A block record as `sync/block.rs` writes it, for forging.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Forged {
     kind: u64,
     layout: (u32, u32, u64),
-    handles: Vec<u32>,
+    nonce: u64,
+    handles: ForgedHandles,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ForgedHandles {
+    Launch(Vec<u32>),
+    Held { pid: u32, values: Vec<u64> },
 }
 
 const LOCK_KIND: u64 = 0x6d70_4c6f_636b_0001;
@@ -71,7 +78,8 @@ fn a_mapping_too_small_for_its_claimed_layout_is_refused() {
     let forged = postcard::to_allocvec(&Forged {
         kind: LOCK_KIND,
         layout: (1, 2, 0),
-        handles: vec![0],
+        nonce: 0,
+        handles: ForgedHandles::Launch(vec![0]),
     })
     .unwrap();
     // (postcard keeps no custom error text: the error itself is the proof)
@@ -86,7 +94,8 @@ fn a_garbage_mapping_of_the_right_size_is_refused() {
     let forged = postcard::to_allocvec(&Forged {
         kind: LOCK_KIND,
         layout: (1, 2, 0),
-        handles: vec![0],
+        nonce: 0,
+        handles: ForgedHandles::Launch(vec![0]),
     })
     .unwrap();
     assert!(receive::<Lock>(&forged, owned).is_err());
@@ -98,14 +107,16 @@ fn lying_layouts_and_missing_handles_are_refused() {
     let huge = postcard::to_allocvec(&Forged {
         kind: LOCK_KIND,
         layout: (u32::MAX, u32::MAX, u64::MAX),
-        handles: vec![0],
+        nonce: 0,
+        handles: ForgedHandles::Launch(vec![0]),
     })
     .unwrap();
     assert!(receive::<Lock>(&huge, owned).is_err());
     let missing = postcard::to_allocvec(&Forged {
         kind: LOCK_KIND,
         layout: (1, 2, 0),
-        handles: vec![7],
+        nonce: 0,
+        handles: ForgedHandles::Launch(vec![7]),
     })
     .unwrap();
     assert!(receive::<Lock>(&missing, Vec::new()).is_err());
@@ -137,7 +148,56 @@ fn shared_memory_announcing_more_than_its_mapping_is_refused() {
 }
 
 #[test]
-fn a_shared_object_outside_a_launch_cannot_be_serialised() {
-    assert!(postcard::to_allocvec(&Lock::new().unwrap()).is_err());
-    assert!(postcard::to_allocvec(&SharedMemory::create(1).unwrap()).is_err());
+fn outside_a_launch_an_object_travels_as_the_senders_handle() {
+    // Encoded outside a launch (a Queue item, a message): the record names
+    // this process's handles; decoding opens them from it.
+    let lock = Lock::new().unwrap();
+    let bytes = postcard::to_allocvec(&lock).unwrap();
+    let same: Lock = postcard::from_bytes(&bytes).unwrap();
+    let g = lock.acquire().unwrap();
+    assert!(same.try_acquire().unwrap().is_none(), "the same lock");
+    drop(g);
+    let shm = SharedMemory::create(16).unwrap();
+    shm.write(0, b"held").unwrap();
+    let bytes = postcard::to_allocvec(&shm).unwrap();
+    let same: SharedMemory = postcard::from_bytes(&bytes).unwrap();
+    let mut buf = [0u8; 4];
+    same.read(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"held");
+}
+
+#[test]
+fn a_held_record_with_a_wrong_nonce_or_a_bogus_process_is_refused() {
+    let lock = Lock::new().unwrap();
+    let mut record: Forged = postcard::from_bytes(&postcard::to_allocvec(&lock).unwrap()).unwrap();
+    let ForgedHandles::Held { pid, values } = &record.handles else {
+        panic!("outside a launch the record names the sender's handles");
+    };
+    let (pid, values) = (*pid, values.clone());
+    assert_eq!(pid, std::process::id());
+    // The real handles with another nonce: another block, refused.
+    record.nonce ^= 1;
+    let bytes = postcard::to_allocvec(&record).unwrap();
+    assert!(postcard::from_bytes::<Lock>(&bytes).is_err());
+    record.nonce ^= 1;
+    assert!(postcard::from_bytes::<Lock>(&postcard::to_allocvec(&record).unwrap()).is_ok());
+    let forged = |pid: u32, values: Vec<u64>| {
+        postcard::to_allocvec(&Forged {
+            kind: LOCK_KIND,
+            layout: (1, 2, 0),
+            nonce: record.nonce,
+            handles: ForgedHandles::Held { pid, values },
+        })
+        .unwrap()
+    };
+    // A process that does not exist (pid 0 is never a user process).
+    assert!(postcard::from_bytes::<Lock>(&forged(0, values.clone())).is_err());
+    // Handle values that name something else (0: stdin on Unix) or nothing.
+    assert!(postcard::from_bytes::<Lock>(&forged(pid, vec![0; values.len()])).is_err());
+    assert!(
+        postcard::from_bytes::<Lock>(&forged(pid, vec![u32::MAX as u64 - 3; values.len()]))
+            .is_err()
+    );
+    // Far too many handles.
+    assert!(postcard::from_bytes::<Lock>(&forged(pid, vec![0; 100])).is_err());
 }

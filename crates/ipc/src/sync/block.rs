@@ -5,9 +5,13 @@
 //!
 //! A block travels to a child in its launch's arguments: its handles go
 //! out of band through the handle collector ([`crate::handles`]), the
-//! serialised record carries their indexes and the layout. The receiver
-//! checks the layout against what the type expects and against the
-//! mapping (size, magic, kind) before touching anything.
+//! serialised record carries their indexes and the layout. Anywhere else
+//! (a Queue item, a Connection message) the record names the sending
+//! process and its handle values, and the receiver opens them from that
+//! process (`/proc/<pid>/fd/<n>`; `DuplicateHandle` on Windows), which
+//! works while the sender still holds the object. The receiver checks the
+//! layout against what the type expects and against the mapping (size,
+//! magic, kind, the block's random nonce) before touching anything.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,7 +47,7 @@ pub(crate) struct Layout {
 
 impl Layout {
     fn bytes_offset(&self) -> usize {
-        (8 + self.words as usize * 8).div_ceil(64) * 64
+        (16 + self.words as usize * 8).div_ceil(64) * 64
     }
 
     fn data_len(&self) -> Option<usize> {
@@ -57,7 +61,17 @@ impl Layout {
 struct Transfer {
     kind: u64,
     layout: Layout,
-    handles: Vec<u32>,
+    nonce: u64,
+    handles: Handles,
+}
+
+/// Where the receiver finds the block's handles.
+#[derive(Serialize, Deserialize)]
+enum Handles {
+    /// In the launch's handle table, at these indexes.
+    Launch(Vec<u32>),
+    /// In process `pid`, under these values.
+    Held { pid: u32, values: Vec<u64> },
 }
 
 pub(crate) struct Block {
@@ -66,9 +80,6 @@ pub(crate) struct Block {
     layout: Layout,
 }
 
-const NOT_IN_ARGS: &str =
-    "a lock, event, barrier, Value or Array crosses processes only in a child's args";
-
 impl Block {
     pub fn create(kind: Kind, layout: Layout) -> Result<Arc<Block>> {
         let data_len = layout
@@ -76,6 +87,11 @@ impl Block {
             .ok_or_else(|| Error::InvalidShared("size too large".into()))?;
         let sb = SyncBlock::create(layout.mutexes as usize, data_len)?;
         let b = Block { sb, kind, layout };
+        let mut nonce = [0u8; 8];
+        getrandom::getrandom(&mut nonce)
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        b.nonce()
+            .store(u64::from_le_bytes(nonce), Ordering::Release);
         b.tag().store(kind as u64, Ordering::Release);
         Ok(Arc::new(b))
     }
@@ -85,12 +101,17 @@ impl Block {
         unsafe { &*self.sb.data().cast::<AtomicU64>() }
     }
 
+    fn nonce(&self) -> &AtomicU64 {
+        // SAFETY: the data area's second 8 B, 8-aligned.
+        unsafe { &*self.sb.data().add(8).cast::<AtomicU64>() }
+    }
+
     /// State word `i`.
     pub fn word(&self, i: usize) -> &AtomicU64 {
         assert!(i < self.layout.words as usize, "state word out of range");
         // SAFETY: inside the data area (checked above against the layout,
         // which matches the mapping); 8-aligned.
-        unsafe { &*self.sb.data().add(8 + i * 8).cast::<AtomicU64>() }
+        unsafe { &*self.sb.data().add(16 + i * 8).cast::<AtomicU64>() }
     }
 
     /// The byte area (`layout.bytes` long, 64-aligned).
@@ -133,18 +154,27 @@ impl Block {
     }
 
     pub fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
+        let hs = self.sb.handles();
         let mut idx = Vec::new();
-        for h in self.sb.handles() {
-            idx.push(
-                handles::register_outgoing(sys::raw_of(h))
-                    .ok_or_else(|| S::Error::custom(NOT_IN_ARGS))?,
-            );
+        for h in &hs {
+            match handles::register_outgoing(sys::raw_of(*h)) {
+                Some(i) => idx.push(i),
+                None => break,
+            }
         }
+        let handles = if idx.len() == hs.len() {
+            Handles::Launch(idx)
+        } else {
+            Handles::Held {
+                pid: std::process::id(),
+                values: hs.iter().map(|h| sys::handle_value(*h)).collect(),
+            }
+        };
         Transfer {
             kind: self.kind as u64,
             layout: self.layout,
-            handles: idx,
+            nonce: self.nonce().load(Ordering::Acquire),
+            handles,
         }
         .serialize(s)
     }
@@ -162,13 +192,29 @@ impl Block {
                 "expected a {kind:?} of another layout"
             ))));
         }
-        let mut owned = Vec::with_capacity(t.handles.len());
-        for i in &t.handles {
-            owned.push(handles::take_incoming(*i).ok_or_else(|| {
-                D::Error::custom(format!(
-                    "shared object handle {i} was not received (it can only come from a parent's args)"
-                ))
-            })?);
+        let mut owned = Vec::new();
+        match &t.handles {
+            Handles::Launch(idx) => {
+                for i in idx {
+                    owned.push(handles::take_incoming(*i).ok_or_else(|| {
+                        D::Error::custom(format!("shared object handle {i} was not received"))
+                    })?);
+                }
+            }
+            Handles::Held { pid, values } => {
+                if values.len() > t.layout.mutexes as usize + 2 {
+                    return Err(D::Error::custom(Error::InvalidShared(
+                        "too many handles".into(),
+                    )));
+                }
+                for v in values {
+                    owned.push(sys::import_handle(*pid, *v).map_err(|e| {
+                        D::Error::custom(Error::InvalidShared(format!(
+                            "cannot open the shared object held by process {pid} (does it still hold it?): {e}"
+                        )))
+                    })?);
+                }
+            }
         }
         let data_len = t
             .layout
@@ -181,7 +227,9 @@ impl Block {
             kind,
             layout: t.layout,
         };
-        if b.tag().load(Ordering::Acquire) != kind as u64 {
+        if b.tag().load(Ordering::Acquire) != kind as u64
+            || b.nonce().load(Ordering::Acquire) != t.nonce
+        {
             return Err(D::Error::custom(Error::InvalidShared(format!(
                 "the mapping does not hold a {kind:?}"
             ))));

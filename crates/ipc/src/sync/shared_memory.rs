@@ -165,26 +165,31 @@ impl fmt::Debug for SharedMemory {
 
 #[derive(Serialize, Deserialize)]
 enum Transfer {
+    /// In a launch's handle table.
     Anonymous { handle: u32, len: u64 },
+    /// By name.
     Named { name: String },
+    /// Held by process `pid` as `value` (a Queue item, a message).
+    Held { pid: u32, value: u64, len: u64 },
 }
 
+/// Named blocks travel by name; anonymous ones as a handle in a launch,
+/// or else as the sender's handle value, opened from the sender (which
+/// must still hold the block when the receiver decodes it).
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
+        let len = self.len as u64;
         match &self.name {
             Some(n) => Transfer::Named {
                 name: n.to_string(),
             },
-            None => Transfer::Anonymous {
-                handle: handles::register_outgoing(sys::raw_of(self.map.handle())).ok_or_else(
-                    || {
-                        S::Error::custom(
-                            "an anonymous SharedMemory crosses processes only in a child's args",
-                        )
-                    },
-                )?,
-                len: self.len as u64,
+            None => match handles::register_outgoing(sys::raw_of(self.map.handle())) {
+                Some(handle) => Transfer::Anonymous { handle, len },
+                None => Transfer::Held {
+                    pid: std::process::id(),
+                    value: sys::handle_value(self.map.handle()),
+                    len,
+                },
             },
         }
         .serialize(s)
@@ -200,20 +205,32 @@ impl<'de> Deserialize<'de> for SharedMemory {
                 let h = handles::take_incoming(handle).ok_or_else(|| {
                     D::Error::custom(format!("shared memory handle {handle} was not received"))
                 })?;
-                let map = Mapping::from_handle(h)
-                    .map_err(|e| D::Error::custom(Error::InvalidShared(e.to_string())))?;
-                let len = usize::try_from(len).map_err(D::Error::custom)?;
-                if len == 0 || len > map.len() {
-                    return Err(D::Error::custom(Error::InvalidShared(
-                        "shared memory smaller than announced".into(),
-                    )));
-                }
-                Ok(SharedMemory {
-                    map: Arc::new(map),
-                    name: None,
-                    len,
-                })
+                attach(h, len).map_err(D::Error::custom)
+            }
+            Transfer::Held { pid, value, len } => {
+                let h = sys::import_handle(pid, value).map_err(|e| {
+                    D::Error::custom(Error::InvalidShared(format!(
+                        "cannot open the shared memory held by process {pid} (does it still hold it?): {e}"
+                    )))
+                })?;
+                attach(h, len).map_err(D::Error::custom)
             }
         }
     }
+}
+
+/// Maps a received block, checking it is at least `len` bytes.
+fn attach(h: sys::OwnedHandle, len: u64) -> Result<SharedMemory> {
+    let map = Mapping::from_handle(h).map_err(|e| Error::InvalidShared(e.to_string()))?;
+    let len = usize::try_from(len).map_err(|e| Error::InvalidShared(e.to_string()))?;
+    if len == 0 || len > map.len() {
+        return Err(Error::InvalidShared(
+            "shared memory smaller than announced".into(),
+        ));
+    }
+    Ok(SharedMemory {
+        map: Arc::new(map),
+        name: None,
+        len,
+    })
 }

@@ -4,7 +4,7 @@ mod shm;
 mod sync;
 
 pub use shm::{unlink_named, Mapping};
-pub use sync::{thread_identity, Acquired, SyncBlock};
+pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;

@@ -31,7 +31,7 @@ use crate::frame;
 pub use exit_hook::at_exit;
 pub use pipe::private_pipe_security;
 pub use shm::{unlink_named, Mapping};
-pub use sync::{thread_identity, Acquired, SyncBlock};
+pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};
 
 /// An owned OS handle.
 pub type OwnedHandle = StdOwned;

@@ -245,3 +245,40 @@ pub fn thread_identity() -> u64 {
     let tid = unsafe { GetCurrentThreadId() } as u64;
     ((std::process::id() as u64) << 32) | tid
 }
+
+/// The value that names `h` inside this process, for [`import_handle`].
+pub fn handle_value(h: BorrowedHandle<'_>) -> u64 {
+    h.as_raw_handle() as usize as u64
+}
+
+/// Duplicates handle `value` of process `pid` into this process
+/// (`OpenProcess(PROCESS_DUP_HANDLE)` + `DuplicateHandle`: the same user's
+/// processes only, and only while `pid` still holds it). The caller checks
+/// that what it got is what it expected.
+pub fn import_handle(pid: u32, value: u64) -> io::Result<OwnedHandle> {
+    use windows_sys::Win32::Foundation::{DuplicateHandle, DUPLICATE_SAME_ACCESS, HANDLE};
+    use windows_sys::Win32::System::Threading::{
+        GetCurrentProcess, OpenProcess, PROCESS_DUP_HANDLE,
+    };
+    // SAFETY: opens a process handle; checked below.
+    let proc = owned(unsafe { OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid) })?;
+    let mut out: HANDLE = std::ptr::null_mut();
+    // SAFETY: duplicates a handle value of `proc` into ours; `out` is
+    // written on success only. A stale value fails or names another
+    // object, which the caller's checks refuse.
+    let ok = unsafe {
+        DuplicateHandle(
+            proc.as_raw_handle(),
+            value as usize as HANDLE,
+            GetCurrentProcess(),
+            &mut out,
+            0,
+            FALSE,
+            DUPLICATE_SAME_ACCESS,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    owned(out)
+}
