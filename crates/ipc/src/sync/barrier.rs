@@ -45,10 +45,10 @@ fn layout(parties: usize) -> Layout {
 /// arriving cannot be told from a slow one (use `wait_timeout`).
 ///
 /// ```
-/// let b = mproc::Barrier::new(1)?;
+/// let b = mproc_ipc::Barrier::new(1)?;
 /// assert_eq!(b.wait()?, 0);
 /// assert_eq!(b.parties(), 1);
-/// # Ok::<(), mproc::Error>(())
+/// # Ok::<(), mproc_ipc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Barrier {

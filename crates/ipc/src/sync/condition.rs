@@ -36,11 +36,11 @@ const LAYOUT: Layout = Layout {
 /// `notify` skips it.
 ///
 /// ```
-/// let c = mproc::Condition::new()?;
+/// let c = mproc_ipc::Condition::new()?;
 /// let mut g = c.acquire()?;
 /// assert!(!g.wait_timeout(std::time::Duration::from_millis(1))?);
 /// c.notify_all();
-/// # Ok::<(), mproc::Error>(())
+/// # Ok::<(), mproc_ipc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Condition {

@@ -25,12 +25,12 @@ const LAYOUT: Layout = Layout {
 /// `tracing` and `wait` then returns.
 ///
 /// ```
-/// let e = mproc::Event::new()?;
+/// let e = mproc_ipc::Event::new()?;
 /// assert!(!e.wait_timeout(std::time::Duration::ZERO));
 /// e.set();
 /// e.wait();
 /// assert!(e.is_set());
-/// # Ok::<(), mproc::Error>(())
+/// # Ok::<(), mproc_ipc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Event {

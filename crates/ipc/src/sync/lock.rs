@@ -51,9 +51,12 @@ impl Core {
 
     /// Takes the lock; `Some(previous_owner_died)` when taken.
     pub fn take(&self, wait: Wait) -> Result<Option<bool>> {
-        if self.held_by_me() {
+        let me = me();
+        // Only this thread ever stores its own identity here, so a relaxed
+        // read that finds it is exact (and any other value means "not me").
+        if self.block.word(OWNER).load(Ordering::Relaxed) == me {
             if self.recursive {
-                self.block.word(COUNT).fetch_add(1, Ordering::AcqRel);
+                self.block.word(COUNT).fetch_add(1, Ordering::Relaxed);
                 return Ok(Some(false));
             }
             return match wait {
@@ -74,18 +77,25 @@ impl Core {
             Acquired::Clean => false,
             Acquired::OwnerDied => true,
         };
-        self.block.word(OWNER).store(me(), Ordering::Release);
-        self.block.word(COUNT).store(1, Ordering::Release);
+        // Under the mutex: relaxed stores suffice (its release/acquire
+        // orders them for the next holder).
+        self.block.word(OWNER).store(me, Ordering::Relaxed);
+        if self.recursive {
+            self.block.word(COUNT).store(1, Ordering::Relaxed);
+        }
         Ok(Some(died))
     }
 
-    /// Releases one level; the mutex when the count reaches 0.
+    /// Releases one level; the mutex when none is left.
     pub fn give(&self) {
-        if self.block.word(COUNT).fetch_sub(1, Ordering::AcqRel) <= 1 {
-            self.block.word(COUNT).store(0, Ordering::Release);
-            self.block.word(OWNER).store(0, Ordering::Release);
-            self.block.unlock_state();
+        if self.recursive && self.block.word(COUNT).fetch_sub(1, Ordering::Relaxed) > 1 {
+            return;
         }
+        if self.recursive {
+            self.block.word(COUNT).store(0, Ordering::Relaxed);
+        }
+        self.block.word(OWNER).store(0, Ordering::Relaxed);
+        self.block.unlock_state();
     }
 }
 
@@ -202,14 +212,14 @@ lock_type!(
     /// [`Error::WouldDeadlock`]; `try_acquire` then returns `None`.
     ///
     /// ```
-    /// let lock = mproc::Lock::new()?;
+    /// let lock = mproc_ipc::Lock::new()?;
     /// {
     ///     let g = lock.acquire()?;
     ///     assert!(!g.previous_owner_died());
     ///     assert!(lock.try_acquire()?.is_none());
     /// }
     /// assert!(lock.try_acquire()?.is_some());
-    /// # Ok::<(), mproc::Error>(())
+    /// # Ok::<(), mproc_ipc::Error>(())
     /// ```
     Lock,
     Kind::Lock,
@@ -221,11 +231,11 @@ lock_type!(
     /// released when every guard is dropped.
     ///
     /// ```
-    /// let lock = mproc::RLock::new()?;
+    /// let lock = mproc_ipc::RLock::new()?;
     /// let a = lock.acquire()?;
     /// let b = lock.acquire()?;
     /// drop((a, b));
-    /// # Ok::<(), mproc::Error>(())
+    /// # Ok::<(), mproc_ipc::Error>(())
     /// ```
     RLock,
     Kind::RLock,

@@ -147,13 +147,13 @@ semaphore_type!(
     /// count, not an owned lock: CPython's rule too).
     ///
     /// ```
-    /// let s = mproc::Semaphore::new(2)?;
+    /// let s = mproc_ipc::Semaphore::new(2)?;
     /// s.acquire()?;
     /// assert!(s.try_acquire()?);
     /// assert!(!s.try_acquire()?);
     /// s.release()?;
     /// assert_eq!(s.get_value(), 1);
-    /// # Ok::<(), mproc::Error>(())
+    /// # Ok::<(), mproc_ipc::Error>(())
     /// ```
     Semaphore,
     false
@@ -164,9 +164,9 @@ semaphore_type!(
     /// past the initial value is [`Error::ReleasedTooManyTimes`].
     ///
     /// ```
-    /// let s = mproc::BoundedSemaphore::new(1)?;
+    /// let s = mproc_ipc::BoundedSemaphore::new(1)?;
     /// assert!(s.release().is_err());
-    /// # Ok::<(), mproc::Error>(())
+    /// # Ok::<(), mproc_ipc::Error>(())
     /// ```
     BoundedSemaphore,
     true

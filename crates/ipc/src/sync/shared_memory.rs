@@ -32,12 +32,12 @@ use crate::{handles, Error, Result};
 /// be longer than asked for: the OS rounds it to pages).
 ///
 /// ```
-/// let shm = mproc::SharedMemory::create(16)?;
+/// let shm = mproc_ipc::SharedMemory::create(16)?;
 /// shm.write(0, b"hello")?;
 /// let mut buf = [0u8; 5];
 /// shm.read(0, &mut buf)?;
 /// assert_eq!(&buf, b"hello");
-/// # Ok::<(), mproc::Error>(())
+/// # Ok::<(), mproc_ipc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct SharedMemory {

@@ -50,10 +50,10 @@ fn take(core: &Core) -> Result<()> {
 /// `multiprocessing.Value`: one `T` in shared memory, with its lock.
 ///
 /// ```
-/// let v = mproc::Value::new(41u64)?;
+/// let v = mproc_ipc::Value::new(41u64)?;
 /// *v.lock()? += 1;
 /// assert_eq!(v.get(), 42);
-/// # Ok::<(), mproc::Error>(())
+/// # Ok::<(), mproc_ipc::Error>(())
 /// ```
 pub struct Value<T> {
     core: Core,
@@ -189,11 +189,11 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
 /// their lock.
 ///
 /// ```
-/// let a = mproc::Array::from_slice(&[1i32, 2, 3])?;
+/// let a = mproc_ipc::Array::from_slice(&[1i32, 2, 3])?;
 /// a.lock()?[0] = 10;
 /// assert_eq!(a.to_vec(), [10, 2, 3]);
 /// assert_eq!(a.len(), 3);
-/// # Ok::<(), mproc::Error>(())
+/// # Ok::<(), mproc_ipc::Error>(())
 /// ```
 pub struct Array<T> {
     core: Core,

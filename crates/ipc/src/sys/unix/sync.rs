@@ -289,12 +289,38 @@ fn realtime_deadline(d: Instant) -> libc::timespec {
     }
 }
 
+/// Bumped in the child of every `fork`, so identities cached before it
+/// are not believed after it.
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn forked() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
 /// This thread's identity among every thread of every process (pid and
-/// kernel thread id); never 0.
+/// kernel thread id); never 0. Cached per thread (two syscalls otherwise,
+/// on every lock operation), and recomputed after a `fork`.
 pub fn thread_identity() -> u64 {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() } as u32 as u64;
-    ((std::process::id() as u64) << 32) | tid
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    thread_local! {
+        static CACHED: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((u64::MAX, 0)) };
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+    });
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    CACHED.with(|c| {
+        let (g, id) = c.get();
+        if g == generation {
+            return id;
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32 as u64;
+        let id = ((std::process::id() as u64) << 32) | tid;
+        c.set((generation, id));
+        id
+    })
 }
 
 /// The value that names `h` inside this process, for [`import_handle`].
