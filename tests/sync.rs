@@ -587,3 +587,34 @@ fn lock_in_a_queue_item_and_event_over_a_connection() -> mproc::Result<()> {
     drop(g);
     Ok(())
 }
+
+/// Misuse: a 33rd thread waiting on one Condition at once is an error
+/// (the documented limit), not UB or a lost waiter; the 32 others are
+/// still woken by `notify_all`.
+#[mproc::test]
+fn condition_beyond_32_waiters_is_an_error() -> mproc::Result<()> {
+    let cond = Condition::new()?;
+    let waiting = Semaphore::new(0)?;
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (c, w) = (cond.clone(), waiting.clone());
+            std::thread::spawn(move || -> mproc::Result<()> {
+                let mut g = c.acquire()?;
+                w.release()?;
+                g.wait()
+            })
+        })
+        .collect();
+    for _ in 0..32 {
+        waiting.acquire()?;
+    }
+    {
+        let mut g = cond.acquire()?;
+        assert!(g.wait_timeout(Duration::from_millis(1)).is_err());
+    }
+    cond.notify_all();
+    for t in threads {
+        t.join().expect("waiter thread")?;
+    }
+    Ok(())
+}
