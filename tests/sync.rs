@@ -618,3 +618,25 @@ fn condition_beyond_32_waiters_is_an_error() -> mproc::Result<()> {
     }
     Ok(())
 }
+
+/// Misuse: a guard leaked with `mem::forget`, then every handle of the
+/// lock dropped, then other locks used: no crash (the leaked lock's
+/// mapping is kept, since the OS still lists the mutex as held).
+#[mproc::test]
+fn a_leaked_guard_then_dropped_lock_is_harmless() -> mproc::Result<()> {
+    let other = Lock::new()?;
+    let held = other.acquire()?;
+    let lock = Lock::new()?;
+    std::mem::forget(lock.acquire()?);
+    drop(lock);
+    // Releasing `other` walks this thread's robust list past the leaked
+    // lock's entry (glibc keeps it newest first).
+    drop(held);
+    for _ in 0..3 {
+        drop(other.acquire()?);
+    }
+    let v = Value::new(1u8)?;
+    *v.lock()? += 1;
+    assert_eq!(v.get(), 2);
+    Ok(())
+}

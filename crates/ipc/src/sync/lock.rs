@@ -99,6 +99,20 @@ impl Core {
     }
 }
 
+impl Drop for Core {
+    /// A guard leaked with `mem::forget` leaves the OS mutex held by a
+    /// thread of this process — on Linux on that thread's robust list,
+    /// which glibc and the kernel walk later. Unmapping it would leave the
+    /// list pointing at nothing, so the last handle of a lock held in this
+    /// process keeps the mapping for the life of the process instead.
+    fn drop(&mut self) {
+        let owner = self.block.word(OWNER).load(Ordering::Relaxed);
+        if Arc::strong_count(&self.block) == 1 && owner >> 32 == std::process::id() as u64 {
+            std::mem::forget(Arc::clone(&self.block));
+        }
+    }
+}
+
 /// A held [`Lock`] or [`RLock`] (one level of it): released when dropped.
 ///
 /// Tied to the thread that acquired it (not `Send`): a robust OS mutex is
