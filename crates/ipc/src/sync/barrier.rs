@@ -93,7 +93,10 @@ impl Barrier {
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<usize> {
         let b = &*self.block;
-        b.lock_state()?;
+        if b.lock_state()? {
+            // A party died inside the barrier's own bookkeeping.
+            self.break_locked();
+        }
         let r = self.wait_locked(deadline);
         b.unlock_state();
         r
@@ -114,8 +117,10 @@ impl Barrier {
             b.ring();
             return Ok(index as usize);
         }
-        b.word(COUNT).store(index + 1, Ordering::Release);
+        // The slot first: once this party counts as waiting (others read
+        // `n_waiting` unlocked), its death must be visible.
         let slot = self.take_slot()?;
+        b.word(COUNT).store(index + 1, Ordering::Release);
         let r = loop {
             if b.word(GENERATION).load(Ordering::Acquire) != generation {
                 break if b.word(RESET_GEN).load(Ordering::Acquire) == generation.wrapping_add(1) {
