@@ -153,6 +153,12 @@ fn receive_late(q: Queue<Lock>, conn: Connection) -> Result<(bool, bool), String
     })
 }
 
+/// Takes a lock from a queue; the error's text if it cannot be had.
+#[mproc::target]
+fn get_lock(q: Queue<Lock>) -> Result<bool, String> {
+    text(|| Ok(q.get()?.try_acquire()?.is_some()))
+}
+
 /// Passes the lock on to a grandchild, which reports the lock's state.
 #[mproc::target]
 fn via_grandchild(lock: Lock) -> Result<(bool, bool), String> {
@@ -638,5 +644,19 @@ fn a_leaked_guard_then_dropped_lock_is_harmless() -> mproc::Result<()> {
     let v = Value::new(1u8)?;
     *v.lock()? += 1;
     assert_eq!(v.get(), 2);
+    Ok(())
+}
+
+/// Misuse: a lock put in a queue by a process that no longer holds it
+/// when the item is taken cannot be opened: `get` is an error (never a
+/// hang, nor another object that happens to reuse the descriptor).
+#[mproc::test]
+fn a_lock_dropped_by_its_sender_before_the_get_is_an_error() -> mproc::Result<()> {
+    let q = Queue::<Lock>::new(0)?;
+    q.put(Lock::new()?).map_err(Error::from)?; // the only handle: gone after the put
+    let _decoy = (Lock::new()?, Event::new()?); // may reuse its descriptor numbers
+    let got = mproc::spawn(get_lock, (q.clone(),))?.join()?;
+    let err = got.expect_err("the lock's sender no longer holds it");
+    assert!(err.contains("cannot decode"), "{err}");
     Ok(())
 }
