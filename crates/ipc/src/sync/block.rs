@@ -188,7 +188,7 @@ impl Block {
         use serde::de::Error as _;
         let t = Transfer::deserialize(d)?;
         if t.kind != kind as u64 || !accept(&t.layout) {
-            return Err(D::Error::custom(Error::InvalidShared(format!(
+            return Err(refused::<D::Error>(Error::InvalidShared(format!(
                 "expected a {kind:?} of another layout"
             ))));
         }
@@ -203,13 +203,13 @@ impl Block {
             }
             Handles::Held { pid, values } => {
                 if values.len() > t.layout.mutexes as usize + 2 {
-                    return Err(D::Error::custom(Error::InvalidShared(
+                    return Err(refused::<D::Error>(Error::InvalidShared(
                         "too many handles".into(),
                     )));
                 }
                 for v in values {
                     owned.push(sys::import_handle(*pid, *v).map_err(|e| {
-                        D::Error::custom(Error::InvalidShared(format!(
+                        refused::<D::Error>(Error::InvalidShared(format!(
                             "cannot open the shared object held by process {pid} (does it still hold it?): {e}"
                         )))
                     })?);
@@ -219,9 +219,9 @@ impl Block {
         let data_len = t
             .layout
             .data_len()
-            .ok_or_else(|| D::Error::custom(Error::InvalidShared("size too large".into())))?;
+            .ok_or_else(|| refused::<D::Error>(Error::InvalidShared("size too large".into())))?;
         let sb = SyncBlock::from_handles(owned, t.layout.mutexes as usize, data_len)
-            .map_err(|e| D::Error::custom(Error::InvalidShared(e.to_string())))?;
+            .map_err(|e| refused::<D::Error>(Error::InvalidShared(e.to_string())))?;
         let b = Block {
             sb,
             kind,
@@ -230,12 +230,19 @@ impl Block {
         if b.tag().load(Ordering::Acquire) != kind as u64
             || b.nonce().load(Ordering::Acquire) != t.nonce
         {
-            return Err(D::Error::custom(Error::InvalidShared(format!(
+            return Err(refused::<D::Error>(Error::InvalidShared(format!(
                 "the mapping does not hold a {kind:?}"
             ))));
         }
         Ok(Arc::new(b))
     }
+}
+
+/// A deserialisation error for a refused shared object, also logged
+/// (binary formats such as postcard keep no custom error text).
+pub(crate) fn refused<E: serde::de::Error>(e: Error) -> E {
+    tracing::warn!("mproc: refused a shared object: {e}");
+    E::custom(e)
 }
 
 /// This thread's identity (never 0), to record a lock's owner.

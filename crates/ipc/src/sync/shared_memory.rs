@@ -209,7 +209,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
             }
             Transfer::Held { pid, value, len } => {
                 let h = sys::import_handle(pid, value).map_err(|e| {
-                    D::Error::custom(Error::InvalidShared(format!(
+                    super::block::refused::<D::Error>(Error::InvalidShared(format!(
                         "cannot open the shared memory held by process {pid} (does it still hold it?): {e}"
                     )))
                 })?;
