@@ -247,3 +247,113 @@ fn the_contract_compiles() {
     // The assertions are the compilation of `contract` itself.
     let _ = contract;
 }
+
+/// API.md "Synchronisation and shared state" (issue 16), except the
+/// queues of that section.
+#[allow(dead_code, clippy::type_complexity)]
+fn sync_contract() {
+    use mproc::{
+        Array, ArrayGuard, Barrier, BoundedSemaphore, CondGuard, Condition, Event, Lock, LockGuard,
+        RLock, Semaphore, SharedMemory, Value, ValueGuard,
+    };
+    fn shared<T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned>() {}
+    shared::<Lock>();
+    shared::<RLock>();
+    shared::<Semaphore>();
+    shared::<BoundedSemaphore>();
+    shared::<Event>();
+    shared::<Condition>();
+    shared::<Barrier>();
+    shared::<Value<u64>>();
+    shared::<Array<f32>>();
+    shared::<SharedMemory>();
+
+    // Lock / RLock
+    let _: fn() -> mproc::Result<Lock> = Lock::new;
+    let _: fn() -> mproc::Result<RLock> = RLock::new;
+    let _: for<'a> fn(&'a Lock) -> mproc::Result<LockGuard<'a>> = Lock::acquire;
+    let _: for<'a> fn(&'a Lock) -> mproc::Result<Option<LockGuard<'a>>> = Lock::try_acquire;
+    let _: for<'a> fn(&'a Lock, Duration) -> mproc::Result<Option<LockGuard<'a>>> =
+        Lock::acquire_timeout;
+    let _: for<'a> fn(&'a RLock) -> mproc::Result<LockGuard<'a>> = RLock::acquire;
+    let _: for<'a> fn(&'a RLock) -> mproc::Result<Option<LockGuard<'a>>> = RLock::try_acquire;
+    let _: for<'a> fn(&'a RLock, Duration) -> mproc::Result<Option<LockGuard<'a>>> =
+        RLock::acquire_timeout;
+    let _ = |g: &LockGuard<'_>| -> bool { g.previous_owner_died() };
+
+    // Semaphore / BoundedSemaphore
+    let _: fn(u32) -> mproc::Result<Semaphore> = Semaphore::new;
+    let _: fn(&Semaphore) -> mproc::Result<()> = Semaphore::acquire;
+    let _: fn(&Semaphore) -> mproc::Result<bool> = Semaphore::try_acquire;
+    let _: fn(&Semaphore, Duration) -> mproc::Result<bool> = Semaphore::acquire_timeout;
+    let _: fn(&Semaphore) -> mproc::Result<()> = Semaphore::release;
+    let _: fn(&Semaphore) -> u32 = Semaphore::get_value;
+    let _: fn(u32) -> mproc::Result<BoundedSemaphore> = BoundedSemaphore::new;
+    let _: fn(&BoundedSemaphore) -> mproc::Result<()> = BoundedSemaphore::acquire;
+    let _: fn(&BoundedSemaphore) -> mproc::Result<bool> = BoundedSemaphore::try_acquire;
+    let _: fn(&BoundedSemaphore, Duration) -> mproc::Result<bool> =
+        BoundedSemaphore::acquire_timeout;
+    let _: fn(&BoundedSemaphore) -> mproc::Result<()> = BoundedSemaphore::release;
+    let _: fn(&BoundedSemaphore) -> u32 = BoundedSemaphore::get_value;
+
+    // Event
+    let _: fn() -> mproc::Result<Event> = Event::new;
+    let _: fn(&Event) = Event::set;
+    let _: fn(&Event) = Event::clear;
+    let _: fn(&Event) -> bool = Event::is_set;
+    let _: fn(&Event) = Event::wait;
+    let _: fn(&Event, Duration) -> bool = Event::wait_timeout;
+
+    // Condition
+    let _: fn() -> mproc::Result<Condition> = Condition::new;
+    let _: for<'a> fn(&'a Condition) -> mproc::Result<CondGuard<'a>> = Condition::acquire;
+    let _ = |g: &mut CondGuard<'_>| -> mproc::Result<()> { g.wait() };
+    let _ = |g: &mut CondGuard<'_>, t: Duration| -> mproc::Result<bool> { g.wait_timeout(t) };
+    let _ = |g: &mut CondGuard<'_>| -> mproc::Result<()> { g.wait_for(|| true) };
+    let _: fn(&Condition, usize) = Condition::notify;
+    let _: fn(&Condition) = Condition::notify_all;
+
+    // Barrier
+    let _: fn(usize) -> mproc::Result<Barrier> = Barrier::new;
+    let _: fn(&Barrier) -> mproc::Result<usize> = Barrier::wait;
+    let _: fn(&Barrier, Duration) -> mproc::Result<usize> = Barrier::wait_timeout;
+    let _: fn(&Barrier) = Barrier::abort;
+    let _: fn(&Barrier) = Barrier::reset;
+    let _: fn(&Barrier) -> usize = Barrier::parties;
+    let _: fn(&Barrier) -> usize = Barrier::n_waiting;
+    let _: fn(&Barrier) -> bool = Barrier::broken;
+    let _ = |e: Error| matches!(e, Error::BrokenBarrier);
+
+    // Value / Array
+    let _: fn(u64) -> mproc::Result<Value<u64>> = Value::<u64>::new;
+    let _: fn(&Value<u64>) -> u64 = Value::<u64>::get;
+    let _: fn(&Value<u64>, u64) = Value::<u64>::set;
+    let _: for<'a> fn(&'a Value<u64>) -> mproc::Result<ValueGuard<'a, u64>> = Value::<u64>::lock;
+    let _ = |v: &Value<u64>| -> mproc::Result<()> {
+        *v.lock()? += 1;
+        Ok(())
+    };
+    let _: fn(usize) -> mproc::Result<Array<f64>> = Array::<f64>::new;
+    let _: fn(&[f64]) -> mproc::Result<Array<f64>> = Array::<f64>::from_slice;
+    let _: fn(&Array<f64>) -> usize = Array::<f64>::len;
+    let _: fn(&Array<f64>) -> Vec<f64> = Array::<f64>::to_vec;
+    let _: for<'a> fn(&'a Array<f64>) -> mproc::Result<ArrayGuard<'a, f64>> = Array::<f64>::lock;
+    let _ = |a: &Array<f64>| -> mproc::Result<()> {
+        let s: &mut [f64] = &mut a.lock()?;
+        s[0] = 1.0;
+        Ok(())
+    };
+
+    // SharedMemory
+    let _: fn(usize) -> mproc::Result<SharedMemory> = SharedMemory::create;
+    let _: fn(&str, usize) -> mproc::Result<SharedMemory> = SharedMemory::create_named;
+    let _: fn(&str) -> mproc::Result<SharedMemory> = SharedMemory::open;
+    let _: fn(&SharedMemory) -> &str = SharedMemory::name;
+    let _: fn(&SharedMemory) -> usize = SharedMemory::len;
+    let _: fn(&SharedMemory) -> mproc::Result<()> = SharedMemory::unlink;
+}
+
+#[test]
+fn the_sync_contract_compiles() {
+    let _ = sync_contract;
+}

@@ -268,6 +268,95 @@ def pool(ctx, p):
         else:
             raise ValueError(f"unknown pool op {op}")
         return n / (time.perf_counter() - t0)
+# ------------------------------------------------ synchronisation (issue 16) --
+
+
+def lock_uncontended(ctx, p):
+    iters = p.get("iters", 1000000)
+    lock = ctx.Lock()
+    acquire, release = lock.acquire, lock.release
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        acquire()
+        release()
+    return (time.perf_counter() - t0) * 1e9 / iters
+
+
+def incr(v, ready, go, n):
+    ready.release()
+    go.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def value_incr(ctx, p):
+    n = p.get("iters", 100000)
+    v, ready, go = ctx.Value("q", 0), ctx.Semaphore(0), ctx.Event()
+    ps = [ctx.Process(target=incr, args=(v, ready, go, n)) for _ in range(2)]
+    for x in ps:
+        x.start()
+    for _ in ps:
+        ready.acquire()
+    t0 = time.perf_counter()
+    go.set()
+    for x in ps:
+        x.join()
+    dt = time.perf_counter() - t0
+    if v.value != 2 * n:
+        raise SystemExit(f"final value {v.value} != {2 * n}")
+    return 2 * n / dt
+
+
+def pong(ping, pong_, n):
+    for _ in range(n):
+        ping.wait()
+        ping.clear()
+        pong_.set()
+
+
+def event_rt(ctx, p):
+    iters = p.get("iters", 20000)
+    pin_to_one_cpu()
+    a, b = ctx.Event(), ctx.Event()
+    warm = iters // 10
+    child = ctx.Process(target=pong, args=(a, b, warm + iters))
+    child.start()
+
+    def rt():
+        a.set()
+        b.wait()
+        b.clear()
+
+    for _ in range(warm):
+        rt()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        rt()
+    dt = time.perf_counter() - t0
+    child.join()
+    return dt * 1e6 / iters
+
+
+def party(b, n):
+    for _ in range(n):
+        b.wait()
+
+
+def barrier_rt(ctx, p):
+    iters = p.get("iters", 20000)
+    b = ctx.Barrier(2)
+    warm = iters // 10
+    child = ctx.Process(target=party, args=(b, warm + iters))
+    child.start()
+    for _ in range(warm):
+        b.wait()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        b.wait()
+    dt = time.perf_counter() - t0
+    child.join()
+    return dt * 1e6 / iters
 
 
 FIGURES = {
@@ -278,6 +367,10 @@ FIGURES = {
     "pipe-bulk": pipe_bulk,
     "queue-items": queue_items,
     "pool": pool,
+    "lock-uncontended": lock_uncontended,
+    "value-incr": value_incr,
+    "event-rt": event_rt,
+    "barrier-rt": barrier_rt,
 }
 
 

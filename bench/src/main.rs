@@ -18,6 +18,7 @@
 //! | `pipe-bulk` | `msgs`, `size`, `typed` (0 bytes, 1 `Vec<u8>`, 2 `ByteBuf`) | GB/s one way |
 //! | `queue-items` | `items`, `size`, `producers`, `consumers` | items/s |
 //! | `pool` | `op`, `n`, `workers`, `us` | tasks/s, µs or ms (see `pool_side.rs`) |
+//! | `lock-uncontended`, `value-incr`, `event-rt`, `barrier-rt` | see `sync_side.rs` | |
 //!
 //! The same binary is every contender's child: the floor's children are
 //! recognised by `MPROC_BENCH_FLOOR` at the top of `main`, procspawn's by
@@ -28,6 +29,7 @@ mod mproc_side;
 mod os;
 mod pool_side;
 mod procspawn_side;
+mod sync_side;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -124,7 +126,7 @@ fn main() -> ExitCode {
         eprintln!("unknown contender {who:?}; {usage}");
         return ExitCode::from(2);
     };
-    let Some(f) = figure(&c, what) else {
+    let Some(f) = sync_side::figure(who, what).or_else(|| figure(&c, what)) else {
         eprintln!("unknown figure {what:?}; {usage}");
         return ExitCode::from(2);
     };

@@ -214,6 +214,23 @@ pub enum Error {
     #[error("task_done() called too many times")]
     TaskDoneTooManyTimes,
 
+    // ---- Synchronisation and shared state (CPython's ValueError / threading.BrokenBarrierError) ----
+    /// A `Barrier` was broken (a party timed out, died or called `abort`,
+    /// or `reset` ran while parties waited): threading.BrokenBarrierError.
+    #[error("BrokenBarrierError: the barrier is broken")]
+    BrokenBarrier,
+    /// `BoundedSemaphore::release` past its initial value (CPython's ValueError).
+    #[error("semaphore or lock released too many times")]
+    ReleasedTooManyTimes,
+    /// A blocking `acquire` of a non-recursive lock this thread already
+    /// holds: it could never return (CPython blocks for ever).
+    #[error("deadlock: this thread already holds the lock")]
+    WouldDeadlock,
+    /// A shared object that arrived from another process is not what it
+    /// claims (wrong kind, size or header): refused, never accessed.
+    #[error("invalid shared object: {0}")]
+    InvalidShared(String),
+
     /// Any other OS error.
     #[error(transparent)]
     Io(std::io::Error),

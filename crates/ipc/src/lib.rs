@@ -14,6 +14,7 @@ pub mod frame;
 pub mod handles;
 mod listener;
 mod queue;
+mod sync;
 pub mod sys;
 pub mod tag;
 mod wait;
@@ -22,4 +23,8 @@ pub use connection::{pipe, Connection};
 pub use error::{Error, PutError, Result};
 pub use listener::{Address, Client, Listener};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use sync::{
+    Array, ArrayGuard, Barrier, BoundedSemaphore, CondGuard, Condition, Event, Lock, LockGuard,
+    RLock, Semaphore, SharedMemory, Value, ValueGuard,
+};
 pub use wait::{wait, Waitable};

@@ -48,6 +48,10 @@ pub use mproc_ipc::{
     pipe, wait, Address, Client, Connection, Error, JoinableQueue, Listener, PutError, Queue,
     Result, SimpleQueue, Waitable,
 };
+pub use mproc_ipc::{
+    Array, ArrayGuard, Barrier, BoundedSemaphore, CondGuard, Condition, Event, Lock, LockGuard,
+    RLock, Semaphore, SharedMemory, Value, ValueGuard,
+};
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo, Sentinel,

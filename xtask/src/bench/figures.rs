@@ -27,6 +27,7 @@ pub(super) const COLUMNS: [Who; 6] = [
 pub(super) const PROCESS_FIGURE: &[Who] = &COLUMNS;
 pub(super) const PIPE_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::Procspawn, Who::PyFork];
 pub(super) const QUEUE_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::PyFork];
+pub(super) const SYNC_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::PyFork];
 /// Pool figures: the floor column is the row's reference (rayon's
 /// `par_iter` for CPU-bound tasks, 4 bare `mproc::spawn`s for the start).
 pub(super) const POOL_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::Procspawn, Who::PyFork];
@@ -157,6 +158,29 @@ fn pool(
         figure: "pool",
         params,
         who: POOL_FIGURE,
+        scale: 1.0,
+        goal,
+    }
+}
+
+/// A synchronisation figure (issue 16, `bench/src/sync_side.rs`): the
+/// floor, mproc and CPython (fork); rates are higher-is-better.
+fn sync(
+    id: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    figure: &'static str,
+    params: fn(Mode) -> Vec<(&'static str, usize)>,
+    goal: Option<Goal>,
+) -> Row {
+    Row {
+        id,
+        title,
+        unit,
+        higher_is_better: unit.ends_with("/s"),
+        figure,
+        params,
+        who: SYNC_FIGURE,
         scale: 1.0,
         goal,
     }
@@ -376,6 +400,38 @@ pub(super) fn rows() -> Vec<Row> {
             "ms",
             |_| vec![("workers", 4), ("op", 5)],
             goal(Base::Floor, 1.2),
+        ),
+        sync(
+            "lock_uncontended",
+            "Lock acquire+release, uncontended ({n} iters)",
+            "ns",
+            "lock-uncontended",
+            |m| vec![("iters", m.pick(10_000_000, 1_000_000, 100))],
+            goal(Base::Floor, 2.0),
+        ),
+        sync(
+            "value_incr_2p",
+            "*v.lock()? += 1, 2 processes × {n}",
+            "incr/s",
+            "value-incr",
+            |m| vec![("iters", m.pick(1_000_000, 100_000, 100))],
+            goal(Base::CPython, 10.0),
+        ),
+        sync(
+            "event_rt_pinned",
+            "Event set → wake round trip, one CPU ({n} iters)",
+            "µs",
+            "event-rt",
+            |m| vec![("iters", m.pick(20_000, 5_000, 20))],
+            goal(Base::Floor, 1.2),
+        ),
+        sync(
+            "barrier2_rt",
+            "Barrier(2) round, 2 processes ({n} iters)",
+            "µs",
+            "barrier-rt",
+            |m| vec![("iters", m.pick(20_000, 5_000, 20))],
+            goal(Base::Floor, 1.5),
         ),
         Row {
             id: "idle_child_rss",

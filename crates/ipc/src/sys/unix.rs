@@ -1,5 +1,11 @@
 //! Unix: file descriptors, SCM_RIGHTS handle transfer, poll.
 
+mod shm;
+mod sync;
+
+pub use shm::{unlink_named, Mapping};
+pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};
+
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -4,6 +4,8 @@
 
 mod exit_hook;
 mod pipe;
+mod shm;
+mod sync;
 mod tcp;
 
 use std::io::{self, Read, Write};
@@ -28,6 +30,8 @@ use crate::frame;
 
 pub use exit_hook::at_exit;
 pub use pipe::private_pipe_security;
+pub use shm::{unlink_named, Mapping};
+pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};
 
 /// An owned OS handle.
 pub type OwnedHandle = StdOwned;

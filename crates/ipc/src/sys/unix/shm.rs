@@ -1,0 +1,185 @@
+//! Shared memory on Linux: an anonymous `memfd` mapped `MAP_SHARED`
+//! (travels to a child as its descriptor, over SCM_RIGHTS; the kernel frees
+//! it when the last descriptor and mapping are gone, however the holders
+//! ended), or a POSIX `shm_open` name for `SharedMemory::create_named`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use super::{BorrowedHandle, OwnedHandle};
+
+/// A shared, read-write mapping of a whole memory object.
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is plain shared memory; every access through it
+// goes through raw pointers whose synchronisation is the caller's.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: `&Mapping` only hands out raw pointers.
+unsafe impl Sync for Mapping {}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+impl Mapping {
+    /// A new zero-filled anonymous mapping of `len` (> 0) bytes.
+    pub fn anonymous(len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "size must be > 0",
+            ));
+        }
+        // SAFETY: a NUL-terminated literal name; flags are valid.
+        let fd = cvt(unsafe { libc::memfd_create(c"mproc-shm".as_ptr(), libc::MFD_CLOEXEC) })?;
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+        // SAFETY: an open memfd.
+        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        Self::map(fd, len)
+    }
+
+    /// Maps the memory object behind a received handle, all of it.
+    pub fn from_handle(h: OwnedHandle) -> io::Result<Mapping> {
+        let len = object_len(&h)?;
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "empty shared memory object",
+            ));
+        }
+        Self::map(h, len)
+    }
+
+    /// Creates the named object `name` (an error if it exists) of `len` bytes.
+    pub fn create_named(name: &str, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "size must be > 0",
+            ));
+        }
+        let c = shm_name(name)?;
+        // SAFETY: a NUL-terminated name; O_EXCL never opens someone else's.
+        let fd = cvt(unsafe {
+            libc::shm_open(
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o600,
+            )
+        })?;
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+        // SAFETY: an open shm descriptor.
+        if let Err(e) = cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) }) {
+            let _ = unlink_named(name);
+            return Err(e);
+        }
+        Self::map(fd, len)
+    }
+
+    /// Opens the existing named object `name`, all of it.
+    pub fn open_named(name: &str) -> io::Result<Mapping> {
+        let c = shm_name(name)?;
+        // SAFETY: a NUL-terminated name.
+        let fd = cvt(unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) })?;
+        // SAFETY: a fresh descriptor we own.
+        Self::from_handle(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
+        // SAFETY: maps `len` bytes of an object at least that long; the
+        // result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { ptr, len, fd })
+    }
+
+    /// The first byte (page-aligned).
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never: a mapping has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The handle that carries the mapping to another process.
+    pub fn handle(&self) -> BorrowedHandle<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping of `len` bytes; nothing borrows it once
+        // its owner drops it.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+fn object_len(fd: &OwnedFd) -> io::Result<usize> {
+    // SAFETY: fstat fills the zeroed struct for an open descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "handle is not a shared memory object",
+        ));
+    }
+    usize::try_from(st.st_size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad shared memory size"))
+}
+
+fn shm_name(name: &str) -> io::Result<CString> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty() || bare.len() > 250 || bare.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a shared memory name is 1 to 250 characters without '/'",
+        ));
+    }
+    CString::new(format!("/{bare}"))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in shared memory name"))
+}
+
+/// Removes the name `name` (the memory stays while mapped).
+pub fn unlink_named(name: &str) -> io::Result<()> {
+    let c = shm_name(name)?;
+    // SAFETY: a NUL-terminated name.
+    cvt(unsafe { libc::shm_unlink(c.as_ptr()) }).map(drop)
+}
