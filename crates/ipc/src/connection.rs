@@ -532,6 +532,13 @@ impl Connection {
 
     /// The OS handle (a file descriptor on Unix); [`Error::HandleClosed`]
     /// after `close`.
+    ///
+    /// The descriptor carries CPython's frames as a byte stream (a
+    /// Python process reads it with `multiprocessing.connection.
+    /// Connection(fd)`). A receive may read later messages ahead into this
+    /// `Connection`: read the descriptor raw only before this end has
+    /// received (passing the `Connection` itself to a child takes them
+    /// along).
     pub fn fileno(&self) -> Result<sys::RawHandle> {
         self.check_open()?;
         Ok(sys::raw_of(self.stream.handle()))
