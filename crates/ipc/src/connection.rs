@@ -924,6 +924,26 @@ mod tests {
         }
     }
 
+    /// A connection another thread is receiving on cannot be handed to a
+    /// child (its read-ahead is in flux): the transfer is refused, saying
+    /// why, and the receiving thread is undisturbed.
+    #[test]
+    fn a_transfer_during_a_receive_is_refused() {
+        let (a, b) = pipe(true).unwrap();
+        thread::scope(|s| {
+            let receiver = s.spawn(|| b.recv_bytes());
+            // The receiver holds the lock once it blocks in the read.
+            while b.recv_lock.try_lock().is_ok() {
+                thread::yield_now();
+            }
+            let (bytes, _raws) = handles::collect_outgoing(|| postcard::to_stdvec(&b));
+            assert!(bytes.is_err());
+            assert_eq!(take_refusal(), Some(RECEIVING));
+            a.send_bytes(b"still mine").unwrap();
+            assert_eq!(receiver.join().unwrap().unwrap(), b"still mine");
+        });
+    }
+
     #[test]
     fn big_message_round_trip_from_threads() {
         for (a, b) in pairs() {
