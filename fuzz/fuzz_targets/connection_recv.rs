@@ -1,7 +1,7 @@
 //! A `Connection` receiving what a hostile peer wrote on the other end of
-//! a real socket, then closed: a `pipe()` end (a `SOCK_SEQPACKET` socket,
-//! where records matter) or a `Listener` connection (a byte stream). The
-//! fuzzer picks the peer's records or bytes (raw, well-formed frames,
+//! a real socket, then closed: a `pipe()` end (a stream socket, read
+//! with a read-ahead) or a `Listener` connection (a byte stream). The
+//! fuzzer picks the peer's writes or bytes (raw, well-formed frames,
 //! lying headers, typed messages with a body of its choice) and the
 //! sequence of receives (`recv_bytes`, `recv_bytes_max`, `recv_bytes_into`,
 //! typed `recv`, `poll`). Every receive returns a message or an error,

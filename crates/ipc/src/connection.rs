@@ -11,10 +11,16 @@
 //! Every method takes `&self`. A send lock keeps concurrent senders'
 //! frames whole and a receive lock gives each message to one receiver;
 //! `close`, `poll` and the flags take neither.
+//!
+//! Receiving reads a frame's header with one read of up to [`AHEAD`]
+//! bytes, so a small message costs one system call; bytes of later
+//! frames that came with it stay in the connection (its *read-ahead*),
+//! count for `poll` and `wait`, and travel with the connection to a
+//! child. Payload bytes beyond the read-ahead are read exactly, never
+//! past the frame.
 
 use std::fmt;
-use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,6 +48,40 @@ const READ_CHUNK: usize = 1 << 20;
 /// cost more than the copy itself for large messages.
 const KEEP_SCRATCH: usize = 16 << 20;
 
+/// A frame's header is read with one read of up to this many bytes: a
+/// small message arrives with its header in one system call.
+pub(crate) const AHEAD: usize = 4096;
+
+/// Bytes read from the stream but not yet delivered: `buf[pos..]`, the
+/// start of the next frame(s). At most [`AHEAD`] bytes.
+#[derive(Default)]
+struct ReadAhead {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadAhead {
+    fn available(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos >= self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+}
+
+/// What the receive lock guards.
+#[derive(Default)]
+struct Inbox {
+    /// The typed-receive buffer, kept between messages.
+    scratch: Vec<u8>,
+    ahead: ReadAhead,
+}
+
 /// One end of a pipe or socket connection (CPython's `Connection`).
 ///
 /// `Send + Sync`: share it between threads with `Arc` or scoped threads.
@@ -62,8 +102,12 @@ pub struct Connection {
     max_message: AtomicU64,
     /// Held while a frame is written; keeps the typed-send buffer.
     send_lock: Mutex<Vec<u8>>,
-    /// Held while a frame is read; keeps the typed-receive buffer.
-    recv_lock: Mutex<Vec<u8>>,
+    /// Held while a frame is read; keeps the typed-receive buffer and
+    /// the read-ahead.
+    recv_lock: Mutex<Inbox>,
+    /// How many bytes the read-ahead holds (read without the lock by
+    /// `poll` and `wait`).
+    buffered: AtomicUsize,
 }
 
 /// Creates a pipe: two connected ends (CPython's `Pipe(duplex)`).
@@ -73,10 +117,11 @@ pub struct Connection {
 /// sends, and using either the other way is [`Error::WriteOnly`] /
 /// [`Error::ReadOnly`].
 ///
-/// Both kinds are a socketpair (so either end can be passed to a child
-/// and waited on); on Linux a `SOCK_SEQPACKET` one, which keeps record
-/// boundaries so a small message is read with one system call (the bytes
-/// are CPython's frames all the same: `docs/protocol.md`).
+/// Both kinds are a stream socketpair on Unix (a byte-mode named pipe on
+/// Windows), so either end can be passed to a child and waited on, and
+/// its descriptor reads as CPython's `Pipe()` does: a Python process
+/// holding it receives with `multiprocessing.connection.Connection(fd)`
+/// (the frames are CPython's: `docs/protocol.md`).
 ///
 /// ```
 /// let (reader, writer) = mproc_ipc::pipe(false)?;
@@ -134,7 +179,8 @@ impl Connection {
             state: AtomicU8::new(flags & (READABLE | WRITABLE)),
             max_message: AtomicU64::new(frame::DEFAULT_MAX_MESSAGE),
             send_lock: Mutex::new(Vec::new()),
-            recv_lock: Mutex::new(Vec::new()),
+            recv_lock: Mutex::new(Inbox::default()),
+            buffered: AtomicUsize::new(0),
         }
     }
 
@@ -253,14 +299,16 @@ impl Connection {
     /// every queued message was delivered: [`Error::Eof`].
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
         self.check_readable()?;
-        let mut scratch = lock(&self.recv_lock);
+        let mut inbox = lock(&self.recv_lock);
         self.check_readable()?;
-        let mut head = [0u8; sys::FIRST_RECORD];
-        let (len, start) = self.read_head(&mut head)?;
-        let len = self.admit(len, None)?;
-        scratch.clear();
-        let read = self.read_payload_into(&mut scratch, len, &head[start]);
-        let decoded = read.and_then(|()| tag::decode(&scratch));
+        let Inbox { scratch, ahead } = &mut *inbox;
+        let read = self.read_head(ahead).and_then(|len| {
+            let len = self.admit(len, None)?;
+            scratch.clear();
+            self.read_payload_into(ahead, scratch, len)
+        });
+        self.note_buffered(ahead);
+        let decoded = read.and_then(|()| tag::decode(scratch));
         if scratch.capacity() > KEEP_SCRATCH {
             *scratch = Vec::new();
         }
@@ -286,16 +334,26 @@ impl Connection {
     /// returned whole in [`Error::BufferTooShort`].
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
         self.check_readable()?;
-        let _guard = lock(&self.recv_lock);
+        let mut inbox = lock(&self.recv_lock);
         self.check_readable()?;
-        let mut head = [0u8; sys::FIRST_RECORD];
-        let (len, start) = self.read_head(&mut head)?;
+        let ahead = &mut inbox.ahead;
+        let result = self.recv_into(ahead, buf);
+        self.note_buffered(ahead);
+        result
+    }
+
+    fn recv_into(&self, ahead: &mut ReadAhead, buf: &mut [u8]) -> Result<usize> {
+        let len = self.read_head(ahead)?;
         let len = self.admit(len, None)?;
         if len > buf.len() {
-            return Err(Error::BufferTooShort(self.read_payload(len, &head[start])?));
+            let mut whole = Vec::with_capacity(len.min(READ_CHUNK));
+            self.read_payload_into(ahead, &mut whole, len)?;
+            return Err(Error::BufferTooShort(whole));
         }
-        let mut filled = start.len();
-        buf[..filled].copy_from_slice(&head[start]);
+        let early = ahead.available().len().min(len);
+        buf[..early].copy_from_slice(&ahead.available()[..early]);
+        ahead.consume(early);
+        let mut filled = early;
         while filled < len {
             match self.stream.read(&mut buf[filled..len]) {
                 Ok(0) => return Err(self.io_error(Error::EofDuringMessage)),
@@ -308,57 +366,72 @@ impl Connection {
 
     fn recv_message(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
         self.check_readable()?;
-        let _guard = lock(&self.recv_lock);
+        let mut inbox = lock(&self.recv_lock);
         self.check_readable()?;
-        let mut head = [0u8; sys::FIRST_RECORD];
-        let (len, start) = self.read_head(&mut head)?;
-        let len = self.admit(len, maxlength)?;
-        self.read_payload(len, &head[start])
+        let ahead = &mut inbox.ahead;
+        let result = self.read_head(ahead).and_then(|len| {
+            let len = self.admit(len, maxlength)?;
+            let mut buf = Vec::with_capacity(len.min(READ_CHUNK));
+            self.read_payload_into(ahead, &mut buf, len)?;
+            Ok(buf)
+        });
+        self.note_buffered(ahead);
+        result
     }
 
-    /// Reads the next frame's header: returns the payload length and where
-    /// in `head` the payload bytes that came with it lie (a record-keeping
-    /// stream delivers the header and the payload's start together; a
-    /// byte stream is read exactly, header only). A clean end of file is
-    /// [`Error::Eof`]. The caller holds the receive lock.
-    fn read_head(&self, head: &mut [u8; sys::FIRST_RECORD]) -> Result<(u64, Range<usize>)> {
-        if !self.stream.keeps_records() {
-            return match frame::read_header(&mut &self.stream) {
-                Ok(Some(len)) => Ok((len, 0..0)),
-                Ok(None) => Err(self.io_error(Error::Eof)),
-                Err(e) => Err(self.io_error(e)),
-            };
-        }
-        let n = match self.stream.read(head) {
-            Ok(0) => return Err(self.io_error(Error::Eof)),
-            Ok(n) => n,
-            Err(e) => return Err(self.io_error(Error::from(e))),
-        };
-        let got = &head[..n];
-        let (len, start) = match got {
-            [0xff, 0xff, 0xff, 0xff, long @ ..] if long.len() >= 8 => {
-                let mut be = [0u8; 8];
-                be.copy_from_slice(&long[..8]);
-                (u64::from_be_bytes(be), 12)
-            }
-            [a, b, c, d, ..] if [*a, *b, *c, *d] != [0xff; 4] => {
-                (u64::from(u32::from_be_bytes([*a, *b, *c, *d])), 4)
-            }
-            _ => return Err(self.corrupt("a record too short for a frame header")),
-        };
-        if (n - start) as u64 > len {
-            return Err(self.corrupt("a record longer than its frame"));
-        }
-        Ok((len, start..n))
+    /// Publishes how much the read-ahead holds (for `poll` and `wait`).
+    fn note_buffered(&self, ahead: &ReadAhead) {
+        self.buffered
+            .store(ahead.available().len(), Ordering::Release);
     }
 
-    /// The stream broke the framing rules: this end reads no more.
-    fn corrupt(&self, what: &str) -> Error {
-        self.bad_message_length();
-        Error::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("corrupt message: {what}"),
-        ))
+    /// Reads once from the stream into the read-ahead (at most [`AHEAD`]
+    /// bytes in all); `Ok(0)` is end of file.
+    fn fill(&self, ahead: &mut ReadAhead) -> Result<usize> {
+        if ahead.pos > 0 {
+            ahead.buf.drain(..ahead.pos);
+            ahead.pos = 0;
+        }
+        let room = AHEAD - ahead.buf.len();
+        if ahead.buf.capacity() < AHEAD {
+            ahead.buf.reserve_exact(room);
+        }
+        self.stream
+            .read_to_spare(&mut ahead.buf, room)
+            .map_err(|e| self.io_error(Error::from(e)))
+    }
+
+    /// Reads the next frame's header (4 bytes, or 12 for the long form)
+    /// and returns the payload length; what arrived beyond the header
+    /// stays in `ahead`. A clean end of file is [`Error::Eof`], one inside
+    /// the header [`Error::EofDuringMessage`]. The caller holds the
+    /// receive lock.
+    fn read_head(&self, ahead: &mut ReadAhead) -> Result<u64> {
+        loop {
+            let got = ahead.available();
+            match got {
+                [0xff, 0xff, 0xff, 0xff, long @ ..] if long.len() >= 8 => {
+                    let mut be = [0u8; 8];
+                    be.copy_from_slice(&long[..8]);
+                    ahead.consume(12);
+                    return Ok(u64::from_be_bytes(be));
+                }
+                [a, b, c, d, ..] if [*a, *b, *c, *d] != [0xff; 4] => {
+                    let len = u32::from_be_bytes([*a, *b, *c, *d]);
+                    ahead.consume(4);
+                    return Ok(u64::from(len));
+                }
+                _ => {}
+            }
+            let partial = !got.is_empty();
+            if self.fill(ahead)? == 0 {
+                return Err(self.io_error(if partial {
+                    Error::EofDuringMessage
+                } else {
+                    Error::Eof
+                }));
+            }
+        }
     }
 
     /// Checks an announced length against `maxlength` and the maximum
@@ -383,22 +456,23 @@ impl Connection {
         })
     }
 
-    /// Reads a payload of `len` bytes whose first bytes, `head`, already
-    /// arrived. The buffer grows only as bytes arrive: never beyond
+    /// Reads a payload of `len` bytes into the empty `buf` (whose
+    /// capacity may be reused): first what the read-ahead holds, then
+    /// exactly the rest from the stream, never a byte of the next frame.
+    /// The buffer grows only as bytes arrive: never beyond
     /// `max(2 × received, received + 1 MiB)` nor `len`, so a header
     /// announcing gigabytes costs nothing until they come. No byte is
     /// zeroed first.
-    fn read_payload(&self, len: usize, head: &[u8]) -> Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(len.min(READ_CHUNK).max(head.len()));
-        self.read_payload_into(&mut buf, len, head)?;
-        Ok(buf)
-    }
-
-    /// [`read_payload`](Self::read_payload) into an empty `buf` whose
-    /// capacity may be reused.
-    fn read_payload_into(&self, buf: &mut Vec<u8>, len: usize, head: &[u8]) -> Result<()> {
+    fn read_payload_into(
+        &self,
+        ahead: &mut ReadAhead,
+        buf: &mut Vec<u8>,
+        len: usize,
+    ) -> Result<()> {
         debug_assert!(buf.is_empty());
-        buf.extend_from_slice(head);
+        let early = ahead.available().len().min(len);
+        buf.extend_from_slice(&ahead.available()[..early]);
+        ahead.consume(early);
         while buf.len() < len {
             let filled = buf.len();
             let remaining = len - filled;
@@ -419,6 +493,9 @@ impl Connection {
     /// once. Never consumes anything.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         self.check_readable()?;
+        if self.buffered.load(Ordering::Acquire) > 0 {
+            return Ok(true);
+        }
         self.stream
             .poll_readable(timeout)
             .map_err(|e| self.io_error(Error::from(e)))
@@ -455,6 +532,13 @@ impl Connection {
 
     /// The OS handle (a file descriptor on Unix); [`Error::HandleClosed`]
     /// after `close`.
+    ///
+    /// The descriptor carries CPython's frames as a byte stream (a
+    /// Python process reads it with `multiprocessing.connection.
+    /// Connection(fd)`). A receive may read later messages ahead into this
+    /// `Connection`: read the descriptor raw only before this end has
+    /// received (passing the `Connection` itself to a child takes them
+    /// along).
     pub fn fileno(&self) -> Result<sys::RawHandle> {
         self.check_open()?;
         Ok(sys::raw_of(self.stream.handle()))
@@ -491,6 +575,10 @@ impl Waitable for Connection {
         self.check_open()?;
         Ok(self.stream.handle())
     }
+
+    fn ready_now(&self) -> bool {
+        self.readable() && self.buffered.load(Ordering::Acquire) > 0
+    }
 }
 
 thread_local! {
@@ -501,6 +589,8 @@ thread_local! {
 
 const NOT_IN_ARGS: &str = "a Connection can only be sent to a child process in its args";
 const SEND_CLOSED: &str = "cannot send a closed Connection: handle is closed";
+const RECEIVING: &str =
+    "a Connection cannot be sent to a child while another thread receives on it";
 
 /// Why the last attempt on this thread to serialise a `Connection` failed,
 /// if it did (and forgets it). Encoders whose format loses custom error
@@ -520,6 +610,9 @@ struct Transfer {
     handle: u32,
     flags: u8,
     max_message: u64,
+    /// The read-ahead: bytes of the next frames already read from the
+    /// stream (at most [`AHEAD`]).
+    pending: Vec<u8>,
 }
 
 impl Serialize for Connection {
@@ -530,12 +623,20 @@ impl Serialize for Connection {
         if self.closed() {
             return Err(refuse(SEND_CLOSED));
         }
+        // The read-ahead goes with the handle, so the child reads every
+        // message this end has not delivered.
+        let pending = match self.recv_lock.try_lock() {
+            Ok(inbox) => inbox.ahead.available().to_vec(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().ahead.available().to_vec(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(refuse(RECEIVING)),
+        };
         let handle = handles::register_outgoing(sys::raw_of(self.stream.handle()))
             .ok_or_else(|| refuse(NOT_IN_ARGS))?;
         Transfer {
             handle,
             flags: self.bits() & (READABLE | WRITABLE),
             max_message: self.max_message(),
+            pending,
         }
         .serialize(s)
     }
@@ -553,8 +654,13 @@ impl<'de> Deserialize<'de> for Connection {
             ))
         })?;
         let stream = Stream::from_owned(owned).map_err(D::Error::custom)?;
+        if t.pending.len() > AHEAD {
+            return Err(D::Error::custom("a connection's read-ahead is too long"));
+        }
         let conn = Connection::new(stream, t.flags);
         conn.set_max_message(t.max_message);
+        conn.buffered.store(t.pending.len(), Ordering::Release);
+        lock(&conn.recv_lock).ahead.buf = t.pending;
         Ok(conn)
     }
 }
@@ -567,8 +673,8 @@ mod tests {
     use std::sync::Arc;
     use std::thread;
 
-    /// A connected pair over TCP: a byte stream, unlike `pipe()`'s ends
-    /// where the OS keeps records.
+    /// A connected pair over TCP (a `pipe()` end is a Unix stream socket
+    /// or, on Windows, a named pipe).
     fn tcp_pair() -> (Connection, Connection) {
         let l = Listener::bind("tcp:127.0.0.1:0".parse().unwrap(), None).unwrap();
         let c = Client::connect(l.address(), None).unwrap();
@@ -655,8 +761,7 @@ mod tests {
     #[test]
     fn eof_after_peer_closed_with_unread_data() {
         // Linux reports ECONNRESET once when the closing end had unread
-        // data (on a SEQPACKET socket before the queued records): the
-        // queued messages come first, then EOF.
+        // data: the queued messages come first, then EOF.
         let (a, b) = pipe(true).unwrap();
         b.send_bytes(b"never read").unwrap();
         a.send_bytes(b"queued").unwrap();
@@ -737,7 +842,7 @@ mod tests {
 
     #[test]
     fn lying_header_then_eof() {
-        // A record-keeping stream: the header record, a short payload.
+        // A pipe end: the long header, a short payload.
         let (a, b) = sys::stream_pair().unwrap();
         let b = Connection::new(b, DUPLEX);
         (&a).write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0])
@@ -753,30 +858,90 @@ mod tests {
         assert!(matches!(b.recv_bytes(), Err(Error::EofDuringMessage)));
     }
 
+    /// A pipe end is a byte stream (CPython's `Pipe()`): frames that a
+    /// raw writer splits anywhere — the header a byte at a time — are read
+    /// whole.
     #[test]
-    fn broken_records_are_refused() {
-        // A record shorter than a header, then one longer than its frame.
-        for bad in [&b"\x00\x00"[..], b"\x00\x00\x00\x01toolong"] {
-            let (a, b) = sys::stream_pair().unwrap();
-            if !a.keeps_records() {
-                return;
+    fn frames_split_anywhere_are_read_whole() {
+        let (a, b) = sys::stream_pair().unwrap();
+        let b = Connection::new(b, DUPLEX);
+        let long = vec![9u8; 5000];
+        let mut wire = Vec::new();
+        for m in [&b"hello"[..], b"", &long, b"end"] {
+            frame::write_frame(&mut wire, m).unwrap();
+        }
+        thread::scope(|s| {
+            s.spawn(|| {
+                for piece in wire.chunks(1).take(12).chain(wire[12..].chunks(777)) {
+                    (&a).write_all(piece).unwrap();
+                }
+            });
+            assert_eq!(b.recv_bytes().unwrap(), b"hello");
+            assert_eq!(b.recv_bytes().unwrap(), b"");
+            assert_eq!(b.recv_bytes().unwrap(), long);
+            assert_eq!(b.recv_bytes().unwrap(), b"end");
+        });
+    }
+
+    /// Small frames sent back to back arrive in one read: what came after
+    /// the delivered frame stays in the read-ahead, where `poll` and
+    /// `wait` see it (the socket itself is empty) and a transfer to a
+    /// child takes it along.
+    #[test]
+    fn the_read_ahead_counts_for_poll_and_wait_and_travels() {
+        for (a, b) in pairs() {
+            a.send_bytes(b"first").unwrap();
+            a.send(&7u32).unwrap();
+            a.send_bytes(&[5u8; 3000]).unwrap();
+            // All three are queued before the first receive.
+            while b.stream.poll_readable(Some(Duration::ZERO)).unwrap() {
+                let mut inbox = lock(&b.recv_lock);
+                if b.fill(&mut inbox.ahead).unwrap() == 0 {
+                    break;
+                }
+                b.note_buffered(&inbox.ahead);
             }
-            let b = Connection::new(b, DUPLEX);
-            (&a).write_all(bad).unwrap();
-            assert!(matches!(b.recv_bytes(), Err(Error::Io(_))));
-            assert!(!b.readable());
+            assert_eq!(b.recv_bytes().unwrap(), b"first");
+            assert!(!b.stream.poll_readable(Some(Duration::ZERO)).unwrap());
+            assert!(b.poll(Some(Duration::ZERO)).unwrap());
+            assert_eq!(
+                crate::wait(&[&a, &b], Some(Duration::from_secs(10))).unwrap(),
+                [1]
+            );
+            let (bytes, raws) = handles::collect_outgoing(|| postcard::to_stdvec(&b));
+            let bytes = bytes.unwrap();
+            assert_eq!(raws.len(), 1);
+            let owned = sys::duplicate(sys::borrow(&b)).unwrap();
+            drop(b);
+            let b2: Connection =
+                handles::with_incoming(vec![owned], || postcard::from_bytes(&bytes)).unwrap();
+            assert!(b2.poll(Some(Duration::ZERO)).unwrap());
+            assert_eq!(b2.recv::<u32>().unwrap(), 7);
+            assert_eq!(b2.recv_bytes().unwrap(), [5u8; 3000]);
+            assert!(!b2.poll(Some(Duration::ZERO)).unwrap());
+            drop(a);
+            assert!(matches!(b2.recv_bytes(), Err(Error::Eof)));
         }
     }
 
+    /// A connection another thread is receiving on cannot be handed to a
+    /// child (its read-ahead is in flux): the transfer is refused, saying
+    /// why, and the receiving thread is undisturbed.
     #[test]
-    fn a_record_is_never_cut_silently() {
-        let (a, b) = sys::stream_pair().unwrap();
-        if !a.keeps_records() {
-            return;
-        }
-        (&a).write_all(&[1u8; 100]).unwrap();
-        let e = b.read(&mut [0u8; 10]).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    fn a_transfer_during_a_receive_is_refused() {
+        let (a, b) = pipe(true).unwrap();
+        thread::scope(|s| {
+            let receiver = s.spawn(|| b.recv_bytes());
+            // The receiver holds the lock once it blocks in the read.
+            while b.recv_lock.try_lock().is_ok() {
+                thread::yield_now();
+            }
+            let (bytes, _raws) = handles::collect_outgoing(|| postcard::to_stdvec(&b));
+            assert!(bytes.is_err());
+            assert_eq!(take_refusal(), Some(RECEIVING));
+            a.send_bytes(b"still mine").unwrap();
+            assert_eq!(receiver.join().unwrap().unwrap(), b"still mine");
+        });
     }
 
     #[test]

@@ -12,6 +12,13 @@ pub trait Waitable {
     /// The OS object to wait on.
     #[doc(hidden)]
     fn wait_source(&self) -> Result<sys::BorrowedHandle<'_>>;
+
+    /// Whether the object is ready without looking at the OS object (a
+    /// connection holding read-ahead bytes of a message).
+    #[doc(hidden)]
+    fn ready_now(&self) -> bool {
+        false
+    }
 }
 
 /// Waits until at least one of `objects` is ready and returns the indices
@@ -22,5 +29,16 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .iter()
         .map(|o| o.wait_source())
         .collect::<Result<Vec<_>>>()?;
-    Ok(sys::poll_readable(&handles, timeout)?)
+    let ready: Vec<usize> = (0..objects.len())
+        .filter(|&i| objects[i].ready_now())
+        .collect();
+    if ready.is_empty() {
+        return Ok(sys::poll_readable(&handles, timeout)?);
+    }
+    // Some are ready already: add those the OS reports ready now.
+    let mut all = sys::poll_readable(&handles, Some(Duration::ZERO))?;
+    all.extend(ready);
+    all.sort_unstable();
+    all.dedup();
+    Ok(all)
 }

@@ -170,9 +170,9 @@ proptest! {
     }
 }
 
-/// A `pipe()` end fed arbitrary records by a raw peer that then closes
-/// (a raw `sys::Stream` on the peer end's handle: records on Linux, bytes
-/// on Windows).
+/// A `pipe()` end fed arbitrary writes by a raw peer that then closes
+/// (a raw `sys::Stream` on the peer end's handle: a byte stream, read by
+/// the `Connection` with its read-ahead).
 mod connection {
     use super::*;
     use mproc_ipc::sys;

@@ -243,3 +243,134 @@ fn python_312_handshake_with_wrong_key_fails_on_both_sides() {
     assert_eq!(auth_message(handshake), "digest sent was rejected");
     out.assert_auth_error("digest received was wrong");
 }
+
+/// The Python side of the pipe tests: `multiprocessing.connection.Connection`
+/// on inherited descriptors (`argv[1]` to read, `argv[2]` to write; one
+/// duplex object when they are the same). It sends its own messages, then
+/// echoes what it receives until `b"bye"`, then reports how many it echoed.
+#[cfg(unix)]
+const PIPE_PEER: &str = r#"
+import sys
+from multiprocessing.connection import Connection
+rfd, wfd = int(sys.argv[1]), int(sys.argv[2])
+if rfd == wfd:
+    inp = out = Connection(rfd)
+else:
+    inp = Connection(rfd, writable=False)
+    out = Connection(wfd, readable=False)
+out.send_bytes(b"hello from python")
+out.send_bytes(b"")
+out.send_bytes(bytes(range(256)) * 400)
+first = [inp.recv_bytes(), inp.recv_bytes()]
+assert first == [b"hello", b"world"], first
+for m in first:
+    out.send_bytes(m)
+n = 2
+while True:
+    m = inp.recv_bytes()
+    if m == b"bye":
+        break
+    out.send_bytes(m)
+    n += 1
+out.send_bytes(b"done %d" % n)
+inp.close()
+if out is not inp:
+    out.close()
+print("OK", n, file=sys.stderr)
+"#;
+
+/// Runs [`PIPE_PEER`] in `python3` with `to_python` (a duplicate of a
+/// pipe end the Rust side writes to) as its stdin and `from_python` as
+/// its stdout (`None`: stdin is a duplex end used both ways); `ours_w`
+/// and `ours_r` are the Rust ends. Checks every message both ways.
+#[cfg(unix)]
+fn exchange_with_python(
+    mut py: Command,
+    to_python: std::os::fd::OwnedFd,
+    from_python: Option<std::os::fd::OwnedFd>,
+    ours_w: &mproc_ipc::Connection,
+    ours_r: &mproc_ipc::Connection,
+) {
+    let (wfd, stdout) = match from_python {
+        Some(fd) => ("1", Stdio::from(fd)),
+        None => ("0", Stdio::null()),
+    };
+    let child = py
+        .args(["-c", PIPE_PEER, "0", wfd])
+        .stdin(Stdio::from(to_python))
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The command holds our copies of the descriptors it gave Python:
+    // without them, Python's exit is our end of file.
+    drop(py);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    thread::scope(|s| {
+        let sender = s.spawn(|| {
+            ours_w.send_bytes(b"hello").unwrap();
+            ours_w.send_bytes(b"world").unwrap();
+            ours_w.send_bytes(b"").unwrap();
+            ours_w.send_bytes(&big).unwrap();
+            ours_w.send(&("typed".to_string(), 7u32)).unwrap();
+            ours_w.send_bytes(b"bye").unwrap();
+        });
+        // Python's own messages: its frames, read by our end.
+        assert_eq!(ours_r.recv_bytes().unwrap(), b"hello from python");
+        assert_eq!(ours_r.recv_bytes().unwrap(), b"");
+        let pattern: Vec<u8> = (0..400).flat_map(|_| 0..=255u8).collect();
+        assert_eq!(ours_r.recv_bytes().unwrap(), pattern);
+        // Our messages, echoed: CPython read each frame whole.
+        assert_eq!(ours_r.recv_bytes().unwrap(), b"hello");
+        assert_eq!(ours_r.recv_bytes().unwrap(), b"world");
+        assert_eq!(ours_r.recv_bytes().unwrap(), b"");
+        assert_eq!(ours_r.recv_bytes().unwrap(), big);
+        assert_eq!(
+            ours_r.recv::<(String, u32)>().unwrap(),
+            ("typed".to_string(), 7)
+        );
+        assert_eq!(ours_r.recv_bytes().unwrap(), b"done 5");
+        sender.join().unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("OK 5"),
+        "python failed ({:?}):\n{stderr}",
+        out.status
+    );
+    // Python closed its end: the queue is empty, then end of file.
+    assert!(matches!(ours_r.recv_bytes(), Err(Error::Eof)));
+}
+
+/// Issue 12 item 12, CPython `_TestConnection.test_connection` across a
+/// language boundary: a Python child holding one end of `pipe(true)` as
+/// its stdin reads and writes it with `multiprocessing.connection.
+/// Connection(0)` — the descriptor is a CPython `Pipe()` end (a stream
+/// socket): a 4-byte header read, then the payload, loses nothing.
+#[cfg(unix)]
+#[test]
+fn python_reads_and_writes_an_inherited_duplex_pipe_end() {
+    let Some(py) = python() else { return };
+    let (ours, theirs) = mproc_ipc::pipe(true).unwrap();
+    let fd = mproc_ipc::sys::duplicate(mproc_ipc::sys::borrow(&theirs)).unwrap();
+    drop(theirs);
+    exchange_with_python(py, fd, None, &ours, &ours);
+}
+
+/// Issue 12 item 12 with `pipe(false)` (CPython's `Pipe(duplex=False)`,
+/// `test_duplex_false`): Python reads our writer's messages from the
+/// reader end on its stdin and writes to another pipe's writer end on its
+/// stdout — the exact case that failed with `SOCK_SEQPACKET` ends
+/// (`b'\x00\x00\x00\x05w'`, then `EOFError`).
+#[cfg(unix)]
+#[test]
+fn python_reads_and_writes_inherited_one_way_pipe_ends() {
+    let Some(py) = python() else { return };
+    let (py_reader, ours_w) = mproc_ipc::pipe(false).unwrap();
+    let (ours_r, py_writer) = mproc_ipc::pipe(false).unwrap();
+    let to_python = mproc_ipc::sys::duplicate(mproc_ipc::sys::borrow(&py_reader)).unwrap();
+    let from_python = mproc_ipc::sys::duplicate(mproc_ipc::sys::borrow(&py_writer)).unwrap();
+    drop((py_reader, py_writer));
+    exchange_with_python(py, to_python, Some(from_python), &ours_w, &ours_r);
+}

@@ -195,14 +195,13 @@ pub fn borrow<T: AsFd>(t: &T) -> BorrowedFd<'_> {
 // The interface a `sys/windows.rs` mirrors:
 //
 // - `Stream`: one end of a connection (here a Unix or TCP socket; on
-//   Windows a named pipe or a socket): `read`, `read_to_spare`,
-//   `write_frame`, `poll_readable`, `handle`, `keeps_records`,
+//   Windows a named pipe or a socket), always a byte stream: `read`,
+//   `read_to_spare`, `write_frame`, `poll_readable`, `handle`,
 //   `close_in_place`, `close_keeps_handle`, `from_owned`, and
 //   `Read`/`Write` for `&Stream` (the handshake). Reads see a connection
 //   reset as end of file; writes to a closed peer are
 //   `ErrorKind::BrokenPipe` and never raise a signal.
 // - `stream_pair()`: two connected ends (CPython's `Pipe()`).
-// - `FIRST_RECORD`: how a record-keeping stream starts a frame.
 // - `Acceptor`: a listening endpoint (`bind_local`, `bind_tcp`, `accept`,
 //   `close_in_place`); `connect_local`, `connect_tcp`; `remove_local`,
 //   `unique_local_name`, `LOCAL_SCHEME`.
@@ -213,20 +212,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The textual scheme of a local address (`unix:/tmp/sock`).
 pub const LOCAL_SCHEME: &str = "unix";
-
-/// On a record-keeping stream, the first record of a frame holds its whole
-/// header and at most this many bytes in all; readers offer this much room
-/// for it. Later records of the frame carry the rest of the payload.
-pub const FIRST_RECORD: usize = 4096;
-
-/// Later records carry at most this much (halved while the OS refuses a
-/// record that big, down to `MIN_RECORD`).
-const MAX_RECORD: usize = 128 * 1024;
-const MIN_RECORD: usize = 4096;
 
 /// Flags for every `send` on a stream: a closed peer is `EPIPE`, never a
 /// SIGPIPE death.
@@ -235,60 +223,47 @@ const STREAM_SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
 #[cfg(target_vendor = "apple")]
 const STREAM_SEND_FLAGS: SendFlags = SendFlags::empty();
 
-/// One end of a connection: a Unix or TCP socket.
-///
-/// A `pipe()` end is a `SOCK_SEQPACKET` socket where the OS has them
-/// (Linux, the BSDs): the OS keeps record boundaries, so a small frame is
-/// read with one system call and never a byte of the next one (see
-/// [`keeps_records`](Self::keeps_records)). Listener and Client
-/// connections are byte streams (`SOCK_STREAM`), as CPython's.
+/// One end of a connection: a Unix or TCP socket, always a byte stream
+/// (`SOCK_STREAM`), as CPython's: a `pipe()` end is a Unix stream
+/// socketpair, which a Python process (or any code reading the descriptor
+/// as CPython does: 4 header bytes, then the payload) reads as CPython's
+/// `Pipe()`.
 ///
 /// Every method takes `&self`: callers serialise readers and writers
 /// themselves (a `Connection` holds a lock for each direction).
 #[derive(Debug)]
 pub struct Stream {
     fd: OwnedFd,
-    records: bool,
-    /// The size of a later record when sending (records only).
-    record: AtomicUsize,
 }
 
 /// Creates two connected ends (close-on-exec), both able to carry
-/// SCM_RIGHTS and to be polled: a `SOCK_SEQPACKET` socketpair where the OS
-/// has one, else a `SOCK_STREAM` one.
+/// SCM_RIGHTS and to be polled: a `SOCK_STREAM` socketpair (CPython's
+/// `Pipe()`).
 pub fn stream_pair() -> io::Result<(Stream, Stream)> {
-    #[cfg(not(target_vendor = "apple"))]
-    {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType};
-        if let Ok((a, b)) = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        ) {
-            return Ok((Stream::new(a, true)?, Stream::new(b, true)?));
-        }
-    }
     let (a, b) = UnixStream::pair()?;
-    Ok((Stream::new(a.into(), false)?, Stream::new(b.into(), false)?))
+    Ok((Stream::new(a.into())?, Stream::new(b.into())?))
 }
 
 impl Stream {
-    fn new(fd: OwnedFd, records: bool) -> io::Result<Stream> {
+    fn new(fd: OwnedFd) -> io::Result<Stream> {
         #[cfg(target_vendor = "apple")]
         rustix::net::sockopt::set_socket_nosigpipe(&fd, true)?;
-        Ok(Stream {
-            fd,
-            records,
-            record: AtomicUsize::new(MAX_RECORD),
-        })
+        Ok(Stream { fd })
     }
 
-    /// Wraps a handle received from another process (a connected socket
-    /// of either kind).
+    /// Wraps a handle received from another process (a connected stream
+    /// socket). A socket that keeps record boundaries (`SOCK_SEQPACKET`,
+    /// `SOCK_DGRAM`) is refused: frames are read as a byte stream, and a
+    /// read shorter than a record would lose the record's rest.
     pub fn from_owned(h: OwnedHandle) -> io::Result<Stream> {
-        let records = rustix::net::sockopt::socket_type(&h)? == rustix::net::SocketType::SEQPACKET;
-        Stream::new(h, records)
+        let kind = rustix::net::sockopt::socket_type(&h)?;
+        if kind != rustix::net::SocketType::STREAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a stream socket ({kind:?}): a connection is a byte stream"),
+            ));
+        }
+        Stream::new(h)
     }
 
     /// The OS handle, for polling, `fileno` and handle transfer.
@@ -296,117 +271,40 @@ impl Stream {
         self.fd.as_fd()
     }
 
-    /// Whether the OS keeps record boundaries. Then every read returns
-    /// bytes of one record only, a record never spans two frames, and the
-    /// first record of a frame holds its whole header within
-    /// [`FIRST_RECORD`] bytes. Else the stream is plain bytes.
-    pub fn keeps_records(&self) -> bool {
-        self.records
-    }
-
     /// Reads at most `buf.len()` bytes; `Ok(0)` is end of file. A reset
-    /// connection reads as end of file; interrupted reads are retried. On
-    /// a record-keeping stream, a record longer than `buf` is an
-    /// `InvalidData` error (it is never silently cut).
+    /// connection reads as end of file; interrupted reads are retried.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
-        if !self.records {
-            return retry_read(|| rustix::io::read(&self.fd, &mut *buf));
-        }
-        let len = buf.len();
-        let (n, whole) = retry_read(|| rustix::net::recv(&self.fd, &mut *buf, RecvFlags::TRUNC))?;
-        check_record(whole, len)?;
-        Ok(n)
+        retry_read(|| rustix::io::read(&self.fd, &mut *buf))
     }
 
     /// Reads at most `max` bytes into the spare capacity of `buf`,
-    /// appending them; `Ok(0)` is end of file. Reserves what a record
-    /// needs to arrive whole; no byte of `buf` is initialised before the
-    /// OS fills it.
+    /// appending them; `Ok(0)` is end of file. No byte of `buf` is
+    /// initialised before the OS fills it.
     pub fn read_to_spare(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let need = if self.records {
-            max.min(MAX_RECORD)
-        } else {
-            max.min(1)
-        };
-        if buf.capacity() - buf.len() < need {
-            buf.reserve(need);
+        if max == 0 {
+            return Ok(0);
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(1);
         }
         let spare = buf.spare_capacity_mut();
         let want = spare.len().min(max);
         let target = &mut spare[..want];
-        let n = if self.records {
-            let (filled, whole) = retry_read(|| {
-                rustix::net::recv(&self.fd, &mut *target, RecvFlags::TRUNC)
-                    .map(|((filled, _), whole)| (filled.len(), whole))
-            })?;
-            check_record(whole, want)?;
-            filled
-        } else {
-            retry_read(|| rustix::io::read(&self.fd, &mut *target).map(|(f, _)| f.len()))?
-        };
+        let n = retry_read(|| rustix::io::read(&self.fd, &mut *target).map(|(f, _)| f.len()))?;
         // SAFETY: the OS initialised the first `n` spare bytes.
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)
     }
 
-    /// Writes one frame, `header` then `payload`, completely: on a byte
-    /// stream as one gathered write (the payload is never copied); on a
-    /// record-keeping stream as a first record of at most
-    /// [`FIRST_RECORD`] bytes holding the header, then records of the
-    /// rest. A closed peer is `ErrorKind::BrokenPipe`.
+    /// Writes one frame, `header` then `payload`, completely, as one
+    /// gathered write (the payload is never copied; a frame the socket
+    /// buffer holds goes out in one system call). A closed peer is
+    /// `ErrorKind::BrokenPipe`.
     pub fn write_frame(&self, header: &[u8], payload: &[u8]) -> io::Result<()> {
-        if !self.records {
-            return self.write_all_parts(&[header, payload]);
-        }
-        let first = payload.len().min(FIRST_RECORD.saturating_sub(header.len()));
-        self.send_record(&[header, &payload[..first]])?;
-        let mut rest = &payload[first..];
-        while !rest.is_empty() {
-            let size = self.record.load(Ordering::Relaxed);
-            let take = rest.len().min(size);
-            match self.send_record(&[&rest[..take]]) {
-                Ok(()) => rest = &rest[take..],
-                Err(e)
-                    if e.raw_os_error() == Some(rustix::io::Errno::MSGSIZE.raw_os_error())
-                        && size > MIN_RECORD =>
-                {
-                    // The socket's buffer is smaller than the record: use
-                    // smaller ones from now on.
-                    self.record
-                        .store((size / 2).max(MIN_RECORD), Ordering::Relaxed);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends one record, gathered from `parts` (all or nothing).
-    fn send_record(&self, parts: &[&[u8]]) -> io::Result<()> {
-        let slices: [IoSlice<'_>; 2] = [
-            IoSlice::new(parts.first().copied().unwrap_or(&[])),
-            IoSlice::new(parts.get(1).copied().unwrap_or(&[])),
-        ];
-        let count = parts.len().min(2);
-        let total: usize = slices[..count].iter().map(|s| s.len()).sum();
-        let sent = retry_write(|| {
-            rustix::net::sendmsg(
-                &self.fd,
-                &slices[..count],
-                &mut SendAncillaryBuffer::default(),
-                STREAM_SEND_FLAGS,
-            )
-        })?;
-        if sent != total {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "a record was cut short",
-            ));
-        }
-        Ok(())
+        self.write_all_parts(&[header, payload])
     }
 
     /// Writes the concatenation of `parts` completely on a byte stream,
@@ -466,8 +364,8 @@ impl Stream {
 /// Runs a read system call, retrying interrupted ones. A reset
 /// connection reads as end of file, after the data still queued: Linux
 /// reports `ECONNRESET` once when the peer closed with unread data of its
-/// own (before the queued records on a `SOCK_SEQPACKET` socket, after the
-/// queued bytes on a `SOCK_STREAM` one), so the read is retried.
+/// own (after the queued bytes on a `SOCK_STREAM` socket), so the read is
+/// retried.
 fn retry_read<T: Default>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
     let mut resets = 0;
     loop {
@@ -494,17 +392,6 @@ fn retry_write(mut f: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<u
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// A record of `whole` bytes offered `room`: longer means it was cut.
-fn check_record(whole: usize, room: usize) -> io::Result<()> {
-    if whole > room {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a record of {whole} bytes arrived where at most {room} fit"),
-        ));
-    }
-    Ok(())
 }
 
 /// An unconnected socket: what a closed handle's value names until drop.
@@ -536,21 +423,10 @@ impl Read for &Stream {
 
 impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.records {
-            let take = buf.len().min(MIN_RECORD);
-            self.send_record(&[&buf[..take]])?;
-            return Ok(take);
-        }
         retry_write(|| rustix::net::send(&self.fd, buf, STREAM_SEND_FLAGS))
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        if self.records {
-            for chunk in buf.chunks(MIN_RECORD) {
-                self.send_record(&[chunk])?;
-            }
-            return Ok(());
-        }
         self.write_all_parts(&[buf])
     }
 
@@ -587,7 +463,7 @@ impl Acceptor {
                 Ok(fd) => {
                     // TCP only; a Unix socket refuses the option, harmlessly.
                     let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
-                    return Stream::new(fd, false);
+                    return Stream::new(fd);
                 }
                 Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
                 Err(e) => return Err(e.into()),
@@ -607,14 +483,14 @@ impl Acceptor {
 
 /// Connects to a Unix socket at `path`.
 pub fn connect_local(path: &Path) -> io::Result<Stream> {
-    Stream::new(UnixStream::connect(path)?.into(), false)
+    Stream::new(UnixStream::connect(path)?.into())
 }
 
 /// Connects to a TCP address (Nagle off: every frame goes out at once).
 pub fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
     let s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
-    Stream::new(s.into(), false)
+    Stream::new(s.into())
 }
 
 /// Removes a local listener's name (the socket file) once it is closed.
@@ -763,62 +639,69 @@ pub fn check_sendable(_handles: &[BorrowedFd<'_>]) -> io::Result<()> {
 mod stream_tests {
     use super::*;
 
-    #[test]
-    fn pipe_ends_keep_records_and_survive_a_transfer() {
-        let (a, b) = stream_pair().unwrap();
-        assert!(a.keeps_records() && b.keeps_records());
-        let again = Stream::from_owned(duplicate(a.handle()).unwrap()).unwrap();
-        assert!(again.keeps_records());
-        let (s, _t) = UnixStream::pair().unwrap();
-        assert!(!Stream::from_owned(s.into()).unwrap().keeps_records());
+    /// Reads exactly `n` bytes, as CPython's `_recv(n)` does.
+    fn read_exactly(s: &Stream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        let mut filled = 0;
+        while filled < n {
+            let k = s.read(&mut got[filled..]).unwrap();
+            assert!(k > 0, "early end of file");
+            filled += k;
+        }
+        got
     }
 
     #[test]
-    fn records_shrink_when_the_socket_buffer_is_small() {
+    fn pipe_ends_are_byte_streams_and_survive_a_transfer() {
         let (a, b) = stream_pair().unwrap();
-        rustix::net::sockopt::set_socket_send_buffer_size(&a.fd, 16 * 1024).unwrap();
-        let payload: Vec<u8> = (0..1_000_000).map(|i| (i % 241) as u8).collect();
-        let header = (payload.len() as u32).to_be_bytes();
-        std::thread::scope(|s| {
-            s.spawn(|| a.write_frame(&header, &payload).unwrap());
-            let mut first = [0u8; FIRST_RECORD];
-            let n = b.read(&mut first).unwrap();
-            assert_eq!(n, FIRST_RECORD);
-            assert_eq!(first[..4], header);
-            let mut got = first[4..n].to_vec();
-            while got.len() < payload.len() {
-                let max = payload.len() - got.len();
-                assert!(b.read_to_spare(&mut got, max).unwrap() > 0);
-            }
-            assert!(got == payload);
-        });
-        assert!(a.record.load(Ordering::Relaxed) < MAX_RECORD);
+        assert_eq!(
+            rustix::net::sockopt::socket_type(&a.fd).unwrap(),
+            rustix::net::SocketType::STREAM
+        );
+        // CPython's reader: 4 header bytes, then the payload; two frames
+        // written back to back are read apart, nothing lost.
+        a.write_frame(&[0, 0, 0, 5], b"hello").unwrap();
+        a.write_frame(&[0, 0, 0, 5], b"world").unwrap();
+        for word in [b"hello", b"world"] {
+            assert_eq!(read_exactly(&b, 4), [0, 0, 0, 5]);
+            assert_eq!(read_exactly(&b, 5), word);
+        }
+        let again = Stream::from_owned(duplicate(a.handle()).unwrap()).unwrap();
+        again.write_frame(&[0, 0, 0, 1], b"x").unwrap();
+        assert_eq!(read_exactly(&b, 5), b"\x00\x00\x00\x01x");
+    }
+
+    #[test]
+    fn a_record_keeping_socket_is_refused() {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        for kind in [SocketType::SEQPACKET, SocketType::DGRAM] {
+            let Ok((s, _t)) =
+                rustix::net::socketpair(AddressFamily::UNIX, kind, SocketFlags::CLOEXEC, None)
+            else {
+                continue;
+            };
+            let e = Stream::from_owned(s).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        }
     }
 
     #[test]
     fn reset_reads_as_end_of_file_after_queued_data() {
-        for (a, b) in [stream_pair().unwrap(), {
-            let (x, y) = UnixStream::pair().unwrap();
-            (
-                Stream::new(x.into(), false).unwrap(),
-                Stream::new(y.into(), false).unwrap(),
-            )
-        }] {
-            b.write_frame(&[0, 0, 0, 1], b"u").unwrap(); // never read by `a`
-            a.write_frame(&[0, 0, 0, 1], b"q").unwrap();
-            drop(a);
-            let mut buf = [0u8; 16];
-            let n = b.read(&mut buf).unwrap();
-            assert!(n > 0, "queued data first");
-            let mut total = n;
-            while total < 5 {
-                total += b.read(&mut buf[total..]).unwrap();
-            }
-            assert_eq!(&buf[..5], b"\x00\x00\x00\x01q");
-            assert_eq!(b.read(&mut buf).unwrap(), 0);
-            let e = b.write_frame(&[0, 0, 0, 1], b"x").unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        let (a, b) = stream_pair().unwrap();
+        b.write_frame(&[0, 0, 0, 1], b"u").unwrap(); // never read by `a`
+        a.write_frame(&[0, 0, 0, 1], b"q").unwrap();
+        drop(a);
+        let mut buf = [0u8; 16];
+        let n = b.read(&mut buf).unwrap();
+        assert!(n > 0, "queued data first");
+        let mut total = n;
+        while total < 5 {
+            total += b.read(&mut buf[total..]).unwrap();
         }
+        assert_eq!(&buf[..5], b"\x00\x00\x00\x01q");
+        assert_eq!(b.read(&mut buf).unwrap(), 0);
+        let e = b.write_frame(&[0, 0, 0, 1], b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[test]

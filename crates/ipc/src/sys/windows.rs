@@ -298,16 +298,15 @@ pub fn borrow<T: AsHandle>(t: &T) -> BorrowedHandle<'_> {
 //   in byte mode, opened for overlapped I/O; a local address is a pipe
 //   name, `\\.\pipe\…`.
 // - TCP connections are std sockets.
-// - Neither keeps records: a frame is read as its header, then exactly
-//   its payload.
+// - Both are byte streams, as on Unix: a frame is read as its header,
+//   then exactly its payload. (A message-mode pipe would keep boundaries,
+//   but a reader asking for 4 header bytes would then get ERROR_MORE_DATA
+//   and the rest of the message in later reads: the same bytes, read
+//   another way; byte mode is what every other mproc stream is.)
 // ---------------------------------------------------------------------------
 
 /// The textual scheme of a local address (`pipe:\\.\pipe\name`).
 pub const LOCAL_SCHEME: &str = "pipe";
-
-/// Readers offer this much room for a frame's start (only record-keeping
-/// streams use it; none here keeps records).
-pub const FIRST_RECORD: usize = 4096;
 
 /// A frame at most this long is written with one system call (copied
 /// together with its header); a longer one as header, then payload.
@@ -393,12 +392,6 @@ impl Stream {
             // SAFETY: the socket lives as long as `self`.
             End::Tcp(t) => unsafe { StdBorrowed::borrow_raw(t.raw() as RawHandle) },
         }
-    }
-
-    /// Whether the OS keeps record boundaries: never here (both kinds
-    /// are byte streams).
-    pub fn keeps_records(&self) -> bool {
-        false
     }
 
     /// Reads at most `buf.len()` bytes; `Ok(0)` is end of file, as is a
@@ -679,7 +672,6 @@ mod stream_tests {
     #[test]
     fn pipe_ends_are_byte_streams_both_ways() {
         let (a, b) = stream_pair().unwrap();
-        assert!(!a.keeps_records() && !b.keeps_records());
         frame(&a, b"hello");
         assert_eq!(read_exact(&b, 9), b"\x00\x00\x00\x05hello");
         frame(&b, b"back");
