@@ -152,11 +152,33 @@ struct Inner {
     /// to the idle ones.
     idle: Vec<bool>,
     idle_count: usize,
-    /// Slots waiting on `work`.
-    waiting: usize,
+    /// Which slots wait on their `wake` condition variable.
+    waiting: Vec<bool>,
+    /// The connection of each slot that waits with an idle, ready worker
+    /// which may take one task: a caller writes it one task itself and
+    /// leaves it in `handed` (no hand-over to the slot's thread before the
+    /// worker starts it).
+    parked: Vec<Option<Arc<Connection>>>,
+    /// The task a caller wrote to a parked slot's worker, for the slot to
+    /// track as in flight.
+    handed: Vec<Option<Chunk>>,
 }
 
 impl Inner {
+    fn new(processes: usize) -> Inner {
+        Inner {
+            state: PoolState::Running,
+            queue: VecDeque::new(),
+            workers: vec![None; processes],
+            broken: None,
+            idle: vec![true; processes],
+            idle_count: processes,
+            waiting: vec![false; processes],
+            parked: vec![None; processes],
+            handed: (0..processes).map(|_| None).collect(),
+        }
+    }
+
     fn set_idle(&mut self, slot: usize, idle: bool) {
         if let Some(flag) = self.idle.get_mut(slot) {
             if *flag != idle {
@@ -188,8 +210,8 @@ impl Inner {
 
 struct Shared {
     inner: Mutex<Inner>,
-    /// Signalled when tasks arrive or the state changes.
-    work: Condvar,
+    /// One per slot: signalled when it has tasks or the state changes.
+    wake: Vec<Condvar>,
     processes: usize,
     init: Option<(i64, Vec<u8>)>,
     maxtasks: Option<u64>,
@@ -198,6 +220,52 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes every waiting slot.
+    fn notify_all(&self) {
+        let mut inner = self.lock();
+        for w in inner.waiting.iter_mut() {
+            *w = false;
+        }
+        drop(inner);
+        for c in &self.wake {
+            c.notify_one();
+        }
+    }
+
+    /// Writes a task straight to the worker of a parked slot (an idle,
+    /// ready worker), when the queue is empty: the task skips the queue
+    /// and the wake-up of the slot's thread before its worker starts it.
+    /// Gives the chunk back when no worker can take it this way.
+    fn hand(&self, inner: &mut Inner, chunk: Chunk) -> Option<Chunk> {
+        if !inner.queue.is_empty() || chunk.payload.len() > PIPELINE_BYTES {
+            return Some(chunk);
+        }
+        let Some(slot) = inner.parked.iter().position(Option::is_some) else {
+            return Some(chunk);
+        };
+        let conn = inner.parked[slot].take()?;
+        let mut batch = Vec::with_capacity(16 + chunk.payload.len());
+        worker::push_task(&mut batch, chunk.entry, &chunk.payload);
+        // The slot's thread waits on `wake` (this lock is held), so no
+        // read of this connection is under way: no concurrent I/O on one
+        // handle (which Windows would serialise).
+        // A parked worker has sent READY and nothing since, so the only
+        // thing it can have left to read is its end: then this write
+        // fails, and the task goes through the queue, whose path reads
+        // the end first and replaces the worker (a worker that died idle
+        // fails no task).
+        if conn.send_bytes(&batch).is_err() {
+            return Some(chunk);
+        }
+        inner.handed[slot] = Some(chunk);
+        inner.set_idle(slot, false);
+        inner.waiting[slot] = false;
+        if let Some(c) = self.wake.get(slot) {
+            c.notify_one();
+        }
+        None
     }
 
     fn check_running(&self) -> Result<()> {
@@ -225,18 +293,30 @@ impl Shared {
             let why = why.clone();
             return Err((chunks, Failure::Broken(why)));
         }
-        let one = chunks.len() == 1;
-        let waiting = inner.waiting;
+        let mut chunks = chunks;
+        if chunks.len() == 1 {
+            let Some(chunk) = chunks.pop() else {
+                return Ok(());
+            };
+            match self.hand(&mut inner, chunk) {
+                None => return Ok(()),
+                Some(chunk) => chunks.push(chunk),
+            }
+        }
+        // Only idle slots wait: one per task is woken, and none while
+        // every slot is busy (it takes tasks after its next answer).
+        let mut wake = chunks.len();
         inner.queue.extend(chunks);
-        drop(inner);
-        // Only idle slots wait here: one task needs one of them, and none
-        // is woken while every slot is busy (it takes tasks after its
-        // next answer).
-        if waiting > 0 {
-            if one {
-                self.work.notify_one();
-            } else {
-                self.work.notify_all();
+        for slot in 0..inner.waiting.len() {
+            if wake == 0 {
+                break;
+            }
+            if inner.waiting[slot] {
+                inner.waiting[slot] = false;
+                wake -= 1;
+                if let Some(c) = self.wake.get(slot) {
+                    c.notify_one();
+                }
             }
         }
         Ok(())
@@ -257,7 +337,7 @@ impl Shared {
         for c in queued {
             c.sink.finish(Err(failure.clone()));
         }
-        self.work.notify_all();
+        self.notify_all();
     }
 
     /// Puts unstarted tasks back at the front of the queue, in order.
@@ -280,7 +360,7 @@ impl Shared {
             inner.queue.push_front(c);
         }
         drop(inner);
-        self.work.notify_all();
+        self.notify_all();
     }
 
     /// Whether a slot whose worker ended should start another.
@@ -403,7 +483,9 @@ const START_ATTEMPTS: u32 = 3;
 /// Feeds one worker until it ends; settles its unanswered tasks. Returns
 /// why the worker was lost before it was ready, if it was.
 fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
-    let pid = w.state.process.pid();
+    let Worker { conn, state } = w;
+    let conn = Arc::new(conn);
+    let pid = state.process.pid();
     let limit = shared.maxtasks.unwrap_or(u64::MAX);
     let mut in_flight: VecDeque<Chunk> = VecDeque::new();
     let mut in_flight_bytes = 0usize;
@@ -459,17 +541,33 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 {
                     break 'serve Ending::Retire;
                 }
-                inner.waiting += 1;
-                inner = shared.work.wait(inner).unwrap_or_else(|e| e.into_inner());
-                inner.waiting -= 1;
+                // A caller may write one task to this worker itself while
+                // it waits idle and ready (`Shared::hand`).
+                let Some(wake) = shared.wake.get(slot) else {
+                    break 'serve Ending::Retire;
+                };
+                if ready && sent < limit && inner.state == PoolState::Running {
+                    inner.parked[slot] = Some(conn.clone());
+                }
+                inner.waiting[slot] = true;
+                inner = wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                inner.waiting[slot] = false;
+                inner.parked[slot] = None;
+                if let Some(c) = inner.handed[slot].take() {
+                    // Already written: track it as in flight.
+                    in_flight_bytes += c.payload.len();
+                    sent += 1;
+                    sent_at.push_back(Instant::now());
+                    in_flight.push_back(c);
+                }
             }
         }
         if !take.is_empty() && in_flight.is_empty() {
             // An idle worker may have died meanwhile (or sent READY or
             // INIT_FAILED): read that first, so that a death while idle
             // does not fail a task it never saw.
-            while w.conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
-                match w.conn.recv_bytes() {
+            while conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                match conn.recv_bytes() {
                     Ok(frame) if frame.first() == Some(&worker::READY) => ready = true,
                     Ok(frame) if frame.first() == Some(&worker::INIT_FAILED) => {
                         shared.requeue(take.into_iter().collect());
@@ -478,7 +576,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                     other => {
                         if !is_end(&other) {
                             // Not the protocol, or not the end: stop it.
-                            let _ = w.state.process.kill();
+                            let _ = state.process.kill();
                         }
                         shared.requeue(take.into_iter().collect());
                         break 'serve Ending::Ended;
@@ -497,9 +595,9 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
             sent_at.extend(take.iter().map(|_| now));
             in_flight.extend(take);
             // A failed write shows as the end of the connection below.
-            let _ = w.conn.send_bytes(&batch);
+            let _ = conn.send_bytes(&batch);
         }
-        match w.conn.recv_bytes() {
+        match conn.recv_bytes() {
             Ok(frame) => match frame.first().copied() {
                 Some(worker::READY) => ready = true,
                 Some(worker::INIT_FAILED) => break 'serve Ending::InitFailed(reason(&frame)),
@@ -528,20 +626,19 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 }
                 _ => {
                     tracing::error!(pid, "malformed answer from a pool worker: killing it");
-                    let _ = w.state.process.kill();
+                    let _ = state.process.kill();
                     break 'serve Ending::Ended;
                 }
             },
             Err(e) => {
                 if !is_end(&Err(e)) {
                     tracing::error!(pid, "cannot read from a pool worker: killing it");
-                    let _ = w.state.process.kill();
+                    let _ = state.process.kill();
                 }
                 break 'serve Ending::Ended;
             }
         }
     };
-    let Worker { conn, state } = w;
     match ending {
         Ending::Retire => {
             // The worker reads the end of its connection and exits.
@@ -1106,16 +1203,8 @@ impl PoolBuilder {
         }
         let init = self.init.transpose()?;
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                state: PoolState::Running,
-                queue: VecDeque::new(),
-                workers: vec![None; processes],
-                broken: None,
-                idle: vec![true; processes],
-                idle_count: processes,
-                waiting: 0,
-            }),
-            work: Condvar::new(),
+            inner: Mutex::new(Inner::new(processes)),
+            wake: (0..processes).map(|_| Condvar::new()).collect(),
             processes,
             init,
             maxtasks: self.maxtasks.map(|k| k as u64),
@@ -1524,7 +1613,7 @@ impl Pool {
             inner.state = PoolState::Closed;
         }
         drop(inner);
-        self.shared.work.notify_all();
+        self.shared.notify_all();
     }
 
     /// Stops the workers at once (SIGKILL / TerminateProcess) and waits
@@ -1538,7 +1627,7 @@ impl Pool {
             let workers: Vec<Arc<ChildState>> = inner.workers.iter().flatten().cloned().collect();
             (queued, workers)
         };
-        self.shared.work.notify_all();
+        self.shared.notify_all();
         drop(queued);
         for w in workers {
             w.stopping();
