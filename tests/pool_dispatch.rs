@@ -1,6 +1,6 @@
-//! The Pool's dispatch path: a task written by the caller straight to an
-//! idle, ready worker (`Pool::apply` / `apply_async` when the queue is
-//! empty) must keep every rule of the queued path — a worker that died
+//! The Pool's dispatch paths: a task written by the caller straight to
+//! an idle, ready worker (`apply_async` when the queue is empty), and
+//! `apply` borrowing such a worker to read the answer itself, must keep every rule of the queued path — a worker that died
 //! idle fails nothing, one that dies mid-task fails exactly that task,
 //! `maxtasksperchild`, `terminate` and `close` — and lose no task when
 //! callers race each other and the queue.
@@ -121,6 +121,35 @@ fn pool_dispatch_warm_worker_killed_mid_apply_fails_that_task_only() -> mproc::R
         assert_eq!(r.get()?, (i * i) as u64);
     }
     assert_eq!(pool.apply(sqr, (5,))?, 25);
+    Ok(())
+}
+
+#[mproc::test]
+fn pool_dispatch_worker_killed_during_apply_fails_that_call_only() -> mproc::Result<()> {
+    // `apply` borrows the idle worker and reads the answer on the
+    // caller's thread; a death there must still name the worker and its
+    // exit code, and the worker must be replaced.
+    let pool = warm_pool_of_one()?;
+    let listener = Listener::bind(Address::unique_local(), None)?;
+    let addr = listener.address().clone();
+    std::thread::scope(|s| -> mproc::Result<()> {
+        let caller = s.spawn(|| pool.apply(report_and_wait, (addr,)));
+        let conn = listener.accept()?;
+        let pid: u32 = conn.recv()?;
+        kill_from_outside(pid);
+        match caller.join().expect("caller thread") {
+            Err(Error::WorkerDied { pid: p, exitcode }) => {
+                assert_eq!(p, pid);
+                if cfg!(unix) {
+                    assert_eq!(exitcode, -9);
+                }
+            }
+            other => panic!("expected WorkerDied, got {other:?}"),
+        }
+        Ok(())
+    })?;
+    assert_eq!(pool.apply(sqr, (6,))?, 36);
+    assert_eq!(pool.map(sqr, 0..10u64)?.len(), 10);
     Ok(())
 }
 

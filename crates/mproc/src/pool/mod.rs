@@ -162,6 +162,16 @@ struct Inner {
     /// The task a caller wrote to a parked slot's worker, for the slot to
     /// track as in flight.
     handed: Vec<Option<Chunk>>,
+    /// How many more tasks each parked slot's worker may take
+    /// (`maxtasksperchild`).
+    left: Vec<u64>,
+    /// Slots whose idle worker an `apply` caller borrowed: the caller
+    /// writes the task and reads the answer itself (`Shared::lend`); the
+    /// slot's thread keeps waiting meanwhile.
+    lent: Vec<bool>,
+    /// Tasks that borrowing callers ran on each slot's worker, for the
+    /// slot's `maxtasksperchild` count.
+    lent_done: Vec<u64>,
 }
 
 impl Inner {
@@ -176,6 +186,9 @@ impl Inner {
             waiting: vec![false; processes],
             parked: vec![None; processes],
             handed: (0..processes).map(|_| None).collect(),
+            left: vec![0; processes],
+            lent: vec![false; processes],
+            lent_done: vec![0; processes],
         }
     }
 
@@ -266,6 +279,107 @@ impl Shared {
             c.notify_one();
         }
         None
+    }
+
+    /// `apply`'s path: borrows an idle, ready worker (a parked slot, the
+    /// queue empty), writes it the task and reads its answer on the
+    /// caller's thread, so a round trip wakes no pool thread. The answer
+    /// goes to the chunk's sink as on the slot's path. A worker that ends
+    /// instead of answering is given back to its slot with the task in
+    /// flight: the slot reads the end and applies the dead-worker rule
+    /// (the task fails with the exit code, the worker is replaced).
+    /// Gives the chunk back when no worker can be borrowed.
+    fn lend(&self, chunk: Chunk) -> Option<Chunk> {
+        let (slot, conn, state) = {
+            let mut inner = self.lock();
+            if inner.state != PoolState::Running
+                || inner.broken.is_some()
+                || !inner.queue.is_empty()
+                || chunk.payload.len() > PIPELINE_BYTES
+            {
+                return Some(chunk);
+            }
+            let Some(slot) = inner.parked.iter().position(Option::is_some) else {
+                return Some(chunk);
+            };
+            let Some(Some(state)) = inner.workers.get(slot).cloned() else {
+                return Some(chunk);
+            };
+            let conn = inner.parked[slot].take()?;
+            inner.lent[slot] = true;
+            inner.waiting[slot] = false;
+            inner.set_idle(slot, false);
+            (slot, conn, state)
+        };
+        let mut batch = Vec::with_capacity(16 + chunk.payload.len());
+        worker::push_task(&mut batch, chunk.entry, &chunk.payload);
+        // As in `hand`: a worker that died idle makes this write fail.
+        if conn.send_bytes(&batch).is_err() {
+            self.give_back(slot, None);
+            return Some(chunk);
+        }
+        match conn.recv_bytes() {
+            Ok(frame) if frame.first() == Some(&worker::DONE) => {
+                chunk.sink.finish(Ok(frame));
+                self.give_back(slot, Some(conn));
+            }
+            Ok(frame) if frame.first() == Some(&worker::FAILED) => {
+                chunk.sink.finish(Err(Failure::Task(reason(&frame))));
+                self.give_back(slot, Some(conn));
+            }
+            read => {
+                if !is_end(&read) {
+                    // Not the protocol, or not the end: stop it, so the
+                    // slot reads its end.
+                    tracing::error!(
+                        pid = state.process.pid(),
+                        "malformed answer from a pool worker: killing it"
+                    );
+                    let _ = state.process.kill();
+                }
+                let mut inner = self.lock();
+                inner.lent[slot] = false;
+                if inner.state != PoolState::Terminated {
+                    // In flight on the slot's side: it reads the end.
+                    inner.handed[slot] = Some(chunk);
+                }
+                drop(inner);
+                self.wake_slot(slot);
+            }
+        }
+        None
+    }
+
+    /// Ends a loan of `slot`'s worker: parks it again when it answered
+    /// and may take more, else wakes the slot's thread.
+    fn give_back(&self, slot: usize, answered: Option<Arc<Connection>>) {
+        let mut inner = self.lock();
+        inner.lent[slot] = false;
+        if let Some(conn) = answered {
+            inner.lent_done[slot] += 1;
+            inner.left[slot] = inner.left[slot].saturating_sub(1);
+            if inner.left[slot] > 0
+                && inner.state == PoolState::Running
+                && inner.broken.is_none()
+                && inner.queue.is_empty()
+            {
+                // The slot's thread still waits: nothing to tell it.
+                inner.parked[slot] = Some(conn);
+                inner.waiting[slot] = true;
+                inner.set_idle(slot, true);
+                return;
+            }
+        }
+        drop(inner);
+        self.wake_slot(slot);
+    }
+
+    /// Wakes one slot's thread.
+    fn wake_slot(&self, slot: usize) {
+        self.lock().waiting[slot] = false;
+        if let Some(c) = self.wake.get(slot) {
+            c.notify_one();
+        }
     }
 
     fn check_running(&self) -> Result<()> {
@@ -548,11 +662,18 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 };
                 if ready && sent < limit && inner.state == PoolState::Running {
                     inner.parked[slot] = Some(conn.clone());
+                    inner.left[slot] = limit - sent;
                 }
                 inner.waiting[slot] = true;
                 inner = wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                // While a caller borrows the worker, the slot's thread
+                // keeps off its connection (unless the pool ends).
+                while inner.lent[slot] && inner.state != PoolState::Terminated {
+                    inner = wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                }
                 inner.waiting[slot] = false;
                 inner.parked[slot] = None;
+                sent += std::mem::take(&mut inner.lent_done[slot]);
                 if let Some(c) = inner.handed[slot].take() {
                     // Already written: track it as in flight.
                     in_flight_bytes += c.payload.len();
@@ -1501,7 +1622,34 @@ impl Pool {
         A: Args,
         F::Output: Serialize + DeserializeOwned,
     {
-        self.apply_async(f, args)?.get()
+        let _ = f;
+        let entry = task_offset::<F, A>()?;
+        self.shared.check_running()?;
+        let payload = encode_chunk(std::slice::from_ref(&args)).map_err(Error::Encode)?;
+        let (tx, rx) = mpsc::channel();
+        let chunk = Chunk {
+            entry,
+            payload,
+            sink: Sink {
+                tx,
+                index: 0,
+                sent: false,
+            },
+        };
+        if let Some(chunk) = self.shared.lend(chunk) {
+            if let Err((chunks, failure)) = self.shared.submit(vec![chunk]) {
+                drop(chunks);
+                return Err(failure.error());
+            }
+        }
+        let mut pending = Pending {
+            rx,
+            parts: vec![None],
+            lens: vec![1],
+            missing: 1,
+        };
+        pending.wait_until(None);
+        assemble_one::<F::Output>(&pending)
     }
 
     /// `f(args..)` in a worker, without waiting (CPython's `apply_async`).
