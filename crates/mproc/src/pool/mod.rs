@@ -7,7 +7,10 @@
 //! not paid per task), reads the answers and hands each to the caller's
 //! channel. A task is a chunk of argument tuples plus the offset of the
 //! monomorphised runner `worker::task_entry::<F, A>`, the way a launch
-//! names its entry fn.
+//! names its entry fn. With the queue empty and a worker idle, a caller
+//! skips the slot's thread: `apply_async` writes the task to the worker
+//! itself, `apply` also reads the answer itself (see `Shared::hand` and
+//! `Shared::lend`).
 //!
 //! A worker answers its tasks in order, so when its connection ends
 //! before it answered them all, the oldest unanswered task is the one it
