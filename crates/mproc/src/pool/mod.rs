@@ -23,7 +23,7 @@ pub(crate) mod worker;
 use std::collections::{HashMap, VecDeque};
 use std::iter::Fuse;
 use std::marker::PhantomData;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -104,14 +104,35 @@ struct Done {
 /// Where a chunk's answer goes. A chunk dropped unanswered (the pool was
 /// terminated) answers `Terminated`, so no caller waits forever.
 struct Sink {
-    tx: Sender<Done>,
+    tx: Tx,
     index: usize,
     sent: bool,
 }
 
+/// The sending end of a caller's answers: bounded when the number of
+/// chunks is known (one slot per chunk, so a send never blocks; one small
+/// allocation, where an unbounded channel allocates a block of 31 slots
+/// at its first send: most of `apply_async`'s allocation cost), unbounded
+/// for `imap`.
+#[derive(Clone)]
+enum Tx {
+    Known(SyncSender<Done>),
+    Open(Sender<Done>),
+}
+
+impl Tx {
+    fn send(&self, done: Done) {
+        // A receiver gone (the caller dropped its result) is no error.
+        let _ = match self {
+            Tx::Known(tx) => tx.send(done).map_err(|_| ()),
+            Tx::Open(tx) => tx.send(done).map_err(|_| ()),
+        };
+    }
+}
+
 impl Sink {
     fn finish(mut self, part: Part) {
-        let _ = self.tx.send(Done {
+        self.tx.send(Done {
             index: self.index,
             part,
         });
@@ -122,7 +143,7 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         if !self.sent {
-            let _ = self.tx.send(Done {
+            self.tx.send(Done {
                 index: self.index,
                 part: Err(Failure::Terminated),
             });
@@ -881,8 +902,21 @@ where
     A: Args,
     F::Output: Serialize,
 {
-    check_registered::<F>()?;
+    if !is_registered::<F>() {
+        // The error, with the names (allocated only here).
+        check_registered::<F>()?;
+    }
     Ok(bootstrap::task_offset(worker::task_entry::<F, A>))
+}
+
+/// `check_registered`'s test without its allocations (it runs for every
+/// `apply_async`).
+fn is_registered<F: Copy + 'static>() -> bool {
+    let full = std::any::type_name::<F>();
+    let short = full.rsplit("::").next().unwrap_or(full);
+    !full.contains("{{closure}}")
+        && std::mem::size_of::<F>() == 0
+        && crate::registry::registered_name::<F>() == Some(short)
 }
 
 /// The answers of a set of chunks, as they arrive.
@@ -1155,7 +1189,7 @@ where
             self.lens.insert(index, items.len());
             self.order.push_back(index);
             let sink = Sink {
-                tx: self.tx.clone(),
+                tx: Tx::Open(self.tx.clone()),
                 index,
                 sent: false,
             };
@@ -1405,8 +1439,9 @@ impl Pool {
         }
         let entry = task_offset::<F, A>()?;
         self.shared.check_running()?;
-        let (tx, rx) = mpsc::channel();
         let total = items.len().div_ceil(chunksize);
+        let (tx, rx) = mpsc::sync_channel(total.max(1));
+        let tx = Tx::Known(tx);
         // Submitted in groups as they are encoded: the workers start on
         // the first chunks while the later ones are encoded.
         let group = self.shared.processes.max(total / 16);
@@ -1629,12 +1664,12 @@ impl Pool {
         let entry = task_offset::<F, A>()?;
         self.shared.check_running()?;
         let payload = encode_chunk(std::slice::from_ref(&args)).map_err(Error::Encode)?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(1);
         let chunk = Chunk {
             entry,
             payload,
             sink: Sink {
-                tx,
+                tx: Tx::Known(tx),
                 index: 0,
                 sent: false,
             },
