@@ -7,7 +7,10 @@
 //! not paid per task), reads the answers and hands each to the caller's
 //! channel. A task is a chunk of argument tuples plus the offset of the
 //! monomorphised runner `worker::task_entry::<F, A>`, the way a launch
-//! names its entry fn.
+//! names its entry fn. With the queue empty and a worker idle, a caller
+//! skips the slot's thread: `apply_async` writes the task to the worker
+//! itself, `apply` also reads the answer itself (see `Shared::hand` and
+//! `Shared::lend`).
 //!
 //! A worker answers its tasks in order, so when its connection ends
 //! before it answered them all, the oldest unanswered task is the one it
@@ -20,7 +23,7 @@ pub(crate) mod worker;
 use std::collections::{HashMap, VecDeque};
 use std::iter::Fuse;
 use std::marker::PhantomData;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -101,14 +104,35 @@ struct Done {
 /// Where a chunk's answer goes. A chunk dropped unanswered (the pool was
 /// terminated) answers `Terminated`, so no caller waits forever.
 struct Sink {
-    tx: Sender<Done>,
+    tx: Tx,
     index: usize,
     sent: bool,
 }
 
+/// The sending end of a caller's answers: bounded when the number of
+/// chunks is known (one slot per chunk, so a send never blocks; one small
+/// allocation, where an unbounded channel allocates a block of 31 slots
+/// at its first send: most of `apply_async`'s allocation cost), unbounded
+/// for `imap`.
+#[derive(Clone)]
+enum Tx {
+    Known(SyncSender<Done>),
+    Open(Sender<Done>),
+}
+
+impl Tx {
+    fn send(&self, done: Done) {
+        // A receiver gone (the caller dropped its result) is no error.
+        let _ = match self {
+            Tx::Known(tx) => tx.send(done).map_err(|_| ()),
+            Tx::Open(tx) => tx.send(done).map_err(|_| ()),
+        };
+    }
+}
+
 impl Sink {
     fn finish(mut self, part: Part) {
-        let _ = self.tx.send(Done {
+        self.tx.send(Done {
             index: self.index,
             part,
         });
@@ -119,7 +143,7 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         if !self.sent {
-            let _ = self.tx.send(Done {
+            self.tx.send(Done {
                 index: self.index,
                 part: Err(Failure::Terminated),
             });
@@ -152,11 +176,46 @@ struct Inner {
     /// to the idle ones.
     idle: Vec<bool>,
     idle_count: usize,
-    /// Slots waiting on `work`.
-    waiting: usize,
+    /// Which slots wait on their `wake` condition variable.
+    waiting: Vec<bool>,
+    /// The connection of each slot that waits with an idle, ready worker
+    /// which may take one task: a caller writes it one task itself and
+    /// leaves it in `handed` (no hand-over to the slot's thread before the
+    /// worker starts it).
+    parked: Vec<Option<Arc<Connection>>>,
+    /// The task a caller wrote to a parked slot's worker, for the slot to
+    /// track as in flight.
+    handed: Vec<Option<Chunk>>,
+    /// How many more tasks each parked slot's worker may take
+    /// (`maxtasksperchild`).
+    left: Vec<u64>,
+    /// Slots whose idle worker an `apply` caller borrowed: the caller
+    /// writes the task and reads the answer itself (`Shared::lend`); the
+    /// slot's thread keeps waiting meanwhile.
+    lent: Vec<bool>,
+    /// Tasks that borrowing callers ran on each slot's worker, for the
+    /// slot's `maxtasksperchild` count.
+    lent_done: Vec<u64>,
 }
 
 impl Inner {
+    fn new(processes: usize) -> Inner {
+        Inner {
+            state: PoolState::Running,
+            queue: VecDeque::new(),
+            workers: vec![None; processes],
+            broken: None,
+            idle: vec![true; processes],
+            idle_count: processes,
+            waiting: vec![false; processes],
+            parked: vec![None; processes],
+            handed: (0..processes).map(|_| None).collect(),
+            left: vec![0; processes],
+            lent: vec![false; processes],
+            lent_done: vec![0; processes],
+        }
+    }
+
     fn set_idle(&mut self, slot: usize, idle: bool) {
         if let Some(flag) = self.idle.get_mut(slot) {
             if *flag != idle {
@@ -188,8 +247,8 @@ impl Inner {
 
 struct Shared {
     inner: Mutex<Inner>,
-    /// Signalled when tasks arrive or the state changes.
-    work: Condvar,
+    /// One per slot: signalled when it has tasks or the state changes.
+    wake: Vec<Condvar>,
     processes: usize,
     init: Option<(i64, Vec<u8>)>,
     maxtasks: Option<u64>,
@@ -198,6 +257,153 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes every waiting slot.
+    fn notify_all(&self) {
+        let mut inner = self.lock();
+        for w in inner.waiting.iter_mut() {
+            *w = false;
+        }
+        drop(inner);
+        for c in &self.wake {
+            c.notify_one();
+        }
+    }
+
+    /// Writes a task straight to the worker of a parked slot (an idle,
+    /// ready worker), when the queue is empty: the task skips the queue
+    /// and the wake-up of the slot's thread before its worker starts it.
+    /// Gives the chunk back when no worker can take it this way.
+    fn hand(&self, inner: &mut Inner, chunk: Chunk) -> Option<Chunk> {
+        if !inner.queue.is_empty() || chunk.payload.len() > PIPELINE_BYTES {
+            return Some(chunk);
+        }
+        let Some(slot) = inner.parked.iter().position(Option::is_some) else {
+            return Some(chunk);
+        };
+        let conn = inner.parked[slot].take()?;
+        let mut batch = Vec::with_capacity(16 + chunk.payload.len());
+        worker::push_task(&mut batch, chunk.entry, &chunk.payload);
+        // The slot's thread waits on `wake` (this lock is held), so no
+        // read of this connection is under way: no concurrent I/O on one
+        // handle (which Windows would serialise).
+        // A parked worker has sent READY and nothing since, so the only
+        // thing it can have left to read is its end: then this write
+        // fails, and the task goes through the queue, whose path reads
+        // the end first and replaces the worker (a worker that died idle
+        // fails no task).
+        if conn.send_bytes(&batch).is_err() {
+            return Some(chunk);
+        }
+        inner.handed[slot] = Some(chunk);
+        inner.set_idle(slot, false);
+        inner.waiting[slot] = false;
+        if let Some(c) = self.wake.get(slot) {
+            c.notify_one();
+        }
+        None
+    }
+
+    /// `apply`'s path: borrows an idle, ready worker (a parked slot, the
+    /// queue empty), writes it the task and reads its answer on the
+    /// caller's thread, so a round trip wakes no pool thread. The answer
+    /// goes to the chunk's sink as on the slot's path. A worker that ends
+    /// instead of answering is given back to its slot with the task in
+    /// flight: the slot reads the end and applies the dead-worker rule
+    /// (the task fails with the exit code, the worker is replaced).
+    /// Gives the chunk back when no worker can be borrowed.
+    fn lend(&self, chunk: Chunk) -> Option<Chunk> {
+        let (slot, conn, state) = {
+            let mut inner = self.lock();
+            if inner.state != PoolState::Running
+                || inner.broken.is_some()
+                || !inner.queue.is_empty()
+                || chunk.payload.len() > PIPELINE_BYTES
+            {
+                return Some(chunk);
+            }
+            let Some(slot) = inner.parked.iter().position(Option::is_some) else {
+                return Some(chunk);
+            };
+            let Some(Some(state)) = inner.workers.get(slot).cloned() else {
+                return Some(chunk);
+            };
+            let conn = inner.parked[slot].take()?;
+            inner.lent[slot] = true;
+            inner.waiting[slot] = false;
+            inner.set_idle(slot, false);
+            (slot, conn, state)
+        };
+        let mut batch = Vec::with_capacity(16 + chunk.payload.len());
+        worker::push_task(&mut batch, chunk.entry, &chunk.payload);
+        // As in `hand`: a worker that died idle makes this write fail.
+        if conn.send_bytes(&batch).is_err() {
+            self.give_back(slot, None);
+            return Some(chunk);
+        }
+        match conn.recv_bytes() {
+            Ok(frame) if frame.first() == Some(&worker::DONE) => {
+                chunk.sink.finish(Ok(frame));
+                self.give_back(slot, Some(conn));
+            }
+            Ok(frame) if frame.first() == Some(&worker::FAILED) => {
+                chunk.sink.finish(Err(Failure::Task(reason(&frame))));
+                self.give_back(slot, Some(conn));
+            }
+            read => {
+                if !is_end(&read) {
+                    // Not the protocol, or not the end: stop it, so the
+                    // slot reads its end.
+                    tracing::error!(
+                        pid = state.process.pid(),
+                        "malformed answer from a pool worker: killing it"
+                    );
+                    let _ = state.process.kill();
+                }
+                let mut inner = self.lock();
+                inner.lent[slot] = false;
+                if inner.state != PoolState::Terminated {
+                    // In flight on the slot's side: it reads the end.
+                    inner.handed[slot] = Some(chunk);
+                }
+                drop(inner);
+                self.wake_slot(slot);
+            }
+        }
+        None
+    }
+
+    /// Ends a loan of `slot`'s worker: parks it again when it answered
+    /// and may take more, else wakes the slot's thread.
+    fn give_back(&self, slot: usize, answered: Option<Arc<Connection>>) {
+        let mut inner = self.lock();
+        inner.lent[slot] = false;
+        if let Some(conn) = answered {
+            inner.lent_done[slot] += 1;
+            inner.left[slot] = inner.left[slot].saturating_sub(1);
+            if inner.left[slot] > 0
+                && inner.state == PoolState::Running
+                && inner.broken.is_none()
+                && inner.queue.is_empty()
+            {
+                // The slot's thread still waits: nothing to tell it.
+                inner.parked[slot] = Some(conn);
+                inner.waiting[slot] = true;
+                inner.set_idle(slot, true);
+                return;
+            }
+        }
+        drop(inner);
+        self.wake_slot(slot);
+    }
+
+    /// Wakes one slot's thread.
+    fn wake_slot(&self, slot: usize) {
+        self.lock().waiting[slot] = false;
+        if let Some(c) = self.wake.get(slot) {
+            c.notify_one();
+        }
     }
 
     fn check_running(&self) -> Result<()> {
@@ -225,18 +431,30 @@ impl Shared {
             let why = why.clone();
             return Err((chunks, Failure::Broken(why)));
         }
-        let one = chunks.len() == 1;
-        let waiting = inner.waiting;
+        let mut chunks = chunks;
+        if chunks.len() == 1 {
+            let Some(chunk) = chunks.pop() else {
+                return Ok(());
+            };
+            match self.hand(&mut inner, chunk) {
+                None => return Ok(()),
+                Some(chunk) => chunks.push(chunk),
+            }
+        }
+        // Only idle slots wait: one per task is woken, and none while
+        // every slot is busy (it takes tasks after its next answer).
+        let mut wake = chunks.len();
         inner.queue.extend(chunks);
-        drop(inner);
-        // Only idle slots wait here: one task needs one of them, and none
-        // is woken while every slot is busy (it takes tasks after its
-        // next answer).
-        if waiting > 0 {
-            if one {
-                self.work.notify_one();
-            } else {
-                self.work.notify_all();
+        for slot in 0..inner.waiting.len() {
+            if wake == 0 {
+                break;
+            }
+            if inner.waiting[slot] {
+                inner.waiting[slot] = false;
+                wake -= 1;
+                if let Some(c) = self.wake.get(slot) {
+                    c.notify_one();
+                }
             }
         }
         Ok(())
@@ -257,7 +475,7 @@ impl Shared {
         for c in queued {
             c.sink.finish(Err(failure.clone()));
         }
-        self.work.notify_all();
+        self.notify_all();
     }
 
     /// Puts unstarted tasks back at the front of the queue, in order.
@@ -280,7 +498,7 @@ impl Shared {
             inner.queue.push_front(c);
         }
         drop(inner);
-        self.work.notify_all();
+        self.notify_all();
     }
 
     /// Whether a slot whose worker ended should start another.
@@ -403,7 +621,9 @@ const START_ATTEMPTS: u32 = 3;
 /// Feeds one worker until it ends; settles its unanswered tasks. Returns
 /// why the worker was lost before it was ready, if it was.
 fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
-    let pid = w.state.process.pid();
+    let Worker { conn, state } = w;
+    let conn = Arc::new(conn);
+    let pid = state.process.pid();
     let limit = shared.maxtasks.unwrap_or(u64::MAX);
     let mut in_flight: VecDeque<Chunk> = VecDeque::new();
     let mut in_flight_bytes = 0usize;
@@ -459,17 +679,40 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 {
                     break 'serve Ending::Retire;
                 }
-                inner.waiting += 1;
-                inner = shared.work.wait(inner).unwrap_or_else(|e| e.into_inner());
-                inner.waiting -= 1;
+                // A caller may write one task to this worker itself while
+                // it waits idle and ready (`Shared::hand`).
+                let Some(wake) = shared.wake.get(slot) else {
+                    break 'serve Ending::Retire;
+                };
+                if ready && sent < limit && inner.state == PoolState::Running {
+                    inner.parked[slot] = Some(conn.clone());
+                    inner.left[slot] = limit - sent;
+                }
+                inner.waiting[slot] = true;
+                inner = wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                // While a caller borrows the worker, the slot's thread
+                // keeps off its connection (unless the pool ends).
+                while inner.lent[slot] && inner.state != PoolState::Terminated {
+                    inner = wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                }
+                inner.waiting[slot] = false;
+                inner.parked[slot] = None;
+                sent += std::mem::take(&mut inner.lent_done[slot]);
+                if let Some(c) = inner.handed[slot].take() {
+                    // Already written: track it as in flight.
+                    in_flight_bytes += c.payload.len();
+                    sent += 1;
+                    sent_at.push_back(Instant::now());
+                    in_flight.push_back(c);
+                }
             }
         }
         if !take.is_empty() && in_flight.is_empty() {
             // An idle worker may have died meanwhile (or sent READY or
             // INIT_FAILED): read that first, so that a death while idle
             // does not fail a task it never saw.
-            while w.conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
-                match w.conn.recv_bytes() {
+            while conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                match conn.recv_bytes() {
                     Ok(frame) if frame.first() == Some(&worker::READY) => ready = true,
                     Ok(frame) if frame.first() == Some(&worker::INIT_FAILED) => {
                         shared.requeue(take.into_iter().collect());
@@ -478,7 +721,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                     other => {
                         if !is_end(&other) {
                             // Not the protocol, or not the end: stop it.
-                            let _ = w.state.process.kill();
+                            let _ = state.process.kill();
                         }
                         shared.requeue(take.into_iter().collect());
                         break 'serve Ending::Ended;
@@ -497,9 +740,9 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
             sent_at.extend(take.iter().map(|_| now));
             in_flight.extend(take);
             // A failed write shows as the end of the connection below.
-            let _ = w.conn.send_bytes(&batch);
+            let _ = conn.send_bytes(&batch);
         }
-        match w.conn.recv_bytes() {
+        match conn.recv_bytes() {
             Ok(frame) => match frame.first().copied() {
                 Some(worker::READY) => ready = true,
                 Some(worker::INIT_FAILED) => break 'serve Ending::InitFailed(reason(&frame)),
@@ -528,20 +771,19 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 }
                 _ => {
                     tracing::error!(pid, "malformed answer from a pool worker: killing it");
-                    let _ = w.state.process.kill();
+                    let _ = state.process.kill();
                     break 'serve Ending::Ended;
                 }
             },
             Err(e) => {
                 if !is_end(&Err(e)) {
                     tracing::error!(pid, "cannot read from a pool worker: killing it");
-                    let _ = w.state.process.kill();
+                    let _ = state.process.kill();
                 }
                 break 'serve Ending::Ended;
             }
         }
     };
-    let Worker { conn, state } = w;
     match ending {
         Ending::Retire => {
             // The worker reads the end of its connection and exits.
@@ -660,8 +902,21 @@ where
     A: Args,
     F::Output: Serialize,
 {
-    check_registered::<F>()?;
+    if !is_registered::<F>() {
+        // The error, with the names (allocated only here).
+        check_registered::<F>()?;
+    }
     Ok(bootstrap::task_offset(worker::task_entry::<F, A>))
+}
+
+/// `check_registered`'s test without its allocations (it runs for every
+/// `apply_async`).
+fn is_registered<F: Copy + 'static>() -> bool {
+    let full = std::any::type_name::<F>();
+    let short = full.rsplit("::").next().unwrap_or(full);
+    !full.contains("{{closure}}")
+        && std::mem::size_of::<F>() == 0
+        && crate::registry::registered_name::<F>() == Some(short)
 }
 
 /// The answers of a set of chunks, as they arrive.
@@ -934,7 +1189,7 @@ where
             self.lens.insert(index, items.len());
             self.order.push_back(index);
             let sink = Sink {
-                tx: self.tx.clone(),
+                tx: Tx::Open(self.tx.clone()),
                 index,
                 sent: false,
             };
@@ -1106,16 +1361,8 @@ impl PoolBuilder {
         }
         let init = self.init.transpose()?;
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                state: PoolState::Running,
-                queue: VecDeque::new(),
-                workers: vec![None; processes],
-                broken: None,
-                idle: vec![true; processes],
-                idle_count: processes,
-                waiting: 0,
-            }),
-            work: Condvar::new(),
+            inner: Mutex::new(Inner::new(processes)),
+            wake: (0..processes).map(|_| Condvar::new()).collect(),
             processes,
             init,
             maxtasks: self.maxtasks.map(|k| k as u64),
@@ -1192,8 +1439,9 @@ impl Pool {
         }
         let entry = task_offset::<F, A>()?;
         self.shared.check_running()?;
-        let (tx, rx) = mpsc::channel();
         let total = items.len().div_ceil(chunksize);
+        let (tx, rx) = mpsc::sync_channel(total.max(1));
+        let tx = Tx::Known(tx);
         // Submitted in groups as they are encoded: the workers start on
         // the first chunks while the later ones are encoded.
         let group = self.shared.processes.max(total / 16);
@@ -1412,7 +1660,34 @@ impl Pool {
         A: Args,
         F::Output: Serialize + DeserializeOwned,
     {
-        self.apply_async(f, args)?.get()
+        let _ = f;
+        let entry = task_offset::<F, A>()?;
+        self.shared.check_running()?;
+        let payload = encode_chunk(std::slice::from_ref(&args)).map_err(Error::Encode)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let chunk = Chunk {
+            entry,
+            payload,
+            sink: Sink {
+                tx: Tx::Known(tx),
+                index: 0,
+                sent: false,
+            },
+        };
+        if let Some(chunk) = self.shared.lend(chunk) {
+            if let Err((chunks, failure)) = self.shared.submit(vec![chunk]) {
+                drop(chunks);
+                return Err(failure.error());
+            }
+        }
+        let mut pending = Pending {
+            rx,
+            parts: vec![None],
+            lens: vec![1],
+            missing: 1,
+        };
+        pending.wait_until(None);
+        assemble_one::<F::Output>(&pending)
     }
 
     /// `f(args..)` in a worker, without waiting (CPython's `apply_async`).
@@ -1524,7 +1799,7 @@ impl Pool {
             inner.state = PoolState::Closed;
         }
         drop(inner);
-        self.shared.work.notify_all();
+        self.shared.notify_all();
     }
 
     /// Stops the workers at once (SIGKILL / TerminateProcess) and waits
@@ -1538,7 +1813,7 @@ impl Pool {
             let workers: Vec<Arc<ChildState>> = inner.workers.iter().flatten().cloned().collect();
             (queued, workers)
         };
-        self.shared.work.notify_all();
+        self.shared.notify_all();
         drop(queued);
         for w in workers {
             w.stopping();
