@@ -177,8 +177,23 @@ fn run_child(token: &str) -> Result<i32, String> {
     if record.build_mark != build_mark() {
         return Err("the executable is not the parent's (was it rebuilt meanwhile?)".into());
     }
-    let mut received = ipc_sys::recv_handles(ipc_sys::borrow(&stream), record.handles as usize)
-        .map_err(|e| format!("cannot receive handles: {e}"))?;
+    let mut received = if record.remote {
+        // Placed by a remote launcher: no handles cross hosts. The parent
+        // sentinel never fires (the scheduler ends the step instead), and
+        // a pool worker's connection is this control channel itself.
+        let mut r = vec![sys::remote_parent_sentinel()
+            .map_err(|e| format!("cannot make the parent sentinel: {e}"))?];
+        if record.control_conn {
+            r.push(
+                ipc_sys::duplicate(ipc_sys::borrow(&stream))
+                    .map_err(|e| format!("cannot use the control channel: {e}"))?,
+            );
+        }
+        r
+    } else {
+        ipc_sys::recv_handles(ipc_sys::borrow(&stream), record.handles as usize)
+            .map_err(|e| format!("cannot receive handles: {e}"))?
+    };
     sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
     if received.is_empty() {
         return Err("the launch carried no parent sentinel".into());

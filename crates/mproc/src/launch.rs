@@ -20,6 +20,7 @@ use mproc_ipc::{auth, frame, Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap;
+use crate::remote::Launcher;
 use crate::sys::{self, AcceptFailure, ChildProcess, ControlListener, ControlStream};
 
 /// The environment variable that carries the entry token.
@@ -48,6 +49,12 @@ pub(crate) struct LaunchRecord {
     pub(crate) parent_name: String,
     /// Keep the control channel open and report the target's result.
     pub(crate) report: bool,
+    /// Started by a remote launcher: no handles travel (the parent
+    /// sentinel neither); the control channel is TCP.
+    pub(crate) remote: bool,
+    /// The control channel itself becomes the arguments' one connection
+    /// (a remote pool worker's).
+    pub(crate) control_conn: bool,
 }
 
 /// The go-ahead a child waits for after its acknowledgement.
@@ -73,6 +80,9 @@ pub(crate) struct Prepared {
     pub(crate) target: String,
     pub(crate) args: Vec<u8>,
     pub(crate) handles: Vec<RawHandle>,
+    /// For a remote launcher: the control channel stands for the one
+    /// connection in the arguments (the pool's link to its worker).
+    pub(crate) control_conn: bool,
 }
 
 /// Everything `launch` needs besides the prepared arguments.
@@ -82,6 +92,7 @@ pub(crate) struct Identity<'a> {
     pub(crate) daemon: bool,
     pub(crate) authkey: &'a [u8],
     pub(crate) report: bool,
+    pub(crate) launcher: &'a Launcher,
 }
 
 /// The first half of a launch, done by `start()` itself; the second half,
@@ -97,6 +108,7 @@ pub(crate) struct Begun {
     /// `start()` returns, these once they are sent.
     handles: Vec<ipc_sys::OwnedHandle>,
     report: bool,
+    remote: bool,
 }
 
 /// How long a child may take to reach its entry and acknowledge
@@ -123,6 +135,15 @@ pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
 /// token, the control listener, the launch record ready to send. What is
 /// left is [`Begun::finish`].
 pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProcess, Begun)> {
+    let remote = who.launcher.is_remote();
+    if remote && !prepared.handles.is_empty() && !prepared.control_conn {
+        return Err(Error::Bootstrap(format!(
+            "cannot start {:?} with a remote launcher: its arguments carry {} OS handle(s) \
+             (a Connection end or a Queue backed by a local socket), which cannot cross hosts",
+            who.name,
+            prepared.handles.len()
+        )));
+    }
     let mut secret = [0u8; 32];
     crate::fault::random_bytes(&mut secret)
         .map_err(|e| Error::Bootstrap(format!("no secret for the launch: {e}")))?;
@@ -160,12 +181,14 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         parent_pid: std::process::id(),
         parent_name: me.name.clone(),
         report: who.report,
+        remote,
+        control_conn: remote && prepared.control_conn,
     };
     let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
-    let listener = ControlListener::bind()?;
+    let listener = who.launcher.listen()?;
     tracing::debug!(address = %listener.address(), "control channel listening");
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
-    let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
+    let child = who.launcher.spawn(TOKEN_ENV, &token)?;
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = deadline_after(Instant::now(), start_timeout());
     if who.daemon {
@@ -186,6 +209,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
             record: bytes,
             handles,
             report: who.report,
+            remote,
         },
     ))
 }
@@ -217,18 +241,27 @@ impl Begun {
             Err(AcceptFailure::Io(e)) => return Err(failed(child, &format!("accept failed: {e}"))),
         };
         drop(self.listener);
-        let report = self.report;
+        let keep = self.report || self.remote;
+        let handles = if self.remote {
+            // Nothing crosses hosts: the remote child gets no handles.
+            Vec::new()
+        } else {
+            self.handles
+        };
         match handshake_and_send(
             stream,
             &self.secret,
             &self.record,
-            self.handles,
+            handles,
             child,
             self.deadline,
+            self.remote,
         ) {
             Ok(control) => {
                 tracing::debug!("child acknowledged its launch");
-                Ok(report.then_some(control))
+                // A remote child's control channel stays open: it is its
+                // pool connection, or ends only with the child.
+                Ok(keep.then_some(control))
             }
             Err(reason) => Err(failed(child, &reason)),
         }
@@ -242,20 +275,23 @@ fn handshake_and_send(
     handles: Vec<ipc_sys::OwnedHandle>,
     child: &ChildProcess,
     deadline: Instant,
+    remote: bool,
 ) -> std::result::Result<ControlStream, String> {
     let left = deadline.saturating_duration_since(Instant::now());
     sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
         .map_err(|e| e.to_string())?;
     auth::server_handshake(&mut stream, secret)
         .map_err(|e| format!("control channel handshake failed: {e}"))?;
-    let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
     frame::write_frame(&mut stream, record)
         .map_err(|e| format!("cannot send the launch record: {e}"))?;
     let mut all = Vec::with_capacity(handles.len() + 1);
-    all.push(parent_sentinel);
-    all.extend(handles.iter().map(ipc_sys::borrow));
-    ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
-        .map_err(|e| format!("cannot send handles: {e}"))?;
+    if !remote {
+        let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
+        all.push(parent_sentinel);
+        all.extend(handles.iter().map(ipc_sys::borrow));
+        ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
+            .map_err(|e| format!("cannot send handles: {e}"))?;
+    }
     // This process's copies close before the child may run its target:
     // a pipe end given to the child is the child's alone (the parent sees
     // end of file when the child is done with it, as after CPython's

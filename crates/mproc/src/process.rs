@@ -11,6 +11,7 @@ use crate::launch::{self, Identity, Prepared, TOKEN_ENV};
 use crate::registry::{
     registered_entry, registered_name, target_names, Args, ProcessOutput, Target,
 };
+use crate::remote::Launcher;
 use crate::sys::{ChildProcess, ControlStream};
 use crate::{context, exit};
 
@@ -148,6 +149,7 @@ where
         target,
         args,
         handles,
+        control_conn: false,
     })
 }
 
@@ -175,6 +177,7 @@ pub(crate) fn start_child(
     daemon: bool,
     authkey: &Arc<[u8]>,
     report: bool,
+    launcher: &Launcher,
 ) -> Result<Arc<ChildState>> {
     let me = context::current();
     if me.daemon {
@@ -202,6 +205,7 @@ pub(crate) fn start_child(
             daemon,
             authkey,
             report,
+            launcher,
         },
     )?;
     let state = Arc::new(ChildState {
@@ -274,6 +278,7 @@ pub struct Process {
     daemon: bool,
     authkey: Arc<[u8]>,
     identity: Vec<u32>,
+    launcher: Launcher,
     state: State,
 }
 
@@ -295,6 +300,7 @@ impl Process {
             daemon: me.daemon,
             authkey: me.authkey.clone(),
             identity,
+            launcher: Launcher::local(),
             state: State::Unstarted(Box::new(PendingCall { target, args })),
         }
     }
@@ -302,6 +308,15 @@ impl Process {
     /// Builder: sets the name (`Process(name=...)`).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Builder: where the child starts ([`Launcher::local`] by default;
+    /// [`Launcher::srun`] has Slurm place it). A remote child's arguments
+    /// cannot carry a `Connection` end or other OS handle: `start()`
+    /// refuses them.
+    pub fn with_launcher(mut self, launcher: Launcher) -> Self {
+        self.launcher = launcher;
         self
     }
 
@@ -373,6 +388,7 @@ impl Process {
                 self.daemon,
                 &self.authkey,
                 false,
+                &self.launcher,
             )
         });
         match started {

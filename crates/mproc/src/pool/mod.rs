@@ -32,6 +32,7 @@ use crate::bootstrap;
 use crate::launch::Prepared;
 use crate::process::{check_registered, start_child, ChildState};
 use crate::registry::{Args, ProcessOutput, Target};
+use crate::remote::Launcher;
 use crate::{context, exit};
 
 use worker::{Answer, ItemOutcome};
@@ -193,6 +194,8 @@ struct Shared {
     processes: usize,
     init: Option<(i64, Vec<u8>)>,
     maxtasks: Option<u64>,
+    /// Where workers start (the local re-exec, or a cluster scheduler).
+    launcher: Launcher,
 }
 
 impl Shared {
@@ -312,6 +315,7 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
         target: "mproc::Pool worker".into(),
         args: encoded,
         handles,
+        control_conn: shared.launcher.is_remote(),
     };
     let me = context::current();
     let (identity, _) = me.next_child();
@@ -323,10 +327,48 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
             .collect::<Vec<_>>()
             .join(":")
     );
-    let state = start_child(prepared, &name, &identity, true, &me.authkey, false)?;
+    let state = start_child(
+        prepared,
+        &name,
+        &identity,
+        true,
+        &me.authkey,
+        false,
+        &shared.launcher,
+    )?;
+    if shared.launcher.is_remote() {
+        // A remote worker's connection is its control channel (TCP), once
+        // its launch is done; the pipe made above stays unused.
+        let conn = match state.take_control() {
+            Ok(Some(control)) => remote_connection(control, &args.conn),
+            Ok(None) => Err(Error::Bootstrap("the remote launch kept no channel".into())),
+            Err(e) => Err(e),
+        };
+        return match conn {
+            Ok(conn) => Ok(Worker { conn, state }),
+            Err(e) => {
+                state.stopping();
+                let _ = state.process.kill();
+                let _ = state.process.wait(None);
+                exit::forget(&state);
+                Err(e)
+            }
+        };
+    }
     // Our copy of the worker's end: the launch duplicated what it sends.
     drop(args);
     Ok(Worker { conn, state })
+}
+
+/// The pool's side of a remote worker's connection: its control channel,
+/// as a connection with `like`'s settings (what the worker decodes as its
+/// own end).
+fn remote_connection(control: crate::sys::ControlStream, like: &Connection) -> Result<Connection> {
+    let (encoded, _) = handles::collect_outgoing(|| postcard::to_stdvec(like));
+    let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    let handle = mproc_ipc::sys::OwnedHandle::from(control);
+    handles::with_incoming(vec![handle], || postcard::from_bytes(&encoded))
+        .map_err(|e| Error::Bootstrap(format!("the remote worker's channel: {e}")))
 }
 
 /// How a worker's service ended.
@@ -1053,6 +1095,7 @@ pub struct PoolBuilder {
     processes: Option<usize>,
     init: Option<Result<(i64, Vec<u8>)>>,
     maxtasks: Option<usize>,
+    launcher: Launcher,
 }
 
 impl PoolBuilder {
@@ -1095,6 +1138,15 @@ impl PoolBuilder {
         self
     }
 
+    /// Where the workers start: [`Launcher::local`] (the default) or
+    /// [`Launcher::srun`] (Slurm places each worker; a worker lost with
+    /// its node or cancelled by the scheduler fails its task and is
+    /// replaced, as a worker that dies here).
+    pub fn launcher(mut self, launcher: Launcher) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
@@ -1119,6 +1171,7 @@ impl PoolBuilder {
             processes,
             init,
             maxtasks: self.maxtasks.map(|k| k as u64),
+            launcher: self.launcher,
         });
         let mut pool = Pool {
             shared: shared.clone(),
@@ -1173,6 +1226,7 @@ impl Pool {
             processes: None,
             init: None,
             maxtasks: None,
+            launcher: Launcher::local(),
         }
     }
 

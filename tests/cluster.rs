@@ -1,0 +1,226 @@
+//! `Launcher::srun()`: processes and Pools placed by Slurm, against a real
+//! (throwaway) cluster: `cargo xtask slurm start` (3 nodes) and
+//! `SLURM_CONF` in the environment; `cargo xtask test-all` does both.
+//! Without `SLURM_CONF` every test here says so and passes: the cluster
+//! tests are Linux-only (docs/platforms.md).
+//!
+//! No CPython case maps here (CPython has no cluster launcher); the Pool
+//! rules checked are `_test_multiprocessing`'s `TestPool.test_map` and
+//! the Pool's worker-death rule (docs/reliability.md), placed by Slurm.
+
+#![cfg(target_os = "linux")]
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mproc::{Error, Launcher, Pool, Process};
+
+/// The cluster, or `None` (with a message) when none is configured.
+fn cluster() -> Option<()> {
+    if std::env::var_os("SLURM_CONF").is_none() {
+        eprintln!(
+            "skipped: no Slurm cluster (SLURM_CONF is not set; see `cargo xtask slurm start`)"
+        );
+        return None;
+    }
+    Some(())
+}
+
+#[mproc::target]
+fn sqr(x: u64) -> u64 {
+    x * x
+}
+
+/// Where a worker runs: (its job id, its node, its pid).
+#[mproc::target]
+fn placement(_x: u32) -> (String, String, u32) {
+    (
+        std::env::var("SLURM_JOB_ID").unwrap_or_default(),
+        std::env::var("SLURMD_NODENAME").unwrap_or_default(),
+        std::process::id(),
+    )
+}
+
+#[mproc::target]
+fn exit_with(code: i32) {
+    std::process::exit(code);
+}
+
+#[mproc::target]
+fn sigkill_self_on(x: u32) -> u32 {
+    if x == 3 {
+        // SAFETY: raising a signal at this process.
+        unsafe {
+            libc::kill(std::process::id() as i32, libc::SIGKILL);
+        }
+    }
+    x
+}
+
+#[mproc::target]
+fn sleep_then(x: u32) -> u32 {
+    std::thread::sleep(Duration::from_millis(300));
+    x
+}
+
+#[mproc::target]
+fn takes_connection(c: mproc::Connection) {
+    let _ = c.send(&1u8);
+}
+
+#[mproc::target]
+fn block_forever(_x: u32) -> u32 {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Whether a process with this pid runs (every node of the test cluster
+/// is this host).
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+}
+
+/// A Pool of 6 over the 3 nodes maps 0..40 in order; its workers run in
+/// Slurm jobs on more than one node (`TestPool.test_map`, placed by Slurm).
+#[mproc::test]
+fn pool_of_six_maps_in_order_across_nodes() {
+    if cluster().is_none() {
+        return;
+    }
+    let pool = Pool::builder()
+        .processes(6)
+        .launcher(Launcher::srun())
+        .build()
+        .unwrap();
+    let got = pool.map(sqr, 0..40u64).unwrap();
+    assert_eq!(got, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+    let places = pool.map_chunked(placement, 0..60u32, 1).unwrap();
+    for (job, node, _) in &places {
+        assert!(!job.is_empty(), "a worker outside a Slurm job");
+        assert!(node.starts_with('n'), "a worker on no Slurm node: {node:?}");
+    }
+    let nodes: BTreeSet<_> = places.iter().map(|(_, n, _)| n.clone()).collect();
+    assert!(nodes.len() > 1, "all workers on one node: {nodes:?}");
+}
+
+/// One process placed by srun: its exit code is its own (CPython's
+/// `test_exitcode` shape: `sys.exit(n)` gives exitcode n).
+#[mproc::test]
+fn srun_process_exit_code_is_the_tasks() {
+    if cluster().is_none() {
+        return;
+    }
+    let mut p = Process::new(exit_with, (7,)).with_launcher(Launcher::srun());
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(7));
+    let mut p = Process::new(exit_with, (0,)).with_launcher(Launcher::srun());
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+/// A worker that SIGKILLs itself fails its own task alone, and is
+/// replaced by a new Slurm task: the other tasks all succeed.
+#[mproc::test]
+fn a_worker_killed_on_its_node_fails_its_task_alone() {
+    if cluster().is_none() {
+        return;
+    }
+    let pool = Pool::builder()
+        .processes(2)
+        .launcher(Launcher::srun())
+        .build()
+        .unwrap();
+    let results: Vec<_> = (0..6u32)
+        .map(|x| pool.apply_async(sigkill_self_on, (x,)).unwrap())
+        .collect();
+    for (x, r) in results.into_iter().enumerate() {
+        match r.get() {
+            Ok(v) => assert_eq!(v, x as u32),
+            Err(Error::WorkerDied { .. }) => assert_eq!(x, 3, "task {x} failed"),
+            Err(e) => panic!("task {x}: {e}"),
+        }
+    }
+    // The pool still works after the loss.
+    assert_eq!(pool.map(sqr, 0..4u64).unwrap(), vec![0, 1, 4, 9]);
+}
+
+/// `scancel` of the workers' jobs mid-map fails the tasks in flight
+/// (WorkerDied) and the pool recovers with new Slurm tasks.
+#[mproc::test]
+fn scancel_mid_map_fails_the_tasks_in_flight_and_the_pool_recovers() {
+    if cluster().is_none() {
+        return;
+    }
+    let pool = Pool::builder()
+        .processes(2)
+        .launcher(Launcher::srun())
+        .build()
+        .unwrap();
+    let jobs: BTreeSet<String> = pool
+        .map_chunked(placement, 0..8u32, 1)
+        .unwrap()
+        .into_iter()
+        .map(|(j, _, _)| j)
+        .collect();
+    let pending = pool.map_async_chunked(sleep_then, 0..8u32, 1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for job in &jobs {
+        let st = Command::new("scancel").arg(job).status().unwrap();
+        assert!(st.success());
+    }
+    match pending.get() {
+        Err(Error::WorkerDied { .. }) => {}
+        other => panic!("expected WorkerDied after scancel, got {other:?}"),
+    }
+    assert_eq!(pool.map(sqr, 0..6u64).unwrap(), vec![0, 1, 4, 9, 16, 25]);
+}
+
+/// `terminate()` leaves no task running on any node.
+#[mproc::test]
+fn terminate_leaves_no_task() {
+    if cluster().is_none() {
+        return;
+    }
+    let mut pool = Pool::builder()
+        .processes(3)
+        .launcher(Launcher::srun())
+        .build()
+        .unwrap();
+    let pids: Vec<u32> = pool
+        .map_chunked(placement, 0..12u32, 1)
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, p)| p)
+        .collect();
+    let _blocked = pool.map_async_chunked(block_forever, 0..3u32, 1).unwrap();
+    pool.terminate().unwrap();
+    // srun ends the tasks of a cancelled step, at its own pace: the
+    // deadline is a failure bound, not a speed claim.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < deadline, "a task outlived terminate()");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A local `Connection` end cannot cross hosts: `start()` says so.
+#[mproc::test]
+fn a_local_connection_for_a_remote_child_is_refused() {
+    if cluster().is_none() {
+        return;
+    }
+    let (_mine, theirs) = mproc::pipe(true).unwrap();
+    let mut p = Process::new(takes_connection, (theirs,)).with_launcher(Launcher::srun());
+    let err = p.start().unwrap_err();
+    assert!(
+        err.to_string().contains("cannot cross hosts"),
+        "unclear error: {err}"
+    );
+}
