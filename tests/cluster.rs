@@ -85,8 +85,9 @@ fn alive(pid: u32) -> bool {
             .unwrap_or(true)
 }
 
-/// A Pool of 6 over the 3 nodes maps 0..40 in order; its workers run in
-/// Slurm jobs on more than one node (`TestPool.test_map`, placed by Slurm).
+/// A Pool of 6 over the 3 nodes maps 0..40 in order; its workers are the
+/// tasks of one job step, on more than one node (`TestPool.test_map`,
+/// placed by Slurm).
 #[mproc::test]
 fn pool_of_six_maps_in_order_across_nodes() {
     if cluster().is_none() {
@@ -94,7 +95,7 @@ fn pool_of_six_maps_in_order_across_nodes() {
     }
     let pool = Pool::builder()
         .processes(6)
-        .launcher(Launcher::srun())
+        .launcher(Launcher::srun().nodes(3))
         .build()
         .unwrap();
     let got = pool.map(sqr, 0..40u64).unwrap();
@@ -106,6 +107,10 @@ fn pool_of_six_maps_in_order_across_nodes() {
     }
     let nodes: BTreeSet<_> = places.iter().map(|(_, n, _)| n.clone()).collect();
     assert!(nodes.len() > 1, "all workers on one node: {nodes:?}");
+    let jobs: BTreeSet<_> = places.iter().map(|(j, _, _)| j.clone()).collect();
+    assert_eq!(jobs.len(), 1, "the workers are not one job's: {jobs:?}");
+    let pids: BTreeSet<_> = places.iter().map(|(_, _, p)| *p).collect();
+    assert_eq!(pids.len(), 6, "not 6 distinct workers: {pids:?}");
 }
 
 /// One process placed by srun: its exit code is its own (CPython's
@@ -222,5 +227,96 @@ fn a_local_connection_for_a_remote_child_is_refused() {
     assert!(
         err.to_string().contains("cannot cross hosts"),
         "unclear error: {err}"
+    );
+}
+
+#[mproc::target]
+fn parent_is_alive() -> Result<(), String> {
+    let mut parent = mproc::parent_process().ok_or("no parent process")?;
+    if parent.is_alive().unwrap_or(false) {
+        Ok(())
+    } else {
+        Err("the parent looks dead".into())
+    }
+}
+
+/// A remote child is an ordinary child: it has a parent process, alive
+/// while the parent runs (CPython's `test_parent_process`).
+#[mproc::test]
+fn a_remote_child_sees_its_parent_alive() {
+    if cluster().is_none() {
+        return;
+    }
+    let mut p = Process::new(parent_is_alive, ()).with_launcher(Launcher::srun());
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+/// The body of `a_pool_inside_sbatch_uses_that_allocation`, run by the
+/// batch script: a Pool whose workers' job is the script's own job.
+#[mproc::test]
+fn inner_pool_in_sbatch() {
+    let Some(out) = std::env::var_os("MPROC_CLUSTER_INNER_OUT") else {
+        return; // only inside the batch script below
+    };
+    let own = std::env::var("SLURM_JOB_ID").unwrap_or_default();
+    let pool = Pool::builder()
+        .processes(2)
+        .launcher(Launcher::srun().args(["--overlap"]))
+        .build()
+        .unwrap();
+    let jobs: BTreeSet<String> = pool
+        .map_chunked(placement, 0..6u32, 1)
+        .unwrap()
+        .into_iter()
+        .map(|(j, _, _)| j)
+        .collect();
+    std::fs::write(out, format!("own={own} workers={jobs:?}")).unwrap();
+}
+
+/// A Pool inside an `sbatch` script runs its workers as steps of that
+/// allocation, not as new jobs.
+#[mproc::test]
+fn a_pool_inside_sbatch_uses_that_allocation() {
+    if cluster().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("mproc-sbatch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.txt");
+    let script = dir.join("job.sh");
+    let exe = std::env::current_exe().unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nMPROC_CLUSTER_INNER_OUT={} exec {} --exact inner_pool_in_sbatch --test-threads=1\n",
+            out.display(),
+            exe.display()
+        ),
+    )
+    .unwrap();
+    let status = Command::new("sbatch")
+        .args(["--wait", "--quiet", "--ntasks=2"])
+        .arg(format!("--output={}", dir.join("job.log").display()))
+        .arg(&script)
+        .status()
+        .unwrap();
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "the batch job failed: {log}");
+    let own = got
+        .strip_prefix("own=")
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !own.is_empty(),
+        "no result from the batch job: {got:?} {log}"
+    );
+    assert!(
+        got.ends_with(&format!("workers={{\"{own}\"}}")),
+        "workers outside the batch job's allocation: {got}"
     );
 }

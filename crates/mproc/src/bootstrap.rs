@@ -177,19 +177,31 @@ fn run_child(token: &str) -> Result<i32, String> {
     if record.build_mark != build_mark() {
         return Err("the executable is not the parent's (was it rebuilt meanwhile?)".into());
     }
+    if record.remote {
+        let hello = crate::launch::Hello {
+            pid: std::process::id(),
+            node: std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| sys::host_name()),
+            job: std::env::var("SLURM_JOB_ID").unwrap_or_default(),
+        };
+        let bytes = postcard::to_stdvec(&hello).map_err(|e| e.to_string())?;
+        frame::write_frame(&mut stream, &bytes)
+            .map_err(|e| format!("cannot tell the parent who this is: {e}"))?;
+    }
     let mut received = if record.remote {
         // Placed by a remote launcher: no handles cross hosts. The parent
-        // sentinel never fires (the scheduler ends the step instead), and
-        // a pool worker's connection is this control channel itself.
-        let mut r = vec![sys::remote_parent_sentinel()
-            .map_err(|e| format!("cannot make the parent sentinel: {e}"))?];
+        // sentinel is the control channel, which the parent keeps open
+        // and silent: it ends when the parent does. A pool worker's
+        // connection is the control channel itself (the worker ends with
+        // it), and its sentinel never fires.
+        let channel = ipc_sys::duplicate(ipc_sys::borrow(&stream))
+            .map_err(|e| format!("cannot use the control channel: {e}"))?;
         if record.control_conn {
-            r.push(
-                ipc_sys::duplicate(ipc_sys::borrow(&stream))
-                    .map_err(|e| format!("cannot use the control channel: {e}"))?,
-            );
+            let never = sys::remote_parent_sentinel()
+                .map_err(|e| format!("cannot make the parent sentinel: {e}"))?;
+            vec![never, channel]
+        } else {
+            vec![channel]
         }
-        r
     } else {
         ipc_sys::recv_handles(ipc_sys::borrow(&stream), record.handles as usize)
             .map_err(|e| format!("cannot receive handles: {e}"))?

@@ -57,6 +57,17 @@ pub(crate) struct LaunchRecord {
     pub(crate) control_conn: bool,
 }
 
+/// What a child placed by a remote launcher tells about itself once it
+/// has its launch record: the parent cannot see a remote process.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub(crate) struct Hello {
+    pub(crate) pid: u32,
+    /// `SLURMD_NODENAME`, else the host name.
+    pub(crate) node: String,
+    /// `SLURM_JOB_ID`, if any.
+    pub(crate) job: String,
+}
+
 /// The go-ahead a child waits for after its acknowledgement.
 const GO: u8 = 1;
 
@@ -80,9 +91,6 @@ pub(crate) struct Prepared {
     pub(crate) target: String,
     pub(crate) args: Vec<u8>,
     pub(crate) handles: Vec<RawHandle>,
-    /// For a remote launcher: the control channel stands for the one
-    /// connection in the arguments (the pool's link to its worker).
-    pub(crate) control_conn: bool,
 }
 
 /// Everything `launch` needs besides the prepared arguments.
@@ -113,7 +121,7 @@ pub(crate) struct Begun {
 
 /// How long a child may take to reach its entry and acknowledge
 /// (`MPROC_START_TIMEOUT_SECS`, 60 s by default).
-fn start_timeout() -> Duration {
+pub(crate) fn start_timeout() -> Duration {
     std::env::var("MPROC_START_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -136,7 +144,7 @@ pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
 /// left is [`Begun::finish`].
 pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProcess, Begun)> {
     let remote = who.launcher.is_remote();
-    if remote && !prepared.handles.is_empty() && !prepared.control_conn {
+    if remote && !prepared.handles.is_empty() {
         return Err(Error::Bootstrap(format!(
             "cannot start {:?} with a remote launcher: its arguments carry {} OS handle(s) \
              (a Connection end or a Queue backed by a local socket), which cannot cross hosts",
@@ -182,13 +190,14 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         parent_name: me.name.clone(),
         report: who.report,
         remote,
-        control_conn: remote && prepared.control_conn,
+        // Only a job step's pool workers use it (`crate::step`).
+        control_conn: false,
     };
     let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
     let listener = who.launcher.listen()?;
     tracing::debug!(address = %listener.address(), "control channel listening");
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
-    let child = who.launcher.spawn(TOKEN_ENV, &token)?;
+    let child = who.launcher.spawn(1, TOKEN_ENV, &token)?;
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = deadline_after(Instant::now(), start_timeout());
     if who.daemon {
@@ -257,7 +266,7 @@ impl Begun {
             self.deadline,
             self.remote,
         ) {
-            Ok(control) => {
+            Ok((control, _)) => {
                 tracing::debug!("child acknowledged its launch");
                 // A remote child's control channel stays open: it is its
                 // pool connection, or ends only with the child.
@@ -268,7 +277,7 @@ impl Begun {
     }
 }
 
-fn handshake_and_send(
+pub(crate) fn handshake_and_send(
     mut stream: ControlStream,
     secret: &[u8],
     record: &[u8],
@@ -276,7 +285,7 @@ fn handshake_and_send(
     child: &ChildProcess,
     deadline: Instant,
     remote: bool,
-) -> std::result::Result<ControlStream, String> {
+) -> std::result::Result<(ControlStream, Option<Hello>), String> {
     let left = deadline.saturating_duration_since(Instant::now());
     sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
         .map_err(|e| e.to_string())?;
@@ -292,6 +301,13 @@ fn handshake_and_send(
         ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
             .map_err(|e| format!("cannot send handles: {e}"))?;
     }
+    let hello = if remote {
+        let bytes = frame::read_frame(&mut stream, 4096)
+            .map_err(|e| format!("no hello from the remote child: {e}"))?;
+        Some(postcard::from_bytes::<Hello>(&bytes).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     // This process's copies close before the child may run its target:
     // a pipe end given to the child is the child's alone (the parent sees
     // end of file when the child is done with it, as after CPython's
@@ -304,7 +320,7 @@ fn handshake_and_send(
     let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
     ack?;
     sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
-    Ok(stream)
+    Ok((stream, hello))
 }
 
 /// Builds the error for a child that failed to start, with its pid and

@@ -42,6 +42,7 @@ mod process;
 mod registry;
 mod remote;
 mod spawn;
+mod step;
 mod sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;

@@ -149,7 +149,6 @@ where
         target,
         args,
         handles,
-        control_conn: false,
     })
 }
 

@@ -111,19 +111,27 @@ impl Launcher {
     /// For `srun`, the process started here is `srun` itself: its exit
     /// code is the task's, SIGTERM to it cancels the step, and a killed
     /// `srun` still ends its task (Slurm's rule).
-    pub(crate) fn spawn(&self, token_env: &str, token: &str) -> Result<ChildProcess> {
+    /// `ntasks` children at once (one job step of `ntasks` tasks) with
+    /// `srun`; the local launcher starts one.
+    pub(crate) fn spawn(
+        &self,
+        ntasks: usize,
+        token_env: &str,
+        token: &str,
+    ) -> Result<ChildProcess> {
         match &self.kind {
             Kind::Local => Ok(ChildProcess::spawn(token_env, token)?),
             Kind::Srun { args, nodes } => {
                 let mut all = vec![
-                    "--ntasks=1".to_string(),
+                    format!("--ntasks={ntasks}"),
                     "--quiet".to_string(),
                     // The parent's environment, the token included, goes
                     // to the task (srun's default, made explicit).
                     "--export=ALL".to_string(),
                 ];
                 if let Some(n) = nodes {
-                    all.push(format!("--nodes={n}"));
+                    // Never more nodes than tasks (srun would warn).
+                    all.push(format!("--nodes={}", (*n).clamp(1, ntasks.max(1))));
                 }
                 all.extend(args.iter().cloned());
                 tracing::debug!(args = ?all, "starting a child with srun");

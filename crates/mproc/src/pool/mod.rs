@@ -15,6 +15,7 @@
 //! sent after it go back to the front of the queue, and the slot starts a
 //! new worker. See `docs/architecture.md`, "## Pool".
 
+mod remote;
 pub(crate) mod worker;
 
 use std::collections::{HashMap, VecDeque};
@@ -29,11 +30,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bootstrap;
+use crate::context;
 use crate::launch::Prepared;
-use crate::process::{check_registered, start_child, ChildState};
+use crate::process::{check_registered, start_child};
 use crate::registry::{Args, ProcessOutput, Target};
 use crate::remote::Launcher;
-use crate::{context, exit};
+use remote::WorkerProcess;
 
 use worker::{Answer, ItemOutcome};
 
@@ -145,7 +147,7 @@ struct Inner {
     state: PoolState,
     queue: VecDeque<Chunk>,
     /// The current worker of each slot (for `terminate`).
-    workers: Vec<Option<Arc<ChildState>>>,
+    workers: Vec<Option<WorkerProcess>>,
     /// Why the pool cannot run tasks any more (a worker failed to start).
     broken: Option<String>,
     /// Which slots have no task in flight (refreshed at each of their
@@ -298,10 +300,17 @@ impl Shared {
 /// A worker as the pool sees it.
 struct Worker {
     conn: Connection,
-    state: Arc<ChildState>,
+    state: WorkerProcess,
 }
 
 fn start_worker(shared: &Shared) -> Result<Worker> {
+    if shared.launcher.is_remote() {
+        // A replacement: a step of one task (in this allocation, when the
+        // pool runs inside one).
+        return remote::start_workers(shared, 1)?
+            .pop()
+            .ok_or_else(|| Error::Bootstrap("the job step started no task".into()));
+    }
     let (conn, theirs) = pipe(true)?;
     let args = worker::WorkerArgs {
         conn: theirs,
@@ -315,18 +324,10 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
         target: "mproc::Pool worker".into(),
         args: encoded,
         handles,
-        control_conn: shared.launcher.is_remote(),
     };
     let me = context::current();
     let (identity, _) = me.next_child();
-    let name = format!(
-        "SpawnPoolWorker-{}",
-        identity
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(":")
-    );
+    let name = worker_name(&identity);
     let state = start_child(
         prepared,
         &name,
@@ -336,28 +337,24 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
         false,
         &shared.launcher,
     )?;
-    if shared.launcher.is_remote() {
-        // A remote worker's connection is its control channel (TCP), once
-        // its launch is done; the pipe made above stays unused.
-        let conn = match state.take_control() {
-            Ok(Some(control)) => remote_connection(control, &args.conn),
-            Ok(None) => Err(Error::Bootstrap("the remote launch kept no channel".into())),
-            Err(e) => Err(e),
-        };
-        return match conn {
-            Ok(conn) => Ok(Worker { conn, state }),
-            Err(e) => {
-                state.stopping();
-                let _ = state.process.kill();
-                let _ = state.process.wait(None);
-                exit::forget(&state);
-                Err(e)
-            }
-        };
-    }
     // Our copy of the worker's end: the launch duplicated what it sends.
     drop(args);
-    Ok(Worker { conn, state })
+    Ok(Worker {
+        conn,
+        state: WorkerProcess::Local(state),
+    })
+}
+
+/// `SpawnPoolWorker-N[:M]`, CPython's pool worker names.
+fn worker_name(identity: &[u32]) -> String {
+    format!(
+        "SpawnPoolWorker-{}",
+        identity
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(":")
+    )
 }
 
 /// The pool's side of a remote worker's connection: its control channel,
@@ -408,9 +405,9 @@ fn slot_loop(shared: Arc<Shared>, slot: usize, first: Worker) {
             if inner.state == PoolState::Terminated {
                 drop(inner);
                 worker.state.stopping();
-                let _ = worker.state.process.kill();
-                let _ = worker.state.process.wait(None);
-                exit::forget(&worker.state);
+                let _ = worker.state.kill();
+                let _ = worker.state.wait();
+                worker.state.forget();
                 break;
             }
             if let Some(w) = inner.workers.get_mut(slot) {
@@ -445,7 +442,7 @@ const START_ATTEMPTS: u32 = 3;
 /// Feeds one worker until it ends; settles its unanswered tasks. Returns
 /// why the worker was lost before it was ready, if it was.
 fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
-    let pid = w.state.process.pid();
+    let pid = w.state.pid();
     let limit = shared.maxtasks.unwrap_or(u64::MAX);
     let mut in_flight: VecDeque<Chunk> = VecDeque::new();
     let mut in_flight_bytes = 0usize;
@@ -520,7 +517,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                     other => {
                         if !is_end(&other) {
                             // Not the protocol, or not the end: stop it.
-                            let _ = w.state.process.kill();
+                            let _ = w.state.kill();
                         }
                         shared.requeue(take.into_iter().collect());
                         break 'serve Ending::Ended;
@@ -570,14 +567,14 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 }
                 _ => {
                     tracing::error!(pid, "malformed answer from a pool worker: killing it");
-                    let _ = w.state.process.kill();
+                    let _ = w.state.kill();
                     break 'serve Ending::Ended;
                 }
             },
             Err(e) => {
                 if !is_end(&Err(e)) {
                     tracing::error!(pid, "cannot read from a pool worker: killing it");
-                    let _ = w.state.process.kill();
+                    let _ = w.state.kill();
                 }
                 break 'serve Ending::Ended;
             }
@@ -588,16 +585,16 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
         Ending::Retire => {
             // The worker reads the end of its connection and exits.
             drop(conn);
-            let _ = state.process.wait(None);
+            let _ = state.wait();
         }
         Ending::Terminated => {
             state.stopping();
-            let _ = state.process.kill();
-            let _ = state.process.wait(None);
+            let _ = state.kill();
+            let _ = state.wait();
             drop(in_flight); // each answers `Terminated`
         }
         Ending::InitFailed(why) => {
-            let _ = state.process.wait(None);
+            let _ = state.wait();
             shared.requeue(in_flight);
             shared.break_pool(format!(
                 "pool worker process {pid} failed to initialise: {why}"
@@ -605,7 +602,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
         }
         Ending::Ended => {
             drop(conn);
-            let exitcode = state.process.wait(None).ok().flatten().unwrap_or(-1);
+            let exitcode = state.wait().ok().flatten().unwrap_or(-1);
             let terminated = shared.lock().state == PoolState::Terminated;
             if terminated {
                 drop(in_flight);
@@ -618,7 +615,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 };
                 // Its tasks never started: they go back to the queue.
                 shared.requeue(in_flight);
-                exit::forget(&state);
+                state.forget();
                 return Some(why);
             } else {
                 if let Some(running) = in_flight.pop_front() {
@@ -633,7 +630,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
             }
         }
     }
-    exit::forget(&state);
+    state.forget();
     None
 }
 
@@ -1180,15 +1177,19 @@ impl PoolBuilder {
         // Started here, so that what prevents a start (a daemonic caller,
         // the OS) is this call's error; a failure stops those started.
         let mut workers = Vec::with_capacity(processes);
-        for _ in 0..processes {
+        if shared.launcher.is_remote() {
+            // One job step of `processes` tasks.
+            workers = remote::start_workers(&shared, processes)?;
+        }
+        while workers.len() < processes {
             match start_worker(&shared) {
                 Ok(w) => workers.push(w),
                 Err(e) => {
                     for w in workers {
                         w.state.stopping();
-                        let _ = w.state.process.kill();
-                        let _ = w.state.process.wait(None);
-                        exit::forget(&w.state);
+                        let _ = w.state.kill();
+                        let _ = w.state.wait();
+                        w.state.forget();
                     }
                     return Err(e);
                 }
@@ -1589,15 +1590,15 @@ impl Pool {
             let mut inner = self.shared.lock();
             inner.state = PoolState::Terminated;
             let queued: Vec<Chunk> = inner.queue.drain(..).collect();
-            let workers: Vec<Arc<ChildState>> = inner.workers.iter().flatten().cloned().collect();
+            let workers: Vec<WorkerProcess> = inner.workers.iter().flatten().cloned().collect();
             (queued, workers)
         };
         self.shared.work.notify_all();
         drop(queued);
         for w in workers {
             w.stopping();
-            if let Err(e) = w.process.kill() {
-                tracing::warn!(pid = w.process.pid(), "cannot kill a pool worker: {e}");
+            if let Err(e) = w.kill() {
+                tracing::warn!(pid = w.pid(), "cannot kill a pool worker: {e}");
             }
         }
         self.join_threads()
