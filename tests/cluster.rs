@@ -320,3 +320,40 @@ fn a_pool_inside_sbatch_uses_that_allocation() {
         "workers outside the batch job's allocation: {got}"
     );
 }
+
+#[mproc::target]
+fn put_square(q: mproc::Queue<(u32, u32, String)>, x: u32) -> Result<(), String> {
+    let node = std::env::var("SLURMD_NODENAME").unwrap_or_default();
+    q.put((x, x * x, node)).map_err(|e| e.to_string())
+}
+
+/// A `Queue` in the arguments of children placed by srun carries their
+/// results back: the queue's broker serves them over TCP, with the same
+/// key and handshake (`_test_multiprocessing`'s `test_put`/`test_get`
+/// across processes, here across Slurm tasks).
+#[mproc::test]
+fn a_queue_carries_results_from_remote_children() {
+    if cluster().is_none() {
+        return;
+    }
+    let q: mproc::Queue<(u32, u32, String)> = mproc::Queue::new(0).unwrap();
+    let mut ps: Vec<Process> = (0..3u32)
+        .map(|x| Process::new(put_square, (q.clone(), x)).with_launcher(Launcher::srun()))
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    let mut got: Vec<(u32, u32)> = (0..3)
+        .map(|_| {
+            let (x, sq, node) = q.get_timeout(Duration::from_secs(60)).unwrap();
+            assert!(node.starts_with('n'), "not from a Slurm node: {node:?}");
+            (x, sq)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(0, 0), (1, 1), (2, 4)]);
+    for p in &mut ps {
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    }
+}

@@ -379,7 +379,13 @@ impl Process {
                 return Err(Error::StartedTwice);
             }
         };
-        let started = pending.prepare().and_then(|prepared| {
+        let prepared = if self.launcher.is_remote() {
+            // A queue in the arguments is then served over TCP.
+            handles::encode_for_remote(&crate::remote::advertised_host(), || pending.prepare())
+        } else {
+            pending.prepare()
+        };
+        let started = prepared.and_then(|prepared| {
             start_child(
                 prepared,
                 &self.name,

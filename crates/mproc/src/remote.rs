@@ -18,6 +18,15 @@ use crate::sys::{ChildProcess, ControlListener};
 /// connect back to (default: this host's name).
 pub(crate) const ADVERTISE_ENV: &str = "MPROC_ADVERTISE_ADDR";
 
+/// The host name (or address) children on other hosts reach this
+/// process at: `MPROC_ADVERTISE_ADDR`, else this host's name.
+pub(crate) fn advertised_host() -> String {
+    std::env::var(ADVERTISE_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(crate::sys::host_name)
+}
+
 /// Where a child process starts: here ([`Launcher::local`], the default)
 /// or where a cluster scheduler places it ([`Launcher::srun`]).
 ///
@@ -95,15 +104,9 @@ impl Launcher {
     pub(crate) fn listen(&self) -> Result<ControlListener> {
         match &self.kind {
             Kind::Local => Ok(ControlListener::bind()?),
-            Kind::Srun { .. } => {
-                let host = std::env::var(ADVERTISE_ENV)
-                    .ok()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(crate::sys::host_name);
-                ControlListener::bind_tcp(&host).map_err(|e| {
-                    Error::Bootstrap(format!("cannot listen for a remote child on TCP: {e}"))
-                })
-            }
+            Kind::Srun { .. } => ControlListener::bind_tcp(&advertised_host()).map_err(|e| {
+                Error::Bootstrap(format!("cannot listen for a remote child on TCP: {e}"))
+            }),
         }
     }
 
