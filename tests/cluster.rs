@@ -32,9 +32,11 @@ fn sqr(x: u64) -> u64 {
     x * x
 }
 
-/// Where a worker runs: (its job id, its node, its pid).
+/// Where a worker runs: (its job id, its node, its pid), after `ms`
+/// milliseconds of work.
 #[mproc::target]
-fn placement(_x: u32) -> (String, String, u32) {
+fn placement(ms: u32) -> (String, String, u32) {
+    std::thread::sleep(Duration::from_millis(u64::from(ms)));
     (
         std::env::var("SLURM_JOB_ID").unwrap_or_default(),
         std::env::var("SLURMD_NODENAME").unwrap_or_default(),
@@ -98,9 +100,9 @@ fn pool_of_six_maps_in_order_across_nodes() {
         .launcher(Launcher::srun().nodes(3))
         .build()
         .unwrap();
-    let got = pool.map(sqr, 0..40u64).unwrap();
-    assert_eq!(got, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
-    let places = pool.map_chunked(placement, 0..60u32, 1).unwrap();
+    // Six tasks of 200 ms on a fresh pool: one for each worker (a worker
+    // holds one task at a time until it knows they are short).
+    let places = pool.map_chunked(placement, [200u32; 6], 1).unwrap();
     for (job, node, _) in &places {
         assert!(!job.is_empty(), "a worker outside a Slurm job");
         assert!(node.starts_with('n'), "a worker on no Slurm node: {node:?}");
@@ -111,6 +113,8 @@ fn pool_of_six_maps_in_order_across_nodes() {
     assert_eq!(jobs.len(), 1, "the workers are not one job's: {jobs:?}");
     let pids: BTreeSet<_> = places.iter().map(|(_, _, p)| *p).collect();
     assert_eq!(pids.len(), 6, "not 6 distinct workers: {pids:?}");
+    let got = pool.map(sqr, 0..40u64).unwrap();
+    assert_eq!(got, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
 }
 
 /// One process placed by srun: its exit code is its own (CPython's
@@ -169,7 +173,7 @@ fn scancel_mid_map_fails_the_tasks_in_flight_and_the_pool_recovers() {
         .build()
         .unwrap();
     let jobs: BTreeSet<String> = pool
-        .map_chunked(placement, 0..8u32, 1)
+        .map_chunked(placement, [0u32; 8], 1)
         .unwrap()
         .into_iter()
         .map(|(j, _, _)| j)
@@ -199,11 +203,12 @@ fn terminate_leaves_no_task() {
         .build()
         .unwrap();
     let pids: Vec<u32> = pool
-        .map_chunked(placement, 0..12u32, 1)
+        .map_chunked(placement, [200u32; 3], 1)
         .unwrap()
         .into_iter()
         .map(|(_, _, p)| p)
         .collect();
+    assert_eq!(pids.len(), 3, "not one task per worker: {pids:?}");
     let _blocked = pool.map_async_chunked(block_forever, 0..3u32, 1).unwrap();
     pool.terminate().unwrap();
     // srun ends the tasks of a cancelled step, at its own pace: the
@@ -267,7 +272,7 @@ fn inner_pool_in_sbatch() {
         .build()
         .unwrap();
     let jobs: BTreeSet<String> = pool
-        .map_chunked(placement, 0..6u32, 1)
+        .map_chunked(placement, [0u32; 6], 1)
         .unwrap()
         .into_iter()
         .map(|(j, _, _)| j)
@@ -356,4 +361,14 @@ fn a_queue_carries_results_from_remote_children() {
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(0));
     }
+}
+
+/// A user's `--export=NONE` would start tasks without the entry token
+/// (they would run `main` on the node): refused at `start()`.
+#[mproc::test]
+fn an_export_option_is_refused() {
+    let mut p =
+        Process::new(exit_with, (0,)).with_launcher(Launcher::srun().args(["--export=NONE"]));
+    let err = p.start().unwrap_err();
+    assert!(err.to_string().contains("--export"), "unclear error: {err}");
 }

@@ -74,7 +74,9 @@ impl Launcher {
     }
 
     /// Options passed to `srun` as they are (`--partition=cpu`,
-    /// `--time=10`, ...); ignored by the local launcher.
+    /// `--time=10`, ...); ignored by the local launcher. `--export` is
+    /// mproc's (`--export=ALL`: the tasks need the entry token from this
+    /// environment): `start()` refuses it.
     pub fn args<I, S>(mut self, args: I) -> Launcher
     where
         I: IntoIterator<Item = S>,
@@ -125,6 +127,12 @@ impl Launcher {
         match &self.kind {
             Kind::Local => Ok(ChildProcess::spawn(token_env, token)?),
             Kind::Srun { args, nodes } => {
+                if let Some(bad) = args.iter().find(|a| a.starts_with("--export")) {
+                    return Err(Error::Bootstrap(format!(
+                        "Launcher::srun(): {bad:?} is not allowed: the tasks need the \
+                         launch's entry token from this environment (mproc passes --export=ALL)"
+                    )));
+                }
                 let mut all = vec![
                     format!("--ntasks={ntasks}"),
                     "--quiet".to_string(),
