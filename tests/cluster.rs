@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mproc::{Error, Launcher, Pool, Process};
 
@@ -69,6 +69,14 @@ fn sleep_then(x: u32) -> u32 {
 #[mproc::target]
 fn takes_connection(c: mproc::Connection) {
     let _ = c.send(&1u8);
+}
+
+#[mproc::target]
+fn tell_pid_then_block(q: mproc::Queue<u32>) {
+    let _ = q.put(std::process::id());
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 #[mproc::target]
@@ -211,13 +219,29 @@ fn terminate_leaves_no_task() {
     assert_eq!(pids.len(), 3, "not one task per worker: {pids:?}");
     let _blocked = pool.map_async_chunked(block_forever, 0..3u32, 1).unwrap();
     pool.terminate().unwrap();
-    // srun ends the tasks of a cancelled step, at its own pace: the
-    // deadline is a failure bound, not a speed claim.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pids.iter().any(|p| alive(*p)) {
-        assert!(Instant::now() < deadline, "a task outlived terminate()");
-        std::thread::sleep(Duration::from_millis(50));
+    // terminate() waited for the cancelled step's srun, which ends after
+    // its tasks.
+    let left: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
+    assert!(left.is_empty(), "tasks outlived terminate(): {left:?}");
+}
+
+/// `terminate()` of a remote Process cancels its step: the task ends
+/// (CPython's `test_terminate`; the exit code is srun's).
+#[mproc::test]
+fn terminate_of_a_remote_process_ends_its_task() {
+    if cluster().is_none() {
+        return;
     }
+    let q: mproc::Queue<u32> = mproc::Queue::new(0).unwrap();
+    let mut p = Process::new(tell_pid_then_block, (q.clone(),)).with_launcher(Launcher::srun());
+    p.start().unwrap();
+    let pid = q.get_timeout(Duration::from_secs(60)).unwrap();
+    assert!(alive(pid));
+    p.terminate().unwrap();
+    p.join().unwrap();
+    eprintln!("exit code after terminate: {:?}", p.exitcode());
+    assert_ne!(p.exitcode(), Some(0));
+    assert!(!alive(pid), "the task outlived its terminated srun");
 }
 
 /// A local `Connection` end cannot cross hosts: `start()` says so.

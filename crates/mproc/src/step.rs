@@ -8,6 +8,7 @@
 //! ([`Hello`]) and by its connection; the step by its `srun`, whose end
 //! (SIGTERM cancels the step at once) ends every task.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,18 +22,21 @@ use crate::sys::{AcceptFailure, ChildProcess, ControlStream};
 pub(crate) struct Step {
     srun: ChildProcess,
     tasks: usize,
+    cancelled: AtomicBool,
 }
 
 impl Step {
     /// Ends the step: SIGTERM to `srun`, which cancels it (every task).
     pub(crate) fn cancel(&self) -> std::io::Result<()> {
+        self.cancelled.store(true, Ordering::Release);
         self.srun.terminate()
     }
 
     /// `srun`'s exit code: the task's for a step of one task; for more,
-    /// once they all ended. Waits for it only for a step of one task.
+    /// once they all ended. Waits for it for a step of one task, and for
+    /// a cancelled step (`srun` ends once its tasks have).
     pub(crate) fn exitcode(&self) -> Option<i32> {
-        if self.tasks == 1 {
+        if self.tasks == 1 || self.cancelled.load(Ordering::Acquire) {
             self.srun.wait(None).ok().flatten()
         } else {
             self.srun.poll().ok().flatten()
@@ -73,7 +77,11 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
     let listener = launcher.listen()?;
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
     let srun = launcher.spawn(n, TOKEN_ENV, &token)?;
-    let step = Arc::new(Step { srun, tasks: n });
+    let step = Arc::new(Step {
+        srun,
+        tasks: n,
+        cancelled: AtomicBool::new(false),
+    });
     tracing::debug!(srun = step.srun.pid(), tasks = n, "job step started");
     let deadline = launch::deadline_after(Instant::now(), launch::start_timeout());
     let failed = |why: String| {
