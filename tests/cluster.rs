@@ -386,13 +386,3 @@ fn a_queue_carries_results_from_remote_children() {
         assert_eq!(p.exitcode(), Some(0));
     }
 }
-
-/// A user's `--export=NONE` would start tasks without the entry token
-/// (they would run `main` on the node): refused at `start()`.
-#[mproc::test]
-fn an_export_option_is_refused() {
-    let mut p =
-        Process::new(exit_with, (0,)).with_launcher(Launcher::srun().args(["--export=NONE"]));
-    let err = p.start().unwrap_err();
-    assert!(err.to_string().contains("--export"), "unclear error: {err}");
-}

@@ -7,7 +7,7 @@
 //!   under Wine (`--setup` installs the toolchain and the Wine prefix).
 //! - `bench [--quick] [--check-only]`: side-by-side figures, see docs/benchmarks.md.
 //! - `fuzz [--seconds N] [--target NAME]`: run the cargo-fuzz targets, see docs/reliability.md.
-//! - `slurm start|stop`: a throwaway 3-node Slurm cluster for the cluster
+//! - `slurm start|stop|test`: a throwaway 3-node Slurm cluster for the cluster
 //!   tests (`test-all` starts one, runs them, and stops it), see docs/cluster.md.
 
 mod bench;
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         "fuzz" => fuzz::run(&rest),
         "slurm" => slurm::command(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <test-all | windows [--setup] | examples | bench [--quick] [--check-only] | fuzz [--seconds N] [--target NAME] | slurm <start | stop>>");
+            eprintln!("usage: cargo xtask <test-all | windows [--setup] | examples | bench [--quick] [--check-only] | fuzz [--seconds N] [--target NAME] | slurm <start | stop | test>>");
             return ExitCode::from(2);
         }
     };

@@ -64,12 +64,14 @@ pub fn stop() -> Result<(), String> {
     run_script("stop-cluster.sh")
 }
 
-/// `cargo xtask slurm start|stop`.
+/// `cargo xtask slurm start|stop|test` (`test`: the cluster half of
+/// `test-all` alone).
 pub fn command(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("start") => start().map(|_| ()),
         Some("stop") => stop(),
-        _ => Err("usage: cargo xtask slurm <start | stop>".into()),
+        Some("test") => test_all().map(|_| ()),
+        _ => Err("usage: cargo xtask slurm <start | stop | test>".into()),
     }
 }
 

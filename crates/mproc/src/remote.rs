@@ -102,8 +102,17 @@ impl Launcher {
         !matches!(self.kind, Kind::Local)
     }
 
-    /// The control listener for one child of this launcher.
+    /// The control listener for one child of this launcher (or one step).
+    /// The first step of a launch: refuses options that cannot work.
     pub(crate) fn listen(&self) -> Result<ControlListener> {
+        if let Kind::Srun { args, .. } = &self.kind {
+            if let Some(bad) = args.iter().find(|a| a.starts_with("--export")) {
+                return Err(Error::Bootstrap(format!(
+                    "Launcher::srun(): {bad:?} is not allowed: the tasks need the \
+                     launch's entry token from this environment (mproc passes --export=ALL)"
+                )));
+            }
+        }
         match &self.kind {
             Kind::Local => Ok(ControlListener::bind()?),
             Kind::Srun { .. } => ControlListener::bind_tcp(&advertised_host()).map_err(|e| {
@@ -127,12 +136,6 @@ impl Launcher {
         match &self.kind {
             Kind::Local => Ok(ChildProcess::spawn(token_env, token)?),
             Kind::Srun { args, nodes } => {
-                if let Some(bad) = args.iter().find(|a| a.starts_with("--export")) {
-                    return Err(Error::Bootstrap(format!(
-                        "Launcher::srun(): {bad:?} is not allowed: the tasks need the \
-                         launch's entry token from this environment (mproc passes --export=ALL)"
-                    )));
-                }
                 let mut all = vec![
                     format!("--ntasks={ntasks}"),
                     "--quiet".to_string(),
