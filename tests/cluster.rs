@@ -386,3 +386,48 @@ fn a_queue_carries_results_from_remote_children() {
         assert_eq!(p.exitcode(), Some(0));
     }
 }
+
+/// The entry token in the environment of `pid` (srun's: the same user
+/// may read it, as Slurm lets only the job's owner read the job's).
+fn token_of(pid: u32) -> String {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    env.split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("MPROC_ENTRY_TOKEN=").map(String::from))
+        .expect("no entry token in srun's environment")
+}
+
+/// A stranger on the network who connects to a remote launch's TCP
+/// listener first, without the secret, gets the challenge and nothing
+/// more (no launch record), and the launch still succeeds with the real
+/// task (the hostile-peer case of CPython's `test_answer_challenge_auth_failure`).
+#[mproc::test]
+fn a_stranger_on_the_launch_port_learns_nothing_and_fails_nothing() {
+    use std::io::{Read, Write};
+    if cluster().is_none() {
+        return;
+    }
+    let mut p = Process::new(exit_with, (0,)).with_launcher(Launcher::srun());
+    p.start().unwrap();
+    let token = token_of(p.pid().unwrap());
+    let hostport = token
+        .split_once(":tcp:")
+        .map(|(_, a)| a.to_string())
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(&hostport).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // A wrong answer to the challenge, framed as mproc frames are.
+    let junk = b"{sha256}not the right digest at all, not at all.";
+    s.write_all(&(junk.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(junk).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("#CHALLENGE#"), "no challenge: {text:?}");
+    assert!(
+        !text.contains("mproc::"),
+        "the stranger got launch data: {text:?}"
+    );
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}

@@ -233,7 +233,12 @@ impl Begun {
         let span = tracing::debug_span!("launch", pid = child.pid());
         let _enter = span.enter();
         let _deadline_guard = sys::LaunchDeadline::arm(child, self.deadline);
-        let stream = match self.listener.accept(child, self.deadline) {
+        let accepted = if self.remote {
+            accept_proven(&self.listener, child, &self.secret, self.deadline)
+        } else {
+            self.listener.accept(child, self.deadline)
+        };
+        let stream = match accepted {
             Ok(s) => s,
             Err(AcceptFailure::ChildExited) => {
                 return Err(failed(
@@ -289,8 +294,10 @@ pub(crate) fn handshake_and_send(
     let left = deadline.saturating_duration_since(Instant::now());
     sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
         .map_err(|e| e.to_string())?;
-    auth::server_handshake(&mut stream, secret)
-        .map_err(|e| format!("control channel handshake failed: {e}"))?;
+    if !remote {
+        auth::server_handshake(&mut stream, secret)
+            .map_err(|e| format!("control channel handshake failed: {e}"))?;
+    }
     frame::write_frame(&mut stream, record)
         .map_err(|e| format!("cannot send the launch record: {e}"))?;
     let mut all = Vec::with_capacity(handles.len() + 1);
@@ -321,6 +328,36 @@ pub(crate) fn handshake_and_send(
     ack?;
     sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
     Ok((stream, hello))
+}
+
+/// How long a connection on a remote launch's TCP listener may take to
+/// prove the secret before the next one is accepted.
+const REMOTE_HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
+/// For a remote launch (a TCP listener anyone on the network can reach):
+/// accepts connections until one proves the secret. A peer that does not
+/// is dropped (it learns nothing) and the wait goes on, so a stranger
+/// cannot fail the launch by connecting first.
+pub(crate) fn accept_proven(
+    listener: &ControlListener,
+    child: &ChildProcess,
+    secret: &[u8],
+    deadline: Instant,
+) -> std::result::Result<ControlStream, AcceptFailure> {
+    loop {
+        let mut stream = listener.accept(child, deadline)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = left
+            .min(REMOTE_HANDSHAKE_LIMIT)
+            .max(Duration::from_millis(1));
+        sys::set_read_timeout(&stream, Some(limit)).map_err(AcceptFailure::Io)?;
+        match auth::server_handshake(&mut stream, secret) {
+            Ok(()) => return Ok(stream),
+            Err(e) => {
+                tracing::warn!("refused a connection to a remote launch's listener: {e}");
+            }
+        }
+    }
 }
 
 /// Builds the error for a child that failed to start, with its pid and

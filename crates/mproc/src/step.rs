@@ -99,7 +99,7 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
     let mut started = Vec::with_capacity(n);
     for record in records {
         let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
-        let stream = match listener.accept(&step.srun, deadline) {
+        let stream = match launch::accept_proven(&listener, &step.srun, &secret, deadline) {
             Ok(s) => s,
             Err(AcceptFailure::ChildExited) => {
                 return Err(failed(format!(
