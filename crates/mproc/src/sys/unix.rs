@@ -303,6 +303,7 @@ impl Bound {
             Bound::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 s.set_nodelay(true)?;
+                keepalive(&s);
                 // The control stream is a byte stream either way: read,
                 // write and read timeouts on a TCP socket's descriptor
                 // behave as on a Unix socket's.
@@ -447,9 +448,27 @@ pub(crate) fn connect_control(address: &str) -> io::Result<ControlStream> {
     if let Some(hostport) = address.strip_prefix("tcp:") {
         let s = std::net::TcpStream::connect(hostport).map_err(named)?;
         s.set_nodelay(true)?;
+        keepalive(&s);
         return Ok(UnixStream::from(OwnedFd::from(s)));
     }
     UnixStream::connect(address).map_err(named)
+}
+
+/// TCP keepalive on a remote child's control channel: a node that is
+/// lost (powered off, cut from the network) sends no FIN, and without
+/// probes its connection would look alive forever. With these, either
+/// side sees the connection fail within about 25 s (10 s idle, then 3
+/// probes 5 s apart): the pool fails the worker's task and replaces it,
+/// a daemonic child sees its parent gone. Best effort (an OS without the
+/// options keeps its defaults).
+fn keepalive(s: &std::net::TcpStream) {
+    let _ = rustix::net::sockopt::set_socket_keepalive(s, true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = rustix::net::sockopt::set_tcp_keepidle(s, Duration::from_secs(10));
+        let _ = rustix::net::sockopt::set_tcp_keepintvl(s, Duration::from_secs(5));
+        let _ = rustix::net::sockopt::set_tcp_keepcnt(s, 3);
+    }
 }
 
 /// This host's name, as another host of the cluster reaches it.
@@ -674,4 +693,35 @@ macro_rules! __mproc_early_ctor {
         #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array.00200")]
         static __MPROC_EARLY_CTOR: extern "C" fn() = $f;
     };
+}
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+
+    /// Both ends of a remote child's control channel (TCP) probe the peer
+    /// (keepalive): a lost node is noticed.
+    #[test]
+    fn remote_control_channel_has_keepalive_on_both_ends() {
+        let listener = ControlListener::bind_tcp("127.0.0.1").unwrap();
+        let address = listener.address();
+        assert!(address.starts_with("tcp:127.0.0.1:"), "{address}");
+        let child = connect_control(&address).unwrap();
+        let parent = loop {
+            match listener.listener.accept() {
+                Ok(s) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    poll_readable(&[listener.listener.as_fd()], None).unwrap();
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        for end in [&child, &parent] {
+            assert!(rustix::net::sockopt::socket_keepalive(end).unwrap());
+            assert_eq!(
+                rustix::net::sockopt::tcp_keepidle(end).unwrap(),
+                Duration::from_secs(10)
+            );
+        }
+    }
 }
