@@ -44,6 +44,17 @@ fn placement(ms: u32) -> (String, String, u32) {
     )
 }
 
+/// (`SLURM_PROCID`, the number in this worker's name), after `ms`
+/// milliseconds of work.
+#[mproc::target]
+fn rank_and_name(ms: u32) -> (i64, i64) {
+    std::thread::sleep(Duration::from_millis(u64::from(ms)));
+    let rank = std::env::var("SLURM_PROCID").unwrap().parse().unwrap();
+    let name = mproc::current_process().name().to_string();
+    let n = name.rsplit(['-', ':']).next().unwrap().parse().unwrap();
+    (rank, n)
+}
+
 #[mproc::target]
 fn exit_with(code: i32) {
     std::process::exit(code);
@@ -121,6 +132,12 @@ fn pool_of_six_maps_in_order_across_nodes() {
     assert_eq!(jobs.len(), 1, "the workers are not one job's: {jobs:?}");
     let pids: BTreeSet<_> = places.iter().map(|(_, _, p)| *p).collect();
     assert_eq!(pids.len(), 6, "not 6 distinct workers: {pids:?}");
+    // Task k of the step got launch record k (it told its SLURM_PROCID):
+    // worker names, numbered in record order, follow the ranks.
+    let ranks = pool.map_chunked(rank_and_name, [200u32; 6], 1).unwrap();
+    let offsets: BTreeSet<i64> = ranks.iter().map(|(rank, n)| n - rank).collect();
+    assert_eq!(offsets.len(), 1, "names not by rank: {ranks:?}");
+    assert_eq!(ranks.len(), 6);
     let got = pool.map(sqr, 0..40u64).unwrap();
     assert_eq!(got, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
 }

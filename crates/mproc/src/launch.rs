@@ -66,6 +66,8 @@ pub(crate) struct Hello {
     pub(crate) node: String,
     /// `SLURM_JOB_ID`, if any.
     pub(crate) job: String,
+    /// `SLURM_PROCID`: which task of its step (0 for a step of one).
+    pub(crate) task: u32,
 }
 
 /// The go-ahead a child waits for after its acknowledgement.
@@ -262,10 +264,15 @@ impl Begun {
         } else {
             self.handles
         };
+        let mut record = Some(self.record);
         match handshake_and_send(
             stream,
             &self.secret,
-            &self.record,
+            &mut |_| {
+                record
+                    .take()
+                    .ok_or_else(|| "the launch record was sent".to_string())
+            },
             handles,
             child,
             self.deadline,
@@ -282,10 +289,15 @@ impl Begun {
     }
 }
 
+/// Gives the encoded launch record for a child (a remote one's by what
+/// its [`Hello`] says).
+pub(crate) type PickRecord<'a> =
+    dyn FnMut(Option<&Hello>) -> std::result::Result<Vec<u8>, String> + 'a;
+
 pub(crate) fn handshake_and_send(
     mut stream: ControlStream,
     secret: &[u8],
-    record: &[u8],
+    record: &mut PickRecord<'_>,
     handles: Vec<ipc_sys::OwnedHandle>,
     child: &ChildProcess,
     deadline: Instant,
@@ -298,7 +310,17 @@ pub(crate) fn handshake_and_send(
         auth::server_handshake(&mut stream, secret)
             .map_err(|e| format!("control channel handshake failed: {e}"))?;
     }
-    frame::write_frame(&mut stream, record)
+    // A remote child (already proven: `accept_proven`) first says who it
+    // is and which task of its step: its launch record depends on it.
+    let hello = if remote {
+        let bytes = frame::read_frame(&mut stream, 4096)
+            .map_err(|e| format!("no hello from the remote child: {e}"))?;
+        Some(postcard::from_bytes::<Hello>(&bytes).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let record = record(hello.as_ref())?;
+    frame::write_frame(&mut stream, &record)
         .map_err(|e| format!("cannot send the launch record: {e}"))?;
     let mut all = Vec::with_capacity(handles.len() + 1);
     if !remote {
@@ -308,13 +330,6 @@ pub(crate) fn handshake_and_send(
         ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
             .map_err(|e| format!("cannot send handles: {e}"))?;
     }
-    let hello = if remote {
-        let bytes = frame::read_frame(&mut stream, 4096)
-            .map_err(|e| format!("no hello from the remote child: {e}"))?;
-        Some(postcard::from_bytes::<Hello>(&bytes).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
     // This process's copies close before the child may run its target:
     // a pipe end given to the child is the child's alone (the parent sees
     // end of file when the child is done with it, as after CPython's

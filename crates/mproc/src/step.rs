@@ -1,8 +1,9 @@
 //! A job step of n tasks: n children started by one `srun` (a remote
 //! [`Launcher`]), each connecting back over TCP and launched as any
 //! child is (the mutual HMAC over the one-time secret, the launch
-//! record, the acknowledgement). The tasks are interchangeable: each
-//! connection gets the next launch record, in the order they arrive.
+//! record, the acknowledgement). Each task says which task of the step it
+//! is (`SLURM_PROCID`, in its [`Hello`]) and gets that task's launch
+//! record; a rank out of range or seen twice fails the step.
 //!
 //! The parent sees no remote process: a task is known by what it told
 //! ([`Hello`]) and by its connection; the step by its `srun`, whose end
@@ -66,7 +67,7 @@ pub(crate) struct Started {
 }
 
 /// Starts one step of `records.len()` tasks with `launcher` and launches
-/// each (records in the order the tasks connect). Fails, ending the step,
+/// each: task k (its `SLURM_PROCID`) gets `records[k]`. Fails, ending the step,
 /// if a task does not reach its entry before the start deadline or the
 /// step ends first.
 pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<Vec<Started>> {
@@ -96,9 +97,14 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
             reason: why,
         }
     };
+    // Each task's launch record, by its rank in the step (SLURM_PROCID).
+    let mut records = records
+        .iter()
+        .map(|r| postcard::to_stdvec(r).map(Some))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Encode(e.to_string()))?;
     let mut started = Vec::with_capacity(n);
-    for record in records {
-        let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
+    while started.len() < n {
         let stream = match launch::accept_proven(&listener, &step.srun, &secret, deadline) {
             Ok(s) => s,
             Err(AcceptFailure::ChildExited) => {
@@ -120,7 +126,12 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
         let (control, hello) = launch::handshake_and_send(
             stream,
             &secret,
-            &bytes,
+            &mut |hello| {
+                let task = hello.map_or(0, |h| h.task) as usize;
+                records.get_mut(task).and_then(Option::take).ok_or_else(|| {
+                    format!("task {task} of the step: no such task, or launched twice")
+                })
+            },
             Vec::new(),
             &step.srun,
             deadline,
