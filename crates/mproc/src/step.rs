@@ -47,10 +47,14 @@ impl Step {
 
 impl Drop for Step {
     fn drop(&mut self) {
-        // Its tasks are done with (or cut off): `srun` ends at once after
-        // SIGTERM, and is reaped here rather than left a zombie.
-        let _ = self.srun.terminate();
-        let _ = self.srun.wait(Some(Duration::from_secs(30)));
+        // Every task's connection is closed: the tasks end, and so does
+        // `srun` (a cancelled step at once). One that does not within a
+        // grace period is cancelled; either way it is reaped here rather
+        // than left a zombie.
+        if !matches!(self.srun.wait(Some(Duration::from_secs(5))), Ok(Some(_))) {
+            let _ = self.srun.terminate();
+            let _ = self.srun.wait(Some(Duration::from_secs(30)));
+        }
     }
 }
 
