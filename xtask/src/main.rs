@@ -7,6 +7,8 @@
 //!   under Wine (`--setup` installs the toolchain and the Wine prefix).
 //! - `bench [--quick] [--check-only]`: side-by-side figures, see docs/benchmarks.md.
 //! - `fuzz [--seconds N] [--target NAME]`: run the cargo-fuzz targets, see docs/reliability.md.
+//! - `slurm start|stop|test`: a throwaway 3-node Slurm cluster for the cluster
+//!   tests (`test-all` starts one, runs them, and stops it), see docs/cluster.md.
 
 mod bench;
 mod examples;
@@ -14,6 +16,7 @@ mod exec;
 mod fuzz;
 mod leftovers;
 mod libtest;
+mod slurm;
 mod util;
 mod windows;
 
@@ -37,8 +40,9 @@ fn main() -> ExitCode {
         "examples" => examples::run_all(),
         "bench" => bench::run(&rest),
         "fuzz" => fuzz::run(&rest),
+        "slurm" => slurm::command(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <test-all | windows [--setup] | examples | bench [--quick] [--check-only] | fuzz [--seconds N] [--target NAME]>");
+            eprintln!("usage: cargo xtask <test-all | windows [--setup] | examples | bench [--quick] [--check-only] | fuzz [--seconds N] [--target NAME] | slurm <start | stop | test>>");
             return ExitCode::from(2);
         }
     };
@@ -110,6 +114,11 @@ fn test_all(_args: &[String]) -> Result<(), String> {
     )?;
     util::step("cargo test", native_tests())?;
     util::step("examples", examples::run_all())?;
+    let mut cluster = false;
+    util::step(
+        "Slurm cluster tests",
+        slurm::test_all().map(|ran| cluster = ran),
+    )?;
     util::step(
         "no leftovers in the temp directory",
         leftovers::check(&temp_before),
@@ -127,8 +136,13 @@ fn test_all(_args: &[String]) -> Result<(), String> {
     };
     eprintln!();
     eprintln!(
-        "xtask test-all: all green in {:.0} s{}",
+        "xtask test-all: all green in {:.0} s{}{}",
         start.elapsed().as_secs_f64(),
+        if cluster {
+            ""
+        } else {
+            " (Slurm cluster tests skipped)"
+        },
         match windows {
             Some(s) => format!(" (Windows under Wine: {s})"),
             None => " (Windows suite skipped)".to_string(),

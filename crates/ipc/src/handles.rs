@@ -12,6 +12,9 @@ use std::cell::RefCell;
 use crate::sys::{OwnedHandle, RawHandle};
 
 thread_local! {
+    /// The host name remote peers reach this process at, while a launch
+    /// for another host is being encoded.
+    static REMOTE_HOST: RefCell<Option<String>> = const { RefCell::new(None) };
     static OUTGOING: RefCell<Option<Vec<RawHandle>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedHandle>>>> = const { RefCell::new(None) };
 }
@@ -24,6 +27,21 @@ pub fn collect_outgoing<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
     let r = f();
     let handles = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), previous));
     (r, handles.unwrap_or_default())
+}
+
+/// Runs `f` (which serialises a launch's arguments) for a child on
+/// another host, which reaches this one at `host`: a queue handle then
+/// carries its broker's TCP address (the broker starts serving TCP).
+pub fn encode_for_remote<R>(host: &str, f: impl FnOnce() -> R) -> R {
+    let previous = REMOTE_HOST.with(|h| h.borrow_mut().replace(host.to_string()));
+    let r = f();
+    REMOTE_HOST.with(|h| *h.borrow_mut() = previous);
+    r
+}
+
+/// The host name of [`encode_for_remote`], while it runs.
+pub fn remote_host() -> Option<String> {
+    REMOTE_HOST.with(|h| h.borrow().clone())
 }
 
 /// Registers a handle for transfer and returns its index in the table, or

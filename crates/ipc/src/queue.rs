@@ -470,8 +470,21 @@ impl<T> fmt::Debug for Queue<T> {
 /// mproc messages, never to be written where others can read them.
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let address = match (crate::handles::remote_host(), &self.inner.address) {
+            (None, a) | (Some(_), a @ Address::Tcp(_)) => a.clone(),
+            // Into a launch for another host: the broker's TCP address.
+            (Some(host), local) => match broker::running().filter(|b| b.address() == local) {
+                Some(b) => b.tcp_address(&host).map_err(serde::ser::Error::custom)?,
+                None => {
+                    return Err(serde::ser::Error::custom(
+                        "a queue received from another process cannot be passed to a \
+                         child on another host (only its owner's broker serves TCP)",
+                    ))
+                }
+            },
+        };
         Handle {
-            address: self.inner.address.clone(),
+            address,
             key: self.inner.key.clone(),
             maxsize: self.inner.maxsize as u64,
             id: self.inner.id,
@@ -486,5 +499,37 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let h = Handle::deserialize(d)?;
         Ok(Queue::from_inner(Inner::attach(h)))
+    }
+}
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+    use crate::Client;
+
+    /// Encoded for a child on another host, a queue handle carries its
+    /// broker's TCP address, served with the queue's key and handshake:
+    /// the right key is welcomed, a wrong one refused.
+    #[test]
+    fn a_queue_encoded_for_another_host_carries_a_tcp_address_behind_its_key() {
+        let q: Queue<u32> = Queue::new(0).unwrap();
+        let local = postcard::to_stdvec(&q).unwrap();
+        let local: Handle = postcard::from_bytes(&local).unwrap();
+        assert!(matches!(local.address, Address::Local(_)));
+        let bytes =
+            crate::handles::encode_for_remote("127.0.0.1", || postcard::to_stdvec(&q)).unwrap();
+        let h: Handle = postcard::from_bytes(&bytes).unwrap();
+        let Address::Tcp(addr) = &h.address else {
+            panic!("not a TCP address: {:?}", h.address);
+        };
+        assert_eq!(addr.ip().to_string(), "127.0.0.1");
+        assert_eq!(h.key, local.key);
+        assert!(Client::connect(&h.address, Some(&h.key)).is_ok());
+        assert!(Client::connect(&h.address, Some(b"not the key")).is_err());
+        // The same listener the second time.
+        let again =
+            crate::handles::encode_for_remote("127.0.0.1", || postcard::to_stdvec(&q)).unwrap();
+        let again: Handle = postcard::from_bytes(&again).unwrap();
+        assert_eq!(again.address, h.address);
     }
 }

@@ -170,6 +170,23 @@ fn run_child(token: &str) -> Result<i32, String> {
     auth::client_handshake(&mut stream, &secret)
         .map_err(|e| format!("control channel handshake failed: {e}"))?;
     fault_point("after-handshake");
+    if address.starts_with("tcp:") {
+        // Placed by a remote launcher: tell the parent who this is (it
+        // cannot see a remote process), and which task of the step, so
+        // that it sends this task's launch record.
+        let hello = crate::launch::Hello {
+            pid: std::process::id(),
+            node: std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| sys::host_name()),
+            job: std::env::var("SLURM_JOB_ID").unwrap_or_default(),
+            task: std::env::var("SLURM_PROCID")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        };
+        let bytes = postcard::to_stdvec(&hello).map_err(|e| e.to_string())?;
+        frame::write_frame(&mut stream, &bytes)
+            .map_err(|e| format!("cannot tell the parent who this is: {e}"))?;
+    }
     let record = frame::read_frame(&mut stream, frame::DEFAULT_MAX_MESSAGE)
         .map_err(|e| format!("cannot read the launch record: {e}"))?;
     let record: LaunchRecord =
@@ -177,8 +194,25 @@ fn run_child(token: &str) -> Result<i32, String> {
     if record.build_mark != build_mark() {
         return Err("the executable is not the parent's (was it rebuilt meanwhile?)".into());
     }
-    let mut received = ipc_sys::recv_handles(ipc_sys::borrow(&stream), record.handles as usize)
-        .map_err(|e| format!("cannot receive handles: {e}"))?;
+    let mut received = if record.remote {
+        // Placed by a remote launcher: no handles cross hosts. The parent
+        // sentinel is the control channel, which the parent keeps open
+        // and silent: it ends when the parent does. A pool worker's
+        // connection is the control channel itself (the worker ends with
+        // it), and its sentinel never fires.
+        let channel = ipc_sys::duplicate(ipc_sys::borrow(&stream))
+            .map_err(|e| format!("cannot use the control channel: {e}"))?;
+        if record.control_conn {
+            let never = sys::remote_parent_sentinel()
+                .map_err(|e| format!("cannot make the parent sentinel: {e}"))?;
+            vec![never, channel]
+        } else {
+            vec![channel]
+        }
+    } else {
+        ipc_sys::recv_handles(ipc_sys::borrow(&stream), record.handles as usize)
+            .map_err(|e| format!("cannot receive handles: {e}"))?
+    };
     sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
     if received.is_empty() {
         return Err("the launch carried no parent sentinel".into());

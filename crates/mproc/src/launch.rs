@@ -20,6 +20,7 @@ use mproc_ipc::{auth, frame, Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap;
+use crate::remote::Launcher;
 use crate::sys::{self, AcceptFailure, ChildProcess, ControlListener, ControlStream};
 
 /// The environment variable that carries the entry token.
@@ -48,6 +49,25 @@ pub(crate) struct LaunchRecord {
     pub(crate) parent_name: String,
     /// Keep the control channel open and report the target's result.
     pub(crate) report: bool,
+    /// Started by a remote launcher: no handles travel (the parent
+    /// sentinel neither); the control channel is TCP.
+    pub(crate) remote: bool,
+    /// The control channel itself becomes the arguments' one connection
+    /// (a remote pool worker's).
+    pub(crate) control_conn: bool,
+}
+
+/// What a child placed by a remote launcher tells about itself once it
+/// has its launch record: the parent cannot see a remote process.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub(crate) struct Hello {
+    pub(crate) pid: u32,
+    /// `SLURMD_NODENAME`, else the host name.
+    pub(crate) node: String,
+    /// `SLURM_JOB_ID`, if any.
+    pub(crate) job: String,
+    /// `SLURM_PROCID`: which task of its step (0 for a step of one).
+    pub(crate) task: u32,
 }
 
 /// The go-ahead a child waits for after its acknowledgement.
@@ -82,6 +102,7 @@ pub(crate) struct Identity<'a> {
     pub(crate) daemon: bool,
     pub(crate) authkey: &'a [u8],
     pub(crate) report: bool,
+    pub(crate) launcher: &'a Launcher,
 }
 
 /// The first half of a launch, done by `start()` itself; the second half,
@@ -97,11 +118,12 @@ pub(crate) struct Begun {
     /// `start()` returns, these once they are sent.
     handles: Vec<ipc_sys::OwnedHandle>,
     report: bool,
+    remote: bool,
 }
 
 /// How long a child may take to reach its entry and acknowledge
 /// (`MPROC_START_TIMEOUT_SECS`, 60 s by default).
-fn start_timeout() -> Duration {
+pub(crate) fn start_timeout() -> Duration {
     std::env::var("MPROC_START_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -123,6 +145,15 @@ pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
 /// token, the control listener, the launch record ready to send. What is
 /// left is [`Begun::finish`].
 pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProcess, Begun)> {
+    let remote = who.launcher.is_remote();
+    if remote && !prepared.handles.is_empty() {
+        return Err(Error::Bootstrap(format!(
+            "cannot start {:?} with a remote launcher: its arguments carry {} OS handle(s) \
+             (a Connection end or a Queue backed by a local socket), which cannot cross hosts",
+            who.name,
+            prepared.handles.len()
+        )));
+    }
     let mut secret = [0u8; 32];
     crate::fault::random_bytes(&mut secret)
         .map_err(|e| Error::Bootstrap(format!("no secret for the launch: {e}")))?;
@@ -160,12 +191,15 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         parent_pid: std::process::id(),
         parent_name: me.name.clone(),
         report: who.report,
+        remote,
+        // Only a job step's pool workers use it (`crate::step`).
+        control_conn: false,
     };
     let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
-    let listener = ControlListener::bind()?;
+    let listener = who.launcher.listen()?;
     tracing::debug!(address = %listener.address(), "control channel listening");
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
-    let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
+    let child = who.launcher.spawn(1, TOKEN_ENV, &token)?;
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = deadline_after(Instant::now(), start_timeout());
     if who.daemon {
@@ -186,6 +220,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
             record: bytes,
             handles,
             report: who.report,
+            remote,
         },
     ))
 }
@@ -200,7 +235,12 @@ impl Begun {
         let span = tracing::debug_span!("launch", pid = child.pid());
         let _enter = span.enter();
         let _deadline_guard = sys::LaunchDeadline::arm(child, self.deadline);
-        let stream = match self.listener.accept(child, self.deadline) {
+        let accepted = if self.remote {
+            accept_proven(&self.listener, child, &self.secret, self.deadline)
+        } else {
+            self.listener.accept(child, self.deadline)
+        };
+        let stream = match accepted {
             Ok(s) => s,
             Err(AcceptFailure::ChildExited) => {
                 return Err(failed(
@@ -217,45 +257,79 @@ impl Begun {
             Err(AcceptFailure::Io(e)) => return Err(failed(child, &format!("accept failed: {e}"))),
         };
         drop(self.listener);
-        let report = self.report;
+        let keep = self.report || self.remote;
+        let handles = if self.remote {
+            // Nothing crosses hosts: the remote child gets no handles.
+            Vec::new()
+        } else {
+            self.handles
+        };
+        let mut record = Some(self.record);
         match handshake_and_send(
             stream,
             &self.secret,
-            &self.record,
-            self.handles,
+            &mut |_| {
+                record
+                    .take()
+                    .ok_or_else(|| "the launch record was sent".to_string())
+            },
+            handles,
             child,
             self.deadline,
+            self.remote,
         ) {
-            Ok(control) => {
+            Ok((control, _)) => {
                 tracing::debug!("child acknowledged its launch");
-                Ok(report.then_some(control))
+                // A remote child's control channel stays open: it is its
+                // pool connection, or ends only with the child.
+                Ok(keep.then_some(control))
             }
             Err(reason) => Err(failed(child, &reason)),
         }
     }
 }
 
-fn handshake_and_send(
+/// Gives the encoded launch record for a child (a remote one's by what
+/// its [`Hello`] says).
+pub(crate) type PickRecord<'a> =
+    dyn FnMut(Option<&Hello>) -> std::result::Result<Vec<u8>, String> + 'a;
+
+pub(crate) fn handshake_and_send(
     mut stream: ControlStream,
     secret: &[u8],
-    record: &[u8],
+    record: &mut PickRecord<'_>,
     handles: Vec<ipc_sys::OwnedHandle>,
     child: &ChildProcess,
     deadline: Instant,
-) -> std::result::Result<ControlStream, String> {
+    remote: bool,
+) -> std::result::Result<(ControlStream, Option<Hello>), String> {
     let left = deadline.saturating_duration_since(Instant::now());
     sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
         .map_err(|e| e.to_string())?;
-    auth::server_handshake(&mut stream, secret)
-        .map_err(|e| format!("control channel handshake failed: {e}"))?;
-    let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
-    frame::write_frame(&mut stream, record)
+    if !remote {
+        auth::server_handshake(&mut stream, secret)
+            .map_err(|e| format!("control channel handshake failed: {e}"))?;
+    }
+    // A remote child (already proven: `accept_proven`) first says who it
+    // is and which task of its step: its launch record depends on it.
+    let hello = if remote {
+        let bytes = frame::read_frame(&mut stream, 4096)
+            .map_err(|e| format!("no hello from the remote child: {e}"))?;
+        Some(postcard::from_bytes::<Hello>(&bytes).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let record = record(hello.as_ref())?;
+    frame::write_frame(&mut stream, &record)
         .map_err(|e| format!("cannot send the launch record: {e}"))?;
     let mut all = Vec::with_capacity(handles.len() + 1);
-    all.push(parent_sentinel);
-    all.extend(handles.iter().map(ipc_sys::borrow));
-    ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
-        .map_err(|e| format!("cannot send handles: {e}"))?;
+    if !remote {
+        let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
+        all.push(parent_sentinel);
+        all.extend(handles.iter().map(ipc_sys::borrow));
+        ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
+            .map_err(|e| format!("cannot send handles: {e}"))?;
+    }
     // This process's copies close before the child may run its target:
     // a pipe end given to the child is the child's alone (the parent sees
     // end of file when the child is done with it, as after CPython's
@@ -268,7 +342,37 @@ fn handshake_and_send(
     let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
     ack?;
     sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
-    Ok(stream)
+    Ok((stream, hello))
+}
+
+/// How long a connection on a remote launch's TCP listener may take to
+/// prove the secret before the next one is accepted.
+const REMOTE_HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
+/// For a remote launch (a TCP listener anyone on the network can reach):
+/// accepts connections until one proves the secret. A peer that does not
+/// is dropped (it learns nothing) and the wait goes on, so a stranger
+/// cannot fail the launch by connecting first.
+pub(crate) fn accept_proven(
+    listener: &ControlListener,
+    child: &ChildProcess,
+    secret: &[u8],
+    deadline: Instant,
+) -> std::result::Result<ControlStream, AcceptFailure> {
+    loop {
+        let mut stream = listener.accept(child, deadline)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = left
+            .min(REMOTE_HANDSHAKE_LIMIT)
+            .max(Duration::from_millis(1));
+        sys::set_read_timeout(&stream, Some(limit)).map_err(AcceptFailure::Io)?;
+        match auth::server_handshake(&mut stream, secret) {
+            Ok(()) => return Ok(stream),
+            Err(e) => {
+                tracing::warn!("refused a connection to a remote launch's listener: {e}");
+            }
+        }
+    }
 }
 
 /// Builds the error for a child that failed to start, with its pid and

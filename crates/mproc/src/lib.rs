@@ -40,7 +40,9 @@ mod pool;
 pub(crate) use pool::worker as pool_worker;
 mod process;
 mod registry;
+mod remote;
 mod spawn;
+mod step;
 mod sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;
@@ -57,6 +59,7 @@ pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessInfo, Sentinel,
 };
 pub use registry::{Args, ProcessOutput, Target};
+pub use remote::Launcher;
 pub use spawn::{spawn, JoinHandle};
 
 /// Registers a free fn (0 to 6 parameters of serde types, or connection

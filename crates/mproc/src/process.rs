@@ -11,6 +11,7 @@ use crate::launch::{self, Identity, Prepared, TOKEN_ENV};
 use crate::registry::{
     registered_entry, registered_name, target_names, Args, ProcessOutput, Target,
 };
+use crate::remote::Launcher;
 use crate::sys::{ChildProcess, ControlStream};
 use crate::{context, exit};
 
@@ -175,6 +176,7 @@ pub(crate) fn start_child(
     daemon: bool,
     authkey: &Arc<[u8]>,
     report: bool,
+    launcher: &Launcher,
 ) -> Result<Arc<ChildState>> {
     let me = context::current();
     if me.daemon {
@@ -202,6 +204,7 @@ pub(crate) fn start_child(
             daemon,
             authkey,
             report,
+            launcher,
         },
     )?;
     let state = Arc::new(ChildState {
@@ -274,6 +277,7 @@ pub struct Process {
     daemon: bool,
     authkey: Arc<[u8]>,
     identity: Vec<u32>,
+    launcher: Launcher,
     state: State,
 }
 
@@ -295,6 +299,7 @@ impl Process {
             daemon: me.daemon,
             authkey: me.authkey.clone(),
             identity,
+            launcher: Launcher::local(),
             state: State::Unstarted(Box::new(PendingCall { target, args })),
         }
     }
@@ -302,6 +307,15 @@ impl Process {
     /// Builder: sets the name (`Process(name=...)`).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Builder: where the child starts ([`Launcher::local`] by default;
+    /// [`Launcher::srun`] has Slurm place it). A remote child's arguments
+    /// cannot carry a `Connection` end or other OS handle: `start()`
+    /// refuses them.
+    pub fn with_launcher(mut self, launcher: Launcher) -> Self {
+        self.launcher = launcher;
         self
     }
 
@@ -365,7 +379,13 @@ impl Process {
                 return Err(Error::StartedTwice);
             }
         };
-        let started = pending.prepare().and_then(|prepared| {
+        let prepared = if self.launcher.is_remote() {
+            // A queue in the arguments is then served over TCP.
+            handles::encode_for_remote(&crate::remote::advertised_host(), || pending.prepare())
+        } else {
+            pending.prepare()
+        };
+        let started = prepared.and_then(|prepared| {
             start_child(
                 prepared,
                 &self.name,
@@ -373,6 +393,7 @@ impl Process {
                 self.daemon,
                 &self.authkey,
                 false,
+                &self.launcher,
             )
         });
         match started {

@@ -40,7 +40,15 @@ where
     let me = crate::context::current();
     let (identity, name) = me.next_child();
     let prepared = crate::process::prepare::<F, A>(&args, "spawn_entry")?;
-    let state = start_child(prepared, &name, &identity, me.daemon, &me.authkey, true)?;
+    let state = start_child(
+        prepared,
+        &name,
+        &identity,
+        me.daemon,
+        &me.authkey,
+        true,
+        &crate::remote::Launcher::local(),
+    )?;
     drop(args);
     Ok(JoinHandle {
         state,

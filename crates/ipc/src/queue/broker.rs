@@ -43,6 +43,10 @@ pub(crate) struct Broker {
 
 static BROKER: Mutex<Option<Arc<Broker>>> = Mutex::new(None);
 
+/// The broker's TCP listener for holders on other hosts, once one is
+/// needed, and the address they reach it at.
+static TCP: Mutex<Option<(Arc<Listener>, Address)>> = Mutex::new(None);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -155,6 +159,9 @@ pub(crate) fn remove_dead(address: &Address) {
 pub(crate) fn close() {
     if let Some(b) = running() {
         b.listener.close();
+        if let Some((tcp, _)) = lock(&TCP).as_ref() {
+            tcp.close();
+        }
         if let Some(dir) = &b.dir {
             let _ = crate::sys::remove_private_dir(dir);
         }
@@ -507,6 +514,79 @@ fn serve_ops(shared: &Shared, acks: &AckStreams, conn: &Connection, id: u64, ses
         if let Err(e) = sent {
             tracing::debug!("cannot answer a queue request: {e}");
             return;
+        }
+    }
+}
+
+/// Serving holders on other hosts (a queue passed to a child that a
+/// remote launcher placed).
+impl Broker {
+    /// The address holders on another host reach this broker at: a TCP
+    /// listener (same key, same handshake) started on first use, on
+    /// every interface, advertised as `host`'s address.
+    pub(crate) fn tcp_address(self: &Arc<Self>, host: &str) -> Result<Address> {
+        let mut tcp = lock(&TCP);
+        if let Some((_, address)) = tcp.as_ref() {
+            return Ok(address.clone());
+        }
+        let any = Address::Tcp(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let listener = Arc::new(Listener::bind(any, Some(&self.key))?);
+        let port = match listener.address() {
+            Address::Tcp(a) => a.port(),
+            Address::Local(_) => {
+                return Err(Error::Io(std::io::Error::other("not a TCP listener")))
+            }
+        };
+        let ip = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot resolve {host:?} for the queue broker: {e}"),
+                ))
+            })?
+            .find(|a| a.is_ipv4())
+            .ok_or_else(|| {
+                Error::Io(std::io::Error::other(format!(
+                    "{host:?} has no IPv4 address for the queue broker"
+                )))
+            })?;
+        let address = Address::Tcp(ip);
+        let (broker, l) = (self.clone(), listener.clone());
+        std::thread::Builder::new()
+            .name("mproc-queue-broker-tcp".into())
+            .spawn(move || broker.tcp_accept_loop(&l))?;
+        tracing::debug!(%address, "queue broker serves TCP");
+        *tcp = Some((listener, address.clone()));
+        Ok(address)
+    }
+
+    /// The TCP listener's accept loop: each peer proves the key on a
+    /// thread of its own, within the handshake deadline, as on the local
+    /// listener.
+    fn tcp_accept_loop(self: &Arc<Self>, listener: &Listener) {
+        loop {
+            match listener.accept_pending() {
+                Ok(pending) => {
+                    let broker = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("mproc-queue-conn".into())
+                        .spawn(
+                            move || match pending.authenticate(Some(HANDSHAKE_DEADLINE)) {
+                                Ok(conn) => broker.serve(conn),
+                                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
+                            },
+                        );
+                    if let Err(e) = spawned {
+                        tracing::warn!("queue broker cannot start a connection thread: {e}");
+                    }
+                }
+                Err(Error::ListenerClosed) => return,
+                Err(Error::Io(e)) => {
+                    tracing::warn!("queue broker cannot accept on TCP: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => tracing::debug!("queue broker: TCP accept failed: {e}"),
+            }
         }
     }
 }

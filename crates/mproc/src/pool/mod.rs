@@ -18,6 +18,7 @@
 //! sent after it go back to the front of the queue, and the slot starts a
 //! new worker. See `docs/architecture.md`, "## Pool".
 
+mod remote;
 pub(crate) mod worker;
 
 use std::collections::{HashMap, VecDeque};
@@ -32,10 +33,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bootstrap;
+use crate::context;
 use crate::launch::Prepared;
-use crate::process::{check_registered, start_child, ChildState};
+use crate::process::{check_registered, start_child};
 use crate::registry::{Args, ProcessOutput, Target};
-use crate::{context, exit};
+use crate::remote::Launcher;
+use remote::WorkerProcess;
 
 use worker::{Answer, ItemOutcome};
 
@@ -168,7 +171,7 @@ struct Inner {
     state: PoolState,
     queue: VecDeque<Chunk>,
     /// The current worker of each slot (for `terminate`).
-    workers: Vec<Option<Arc<ChildState>>>,
+    workers: Vec<Option<WorkerProcess>>,
     /// Why the pool cannot run tasks any more (a worker failed to start).
     broken: Option<String>,
     /// Which slots have no task in flight (refreshed at each of their
@@ -252,6 +255,8 @@ struct Shared {
     processes: usize,
     init: Option<(i64, Vec<u8>)>,
     maxtasks: Option<u64>,
+    /// Where workers start (the local re-exec, or a cluster scheduler).
+    launcher: Launcher,
 }
 
 impl Shared {
@@ -356,10 +361,10 @@ impl Shared {
                     // Not the protocol, or not the end: stop it, so the
                     // slot reads its end.
                     tracing::error!(
-                        pid = state.process.pid(),
+                        pid = state.pid(),
                         "malformed answer from a pool worker: killing it"
                     );
-                    let _ = state.process.kill();
+                    let _ = state.kill();
                 }
                 let mut inner = self.lock();
                 inner.lent[slot] = false;
@@ -513,10 +518,17 @@ impl Shared {
 /// A worker as the pool sees it.
 struct Worker {
     conn: Connection,
-    state: Arc<ChildState>,
+    state: WorkerProcess,
 }
 
 fn start_worker(shared: &Shared) -> Result<Worker> {
+    if shared.launcher.is_remote() {
+        // A replacement: a step of one task (in this allocation, when the
+        // pool runs inside one).
+        return remote::start_workers(shared, 1)?
+            .pop()
+            .ok_or_else(|| Error::Bootstrap("the job step started no task".into()));
+    }
     let (conn, theirs) = pipe(true)?;
     let args = worker::WorkerArgs {
         conn: theirs,
@@ -533,18 +545,45 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
     };
     let me = context::current();
     let (identity, _) = me.next_child();
-    let name = format!(
+    let name = worker_name(&identity);
+    let state = start_child(
+        prepared,
+        &name,
+        &identity,
+        true,
+        &me.authkey,
+        false,
+        &shared.launcher,
+    )?;
+    // Our copy of the worker's end: the launch duplicated what it sends.
+    drop(args);
+    Ok(Worker {
+        conn,
+        state: WorkerProcess::Local(state),
+    })
+}
+
+/// `SpawnPoolWorker-N[:M]`, CPython's pool worker names.
+fn worker_name(identity: &[u32]) -> String {
+    format!(
         "SpawnPoolWorker-{}",
         identity
             .iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(":")
-    );
-    let state = start_child(prepared, &name, &identity, true, &me.authkey, false)?;
-    // Our copy of the worker's end: the launch duplicated what it sends.
-    drop(args);
-    Ok(Worker { conn, state })
+    )
+}
+
+/// The pool's side of a remote worker's connection: its control channel,
+/// as a connection with `like`'s settings (what the worker decodes as its
+/// own end).
+fn remote_connection(control: crate::sys::ControlStream, like: &Connection) -> Result<Connection> {
+    let (encoded, _) = handles::collect_outgoing(|| postcard::to_stdvec(like));
+    let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    let handle = mproc_ipc::sys::OwnedHandle::from(control);
+    handles::with_incoming(vec![handle], || postcard::from_bytes(&encoded))
+        .map_err(|e| Error::Bootstrap(format!("the remote worker's channel: {e}")))
 }
 
 /// How a worker's service ended.
@@ -584,9 +623,9 @@ fn slot_loop(shared: Arc<Shared>, slot: usize, first: Worker) {
             if inner.state == PoolState::Terminated {
                 drop(inner);
                 worker.state.stopping();
-                let _ = worker.state.process.kill();
-                let _ = worker.state.process.wait(None);
-                exit::forget(&worker.state);
+                let _ = worker.state.kill();
+                let _ = worker.state.wait();
+                worker.state.forget();
                 break;
             }
             if let Some(w) = inner.workers.get_mut(slot) {
@@ -623,7 +662,7 @@ const START_ATTEMPTS: u32 = 3;
 fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
     let Worker { conn, state } = w;
     let conn = Arc::new(conn);
-    let pid = state.process.pid();
+    let pid = state.pid();
     let limit = shared.maxtasks.unwrap_or(u64::MAX);
     let mut in_flight: VecDeque<Chunk> = VecDeque::new();
     let mut in_flight_bytes = 0usize;
@@ -721,7 +760,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                     other => {
                         if !is_end(&other) {
                             // Not the protocol, or not the end: stop it.
-                            let _ = state.process.kill();
+                            let _ = state.kill();
                         }
                         shared.requeue(take.into_iter().collect());
                         break 'serve Ending::Ended;
@@ -771,14 +810,14 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 }
                 _ => {
                     tracing::error!(pid, "malformed answer from a pool worker: killing it");
-                    let _ = state.process.kill();
+                    let _ = state.kill();
                     break 'serve Ending::Ended;
                 }
             },
             Err(e) => {
                 if !is_end(&Err(e)) {
                     tracing::error!(pid, "cannot read from a pool worker: killing it");
-                    let _ = state.process.kill();
+                    let _ = state.kill();
                 }
                 break 'serve Ending::Ended;
             }
@@ -788,16 +827,16 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
         Ending::Retire => {
             // The worker reads the end of its connection and exits.
             drop(conn);
-            let _ = state.process.wait(None);
+            let _ = state.wait();
         }
         Ending::Terminated => {
             state.stopping();
-            let _ = state.process.kill();
-            let _ = state.process.wait(None);
+            let _ = state.kill();
+            let _ = state.wait();
             drop(in_flight); // each answers `Terminated`
         }
         Ending::InitFailed(why) => {
-            let _ = state.process.wait(None);
+            let _ = state.wait();
             shared.requeue(in_flight);
             shared.break_pool(format!(
                 "pool worker process {pid} failed to initialise: {why}"
@@ -805,7 +844,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
         }
         Ending::Ended => {
             drop(conn);
-            let exitcode = state.process.wait(None).ok().flatten().unwrap_or(-1);
+            let exitcode = state.wait().ok().flatten().unwrap_or(-1);
             let terminated = shared.lock().state == PoolState::Terminated;
             if terminated {
                 drop(in_flight);
@@ -818,7 +857,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 };
                 // Its tasks never started: they go back to the queue.
                 shared.requeue(in_flight);
-                exit::forget(&state);
+                state.forget();
                 return Some(why);
             } else {
                 if let Some(running) = in_flight.pop_front() {
@@ -833,7 +872,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
             }
         }
     }
-    exit::forget(&state);
+    state.forget();
     None
 }
 
@@ -1308,6 +1347,7 @@ pub struct PoolBuilder {
     processes: Option<usize>,
     init: Option<Result<(i64, Vec<u8>)>>,
     maxtasks: Option<usize>,
+    launcher: Launcher,
 }
 
 impl PoolBuilder {
@@ -1350,6 +1390,15 @@ impl PoolBuilder {
         self
     }
 
+    /// Where the workers start: [`Launcher::local`] (the default) or
+    /// [`Launcher::srun`] (Slurm places each worker; a worker lost with
+    /// its node or cancelled by the scheduler fails its task and is
+    /// replaced, as a worker that dies here).
+    pub fn launcher(mut self, launcher: Launcher) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
@@ -1366,6 +1415,7 @@ impl PoolBuilder {
             processes,
             init,
             maxtasks: self.maxtasks.map(|k| k as u64),
+            launcher: self.launcher,
         });
         let mut pool = Pool {
             shared: shared.clone(),
@@ -1374,15 +1424,19 @@ impl PoolBuilder {
         // Started here, so that what prevents a start (a daemonic caller,
         // the OS) is this call's error; a failure stops those started.
         let mut workers = Vec::with_capacity(processes);
-        for _ in 0..processes {
+        if shared.launcher.is_remote() {
+            // One job step of `processes` tasks.
+            workers = remote::start_workers(&shared, processes)?;
+        }
+        while workers.len() < processes {
             match start_worker(&shared) {
                 Ok(w) => workers.push(w),
                 Err(e) => {
                     for w in workers {
                         w.state.stopping();
-                        let _ = w.state.process.kill();
-                        let _ = w.state.process.wait(None);
-                        exit::forget(&w.state);
+                        let _ = w.state.kill();
+                        let _ = w.state.wait();
+                        w.state.forget();
                     }
                     return Err(e);
                 }
@@ -1420,6 +1474,7 @@ impl Pool {
             processes: None,
             init: None,
             maxtasks: None,
+            launcher: Launcher::local(),
         }
     }
 
@@ -1810,15 +1865,15 @@ impl Pool {
             let mut inner = self.shared.lock();
             inner.state = PoolState::Terminated;
             let queued: Vec<Chunk> = inner.queue.drain(..).collect();
-            let workers: Vec<Arc<ChildState>> = inner.workers.iter().flatten().cloned().collect();
+            let workers: Vec<WorkerProcess> = inner.workers.iter().flatten().cloned().collect();
             (queued, workers)
         };
         self.shared.notify_all();
         drop(queued);
         for w in workers {
             w.stopping();
-            if let Err(e) = w.process.kill() {
-                tracing::warn!(pid = w.process.pid(), "cannot kill a pool worker: {e}");
+            if let Err(e) = w.kill() {
+                tracing::warn!(pid = w.pid(), "cannot kill a pool worker: {e}");
             }
         }
         self.join_threads()

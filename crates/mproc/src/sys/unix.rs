@@ -72,6 +72,41 @@ impl ChildProcess {
         })
     }
 
+    /// Starts `program args.. <this executable's path>` with the entry token
+    /// in the environment: a launcher (`srun`) that runs this program
+    /// elsewhere. The process this holds is the launcher's, whose exit
+    /// code is the remote child's.
+    pub(crate) fn spawn_via(
+        program: &str,
+        args: &[String],
+        token_env: &str,
+        token: &str,
+    ) -> io::Result<ChildProcess> {
+        let exe = std::env::current_exe()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot find this executable: {e}")))?;
+        let child = Command::new(program)
+            .args(args)
+            .arg(&exe)
+            .env(token_env, token)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {program}: {e}")))?;
+        ChildProcess::adopt(child)
+    }
+
+    fn adopt(child: Child) -> io::Result<ChildProcess> {
+        let pid = child.id();
+        let raw = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("invalid child pid"))?;
+        // The child is ours and not yet reaped, so its pid cannot be reused.
+        let pidfd = pidfd_open(raw, PidfdFlags::empty())?;
+        Ok(ChildProcess {
+            pid,
+            child: Mutex::new(child),
+            status: Mutex::new(None),
+            pidfd,
+        })
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
@@ -247,8 +282,42 @@ pub(crate) fn cleanup_runtime_dir() {
 /// A one-shot listener for one child's control connection, removed from
 /// the file system when dropped.
 pub(crate) struct ControlListener {
-    listener: UnixListener,
+    listener: Bound,
+    /// The socket file (empty for a TCP listener).
     path: PathBuf,
+    /// The `host:port` a remote child connects to (TCP only).
+    advertised: Option<String>,
+}
+
+/// A control listener's socket: local, or TCP for a child that a remote
+/// launcher places on another host.
+enum Bound {
+    Local(UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+impl Bound {
+    fn accept(&self) -> io::Result<UnixStream> {
+        match self {
+            Bound::Local(l) => l.accept().map(|(s, _)| s),
+            Bound::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                keepalive(&s);
+                // The control stream is a byte stream either way: read,
+                // write and read timeouts on a TCP socket's descriptor
+                // behave as on a Unix socket's.
+                Ok(UnixStream::from(OwnedFd::from(s)))
+            }
+        }
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Bound::Local(l) => l.as_fd(),
+            Bound::Tcp(l) => l.as_fd(),
+        }
+    }
 }
 
 /// Why no control connection arrived.
@@ -272,12 +341,32 @@ impl ControlListener {
         let listener = UnixListener::bind(&path).map_err(named)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(named)?;
         listener.set_nonblocking(true)?;
-        Ok(ControlListener { listener, path })
+        Ok(ControlListener {
+            listener: Bound::Local(listener),
+            path,
+            advertised: None,
+        })
+    }
+
+    /// A TCP listener on every interface, for a child on another host;
+    /// `advertise` is the host name (or address) the child connects to.
+    pub(crate) fn bind_tcp(advertise: &str) -> io::Result<ControlListener> {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 0))?;
+        let port = listener.local_addr()?.port();
+        listener.set_nonblocking(true)?;
+        Ok(ControlListener {
+            listener: Bound::Tcp(listener),
+            path: PathBuf::new(),
+            advertised: Some(format!("tcp:{advertise}:{port}")),
+        })
     }
 
     /// The address a child connects to (goes into its entry token).
     pub(crate) fn address(&self) -> String {
-        self.path.to_string_lossy().into_owned()
+        match &self.advertised {
+            Some(a) => a.clone(),
+            None => self.path.to_string_lossy().into_owned(),
+        }
     }
 
     /// Accepts the child's connection, racing the child's exit and the
@@ -289,8 +378,11 @@ impl ControlListener {
     ) -> Result<ControlStream, AcceptFailure> {
         loop {
             match self.listener.accept() {
-                Ok((s, _)) => {
-                    if !connected_by(&s, child) {
+                Ok(s) => {
+                    // A remote child's peer is not a local process: the
+                    // handshake alone decides.
+                    let remote = matches!(self.listener, Bound::Tcp(_));
+                    if !remote && !connected_by(&s, child) {
                         // Refused before a byte is read or written: the
                         // intruder sees only the connection close.
                         tracing::warn!(
@@ -343,13 +435,58 @@ fn connected_by(s: &UnixStream, child: &ChildProcess) -> bool {
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if matches!(self.listener, Bound::Local(_)) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
-/// The child's side: connects to the parent's control listener.
+/// The child's side: connects to the parent's control listener (a
+/// `tcp:host:port` address for a child a remote launcher placed).
 pub(crate) fn connect_control(address: &str) -> io::Result<ControlStream> {
-    UnixStream::connect(address).map_err(|e| io::Error::new(e.kind(), format!("{address}: {e}")))
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{address}: {e}"));
+    if let Some(hostport) = address.strip_prefix("tcp:") {
+        let s = std::net::TcpStream::connect(hostport).map_err(named)?;
+        s.set_nodelay(true)?;
+        keepalive(&s);
+        return Ok(UnixStream::from(OwnedFd::from(s)));
+    }
+    UnixStream::connect(address).map_err(named)
+}
+
+/// TCP keepalive on a remote child's control channel: a node that is
+/// lost (powered off, cut from the network) sends no FIN, and without
+/// probes its connection would look alive forever. With these, either
+/// side sees the connection fail within about 25 s (10 s idle, then 3
+/// probes 5 s apart): the pool fails the worker's task and replaces it,
+/// a daemonic child sees its parent gone. Best effort (an OS without the
+/// options keeps its defaults).
+fn keepalive(s: &std::net::TcpStream) {
+    let _ = rustix::net::sockopt::set_socket_keepalive(s, true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = rustix::net::sockopt::set_tcp_keepidle(s, Duration::from_secs(10));
+        let _ = rustix::net::sockopt::set_tcp_keepintvl(s, Duration::from_secs(5));
+        let _ = rustix::net::sockopt::set_tcp_keepcnt(s, 3);
+    }
+}
+
+/// This host's name, as another host of the cluster reaches it.
+pub(crate) fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A parent sentinel for a child on another host: never ready (the
+/// parent's end of it does not cross hosts; the scheduler ends the child
+/// with its step instead).
+pub(crate) fn remote_parent_sentinel() -> io::Result<OwnedFd> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // The write end stays open for the life of this process.
+    std::mem::forget(w);
+    Ok(r)
 }
 
 /// Sets a read timeout on the control stream (None: blocking).
@@ -556,4 +693,35 @@ macro_rules! __mproc_early_ctor {
         #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array.00200")]
         static __MPROC_EARLY_CTOR: extern "C" fn() = $f;
     };
+}
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+
+    /// Both ends of a remote child's control channel (TCP) probe the peer
+    /// (keepalive): a lost node is noticed.
+    #[test]
+    fn remote_control_channel_has_keepalive_on_both_ends() {
+        let listener = ControlListener::bind_tcp("127.0.0.1").unwrap();
+        let address = listener.address();
+        assert!(address.starts_with("tcp:127.0.0.1:"), "{address}");
+        let child = connect_control(&address).unwrap();
+        let parent = loop {
+            match listener.listener.accept() {
+                Ok(s) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    poll_readable(&[listener.listener.as_fd()], None).unwrap();
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        for end in [&child, &parent] {
+            assert!(rustix::net::sockopt::socket_keepalive(end).unwrap());
+            assert_eq!(
+                rustix::net::sockopt::tcp_keepidle(end).unwrap(),
+                Duration::from_secs(10)
+            );
+        }
+    }
 }

@@ -554,3 +554,43 @@ macro_rules! __mproc_early_ctor {
         static __MPROC_EARLY_CTOR: extern "C" fn() = $f;
     };
 }
+
+// ---------------------------------------------------------------------
+// Remote launchers (Slurm's `srun`) are Linux/Unix only: a Windows
+// cluster runs no Slurm (docs/platforms.md).
+
+fn no_remote() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "remote launchers (srun) are not supported on Windows",
+    )
+}
+
+impl ChildProcess {
+    /// Not on Windows: see [`no_remote`].
+    pub(crate) fn spawn_via(
+        _program: &str,
+        _args: &[String],
+        _token_env: &str,
+        _token: &str,
+    ) -> io::Result<ChildProcess> {
+        Err(no_remote())
+    }
+}
+
+impl ControlListener {
+    /// Not on Windows: see [`no_remote`].
+    pub(crate) fn bind_tcp(_advertise: &str) -> io::Result<ControlListener> {
+        Err(no_remote())
+    }
+}
+
+/// This host's name (`COMPUTERNAME`).
+pub(crate) fn host_name() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".into())
+}
+
+/// Not on Windows: see [`no_remote`].
+pub(crate) fn remote_parent_sentinel() -> io::Result<OwnedHandle> {
+    Err(no_remote())
+}
