@@ -39,6 +39,9 @@ pub(crate) struct Broker {
     queues: Mutex<HashMap<u64, Arc<Shared>>>,
     next_conn: AtomicU64,
     acks: AckStreams,
+    /// Peers that connected and have not proven the key yet, from the
+    /// local listener and the TCP one alike (one bound for both).
+    pending: Arc<PendingList>,
 }
 
 static BROKER: Mutex<Option<Arc<Broker>>> = Mutex::new(None);
@@ -78,6 +81,7 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
             return Err(e);
         }
     };
+    let pending = Arc::new(PendingList::default());
     let broker = Arc::new(Broker {
         listener,
         dir,
@@ -85,8 +89,8 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
         queues: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
         acks: AckStreams::default(),
+        pending: pending.clone(),
     });
-    let pending = Arc::new(PendingList::default());
     for _ in 0..HANDSHAKERS {
         let (b, p) = (broker.clone(), pending.clone());
         std::thread::Builder::new()
@@ -96,7 +100,10 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
     let acceptor = broker.clone();
     std::thread::Builder::new()
         .name("mproc-queue-broker".into())
-        .spawn(move || acceptor.accept_loop(pending))?;
+        .spawn(move || {
+            accept_into(&acceptor.listener, &acceptor.pending, "local");
+            acceptor.pending.close();
+        })?;
     tracing::debug!(address = %broker.listener.address(), "queue broker started");
     *slot = Some(broker.clone());
     Ok(broker)
@@ -184,28 +191,6 @@ impl Broker {
     /// The queue `id` if this broker serves it.
     pub(crate) fn queue(&self, id: u64) -> Option<Arc<Shared>> {
         lock(&self.queues).get(&id).cloned()
-    }
-
-    /// Takes connections off the backlog into the bounded list of
-    /// pending handshakes, at once: a full list drops its oldest peer
-    /// (the likeliest to be silent), so a flood of connections costs at
-    /// most [`MAX_PENDING`] descriptors and no thread.
-    fn accept_loop(self: Arc<Self>, pending: Arc<PendingList>) {
-        loop {
-            match self.listener.accept_pending() {
-                Ok(p) => pending.push(p),
-                Err(Error::ListenerClosed) => {
-                    pending.close();
-                    return;
-                }
-                Err(Error::Io(e)) => {
-                    // Out of descriptors or memory: back off rather than spin.
-                    tracing::warn!("queue broker cannot accept: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => tracing::debug!("queue broker: accept failed: {e}"),
-            }
-        }
     }
 
     /// One of the [`HANDSHAKERS`]: authenticates pending peers, newest
@@ -560,33 +545,28 @@ impl Broker {
         Ok(address)
     }
 
-    /// The TCP listener's accept loop: each peer proves the key on a
-    /// thread of its own, within the handshake deadline, as on the local
-    /// listener.
+    /// The TCP listener's accept loop: its peers join the same bounded
+    /// list of pending handshakes as the local listener's.
     fn tcp_accept_loop(self: &Arc<Self>, listener: &Listener) {
-        loop {
-            match listener.accept_pending() {
-                Ok(pending) => {
-                    let broker = self.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("mproc-queue-conn".into())
-                        .spawn(
-                            move || match pending.authenticate(Some(HANDSHAKE_DEADLINE)) {
-                                Ok(conn) => broker.serve(conn),
-                                Err(e) => tracing::debug!("queue broker refused a connection: {e}"),
-                            },
-                        );
-                    if let Err(e) = spawned {
-                        tracing::warn!("queue broker cannot start a connection thread: {e}");
-                    }
-                }
-                Err(Error::ListenerClosed) => return,
-                Err(Error::Io(e)) => {
-                    tracing::warn!("queue broker cannot accept on TCP: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => tracing::debug!("queue broker: TCP accept failed: {e}"),
+        accept_into(listener, &self.pending, "TCP");
+    }
+}
+
+/// Takes connections off `listener`'s backlog into the bounded list of
+/// pending handshakes, at once, until the listener closes: a full list
+/// drops its oldest peer (the likeliest to be silent), so a flood of
+/// connections costs at most [`MAX_PENDING`] descriptors and no thread.
+fn accept_into(listener: &Listener, pending: &PendingList, what: &str) {
+    loop {
+        match listener.accept_pending() {
+            Ok(p) => pending.push(p),
+            Err(Error::ListenerClosed) => return,
+            Err(Error::Io(e)) => {
+                // Out of descriptors or memory: back off rather than spin.
+                tracing::warn!("queue broker cannot accept ({what}): {e}");
+                std::thread::sleep(Duration::from_millis(10));
             }
+            Err(e) => tracing::debug!("queue broker: accept failed ({what}): {e}"),
         }
     }
 }
