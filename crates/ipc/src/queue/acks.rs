@@ -69,7 +69,6 @@ impl AckPage {
 }
 
 struct Page {
-    session: u64,
     page: AckPage,
     /// The count at the last read.
     seen: u64,
@@ -85,10 +84,25 @@ impl Page {
     }
 }
 
-/// The broker's ack pages, by the ops connection they belong to.
+/// A live ops connection and its page, once asked for.
+struct Link {
+    session: u64,
+    page: Option<Page>,
+}
+
+impl Link {
+    fn read(&mut self) -> u32 {
+        self.page.as_mut().map_or(0, Page::read)
+    }
+}
+
+/// The broker's live ops connections and their ack pages. A page is made
+/// only for a live ops connection of the asker's session, and goes with
+/// the connection: a holder cannot make the broker keep pages (each a
+/// descriptor) for connections that ended or never were.
 #[derive(Default)]
 pub(crate) struct AckPages {
-    pages: Mutex<HashMap<u64, Page>>,
+    links: Mutex<HashMap<u64, Link>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,53 +110,60 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AckPages {
+    /// Ops connection `link` of `session` is open (before its `HELLO_OK`).
+    pub(crate) fn open(&self, link: u64, session: u64) {
+        lock(&self.links).insert(
+            link,
+            Link {
+                session,
+                page: None,
+            },
+        );
+    }
+
     /// Makes the ack page of ops connection `link` (or finds the one it
     /// has) and returns where a holder opens it: this process's id and
     /// the page's handle value. Registered before the answer, so that the
-    /// ops connection's next message finds it.
+    /// ops connection's next message reads it.
     pub(crate) fn add(&self, link: u64, session: u64) -> std::io::Result<(u32, u64)> {
-        let mut pages = lock(&self.pages);
-        if let Some(p) = pages.get(&link) {
-            if p.session != session {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "an ack page for another session's connection",
-                ));
-            }
-        } else {
-            pages.insert(
-                link,
-                Page {
-                    session,
-                    page: AckPage::create()?,
-                    seen: 0,
-                },
-            );
+        let mut links = lock(&self.links);
+        let Some(l) = links.get_mut(&link).filter(|l| l.session == session) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "no such open connection of this session",
+            ));
+        };
+        if l.page.is_none() {
+            l.page = Some(Page {
+                page: AckPage::create()?,
+                seen: 0,
+            });
         }
-        let p = pages
-            .get(&link)
-            .ok_or_else(|| std::io::Error::other("lost"))?;
+        let p = l
+            .page
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no page"))?;
         Ok((std::process::id(), sys::handle_value(p.page.map.handle())))
     }
 
     /// The acks that arrived for `link` since the last read.
     pub(crate) fn drain(&self, link: u64) -> u32 {
-        lock(&self.pages).get_mut(&link).map_or(0, Page::read)
+        lock(&self.links).get_mut(&link).map_or(0, Link::read)
     }
 
     /// The acks that arrived so far on every ack page of `session`.
     pub(crate) fn drain_session(&self, session: u64) -> Vec<(u64, u32)> {
-        lock(&self.pages)
+        lock(&self.links)
             .iter_mut()
-            .filter(|(_, p)| p.session == session)
-            .map(|(l, p)| (*l, p.read()))
+            .filter(|(_, l)| l.session == session)
+            .map(|(id, l)| (*id, l.read()))
             .filter(|(_, n)| *n > 0)
             .collect()
     }
 
-    /// `link` ended: its last acks, and the page goes.
+    /// `link` ended: its last acks; it and its page go.
     pub(crate) fn finish(&self, link: u64) -> u32 {
-        lock(&self.pages).remove(&link).map_or(0, |mut p| p.read())
+        lock(&self.links).remove(&link).map_or(0, |mut l| l.read())
     }
 }
 
@@ -155,6 +176,8 @@ mod tests {
     #[test]
     fn the_broker_reads_each_ack_once_through_the_page() {
         let pages = AckPages::default();
+        assert!(pages.add(3, 10).is_err(), "a page for no open connection");
+        pages.open(3, 10);
         let (pid, value) = pages.add(3, 10).unwrap();
         let holder = AckPage::open(pid, value).unwrap();
         assert_eq!(pages.drain(3), 0);
@@ -170,15 +193,17 @@ mod tests {
         assert_eq!(pages.finish(3), 1);
         assert_eq!(pages.finish(3), 0);
         assert_eq!(pages.drain(3), 0);
+        assert!(pages.add(3, 10).is_err(), "a page for an ended connection");
     }
 
-    // A hostile or confused holder: a second request for the same
-    // connection from another session is refused; a count that jumps or
+    // A hostile or confused holder: a request for another session's
+    // connection is refused; a count that jumps or
     // goes backwards gives a bounded number (the core never acks more
     // than the connection has in flight), never a panic.
     #[test]
     fn a_hostile_count_is_bounded_and_another_session_is_refused() {
         let pages = AckPages::default();
+        pages.open(4, 1);
         let (pid, value) = pages.add(4, 1).unwrap();
         assert!(pages.add(4, 2).is_err());
         assert_eq!(pages.add(4, 1).unwrap().0, pid);

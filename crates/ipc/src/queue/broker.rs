@@ -261,8 +261,13 @@ impl Broker {
             // holder's first put finds the feed.
             shared.feed_open(session);
         }
+        if role == Role::Ops {
+            // Before the answer: the holder may ask for its ack page next.
+            self.acks.open(id, session);
+        }
         if conn.send_bytes(&wire::hello_ok(id)).is_err() {
             shared.feed_closed(session);
+            self.acks.finish(id);
             return;
         }
         let span = tracing::debug_span!("queue connection", queue, conn = id, ?role);
