@@ -25,7 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::listener::Pending;
-use crate::queue::acks::AckStreams;
+use crate::queue::acks::AckPages;
 use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
 use crate::queue::wire::{self, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
@@ -38,7 +38,7 @@ pub(crate) struct Broker {
     key: Vec<u8>,
     queues: Mutex<HashMap<u64, Arc<Shared>>>,
     next_conn: AtomicU64,
-    acks: AckStreams,
+    acks: AckPages,
     /// Peers that connected and have not proven the key yet, from the
     /// local listener and the TCP one alike (one bound for both).
     pending: Arc<PendingList>,
@@ -88,7 +88,7 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
         key,
         queues: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
-        acks: AckStreams::default(),
+        acks: AckPages::default(),
         pending: pending.clone(),
     });
     for _ in 0..HANDSHAKERS {
@@ -238,10 +238,13 @@ impl Broker {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         if role == Role::Acks {
             // Registered before the answer, so that the ops connection's
-            // next message finds it; no thread waits on it.
-            let conn = self.acks.add(link, session, conn);
-            if conn.send_bytes(&wire::hello_ok(id)).is_err() {
-                self.acks.remove(link);
+            // next message reads it; the page stays until that connection
+            // ends. Nothing else comes on this connection.
+            match self.acks.add(link, session) {
+                Ok((pid, value)) => {
+                    let _ = conn.send_bytes(&wire::ack_page(id, pid, value));
+                }
+                Err(e) => tracing::debug!(link, "no ack page: {e}"),
             }
             return;
         }
@@ -250,8 +253,13 @@ impl Broker {
             // holder's first put finds the feed.
             shared.feed_open(session);
         }
+        if role == Role::Ops {
+            // Before the answer: the holder may ask for its ack page next.
+            self.acks.open(id, session);
+        }
         if conn.send_bytes(&wire::hello_ok(id)).is_err() {
             shared.feed_closed(session);
+            self.acks.finish(id);
             return;
         }
         let span = tracing::debug_span!("queue connection", queue, conn = id, ?role);
@@ -381,7 +389,7 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
 }
 
 /// Answers requests until the connection ends.
-fn serve_ops(shared: &Shared, acks: &AckStreams, conn: &Connection, id: u64, session: u64) {
+fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, session: u64) {
     // While a request waits, the holder sends nothing more on this
     // connection: anything readable means it is gone.
     let alive = || matches!(conn.poll(Some(Duration::ZERO)), Ok(false));

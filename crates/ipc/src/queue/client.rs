@@ -32,6 +32,7 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::queue::acks::AckPage;
 use crate::queue::feeder::{FeedError, Feeder};
 use crate::queue::wire::{self, Reply, Role};
 use crate::{Address, Client, Connection, Error, Result};
@@ -62,16 +63,15 @@ pub(crate) enum PutFail {
 
 /// An open connection to the broker and the id the broker gave it.
 struct Link {
-    /// Its ack stream, once it delivered several items at once (declared
-    /// first: dropped first, so the broker finds it ended when it sees
-    /// the connection end).
-    acks: Option<Connection>,
+    /// Its ack page, once it delivered several items at once (see
+    /// [`acks`](super::acks)).
+    acks: Option<AckPage>,
     conn: Connection,
     id: u64,
     /// A one-way message went out since the last answer: a `SYNC` makes
     /// sure the broker has seen it.
     unsynced: bool,
-    /// Acks written on `acks` since the last message on `conn` (the
+    /// Acks counted on `acks` since the last message on `conn` (the
     /// broker reads them before each message on `conn`).
     unread_acks: u32,
 }
@@ -275,22 +275,17 @@ fn gone(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Disconnected
 }
 
-/// Acknowledges one item taken from `link`'s deliveries: a byte on its ack
-/// stream (the broker reads it later, no wake-up), or, for the `last`
-/// item of a delivery or without an ack stream, a `SETTLE` on the
-/// connection itself, which the broker reads at once (with every ack
-/// before it): a bounded queue's room is free again when a delivery is
-/// all taken.
-///
-/// Every [`ACK_BATCH`] acks, one goes as a `SETTLE` too, so that the
-/// broker reads the ack stream before its socket buffer fills (it would
-/// block the writer: each small write takes a buffer of its own).
+/// Acknowledges one item taken from `link`'s deliveries: one more on its
+/// ack page (a store to shared memory: the broker reads it later, no
+/// system call, no wake-up), or, for the `last` item of a delivery or
+/// without an ack page, a `SETTLE` on the connection itself, which the
+/// broker reads at once (with every ack before it): a bounded queue's
+/// room is free again when a delivery is all taken.
 fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
     match &link.acks {
-        Some(acks) if !last && link.unread_acks < ACK_BATCH => {
-            let mut stream = acks.stream();
-            std::io::Write::write_all(&mut stream, &[1])?;
-            link.unread_acks += 1;
+        Some(acks) if !last => {
+            acks.add();
+            link.unread_acks = link.unread_acks.saturating_add(1);
             Ok(())
         }
         _ => {
@@ -303,9 +298,6 @@ fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
         }
     }
 }
-
-/// At most this many acks wait unread on an ack stream.
-const ACK_BATCH: u32 = 64;
 
 /// When a timed exchange with the broker gives up; `None` never.
 type Deadline = Option<Instant>;
@@ -378,18 +370,43 @@ impl Holdings {
         self.connect_with(&wire::hello(d.queue, d.session, role), deadline)
     }
 
-    /// Opens the ack stream of `link` (see [`acks`](super::acks)).
+    /// Opens the ack page of `link` (see [`acks`](super::acks)): asks
+    /// the broker for it on a connection of its own, which then closes.
     fn open_acks(&self, link: &mut Link, deadline: Deadline) -> Result<(), Late> {
         if link.acks.is_none() {
             let d = &self.dial;
-            let stream =
-                self.connect_with(&wire::hello_acks(d.queue, d.session, link.id), deadline)?;
-            link.acks = Some(stream.conn);
+            let (conn, answer) =
+                self.dial_with(&wire::hello_acks(d.queue, d.session, link.id), deadline)?;
+            drop(conn);
+            let Ok(Reply::AckPage { pid, value, .. }) = wire::parse_reply(&answer) else {
+                return Err(Late::Gone(gone("ack page", "no page in the answer")));
+            };
+            let page = AckPage::open(pid, value).map_err(|e| Late::Gone(gone("ack page", e)))?;
+            link.acks = Some(page);
         }
         Ok(())
     }
 
     fn connect_with(&self, hello: &[u8], deadline: Deadline) -> Result<Link, Late> {
+        let (conn, answer) = self.dial_with(hello, deadline)?;
+        match wire::parse_reply(&answer) {
+            Ok(Reply::HelloOk { conn: id }) => Ok(Link {
+                acks: None,
+                conn,
+                id,
+                unsynced: false,
+                unread_acks: 0,
+            }),
+            Ok(Reply::NoQueue) => Err(Late::Gone(gone(
+                "hello",
+                "the broker does not know this queue",
+            ))),
+            other => Err(Late::Gone(gone("hello", format!("{other:?}")))),
+        }
+    }
+
+    /// Connects, says `hello` and reads the answer, all by `deadline`.
+    fn dial_with(&self, hello: &[u8], deadline: Deadline) -> Result<(Connection, Vec<u8>), Late> {
         let d = &self.dial;
         let mut attempt = 0u32;
         let conn = loop {
@@ -424,20 +441,7 @@ impl Holdings {
             Late::Gone(e) => Late::Gone(gone("hello", e)),
             late => late,
         })?;
-        match wire::parse_reply(&answer) {
-            Ok(Reply::HelloOk { conn: id }) => Ok(Link {
-                acks: None,
-                conn,
-                id,
-                unsynced: false,
-                unread_acks: 0,
-            }),
-            Ok(Reply::NoQueue) => Err(Late::Gone(gone(
-                "hello",
-                "the broker does not know this queue",
-            ))),
-            other => Err(Late::Gone(gone("hello", format!("{other:?}")))),
-        }
+        Ok((conn, answer))
     }
 
     fn checkout(&self, deadline: Deadline) -> Result<Link, Late> {
@@ -829,9 +833,9 @@ impl Remote {
         };
         if give_back == 0 && !extras.is_empty() {
             // Extras wait in the buffer; their acks (and this first
-            // item's) go on the connection's ack stream.
+            // item's) go on the connection's ack page.
             if h.open_acks(&mut link, None).is_err() {
-                // No ack stream: give the extras back, keep the first.
+                // No ack page: give the extras back, keep the first.
                 drop(inbox);
                 let n = extras.len() as u32;
                 if let Err(e) = link.conn.send_bytes(&wire::settle(1, n)) {

@@ -10,7 +10,7 @@
 //!
 //! | message | direction | payload after the opcode | answer |
 //! |---|---|---|---|
-//! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 (and for role 2, an ops conn id u64) | `HELLO_OK` conn id u64, or `NO_QUEUE` |
+//! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 (and for role 2, an ops conn id u64) | `HELLO_OK` conn id u64 (role 2: `ACK_PAGE`), or `NO_QUEUE` |
 //! | `PUT_BATCH` | feeder → broker | batch number u64, items | none |
 //! | `ACQUIRE` | holder → broker | wanted u32, timeout, acks | `GRANTED` count u32, or `FULL` |
 //! | `RELEASE` | holder → broker | count u32 | none |
@@ -21,11 +21,15 @@
 //! | `TASK_DONE` | holder → broker | barrier u64 | `DONE`, or `TOO_MANY` when no item is unfinished |
 //! | `JOIN` | holder → broker | barrier u64 | `JOINED`, once every item put is done |
 //!
-//! An *ack stream* (role 2) belongs to one ops connection (named in its
-//! `HELLO`): after `HELLO_OK` it carries raw bytes, not frames, one per
-//! item taken from that connection's deliveries, which the broker reads
-//! in bulk before each message on the ops connection, and to the end
-//! when the ops connection ends.
+//! An *ack page* request (role 2) names one ops connection in its
+//! `HELLO`; the broker answers `ACK_PAGE`: conn id u64, then where the
+//! holder opens the page the broker made for that connection (the
+//! broker's pid u32 and its handle value u64, see
+//! [`sys::import_handle`](crate::sys::import_handle)). The page's first
+//! 8 bytes count the items taken from that connection's deliveries (the
+//! holder adds one before each `get` returns); the broker reads it before
+//! each message on the ops connection, and when the ops connection ends.
+//! Nothing else is sent on a role-2 connection: the holder closes it.
 //!
 //! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
 //! count u32, then that many (conn id u64, taken u32) pairs.
@@ -66,6 +70,7 @@ pub(crate) const GRANTED: u8 = 109;
 pub(crate) const DONE: u8 = 110;
 pub(crate) const TOO_MANY: u8 = 111;
 pub(crate) const JOINED: u8 = 112;
+pub(crate) const ACK_PAGE: u8 = 113;
 
 /// A timeout of "wait forever".
 pub(crate) const FOREVER: u64 = u64::MAX;
@@ -80,7 +85,7 @@ pub(crate) enum Role {
     Ops = 0,
     /// The one-way stream of a process's feeder (`PUT_BATCH` only).
     Feeder = 1,
-    /// The acks of one ops connection's items, one raw byte each.
+    /// Asks for the ack page of one ops connection (`ACK_PAGE`).
     Acks = 2,
 }
 
@@ -106,7 +111,7 @@ pub(crate) enum Request {
         queue: u64,
         session: u64,
         role: Role,
-        /// For an ack stream, the ops connection it acknowledges for.
+        /// For an ack page request, the ops connection it is for.
         link: u64,
     },
     PutBatch {
@@ -148,6 +153,7 @@ pub(crate) enum Request {
 #[derive(Debug, PartialEq)]
 pub(crate) enum Reply {
     HelloOk { conn: u64 },
+    AckPage { conn: u64, pid: u32, value: u64 },
     NoQueue,
     Granted(u32),
     Full,
@@ -242,7 +248,7 @@ pub(crate) fn hello(queue: u64, session: u64, role: Role) -> Vec<u8> {
     out
 }
 
-/// The `HELLO` of an ack stream for the ops connection `link`.
+/// The `HELLO` asking for the ack page of the ops connection `link`.
 pub(crate) fn hello_acks(queue: u64, session: u64, link: u64) -> Vec<u8> {
     let mut out = hello(queue, session, Role::Acks);
     put_u64(&mut out, link);
@@ -322,6 +328,15 @@ pub(crate) fn with_barrier(op: u8, barrier: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(9);
     out.push(op);
     put_u64(&mut out, barrier);
+    out
+}
+
+pub(crate) fn ack_page(conn: u64, pid: u32, value: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21);
+    out.push(ACK_PAGE);
+    put_u64(&mut out, conn);
+    put_u32(&mut out, pid);
+    put_u64(&mut out, value);
     out
 }
 
@@ -507,6 +522,11 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
     let mut r = Reader::new(msg);
     let reply = match r.u8()? {
         HELLO_OK => Reply::HelloOk { conn: r.u64()? },
+        ACK_PAGE => Reply::AckPage {
+            conn: r.u64()?,
+            pid: r.u32()?,
+            value: r.u64()?,
+        },
         NO_QUEUE => Reply::NoQueue,
         GRANTED => Reply::Granted(r.u32()?),
         FULL => Reply::Full,
@@ -608,6 +628,15 @@ mod tests {
     #[test]
     fn replies_round_trip() {
         assert_eq!(parse_reply(&hello_ok(5)), Ok(Reply::HelloOk { conn: 5 }));
+        assert_eq!(
+            parse_reply(&ack_page(5, 77, 9)),
+            Ok(Reply::AckPage {
+                conn: 5,
+                pid: 77,
+                value: 9
+            })
+        );
+        assert!(parse_reply(&ack_page(5, 77, 9)[..20]).is_err());
         assert_eq!(parse_reply(&[NO_QUEUE]), Ok(Reply::NoQueue));
         assert_eq!(parse_reply(&granted(4)), Ok(Reply::Granted(4)));
         assert_eq!(parse_reply(&[FULL]), Ok(Reply::Full));
