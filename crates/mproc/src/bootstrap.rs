@@ -195,6 +195,8 @@ fn run_child(token: &str) -> Result<i32, String> {
             sentinel: sys::ParentSentinel::from_handle(parent, record.parent_pid),
         },
     );
+    // Before the first span or event: the parent's `log_to_stderr`.
+    crate::logging::apply_logging(&record.setup);
     let _span =
         tracing::debug_span!("process", name = %record.name, pid = std::process::id()).entered();
     if record.daemon {
@@ -211,6 +213,9 @@ fn run_child(token: &str) -> Result<i32, String> {
             record.entry, record.target
         ));
     };
+    // The child initializer, before the arguments are decoded: one that
+    // fails is this child's failure to start.
+    let init_error = crate::logging::run_initializer(&record.setup).err();
     let mut ack_error = None;
     let outcome = {
         let stream_ref = &mut stream;
@@ -227,11 +232,20 @@ fn run_child(token: &str) -> Result<i32, String> {
             // end of file (the parent is gone) goes ahead too.
             let _ = frame::read_frame(stream_ref, 16);
         };
-        entry(EntryInput {
-            args: record.args,
-            handles: received,
-            ack: &mut ack,
-        })
+        match init_error {
+            Some(why) => {
+                ack(Err(why));
+                ChildOutcome {
+                    exitcode: BOOTSTRAP_EXIT_CODE,
+                    report: None,
+                }
+            }
+            None => entry(EntryInput {
+                args: record.args,
+                handles: received,
+                ack: &mut ack,
+            }),
+        }
     };
     let Some(report) = outcome.report else {
         return Err(ack_error.unwrap_or_else(|| "the arguments did not decode".into()));

@@ -48,6 +48,8 @@ pub(crate) struct LaunchRecord {
     pub(crate) parent_name: String,
     /// Keep the control channel open and report the target's result.
     pub(crate) report: bool,
+    /// Logging and the child initializer (`crate::logging`).
+    pub(crate) setup: crate::logging::ChildSetup,
 }
 
 /// The go-ahead a child waits for after its acknowledgement.
@@ -160,6 +162,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         parent_pid: std::process::id(),
         parent_name: me.name.clone(),
         report: who.report,
+        setup: crate::logging::child_setup(),
     };
     let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
     let listener = ControlListener::bind()?;

@@ -35,6 +35,7 @@ mod exit;
 mod fault;
 mod launch;
 mod launcher;
+mod logging;
 mod pool;
 /// The pool worker's task runners, where the registry's entry kinds find them.
 pub(crate) use pool::worker as pool_worker;
@@ -44,6 +45,7 @@ mod spawn;
 mod sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;
+pub use logging::{log_to_stderr, set_child_initializer};
 pub use mproc_ipc::{
     pipe, wait, Address, Client, Connection, Error, Listener, PutError, Queue, Result, Waitable,
 };
