@@ -113,8 +113,14 @@ pub(crate) fn boot() {
     // any other thread exists.
     sys::scrub_env(TOKEN_ENV);
     let token = token.to_string_lossy().into_owned();
+    become_child(&token);
+}
+
+/// Becomes the child the entry token names, and exits: the re-exec'd
+/// child's path, and the forkserver's forked child's.
+pub(crate) fn become_child(token: &str) -> ! {
     sys::prepare_child();
-    let code = match run_child(&token) {
+    let code = match run_child(token) {
         Ok(code) => code,
         Err(reason) => {
             let _ = writeln!(

@@ -168,7 +168,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     let listener = ControlListener::bind()?;
     tracing::debug!(address = %listener.address(), "control channel listening");
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
-    let child = ChildProcess::spawn(TOKEN_ENV, &token)?;
+    let child = crate::start_method::create_child(TOKEN_ENV, &token)?;
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = deadline_after(Instant::now(), start_timeout());
     if who.daemon {

@@ -33,6 +33,7 @@ mod bootstrap;
 mod context;
 mod exit;
 mod fault;
+mod forkserver;
 mod launch;
 mod launcher;
 mod logging;
@@ -42,6 +43,7 @@ pub(crate) use pool::worker as pool_worker;
 mod process;
 mod registry;
 mod spawn;
+mod start_method;
 mod sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;
@@ -55,6 +57,7 @@ pub use process::{
 };
 pub use registry::{Args, ProcessOutput, Target};
 pub use spawn::{spawn, JoinHandle};
+pub use start_method::{get_context, get_start_method, set_start_method, Context, StartMethod};
 
 /// Registers a free fn (0 to 6 parameters of serde types, or connection
 /// and queue handles) as a process target. The fn stays an ordinary fn.

@@ -172,8 +172,25 @@ where
     Ok(())
 }
 
+thread_local! {
+    static WITHOUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the launches it makes on this thread carrying no setup
+/// (the forkserver's own launch: it runs no user code).
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) fn without_setup<R>(f: impl FnOnce() -> R) -> R {
+    let previous = WITHOUT.with(|w| w.replace(true));
+    let r = f();
+    WITHOUT.with(|w| w.set(previous));
+    r
+}
+
 /// The setup the next child gets (for its launch record).
 pub(crate) fn child_setup() -> ChildSetup {
+    if WITHOUT.with(|w| w.get()) {
+        return ChildSetup::default();
+    }
     let level = LEVEL.load(Ordering::SeqCst);
     ChildSetup {
         log_level: (level != 0).then_some(level),

@@ -275,6 +275,8 @@ pub struct Process {
     authkey: Arc<[u8]>,
     identity: Vec<u32>,
     state: State,
+    /// A [`Context`](crate::Context)'s start method (`None`: the one in force).
+    method: Option<crate::StartMethod>,
 }
 
 impl Process {
@@ -296,6 +298,7 @@ impl Process {
             authkey: me.authkey.clone(),
             identity,
             state: State::Unstarted(Box::new(PendingCall { target, args })),
+            method: None,
         }
     }
 
@@ -308,6 +311,12 @@ impl Process {
     /// Builder: sets the daemon flag (`Process(daemon=...)`).
     pub fn with_daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
+        self
+    }
+
+    /// Started with `method` (from [`Context::process`](crate::Context::process)).
+    pub(crate) fn with_start_method(mut self, method: crate::StartMethod) -> Self {
+        self.method = Some(method);
         self
     }
 
@@ -366,14 +375,16 @@ impl Process {
             }
         };
         let started = pending.prepare().and_then(|prepared| {
-            start_child(
-                prepared,
-                &self.name,
-                &self.identity,
-                self.daemon,
-                &self.authkey,
-                false,
-            )
+            crate::start_method::with_method(self.method, || {
+                start_child(
+                    prepared,
+                    &self.name,
+                    &self.identity,
+                    self.daemon,
+                    &self.authkey,
+                    false,
+                )
+            })
         });
         match started {
             Ok(state) => {

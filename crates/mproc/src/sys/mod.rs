@@ -9,3 +9,15 @@ pub(crate) use unix::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
+
+/// The forkserver start method's OS side (Unix only).
+#[cfg(unix)]
+#[path = "forkserver_unix.rs"]
+pub(crate) mod forkserver;
+
+/// The forkserver start method's OS side: none on Windows (no fork).
+#[cfg(windows)]
+pub(crate) mod forkserver {
+    /// Whether this platform has the forkserver start method.
+    pub(crate) const SUPPORTED: bool = false;
+}
