@@ -31,11 +31,9 @@ use crate::sys::{self, ChildProcess};
 pub(crate) use crate::sys::forkserver::SUPPORTED;
 
 /// The running server: its process and the parent's end of its channel.
-#[cfg_attr(not(unix), allow(dead_code))]
 struct Server {
     process: ChildProcess,
-    #[cfg(unix)]
-    channel: std::os::unix::net::UnixStream,
+    channel: sys::forkserver::Channel,
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
@@ -57,29 +55,17 @@ pub(crate) fn start_child(token: &str) -> std::io::Result<ChildProcess> {
     let Some(s) = server.as_mut() else {
         return Err(std::io::Error::other("no forkserver"));
     };
-    request(s, token)
-}
-
-#[cfg(unix)]
-fn request(s: &mut Server, token: &str) -> std::io::Result<ChildProcess> {
     sys::forkserver::request(&mut s.channel, token)
 }
 
-#[cfg(not(unix))]
-fn request(_s: &mut Server, _token: &str) -> std::io::Result<ChildProcess> {
-    Err(std::io::Error::other("no forkserver on this platform"))
-}
-
-#[cfg(unix)]
 fn start_server() -> std::io::Result<Server> {
-    use std::os::fd::AsRawFd;
     let (channel, server_end) = sys::forkserver::channel()?;
     let me = crate::context::current();
     let prepared = Prepared {
         entry: server_entry,
         target: "mproc::forkserver".into(),
         args: Vec::new(),
-        handles: vec![server_end.as_raw_fd()],
+        handles: vec![ipc_sys::raw_of(ipc_sys::borrow(&server_end))],
     };
     let who = Identity {
         name: "ForkServer",
@@ -100,11 +86,6 @@ fn start_server() -> std::io::Result<Server> {
     Ok(Server { process, channel })
 }
 
-#[cfg(not(unix))]
-fn start_server() -> std::io::Result<Server> {
-    Err(std::io::Error::other("no forkserver on this platform"))
-}
-
 /// The forkserver's entry (an internal launch entry, see
 /// `registry::internal_entries`): takes its request channel and serves
 /// until the parent is gone.
@@ -119,17 +100,7 @@ pub(crate) fn server_entry(input: EntryInput<'_>) -> ChildOutcome {
     };
     ack(Ok(()));
     ChildOutcome {
-        exitcode: serve(channel),
+        exitcode: sys::forkserver::serve(channel, crate::bootstrap::become_child),
         report: Some(Report::Value(Vec::new())),
     }
-}
-
-#[cfg(unix)]
-fn serve(channel: ipc_sys::OwnedHandle) -> i32 {
-    sys::forkserver::serve(channel, crate::bootstrap::become_child)
-}
-
-#[cfg(not(unix))]
-fn serve(_channel: ipc_sys::OwnedHandle) -> i32 {
-    BOOTSTRAP_EXIT_CODE
 }

@@ -178,7 +178,6 @@ thread_local! {
 
 /// Runs `f` with the launches it makes on this thread carrying no setup
 /// (the forkserver's own launch: it runs no user code).
-#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn without_setup<R>(f: impl FnOnce() -> R) -> R {
     let previous = WITHOUT.with(|w| w.replace(true));
     let r = f();

@@ -21,9 +21,12 @@ use super::ChildProcess;
 /// Whether this platform has the forkserver start method.
 pub(crate) const SUPPORTED: bool = true;
 
+/// The parent's end of the server's request channel.
+pub(crate) type Channel = UnixStream;
+
 /// The parent's end of the request channel, and the server's end (given
 /// to the server at its launch, then closed here).
-pub(crate) fn channel() -> io::Result<(UnixStream, OwnedFd)> {
+pub(crate) fn channel() -> io::Result<(Channel, OwnedFd)> {
     let (a, b) = UnixStream::pair()?;
     Ok((a, OwnedFd::from(b)))
 }
