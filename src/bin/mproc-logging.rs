@@ -1,8 +1,9 @@
-//! The logging and child-initializer fixture: `log_to_stderr` and
-//! `set_child_initializer` change the whole process (a global subscriber,
-//! the initializer every later child runs), so each scenario runs in a
-//! process of its own. `mproc-logging <scenario>`; `tests/logging.rs`
-//! reads its stdout and stderr.
+//! The logging, child-initializer and start-method fixture:
+//! `log_to_stderr`, `set_child_initializer` and `set_start_method` change
+//! the whole process (a global subscriber, the initializer every later
+//! child runs, the forkserver), so each scenario runs in a process of its
+//! own. `mproc-logging <scenario>`; `tests/logging.rs` and
+//! `tests/forkserver.rs` read its stdout and stderr.
 
 use std::sync::Mutex;
 
@@ -89,6 +90,23 @@ fn pool_order(_x: u32) -> String {
     order()
 }
 
+/// The OS parent of this process (the forkserver, for a forked child).
+#[mproc::target]
+fn os_parent() -> u32 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(") ")?.1.to_string();
+            after.split(' ').nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+#[mproc::target]
+fn long_sleep() {
+    std::thread::sleep(std::time::Duration::from_secs(100));
+}
+
 fn main_scenario(scenario: &str) -> mproc::Result<()> {
     match scenario {
         // A child's events reach stderr as `[LEVEL/Process-1] message`,
@@ -167,6 +185,20 @@ fn main_scenario(scenario: &str) -> mproc::Result<()> {
                 pool.apply(pool_order, (1,)).map_err(|e| e.to_string())
             );
             let _ = pool.terminate();
+        }
+        // The forkserver dies with its parent: prints the server's pid and
+        // a forked child's, then waits to be killed (SIGKILL, by the test).
+        "forkserver-orphan" => {
+            mproc::set_start_method(mproc::StartMethod::Forkserver)?;
+            let server = mproc::spawn(os_parent, ())?.join()?;
+            let mut child = Process::new(long_sleep, ());
+            child.start()?;
+            println!("server {server}");
+            println!("child {}", child.pid().unwrap_or(0));
+            println!("ready");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(std::time::Duration::from_secs(100));
         }
         other => {
             eprintln!("unknown scenario {other:?}");
