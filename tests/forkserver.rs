@@ -138,7 +138,7 @@ fn forkserver_children_are_ordinary_children() {
     pool.join().unwrap();
 }
 
-/// The forkserver ends with its parent, however the parent dies (SIGKILL
+/// The forkserver is single-threaded, and ends with its parent, however the parent dies (SIGKILL
 /// here): never an orphan server. (Its forked children follow the same
 /// rules as re-exec'd ones: a non-daemonic child outlives a killed
 /// parent; the test kills it.)
@@ -166,6 +166,11 @@ fn the_forkserver_dies_with_its_parent() {
     }
     assert!(server > 0 && child > 0, "server {server}, child {child}");
     assert!(alive(server));
+    // Single-threaded: the server forks, and a fork copies one thread.
+    let threads = std::fs::read_dir(format!("/proc/{server}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(threads, 1, "the forkserver runs {threads} threads");
     parent.kill().unwrap();
     parent.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
