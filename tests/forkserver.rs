@@ -37,6 +37,11 @@ fn os_parent() -> u32 {
 }
 
 #[mproc::target]
+fn method_here() -> String {
+    mproc::get_start_method().to_string()
+}
+
+#[mproc::target]
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -109,6 +114,18 @@ fn forkserver_children_are_ordinary_children() {
     // The same server forks the next child.
     let second = ctx.spawn(identity, ()).unwrap().join().unwrap();
     assert_eq!(second.3, os_parent);
+
+    // A child's method is the one it was started with (CPython's
+    // preparation data): its own children are forked too.
+    assert_eq!(
+        ctx.spawn(method_here, ()).unwrap().join().unwrap(),
+        "forkserver"
+    );
+    let spawn_ctx = mproc::get_context(StartMethod::Spawn).unwrap();
+    assert_eq!(
+        spawn_ctx.spawn(method_here, ()).unwrap().join().unwrap(),
+        "spawn"
+    );
 
     let mut p = ctx.process(exit_with, (3,));
     p.start().unwrap();

@@ -55,7 +55,18 @@ pub(crate) fn start_child(token: &str) -> std::io::Result<ChildProcess> {
     let Some(s) = server.as_mut() else {
         return Err(std::io::Error::other("no forkserver"));
     };
-    sys::forkserver::request(&mut s.channel, token)
+    match sys::forkserver::request(&mut s.channel, token) {
+        Ok(child) => child,
+        Err(e) => {
+            // A server that does not answer, or answers nonsense, is not
+            // used again: the next start starts a new one.
+            if let Some(s) = server.take() {
+                let _ = s.process.kill();
+                let _ = s.process.wait(Some(std::time::Duration::from_secs(2)));
+            }
+            Err(e)
+        }
+    }
 }
 
 fn start_server() -> std::io::Result<Server> {

@@ -34,6 +34,9 @@ pub(crate) struct ChildSetup {
     /// The child initializer: its runner's offset (an `init_entry`,
     /// accepted only through `registry::task_at`) and encoded arguments.
     pub(crate) initializer: Option<(i64, Vec<u8>)>,
+    /// The start method the child was started with, which becomes its own
+    /// (CPython's preparation data carries `start_method` too).
+    pub(crate) start_method: Option<u8>,
 }
 
 /// 0: off; else `level_code`.
@@ -192,6 +195,7 @@ pub(crate) fn child_setup() -> ChildSetup {
     }
     let level = LEVEL.load(Ordering::SeqCst);
     ChildSetup {
+        start_method: Some(crate::start_method::launching_with().code()),
         log_level: (level != 0).then_some(level),
         initializer: INITIALIZER
             .lock()
@@ -201,8 +205,12 @@ pub(crate) fn child_setup() -> ChildSetup {
 }
 
 /// In a child, before its target: switches logging on as the parent
-/// asked (and records the setup for the child's own children).
+/// asked (and records the setup, and the start method, for the child's
+/// own children).
 pub(crate) fn apply_logging(setup: &ChildSetup) {
+    if let Some(method) = setup.start_method.and_then(crate::StartMethod::from_code) {
+        crate::start_method::inherit(method);
+    }
     if let Some(level) = setup.log_level.and_then(level_of) {
         log_to_stderr(level);
     }

@@ -49,14 +49,14 @@ impl StartMethod {
         }
     }
 
-    fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             StartMethod::Spawn => 1,
             StartMethod::Forkserver => 2,
         }
     }
 
-    fn from_code(code: u8) -> Option<StartMethod> {
+    pub(crate) fn from_code(code: u8) -> Option<StartMethod> {
         match code {
             1 => Some(StartMethod::Spawn),
             2 => Some(StartMethod::Forkserver),
@@ -210,6 +210,18 @@ pub(crate) fn with_method<R>(method: Option<StartMethod>, f: impl FnOnce() -> R)
     let r = f();
     OVERRIDE.with(|o| o.set(previous));
     r
+}
+
+/// The method the launch being prepared on this thread uses.
+pub(crate) fn launching_with() -> StartMethod {
+    OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method)
+}
+
+/// In a child: the method it was started with becomes its own.
+pub(crate) fn inherit(method: StartMethod) {
+    if method.check().is_ok() {
+        METHOD.store(method.code(), Ordering::SeqCst);
+    }
 }
 
 /// The one place a child process is created (from `launch::begin`): by

@@ -28,12 +28,19 @@ pub(crate) type Channel = UnixStream;
 /// to the server at its launch, then closed here).
 pub(crate) fn channel() -> io::Result<(Channel, OwnedFd)> {
     let (a, b) = UnixStream::pair()?;
+    // A server that stops answering fails the start instead of hanging it.
+    a.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     Ok((a, OwnedFd::from(b)))
 }
 
 /// The parent's side of one request: the server forks a child that
-/// becomes the process the entry token names.
-pub(crate) fn request(server: &mut UnixStream, token: &str) -> io::Result<ChildProcess> {
+/// becomes the process the entry token names. The outer error is a
+/// broken channel (the server is not to be used again), the inner one a
+/// fork the server could not make.
+pub(crate) fn request(
+    server: &mut UnixStream,
+    token: &str,
+) -> io::Result<io::Result<ChildProcess>> {
     let (status_r, status_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     frame::write_frame(server, token.as_bytes())?;
     ipc_sys::send_handles(server.as_fd(), &[status_w.as_fd()], ipc_sys::Peer)?;
@@ -49,12 +56,12 @@ pub(crate) fn request(server: &mut UnixStream, token: &str) -> io::Result<ChildP
             let pidfd = ipc_sys::recv_handles(server.as_fd(), 1)?
                 .pop()
                 .ok_or_else(|| io::Error::other("the forkserver sent no pidfd"))?;
-            Ok(ChildProcess::forked(pid, pidfd, status_r))
+            Ok(Ok(ChildProcess::forked(pid, pidfd, status_r)))
         }
-        Some((_, reason)) => Err(io::Error::other(format!(
+        Some((_, reason)) => Ok(Err(io::Error::other(format!(
             "the forkserver cannot fork: {}",
             String::from_utf8_lossy(reason)
-        ))),
+        )))),
         None => Err(io::Error::other("malformed forkserver answer")),
     }
 }

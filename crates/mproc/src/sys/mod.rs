@@ -41,7 +41,10 @@ pub(crate) mod forkserver {
         Err(unsupported())
     }
 
-    pub(crate) fn request(channel: &mut Channel, _token: &str) -> io::Result<ChildProcess> {
+    pub(crate) fn request(
+        channel: &mut Channel,
+        _token: &str,
+    ) -> io::Result<io::Result<ChildProcess>> {
         match *channel {}
     }
 
