@@ -6,9 +6,6 @@
 //! The rest of the suite runs under the forkserver too
 //! (`MPROC_START_METHOD=forkserver`, `cargo xtask test-all`).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use mproc::{Error, StartMethod};
 
 mod common;
@@ -79,6 +76,15 @@ fn a_spawn_context_re_executes() {
     if cfg!(target_os = "linux") {
         assert_eq!(os_parent, std::process::id());
     }
+    let mut p = ctx.process(exit_with, (4,));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(4));
+    let mut p = ctx.process(sleeper, (60.0,));
+    p.start().unwrap();
+    p.kill().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(-9));
 }
 
 /// The forkserver on Windows: `Error::Unsupported`, at `get_context` and
@@ -105,6 +111,7 @@ fn forkserver_is_unsupported_where_there_is_no_fork() {
 #[cfg(target_os = "linux")]
 #[mproc::test]
 fn forkserver_children_are_ordinary_children() {
+    use std::time::Duration;
     let ctx = mproc::get_context(StartMethod::Forkserver).unwrap();
     let (pid, parent, name, os_parent) = ctx.spawn(identity, ()).unwrap().join().unwrap();
     assert_eq!(parent, Some(std::process::id()));
@@ -163,6 +170,8 @@ fn forkserver_children_are_ordinary_children() {
 #[test]
 fn the_forkserver_dies_with_its_parent() {
     use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
     let mut parent = Command::new(env!("CARGO_BIN_EXE_mproc-logging"))
         .arg("forkserver-orphan")
         .stdout(Stdio::piped())
