@@ -60,9 +60,36 @@ fn main() -> ExitCode {
 /// output (and every test binary that ended without a result), so the
 /// names are the last thing a long run prints.
 fn native_tests() -> Result<(), String> {
+    run_tests(&["test", "--workspace", "--no-fail-fast"], &[])
+}
+
+/// The process, pipe, queue, pool and logging tests once more, with every
+/// child started by the forkserver (`MPROC_START_METHOD=forkserver`).
+fn forkserver_tests() -> Result<(), String> {
+    run_tests(
+        &[
+            "test",
+            "--no-fail-fast",
+            "--test",
+            "process",
+            "--test",
+            "pipe",
+            "--test",
+            "queue",
+            "--test",
+            "pool",
+            "--test",
+            "logging",
+        ],
+        &[("MPROC_START_METHOD", "forkserver")],
+    )
+}
+
+fn run_tests(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(&cargo);
-    cmd.args(["test", "--workspace", "--no-fail-fast"])
+    cmd.args(args)
+        .envs(env.iter().copied())
         .current_dir(util::root());
     let mut failures = libtest::Failures::default();
     let outcome = exec::stream(&mut cmd, NATIVE_TEST_TIMEOUT, |is_err, line| {
@@ -83,7 +110,11 @@ fn native_tests() -> Result<(), String> {
         exec::describe_status(outcome.status)
     };
     Err(format!(
-        "`cargo test --workspace` failed ({why}){}",
+        "`{}cargo {}` failed ({why}){}",
+        env.iter()
+            .map(|(k, v)| format!("{k}={v} "))
+            .collect::<String>(),
+        args.join(" "),
         report
             .map(|r| format!("\n\nwhat failed:\n{r}"))
             .unwrap_or_default()
@@ -113,6 +144,14 @@ fn test_all(_args: &[String]) -> Result<(), String> {
         ]),
     )?;
     util::step("cargo test", native_tests())?;
+    util::step(
+        "cargo test, forkserver start method (Unix)",
+        if cfg!(unix) {
+            forkserver_tests()
+        } else {
+            Ok(())
+        },
+    )?;
     util::step("examples", examples::run_all())?;
     let mut cluster = false;
     util::step(

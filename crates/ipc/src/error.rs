@@ -97,6 +97,14 @@ pub enum Error {
     /// A launch step failed (in the parent or the child).
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
+    /// What this platform cannot do (the forkserver start method on
+    /// Windows), with the reason.
+    #[error("unsupported on this platform: {0}")]
+    Unsupported(String),
+    /// `set_start_method` once a process was started (CPython's
+    /// `RuntimeError: context has already been set`).
+    #[error("context has already been set")]
+    ContextAlreadySet,
 
     // ---- Pool (CPython's ValueError / multiprocessing.TimeoutError) ----
     /// `Pool::new(0)` (or a builder with `processes(0)`).

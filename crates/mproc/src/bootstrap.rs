@@ -113,8 +113,14 @@ pub(crate) fn boot() {
     // any other thread exists.
     sys::scrub_env(TOKEN_ENV);
     let token = token.to_string_lossy().into_owned();
+    become_child(&token);
+}
+
+/// Becomes the child the entry token names, and exits: the re-exec'd
+/// child's path, and the forkserver's forked child's.
+pub(crate) fn become_child(token: &str) -> ! {
     sys::prepare_child();
-    let code = match run_child(&token) {
+    let code = match run_child(token) {
         Ok(code) => code,
         Err(reason) => {
             let _ = writeln!(
@@ -229,6 +235,8 @@ fn run_child(token: &str) -> Result<i32, String> {
             sentinel: sys::ParentSentinel::from_handle(parent, record.parent_pid),
         },
     );
+    // Before the first span or event: the parent's `log_to_stderr`.
+    crate::logging::apply_logging(&record.setup);
     let _span =
         tracing::debug_span!("process", name = %record.name, pid = std::process::id()).entered();
     if record.daemon {
@@ -245,6 +253,9 @@ fn run_child(token: &str) -> Result<i32, String> {
             record.entry, record.target
         ));
     };
+    // The child initializer, before the arguments are decoded: one that
+    // fails is this child's failure to start.
+    let init_error = crate::logging::run_initializer(&record.setup).err();
     let mut ack_error = None;
     let outcome = {
         let stream_ref = &mut stream;
@@ -261,11 +272,20 @@ fn run_child(token: &str) -> Result<i32, String> {
             // end of file (the parent is gone) goes ahead too.
             let _ = frame::read_frame(stream_ref, 16);
         };
-        entry(EntryInput {
-            args: record.args,
-            handles: received,
-            ack: &mut ack,
-        })
+        match init_error {
+            Some(why) => {
+                ack(Err(why));
+                ChildOutcome {
+                    exitcode: BOOTSTRAP_EXIT_CODE,
+                    report: None,
+                }
+            }
+            None => entry(EntryInput {
+                args: record.args,
+                handles: received,
+                ack: &mut ack,
+            }),
+        }
     };
     let Some(report) = outcome.report else {
         return Err(ack_error.unwrap_or_else(|| "the arguments did not decode".into()));

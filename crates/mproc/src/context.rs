@@ -29,10 +29,16 @@ pub(crate) struct ParentLink {
 }
 
 static CURRENT: OnceLock<Current> = OnceLock::new();
+/// A child forked by the forkserver inherits the server's `CURRENT`; its
+/// own identity goes here and wins.
+static FORKED: OnceLock<Current> = OnceLock::new();
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
 /// This process's identity (the main process's, unless a launch set it).
 pub(crate) fn current() -> &'static Current {
+    if let Some(forked) = FORKED.get() {
+        return forked;
+    }
     CURRENT.get_or_init(|| {
         let mut key = [0u8; 32];
         // A failing OS random source leaves no usable key: every `start()`
@@ -61,7 +67,7 @@ pub(crate) fn set_child(
     authkey: Vec<u8>,
     parent: ParentLink,
 ) {
-    let _ = CURRENT.set(Current {
+    let me = Current {
         name,
         identity,
         daemon,
@@ -69,7 +75,11 @@ pub(crate) fn set_child(
         parent: Some(Arc::new(parent)),
         key_error: None,
         counter: AtomicU32::new(1),
-    });
+    };
+    if let Err(me) = CURRENT.set(me) {
+        // Forked by the forkserver, whose identity `CURRENT` holds.
+        let _ = FORKED.set(me);
+    }
 }
 
 impl Current {

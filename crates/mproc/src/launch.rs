@@ -55,6 +55,8 @@ pub(crate) struct LaunchRecord {
     /// The control channel itself becomes the arguments' one connection
     /// (a remote pool worker's).
     pub(crate) control_conn: bool,
+    /// Logging and the child initializer (`crate::logging`).
+    pub(crate) setup: crate::logging::ChildSetup,
 }
 
 /// What a child placed by a remote launcher tells about itself once it
@@ -194,6 +196,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         remote,
         // Only a job step's pool workers use it (`crate::step`).
         control_conn: false,
+        setup: crate::logging::child_setup(),
     };
     let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
     let listener = who.launcher.listen()?;

@@ -33,8 +33,10 @@ mod bootstrap;
 mod context;
 mod exit;
 mod fault;
+mod forkserver;
 mod launch;
 mod launcher;
+mod logging;
 mod pool;
 /// The pool worker's task runners, where the registry's entry kinds find them.
 pub(crate) use pool::worker as pool_worker;
@@ -42,10 +44,12 @@ mod process;
 mod registry;
 mod remote;
 mod spawn;
+mod start_method;
 mod step;
 mod sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;
+pub use logging::{log_to_stderr, set_child_initializer};
 pub use mproc_ipc::{
     pipe, wait, Address, Client, Connection, Error, JoinableQueue, Listener, PutError, Queue,
     Result, SimpleQueue, Waitable,
@@ -61,6 +65,7 @@ pub use process::{
 pub use registry::{Args, ProcessOutput, Target};
 pub use remote::Launcher;
 pub use spawn::{spawn, JoinHandle};
+pub use start_method::{get_context, get_start_method, set_start_method, Context, StartMethod};
 
 /// Registers a free fn (0 to 6 parameters of serde types, or connection
 /// and queue handles) as a process target. The fn stays an ordinary fn.

@@ -279,6 +279,8 @@ pub struct Process {
     identity: Vec<u32>,
     launcher: Launcher,
     state: State,
+    /// A [`Context`](crate::Context)'s start method (`None`: the one in force).
+    method: Option<crate::StartMethod>,
 }
 
 impl Process {
@@ -301,6 +303,7 @@ impl Process {
             identity,
             launcher: Launcher::local(),
             state: State::Unstarted(Box::new(PendingCall { target, args })),
+            method: None,
         }
     }
 
@@ -322,6 +325,12 @@ impl Process {
     /// Builder: sets the daemon flag (`Process(daemon=...)`).
     pub fn with_daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
+        self
+    }
+
+    /// Started with `method` (from [`Context::process`](crate::Context::process)).
+    pub(crate) fn with_start_method(mut self, method: crate::StartMethod) -> Self {
+        self.method = Some(method);
         self
     }
 
@@ -386,15 +395,17 @@ impl Process {
             pending.prepare()
         };
         let started = prepared.and_then(|prepared| {
-            start_child(
-                prepared,
-                &self.name,
-                &self.identity,
-                self.daemon,
-                &self.authkey,
-                false,
-                &self.launcher,
-            )
+            crate::start_method::with_method(self.method, || {
+                start_child(
+                    prepared,
+                    &self.name,
+                    &self.identity,
+                    self.daemon,
+                    &self.authkey,
+                    false,
+                    &self.launcher,
+                )
+            })
         });
         match started {
             Ok(state) => {

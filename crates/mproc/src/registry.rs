@@ -138,9 +138,13 @@ const LAUNCH_KINDS: &[&str] = &["process_entry", "spawn_entry"];
 const TASK_KINDS: &[&str] = &["task_entry", "init_entry"];
 
 /// Entry fns of mproc's own that a launch record may name: the pool
-/// worker's loop (it runs registered task runners only, see [`task_at`]).
-fn internal_entries() -> [EntryFn; 1] {
-    [crate::pool::worker::worker_entry]
+/// worker's loop (it runs registered task runners only, see [`task_at`])
+/// and the forkserver's.
+fn internal_entries() -> [EntryFn; 2] {
+    [
+        crate::pool::worker::worker_entry,
+        crate::forkserver::server_entry,
+    ]
 }
 
 /// The address of a registered fn of one of `kinds` at `offset` from the

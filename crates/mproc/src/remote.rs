@@ -134,7 +134,8 @@ impl Launcher {
         token: &str,
     ) -> Result<ChildProcess> {
         match &self.kind {
-            Kind::Local => Ok(ChildProcess::spawn(token_env, token)?),
+            // Here: by re-exec or by the forkserver (the start method).
+            Kind::Local => Ok(crate::start_method::create_child(token_env, token)?),
             Kind::Srun { args, nodes } => {
                 let mut all = vec![
                     format!("--ntasks={ntasks}"),

@@ -25,6 +25,8 @@ pub(super) const COLUMNS: [Who; 6] = [
     Who::PyFork,
 ];
 pub(super) const PROCESS_FIGURE: &[Who] = &COLUMNS;
+/// The forkserver rows: the re-exec floor, mproc's forkserver, CPython's.
+pub(super) const FORKSERVER_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::PyForkserver];
 pub(super) const PIPE_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::Procspawn, Who::PyFork];
 pub(super) const QUEUE_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::PyFork];
 pub(super) const SYNC_FIGURE: &[Who] = &[Who::Floor, Who::Mproc, Who::PyFork];
@@ -229,6 +231,28 @@ pub(super) fn rows() -> Vec<Row> {
             who: PROCESS_FIGURE,
             scale: 1.0,
             goal: goal(Base::Floor, 1.3),
+        },
+        Row {
+            id: "spawn_first_line_forkserver",
+            title: "forkserver spawn → first line (median of {n})",
+            unit: "ms",
+            higher_is_better: false,
+            figure: "spawn-first-line",
+            params: |m| vec![("samples", m.pick(200, 20, 1)), ("forkserver", 1)],
+            who: FORKSERVER_FIGURE,
+            scale: 1.0,
+            goal: goal(Base::Floor, 0.25),
+        },
+        Row {
+            id: "start_join_100_forkserver",
+            title: "forkserver start+join {n} processes",
+            unit: "ms",
+            higher_is_better: false,
+            figure: "start-join",
+            params: |m| vec![("procs", m.pick(100, 100, 2)), ("forkserver", 1)],
+            who: FORKSERVER_FIGURE,
+            scale: 1.0,
+            goal: goal(Base::Floor, 0.3),
         },
         pipe(
             "pipe_rt_64",

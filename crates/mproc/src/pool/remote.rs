@@ -112,6 +112,7 @@ pub(super) fn start_workers(shared: &Shared, n: usize) -> Result<Vec<Worker>> {
                 report: false,
                 remote: true,
                 control_conn: true,
+                setup: crate::logging::child_setup(),
             }
         })
         .collect();

@@ -31,9 +31,16 @@ fn exitcode_of(status: ExitStatus) -> i32 {
 /// readable when it ends (its sentinel).
 pub(crate) struct ChildProcess {
     pid: u32,
-    child: Mutex<Child>,
+    child: Reaper,
     status: Mutex<Option<i32>>,
     pidfd: OwnedFd,
+}
+
+/// Who reaps the child: this process (re-exec), or the forkserver, which
+/// writes the exit code to a status pipe (`forkserver_unix.rs`).
+enum Reaper {
+    Own(Mutex<Child>),
+    Server(OwnedFd),
 }
 
 impl ChildProcess {
@@ -66,7 +73,7 @@ impl ChildProcess {
         let pidfd = pidfd_open(raw, PidfdFlags::empty())?;
         Ok(ChildProcess {
             pid,
-            child: Mutex::new(child),
+            child: Reaper::Own(Mutex::new(child)),
             status: Mutex::new(None),
             pidfd,
         })
@@ -101,10 +108,29 @@ impl ChildProcess {
         let pidfd = pidfd_open(raw, PidfdFlags::empty())?;
         Ok(ChildProcess {
             pid,
-            child: Mutex::new(child),
+            child: Reaper::Own(Mutex::new(child)),
             status: Mutex::new(None),
             pidfd,
         })
+    }
+
+    /// A child the forkserver forked: its pidfd (opened by the server
+    /// before it could reap it) and the pipe its exit code comes on.
+    pub(super) fn forked(pid: u32, pidfd: OwnedFd, status: OwnedFd) -> ChildProcess {
+        ChildProcess {
+            pid,
+            child: Reaper::Server(status),
+            status: Mutex::new(None),
+            pidfd,
+        }
+    }
+
+    /// Reaps the child, which has ended (its pidfd is readable).
+    fn reap(&self) -> io::Result<i32> {
+        match &self.child {
+            Reaper::Own(c) => Ok(exitcode_of(lock(c).wait()?)),
+            Reaper::Server(pipe) => super::forkserver::read_status(pipe),
+        }
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -115,8 +141,17 @@ impl ChildProcess {
     pub(crate) fn poll(&self) -> io::Result<Option<i32>> {
         let mut status = lock(&self.status);
         if status.is_none() {
-            if let Some(st) = lock(&self.child).try_wait()? {
-                *status = Some(exitcode_of(st));
+            match &self.child {
+                Reaper::Own(c) => {
+                    if let Some(st) = lock(c).try_wait()? {
+                        *status = Some(exitcode_of(st));
+                    }
+                }
+                Reaper::Server(_) => {
+                    if !poll_readable(&[self.pidfd.as_fd()], Some(Duration::ZERO))?.is_empty() {
+                        *status = Some(self.reap()?);
+                    }
+                }
             }
         }
         Ok(*status)
@@ -134,8 +169,7 @@ impl ChildProcess {
         // Readable pidfd: the child has ended; reap it.
         let mut status = lock(&self.status);
         if status.is_none() {
-            let st = lock(&self.child).wait()?;
-            *status = Some(exitcode_of(st));
+            *status = Some(self.reap()?);
         }
         Ok(*status)
     }

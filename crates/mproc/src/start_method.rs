@@ -1,0 +1,236 @@
+//! Start methods (CPython's `set_start_method`, `get_start_method`,
+//! `get_context`): how a child process comes to exist.
+//!
+//! - [`StartMethod::Spawn`], the default on every OS: this binary is
+//!   re-executed with the entry token.
+//! - [`StartMethod::Forkserver`] (Unix): a single-threaded server, itself
+//!   started once by re-exec, forks each child (`crate::forkserver`).
+//!
+//! The method in force is the one given to [`set_start_method`], else the
+//! `MPROC_START_METHOD` environment variable (`spawn` or `forkserver`,
+//! read at first use), else `Spawn`. A [`Context`] starts its processes
+//! with its own method whatever the global one is.
+//!
+//! There is no `fork` method: a Rust program is multi-threaded (the
+//! runtime, libraries, mproc's own launcher threads), and a fork copies
+//! only the calling thread, with every lock another thread held locked
+//! forever in the child (the allocator's, stdout's, a `Mutex` in a
+//! library), so the child may deadlock at its first allocation.
+//! CPython 3.12 warns about the same, and 3.14 dropped `fork` as the
+//! default for it.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use mproc_ipc::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::registry::{Args, ProcessOutput, Target};
+use crate::sys::ChildProcess;
+use crate::{JoinHandle, Pool, Process};
+
+/// How a child process is started (CPython's start methods).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StartMethod {
+    /// Re-execute this binary (every OS; the default).
+    Spawn,
+    /// Fork each child from a single-threaded server process started
+    /// once by re-exec (Unix only; [`Error::Unsupported`] on Windows).
+    Forkserver,
+}
+
+impl StartMethod {
+    /// CPython's name: `"spawn"` or `"forkserver"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::Forkserver => "forkserver",
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            StartMethod::Spawn => 1,
+            StartMethod::Forkserver => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<StartMethod> {
+        match code {
+            1 => Some(StartMethod::Spawn),
+            2 => Some(StartMethod::Forkserver),
+            _ => None,
+        }
+    }
+
+    /// `Err(Error::Unsupported)` where this platform cannot start
+    /// processes this way.
+    fn check(self) -> Result<StartMethod> {
+        if self == StartMethod::Forkserver && !crate::forkserver::SUPPORTED {
+            return Err(Error::Unsupported(
+                "the forkserver start method needs fork (Unix); use StartMethod::Spawn".into(),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+impl std::fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// 0: not chosen yet.
+static METHOD: AtomicU8 = AtomicU8::new(0);
+/// A child process was started: the method can no longer change.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// The method of the [`Context`] (or internal launch) starting a
+    /// process on this thread, if any.
+    static OVERRIDE: Cell<Option<StartMethod>> = const { Cell::new(None) };
+}
+
+/// Sets how this process starts its children, before it starts any
+/// (CPython's `set_start_method`): [`Error::ContextAlreadySet`] once a
+/// process was started, [`Error::Unsupported`] for `Forkserver` on
+/// Windows.
+///
+/// ```
+/// # #[mproc::main]
+/// # fn main() -> mproc::Result<()> {
+/// mproc::set_start_method(mproc::StartMethod::Spawn)?;
+/// assert_eq!(mproc::get_start_method(), mproc::StartMethod::Spawn);
+/// # Ok(())
+/// # }
+/// ```
+pub fn set_start_method(method: StartMethod) -> Result<()> {
+    let method = method.check()?;
+    if STARTED.load(Ordering::SeqCst) {
+        return Err(Error::ContextAlreadySet);
+    }
+    METHOD.store(method.code(), Ordering::SeqCst);
+    Ok(())
+}
+
+/// The start method in force (CPython's `get_start_method`): the one
+/// set, else `MPROC_START_METHOD` (`spawn` or `forkserver`), else
+/// [`StartMethod::Spawn`].
+pub fn get_start_method() -> StartMethod {
+    if let Some(m) = StartMethod::from_code(METHOD.load(Ordering::SeqCst)) {
+        return m;
+    }
+    let from_env = match std::env::var("MPROC_START_METHOD").as_deref() {
+        Ok("forkserver") => StartMethod::Forkserver.check().unwrap_or_else(|e| {
+            tracing::warn!("MPROC_START_METHOD=forkserver: {e}");
+            StartMethod::Spawn
+        }),
+        Ok("spawn") | Ok("") | Err(_) => StartMethod::Spawn,
+        Ok(other) => {
+            tracing::warn!("MPROC_START_METHOD={other:?} is no start method; using spawn");
+            StartMethod::Spawn
+        }
+    };
+    // First use decides, as a `set_start_method` would.
+    let _ = METHOD.compare_exchange(0, from_env.code(), Ordering::SeqCst, Ordering::SeqCst);
+    StartMethod::from_code(METHOD.load(Ordering::SeqCst)).unwrap_or(StartMethod::Spawn)
+}
+
+/// A context for one start method (CPython's `get_context(method)`):
+/// [`Error::Unsupported`] for `Forkserver` on Windows.
+///
+/// ```
+/// #[mproc::target]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[mproc::main]
+/// fn main() -> mproc::Result<()> {
+///     let ctx = mproc::get_context(mproc::StartMethod::Spawn)?;
+///     assert_eq!(ctx.spawn(square, (7,))?.join()?, 49);
+///     Ok(())
+/// }
+/// ```
+pub fn get_context(method: StartMethod) -> Result<Context> {
+    Ok(Context {
+        method: method.check()?,
+    })
+}
+
+/// Starts processes with one start method (CPython's context objects).
+#[derive(Clone, Copy, Debug)]
+pub struct Context {
+    method: StartMethod,
+}
+
+impl Context {
+    /// This context's start method.
+    pub fn get_start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// A [`Process`] that this context's method starts.
+    pub fn process<F, A>(&self, target: F, args: A) -> Process
+    where
+        F: Target<A>,
+        A: Args,
+        F::Output: ProcessOutput,
+    {
+        Process::new(target, args).with_start_method(self.method)
+    }
+
+    /// [`spawn`](crate::spawn) with this context's method.
+    pub fn spawn<F, A>(&self, target: F, args: A) -> Result<JoinHandle<F::Output>>
+    where
+        F: Target<A>,
+        A: Args,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        with_method(Some(self.method), || crate::spawn(target, args))
+    }
+
+    /// A [`Pool`] of `processes` workers started with this context's
+    /// method. (A worker that replaces one later is started with the
+    /// method in force then.)
+    pub fn pool(&self, processes: usize) -> Result<Pool> {
+        with_method(Some(self.method), || Pool::new(processes))
+    }
+}
+
+/// Runs `f` with the processes it starts on this thread started by
+/// `method` (`None`: the method in force).
+pub(crate) fn with_method<R>(method: Option<StartMethod>, f: impl FnOnce() -> R) -> R {
+    let Some(method) = method else {
+        return f();
+    };
+    let previous = OVERRIDE.with(|o| o.replace(Some(method)));
+    let r = f();
+    OVERRIDE.with(|o| o.set(previous));
+    r
+}
+
+/// The method the launch being prepared on this thread uses.
+pub(crate) fn launching_with() -> StartMethod {
+    OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method)
+}
+
+/// In a child: the method it was started with becomes its own.
+pub(crate) fn inherit(method: StartMethod) {
+    if method.check().is_ok() {
+        METHOD.store(method.code(), Ordering::SeqCst);
+    }
+}
+
+/// The one place a child process is created (from `launch::begin`): by
+/// re-exec, or by the forkserver.
+pub(crate) fn create_child(token_env: &str, token: &str) -> std::io::Result<ChildProcess> {
+    let method = OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method);
+    STARTED.store(true, Ordering::SeqCst);
+    match method {
+        StartMethod::Spawn => ChildProcess::spawn(token_env, token),
+        StartMethod::Forkserver => crate::forkserver::start_child(token),
+    }
+}
