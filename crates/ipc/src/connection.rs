@@ -248,9 +248,11 @@ impl Connection {
     /// Sends `value` as one typed message (CPython's `send(obj)`).
     ///
     /// The value is encoded (a small type tag, then postcard) before
-    /// anything is written: an encoding error writes nothing. For bulk
-    /// `Vec<u8>`/`&[u8]` fields, `#[serde(with = "serde_bytes")]` (or
-    /// [`send_bytes`](Self::send_bytes)) keeps bytes at socket speed.
+    /// anything is written: an encoding error writes nothing. A byte
+    /// sequence itself (`Vec<u8>`, `[u8]`, `String`, `str`, `ByteBuf`,
+    /// `Bytes`) is written straight from the caller's buffer, at bytes
+    /// speed (docs/protocol.md, "Byte sequences"); for `Vec<u8>` fields
+    /// inside a struct, `#[serde(with = "serde_bytes")]` keeps them fast.
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
         let mut scratch = lock(&self.send_lock);
