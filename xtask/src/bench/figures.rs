@@ -265,7 +265,7 @@ pub(super) fn rows() -> Vec<Row> {
             "Pipe 1 MiB, typed Vec<u8> ({n} msgs)",
             "GB/s",
             "pipe-bulk",
-            |m| vec![("msgs", m.pick(200, 50, 1)), ("size", MIB), ("typed", 1)],
+            |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 1)],
             goal(Base::Floor, 0.5),
         ),
         pipe(
