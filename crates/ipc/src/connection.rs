@@ -261,16 +261,19 @@ impl Connection {
             // A byte sequence: frame header, tag and varint from the
             // scratch, the caller's bytes as they are, in one gathered
             // write (the same bytes postcard would produce).
-            let mut head = Vec::with_capacity(tag::MAX_BULK_PREFIX);
-            tag::encode_tag::<T>(&mut head);
-            tag::bulk::push_varint(bytes.len(), &mut head);
-            let header = Header::new(head.len() + bytes.len());
-            scratch.extend_from_slice(header.as_bytes());
-            scratch.extend_from_slice(&head);
+            // Room for the longest frame header, filled in once the
+            // tag's length is known.
+            const ROOM: usize = 12;
+            scratch.resize(ROOM, 0);
+            tag::encode_tag::<T>(&mut scratch);
+            tag::bulk::push_varint(bytes.len(), &mut scratch);
+            let header = Header::new(scratch.len() - ROOM + bytes.len());
+            let start = ROOM - header.as_bytes().len();
+            scratch[start..ROOM].copy_from_slice(header.as_bytes());
             self.check_open()?;
             return self
                 .stream
-                .write_frame(&scratch, bytes)
+                .write_frame(&scratch[start..], bytes)
                 .map_err(|e| self.io_error(Error::from(e)));
         }
         REFUSAL.with(|r| r.set(None));
