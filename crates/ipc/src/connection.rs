@@ -260,9 +260,9 @@ impl Connection {
         if let Some(bytes) = tag::bulk::as_bytes(value) {
             // A byte sequence: frame header, tag and varint from the
             // scratch, the caller's bytes as they are, in one gathered
-            // write (the same bytes postcard would produce).
-            // Room for the longest frame header, filled in once the
-            // tag's length is known.
+            // write (the same bytes postcard would produce). The scratch
+            // starts with room for the longest frame header, filled in
+            // once the tag's length is known.
             const ROOM: usize = 12;
             scratch.resize(ROOM, 0);
             tag::encode_tag::<T>(&mut scratch);
