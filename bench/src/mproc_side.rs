@@ -212,7 +212,7 @@ fn pipe_bulk(p: &Params) -> io::Result<Outcome> {
 }
 
 /// Producers put `n` items of `size` bytes each (`ByteBuf`: Rust's
-/// `bytes`; a `Vec<u8>` would be encoded element by element).
+/// `bytes`).
 #[mproc::target]
 fn q_producer(
     q: Queue<ByteBuf>,

@@ -53,7 +53,8 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((a, b))
 }
 
-fn set_inheritable(fd: &OwnedFd) -> io::Result<()> {
+/// Lets children started afterwards inherit `fd`.
+pub fn set_inheritable(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: F_SETFD on a descriptor we own.
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
         return Err(io::Error::last_os_error());

@@ -151,7 +151,7 @@ fuzz_target!(|data: &[u8]| {
     let (config, bytes) = data.split_at(data.len().min(2));
     let selector = config.first().copied().unwrap_or(0);
     let mode = config.get(1).copied().unwrap_or(0);
-    match selector % 21 {
+    match selector % 22 {
         0 => check::<String>(mode, bytes),
         1 => check::<Vec<u64>>(mode, bytes),
         2 => check::<(u8, Option<String>)>(mode, bytes),
@@ -172,6 +172,8 @@ fuzz_target!(|data: &[u8]| {
         17 => check::<std::path::PathBuf>(mode, bytes),
         18 => check_no_eq::<(f32, Vec<f64>)>(mode, bytes),
         19 => check_tree(mode, bytes),
+        // The byte-sequence fast path (tag/bulk.rs), as `String` above.
+        20 => check::<Vec<u8>>(mode, bytes),
         _ => {
             // The normaliser is total: any text comes back as some string.
             let name = String::from_utf8_lossy(bytes);

@@ -248,13 +248,34 @@ impl Connection {
     /// Sends `value` as one typed message (CPython's `send(obj)`).
     ///
     /// The value is encoded (a small type tag, then postcard) before
-    /// anything is written: an encoding error writes nothing. For bulk
-    /// `Vec<u8>`/`&[u8]` fields, `#[serde(with = "serde_bytes")]` (or
-    /// [`send_bytes`](Self::send_bytes)) keeps bytes at socket speed.
+    /// anything is written: an encoding error writes nothing. A byte
+    /// sequence itself (`Vec<u8>`, `[u8]`, `String`, `str`, `ByteBuf`,
+    /// `Bytes`) is written straight from the caller's buffer, at bytes
+    /// speed (docs/protocol.md, "Byte sequences"); for `Vec<u8>` fields
+    /// inside a struct, `#[serde(with = "serde_bytes")]` keeps them fast.
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
         let mut scratch = lock(&self.send_lock);
         scratch.clear();
+        if let Some(bytes) = tag::bulk::as_bytes(value) {
+            // A byte sequence: frame header, tag and varint from the
+            // scratch, the caller's bytes as they are, in one gathered
+            // write (the same bytes postcard would produce). The scratch
+            // starts with room for the longest frame header, filled in
+            // once the tag's length is known.
+            const ROOM: usize = 12;
+            scratch.resize(ROOM, 0);
+            tag::encode_tag::<T>(&mut scratch);
+            tag::bulk::push_varint(bytes.len(), &mut scratch);
+            let header = Header::new(scratch.len() - ROOM + bytes.len());
+            let start = ROOM - header.as_bytes().len();
+            scratch[start..ROOM].copy_from_slice(header.as_bytes());
+            self.check_open()?;
+            return self
+                .stream
+                .write_frame(&scratch[start..], bytes)
+                .map_err(|e| self.io_error(Error::from(e)));
+        }
         REFUSAL.with(|r| r.set(None));
         if let Err(e) = tag::encode(value, &mut scratch) {
             // postcard drops a custom error's text: restore ours.
@@ -302,17 +323,44 @@ impl Connection {
         let mut inbox = lock(&self.recv_lock);
         self.check_readable()?;
         let Inbox { scratch, ahead } = &mut *inbox;
-        let read = self.read_head(ahead).and_then(|len| {
-            let len = self.admit(len, None)?;
+        let read = self.read_head(ahead).and_then(|len| self.admit(len, None));
+        let result = read.and_then(|len| {
+            if let Some(shape) = tag::bulk::shape_of::<T>() {
+                if let Some(offset) = self.bulk_offset::<T>(ahead, len)? {
+                    // A byte sequence: its bytes go straight into the
+                    // value's own buffer, with no decode copy.
+                    ahead.consume(offset);
+                    let mut bytes = Vec::with_capacity((len - offset).min(READ_CHUNK));
+                    self.read_payload_into(ahead, &mut bytes, len - offset)?;
+                    return tag::bulk::into_value(shape, bytes)
+                        .map_err(|e| Error::Decode(e.to_string()));
+                }
+            }
             scratch.clear();
-            self.read_payload_into(ahead, scratch, len)
+            self.read_payload_into(ahead, scratch, len)?;
+            tag::decode(scratch)
         });
         self.note_buffered(ahead);
-        let decoded = read.and_then(|()| tag::decode(scratch));
         if scratch.capacity() > KEEP_SCRATCH {
             *scratch = Vec::new();
         }
-        decoded
+        result
+    }
+
+    /// Whether the next `len`-byte payload is a well-formed byte-sequence
+    /// `T` (its tag, then a canonical varint announcing exactly the rest):
+    /// `Some(offset of the bytes)`. Reads only as far as the tag and varint
+    /// (into the read-ahead, consuming nothing), so on `None` the general
+    /// path reads and judges the whole payload. The caller holds the
+    /// receive lock.
+    fn bulk_offset<T>(&self, ahead: &mut ReadAhead, len: usize) -> Result<Option<usize>> {
+        let want = len.min(tag::MAX_BULK_PREFIX);
+        while ahead.available().len() < want {
+            if self.fill(ahead)? == 0 {
+                return Err(self.io_error(Error::EofDuringMessage));
+            }
+        }
+        Ok(tag::bulk_body_offset::<T>(&ahead.available()[..want], len))
     }
 
     /// Receives one message's raw bytes (CPython's `recv_bytes()`); for a

@@ -38,6 +38,8 @@ use serde::Serialize;
 
 use crate::{depth, Error, Result};
 
+pub(crate) mod bulk;
+
 /// The first four bytes of every typed payload.
 pub const MAGIC: [u8; 4] = *b"\xF0mpT";
 
@@ -68,6 +70,12 @@ const MAX_DEPTH: usize = 64;
 pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
     let start = out.len();
     encode_tag::<T>(out);
+    if let Some(bytes) = bulk::as_bytes(value) {
+        // postcard's body for a byte sequence, without its per-byte calls.
+        bulk::push_varint(bytes.len(), out);
+        out.extend_from_slice(bytes);
+        return Ok(());
+    }
     match postcard::to_io(value, &mut *out) {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -122,8 +130,36 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
             found: String::from_utf8_lossy(tag.name).into_owned(),
         });
     }
+    if let Some(shape) = bulk::shape_of::<T>() {
+        match bulk::read_varint(tag.body) {
+            Some((len, n)) if tag.body.len() - n == len => {
+                return bulk::into_value(shape, tag.body[n..].to_vec())
+                    .map_err(|e| Error::Decode(e.to_string()));
+            }
+            // Anything else is for the general decoder to describe.
+            _ => {}
+        }
+    }
     decode_body(tag.body, depth::DEFAULT_LIMIT)
 }
+
+/// Where the body of a byte-sequence `T` starts in a typed payload of
+/// `len` bytes whose first bytes are `head` (at least
+/// `min(len, MAX_BULK_PREFIX)` of them): `Some(offset)` when `head` holds
+/// `T`'s tag and a canonical varint announcing exactly `len - offset`
+/// bytes. `None` sends the payload to [`decode`].
+pub(crate) fn bulk_body_offset<T>(head: &[u8], len: usize) -> Option<usize> {
+    let tag = parse(head)?;
+    if tag.fingerprint != fingerprint_of::<T>() {
+        return None;
+    }
+    let start = head.len() - tag.body.len();
+    let (body_len, n) = bulk::read_varint(tag.body)?;
+    (len.checked_sub(start + n)? == body_len).then_some(start + n)
+}
+
+/// The longest tag plus varint: what [`bulk_body_offset`] needs to see.
+pub(crate) const MAX_BULK_PREFIX: usize = FIXED_TAG_LEN + 255 + bulk::MAX_VARINT;
 
 /// Decodes a postcard body as a `T` nesting at most `max_depth` levels.
 fn decode_body<T: DeserializeOwned>(body: &[u8], max_depth: usize) -> Result<T> {

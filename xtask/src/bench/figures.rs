@@ -289,8 +289,8 @@ pub(super) fn rows() -> Vec<Row> {
             "Pipe 1 MiB, typed Vec<u8> ({n} msgs)",
             "GB/s",
             "pipe-bulk",
-            |m| vec![("msgs", m.pick(200, 50, 1)), ("size", MIB), ("typed", 1)],
-            goal(Base::Floor, 0.9),
+            |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 1)],
+            goal(Base::Floor, 0.5),
         ),
         pipe(
             "pipe_1mib_bytebuf",
@@ -298,7 +298,7 @@ pub(super) fn rows() -> Vec<Row> {
             "GB/s",
             "pipe-bulk",
             |m| vec![("msgs", m.pick(500, 100, 1)), ("size", MIB), ("typed", 2)],
-            goal(Base::Floor, 0.9),
+            goal(Base::Floor, 0.5),
         ),
         queue(
             "queue_64_1p1c",
@@ -352,7 +352,7 @@ pub(super) fn rows() -> Vec<Row> {
         ),
         queue(
             "queue_1mib",
-            "Queue 1 MiB, 1P/1C ({n} items)",
+            "Queue 1 MiB, 1P/1C ({n} items; floor: socketpair)",
             "GB/s",
             MIB as f64 / 1e9,
             |m| queue_params(m.pick(300, 60, 2), MIB, 1, 0),
