@@ -357,3 +357,36 @@ fn sync_contract() {
 fn the_sync_contract_compiles() {
     let _ = sync_contract;
 }
+
+#[mproc::target]
+fn contract_init(_level: u8) {}
+
+/// API.md "Start methods and logging" and "Across machines".
+#[allow(dead_code)]
+fn start_methods_logging_and_launcher_contract() -> mproc::Result<()> {
+    use mproc::{Context, Launcher, StartMethod};
+    let _: fn(StartMethod) -> mproc::Result<()> = mproc::set_start_method;
+    let _: fn() -> StartMethod = mproc::get_start_method;
+    let _: fn(StartMethod) -> mproc::Result<Context> = mproc::get_context;
+    let _ = [StartMethod::Spawn, StartMethod::Forkserver];
+    let ctx = mproc::get_context(StartMethod::Spawn)?;
+    let _: Process = ctx.process(contract_init, (1,));
+    let _: JoinHandle<()> = ctx.spawn(contract_init, (1,))?;
+    let _: Pool = ctx.pool(2)?;
+    let _: Context = ctx.launcher(Launcher::srun());
+    let _: fn(tracing::Level) = mproc::log_to_stderr;
+    mproc::set_child_initializer(contract_init, (3,))?;
+    let _: Launcher = Launcher::local();
+    let _: Launcher = Launcher::srun().args(["--partition=cpu", "--time=10"]).nodes(3);
+    let _: Process = Process::new(contract_init, (1,)).with_launcher(Launcher::srun());
+    let _: mproc::Result<Pool> = Pool::builder()
+        .processes(6)
+        .launcher(Launcher::srun())
+        .build();
+    Ok(())
+}
+
+#[test]
+fn the_start_method_and_launcher_contract_compiles() {
+    let _ = start_methods_logging_and_launcher_contract;
+}

@@ -66,3 +66,35 @@ fn launcher_srun_refuses_an_export_option() {
     assert!(err.to_string().contains("--export"), "unclear error: {err}");
     assert_eq!(p.pid(), None);
 }
+
+/// `Context::launcher` (API.md "Across machines"): a context's processes,
+/// spawns and pools start through its launcher. A local one runs them
+/// here; a remote one refuses a `Connection` at `start()` for each.
+#[mproc::test]
+fn context_launcher_applies_to_process_spawn_and_pool() {
+    let ctx = mproc::get_context(mproc::StartMethod::Spawn)
+        .unwrap()
+        .launcher(Launcher::local());
+    assert_eq!(ctx.get_launcher(), &Launcher::local());
+    let mut p = ctx.process(exit_with, (4,));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(4));
+    assert_eq!(ctx.spawn(double, (21,)).unwrap().join().unwrap(), 42);
+    let mut pool = ctx.pool(2).unwrap();
+    assert_eq!(pool.map(double, [1, 2, 3]).unwrap(), vec![2, 4, 6]);
+    pool.close();
+    pool.join().unwrap();
+
+    let remote = mproc::get_context(mproc::StartMethod::Spawn)
+        .unwrap()
+        .launcher(Launcher::srun());
+    assert!(remote.get_launcher().is_remote());
+    let (_mine, theirs) = mproc::pipe(true).unwrap();
+    let mut p = remote.process(takes_connection, (theirs,));
+    let err = p.start().unwrap_err();
+    assert!(err.to_string().contains("cannot cross hosts"), "{err}");
+    let (_mine, theirs) = mproc::pipe(true).unwrap();
+    let err = remote.spawn(takes_connection, (theirs,)).unwrap_err();
+    assert!(err.to_string().contains("cannot cross hosts"), "{err}");
+}

@@ -35,11 +35,32 @@ where
     A: Args,
     F::Output: Serialize + DeserializeOwned,
 {
+    spawn_with(target, args, &crate::remote::Launcher::local())
+}
+
+/// [`spawn`] with a launcher (a [`Context`](crate::Context)'s).
+pub(crate) fn spawn_with<F, A>(
+    target: F,
+    args: A,
+    launcher: &crate::remote::Launcher,
+) -> Result<JoinHandle<F::Output>>
+where
+    F: Target<A>,
+    A: Args,
+    F::Output: Serialize + DeserializeOwned,
+{
     // The target travels as its type (a zero-sized fn item), not as a value.
     let _ = target;
     let me = crate::context::current();
     let (identity, name) = me.next_child();
-    let prepared = crate::process::prepare::<F, A>(&args, "spawn_entry")?;
+    let prepared = if launcher.is_remote() {
+        // A queue in the arguments is then served over TCP.
+        mproc_ipc::handles::encode_for_remote(&crate::remote::advertised_host(), || {
+            crate::process::prepare::<F, A>(&args, "spawn_entry")
+        })
+    } else {
+        crate::process::prepare::<F, A>(&args, "spawn_entry")
+    }?;
     let state = start_child(
         prepared,
         &name,
@@ -47,7 +68,7 @@ where
         me.daemon,
         &me.authkey,
         true,
-        &crate::remote::Launcher::local(),
+        launcher,
     )?;
     drop(args);
     Ok(JoinHandle {

@@ -19,6 +19,7 @@
 //! CPython 3.12 warns about the same, and 3.14 dropped `fork` as the
 //! default for it.
 
+use crate::remote::Launcher;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -157,19 +158,41 @@ pub fn get_start_method() -> StartMethod {
 pub fn get_context(method: StartMethod) -> Result<Context> {
     Ok(Context {
         method: method.check()?,
+        launcher: Launcher::local(),
     })
 }
 
-/// Starts processes with one start method (CPython's context objects).
-#[derive(Clone, Copy, Debug)]
+/// Starts processes with one start method (CPython's context objects),
+/// and, beyond CPython, with one [`Launcher`] (where they start).
+#[derive(Clone, Debug)]
 pub struct Context {
     method: StartMethod,
+    launcher: Launcher,
 }
 
 impl Context {
     /// This context's start method.
     pub fn get_start_method(&self) -> StartMethod {
         self.method
+    }
+
+    /// Builder: the processes, spawns and pools of this context start
+    /// through `launcher` (e.g. [`Launcher::srun`]; the default is
+    /// [`Launcher::local`]). The start method applies to local launches.
+    ///
+    /// ```
+    /// let ctx = mproc::get_context(mproc::StartMethod::Spawn)?.launcher(mproc::Launcher::local());
+    /// assert_eq!(ctx.get_launcher(), &mproc::Launcher::local());
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn launcher(mut self, launcher: Launcher) -> Context {
+        self.launcher = launcher;
+        self
+    }
+
+    /// This context's launcher.
+    pub fn get_launcher(&self) -> &Launcher {
+        &self.launcher
     }
 
     /// A [`Process`] that this context's method starts.
@@ -179,7 +202,9 @@ impl Context {
         A: Args,
         F::Output: ProcessOutput,
     {
-        Process::new(target, args).with_start_method(self.method)
+        Process::new(target, args)
+            .with_start_method(self.method)
+            .with_launcher(self.launcher.clone())
     }
 
     /// [`spawn`](crate::spawn) with this context's method.
@@ -189,14 +214,21 @@ impl Context {
         A: Args,
         F::Output: Serialize + DeserializeOwned,
     {
-        with_method(Some(self.method), || crate::spawn(target, args))
+        with_method(Some(self.method), || {
+            crate::spawn::spawn_with(target, args, &self.launcher)
+        })
     }
 
     /// A [`Pool`] of `processes` workers started with this context's
     /// method. (A worker that replaces one later is started with the
     /// method in force then.)
     pub fn pool(&self, processes: usize) -> Result<Pool> {
-        with_method(Some(self.method), || Pool::new(processes))
+        with_method(Some(self.method), || {
+            Pool::builder()
+                .processes(processes)
+                .launcher(self.launcher.clone())
+                .build()
+        })
     }
 }
 
