@@ -67,16 +67,7 @@ impl ChildProcess {
                     format!("cannot re-execute {}: {e}", exe.display()),
                 )
             })?;
-        let pid = child.id();
-        let raw = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("invalid child pid"))?;
-        // The child is ours and not yet reaped, so its pid cannot be reused.
-        let pidfd = pidfd_open(raw, PidfdFlags::empty())?;
-        Ok(ChildProcess {
-            pid,
-            child: Reaper::Own(Mutex::new(child)),
-            status: Mutex::new(None),
-            pidfd,
-        })
+        ChildProcess::adopt(child)
     }
 
     /// Starts `program args.. <this executable's path>` with the entry token
