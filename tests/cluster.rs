@@ -404,14 +404,38 @@ fn a_queue_carries_results_from_remote_children() {
     }
 }
 
-/// The entry token in the environment of `pid` (srun's: the same user
-/// may read it, as Slurm lets only the job's owner read the job's).
-fn token_of(pid: u32) -> String {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    env.split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| kv.strip_prefix("MPROC_ENTRY_TOKEN=").map(String::from))
-        .expect("no entry token in srun's environment")
+/// The TCP listening sockets this process holds, as addresses to connect
+/// to (`0.0.0.0` as loopback), read from `/proc/net/tcp` and the socket
+/// inodes of `/proc/self/fd`. (srun's environment holds the launch's
+/// token, but srun may rewrite that memory at any time: not a source.)
+fn own_tcp_listeners() -> Vec<std::net::SocketAddr> {
+    let inodes: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(3) != Some(&"0A") || !inodes.iter().any(|i| Some(&i.as_str()) == f.get(9)) {
+                return None;
+            }
+            let (ip, port) = f.get(1)?.split_once(':')?;
+            let ip = u32::from_str_radix(ip, 16).ok()?.swap_bytes();
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let ip = match std::net::Ipv4Addr::from(ip) {
+                a if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST,
+                a => a,
+            };
+            Some(std::net::SocketAddr::from((ip, port)))
+        })
+        .collect()
 }
 
 /// A stranger on the network who connects to a remote launch's TCP
@@ -424,14 +448,17 @@ fn a_stranger_on_the_launch_port_learns_nothing_and_fails_nothing() {
     if cluster().is_none() {
         return;
     }
+    let before = own_tcp_listeners();
     let mut p = Process::new(exit_with, (0,)).with_launcher(Launcher::srun());
     p.start().unwrap();
-    let token = token_of(p.pid().unwrap());
-    let hostport = token
-        .split_once(":tcp:")
-        .map(|(_, a)| a.to_string())
-        .unwrap();
-    let mut s = std::net::TcpStream::connect(&hostport).unwrap();
+    // The launch's listener is new (another test's launch, running at the
+    // same time, may be picked instead: it must hold the same way).
+    let new: Vec<_> = own_tcp_listeners()
+        .into_iter()
+        .filter(|a| !before.contains(a))
+        .collect();
+    let hostport = *new.first().expect("no launch listener appeared");
+    let mut s = std::net::TcpStream::connect(hostport).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     // A wrong answer to the challenge, framed as mproc frames are.
     let junk = b"{sha256}not the right digest at all, not at all.";
@@ -445,6 +472,7 @@ fn a_stranger_on_the_launch_port_learns_nothing_and_fails_nothing() {
         !text.contains("mproc::"),
         "the stranger got launch data: {text:?}"
     );
+    // The real task still got its launch and ran its target.
     p.join().unwrap();
     assert_eq!(p.exitcode(), Some(0));
 }
