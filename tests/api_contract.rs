@@ -377,7 +377,9 @@ fn start_methods_logging_and_launcher_contract() -> mproc::Result<()> {
     let _: fn(tracing::Level) = mproc::log_to_stderr;
     mproc::set_child_initializer(contract_init, (3,))?;
     let _: Launcher = Launcher::local();
-    let _: Launcher = Launcher::srun().args(["--partition=cpu", "--time=10"]).nodes(3);
+    let _: Launcher = Launcher::srun()
+        .args(["--partition=cpu", "--time=10"])
+        .nodes(3);
     let _: Process = Process::new(contract_init, (1,)).with_launcher(Launcher::srun());
     let _: mproc::Result<Pool> = Pool::builder()
         .processes(6)
