@@ -242,8 +242,9 @@ fn terminate_leaves_no_task() {
     assert!(left.is_empty(), "tasks outlived terminate(): {left:?}");
 }
 
-/// `terminate()` of a remote Process cancels its step: the task ends
-/// (CPython's `test_terminate`; the exit code is srun's).
+/// `terminate()` of a remote Process cancels its step: the task ends,
+/// and the exit code is -15 as for a local child, not srun's 137
+/// (CPython's `test_terminate`; API.md's `exitcode`).
 #[mproc::test]
 fn terminate_of_a_remote_process_ends_its_task() {
     if cluster().is_none() {
@@ -256,9 +257,46 @@ fn terminate_of_a_remote_process_ends_its_task() {
     assert!(alive(pid));
     p.terminate().unwrap();
     p.join().unwrap();
-    eprintln!("exit code after terminate: {:?}", p.exitcode());
-    assert_ne!(p.exitcode(), Some(0));
+    assert_eq!(p.exitcode(), Some(-15));
     assert!(!alive(pid), "the task outlived its terminated srun");
+    // Asked again, and after close(): still -15.
+    assert_eq!(p.exitcode(), Some(-15));
+    p.close().unwrap();
+    assert_eq!(p.exitcode(), Some(-15));
+}
+
+/// `kill()` of a remote Process: -9 as for a local child (CPython's
+/// `test_kill`).
+#[mproc::test]
+fn kill_of_a_remote_process_reports_minus_9() {
+    if cluster().is_none() {
+        return;
+    }
+    let q: mproc::Queue<u32> = mproc::Queue::new(0).unwrap();
+    let mut p = Process::new(tell_pid_then_block, (q.clone(),)).with_launcher(Launcher::srun());
+    p.start().unwrap();
+    q.get_timeout(Duration::from_secs(60)).unwrap();
+    p.kill().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(-9));
+    // A terminate() after the end changes nothing.
+    p.terminate().unwrap();
+    assert_eq!(p.exitcode(), Some(-9));
+}
+
+/// A remote task that exits with a code of its own before any
+/// terminate() keeps it: the -15 / -9 mapping is only for a step this
+/// process ended (`test_exitcode`).
+#[mproc::test]
+fn a_remote_exit_code_is_kept_when_terminate_comes_after_the_end() {
+    if cluster().is_none() {
+        return;
+    }
+    let mut p = Process::new(exit_with, (3,)).with_launcher(Launcher::srun());
+    p.start().unwrap();
+    p.join().unwrap();
+    p.terminate().unwrap();
+    assert_eq!(p.exitcode(), Some(3));
 }
 
 /// A local `Connection` end cannot cross hosts: `start()` says so.

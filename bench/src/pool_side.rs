@@ -3,6 +3,12 @@
 //! `par_iter` on the same CPU-bound tasks, in one process, and 4 bare
 //! `mproc::spawn`s for the pool's start.
 //!
+//! `cluster_start` (issue 18): a Pool of `workers` placed by
+//! `Launcher::srun()` over `nodes` nodes, from `build()` to the first
+//! `apply`'s answer, held against (`ref`) 0: one bare job step of as many
+//! tasks (`srun --nodes=N --ntasks=W true`), or 1: the local Pool's start.
+//! Only with a cluster (`SLURM_CONF` set); otherwise `NA`.
+//!
 //! Keys: `op` (see [`Op`]), `n` (tasks, or round trips), `workers` (0:
 //! `cpu_count()`), `us` (CPU time of one `cpu` task, µs). Values: tasks/s
 //! for `map`, `imap`, `apply_async` and `cpu`; µs for `apply_rt`; ms for
@@ -28,6 +34,8 @@ enum Op {
     Cpu,
     /// Pool of `workers` started + the first `apply`'s result: ms.
     Start,
+    /// The same for a Pool placed by `srun` over `nodes` nodes: ms.
+    ClusterStart,
 }
 
 fn op(p: &Params) -> io::Result<Op> {
@@ -38,6 +46,7 @@ fn op(p: &Params) -> io::Result<Op> {
         3 => Op::ApplyRt,
         4 => Op::Cpu,
         5 => Op::Start,
+        6 => Op::ClusterStart,
         other => return Err(io::Error::other(format!("unknown pool op {other}"))),
     })
 }
@@ -85,6 +94,28 @@ fn err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// `NA` unless a Slurm cluster is reachable (`SLURM_CONF` set).
+fn no_cluster() -> Option<NotAvailable> {
+    std::env::var_os("SLURM_CONF").is_none().then(|| {
+        NotAvailable("no Slurm cluster: SLURM_CONF not set (cargo xtask slurm start)".into())
+    })
+}
+
+/// Pool of `w` started and its first `apply` answered, ms: local, or
+/// placed by `srun` over `nodes` nodes.
+fn pool_start(w: usize, cluster: Option<usize>) -> io::Result<Outcome> {
+    let t0 = Instant::now();
+    let mut b = mproc::Pool::builder().processes(w);
+    if let Some(nodes) = cluster {
+        b = b.launcher(mproc::Launcher::srun().nodes(nodes));
+    }
+    let pool = b.build().map_err(err)?;
+    let v = pool.apply(sq, (3,)).map_err(err)?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(v, 9);
+    Ok(Ok(ms))
+}
+
 fn rate(n: usize, t0: Instant) -> Outcome {
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
@@ -101,6 +132,12 @@ pub fn mproc_pool(p: &Params) -> io::Result<Outcome> {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         assert_eq!(v, 9);
         return Ok(Ok(ms));
+    }
+    if op == Op::ClusterStart {
+        if let Some(na) = no_cluster() {
+            return Ok(Err(na));
+        }
+        return pool_start(w, Some(p.get("nodes", 1)));
     }
     let pool = mproc::Pool::new(w).map_err(err)?;
     pool.map(sq, 0..(w as u64 * 4)).map_err(err)?;
@@ -145,7 +182,7 @@ pub fn mproc_pool(p: &Params) -> io::Result<Outcome> {
             assert_eq!(v.len(), n);
             r
         }
-        Op::Start => unreachable!("handled above"),
+        Op::Start | Op::ClusterStart => unreachable!("handled above"),
     })
 }
 
@@ -180,6 +217,29 @@ pub fn reference(p: &Params) -> io::Result<Outcome> {
             }
             Ok(Ok(t0.elapsed().as_secs_f64() * 1e3))
         }
+        Op::ClusterStart => {
+            if let Some(na) = no_cluster() {
+                return Ok(Err(na));
+            }
+            if p.get("ref", 0) == 1 {
+                return pool_start(w, None);
+            }
+            // One bare job step of as many tasks, on as many nodes, as the
+            // cluster Pool's: what srun alone costs.
+            let t0 = Instant::now();
+            let status = std::process::Command::new("srun")
+                .arg(format!("--nodes={}", p.get("nodes", 1)))
+                .arg(format!("--ntasks={w}"))
+                .arg("--quiet")
+                .arg("true")
+                .stdin(std::process::Stdio::null())
+                .status()?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            if !status.success() {
+                return Err(io::Error::other(format!("srun true: {status}")));
+            }
+            Ok(Ok(ms))
+        }
         _ => Ok(Err(NotAvailable("no reference for this row".into()))),
     }
 }
@@ -192,6 +252,9 @@ pub fn procspawn_pool(p: &Params) -> io::Result<Outcome> {
     let op = op(p)?;
     let n = p.get("n", 1000);
     let w = workers(p);
+    if op == Op::ClusterStart {
+        return Ok(Err(NotAvailable("does not apply".into())));
+    }
     if op == Op::Start {
         let t0 = Instant::now();
         let pool = procspawn::Pool::new(w).map_err(err)?;
@@ -253,6 +316,6 @@ pub fn procspawn_pool(p: &Params) -> io::Result<Outcome> {
             }
             rate(n, t0)
         }
-        Op::Start => unreachable!("handled above"),
+        Op::Start | Op::ClusterStart => unreachable!("handled above"),
     })
 }

@@ -46,6 +46,15 @@ fn check_only_run_prints_the_table_and_writes_json() {
         assert!(table.contains(figure), "no row {figure:?} in\n{table}");
     }
     assert!(!table.contains("FAILED"), "{table}");
+    // Issue 18's cluster rows: measured with a cluster (SLURM_CONF), else
+    // NA with the reason, never a failure.
+    assert!(table.contains("Slurm Pool(4) start"), "{table}");
+    if std::env::var_os("SLURM_CONF").is_none() {
+        assert!(
+            table.contains("n/a (no Slurm cluster: SLURM_CONF not set"),
+            "{table}"
+        );
+    }
     let written = std::fs::read_to_string(out.join("check-only.json")).expect("JSON written");
     assert_eq!(report.written, vec![out.join("check-only.json")]);
     assert!(written.contains("\"figures\": ["), "{written}");

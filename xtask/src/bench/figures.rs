@@ -165,6 +165,26 @@ fn pool(
     }
 }
 
+/// A cluster Pool's start (issue 18, `pool_side.rs` op 6): 4 workers
+/// over the 3 nodes of `cargo xtask slurm start`'s cluster, against
+/// (`reference`) 0: one bare `srun` step of 4 tasks, 1: the local Pool.
+fn cluster_pool_start(id: &'static str, title: &'static str, reference: usize) -> Row {
+    Row {
+        id,
+        title,
+        unit: "ms",
+        higher_is_better: false,
+        figure: "pool",
+        params: match reference {
+            0 => |_| vec![("workers", 4), ("op", 6), ("nodes", 3), ("ref", 0)],
+            _ => |_| vec![("workers", 4), ("op", 6), ("nodes", 3), ("ref", 1)],
+        },
+        who: &[Who::Floor, Who::Mproc],
+        scale: 1.0,
+        goal: None,
+    }
+}
+
 /// A synchronisation figure (issue 16, `bench/src/sync_side.rs`): the
 /// floor, mproc and CPython (fork); rates are higher-is-better.
 fn sync(
@@ -424,6 +444,17 @@ pub(super) fn rows() -> Vec<Row> {
             "ms",
             |_| vec![("workers", 4), ("op", 5)],
             goal(Base::Floor, 1.2),
+        ),
+        // Issue 18: NA without a cluster (SLURM_CONF); no numeric goal.
+        cluster_pool_start(
+            "cluster_pool_start_srun",
+            "Slurm Pool({n}) start → first result (floor: srun -N3 -n{n} true)",
+            0,
+        ),
+        cluster_pool_start(
+            "cluster_pool_start_local",
+            "Slurm Pool({n}) start → first result (floor: local Pool({n}))",
+            1,
         ),
         sync(
             "lock_uncontended",

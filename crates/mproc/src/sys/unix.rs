@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,13 @@ pub(crate) struct ChildProcess {
     child: Reaper,
     status: Mutex<Option<i32>>,
     pidfd: OwnedFd,
+    /// The process held is a launcher (`srun`) whose task runs elsewhere:
+    /// its exit code after `terminate`/`kill` is the launcher's own
+    /// (137 for a cancelled step), not CPython's -15 / -9.
+    via_launcher: bool,
+    /// The signal `terminate`/`kill` delivered while the child ran (0:
+    /// none), for `via_launcher`.
+    stopped_by: AtomicI32,
 }
 
 /// Who reaps the child: this process (re-exec), or the forkserver, which
@@ -67,7 +74,7 @@ impl ChildProcess {
                     format!("cannot re-execute {}: {e}", exe.display()),
                 )
             })?;
-        ChildProcess::adopt(child)
+        ChildProcess::adopt(child, false)
     }
 
     /// Starts `program args.. <this executable's path>` with the entry token
@@ -89,10 +96,10 @@ impl ChildProcess {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run {program}: {e}")))?;
-        ChildProcess::adopt(child)
+        ChildProcess::adopt(child, true)
     }
 
-    fn adopt(child: Child) -> io::Result<ChildProcess> {
+    fn adopt(child: Child, via_launcher: bool) -> io::Result<ChildProcess> {
         let pid = child.id();
         let raw = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("invalid child pid"))?;
         // The child is ours and not yet reaped, so its pid cannot be reused.
@@ -102,6 +109,8 @@ impl ChildProcess {
             child: Reaper::Own(Mutex::new(child)),
             status: Mutex::new(None),
             pidfd,
+            via_launcher,
+            stopped_by: AtomicI32::new(0),
         })
     }
 
@@ -113,14 +122,31 @@ impl ChildProcess {
             child: Reaper::Server(status),
             status: Mutex::new(None),
             pidfd,
+            via_launcher: false,
+            stopped_by: AtomicI32::new(0),
         }
     }
 
     /// Reaps the child, which has ended (its pidfd is readable).
     fn reap(&self) -> io::Result<i32> {
-        match &self.child {
-            Reaper::Own(c) => Ok(exitcode_of(lock(c).wait()?)),
-            Reaper::Server(pipe) => super::forkserver::read_status(pipe),
+        let code = match &self.child {
+            Reaper::Own(c) => exitcode_of(lock(c).wait()?),
+            Reaper::Server(pipe) => super::forkserver::read_status(pipe)?,
+        };
+        Ok(self.settle(code))
+    }
+
+    /// The exit code to report for a reaped child. A launcher that this
+    /// process terminated or killed while it ran reports what a local
+    /// child would, -15 / -9 (API.md: as the Windows backend does), not
+    /// its own code for the cancelled step (`srun`: 137), unless it ended
+    /// with 0: then its task had finished cleanly before the signal.
+    fn settle(&self, code: i32) -> i32 {
+        let sig = self.stopped_by.load(Ordering::Acquire);
+        if self.via_launcher && sig != 0 && code != 0 {
+            -sig
+        } else {
+            code
         }
     }
 
@@ -135,7 +161,7 @@ impl ChildProcess {
             match &self.child {
                 Reaper::Own(c) => {
                     if let Some(st) = lock(c).try_wait()? {
-                        *status = Some(exitcode_of(st));
+                        *status = Some(self.settle(exitcode_of(st)));
                     }
                 }
                 Reaper::Server(_) => {
@@ -173,7 +199,18 @@ impl ChildProcess {
             return Ok(());
         }
         match pidfd_send_signal(&self.pidfd, sig) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Ok(()) => {
+                // Only the first signal counts, as for a local child
+                // (a kill after a terminate that already ended it).
+                let _ = self.stopped_by.compare_exchange(
+                    0,
+                    sig.as_raw(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                Ok(())
+            }
+            Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
