@@ -29,12 +29,16 @@
 
 #![warn(missing_docs)]
 
+#[path = "spawn/child.rs"]
 mod bootstrap;
 mod context;
+#[path = "spawn/exit.rs"]
 mod exit;
 mod fault;
 mod forkserver;
+#[path = "spawn/parent.rs"]
 mod launch;
+#[path = "spawn/threads.rs"]
 mod launcher;
 mod logging;
 mod pool;
@@ -43,8 +47,10 @@ pub(crate) use pool::worker as pool_worker;
 mod process;
 mod registry;
 mod remote;
+#[path = "join_handle.rs"]
 mod spawn;
 mod start_method;
+#[path = "spawn/step.rs"]
 mod step;
 mod sys;
 
