@@ -2,7 +2,7 @@
 //! started once by re-exec (as a child running the internal entry
 //! [`server_entry`]), kept single-threaded, that forks each child on the
 //! parent's request. The forked child runs the very bootstrap a re-exec'd
-//! child runs (`bootstrap::become_child` with the entry token the parent
+//! child runs (`spawn::child::become_child` with the entry token the parent
 //! sent): it connects to the parent's control channel, proves the
 //! one-time secret, receives its launch record and handles and runs its
 //! target: same authentication, handle passing, exit codes, daemon and
@@ -23,8 +23,11 @@ use std::sync::Mutex;
 
 use mproc_ipc::sys as ipc_sys;
 
-use crate::bootstrap::{ChildOutcome, EntryInput};
-use crate::launch::{self, Identity, Prepared, Report, BOOTSTRAP_EXIT_CODE};
+use crate::spawn::child::become_child;
+use crate::spawn::entry::{ChildOutcome, EntryInput};
+use crate::spawn::parent::{begin, Identity};
+use crate::spawn::prepare::Prepared;
+use crate::spawn::record::{Report, BOOTSTRAP_EXIT_CODE};
 use crate::start_method::{with_method, StartMethod};
 use crate::sys::{self, ChildProcess};
 
@@ -90,11 +93,13 @@ fn start_server() -> std::io::Result<Server> {
     // Re-exec'd (never by itself), with no logging or child initializer:
     // the server runs no user code and starts no thread.
     let (process, begun) = crate::logging::without_setup(|| {
-        with_method(Some(StartMethod::Spawn), || launch::begin(prepared, &who))
+        with_method(Some(StartMethod::Spawn), || begin(prepared, &who))
     })
     .map_err(std::io::Error::other)?;
     drop(server_end);
-    begun.finish(&process).map_err(std::io::Error::other)?;
+    begun
+        .finish(&process)
+        .map_err(|failure| std::io::Error::other(failure.to_error()))?;
     tracing::debug!(pid = process.pid(), "forkserver started");
     Ok(Server { process, channel })
 }
@@ -113,7 +118,7 @@ pub(crate) fn server_entry(input: EntryInput<'_>) -> ChildOutcome {
     };
     ack(Ok(()));
     ChildOutcome {
-        exitcode: sys::forkserver::serve(channel, crate::bootstrap::become_child),
+        exitcode: sys::forkserver::serve(channel, become_child),
         report: Some(Report::Value(Vec::new())),
     }
 }

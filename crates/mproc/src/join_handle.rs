@@ -9,9 +9,12 @@ use mproc_ipc::{frame, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::launch::Report;
-use crate::process::{start_child, ChildState};
 use crate::registry::{Args, Target};
+use crate::spawn::exit;
+use crate::spawn::parent::start_child;
+use crate::spawn::prepare::prepare;
+use crate::spawn::record::Report;
+use crate::spawn::started::ChildState;
 
 /// Starts `target(args..)` in a new process at once and returns a handle
 /// whose [`join`](JoinHandle::join) gives the target's return value.
@@ -56,10 +59,10 @@ where
     let prepared = if launcher.is_remote() {
         // A queue in the arguments is then served over TCP.
         mproc_ipc::handles::encode_for_remote(&crate::remote::advertised_host(), || {
-            crate::process::prepare::<F, A>(&args, "spawn_entry")
+            prepare::<F, A>(&args, "spawn_entry")
         })
     } else {
-        crate::process::prepare::<F, A>(&args, "spawn_entry")
+        prepare::<F, A>(&args, "spawn_entry")
     }?;
     let state = start_child(
         prepared,
@@ -98,7 +101,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
             Ok(control) => control,
             Err(e) => {
                 let _ = self.state.process.wait(None);
-                crate::exit::forget(&self.state);
+                exit::forget(&self.state);
                 return Err(e);
             }
         };
@@ -115,7 +118,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
             }
         };
         let exitcode = self.state.process.wait(None)?.unwrap_or(1);
-        crate::exit::forget(&self.state);
+        exit::forget(&self.state);
         let pid = self.state.process.pid();
         let name = self.state.name.clone();
         let Some(bytes) = report else {

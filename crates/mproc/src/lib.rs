@@ -29,17 +29,10 @@
 
 #![warn(missing_docs)]
 
-#[path = "spawn/child.rs"]
-mod bootstrap;
 mod context;
-#[path = "spawn/exit.rs"]
-mod exit;
 mod fault;
 mod forkserver;
-#[path = "spawn/parent.rs"]
-mod launch;
-#[path = "spawn/threads.rs"]
-mod launcher;
+mod join_handle;
 mod logging;
 mod pool;
 /// The pool worker's task runners, where the registry's entry kinds find them.
@@ -47,14 +40,11 @@ pub(crate) use pool::worker as pool_worker;
 mod process;
 mod registry;
 mod remote;
-#[path = "join_handle.rs"]
 mod spawn;
 mod start_method;
-#[path = "spawn/step.rs"]
-mod step;
 mod sys;
 
-pub use launch::BOOTSTRAP_EXIT_CODE;
+pub use join_handle::{spawn, JoinHandle};
 pub use logging::{log_to_stderr, set_child_initializer};
 pub use mproc_ipc::{
     pipe, wait, Address, Client, Connection, Error, JoinableQueue, Listener, PutError, Queue,
@@ -70,7 +60,7 @@ pub use process::{
 };
 pub use registry::{Args, ProcessOutput, Target};
 pub use remote::Launcher;
-pub use spawn::{spawn, JoinHandle};
+pub use spawn::record::BOOTSTRAP_EXIT_CODE;
 pub use start_method::{get_context, get_start_method, set_start_method, Context, StartMethod};
 
 /// Registers a free fn (0 to 6 parameters of serde types, or connection
@@ -98,10 +88,10 @@ pub use mproc_macros::test;
 pub fn init() {
     // In the unlikely case the constructor did not run (a platform without
     // life-before-main support), become the child here.
-    bootstrap::boot();
+    spawn::child::boot();
     if context::mark_initialised() {
         let _ = context::current();
-        exit::install_exit_hook();
+        spawn::exit::install_exit_hook();
     }
 }
 
@@ -123,6 +113,6 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::exit::exit_procedure;
     pub use crate::registry::{kinds, type_id_of, Entries, Probe, Registration, TargetEntry};
+    pub use crate::spawn::exit::exit_procedure;
 }

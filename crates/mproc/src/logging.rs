@@ -162,7 +162,7 @@ where
     F::Output: ProcessOutput,
 {
     let _ = f;
-    crate::process::check_registered::<F>()?;
+    crate::spawn::prepare::check_registered::<F>()?;
     let (encoded, carried) = handles::collect_outgoing(|| postcard::to_stdvec(&args));
     if !carried.is_empty() {
         return Err(Error::Encode(
@@ -170,7 +170,7 @@ where
         ));
     }
     let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
-    let offset = crate::bootstrap::task_offset(crate::pool_worker::init_entry::<F, A>);
+    let offset = crate::spawn::entry::task_offset(crate::pool_worker::init_entry::<F, A>);
     *INITIALIZER.lock().unwrap_or_else(|p| p.into_inner()) = Some((offset, encoded));
     Ok(())
 }

@@ -1,104 +1,18 @@
-//! `Process`: CPython's `multiprocessing.Process` and its life cycle.
+//! `Process`: CPython's `multiprocessing.Process`, the user-facing handle
+//! on a child whose life cycle (launch, bootstrap, exit) is `spawn/`'s.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mproc_ipc::{handles, Error, Result, Waitable};
 
-use crate::launch::{self, Identity, Prepared, TOKEN_ENV};
-use crate::registry::{
-    registered_entry, registered_name, target_names, Args, ProcessOutput, Target,
-};
+use crate::context;
+use crate::registry::{Args, ProcessOutput, Target};
 use crate::remote::Launcher;
-use crate::sys::{ChildProcess, ControlStream};
-use crate::{context, exit};
-
-/// A started child, shared by its `Process`, the children table and any
-/// `ProcessInfo` snapshots.
-pub(crate) struct ChildState {
-    pub(crate) process: ChildProcess,
-    pub(crate) name: String,
-    pub(crate) daemon: bool,
-    pub(crate) authkey: Arc<[u8]>,
-    /// The second half of the launch, on its launcher thread, then its
-    /// outcome.
-    launch: Mutex<Launch>,
-    /// `terminate`/`kill` was called: a launch cut short by it is no
-    /// failure (CPython: terminated right after start, exitcode -15).
-    stopped: AtomicBool,
-}
-
-enum Launch {
-    Running(std::sync::mpsc::Receiver<Result<Option<ControlStream>>>),
-    Done {
-        /// Why the child failed to start: (pid, status, reason).
-        failure: Option<(u32, String, String)>,
-        control: Option<ControlStream>,
-    },
-}
-
-impl ChildState {
-    /// Waits for the launch to end; `Err` (`ChildFailed`) if the child
-    /// failed to start, every time it is asked.
-    pub(crate) fn launched(&self) -> Result<()> {
-        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
-        if let Launch::Running(outcome) = &*launch {
-            let outcome = outcome
-                .recv()
-                .unwrap_or_else(|_| Err(Error::Bootstrap("the launcher thread panicked".into())));
-            *launch = match outcome {
-                Ok(control) => Launch::Done {
-                    failure: None,
-                    control,
-                },
-                // Cut short by this process's own terminate or kill.
-                Err(_) if self.stopped.load(Ordering::Acquire) => Launch::Done {
-                    failure: None,
-                    control: None,
-                },
-                Err(e) => Launch::Done {
-                    failure: Some(match e {
-                        Error::ChildFailed {
-                            pid,
-                            status,
-                            reason,
-                        } => (pid, status, reason),
-                        e => (self.process.pid(), String::new(), e.to_string()),
-                    }),
-                    control: None,
-                },
-            };
-        }
-        match &*launch {
-            Launch::Done {
-                failure: Some((pid, status, reason)),
-                ..
-            } => Err(Error::ChildFailed {
-                pid: *pid,
-                status: status.clone(),
-                reason: reason.clone(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// The control channel of a `spawn`ed child, once launched.
-    pub(crate) fn take_control(&self) -> Result<Option<ControlStream>> {
-        self.launched()?;
-        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(match &mut *launch {
-            Launch::Done { control, .. } => control.take(),
-            Launch::Running(_) => None,
-        })
-    }
-
-    /// Marks the child as stopped by this process (before signalling it).
-    pub(crate) fn stopping(&self) {
-        self.stopped.store(true, Ordering::Release);
-    }
-}
+use crate::spawn::exit;
+use crate::spawn::parent::start_child;
+use crate::spawn::prepare::{prepare, Prepared};
+use crate::spawn::started::ChildState;
 
 /// A target and its arguments, not yet started.
 trait Pending: Send {
@@ -127,118 +41,6 @@ where
             .into_outcome()
             .map_err(Error::TargetError)
     }
-}
-
-/// Checks the target is registered, takes its registered entry fn of the
-/// given kind, and encodes its arguments, collecting the OS handles they
-/// carry.
-pub(crate) fn prepare<F, A>(args: &A, kind: &str) -> Result<Prepared>
-where
-    F: Target<A>,
-    A: Args,
-{
-    let target = check_registered::<F>()?;
-    let Some(entry) = registered_entry::<F>(kind) else {
-        let (name, short) = target_names::<F>();
-        return Err(Error::UnregisteredTarget { name, short });
-    };
-    let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(args));
-    let args = encoded.map_err(|e| Error::Encode(e.to_string()))?;
-    Ok(Prepared {
-        entry,
-        target,
-        args,
-        handles,
-    })
-}
-
-/// The full path of `F` if it is a fn registered with `#[mproc::target]`,
-/// else [`Error::UnregisteredTarget`] naming it.
-pub(crate) fn check_registered<F: Copy + 'static>() -> Result<String> {
-    let (target, short) = target_names::<F>();
-    if target.contains("{{closure}}") {
-        return Err(Error::ClosureTarget { name: target });
-    }
-    if std::mem::size_of::<F>() != 0 || registered_name::<F>() != Some(short.as_str()) {
-        return Err(Error::UnregisteredTarget {
-            name: target,
-            short,
-        });
-    }
-    Ok(target)
-}
-
-/// Starts a child (shared by `Process::start` and `spawn`).
-pub(crate) fn start_child(
-    prepared: Prepared,
-    name: &str,
-    identity: &[u32],
-    daemon: bool,
-    authkey: &Arc<[u8]>,
-    report: bool,
-    launcher: &Launcher,
-) -> Result<Arc<ChildState>> {
-    let me = context::current();
-    if me.daemon {
-        return Err(Error::DaemonicChildren);
-    }
-    if let Some(reason) = &me.key_error {
-        return Err(Error::Bootstrap(reason.clone()));
-    }
-    if std::env::var_os(TOKEN_ENV).is_some() {
-        // This process was started as a child but never went through
-        // mproc's entry: refuse to spawn again (fork-bomb guard), loudly.
-        let _ = writeln!(std::io::stderr(), "mproc: {}", Error::ForkBomb);
-        let _ = std::io::stderr().flush();
-        std::process::exit(launch::BOOTSTRAP_EXIT_CODE);
-    }
-    // Before the child exists: whatever `main` looks like, the exit
-    // procedure joins it (and lets its launch complete).
-    exit::install_exit_hook();
-    let slot = crate::launcher::slot();
-    let (process, begun) = launch::begin(
-        prepared,
-        &Identity {
-            name,
-            identity,
-            daemon,
-            authkey,
-            report,
-            launcher,
-        },
-    )?;
-    let state = Arc::new(ChildState {
-        process,
-        name: name.to_string(),
-        daemon,
-        authkey: authkey.clone(),
-        launch: Mutex::new(Launch::Done {
-            failure: None,
-            control: None,
-        }),
-        stopped: AtomicBool::new(false),
-    });
-    let launcher = state.clone();
-    let (done, outcome) = std::sync::mpsc::channel();
-    // Set before the job runs: `launched()` waits on `outcome`.
-    *state.launch.lock().unwrap_or_else(|e| e.into_inner()) = Launch::Running(outcome);
-    let job = crate::launcher::run(move || {
-        let outcome = begun.finish(&launcher.process);
-        drop(slot);
-        let _ = done.send(outcome);
-    });
-    match job {
-        Ok(()) => {}
-        Err(e) => {
-            // No thread to spare: the launch is lost with it, and so is
-            // the child, which waits in vain for its launch record.
-            let _ = state.process.kill();
-            let _ = state.process.wait(None);
-            return Err(Error::Io(e));
-        }
-    }
-    exit::register(state.clone());
-    Ok(state)
 }
 
 enum State {

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::bootstrap::{offset_of, EntryFn, TaskFn};
+use crate::spawn::entry::{offset_of, EntryFn, TaskFn};
 
 /// One registered target (built by `#[mproc::target]`).
 #[doc(hidden)]
@@ -235,7 +235,7 @@ macro_rules! entry_kind {
                 F::Output: $($bound)+,
             {
                 fn $kind(&self) -> Option<usize> {
-                    let f: crate::bootstrap::$ty = crate::$module::$kind::<F, A>;
+                    let f: crate::spawn::$ty = crate::$module::$kind::<F, A>;
                     Some(f as usize)
                 }
             }
@@ -283,8 +283,8 @@ macro_rules! entry_kinds {
 // `<F, A>`, in the module named, of the fn type named; and the kind in
 // LAUNCH_KINDS or TASK_KINDS above).
 entry_kinds! { $;
-    process_entry = bootstrap as EntryFn where crate::registry::ProcessOutput;
-    spawn_entry = bootstrap as EntryFn where ::serde::Serialize;
+    process_entry = spawn as EntryFn where crate::registry::ProcessOutput;
+    spawn_entry = spawn as EntryFn where ::serde::Serialize;
     task_entry = pool_worker as TaskFn where ::serde::Serialize;
     init_entry = pool_worker as TaskFn where crate::registry::ProcessOutput;
 }
@@ -382,8 +382,8 @@ mod tests {
         Vec::new()
     }
 
-    fn not_an_entry(_: crate::bootstrap::EntryInput<'_>) -> crate::bootstrap::ChildOutcome {
-        crate::bootstrap::ChildOutcome {
+    fn not_an_entry(_: crate::spawn::entry::EntryInput<'_>) -> crate::spawn::entry::ChildOutcome {
+        crate::spawn::entry::ChildOutcome {
             exitcode: 0,
             report: None,
         }
@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn offsets_of_unregistered_fns_are_refused() {
-        let task = crate::bootstrap::task_offset(not_a_target);
+        let task = crate::spawn::entry::task_offset(not_a_target);
         assert!(task_at(task).is_none());
         assert!(task_at(0).is_none());
         assert!(entry_at(offset_of(not_an_entry)).is_none());

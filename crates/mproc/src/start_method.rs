@@ -215,7 +215,7 @@ impl Context {
         F::Output: Serialize + DeserializeOwned,
     {
         with_method(Some(self.method), || {
-            crate::spawn::spawn_with(target, args, &self.launcher)
+            crate::join_handle::spawn_with(target, args, &self.launcher)
         })
     }
 

@@ -32,12 +32,12 @@ use mproc_ipc::{handles, pipe, Connection, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::bootstrap;
 use crate::context;
-use crate::launch::Prepared;
-use crate::process::{check_registered, start_child};
 use crate::registry::{Args, ProcessOutput, Target};
 use crate::remote::Launcher;
+use crate::spawn::entry;
+use crate::spawn::parent::start_child;
+use crate::spawn::prepare::{check_registered, Prepared};
 use remote::WorkerProcess;
 
 use worker::{Answer, ItemOutcome};
@@ -945,7 +945,7 @@ where
         // The error, with the names (allocated only here).
         check_registered::<F>()?;
     }
-    Ok(bootstrap::task_offset(worker::task_entry::<F, A>))
+    Ok(entry::task_offset(worker::task_entry::<F, A>))
 }
 
 /// `check_registered`'s test without its allocations (it runs for every
@@ -1378,7 +1378,7 @@ impl PoolBuilder {
                 ));
             }
             let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
-            Ok((bootstrap::task_offset(worker::init_entry::<F, A>), encoded))
+            Ok((entry::task_offset(worker::init_entry::<F, A>), encoded))
         }));
         self
     }

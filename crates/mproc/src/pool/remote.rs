@@ -1,5 +1,5 @@
 //! Pool workers placed by a remote launcher (Slurm): the whole pool is
-//! one job step of n tasks ([`crate::step`]), a replacement worker a step
+//! one job step of n tasks ([`crate::spawn::step`]), a replacement worker a step
 //! of one task (in the same allocation when the pool runs inside one);
 //! each worker's connection is its control channel (TCP).
 //!
@@ -10,12 +10,12 @@ use std::sync::Arc;
 use mproc_ipc::{handles, pipe, Error, Result};
 
 use super::{worker, Shared, Worker};
-use crate::bootstrap;
 use crate::context;
-use crate::exit;
-use crate::launch::LaunchRecord;
-use crate::process::ChildState;
-use crate::step::{self, Task};
+use crate::spawn::entry::{build_mark, offset_of};
+use crate::spawn::exit;
+use crate::spawn::record::LaunchRecord;
+use crate::spawn::started::ChildState;
+use crate::spawn::step::{self, Task};
 
 /// A pool worker's process: a local child, or a task of a job step.
 #[derive(Clone)]
@@ -98,8 +98,8 @@ pub(super) fn start_workers(shared: &Shared, n: usize) -> Result<Vec<Worker>> {
         .map(|_| {
             let (identity, _) = me.next_child();
             LaunchRecord {
-                build_mark: bootstrap::build_mark(),
-                entry: bootstrap::offset_of(worker::worker_entry),
+                build_mark: build_mark(),
+                entry: offset_of(worker::worker_entry),
                 target: "mproc::Pool worker".into(),
                 args: encoded.clone(),
                 handles: 2,

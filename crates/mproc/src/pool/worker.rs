@@ -20,9 +20,10 @@ use std::panic::{self, AssertUnwindSafe};
 use mproc_ipc::{handles, Connection};
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{self, ChildOutcome, EntryInput};
-use crate::launch::{Report, BOOTSTRAP_EXIT_CODE};
 use crate::registry::{self, conjure, Args, ProcessOutput, Target};
+use crate::spawn::child::panic_details;
+use crate::spawn::entry::{ChildOutcome, EntryInput};
+use crate::spawn::record::{Report, BOOTSTRAP_EXIT_CODE};
 
 pub(crate) const READY: u8 = 0;
 pub(crate) const INIT_FAILED: u8 = 1;
@@ -101,7 +102,7 @@ where
         let outcome = match panic::catch_unwind(AssertUnwindSafe(|| f.call(args))) {
             Ok(value) => ItemOutcome::Value(value),
             Err(payload) => {
-                let (message, location) = bootstrap::panic_details(payload.as_ref());
+                let (message, location) = panic_details(payload.as_ref());
                 ItemOutcome::Panic {
                     name: crate::context::current().name.clone(),
                     pid: std::process::id(),
@@ -156,7 +157,7 @@ where
             &format!("the initializer returned an error: {e}"),
         ),
         Err(payload) => {
-            let (message, location) = bootstrap::panic_details(payload.as_ref());
+            let (message, location) = panic_details(payload.as_ref());
             failed(
                 INIT_FAILED,
                 &format!("the initializer panicked at {location}: {message}"),

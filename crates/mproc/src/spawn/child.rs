@@ -9,8 +9,8 @@
 //! harness, or nothing at all).
 //!
 //! The child finds its target by the offset of its monomorphised entry fn
-//! from [`anchor`], which the parent sends (both processes run the same
-//! executable, checked with [`build_mark`]), and runs it only if it is the
+//! from the anchor (`entry.rs`), which the parent sends (both processes run the same
+//! executable, checked with the build mark), and runs it only if it is the
 //! entry of a registered target: the registry is filled by early
 //! constructors, which the platform runs before this one (see
 //! `registry.rs` and docs/architecture.md).
@@ -24,67 +24,15 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mproc_ipc::sys::{self as ipc_sys, OwnedHandle};
+use mproc_ipc::sys as ipc_sys;
 use mproc_ipc::{auth, frame, handles};
 
+use super::entry::{build_mark, ChildOutcome, EntryInput};
+use super::exit;
+use super::record::{Ack, Hello, LaunchRecord, Report, BOOTSTRAP_EXIT_CODE, PROTOCOL, TOKEN_ENV};
 use crate::context::{self, ParentLink};
-use crate::launch::{Ack, LaunchRecord, Report, BOOTSTRAP_EXIT_CODE, PROTOCOL, TOKEN_ENV};
 use crate::registry::{conjure, Args, ProcessOutput, Target};
 use crate::sys;
-
-/// What an entry fn gets: the encoded arguments, their handles, and the
-/// acknowledgement to send once they are decoded.
-#[doc(hidden)]
-pub struct EntryInput<'a> {
-    pub(crate) args: Vec<u8>,
-    pub(crate) handles: Vec<OwnedHandle>,
-    pub(crate) ack: &'a mut dyn FnMut(Ack),
-}
-
-/// How the target ended.
-#[doc(hidden)]
-pub struct ChildOutcome {
-    pub(crate) exitcode: i32,
-    /// `None` when the arguments did not decode (already acknowledged as such).
-    pub(crate) report: Option<Report>,
-}
-
-/// A monomorphised entry: decodes the args, runs the target.
-#[doc(hidden)]
-pub type EntryFn = fn(EntryInput<'_>) -> ChildOutcome;
-
-/// The fixed point offsets are taken from. Its body is unique so that no
-/// linker folds it with another fn.
-#[inline(never)]
-pub(crate) fn anchor() -> u64 {
-    std::hint::black_box(0x6d70_726f_635f_616e)
-}
-
-fn anchor_addr() -> usize {
-    anchor as fn() -> u64 as usize
-}
-
-static BUILD_MARK: [u8; 8] = *b"mprocbld";
-
-/// Offset of a static from the anchor: equal in parent and child exactly
-/// when they run the same executable image.
-pub(crate) fn build_mark() -> i64 {
-    (std::hint::black_box(&BUILD_MARK) as *const _ as usize).wrapping_sub(anchor_addr()) as i64
-}
-
-pub(crate) fn offset_of(entry: EntryFn) -> i64 {
-    (entry as usize).wrapping_sub(anchor_addr()) as i64
-}
-
-/// A monomorphised pool task runner (`pool::worker::task_entry`, or an
-/// initializer's `pool::worker::init_entry`): takes the encoded
-/// arguments, returns the frame to send back to the pool.
-pub(crate) type TaskFn = fn(&[u8]) -> Vec<u8>;
-
-/// Offset of a pool task runner from the anchor (as [`offset_of`]).
-pub(crate) fn task_offset(task: TaskFn) -> i64 {
-    (task as usize).wrapping_sub(anchor_addr()) as i64
-}
 
 #[ctor::ctor]
 fn mproc_boot() {
@@ -180,7 +128,7 @@ fn run_child(token: &str) -> Result<i32, String> {
         // Placed by a remote launcher: tell the parent who this is (it
         // cannot see a remote process), and which task of the step, so
         // that it sends this task's launch record.
-        let hello = crate::launch::Hello {
+        let hello = Hello {
             pid: std::process::id(),
             node: std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| sys::host_name()),
             job: std::env::var("SLURM_JOB_ID").unwrap_or_default(),
@@ -245,7 +193,7 @@ fn run_child(token: &str) -> Result<i32, String> {
     install_panic_recorder();
     // A target that calls `std::process::exit` still joins its own
     // children (CPython's `sys.exit` in a child runs `_exit_function`).
-    crate::exit::install_exit_hook();
+    exit::install_exit_hook();
 
     let Some(entry) = crate::registry::entry_at(record.entry) else {
         return Err(format!(
@@ -299,7 +247,7 @@ fn run_child(token: &str) -> Result<i32, String> {
         }
     }
     drop(stream);
-    crate::exit::exit_procedure();
+    exit::exit_procedure();
     Ok(outcome.exitcode)
 }
 

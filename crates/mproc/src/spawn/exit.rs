@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::process::ChildState;
+use super::started::ChildState;
 use crate::sys;
 
 static CHILDREN: Mutex<Vec<Arc<ChildState>>> = Mutex::new(Vec::new());

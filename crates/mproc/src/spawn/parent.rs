@@ -9,93 +9,32 @@
 //! 4. send the launch record and the handles its arguments carry;
 //! 5. wait for the child's acknowledgement that it decoded its arguments.
 //!
-//! `start()` does step 1 ([`begin`]) and returns; steps 2–5
-//! ([`Begun::finish`]) run on a launcher thread, and `join` (or a `spawn`
-//! handle's `join`) reports a launch that failed.
+//! `start()` ([`start_child`]) does step 1 ([`begin`]), puts the child in
+//! the children table (`exit.rs`) and returns; steps 2–5
+//! ([`Begun::finish`]) run on a launcher thread (`threads.rs`), whose
+//! outcome the child's [`ChildState`] keeps, and `join` (or a `spawn`
+//! handle's `join`) reports a launch that failed ([`LaunchFailure`]).
 
+use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mproc_ipc::sys::{self as ipc_sys, RawHandle};
+use mproc_ipc::sys as ipc_sys;
 use mproc_ipc::{auth, frame, Error, Result};
-use serde::{Deserialize, Serialize};
 
-use crate::bootstrap;
+use super::entry::{build_mark, offset_of};
+use super::exit;
+use super::failure::LaunchFailure;
+use super::prepare::Prepared;
+use super::record::{Ack, Hello, LaunchRecord, BOOTSTRAP_EXIT_CODE, PROTOCOL, TOKEN_ENV};
+use super::started::{ChildState, LaunchOutcome};
+use super::threads;
+use crate::context;
 use crate::remote::Launcher;
 use crate::sys::{self, AcceptFailure, ChildProcess, ControlListener, ControlStream};
 
-/// The environment variable that carries the entry token.
-pub(crate) const TOKEN_ENV: &str = "MPROC_ENTRY_TOKEN";
-/// Version of the launch protocol (first field of the token).
-pub(crate) const PROTOCOL: &str = "mproc1";
-/// A child that cannot start exits with this code (and one line on stderr).
-pub const BOOTSTRAP_EXIT_CODE: i32 = 121;
-
-/// What the child needs to become the process the parent described.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct LaunchRecord {
-    /// Offset of a static from the anchor: tells the child it is the same build.
-    pub(crate) build_mark: i64,
-    /// Offset of the monomorphised entry fn from the anchor.
-    pub(crate) entry: i64,
-    pub(crate) target: String,
-    pub(crate) args: Vec<u8>,
-    /// Number of handles that follow the record (the parent sentinel first).
-    pub(crate) handles: u32,
-    pub(crate) name: String,
-    pub(crate) identity: Vec<u32>,
-    pub(crate) daemon: bool,
-    pub(crate) authkey: Vec<u8>,
-    pub(crate) parent_pid: u32,
-    pub(crate) parent_name: String,
-    /// Keep the control channel open and report the target's result.
-    pub(crate) report: bool,
-    /// Started by a remote launcher: no handles travel (the parent
-    /// sentinel neither); the control channel is TCP.
-    pub(crate) remote: bool,
-    /// The control channel itself becomes the arguments' one connection
-    /// (a remote pool worker's).
-    pub(crate) control_conn: bool,
-    /// Logging and the child initializer (`crate::logging`).
-    pub(crate) setup: crate::logging::ChildSetup,
-}
-
-/// What a child placed by a remote launcher tells about itself once it
-/// has its launch record: the parent cannot see a remote process.
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-pub(crate) struct Hello {
-    pub(crate) pid: u32,
-    /// `SLURMD_NODENAME`, else the host name.
-    pub(crate) node: String,
-    /// `SLURM_JOB_ID`, if any.
-    pub(crate) job: String,
-    /// `SLURM_PROCID`: which task of its step (0 for a step of one).
-    pub(crate) task: u32,
-}
-
 /// The go-ahead a child waits for after its acknowledgement.
 const GO: u8 = 1;
-
-/// The child's acknowledgement: its arguments decoded (or why not).
-pub(crate) type Ack = std::result::Result<(), String>;
-
-/// What a child reports when its target ends (for `spawn`).
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Report {
-    /// The target's return value, postcard-encoded.
-    Value(Vec<u8>),
-    /// The target panicked.
-    Panic { message: String, location: String },
-    /// The target's result could not be encoded or reported.
-    Failed(String),
-}
-
-/// The arguments of a launch, ready to go.
-pub(crate) struct Prepared {
-    pub(crate) entry: bootstrap::EntryFn,
-    pub(crate) target: String,
-    pub(crate) args: Vec<u8>,
-    pub(crate) handles: Vec<RawHandle>,
-}
 
 /// Everything `launch` needs besides the prepared arguments.
 pub(crate) struct Identity<'a> {
@@ -105,6 +44,68 @@ pub(crate) struct Identity<'a> {
     pub(crate) authkey: &'a [u8],
     pub(crate) report: bool,
     pub(crate) launcher: &'a Launcher,
+}
+
+/// Starts a child (shared by `Process::start` and `spawn`).
+pub(crate) fn start_child(
+    prepared: Prepared,
+    name: &str,
+    identity: &[u32],
+    daemon: bool,
+    authkey: &Arc<[u8]>,
+    report: bool,
+    launcher: &Launcher,
+) -> Result<Arc<ChildState>> {
+    let me = context::current();
+    if me.daemon {
+        return Err(Error::DaemonicChildren);
+    }
+    if let Some(reason) = &me.key_error {
+        return Err(Error::Bootstrap(reason.clone()));
+    }
+    if std::env::var_os(TOKEN_ENV).is_some() {
+        // This process was started as a child but never went through
+        // mproc's entry: refuse to spawn again (fork-bomb guard), loudly.
+        let _ = writeln!(std::io::stderr(), "mproc: {}", Error::ForkBomb);
+        let _ = std::io::stderr().flush();
+        std::process::exit(BOOTSTRAP_EXIT_CODE);
+    }
+    // Before the child exists: whatever `main` looks like, the exit
+    // procedure joins it (and lets its launch complete).
+    exit::install_exit_hook();
+    let slot = threads::slot();
+    let (process, begun) = begin(
+        prepared,
+        &Identity {
+            name,
+            identity,
+            daemon,
+            authkey,
+            report,
+            launcher,
+        },
+    )?;
+    let (done, outcome) = std::sync::mpsc::channel();
+    // Made before the job runs: `launched()` waits on `outcome`.
+    let state = Arc::new(ChildState::new(process, name, daemon, authkey, outcome));
+    let launcher = state.clone();
+    let job = threads::run(move || {
+        let outcome = begun.finish(&launcher.process);
+        drop(slot);
+        let _ = done.send(outcome);
+    });
+    match job {
+        Ok(()) => {}
+        Err(e) => {
+            // No thread to spare: the launch is lost with it, and so is
+            // the child, which waits in vain for its launch record.
+            let _ = state.process.kill();
+            let _ = state.process.wait(None);
+            return Err(Error::Io(e));
+        }
+    }
+    exit::register(state.clone());
+    Ok(state)
 }
 
 /// The first half of a launch, done by `start()` itself; the second half,
@@ -173,15 +174,15 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         .into_iter()
         .map(ipc_sys::duplicate)
         .collect::<std::io::Result<Vec<_>>>()?;
-    let me = crate::context::current();
+    let me = context::current();
     let record = LaunchRecord {
-        build_mark: bootstrap::build_mark(),
+        build_mark: build_mark(),
         entry: if crate::fault::requested("unregistered-entry") {
             // Test suite only: a record naming a fn that is no registered
             // target's entry (the anchor itself); the child must refuse it.
             0
         } else {
-            bootstrap::offset_of(prepared.entry)
+            offset_of(prepared.entry)
         },
         target: prepared.target,
         args: prepared.args,
@@ -194,7 +195,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         parent_name: me.name.clone(),
         report: who.report,
         remote,
-        // Only a job step's pool workers use it (`crate::step`).
+        // Only a job step's pool workers use it (`step.rs`).
         control_conn: false,
         setup: crate::logging::child_setup(),
     };
@@ -208,10 +209,11 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     if who.daemon {
         if let Err(e) = child.tie_to_parent() {
             let _ = child.kill();
-            return Err(failed(
+            return Err(LaunchFailure::of(
                 &child,
                 &format!("cannot tie the daemonic child to its parent: {e}"),
-            ));
+            )
+            .into());
         }
     }
     Ok((
@@ -234,7 +236,7 @@ impl Begun {
     /// and handles, the child's acknowledgement. Returns the control
     /// channel for `spawn`; any failure is `Error::ChildFailed` with the
     /// child's pid and status (a hung child is killed).
-    pub(crate) fn finish(self, child: &ChildProcess) -> Result<Option<ControlStream>> {
+    pub(crate) fn finish(self, child: &ChildProcess) -> LaunchOutcome {
         let span = tracing::debug_span!("launch", pid = child.pid());
         let _enter = span.enter();
         let _deadline_guard = sys::LaunchDeadline::arm(child, self.deadline);
@@ -243,22 +245,23 @@ impl Begun {
         } else {
             self.listener.accept(child, self.deadline)
         };
-        let stream = match accepted {
-            Ok(s) => s,
-            Err(AcceptFailure::ChildExited) => {
-                return Err(failed(
+        let stream =
+            match accepted {
+                Ok(s) => s,
+                Err(AcceptFailure::ChildExited) => return Err(LaunchFailure::of(
                     child,
                     "it exited before reaching mproc's entry (was the binary built with mproc?)",
-                ))
-            }
-            Err(AcceptFailure::Timeout) => {
-                return Err(failed(
-                    child,
-                    "it did not reach mproc's entry before the start deadline",
-                ))
-            }
-            Err(AcceptFailure::Io(e)) => return Err(failed(child, &format!("accept failed: {e}"))),
-        };
+                )),
+                Err(AcceptFailure::Timeout) => {
+                    return Err(LaunchFailure::of(
+                        child,
+                        "it did not reach mproc's entry before the start deadline",
+                    ))
+                }
+                Err(AcceptFailure::Io(e)) => {
+                    return Err(LaunchFailure::of(child, &format!("accept failed: {e}")))
+                }
+            };
         drop(self.listener);
         let keep = self.report || self.remote;
         let handles = if self.remote {
@@ -287,7 +290,7 @@ impl Begun {
                 // pool connection, or ends only with the child.
                 Ok(keep.then_some(control))
             }
-            Err(reason) => Err(failed(child, &reason)),
+            Err(reason) => Err(LaunchFailure::of(child, &reason)),
         }
     }
 }
@@ -375,26 +378,5 @@ pub(crate) fn accept_proven(
                 tracing::warn!("refused a connection to a remote launch's listener: {e}");
             }
         }
-    }
-}
-
-/// Builds the error for a child that failed to start, with its pid and
-/// exit status; a child still running after a grace period is killed so
-/// that nothing is left behind.
-fn failed(child: &ChildProcess, reason: &str) -> Error {
-    let status = match child.wait(Some(Duration::from_secs(2))) {
-        Ok(Some(-9)) => "exitcode -9 (killed)".to_string(),
-        Ok(Some(code)) => format!("exitcode {code}"),
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait(Some(Duration::from_secs(2)));
-            "did not exit; killed".to_string()
-        }
-        Err(e) => format!("status unknown: {e}"),
-    };
-    Error::ChildFailed {
-        pid: child.pid(),
-        status,
-        reason: reason.to_string(),
     }
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use mproc_ipc::{Error, Result};
 
-use crate::launch::{self, Hello, LaunchRecord, PROTOCOL, TOKEN_ENV};
+use super::failure::LaunchFailure;
+use super::parent::{accept_proven, deadline_after, handshake_and_send, start_timeout};
+use super::record::{Hello, LaunchRecord, PROTOCOL, TOKEN_ENV};
 use crate::remote::Launcher;
 use crate::sys::{AcceptFailure, ChildProcess, ControlStream};
 
@@ -88,18 +90,18 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
         cancelled: AtomicBool::new(false),
     });
     tracing::debug!(srun = step.srun.pid(), tasks = n, "job step started");
-    let deadline = launch::deadline_after(Instant::now(), launch::start_timeout());
+    let deadline = deadline_after(Instant::now(), start_timeout());
     let failed = |why: String| {
         let _ = step.cancel();
         let status = match step.srun.wait(Some(Duration::from_secs(5))) {
             Ok(Some(code)) => format!("srun exit code {code}"),
             _ => "srun still running".into(),
         };
-        Error::ChildFailed {
+        Error::from(LaunchFailure {
             pid: step.srun.pid(),
             status,
-            reason: why,
-        }
+            why,
+        })
     };
     // Each task's launch record, by its rank in the step (SLURM_PROCID).
     let mut records = records
@@ -109,7 +111,7 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
         .map_err(|e| Error::Encode(e.to_string()))?;
     let mut started = Vec::with_capacity(n);
     while started.len() < n {
-        let stream = match launch::accept_proven(&listener, &step.srun, &secret, deadline) {
+        let stream = match accept_proven(&listener, &step.srun, &secret, deadline) {
             Ok(s) => s,
             Err(AcceptFailure::ChildExited) => {
                 return Err(failed(format!(
@@ -127,7 +129,7 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
             }
             Err(AcceptFailure::Io(e)) => return Err(failed(format!("accept failed: {e}"))),
         };
-        let (control, hello) = launch::handshake_and_send(
+        let (control, hello) = handshake_and_send(
             stream,
             &secret,
             &mut |hello| {

@@ -1,5 +1,5 @@
 //! Launcher threads: they finish launches in the background
-//! ([`launch::Begun::finish`](crate::launch::Begun::finish)) and stay a
+//! (`Begun::finish`, `parent.rs`) and stay a
 //! moment for the next one, so that a program starting children one
 //! after another does not pay a thread's creation for each.
 
