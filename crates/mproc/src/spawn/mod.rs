@@ -15,8 +15,8 @@
 //!    returns.
 //! 3. `child.rs`, child, before `main`: the constructor finds the token,
 //!    connects, proves the secret, reads its launch record and handles
-//!    (`record.rs`), finds its entry fn by offset (`entry.rs`), decodes
-//!    its arguments and acknowledges.
+//!    (`record.rs`), turns the entry's offset (`entry.rs`) into a fn the
+//!    registry vouches for, decodes its arguments and acknowledges.
 //! 4. `parent.rs`, on a launcher thread (`threads.rs`):
 //!    [`parent::Begun::finish`] accepts the child, checks the secret both
 //!    ways, sends the record and handles, closes its copies of the
