@@ -25,7 +25,7 @@
 //! }
 //! ```
 //!
-//! The guide (`docs/guide.md`) maps every Python name to its Rust name.
+//! The [guide] maps every Python name to its Rust name.
 
 #![warn(missing_docs)]
 
@@ -34,6 +34,7 @@ mod context;
 mod exit;
 mod fault;
 mod forkserver;
+pub mod guide;
 mod launch;
 mod launcher;
 mod logging;
