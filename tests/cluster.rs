@@ -244,7 +244,7 @@ fn terminate_leaves_no_task() {
 
 /// `terminate()` of a remote Process cancels its step: the task ends,
 /// and the exit code is -15 as for a local child, not srun's 137
-/// (CPython's `test_terminate`; API.md's `exitcode`).
+/// (CPython's `test_terminate`; the guide's `exitcode`).
 #[mproc::test]
 fn terminate_of_a_remote_process_ends_its_task() {
     if cluster().is_none() {

@@ -1,4 +1,4 @@
-//! Start methods (API.md "Start methods and logging"): `set_start_method`,
+//! Start methods (the guide's "Start methods"): `set_start_method`,
 //! `get_start_method`, `get_context` and the forkserver. CPython:
 //! `_test_multiprocessing` `TestStartMethod` (`test_context`,
 //! `test_set_get`: "context has already been set"), and the forkserver's

@@ -3,7 +3,7 @@
 //! (`_TestQueue.test_task_done`, `test_task_done` over-calling,
 //! `TestSimpleQueue.test_empty`/`test_close`), run across processes, plus
 //! what CPython cannot do: a consumer killed mid-work leaves the count
-//! right (python-semantics.md, JoinableQueue).
+//! right (the guide's "JoinableQueue and a dying consumer").
 
 use std::time::{Duration, Instant};
 

@@ -67,7 +67,7 @@ fn launcher_srun_refuses_an_export_option() {
     assert_eq!(p.pid(), None);
 }
 
-/// `Context::launcher` (API.md "Across machines"): a context's processes,
+/// `Context::launcher` (the guide's "Across machines"): a context's processes,
 /// spawns and pools start through its launcher. A local one runs them
 /// here; a remote one refuses a `Connection` at `start()` for each.
 #[mproc::test]

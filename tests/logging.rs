@@ -1,5 +1,5 @@
-//! `log_to_stderr` and `set_child_initializer` (API.md "Start methods and
-//! logging"). Both change the whole process, so each scenario runs the
+//! `log_to_stderr` and `set_child_initializer` (the guide's "Logging").
+//! Both change the whole process, so each scenario runs the
 //! fixture `src/bin/mproc-logging.rs` as a process of its own and reads
 //! its captured stdout and stderr. CPython: `log_to_stderr` and the
 //! `log_level`/`log_to_stderr` preparation data of spawn

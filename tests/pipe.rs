@@ -1,6 +1,6 @@
 //! Pipe and Connection through the public API, with real child processes
 //! and real sockets. Each test names the CPython checklist item it covers
-//! (python-semantics.md §4, items 27–36).
+//! (the CPython 3.11 behaviour checklist, items 27–36).
 
 use std::time::{Duration, Instant};
 

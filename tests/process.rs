@@ -1,6 +1,6 @@
 //! Process, spawn and the entry, through the public API, with real child
 //! processes. Each test names the CPython checklist item it covers
-//! (python-semantics.md §4).
+//! (the CPython 3.11 behaviour checklist).
 
 use std::time::{Duration, Instant};
 

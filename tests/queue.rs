@@ -1,6 +1,6 @@
 //! Queue through the public API, with real child processes. Each test
-//! names the CPython checklist item it covers (python-semantics.md §4,
-//! items 18–24), or the promise of API.md it checks (dying holders, a gone
+//! names the CPython checklist item it covers (the CPython 3.11
+//! behaviour checklist, items 18–24), or the promise of the guide it checks (dying holders, a gone
 //! owner, typed items, grandchildren). Most checks run twice: in the
 //! owner (the process that created the queue, which uses it in memory)
 //! and in a child (which talks to the owner's broker).

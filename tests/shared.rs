@@ -1,7 +1,7 @@
 //! Shared values, arrays and shared memory across real processes
 //! (issue 16). Each test names the CPython `_test_multiprocessing` case it
 //! ports (`TestValue`, `TestArray`, `TestSharedMemory`) or the rule of
-//! API.md it proves (nothing left behind after SIGKILL).
+//! the guide it proves (nothing left behind after SIGKILL).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -276,7 +276,7 @@ fn entries(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
     v
 }
 
-/// API.md: shared memory and objects are removed when the last process
+/// The guide: shared memory and objects are removed when the last process
 /// holding them ends, however it ended: after holders are SIGKILLed
 /// (TerminateProcess) and ours are dropped, nothing new is in `/dev/shm`
 /// (where it exists) and no new entry of ours is in the temp directory.

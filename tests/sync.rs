@@ -1,7 +1,7 @@
 //! Locks, semaphores, events, conditions and barriers across real
 //! processes (issue 16). Each test names the CPython `_test_multiprocessing`
 //! case it ports (`TestLock`, `TestSemaphore`, `TestEvent`, `TestCondition`,
-//! `TestBarrier`) or the robustness rule of API.md it proves (a holder's
+//! `TestBarrier`) or the robustness rule of the guide it proves (a holder's
 //! death never deadlocks the others).
 
 use std::time::Duration;
@@ -575,7 +575,7 @@ fn barrier_of_zero_parties_is_an_error() {
     assert!(Barrier::new(0).is_err());
 }
 
-/// API.md: the types travel in a Queue item and over a Connection too,
+/// The guide: the types travel in a Queue item and over a Connection too,
 /// to a process that is already running (CPython refuses: "Lock objects
 /// should only be shared between processes through inheritance").
 #[mproc::test]

@@ -1,5 +1,6 @@
-//! Runs every example and checks the lines it prints against
-//! `../shared/examples.md` (the seed's programs, ported one to one).
+//! Runs every example and checks the lines it prints against what the
+//! seed's Python program of the same name prints (the checkers below;
+//! the examples are those programs, ported one to one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

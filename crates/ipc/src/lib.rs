@@ -2,7 +2,7 @@
 //! framing, authentication, typed messages, connections, pipes and queues.
 //!
 //! Users normally reach these through the `mproc` crate, which re-exports
-//! them; see its documentation and `docs/guide.md`.
+//! them; see its documentation and `mproc::guide` (`crates/mproc/guide.md`).
 
 #![warn(missing_docs)]
 

@@ -4,7 +4,7 @@
 //! [broker](broker)); every other process holding it talks to that broker
 //! over authenticated local-socket [`Connection`](crate::Connection)s. The
 //! owner's own handles use the queue in memory. See `docs/architecture.md`
-//! ("Queue") for the design and what it survives, and `docs/guide.md` for
+//! ("Queue") for the design and what it survives, and `mproc::guide` for
 //! the Python → Rust table.
 
 mod acks;

@@ -4,7 +4,7 @@
 //!
 //! What must not change, and is checked here: the wire bytes (exactly the
 //! tag then postcard's body, docs/protocol.md), the type check
-//! (API.md "Typed messages are checked": `send("x")` is received as
+//! (the guide's "Typed messages are checked": `send("x")` is received as
 //! `String`, `send(&[1u8, 2][..])` as `Vec<u8>`, a wrong type is
 //! `Error::TypeMismatch` and the message is consumed — CPython checklist
 //! "send/recv round trip", `_test_multiprocessing` `test_connection`), and
@@ -80,7 +80,7 @@ fn wire_bytes_are_the_general_encoders() {
 
 #[test]
 fn borrowed_forms_arrive_as_owned() {
-    // API.md "Typed messages are checked": send("x") → String,
+    // The guide's "Typed messages are checked": send("x") → String,
     // send(&[1u8, 2][..]) → Vec<u8>.
     let (a, b) = pipe(true).unwrap();
     a.send("x").unwrap();

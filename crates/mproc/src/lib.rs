@@ -25,13 +25,14 @@
 //! }
 //! ```
 //!
-//! The guide (`docs/guide.md`) maps every Python name to its Rust name.
+//! The [guide] maps every Python name to its Rust name.
 
 #![warn(missing_docs)]
 
 mod context;
 mod fault;
 mod forkserver;
+pub mod guide;
 mod join_handle;
 mod logging;
 mod pool;

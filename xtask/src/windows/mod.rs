@@ -25,13 +25,12 @@
 //! Layout: `setup.rs` (`--setup`: packages, prefix, ProcessPrng DLL),
 //! `run.rs` (the cross build, test binaries, examples, totals), `prefix.rs`
 //! (where the prefix is, its lock, the Wine environment), `procs.rs` (the
-//! wineserver and the Wine processes of the prefix), `metadata.rs` and
-//! `json.rs` (the workspace's packages and examples). Shared with the
+//! wineserver and the Wine processes of the prefix), `metadata.rs` (the
+//! workspace's packages and examples, read with serde_json). Shared with the
 //! native run: `crate::exec` (running a command with streamed output and a
 //! timeout) and `crate::libtest` (reading libtest's output; the closing
 //! list of failing tests with the tail of their output).
 
-mod json;
 mod metadata;
 mod prefix;
 mod procs;

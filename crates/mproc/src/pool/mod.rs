@@ -1102,8 +1102,8 @@ fn assemble_all<T: DeserializeOwned>(p: &Pending) -> Result<Vec<T>> {
 /// The result of `apply_async`, `map_async` or `starmap_async`
 /// (CPython's `AsyncResult`).
 ///
-/// The value is kept encoded until asked for, so [`get_timeout`]
-/// (Self::get_timeout) can be called again and again. Terminating or
+/// The value is kept encoded until asked for, so
+/// [`get_timeout`](Self::get_timeout) can be called again and again. Terminating or
 /// dropping the pool before the task completes makes it
 /// [`Error::PoolTerminated`], never a wait forever.
 ///

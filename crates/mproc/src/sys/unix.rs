@@ -138,7 +138,7 @@ impl ChildProcess {
 
     /// The exit code to report for a reaped child. A launcher that this
     /// process terminated or killed while it ran reports what a local
-    /// child would, -15 / -9 (API.md: as the Windows backend does), not
+    /// child would, -15 / -9 (as the Windows backend does), not
     /// its own code for the cancelled step (`srun`: 137), unless it ended
     /// with 0: then its task had finished cleanly before the signal.
     fn settle(&self, code: i32) -> i32 {
