@@ -2,17 +2,42 @@
 //!
 //! Each CPython error case is its own variant and its `Display` carries
 //! CPython's wording, so a Python user recognises the message.
+//!
+//! Three variants carry a cause: [`EncodeError`], [`DecodeError`] and
+//! [`BootstrapError`]. Their `Display` tells the whole story (CPython shows
+//! the pickling error's own text, so does mproc: a serde impl's
+//! `Error::custom` text survives postcard, see [`capture`]), and
+//! `std::error::Error::source` hands the underlying typed error (an
+//! `io::Error`, postcard's error, ...) to code that inspects it.
 
+mod capture;
+
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
+
+pub(crate) use capture::to_io;
+pub use capture::to_vec;
 
 /// `Result<T, mproc::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every error mproc reports.
 ///
-/// `Debug` prints the same text as `Display`, so that a `main` returning
-/// `mproc::Result` ends with a readable line.
-#[derive(thiserror::Error)]
+/// Match a variant for one case, or ask a kind helper for a family of
+/// them, as crossbeam's errors do: [`is_disconnected`](Error::is_disconnected),
+/// [`is_eof`](Error::is_eof), [`is_timeout`](Error::is_timeout),
+/// [`is_closed`](Error::is_closed), [`is_type_mismatch`](Error::is_type_mismatch),
+/// [`is_auth`](Error::is_auth).
+///
+/// ```
+/// let (a, b) = mproc_ipc::pipe(true)?;
+/// drop(a);
+/// let err = b.recv::<u32>().unwrap_err();
+/// assert!(err.is_eof() && err.is_disconnected());
+/// # Ok::<(), mproc_ipc::Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     // ---- Process life cycle (CPython's ValueError / AssertionError) ----
@@ -94,9 +119,9 @@ pub enum Error {
     /// The target returned `Err(e)` (from `Process::run`); holds `e` as text.
     #[error("target returned an error: {0}")]
     TargetError(String),
-    /// A launch step failed (in the parent or the child).
+    /// A launch step failed (in the parent or the child), with its cause.
     #[error("bootstrap failed: {0}")]
-    Bootstrap(String),
+    Bootstrap(#[from] BootstrapError),
     /// What this platform cannot do (the forkserver start method on
     /// Windows), with the reason.
     #[error("unsupported on this platform: {0}")]
@@ -182,12 +207,14 @@ pub enum Error {
         /// The type the sender sent (or "bytes" for `send_bytes`).
         found: String,
     },
-    /// A value could not be serialised.
+    /// A value could not be serialised; the [`EncodeError`] carries the
+    /// refusing `Serialize` impl's own text (its `Error::custom`), as
+    /// CPython shows the pickling error's.
     #[error("cannot encode message: {0}")]
-    Encode(String),
+    Encode(#[from] EncodeError),
     /// A payload could not be deserialised.
     #[error("cannot decode message: {0}")]
-    Decode(String),
+    Decode(#[from] DecodeError),
     /// Sending to a peer that closed its end (EPIPE; never a SIGPIPE death).
     #[error("broken pipe: the other end of the connection is closed")]
     BrokenPipe,
@@ -244,9 +271,197 @@ pub enum Error {
     Io(std::io::Error),
 }
 
-impl fmt::Debug for Error {
+impl Error {
+    /// An [`Error::Encode`] caused by a serializer's error `source` (its
+    /// text is the message).
+    pub fn encode<E: std::error::Error + Send + Sync + 'static>(source: E) -> Error {
+        Error::Encode(EncodeError::from_source(source))
+    }
+
+    /// An [`Error::Encode`] saying `message` (a refusal of mproc's own).
+    pub fn encode_msg(message: impl Into<Cow<'static, str>>) -> Error {
+        Error::Encode(EncodeError::new(message))
+    }
+
+    /// An [`Error::Decode`] caused by a deserializer's error `source` (its
+    /// text is the message).
+    pub fn decode<E: std::error::Error + Send + Sync + 'static>(source: E) -> Error {
+        Error::Decode(DecodeError::from_source(source))
+    }
+
+    /// An [`Error::Decode`] saying `message`.
+    pub fn decode_msg(message: impl Into<Cow<'static, str>>) -> Error {
+        Error::Decode(DecodeError::new(message))
+    }
+
+    /// An [`Error::Bootstrap`] saying `message`.
+    pub fn bootstrap(message: impl Into<Cow<'static, str>>) -> Error {
+        Error::Bootstrap(BootstrapError::new(message))
+    }
+
+    /// An [`Error::Bootstrap`] saying `message`, caused by `source`
+    /// (`Display` shows "message: source").
+    pub fn bootstrap_with<E: std::error::Error + Send + Sync + 'static>(
+        message: impl Into<Cow<'static, str>>,
+        source: E,
+    ) -> Error {
+        Error::Bootstrap(BootstrapError::caused_by(message, source))
+    }
+
+    /// Whether the other side is gone: [`Error::Eof`],
+    /// [`Error::EofDuringMessage`], [`Error::BrokenPipe`] (a connection's
+    /// peer closed its end) or [`Error::Disconnected`] (a queue's owner
+    /// process is gone). Nothing more will arrive or be delivered.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(
+            self,
+            Error::Eof | Error::EofDuringMessage | Error::BrokenPipe | Error::Disconnected
+        )
+    }
+
+    /// Whether this is CPython's `EOFError`: [`Error::Eof`], the peer
+    /// closed its end and every queued message was delivered.
+    pub fn is_eof(&self) -> bool {
+        matches!(self, Error::Eof)
+    }
+
+    /// Whether a timed or non-blocking call gave up waiting:
+    /// [`Error::Timeout`] (`multiprocessing.TimeoutError`), [`Error::Empty`]
+    /// (`queue.Empty`) or [`Error::Full`] (`queue.Full`). Trying again
+    /// later may succeed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout | Error::Empty | Error::Full)
+    }
+
+    /// Whether the call was made on something this process closed:
+    /// [`Error::HandleClosed`], [`Error::QueueClosed`],
+    /// [`Error::ListenerClosed`] or [`Error::ProcessClosed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            self,
+            Error::HandleClosed | Error::QueueClosed | Error::ListenerClosed | Error::ProcessClosed
+        )
+    }
+
+    /// Whether a typed receive got another type's message:
+    /// [`Error::TypeMismatch`] (the message was consumed).
+    pub fn is_type_mismatch(&self) -> bool {
+        matches!(self, Error::TypeMismatch { .. })
+    }
+
+    /// Whether the peer failed the authkey handshake (CPython's
+    /// `AuthenticationError`): [`Error::Authentication`].
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Authentication(_))
+    }
+}
+
+/// A message and the error that caused it, either of which may be absent:
+/// the shared body of [`EncodeError`], [`DecodeError`] and
+/// [`BootstrapError`]. `Display` shows "message: source" (or the one
+/// there is); `source()` is the cause.
+#[derive(Debug, Clone)]
+struct Detail {
+    message: Option<Cow<'static, str>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl fmt::Display for Detail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        match (&self.message, &self.source) {
+            (Some(m), Some(s)) => write!(f, "{m}: {s}"),
+            (Some(m), None) => f.write_str(m),
+            (None, Some(s)) => s.fmt(f),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+macro_rules! detail_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(Detail);
+
+        impl $name {
+            /// An error saying `message`, with no underlying cause.
+            pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+                $name(Detail {
+                    message: Some(message.into()),
+                    source: None,
+                })
+            }
+
+            /// An error caused by `source`, whose text is the message.
+            pub fn from_source<E: std::error::Error + Send + Sync + 'static>(source: E) -> Self {
+                $name(Detail {
+                    message: None,
+                    source: Some(Arc::new(source)),
+                })
+            }
+
+            /// An error saying `message`, caused by `source` (`Display`
+            /// shows "message: source").
+            pub fn caused_by<E: std::error::Error + Send + Sync + 'static>(
+                message: impl Into<Cow<'static, str>>,
+                source: E,
+            ) -> Self {
+                $name(Detail {
+                    message: Some(message.into()),
+                    source: Some(Arc::new(source)),
+                })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match &self.0.source {
+                    Some(s) => Some(&**s),
+                    None => None,
+                }
+            }
+        }
+    };
+}
+
+detail_error! {
+    /// Why a value could not be serialised ([`Error::Encode`]).
+    ///
+    /// `Display` is the refusing `Serialize` impl's own text (what it gave
+    /// `serde::ser::Error::custom`, e.g. "cannot pickle 'socket' object"),
+    /// else the format's error (also its `source()`), else mproc's reason.
+    EncodeError
+}
+
+detail_error! {
+    /// Why a payload could not be deserialised ([`Error::Decode`]).
+    ///
+    /// `Display` is the format's error (also its `source()`) or mproc's
+    /// reason (trailing bytes, nesting too deep, ...).
+    DecodeError
+}
+
+detail_error! {
+    /// Why a launch step failed ([`Error::Bootstrap`]): what mproc was
+    /// doing, and the OS or peer error that stopped it (its `source()`).
+    BootstrapError
+}
+
+impl EncodeError {
+    /// A `Serialize` impl's refusal, with the text it gave `custom`.
+    pub(crate) fn custom(text: String) -> Self {
+        EncodeError::new(text)
+    }
+
+    /// The format's own error (no custom text was given).
+    pub(crate) fn format(e: postcard::Error) -> Self {
+        EncodeError::from_source(e)
     }
 }
 
@@ -316,5 +531,334 @@ impl<T> From<PutError<T>> for Error {
             PutError::Encode(_, e) => e,
             PutError::Disconnected(_) => Error::Disconnected,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::error::Error as _;
+    use std::sync::{Arc, Mutex};
+
+    use serde::ser::{Error as _, SerializeSeq, Serializer};
+    use serde::Serialize;
+
+    use super::*;
+
+    const SOCKET: &str = "cannot pickle 'socket' object";
+
+    /// A value that refuses to be serialised, as CPython's socket refuses
+    /// to be pickled.
+    struct Socket;
+
+    impl Serialize for Socket {
+        fn serialize<S: Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
+            Err(S::Error::custom(SOCKET))
+        }
+    }
+
+    /// Adds context to its field's refusal.
+    struct Wrapper(Socket);
+
+    impl Serialize for Wrapper {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(1))?;
+            seq.serialize_element(&self.0)
+                .map_err(|e| S::Error::custom(format!("field 0 of Wrapper: {e}")))?;
+            seq.end()
+        }
+    }
+
+    /// A sequence whose length is not known up front (postcard refuses).
+    struct Unsized;
+
+    impl Serialize for Unsized {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.serialize_seq(None)?.end()
+        }
+    }
+
+    #[derive(Serialize)]
+    enum Deep {
+        Struct {
+            before: u8,
+            inner: Vec<Option<(u8, Socket)>>,
+        },
+    }
+
+    /// Every shape serde has, to check the capturing wrapper writes the
+    /// very bytes postcard writes.
+    #[derive(Serialize)]
+    struct Everything {
+        unit: (),
+        small: (bool, i8, i16, i32, i64, i128, u8, u16, u32, u64, u128),
+        floats: (f32, f64),
+        text: (char, String, &'static str),
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        some: Option<Box<Everything>>,
+        none: Option<u8>,
+        unit_struct: UnitStruct,
+        newtype: Newtype,
+        tuple_struct: TupleStruct,
+        variants: Vec<Variants>,
+        map: BTreeMap<String, Vec<u16>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        skipped: Option<u8>,
+    }
+
+    #[derive(Serialize)]
+    struct UnitStruct;
+    #[derive(Serialize)]
+    struct Newtype(u32);
+    #[derive(Serialize)]
+    struct TupleStruct(u8, String);
+    #[derive(Serialize)]
+    enum Variants {
+        Unit,
+        Newtype(i64),
+        Tuple(u8, u8),
+        Struct { a: u8, b: Option<String> },
+    }
+
+    fn everything(nested: bool) -> Everything {
+        Everything {
+            unit: (),
+            small: (
+                true,
+                -1,
+                -300,
+                -70_000,
+                i64::MIN,
+                i128::MAX,
+                255,
+                300,
+                70_000,
+                u64::MAX,
+                u128::MAX,
+            ),
+            floats: (1.5, -2.25),
+            text: ('é', "owned".into(), "borrowed"),
+            bytes: vec![0, 1, 255],
+            some: nested.then(|| Box::new(everything(false))),
+            none: None,
+            unit_struct: UnitStruct,
+            newtype: Newtype(7),
+            tuple_struct: TupleStruct(1, "two".into()),
+            variants: vec![
+                Variants::Unit,
+                Variants::Newtype(-5),
+                Variants::Tuple(3, 4),
+                Variants::Struct {
+                    a: 9,
+                    b: Some("b".into()),
+                },
+            ],
+            map: BTreeMap::from([("k".into(), vec![1, 2]), ("l".into(), vec![])]),
+            skipped: None,
+        }
+    }
+
+    #[test]
+    fn the_wrapper_writes_what_postcard_writes() {
+        let value = everything(true);
+        let ours = to_vec(&value).unwrap();
+        assert_eq!(ours, postcard::to_stdvec(&value).unwrap());
+        let mut out = vec![0xAA];
+        to_io(&value, &mut out).unwrap();
+        assert_eq!(out[1..], ours[..]);
+    }
+
+    /// The bug this fixes: postcard alone says only "Serde Serialization
+    /// Error" and the impl's text is lost.
+    #[test]
+    fn a_custom_refusal_keeps_its_text() {
+        let lost = postcard::to_stdvec(&Socket).unwrap_err().to_string();
+        assert!(!lost.contains(SOCKET), "{lost}");
+        let e = to_vec(&Socket).unwrap_err();
+        assert_eq!(e.to_string(), SOCKET);
+        assert!(e.source().is_none(), "the text is the whole cause");
+        let e = Error::from(e);
+        assert_eq!(e.to_string(), format!("cannot encode message: {SOCKET}"));
+        // The chain: Error → EncodeError (the impl's text) → nothing.
+        let source = e.source().expect("Encode has a source");
+        assert_eq!(source.to_string(), SOCKET);
+        assert!(source.downcast_ref::<EncodeError>().is_some());
+        assert!(source.source().is_none());
+    }
+
+    #[test]
+    fn a_nested_refusal_keeps_its_text() {
+        let deep = Deep::Struct {
+            before: 1,
+            inner: vec![None, Some((2, Socket))],
+        };
+        assert_eq!(to_vec(&deep).unwrap_err().to_string(), SOCKET);
+        let map = BTreeMap::from([(
+            1u8,
+            vec![Some(Deep::Struct {
+                before: 0,
+                inner: vec![Some((0, Socket))],
+            })],
+        )]);
+        assert_eq!(to_vec(&map).unwrap_err().to_string(), SOCKET);
+        let mut out = b"kept".to_vec();
+        assert_eq!(
+            to_io(&(1u8, Socket), &mut out).unwrap_err().to_string(),
+            SOCKET
+        );
+    }
+
+    /// An impl that adds context to an inner refusal sees the inner text
+    /// (not postcard's "Serde Serialization Error"), and its text wins.
+    #[test]
+    fn context_added_up_the_tree_keeps_the_inner_text() {
+        let e = to_vec(&vec![Wrapper(Socket)]).unwrap_err();
+        assert_eq!(e.to_string(), format!("field 0 of Wrapper: {SOCKET}"));
+    }
+
+    /// std's own refusal: a poisoned `Mutex` (serde's impl says why).
+    #[test]
+    fn a_poisoned_mutex_says_so() {
+        let m = Arc::new(Mutex::new(5u8));
+        let m2 = Arc::clone(&m);
+        let _ = std::thread::spawn(move || {
+            let _guard = m2.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        let e = to_vec(&*m).unwrap_err().to_string();
+        assert!(e.contains("poison"), "{e}");
+    }
+
+    /// The format's own refusal: postcard's error, as text and as source.
+    #[test]
+    fn a_format_refusal_is_the_source() {
+        let e = Error::from(to_vec(&Unsized).unwrap_err());
+        let postcard_text = postcard::Error::SerializeSeqLengthUnknown.to_string();
+        assert_eq!(
+            e.to_string(),
+            format!("cannot encode message: {postcard_text}")
+        );
+        let encode = e.source().unwrap();
+        let cause = encode.source().expect("postcard's error is the cause");
+        assert_eq!(
+            cause.downcast_ref::<postcard::Error>(),
+            Some(&postcard::Error::SerializeSeqLengthUnknown)
+        );
+    }
+
+    #[test]
+    fn decode_and_bootstrap_chain_to_their_cause() {
+        let bad = postcard::from_bytes::<String>(&[5, b'a']).unwrap_err();
+        let e = Error::decode(bad.clone());
+        assert_eq!(e.to_string(), format!("cannot decode message: {bad}"));
+        let cause = e.source().unwrap().source().unwrap();
+        assert_eq!(cause.downcast_ref::<postcard::Error>(), Some(&bad));
+        assert!(Error::decode_msg("3 trailing bytes")
+            .source()
+            .unwrap()
+            .source()
+            .is_none());
+
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no entropy");
+        let e = Error::bootstrap_with("no secret for the launch", io);
+        assert_eq!(
+            e.to_string(),
+            "bootstrap failed: no secret for the launch: no entropy"
+        );
+        let cause = e.source().unwrap().source().unwrap();
+        let io = cause.downcast_ref::<std::io::Error>().unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        let e = Error::bootstrap("the launcher thread panicked");
+        assert_eq!(
+            e.to_string(),
+            "bootstrap failed: the launcher thread panicked"
+        );
+        assert!(matches!(&e, Error::Bootstrap(b) if b.source().is_none()));
+        // The payloads are `Clone` (a pool hands one failure to many
+        // waiters) and the error stays `Send + Sync`.
+        fn send_sync<T: Send + Sync + 'static>(_: &T) {}
+        send_sync(&e);
+        let Error::Bootstrap(b) = e else {
+            unreachable!()
+        };
+        assert_eq!(b.clone().to_string(), b.to_string());
+    }
+
+    #[test]
+    fn debug_is_derived_not_display() {
+        assert_eq!(format!("{:?}", Error::Eof), "Eof");
+        assert_eq!(format!("{:?}", Error::Timeout), "Timeout");
+        let e = Error::from(to_vec(&Socket).unwrap_err());
+        let debug = format!("{e:?}");
+        assert!(debug.starts_with("Encode(EncodeError("), "{debug}");
+        assert!(debug.contains(SOCKET), "{debug}");
+        let put: PutError<u8> = PutError::Encode(1, e);
+        assert!(format!("{put:?}").starts_with("Encode(.., Encode("));
+    }
+
+    #[test]
+    fn kind_helpers() {
+        let io = || Error::from(std::io::Error::other("x"));
+        let mismatch = || Error::TypeMismatch {
+            expected: "u8".into(),
+            found: "bytes".into(),
+        };
+        // (error, disconnected, eof, timeout, closed, type mismatch, auth)
+        let table = [
+            (Error::Eof, [true, true, false, false, false, false]),
+            (
+                Error::EofDuringMessage,
+                [true, false, false, false, false, false],
+            ),
+            (Error::BrokenPipe, [true, false, false, false, false, false]),
+            (
+                Error::Disconnected,
+                [true, false, false, false, false, false],
+            ),
+            (Error::Timeout, [false, false, true, false, false, false]),
+            (Error::Empty, [false, false, true, false, false, false]),
+            (Error::Full, [false, false, true, false, false, false]),
+            (
+                Error::HandleClosed,
+                [false, false, false, true, false, false],
+            ),
+            (
+                Error::QueueClosed,
+                [false, false, false, true, false, false],
+            ),
+            (
+                Error::ListenerClosed,
+                [false, false, false, true, false, false],
+            ),
+            (
+                Error::ProcessClosed,
+                [false, false, false, true, false, false],
+            ),
+            (mismatch(), [false, false, false, false, true, false]),
+            (
+                Error::Authentication("digest received was wrong"),
+                [false, false, false, false, false, true],
+            ),
+            (io(), [false; 6]),
+            (Error::encode_msg("no"), [false; 6]),
+            (Error::PoolTerminated, [false; 6]),
+        ];
+        for (e, want) in table {
+            let got = [
+                e.is_disconnected(),
+                e.is_eof(),
+                e.is_timeout(),
+                e.is_closed(),
+                e.is_type_mismatch(),
+                e.is_auth(),
+            ];
+            assert_eq!(got, want, "{e:?}");
+        }
+        // A broken pipe from the OS becomes the variant the helper knows.
+        let e = Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(e.is_disconnected());
     }
 }

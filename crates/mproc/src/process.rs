@@ -47,7 +47,7 @@ impl ChildState {
         if let Launch::Running(outcome) = &*launch {
             let outcome = outcome
                 .recv()
-                .unwrap_or_else(|_| Err(Error::Bootstrap("the launcher thread panicked".into())));
+                .unwrap_or_else(|_| Err(Error::bootstrap("the launcher thread panicked")));
             *launch = match outcome {
                 Ok(control) => Launch::Done {
                     failure: None,
@@ -142,8 +142,8 @@ where
         let (name, short) = target_names::<F>();
         return Err(Error::UnregisteredTarget { name, short });
     };
-    let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(args));
-    let args = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    let (encoded, handles) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(args));
+    let args = encoded?;
     Ok(Prepared {
         entry,
         target,
@@ -183,7 +183,7 @@ pub(crate) fn start_child(
         return Err(Error::DaemonicChildren);
     }
     if let Some(reason) = &me.key_error {
-        return Err(Error::Bootstrap(reason.clone()));
+        return Err(Error::bootstrap(reason.clone()));
     }
     if std::env::var_os(TOKEN_ENV).is_some() {
         // This process was started as a child but never went through
@@ -645,7 +645,7 @@ impl ProcessInfo {
     /// Waits at most `timeout` for it to end.
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<()> {
         match &self.kind {
-            InfoKind::Current => Err(Error::Bootstrap("a process cannot join itself".into())),
+            InfoKind::Current => Err(Error::bootstrap("a process cannot join itself")),
             InfoKind::Parent(p) => {
                 p.sentinel.wait(Some(timeout))?;
                 Ok(())

@@ -126,9 +126,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
             });
         };
         match postcard::from_bytes::<Report>(&bytes) {
-            Ok(Report::Value(v)) => {
-                postcard::from_bytes(&v).map_err(|e| Error::Decode(e.to_string()))
-            }
+            Ok(Report::Value(v)) => postcard::from_bytes(&v).map_err(Error::decode),
             Ok(Report::Panic { message, location }) => Err(Error::Panicked {
                 name,
                 pid,
@@ -136,7 +134,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
                 location,
             }),
             Ok(Report::Failed(msg)) => Err(Error::TargetError(msg)),
-            Err(e) => Err(Error::Decode(e.to_string())),
+            Err(e) => Err(Error::decode(e)),
         }
     }
 }
