@@ -41,31 +41,35 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     // ---- Process life cycle (CPython's ValueError / AssertionError) ----
-    /// `start()` on a process that was already started.
+    /// `Process::start` on a process that was already started (or run).
     #[error("cannot start a process twice")]
     StartedTwice,
-    /// A method that needs the OS process was called after `close()`.
+    /// `Process::start`, `join`, `join_timeout`, `terminate`, `kill`,
+    /// `is_alive` or `sentinel` after `Process::close`.
     #[error("process object is closed")]
     ProcessClosed,
-    /// `join()` before `start()`.
+    /// `Process::join` / `join_timeout` before `start()`.
     #[error("can only join a started process")]
     JoinNotStarted,
-    /// `sentinel()` (or another started-only query) before `start()`.
+    /// `Process::sentinel`, `terminate` or `kill` before `start()`.
     #[error("process not started")]
     NotStarted,
-    /// `set_daemon()` after `start()`.
+    /// `Process::set_daemon` after `start()`.
     #[error("process has already started")]
     AlreadyStarted,
-    /// `start()` from a daemonic process.
+    /// `Process::start`, `mproc::spawn` or a `Pool`'s worker start from a
+    /// daemonic process.
     #[error("daemonic processes are not allowed to have children")]
     DaemonicChildren,
-    /// `close()` while the child still runs.
+    /// `Process::close` while the child still runs.
     #[error("Cannot close a process while it is still running. You should first call join() or terminate().")]
     CloseRunning,
-    /// `run()` on a process that was started, or run already.
+    /// `Process::run` on a process that was started, or run already.
     #[error("run() needs a process that was never started nor run")]
     RunAfterStart,
-    /// The target fn was not registered with `#[mproc::target]`.
+    /// The target fn was not registered with `#[mproc::target]`:
+    /// `Process::start`/`run`, `mproc::spawn`, a `Pool` task or
+    /// initializer, `set_child_initializer`.
     #[error("target `{name}` is not registered: add #[mproc::target] to `fn {short}`")]
     UnregisteredTarget {
         /// The fn's full path.
@@ -75,16 +79,19 @@ pub enum Error {
     },
     /// A closure was passed where a target fn goes: a child cannot find a
     /// closure (it has no name in the executable), only a free fn
-    /// registered with `#[mproc::target]`.
+    /// registered with `#[mproc::target]`. From `Process::start`/`run`
+    /// and `mproc::spawn`.
     #[error("closures cannot be targets: `{name}` is a closure; move its body into a free fn marked #[mproc::target] and pass that fn")]
     ClosureTarget {
         /// The closure's type name.
         name: String,
     },
-    /// A spawn from a child process that did not go through mproc's entry.
+    /// `Process::start` / `mproc::spawn` in a child process that did not
+    /// go through mproc's entry.
     #[error("refusing to spawn from a child process that skipped mproc's entry (fork-bomb guard): add #[mproc::main] to main, or call mproc::init() as its first line")]
     ForkBomb,
-    /// The child died or gave up before running its target.
+    /// The child died or gave up before running its target:
+    /// `Process::start`, `mproc::spawn`, `Pool::new` (a worker's launch).
     #[error("child process {pid} failed to start ({status}): {reason}")]
     ChildFailed {
         /// The child's pid.
@@ -94,7 +101,8 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// The child ended without reporting a result (killed, `exit(n)`, ...).
+    /// The child ended without reporting a result (killed, `exit(n)`,
+    /// ...): `JoinHandle::join`.
     #[error("process {name} (pid {pid}) ended without a result (exitcode {exitcode})")]
     NoResult {
         /// The child's name (`Process-1`, or the one it was given).
@@ -104,7 +112,8 @@ pub enum Error {
         /// Its CPython-style exit code.
         exitcode: i32,
     },
-    /// The target panicked in the child (`mproc::spawn`'s `join`).
+    /// The target panicked in the child: `JoinHandle::join`, and a `Pool`
+    /// task's `apply`/`map*`/`AsyncResult::get`.
     #[error("process {name} (pid {pid}) panicked at {location}: {message}")]
     Panicked {
         /// The child's name (`Process-1`, or the one it was given).
@@ -116,14 +125,18 @@ pub enum Error {
         /// `file:line:column` of the panic.
         location: String,
     },
-    /// The target returned `Err(e)` (from `Process::run`); holds `e` as text.
+    /// The target returned `Err(e)`; holds `e` as text: `Process::run`, a
+    /// `Pool` task's `apply`/`map*`/`AsyncResult::get`.
     #[error("target returned an error: {0}")]
     TargetError(String),
-    /// A launch step failed (in the parent or the child), with its cause.
+    /// A launch step failed (in the parent or the child), with its cause
+    /// (an OS error, a refused option): `Process::start`, `mproc::spawn`,
+    /// `Pool::new` and its worker replacements, `Launcher::srun` launches.
     #[error("bootstrap failed: {0}")]
     Bootstrap(#[from] BootstrapError),
-    /// What this platform cannot do (the forkserver start method on
-    /// Windows), with the reason.
+    /// What this platform cannot do, with the reason:
+    /// `set_start_method` and `get_context` with
+    /// `StartMethod::Forkserver` on Windows.
     #[error("unsupported on this platform: {0}")]
     Unsupported(String),
     /// `set_start_method` once a process was started (CPython's
@@ -132,30 +145,34 @@ pub enum Error {
     ContextAlreadySet,
 
     // ---- Pool (CPython's ValueError / multiprocessing.TimeoutError) ----
-    /// `Pool::new(0)` (or a builder with `processes(0)`).
+    /// `Pool::new(0)` (or a builder's `build()` with `processes(0)`).
     #[error("Number of processes must be at least 1")]
     PoolSize,
-    /// A pool built with `maxtasksperchild(0)`.
+    /// A pool builder's `build()` with `maxtasksperchild(0)`.
     #[error("maxtasksperchild must be a positive int or None")]
     PoolMaxTasks,
     /// A chunk size of 0 given to a pool's `*_chunked` method.
     #[error("Chunksize must be 1+, not 0")]
     PoolChunksize,
-    /// A task submitted to a pool after `close()` or `terminate()`.
+    /// A task submitted (`apply*`, `map*`, `imap*`, `starmap*`) after
+    /// `Pool::close` or `terminate`.
     #[error("Pool not running")]
     PoolNotRunning,
     /// `Pool::join()` before `close()` or `terminate()`.
     #[error("Pool is still running")]
     PoolStillRunning,
-    /// The pool was terminated (or dropped) before this task completed.
+    /// The pool was terminated (or dropped) before this task completed:
+    /// that task's `AsyncResult::get*`, `apply`, `map*`.
     #[error("the pool was terminated before this task completed")]
     PoolTerminated,
     /// A pool worker could not start (its launch or its initializer
-    /// failed): the pool runs no more tasks.
+    /// failed): the pool runs no more tasks. Every task's result, and
+    /// `apply*`/`map*` from then on.
     #[error("the pool cannot run tasks: {0}")]
     PoolBroken(String),
     /// The pool worker running this task died (killed, aborted,
-    /// `std::process::exit`, out of memory) before reporting its result.
+    /// `std::process::exit`, out of memory) before reporting its result:
+    /// that task's `apply`/`map*`/`AsyncResult::get`.
     #[error("worker process {pid} died (exit code {exitcode}) while running this task")]
     WorkerDied {
         /// The worker's pid.
@@ -164,30 +181,36 @@ pub enum Error {
         exitcode: i32,
     },
     /// A result was not ready within the timeout
-    /// (`multiprocessing.TimeoutError`).
+    /// (`multiprocessing.TimeoutError`): `AsyncResult::get_timeout`.
     #[error("TimeoutError: the result is not ready")]
     Timeout,
 
     // ---- Connections (CPython's OSError / EOFError / ValueError) ----
-    /// The peer closed its end and every queued message was delivered.
+    /// The peer closed its end and every queued message was delivered
+    /// (CPython's `EOFError`): `Connection::recv*`; `Listener::accept` /
+    /// `Client::connect` when the peer leaves mid-handshake.
     #[error("EOFError: the other end of the connection is closed")]
     Eof,
-    /// The peer closed its end in the middle of a message.
+    /// The peer closed its end in the middle of a message:
+    /// `Connection::recv*`.
     #[error("got end of file during message")]
     EofDuringMessage,
-    /// Operation on a closed connection.
+    /// Any `Connection` operation after its `close()`.
     #[error("handle is closed")]
     HandleClosed,
-    /// Write on a read-only end.
+    /// `send*` on the read-only end of `pipe(false)`.
     #[error("connection is read-only")]
     ReadOnly,
-    /// Read on a write-only end.
+    /// `recv*` or `poll` on the write-only end of `pipe(false)`.
     #[error("connection is write-only")]
     WriteOnly,
-    /// A message longer than the caller's `maxlength`.
+    /// `Connection::recv_bytes_max` of a message longer than its
+    /// `maxlength` (the end becomes unreadable, as in CPython).
     #[error("bad message length")]
     BadMessageLength,
-    /// A header announcing more than the configured maximum message size.
+    /// A header announcing more than the configured maximum message
+    /// size (`set_max_message`): `Connection::recv*`, and the
+    /// authentication handshake of `Listener::accept` / `Client::connect`.
     #[error("message of {len} bytes exceeds the maximum message size of {max} bytes")]
     MessageTooLarge {
         /// Announced length.
@@ -195,11 +218,12 @@ pub enum Error {
         /// The configured maximum.
         max: u64,
     },
-    /// `recv_bytes_into` with a buffer shorter than the message; holds the
-    /// whole message, which was consumed.
+    /// `Connection::recv_bytes_into` with a buffer shorter than the
+    /// message; holds the whole message, which was consumed.
     #[error("buffer too short: message of {} bytes", .0.len())]
     BufferTooShort(Vec<u8>),
-    /// `recv::<B>()` of a message that was sent as another type.
+    /// `Connection::recv::<B>()`, `Queue::get*` of a message that was sent
+    /// as another type (or with `send_bytes`); the message is consumed.
     #[error("type mismatch: expected {expected}, received {found}")]
     TypeMismatch {
         /// The type asked for.
@@ -209,39 +233,51 @@ pub enum Error {
     },
     /// A value could not be serialised; the [`EncodeError`] carries the
     /// refusing `Serialize` impl's own text (its `Error::custom`), as
-    /// CPython shows the pickling error's.
+    /// CPython shows the pickling error's. `Connection::send`,
+    /// `SimpleQueue::put`, a `Queue`'s put (inside
+    /// [`PutError::Encode`]), `Process::start` / `mproc::spawn` (the
+    /// arguments), a `Pool` task's or initializer's arguments,
+    /// `set_child_initializer`.
     #[error("cannot encode message: {0}")]
     Encode(#[from] EncodeError),
-    /// A payload could not be deserialised.
+    /// A payload could not be deserialised (not a valid value of the
+    /// type, trailing bytes, nesting too deep): `Connection::recv`,
+    /// `Queue::get*`, `JoinHandle::join` and a `Pool` task's result.
     #[error("cannot decode message: {0}")]
     Decode(#[from] DecodeError),
-    /// Sending to a peer that closed its end (EPIPE; never a SIGPIPE death).
+    /// Sending to a peer that closed its end (EPIPE; never a SIGPIPE
+    /// death): `Connection::send*`.
     #[error("broken pipe: the other end of the connection is closed")]
     BrokenPipe,
-    /// The peer did not prove the authkey (CPython's AuthenticationError).
+    /// The peer did not prove the authkey (CPython's
+    /// `AuthenticationError`): `Listener::accept`, `Client::connect`.
     #[error("AuthenticationError: {0}")]
     Authentication(&'static str),
-    /// `accept()` on a closed listener.
+    /// `Listener::accept` after `Listener::close`.
     #[error("listener is closed")]
     ListenerClosed,
-    /// An address that cannot be parsed or used.
+    /// An address that cannot be parsed: `Address::from_str`
+    /// (`"...".parse::<Address>()`).
     #[error("invalid address: {0}")]
     InvalidAddress(String),
 
     // ---- Queues (CPython's queue.Empty / queue.Full / ValueError) ----
-    /// `get_nowait`/`get_timeout` found nothing (queue.Empty).
+    /// `Queue::get_nowait` / `get_timeout` found nothing (`queue.Empty`).
     #[error("queue.Empty: the queue is empty")]
     Empty,
-    /// `put_nowait`/`put_timeout` on a full queue (queue.Full).
+    /// `put_nowait` / `put_timeout` on a full queue (`queue.Full`), as
+    /// `Error` when a [`PutError::Full`] is converted with `?`.
     #[error("queue.Full: the queue is full")]
     Full,
-    /// `put`/`get` after `close()`.
+    /// `Queue::get*` after `close()` in this process (a put's is
+    /// [`PutError::Closed`]); `SimpleQueue::put`/`get` after its `close()`.
     #[error("Queue is closed")]
     QueueClosed,
     /// The queue can no longer deliver: its owner process is gone.
+    /// `Queue::get*` (a put's is [`PutError::Disconnected`]).
     #[error("queue disconnected: the process that owns the queue is gone")]
     Disconnected,
-    /// `join_thread()` before `close()` (CPython asserts).
+    /// `Queue::join_thread` before `close()` (CPython asserts).
     #[error("join_thread() needs close() first")]
     NotClosed,
     /// `JoinableQueue::task_done` called more times than items were put
@@ -252,21 +288,26 @@ pub enum Error {
     // ---- Synchronisation and shared state (CPython's ValueError / threading.BrokenBarrierError) ----
     /// A `Barrier` was broken (a party timed out, died or called `abort`,
     /// or `reset` ran while parties waited): threading.BrokenBarrierError.
+    /// `Barrier::wait` / `wait_timeout`.
     #[error("BrokenBarrierError: the barrier is broken")]
     BrokenBarrier,
-    /// `BoundedSemaphore::release` past its initial value (CPython's ValueError).
+    /// `BoundedSemaphore::release` past its initial value (CPython's
+    /// ValueError).
     #[error("semaphore or lock released too many times")]
     ReleasedTooManyTimes,
     /// A blocking `acquire` of a non-recursive lock this thread already
     /// holds: it could never return (CPython blocks for ever).
+    /// `Lock::acquire`, `Value::lock`, `Array::lock`.
     #[error("deadlock: this thread already holds the lock")]
     WouldDeadlock,
     /// A shared object that arrived from another process is not what it
     /// claims (wrong kind, size or header): refused, never accessed.
+    /// Creating a shared object whose size overflows; on receipt (a
+    /// forged handle) the refusal is an [`Error::Decode`].
     #[error("invalid shared object: {0}")]
     InvalidShared(String),
 
-    /// Any other OS error.
+    /// Any other OS error, from any call that does I/O.
     #[error(transparent)]
     Io(std::io::Error),
 }
