@@ -562,7 +562,16 @@ impl<T> fmt::Display for PutError<T> {
     }
 }
 
-impl<T> std::error::Error for PutError<T> {}
+/// Transparent like its `Display`: an `Encode`'s source is the
+/// [`EncodeError`] (the refusing impl's text).
+impl<T> std::error::Error for PutError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PutError::Encode(_, e) => std::error::Error::source(e),
+            _ => None,
+        }
+    }
+}
 
 impl<T> From<PutError<T>> for Error {
     fn from(e: PutError<T>) -> Self {
@@ -838,6 +847,9 @@ mod tests {
         assert!(debug.contains(SOCKET), "{debug}");
         let put: PutError<u8> = PutError::Encode(1, e);
         assert!(format!("{put:?}").starts_with("Encode(.., Encode("));
+        assert_eq!(put.to_string(), format!("cannot encode message: {SOCKET}"));
+        assert_eq!(put.source().unwrap().to_string(), SOCKET);
+        assert!(PutError::Full(1).source().is_none());
     }
 
     #[test]
