@@ -24,6 +24,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every error mproc reports.
 ///
+/// `Display` is the message for people (CPython's wording); `Debug` is
+/// derived, for developers (a `main` returning `mproc::Result` prints it:
+/// print `{e}` yourself for the message alone). The causes of
+/// [`Encode`](Error::Encode), [`Decode`](Error::Decode) and
+/// [`Bootstrap`](Error::Bootstrap) are reachable with
+/// [`source()`](std::error::Error::source).
+///
 /// Match a variant for one case, or ask a kind helper for a family of
 /// them, as crossbeam's errors do: [`is_disconnected`](Error::is_disconnected),
 /// [`is_eof`](Error::is_eof), [`is_timeout`](Error::is_timeout),
