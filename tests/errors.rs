@@ -1,9 +1,10 @@
 //! A serde error's own text reaches the user (issue 13 item 4), as
 //! CPython shows the pickling error's: `conn.send(sock)`, `q.put(sock)` and
 //! `Process(target=f, args=(sock,)).start()` all say "cannot pickle
-//! 'socket' object". postcard alone keeps only "Serde Serialization Error";
-//! these tests go through real pipes, queues, child processes and pool
-//! workers.
+//! 'socket' object". postcard alone keeps only "Serde Serialization Error"
+//! (and "Serde Deserialization Error" on receipt, where CPython shows the
+//! unpickling error's text); these tests go through real pipes, queues,
+//! child processes and pool workers.
 //!
 //! CPython checklist (python-semantics.md §4): item 23 (an unpicklable put
 //! fails and the queue keeps working) and the `send(obj)` rule of §3 ("an
@@ -82,6 +83,22 @@ impl Serialize for SwallowsRefusal {
             seq.serialize_element(n)?;
         }
         seq.end()
+    }
+}
+
+/// A port number whose `Deserialize` refuses values over 65535 (its
+/// `Serialize` does not check: a peer may send anything).
+#[derive(Serialize, Debug, PartialEq)]
+struct Port(u32);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let n = u32::deserialize(d)?;
+        if n > 65535 {
+            return Err(D::Error::custom(format!("port {n} is out of range")));
+        }
+        Ok(Port(n))
     }
 }
 
@@ -244,5 +261,39 @@ fn a_refusal_reaches_pool_apply() -> mproc::Result<()> {
     assert_eq!(pool.apply(takes_socket, (Socket::fine(13),))?, 13);
     pool.close();
     pool.join()?;
+    Ok(())
+}
+
+#[mproc::target]
+fn sends_ports(conn: mproc::Connection, q: Queue<Vec<Port>>) -> mproc::Result<()> {
+    conn.send(&Port(70_000))?;
+    q.put(vec![Port(80), Port(99_999)])?;
+    Ok(())
+}
+
+/// The receiving side: a `Deserialize` impl's refusal (a message from
+/// another process) is `Error::Decode` saying its text, from `recv` and
+/// `Queue::get`; the channel keeps working.
+#[mproc::test]
+fn a_decode_refusal_reaches_recv_and_get() -> mproc::Result<()> {
+    let (ours, theirs) = mproc::pipe(true)?;
+    let q = Queue::<Vec<Port>>::new(0)?;
+    let mut p = Process::new(sends_ports, (theirs, q.clone()));
+    p.start()?;
+    p.join()?;
+    assert_eq!(p.exitcode(), Some(0));
+    let e = ours.recv::<Port>().unwrap_err();
+    assert!(matches!(e, Error::Decode(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "cannot decode message: port 70000 is out of range"
+    );
+    let e = q.get().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot decode message: port 99999 is out of range"
+    );
+    q.put(vec![Port(443)]).unwrap();
+    assert_eq!(q.get()?, [Port(443)]);
     Ok(())
 }

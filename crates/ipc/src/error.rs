@@ -844,6 +844,83 @@ mod tests {
         assert_eq!(b.clone().to_string(), b.to_string());
     }
 
+    /// A port number that refuses, on decode, values over 65535.
+    #[derive(Serialize, Debug)]
+    struct Port(u32);
+
+    impl<'de> serde::Deserialize<'de> for Port {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            use serde::de::Error as _;
+            let n = u32::deserialize(d)?;
+            if n > 65535 {
+                return Err(D::Error::custom(format!("port {n} is out of range")));
+            }
+            Ok(Port(n))
+        }
+    }
+
+    /// The decode side: a `Deserialize` impl's text (and serde's own, for
+    /// derived impls) reaches the user, at any depth, where postcard
+    /// alone says "Serde Deserialization Error".
+    #[test]
+    fn a_decode_refusal_keeps_its_text() {
+        let mut port = Vec::new();
+        crate::tag::encode(&Port(70_000), &mut port).unwrap();
+        let e = crate::tag::decode::<Port>(&port).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot decode message: port 70000 is out of range"
+        );
+        assert!(matches!(&e, Error::Decode(d) if d.source().is_none()));
+
+        #[derive(Serialize, serde::Deserialize, Debug)]
+        enum Config {
+            Listen { ports: Vec<Option<Port>> },
+        }
+        let mut payload = Vec::new();
+        let config = Config::Listen {
+            ports: vec![Some(Port(80)), None, Some(Port(99_999))],
+        };
+        crate::tag::encode(&config, &mut payload).unwrap();
+        let e = crate::tag::decode::<Config>(&payload).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot decode message: port 99999 is out of range"
+        );
+
+        // serde's own text for a derived impl: an unknown variant index.
+        #[derive(Serialize)]
+        enum Wide {
+            _A,
+            _B,
+            C,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        enum Narrow {
+            _A,
+            _B,
+        }
+        let wide = postcard::to_stdvec(&Wide::C).unwrap();
+        let lost = postcard::from_bytes::<Narrow>(&wide)
+            .unwrap_err()
+            .to_string();
+        let mut payload = Vec::new();
+        crate::tag::encode_tag::<Narrow>(&mut payload);
+        payload.extend_from_slice(&wide);
+        let e = crate::tag::decode::<Narrow>(&payload)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("invalid value: integer `2`, expected variant index 0 <= i < 2"),
+            "{e} (postcard alone: {lost})"
+        );
+
+        // The format's own error is still the source.
+        let e = crate::tag::decode::<Port>(&port[..port.len() - 1]).unwrap_err();
+        let cause = e.source().unwrap().source();
+        assert!(cause.unwrap().is::<postcard::Error>(), "{e:?}");
+    }
+
     #[test]
     fn debug_is_derived_not_display() {
         assert_eq!(format!("{:?}", Error::Eof), "Eof");

@@ -165,18 +165,20 @@ fn decode_body<T: DeserializeOwned>(body: &[u8], max_depth: usize) -> Result<T> 
     let limit = depth::Limit::new(max_depth);
     let mut de = postcard::Deserializer::from_bytes(body);
     let value = T::deserialize(depth::Deserializer::new(&mut de, &limit));
-    match value.and_then(|v| de.finalize().map(|rest| (v, rest))) {
+    // postcard drops a custom error's text: the limit kept it.
+    let value = value.map_err(|e| limit.text_of(e));
+    match value.and_then(|v| de.finalize().map(|rest| (v, rest)).map_err(Err)) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::decode_msg(format!(
             "{} trailing bytes after a {}",
             rest.len(),
             std::any::type_name::<T>()
         ))),
-        // postcard drops a custom error's text: say what the limit refused.
         Err(_) if limit.exceeded() => {
             Err(Error::decode_msg(depth::TooDeep(limit.max()).to_string()))
         }
-        Err(e) => Err(Error::decode(e)),
+        Err(Ok(text)) => Err(Error::decode_msg(text)),
+        Err(Err(e)) => Err(Error::decode(e)),
     }
 }
 
