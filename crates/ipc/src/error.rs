@@ -248,7 +248,8 @@ pub enum Error {
     #[error("cannot encode message: {0}")]
     Encode(#[from] EncodeError),
     /// A payload could not be deserialised (not a valid value of the
-    /// type, trailing bytes, nesting too deep): `Connection::recv`,
+    /// type, trailing bytes, nesting too deep); the [`DecodeError`] carries
+    /// the refusing `Deserialize` impl's own text: `Connection::recv`,
     /// `Queue::get*`, `JoinHandle::join` and a `Pool` task's result.
     #[error("cannot decode message: {0}")]
     Decode(#[from] DecodeError),
@@ -490,8 +491,10 @@ detail_error! {
 detail_error! {
     /// Why a payload could not be deserialised ([`Error::Decode`]).
     ///
-    /// `Display` is the format's error (also its `source()`) or mproc's
-    /// reason (trailing bytes, nesting too deep, ...).
+    /// `Display` is the refusing `Deserialize` impl's own text (or serde's,
+    /// e.g. "invalid value: ..., expected ..." for a derived impl), else the
+    /// format's error (also its `source()`), else mproc's reason (trailing
+    /// bytes, nesting too deep, ...).
     DecodeError
 }
 
