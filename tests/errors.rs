@@ -297,3 +297,39 @@ fn a_decode_refusal_reaches_recv_and_get() -> mproc::Result<()> {
     assert_eq!(q.get()?, [Port(443)]);
     Ok(())
 }
+
+#[mproc::target]
+fn bad_port() -> Port {
+    Port(70_000)
+}
+
+#[mproc::target]
+fn port_of(p: Port) -> u32 {
+    p.0
+}
+
+/// A child's result and a pool task's answer or arguments that the
+/// receiving side's `Deserialize` refuses: the refusal's text reaches the
+/// caller of `join`, `apply`.
+#[mproc::test]
+fn a_decode_refusal_reaches_join_and_apply() -> mproc::Result<()> {
+    let e = mproc::spawn(bad_port, ())?.join().unwrap_err();
+    assert!(matches!(e, Error::Decode(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "cannot decode message: port 70000 is out of range"
+    );
+    let mut pool = Pool::new(1)?;
+    let e = pool.apply(bad_port, ()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot decode message: port 70000 is out of range"
+    );
+    // The worker decodes the arguments: its refusal says why too.
+    let e = pool.apply(port_of, (Port(99_999),)).unwrap_err();
+    assert!(e.to_string().contains("port 99999 is out of range"), "{e}");
+    assert_eq!(pool.apply(port_of, (Port(443),))?, 443);
+    pool.close();
+    pool.join()?;
+    Ok(())
+}

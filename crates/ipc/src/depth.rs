@@ -95,6 +95,20 @@ impl Limit {
     }
 }
 
+/// Decodes postcard `bytes` as a `T` (as `postcard::from_bytes` does, with
+/// no depth limit), keeping the refusing `Deserialize` impl's text.
+///
+/// For `mproc`'s decodes of values whose errors reach a user: a child's
+/// result, a pool task's arguments and answers.
+pub fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, crate::DecodeError> {
+    let limit = Limit::new(usize::MAX);
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    T::deserialize(Deserializer::new(&mut de, &limit)).map_err(|e| match limit.text_of(e) {
+        Ok(text) => crate::DecodeError::new(text),
+        Err(e) => crate::DecodeError::from_source(e),
+    })
+}
+
 /// The wrappers' error: the inner deserializer's, or a custom text.
 #[derive(Debug)]
 pub(crate) enum Fail<E> {

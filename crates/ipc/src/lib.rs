@@ -20,6 +20,10 @@ pub mod tag;
 mod wait;
 
 pub use connection::{pipe, Connection};
+/// postcard decoding that keeps a `Deserialize` impl's error text (for
+/// `mproc`'s child results and pool tasks).
+#[doc(hidden)]
+pub use depth::from_bytes as decode_from_slice;
 /// postcard encoding that keeps a `Serialize` impl's error text (for
 /// `mproc`'s launch and pool arguments).
 #[doc(hidden)]

@@ -126,7 +126,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
             });
         };
         match postcard::from_bytes::<Report>(&bytes) {
-            Ok(Report::Value(v)) => postcard::from_bytes(&v).map_err(Error::decode),
+            Ok(Report::Value(v)) => mproc_ipc::decode_from_slice(&v).map_err(Error::Decode),
             Ok(Report::Panic { message, location }) => Err(Error::Panicked {
                 name,
                 pid,

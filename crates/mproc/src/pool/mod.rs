@@ -898,29 +898,31 @@ fn reason(frame: &[u8]) -> String {
 fn decode_items<R: DeserializeOwned>(part: &Part, len: usize) -> Vec<Result<R>> {
     match part {
         Err(failure) => (0..len.max(1)).map(|_| Err(failure.error())).collect(),
-        Ok(frame) => match postcard::from_bytes::<Answer<R>>(frame.get(1..).unwrap_or_default()) {
-            Ok(Answer::All(values)) => values.into_iter().map(Ok).collect(),
-            Ok(Answer::Mixed(items)) => items
-                .into_iter()
-                .map(|item| match item {
-                    ItemOutcome::Value(v) => Ok(v),
-                    ItemOutcome::Panic {
-                        name,
-                        pid,
-                        message,
-                        location,
-                    } => Err(Error::Panicked {
-                        name,
-                        pid,
-                        message,
-                        location,
-                    }),
-                })
-                .collect(),
-            Err(e) => (0..len.max(1))
-                .map(|_| Err(Error::decode(e.clone())))
-                .collect(),
-        },
+        Ok(frame) => {
+            match mproc_ipc::decode_from_slice::<Answer<R>>(frame.get(1..).unwrap_or_default()) {
+                Ok(Answer::All(values)) => values.into_iter().map(Ok).collect(),
+                Ok(Answer::Mixed(items)) => items
+                    .into_iter()
+                    .map(|item| match item {
+                        ItemOutcome::Value(v) => Ok(v),
+                        ItemOutcome::Panic {
+                            name,
+                            pid,
+                            message,
+                            location,
+                        } => Err(Error::Panicked {
+                            name,
+                            pid,
+                            message,
+                            location,
+                        }),
+                    })
+                    .collect(),
+                Err(e) => (0..len.max(1))
+                    .map(|_| Err(Error::Decode(e.clone())))
+                    .collect(),
+            }
+        }
     }
 }
 
@@ -1061,7 +1063,7 @@ fn decode_into<R: DeserializeOwned>(part: &Part, out: &mut Vec<R>) -> Result<()>
         Err(failure) => return Err(failure.error()),
     };
     let answer: Answer<R> =
-        postcard::from_bytes(frame.get(1..).unwrap_or_default()).map_err(Error::decode)?;
+        mproc_ipc::decode_from_slice(frame.get(1..).unwrap_or_default()).map_err(Error::Decode)?;
     let items = match answer {
         Answer::All(values) => {
             out.extend(values);
