@@ -722,8 +722,9 @@ mod tests {
     #[test]
     fn the_wrapper_writes_what_postcard_writes() {
         let value = everything(true);
-        let ours = to_vec(&value).unwrap();
+        let ours = capture::wrapped_to_vec(&value).unwrap();
         assert_eq!(ours, postcard::to_stdvec(&value).unwrap());
+        assert_eq!(to_vec(&value).unwrap(), ours);
         let mut out = vec![0xAA];
         to_io(&value, &mut out).unwrap();
         assert_eq!(out[1..], ours[..]);
@@ -754,6 +755,8 @@ mod tests {
             inner: vec![None, Some((2, Socket))],
         };
         assert_eq!(to_vec(&deep).unwrap_err().to_string(), SOCKET);
+        let direct = capture::wrapped_to_vec(&deep).unwrap_err();
+        assert_eq!(direct.to_string(), SOCKET);
         let map = BTreeMap::from([(
             1u8,
             vec![Some(Deep::Struct {

@@ -12,7 +12,11 @@
 //! and the encode's caller gets it at the top.
 //!
 //! The slot lives on the caller's stack, so nothing is shared between
-//! threads or encodes, and every wrapper inlines away on success.
+//! threads or encodes. The wrapper costs a little on every value, so an
+//! encode is plain postcard first, and only a failed one runs the value
+//! through the wrapper (into a sink) to learn the text: a `Serialize` impl
+//! refuses the same way twice. If the second run does not refuse (an impl
+//! whose refusal is not repeatable), postcard's own error is reported.
 
 use std::cell::Cell;
 use std::fmt::{self, Display};
@@ -27,9 +31,10 @@ pub(crate) fn to_io<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let slot = Slot::default();
-    let result = postcard::to_io(&Value { value, slot: &slot }, out);
-    result.map(drop).map_err(|e| slot.error(e))
+    match postcard::to_io(value, out) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(refusal(value, e)),
+    }
 }
 
 /// Serialises `value` as postcard into a new vector; a failure keeps the
@@ -38,9 +43,24 @@ pub(crate) fn to_io<T: Serialize + ?Sized>(
 /// This is `postcard::to_stdvec` for values whose errors reach a user:
 /// a launch's, a pool task's or an initializer's arguments.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    postcard::to_stdvec(value).map_err(|e| refusal(value, e))
+}
+
+/// The error for `value`, which postcard refused with `e`: serialises it
+/// again through the wrapper, into a sink, to learn the refusal's text.
+#[cold]
+fn refusal<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> EncodeError {
     let slot = Slot::default();
-    let result = postcard::to_stdvec(&Value { value, slot: &slot });
-    result.map_err(|e| slot.error(e))
+    let _ = postcard::to_io(&Value { value, slot: &slot }, std::io::sink());
+    slot.error(e)
+}
+
+/// `value` through the wrapper alone (tests: it must write what postcard
+/// writes).
+#[cfg(test)]
+pub(super) fn wrapped_to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let slot = Slot::default();
+    postcard::to_stdvec(&Value { value, slot: &slot }).map_err(|e| slot.error(e))
 }
 
 /// The text of the outermost custom error of one encode.
