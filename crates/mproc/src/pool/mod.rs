@@ -28,7 +28,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mproc_ipc::{handles, pipe, Connection, EncodeError, Error, Result};
+use mproc_ipc::{
+    decode_from_slice as from_slice, handles, pipe, Connection, EncodeError, Error, Result,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -898,31 +900,29 @@ fn reason(frame: &[u8]) -> String {
 fn decode_items<R: DeserializeOwned>(part: &Part, len: usize) -> Vec<Result<R>> {
     match part {
         Err(failure) => (0..len.max(1)).map(|_| Err(failure.error())).collect(),
-        Ok(frame) => {
-            match mproc_ipc::decode_from_slice::<Answer<R>>(frame.get(1..).unwrap_or_default()) {
-                Ok(Answer::All(values)) => values.into_iter().map(Ok).collect(),
-                Ok(Answer::Mixed(items)) => items
-                    .into_iter()
-                    .map(|item| match item {
-                        ItemOutcome::Value(v) => Ok(v),
-                        ItemOutcome::Panic {
-                            name,
-                            pid,
-                            message,
-                            location,
-                        } => Err(Error::Panicked {
-                            name,
-                            pid,
-                            message,
-                            location,
-                        }),
-                    })
-                    .collect(),
-                Err(e) => (0..len.max(1))
-                    .map(|_| Err(Error::Decode(e.clone())))
-                    .collect(),
-            }
-        }
+        Ok(frame) => match from_slice::<Answer<R>>(frame.get(1..).unwrap_or_default()) {
+            Ok(Answer::All(values)) => values.into_iter().map(Ok).collect(),
+            Ok(Answer::Mixed(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    ItemOutcome::Value(v) => Ok(v),
+                    ItemOutcome::Panic {
+                        name,
+                        pid,
+                        message,
+                        location,
+                    } => Err(Error::Panicked {
+                        name,
+                        pid,
+                        message,
+                        location,
+                    }),
+                })
+                .collect(),
+            Err(e) => (0..len.max(1))
+                .map(|_| Err(Error::Decode(e.clone())))
+                .collect(),
+        },
     }
 }
 
@@ -1063,7 +1063,7 @@ fn decode_into<R: DeserializeOwned>(part: &Part, out: &mut Vec<R>) -> Result<()>
         Err(failure) => return Err(failure.error()),
     };
     let answer: Answer<R> =
-        mproc_ipc::decode_from_slice(frame.get(1..).unwrap_or_default()).map_err(Error::Decode)?;
+        from_slice(frame.get(1..).unwrap_or_default()).map_err(Error::Decode)?;
     let items = match answer {
         Answer::All(values) => {
             out.extend(values);
