@@ -529,7 +529,8 @@ fn connection_outside_args_is_refused() -> mproc::Result<()> {
     let (c, _d) = mproc::pipe(true)?;
     match a.send(&c) {
         Err(Error::Encode(m)) => assert!(
-            m.contains("a Connection can only be sent to a child process in its args"),
+            m.to_string()
+                .contains("a Connection can only be sent to a child process in its args"),
             "{m}"
         ),
         other => panic!("{other:?}"),

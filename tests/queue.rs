@@ -741,9 +741,8 @@ fn get_as_string(q: Queue<String>) -> String {
 #[mproc::test]
 fn a_wrong_type_on_get_is_a_type_mismatch() -> mproc::Result<()> {
     let q = Queue::<u32>::new(0)?;
-    let handle = postcard::to_stdvec(&q).map_err(|e| Error::Encode(e.to_string()))?;
-    let as_strings: Queue<String> =
-        postcard::from_bytes(&handle).map_err(|e| Error::Decode(e.to_string()))?;
+    let handle = postcard::to_stdvec(&q).map_err(Error::encode)?;
+    let as_strings: Queue<String> = postcard::from_bytes(&handle).map_err(Error::decode)?;
     q.put(5).unwrap();
     match as_strings.get() {
         Err(Error::TypeMismatch { expected, found }) => {

@@ -52,8 +52,21 @@ fn wait_for_heartbeat(path: &str) {
     }
 }
 
+/// Reports an error with its message (`Display`), as a program that
+/// talks to people does: `mproc::Error`'s `Debug` is the derived one,
+/// which a `main` returning `Result` would print.
 #[mproc::main]
-fn main() -> mproc::Result<()> {
+fn main() -> std::process::ExitCode {
+    match scenario() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn scenario() -> mproc::Result<()> {
     let scenario = std::env::args().nth(1).unwrap_or_default();
     let path = std::env::args().nth(2).unwrap_or_default();
     match scenario.as_str() {

@@ -135,7 +135,7 @@ fn main_scenario(scenario: &str) -> mproc::Result<()> {
         // children log through mproc's.
         "preinstalled" => {
             tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())
-                .map_err(|e| mproc::Error::Bootstrap(e.to_string()))?;
+                .map_err(|e| mproc::Error::bootstrap(e.to_string()))?;
             mproc::log_to_stderr(Level::INFO);
             tracing::info!("in main");
             mproc::spawn(logs_once, ())?.join()?;

@@ -276,14 +276,7 @@ impl Connection {
                 .write_frame(&scratch[start..], bytes)
                 .map_err(|e| self.io_error(Error::from(e)));
         }
-        REFUSAL.with(|r| r.set(None));
-        if let Err(e) = tag::encode(value, &mut scratch) {
-            // postcard drops a custom error's text: restore ours.
-            return Err(match take_refusal() {
-                Some(why) => Error::Encode(why.to_string()),
-                None => e,
-            });
-        }
+        tag::encode(value, &mut scratch)?;
         let result = self.write_frame(&scratch);
         if scratch.capacity() > KEEP_SCRATCH {
             *scratch = Vec::new();
@@ -332,8 +325,7 @@ impl Connection {
                     ahead.consume(offset);
                     let mut bytes = Vec::with_capacity((len - offset).min(READ_CHUNK));
                     self.read_payload_into(ahead, &mut bytes, len - offset)?;
-                    return tag::bulk::into_value(shape, bytes)
-                        .map_err(|e| Error::Decode(e.to_string()));
+                    return tag::bulk::into_value(shape, bytes).map_err(Error::decode);
                 }
             }
             scratch.clear();
@@ -629,26 +621,14 @@ impl Waitable for Connection {
     }
 }
 
-thread_local! {
-    /// Why the last `Connection::serialize` on this thread refused:
-    /// serde formats such as postcard keep no custom error text.
-    static REFUSAL: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
-}
-
 const NOT_IN_ARGS: &str = "a Connection can only be sent to a child process in its args";
 const SEND_CLOSED: &str = "cannot send a closed Connection: handle is closed";
 const RECEIVING: &str =
     "a Connection cannot be sent to a child while another thread receives on it";
 
-/// Why the last attempt on this thread to serialise a `Connection` failed,
-/// if it did (and forgets it). Encoders whose format loses custom error
-/// text use it to report the reason.
-pub(crate) fn take_refusal() -> Option<&'static str> {
-    REFUSAL.with(|r| r.take())
-}
-
+/// A refusal to serialise a `Connection`, saying `why` (mproc's encoders
+/// keep a custom error's text: see `error::capture`).
 fn refuse<E: serde::ser::Error>(why: &'static str) -> E {
-    REFUSAL.with(|r| r.set(Some(why)));
     E::custom(why)
 }
 
@@ -984,9 +964,8 @@ mod tests {
             while b.recv_lock.try_lock().is_ok() {
                 thread::yield_now();
             }
-            let (bytes, _raws) = handles::collect_outgoing(|| postcard::to_stdvec(&b));
-            assert!(bytes.is_err());
-            assert_eq!(take_refusal(), Some(RECEIVING));
+            let (bytes, _raws) = handles::collect_outgoing(|| crate::error::to_vec(&b));
+            assert_eq!(bytes.unwrap_err().to_string(), RECEIVING);
             a.send_bytes(b"still mine").unwrap();
             assert_eq!(receiver.join().unwrap().unwrap(), b"still mine");
         });
@@ -1065,7 +1044,8 @@ mod tests {
         match c.send(&d) {
             Err(Error::Encode(m)) => {
                 assert!(
-                    m.contains("only be sent to a child process in its args"),
+                    m.to_string()
+                        .contains("only be sent to a child process in its args"),
                     "{m}"
                 )
             }

@@ -20,7 +20,15 @@ pub mod tag;
 mod wait;
 
 pub use connection::{pipe, Connection};
-pub use error::{Error, PutError, Result};
+/// postcard decoding that keeps a `Deserialize` impl's error text (for
+/// `mproc`'s child results and pool tasks).
+#[doc(hidden)]
+pub use depth::from_bytes as decode_from_slice;
+/// postcard encoding that keeps a `Serialize` impl's error text (for
+/// `mproc`'s launch and pool arguments).
+#[doc(hidden)]
+pub use error::to_vec as encode_to_vec;
+pub use error::{BootstrapError, DecodeError, EncodeError, Error, PutError, Result};
 pub use listener::{Address, Client, Listener};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use sync::{

@@ -144,14 +144,10 @@ fn live_holds() -> Vec<Arc<Inner>> {
     holds().iter().filter_map(|(_, w)| w.upgrade()).collect()
 }
 
-/// Encodes an item as a typed payload (see [`tag`]), keeping the reason
-/// a value refused to be serialised (a `Connection` outside a launch).
+/// Encodes an item as a typed payload (see [`tag`]); a refusal keeps its
+/// reason (a `Connection` outside a launch, a `Serialize` impl's text).
 fn encode<T: Serialize>(item: &T, out: &mut Vec<u8>) -> Result<()> {
-    let _ = crate::connection::take_refusal();
-    tag::encode(item, out).map_err(|e| match crate::connection::take_refusal() {
-        Some(why) => Error::Encode(why.to_string()),
-        None => e,
-    })
+    tag::encode(item, out)
 }
 
 fn deadline(timeout: Option<Duration>) -> Option<Instant> {

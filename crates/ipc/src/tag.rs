@@ -76,11 +76,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()>
         out.extend_from_slice(bytes);
         return Ok(());
     }
-    match postcard::to_io(value, &mut *out) {
+    match crate::error::to_io(value, &mut *out) {
         Ok(_) => Ok(()),
         Err(e) => {
             out.truncate(start);
-            Err(Error::Encode(e.to_string()))
+            Err(Error::Encode(e))
         }
     }
 }
@@ -133,8 +133,7 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
     if let Some(shape) = bulk::shape_of::<T>() {
         match bulk::read_varint(tag.body) {
             Some((len, n)) if tag.body.len() - n == len => {
-                return bulk::into_value(shape, tag.body[n..].to_vec())
-                    .map_err(|e| Error::Decode(e.to_string()));
+                return bulk::into_value(shape, tag.body[n..].to_vec()).map_err(Error::decode);
             }
             // Anything else is for the general decoder to describe.
             _ => {}
@@ -166,16 +165,20 @@ fn decode_body<T: DeserializeOwned>(body: &[u8], max_depth: usize) -> Result<T> 
     let limit = depth::Limit::new(max_depth);
     let mut de = postcard::Deserializer::from_bytes(body);
     let value = T::deserialize(depth::Deserializer::new(&mut de, &limit));
-    match value.and_then(|v| de.finalize().map(|rest| (v, rest))) {
+    // postcard drops a custom error's text: the limit kept it.
+    let value = value.map_err(|e| limit.text_of(e));
+    match value.and_then(|v| de.finalize().map(|rest| (v, rest)).map_err(Err)) {
         Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(Error::Decode(format!(
+        Ok((_, rest)) => Err(Error::decode_msg(format!(
             "{} trailing bytes after a {}",
             rest.len(),
             std::any::type_name::<T>()
         ))),
-        // postcard drops a custom error's text: say what the limit refused.
-        Err(_) if limit.exceeded() => Err(Error::Decode(depth::TooDeep(limit.max()).to_string())),
-        Err(e) => Err(Error::Decode(e.to_string())),
+        Err(_) if limit.exceeded() => {
+            Err(Error::decode_msg(depth::TooDeep(limit.max()).to_string()))
+        }
+        Err(Ok(text)) => Err(Error::decode_msg(text)),
+        Err(Err(e)) => Err(Error::decode(e)),
     }
 }
 

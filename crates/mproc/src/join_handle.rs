@@ -129,9 +129,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
             });
         };
         match postcard::from_bytes::<Report>(&bytes) {
-            Ok(Report::Value(v)) => {
-                postcard::from_bytes(&v).map_err(|e| Error::Decode(e.to_string()))
-            }
+            Ok(Report::Value(v)) => mproc_ipc::decode_from_slice(&v).map_err(Error::Decode),
             Ok(Report::Panic { message, location }) => Err(Error::Panicked {
                 name,
                 pid,
@@ -139,7 +137,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
                 location,
             }),
             Ok(Report::Failed(msg)) => Err(Error::TargetError(msg)),
-            Err(e) => Err(Error::Decode(e.to_string())),
+            Err(e) => Err(Error::decode(e)),
         }
     }
 }

@@ -48,8 +48,8 @@ mod sys;
 pub use join_handle::{spawn, JoinHandle};
 pub use logging::{log_to_stderr, set_child_initializer};
 pub use mproc_ipc::{
-    pipe, wait, Address, Client, Connection, Error, JoinableQueue, Listener, PutError, Queue,
-    Result, SimpleQueue, Waitable,
+    pipe, wait, Address, BootstrapError, Client, Connection, DecodeError, EncodeError, Error,
+    JoinableQueue, Listener, PutError, Queue, Result, SimpleQueue, Waitable,
 };
 pub use mproc_ipc::{
     Array, ArrayGuard, Barrier, BoundedSemaphore, CondGuard, Condition, Event, Lock, LockGuard,

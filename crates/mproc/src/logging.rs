@@ -163,13 +163,13 @@ where
 {
     let _ = f;
     crate::spawn::prepare::check_registered::<F>()?;
-    let (encoded, carried) = handles::collect_outgoing(|| postcard::to_stdvec(&args));
+    let (encoded, carried) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(&args));
     if !carried.is_empty() {
-        return Err(Error::Encode(
-            "a child initializer's arguments cannot carry connections or queues".into(),
+        return Err(Error::encode_msg(
+            "a child initializer's arguments cannot carry connections or queues",
         ));
     }
-    let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    let encoded = encoded?;
     let offset = crate::spawn::entry::task_offset(crate::pool_worker::init_entry::<F, A>);
     *INITIALIZER.lock().unwrap_or_else(|p| p.into_inner()) = Some((offset, encoded));
     Ok(())

@@ -447,7 +447,7 @@ impl ProcessInfo {
     /// Waits at most `timeout` for it to end.
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<()> {
         match &self.kind {
-            InfoKind::Current => Err(Error::Bootstrap("a process cannot join itself".into())),
+            InfoKind::Current => Err(Error::bootstrap("a process cannot join itself")),
             InfoKind::Parent(p) => {
                 p.sentinel.wait(Some(timeout))?;
                 Ok(())

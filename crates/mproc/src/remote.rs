@@ -107,7 +107,7 @@ impl Launcher {
     pub(crate) fn listen(&self) -> Result<ControlListener> {
         if let Kind::Srun { args, .. } = &self.kind {
             if let Some(bad) = args.iter().find(|a| a.starts_with("--export")) {
-                return Err(Error::Bootstrap(format!(
+                return Err(Error::bootstrap(format!(
                     "Launcher::srun(): {bad:?} is not allowed: the tasks need the \
                      launch's entry token from this environment (mproc passes --export=ALL)"
                 )));
@@ -115,9 +115,8 @@ impl Launcher {
         }
         match &self.kind {
             Kind::Local => Ok(ControlListener::bind()?),
-            Kind::Srun { .. } => ControlListener::bind_tcp(&advertised_host()).map_err(|e| {
-                Error::Bootstrap(format!("cannot listen for a remote child on TCP: {e}"))
-            }),
+            Kind::Srun { .. } => ControlListener::bind_tcp(&advertised_host())
+                .map_err(|e| Error::bootstrap_with("cannot listen for a remote child on TCP", e)),
         }
     }
 
@@ -151,9 +150,10 @@ impl Launcher {
                 all.extend(args.iter().cloned());
                 tracing::debug!(args = ?all, "starting a child with srun");
                 ChildProcess::spawn_via("srun", &all, token_env, token).map_err(|e| {
-                    Error::Bootstrap(format!(
-                        "cannot start srun (is Slurm installed and SLURM_CONF set?): {e}"
-                    ))
+                    Error::bootstrap_with(
+                        "cannot start srun (is Slurm installed and SLURM_CONF set?)",
+                        e,
+                    )
                 })
             }
         }

@@ -28,7 +28,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mproc_ipc::{handles, pipe, Connection, Error, Result};
+use mproc_ipc::{
+    decode_from_slice as from_slice, handles, pipe, Connection, EncodeError, Error, Result,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -76,7 +78,7 @@ enum Failure {
     NotRunning,
     Broken(String),
     Task(String),
-    Encode(String),
+    Encode(EncodeError),
 }
 
 impl Failure {
@@ -527,7 +529,7 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
         // pool runs inside one).
         return remote::start_workers(shared, 1)?
             .pop()
-            .ok_or_else(|| Error::Bootstrap("the job step started no task".into()));
+            .ok_or_else(|| Error::bootstrap("the job step started no task"));
     }
     let (conn, theirs) = pipe(true)?;
     let args = worker::WorkerArgs {
@@ -535,8 +537,8 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
         init: shared.init.clone(),
         maxtasks: shared.maxtasks,
     };
-    let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(&args));
-    let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    let (encoded, handles) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(&args));
+    let encoded = encoded?;
     let prepared = Prepared {
         entry: worker::worker_entry,
         target: "mproc::Pool worker".into(),
@@ -579,11 +581,11 @@ fn worker_name(identity: &[u32]) -> String {
 /// as a connection with `like`'s settings (what the worker decodes as its
 /// own end).
 fn remote_connection(control: crate::sys::ControlStream, like: &Connection) -> Result<Connection> {
-    let (encoded, _) = handles::collect_outgoing(|| postcard::to_stdvec(like));
-    let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    let (encoded, _) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(like));
+    let encoded = encoded?;
     let handle = mproc_ipc::sys::OwnedHandle::from(control);
     handles::with_incoming(vec![handle], || postcard::from_bytes(&encoded))
-        .map_err(|e| Error::Bootstrap(format!("the remote worker's channel: {e}")))
+        .map_err(|e| Error::bootstrap_with("the remote worker's channel", e))
 }
 
 /// How a worker's service ended.
@@ -898,7 +900,7 @@ fn reason(frame: &[u8]) -> String {
 fn decode_items<R: DeserializeOwned>(part: &Part, len: usize) -> Vec<Result<R>> {
     match part {
         Err(failure) => (0..len.max(1)).map(|_| Err(failure.error())).collect(),
-        Ok(frame) => match postcard::from_bytes::<Answer<R>>(frame.get(1..).unwrap_or_default()) {
+        Ok(frame) => match from_slice::<Answer<R>>(frame.get(1..).unwrap_or_default()) {
             Ok(Answer::All(values)) => values.into_iter().map(Ok).collect(),
             Ok(Answer::Mixed(items)) => items
                 .into_iter()
@@ -918,7 +920,7 @@ fn decode_items<R: DeserializeOwned>(part: &Part, len: usize) -> Vec<Result<R>> 
                 })
                 .collect(),
             Err(e) => (0..len.max(1))
-                .map(|_| Err(Error::Decode(e.to_string())))
+                .map(|_| Err(Error::Decode(e.clone())))
                 .collect(),
         },
     }
@@ -926,12 +928,14 @@ fn decode_items<R: DeserializeOwned>(part: &Part, len: usize) -> Vec<Result<R>> 
 
 /// Encodes a chunk of argument tuples. Connections and queues cannot
 /// travel in a task (as CPython refuses to pickle them for a Pool).
-fn encode_chunk<A: Serialize>(items: &[A]) -> std::result::Result<Vec<u8>, String> {
-    let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(items));
+fn encode_chunk<A: Serialize>(items: &[A]) -> std::result::Result<Vec<u8>, EncodeError> {
+    let (encoded, handles) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(items));
     if !handles.is_empty() {
-        return Err("a pool task's arguments cannot carry connections or queues".into());
+        return Err(EncodeError::new(
+            "a pool task's arguments cannot carry connections or queues",
+        ));
     }
-    encoded.map_err(|e| e.to_string())
+    encoded
 }
 
 /// The runner of `F` on `A`, after checking `F` is registered.
@@ -1058,8 +1062,8 @@ fn decode_into<R: DeserializeOwned>(part: &Part, out: &mut Vec<R>) -> Result<()>
         Ok(frame) => frame,
         Err(failure) => return Err(failure.error()),
     };
-    let answer: Answer<R> = postcard::from_bytes(frame.get(1..).unwrap_or_default())
-        .map_err(|e| Error::Decode(e.to_string()))?;
+    let answer: Answer<R> =
+        from_slice(frame.get(1..).unwrap_or_default()).map_err(Error::Decode)?;
     let items = match answer {
         Answer::All(values) => {
             out.extend(values);
@@ -1092,7 +1096,7 @@ fn assemble_one<R: DeserializeOwned>(p: &Pending) -> Result<R> {
     p.decode_all::<R>()?
         .into_iter()
         .next()
-        .ok_or_else(|| Error::Decode("a task answered without its value".into()))
+        .ok_or_else(|| Error::decode_msg("a task answered without its value"))
 }
 
 fn assemble_all<T: DeserializeOwned>(p: &Pending) -> Result<Vec<T>> {
@@ -1371,13 +1375,13 @@ impl PoolBuilder {
     {
         let _ = f;
         self.init = Some(check_registered::<F>().and_then(|_| {
-            let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(&args));
+            let (encoded, handles) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(&args));
             if !handles.is_empty() {
-                return Err(Error::Encode(
-                    "a pool initializer's arguments cannot carry connections or queues".into(),
+                return Err(Error::encode_msg(
+                    "a pool initializer's arguments cannot carry connections or queues",
                 ));
             }
-            let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+            let encoded = encoded?;
             Ok((entry::task_offset(worker::init_entry::<F, A>), encoded))
         }));
         self
@@ -1893,7 +1897,7 @@ impl Pool {
         let mut result = Ok(());
         for t in self.threads.drain(..) {
             if t.join().is_err() {
-                result = Err(Error::Bootstrap("a pool thread panicked".into()));
+                result = Err(Error::bootstrap("a pool thread panicked"));
             }
         }
         result

@@ -82,7 +82,7 @@ pub(super) fn start_workers(shared: &Shared, n: usize) -> Result<Vec<Worker>> {
         return Err(Error::DaemonicChildren);
     }
     if let Some(reason) = &me.key_error {
-        return Err(Error::Bootstrap(reason.clone()));
+        return Err(Error::bootstrap(reason.clone()));
     }
     // The worker's end of a pipe stands for its connection in the
     // arguments: a remote worker decodes its control channel there.
@@ -92,8 +92,8 @@ pub(super) fn start_workers(shared: &Shared, n: usize) -> Result<Vec<Worker>> {
         init: shared.init.clone(),
         maxtasks: shared.maxtasks,
     };
-    let (encoded, _) = handles::collect_outgoing(|| postcard::to_stdvec(&args));
-    let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    let (encoded, _) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(&args));
+    let encoded = encoded?;
     let records = (0..n)
         .map(|_| {
             let (identity, _) = me.next_child();

@@ -84,7 +84,7 @@ where
     let Some(f) = conjure::<F>() else {
         return failed(FAILED, "the target is not a registered fn");
     };
-    let items: Vec<A> = match postcard::from_bytes(payload) {
+    let items: Vec<A> = match mproc_ipc::decode_from_slice(payload) {
         Ok(items) => items,
         Err(e) => {
             return failed(
@@ -141,7 +141,7 @@ where
     let Some(f) = conjure::<F>() else {
         return failed(INIT_FAILED, "the initializer is not a registered fn");
     };
-    let args: A = match postcard::from_bytes(payload) {
+    let args: A = match mproc_ipc::decode_from_slice(payload) {
         Ok(args) => args,
         Err(e) => {
             return failed(

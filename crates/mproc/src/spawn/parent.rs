@@ -61,7 +61,7 @@ pub(crate) fn start_child(
         return Err(Error::DaemonicChildren);
     }
     if let Some(reason) = &me.key_error {
-        return Err(Error::Bootstrap(reason.clone()));
+        return Err(Error::bootstrap(reason.clone()));
     }
     if std::env::var_os(TOKEN_ENV).is_some() {
         // This process was started as a child but never went through
@@ -150,7 +150,7 @@ pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
 pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProcess, Begun)> {
     let remote = who.launcher.is_remote();
     if remote && !prepared.handles.is_empty() {
-        return Err(Error::Bootstrap(format!(
+        return Err(Error::bootstrap(format!(
             "cannot start {:?} with a remote launcher: its arguments carry {} OS handle(s) \
              (a Connection end or a Queue backed by a local socket), which cannot cross hosts",
             who.name,
@@ -159,7 +159,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     }
     let mut secret = [0u8; 32];
     crate::fault::random_bytes(&mut secret)
-        .map_err(|e| Error::Bootstrap(format!("no secret for the launch: {e}")))?;
+        .map_err(|e| Error::bootstrap_with("no secret for the launch", e))?;
     let borrowed: Vec<_> = prepared
         .handles
         .iter()
@@ -199,7 +199,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         control_conn: false,
         setup: crate::logging::child_setup(),
     };
-    let bytes = postcard::to_stdvec(&record).map_err(|e| Error::Encode(e.to_string()))?;
+    let bytes = postcard::to_stdvec(&record).map_err(Error::encode)?;
     let listener = who.launcher.listen()?;
     tracing::debug!(address = %listener.address(), "control channel listening");
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());

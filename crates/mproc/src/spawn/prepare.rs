@@ -30,8 +30,8 @@ where
         let (name, short) = target_names::<F>();
         return Err(Error::UnregisteredTarget { name, short });
     };
-    let (encoded, handles) = handles::collect_outgoing(|| postcard::to_stdvec(args));
-    let args = encoded.map_err(|e| Error::Encode(e.to_string()))?;
+    let (encoded, handles) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(args));
+    let args = encoded?;
     Ok(Prepared {
         entry,
         target,

@@ -69,7 +69,7 @@ impl ChildState {
                 Err(LaunchFailure {
                     pid: self.process.pid(),
                     status: String::new(),
-                    why: Error::Bootstrap("the launcher thread panicked".into()).to_string(),
+                    why: Error::bootstrap("the launcher thread panicked").to_string(),
                 })
             });
             *launch = match outcome {

@@ -80,7 +80,7 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
     let n = records.len();
     let mut secret = [0u8; 32];
     crate::fault::random_bytes(&mut secret)
-        .map_err(|e| Error::Bootstrap(format!("no secret for the launch: {e}")))?;
+        .map_err(|e| Error::bootstrap_with("no secret for the launch", e))?;
     let listener = launcher.listen()?;
     let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
     let srun = launcher.spawn(n, TOKEN_ENV, &token)?;
@@ -108,7 +108,7 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
         .iter()
         .map(|r| postcard::to_stdvec(r).map(Some))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Encode(e.to_string()))?;
+        .map_err(Error::encode)?;
     let mut started = Vec::with_capacity(n);
     while started.len() < n {
         let stream = match accept_proven(&listener, &step.srun, &secret, deadline) {
