@@ -13,8 +13,8 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::shm::Mapping;
-use super::{BorrowedHandle, OwnedHandle};
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
+use crate::sys::shm::Mapping;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"mprocSB1");
 const HEADER: usize = 64;

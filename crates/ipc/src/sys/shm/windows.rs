@@ -17,7 +17,7 @@ use windows_sys::Win32::System::Memory::{
     PAGE_READWRITE,
 };
 
-use super::{BorrowedHandle, OwnedHandle};
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
 
 /// A shared, read-write view of a whole section.
 pub struct Mapping {

@@ -19,8 +19,8 @@ use windows_sys::Win32::System::Threading::{
     WaitForSingleObject, INFINITE,
 };
 
-use super::shm::Mapping;
-use super::{BorrowedHandle, OwnedHandle};
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
+use crate::sys::shm::Mapping;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"mprocSB1");
 const HEADER: usize = 64;

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-use super::{BorrowedHandle, OwnedHandle};
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
 
 /// A shared, read-write mapping of a whole memory object.
 pub struct Mapping {
