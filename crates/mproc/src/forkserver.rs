@@ -113,7 +113,8 @@ pub(crate) fn server_entry(input: EntryInput<'_>) -> ChildOutcome {
     };
     ack(Ok(()));
     ChildOutcome {
-        exitcode: sys::forkserver::serve(channel, crate::bootstrap::become_child),
+        exitcode: sys::forkserver::serve(channel, crate::bootstrap::become_child)
+            .unwrap_or(BOOTSTRAP_EXIT_CODE),
         report: Some(Report::Value(Vec::new())),
     }
 }

@@ -46,10 +46,14 @@ mod remote;
 mod spawn;
 mod start_method;
 mod step;
-mod sys;
+/// The OS layer, in `mproc-ipc` (one seam for both crates).
+use mproc_ipc::sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;
 pub use logging::{log_to_stderr, set_child_initializer};
+/// Used by `#[mproc::target]` (see `mproc_ipc`'s `sys/ctor`).
+#[doc(hidden)]
+pub use mproc_ipc::__mproc_early_ctor;
 pub use mproc_ipc::{
     pipe, wait, Address, Client, Connection, Error, JoinableQueue, Listener, PutError, Queue,
     Result, SimpleQueue, Waitable,

@@ -590,6 +590,9 @@ impl Sentinel<'_> {
     }
 }
 
+// `AsFd`/`AsRawFd` on Unix, `AsHandle`/`AsRawHandle` on Windows.
+mproc_ipc::__impl_as_handle!(Sentinel<'_>, |s| s.handle());
+
 impl Waitable for Sentinel<'_> {
     fn wait_source(&self) -> Result<mproc_ipc::sys::BorrowedHandle<'_>> {
         Ok(self.handle())

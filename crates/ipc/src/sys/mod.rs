@@ -23,17 +23,28 @@
 //! - `tests.rs` is the conformance suite: it runs against whichever
 //!   backend it is built for, natively and under Wine.
 
+pub mod control;
+pub mod ctor;
 pub mod dirs;
+pub mod env;
 pub mod exit;
+pub mod forkserver;
 pub mod handles;
 pub mod listener;
+pub mod parent;
 pub mod poll;
+pub mod process;
 pub mod shm;
 pub mod stream;
 pub mod sync;
 
+pub use control::{
+    cleanup_runtime_dir, connect_control, host_name, set_read_timeout, AcceptFailure,
+    ControlListener, ControlStream,
+};
 pub use dirs::{create_private_dir, make_private, remove_dead_private_dir, remove_private_dir};
-pub use exit::at_exit;
+pub use env::{prepare_child, scrub_env, secure_exec};
+pub use exit::{at_exit, exit_now};
 pub use handles::{
     borrow, borrow_raw, check_sendable, duplicate, own_raw, raw_of, recv_handles, send_handles,
     BorrowedHandle, OwnedHandle, Peer, RawHandle,
@@ -42,12 +53,9 @@ pub use listener::{
     bind_local, bind_tcp, connect_local, connect_tcp, remove_local, unique_local_name, Acceptor,
     LOCAL_SCHEME,
 };
+pub use parent::{parent_sentinel_for_child, remote_parent_sentinel, ParentSentinel};
 pub use poll::poll_readable;
+pub use process::{handle_peer, ChildProcess, LaunchDeadline};
 pub use shm::{unlink_named, Mapping};
 pub use stream::{stream_pair, Stream};
 pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};
-
-#[cfg(unix)]
-pub use dirs::owner_is_gone;
-#[cfg(windows)]
-pub use stream::private_pipe_security;

@@ -19,5 +19,5 @@ mod windows;
 use windows as imp;
 
 #[cfg(unix)]
-pub use imp::owner_is_gone;
+pub(in crate::sys) use imp::owner_is_gone;
 pub use imp::{create_private_dir, make_private, remove_dead_private_dir, remove_private_dir};

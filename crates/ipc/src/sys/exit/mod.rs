@@ -6,6 +6,9 @@
 //! thread is still alive, in reverse order of registration; returns
 //! whether it was registered. Unix uses the C library's `atexit`; Windows
 //! hooks `ExitProcess` in this module's import table.
+//!
+//! And `exit_now(code) -> !`: ends this process at once, without exit
+//! handlers.
 
 #[cfg(unix)]
 mod unix;
@@ -17,4 +20,4 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-pub use imp::at_exit;
+pub use imp::{at_exit, exit_now};

@@ -15,3 +15,10 @@ pub fn at_exit(hook: extern "C" fn()) -> bool {
     // it does not unwind.
     unsafe { atexit(hook) == 0 }
 }
+
+/// Ends this process at once, without running exit handlers (the daemon
+/// watchdog, when the parent is gone).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}

@@ -366,7 +366,8 @@ fn instances(h: &OwnedHandle) -> io::Result<u32> {
 }
 
 /// Opens the client end of `name` once (no waiting).
-fn open_client(name: &[u16]) -> io::Result<OwnedHandle> {
+fn open_client(name: &[u16], overlapped: bool) -> io::Result<OwnedHandle> {
+    let mode = if overlapped { FILE_FLAG_OVERLAPPED } else { 0 };
     // SAFETY: a NUL-terminated name; owned below. SECURITY_IDENTIFICATION:
     // the server may learn who we are but never act as us.
     let h = unsafe {
@@ -376,7 +377,7 @@ fn open_client(name: &[u16]) -> io::Result<OwnedHandle> {
             0,
             std::ptr::null(),
             OPEN_EXISTING,
-            FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+            mode | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
             std::ptr::null_mut(),
         )
     };
@@ -413,7 +414,7 @@ fn wait_for_client(h: &OwnedHandle, stop: impl Fn() -> bool) -> io::Result<()> {
 pub(in crate::sys) fn pair() -> io::Result<(PipeEnd, PipeEnd)> {
     let name = pipe_name(&unique_name());
     let server = create_instance(&name, true, 1)?;
-    let client = open_client(&name)?;
+    let client = open_client(&name, true)?;
     wait_for_client(&server, || true)?;
     Ok((PipeEnd::new(server), PipeEnd::new(client)))
 }
@@ -421,11 +422,19 @@ pub(in crate::sys) fn pair() -> io::Result<(PipeEnd, PipeEnd)> {
 /// Connects to the local listener `path`, waiting (up to 20 s, as
 /// CPython) while every instance of it is busy.
 pub(in crate::sys) fn connect(path: &Path) -> io::Result<PipeEnd> {
+    open(path, true).map(PipeEnd::new)
+}
+
+/// Opens the client end of the pipe `path`, for overlapped I/O (a
+/// [`PipeEnd`]) or not (plain synchronous reads and writes, as std's
+/// `File` does them), waiting (up to 20 s) while every instance of it is
+/// busy. The one Win32 named-pipe client of mproc.
+pub(in crate::sys) fn open(path: &Path, overlapped: bool) -> io::Result<OwnedHandle> {
     let name = pipe_name(path);
     let start = Instant::now();
     loop {
-        match open_client(&name) {
-            Ok(h) => return Ok(PipeEnd::new(h)),
+        match open_client(&name, overlapped) {
+            Ok(h) => return Ok(h),
             Err(e) if is(&e, ERROR_PIPE_BUSY) || is(&e, ERROR_SEM_TIMEOUT) => {
                 if start.elapsed() >= BUSY_TIMEOUT {
                     return Err(io::Error::new(
@@ -687,7 +696,7 @@ impl PipeAcceptor {
         drop(pending);
         let mut wakers = Vec::new();
         for _ in 0..waiting.min(64) {
-            match open_client(&self.name) {
+            match open_client(&self.name, true) {
                 Ok(h) => wakers.push(h),
                 Err(_) => break,
             }
