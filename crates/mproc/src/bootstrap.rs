@@ -24,8 +24,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mproc_ipc::sys::{self as ipc_sys, OwnedHandle};
-use mproc_ipc::{auth, frame, handles};
+use mproc_ipc::__private::sys::{self as ipc_sys, OwnedHandle};
+use mproc_ipc::__private::{auth, frame, handles};
 
 use crate::context::{self, ParentLink};
 use crate::launch::{Ack, LaunchRecord, Report, BOOTSTRAP_EXIT_CODE, PROTOCOL, TOKEN_ENV};

@@ -21,7 +21,7 @@
 
 use std::sync::Mutex;
 
-use mproc_ipc::sys as ipc_sys;
+use mproc_ipc::__private::sys as ipc_sys;
 
 use crate::bootstrap::{ChildOutcome, EntryInput};
 use crate::launch::{self, Identity, Prepared, Report, BOOTSTRAP_EXIT_CODE};

@@ -15,8 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use mproc_ipc::sys::{self as ipc_sys, RawHandle};
-use mproc_ipc::{auth, frame, Error, Result};
+use mproc_ipc::__private::sys::{self as ipc_sys, RawHandle};
+use mproc_ipc::__private::{auth, frame};
+use mproc_ipc::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap;

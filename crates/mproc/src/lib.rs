@@ -47,7 +47,7 @@ mod spawn;
 mod start_method;
 mod step;
 /// The OS layer, in `mproc-ipc` (one seam for both crates).
-use mproc_ipc::sys;
+use mproc_ipc::__private::sys;
 
 pub use launch::BOOTSTRAP_EXIT_CODE;
 pub use logging::{log_to_stderr, set_child_initializer};

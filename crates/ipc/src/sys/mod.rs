@@ -46,8 +46,8 @@ pub use dirs::{create_private_dir, make_private, remove_dead_private_dir, remove
 pub use env::{prepare_child, scrub_env, secure_exec};
 pub use exit::{at_exit, exit_now};
 pub use handles::{
-    borrow, borrow_raw, check_sendable, duplicate, own_raw, raw_of, recv_handles, send_handles,
-    BorrowedHandle, OwnedHandle, Peer, RawHandle,
+    borrow, borrow_raw, check_sendable, duplicate, raw_of, recv_handles, send_handles,
+    BorrowedHandle, OwnedHandle, RawHandle,
 };
 pub use listener::{
     bind_local, bind_tcp, connect_local, connect_tcp, remove_local, unique_local_name, Acceptor,

@@ -28,7 +28,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mproc_ipc::{handles, pipe, Connection, Error, Result};
+use mproc_ipc::__private::handles;
+use mproc_ipc::{pipe, Connection, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -581,7 +582,7 @@ fn worker_name(identity: &[u32]) -> String {
 fn remote_connection(control: crate::sys::ControlStream, like: &Connection) -> Result<Connection> {
     let (encoded, _) = handles::collect_outgoing(|| postcard::to_stdvec(like));
     let encoded = encoded.map_err(|e| Error::Encode(e.to_string()))?;
-    let handle = mproc_ipc::sys::OwnedHandle::from(control);
+    let handle = mproc_ipc::__private::sys::OwnedHandle::from(control);
     handles::with_incoming(vec![handle], || postcard::from_bytes(&encoded))
         .map_err(|e| Error::Bootstrap(format!("the remote worker's channel: {e}")))
 }

@@ -6,7 +6,7 @@
 //!   (`OwnedFd`/`BorrowedFd`/`RawFd` on Unix, `OwnedHandle`/
 //!   `BorrowedHandle`/`RawHandle` on Windows).
 //! - `borrow(&impl AsFd/AsHandle)`, `unsafe borrow_raw(raw)`,
-//!   `raw_of(borrowed)`, `unsafe own_raw(raw)`: conversions.
+//!   `raw_of(borrowed)`: conversions.
 //! - `duplicate(borrowed) -> OwnedHandle`: a new, non-inheritable handle
 //!   to the same object (a socket stays a usable socket).
 //! - `Peer`: where handles are sent (`Peer::current()` is this process);
@@ -30,6 +30,6 @@ mod windows;
 use windows as imp;
 
 pub use imp::{
-    borrow, borrow_raw, check_sendable, duplicate, own_raw, raw_of, recv_handles, send_handles,
+    borrow, borrow_raw, check_sendable, duplicate, raw_of, recv_handles, send_handles,
     BorrowedHandle, OwnedHandle, Peer, RawHandle,
 };

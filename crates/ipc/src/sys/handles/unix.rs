@@ -2,7 +2,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -113,14 +113,6 @@ pub fn recv_handles(sock: BorrowedFd<'_>, n: usize) -> io::Result<Vec<OwnedFd>> 
 /// Duplicates a handle (close-on-exec).
 pub fn duplicate(h: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     h.try_clone_to_owned()
-}
-
-/// Takes ownership of a raw handle.
-///
-/// # Safety
-/// `raw` must be an open descriptor owned by nobody else.
-pub unsafe fn own_raw(raw: RawHandle) -> OwnedFd {
-    OwnedFd::from_raw_fd(raw)
 }
 
 /// Borrows any `AsFd`.

@@ -132,14 +132,6 @@ pub fn duplicate(h: BorrowedHandle<'_>) -> io::Result<OwnedHandle> {
     h.try_clone_to_owned()
 }
 
-/// Takes ownership of a raw handle.
-///
-/// # Safety
-/// `raw` must be an open handle owned by nobody else.
-pub unsafe fn own_raw(raw: RawHandle) -> OwnedHandle {
-    OwnedHandle::from_raw_handle(raw)
-}
-
 /// Borrows any `AsHandle`.
 pub fn borrow<T: AsHandle>(t: &T) -> BorrowedHandle<'_> {
     t.as_handle()

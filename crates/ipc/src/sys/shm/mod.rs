@@ -3,7 +3,7 @@
 //! Each backend provides `Mapping` — `anonymous(len)`,
 //! `from_handle(owned)` (a mapping another process passed),
 //! `create_named(name, len)`, `open_named(name)`, `ptr()`, `len()`,
-//! `is_empty()`, `handle()`; unmapped and closed on drop — and
+//! `handle()`; unmapped and closed on drop — and
 //! `unlink_named(name)` (POSIX `shm_unlink`; nothing on Windows, where a
 //! section lives while a handle is open).
 

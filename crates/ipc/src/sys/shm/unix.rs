@@ -131,11 +131,6 @@ impl Mapping {
         self.len
     }
 
-    /// Never: a mapping has at least one byte.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The handle that carries the mapping to another process.
     pub fn handle(&self) -> BorrowedHandle<'_> {
         self.fd.as_fd()

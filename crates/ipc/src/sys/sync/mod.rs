@@ -2,7 +2,7 @@
 //! data that several processes map.
 //!
 //! Each backend provides `SyncBlock` (`create(mutexes, data_len)`,
-//! `from_handles(..)`, `handles()`, `data()`, `data_len()`,
+//! `from_handles(..)`, `handles()`, `data()`,
 //! `lock(i, deadline)`, `try_lock(i)`, `unlock(i)`, `bell()`,
 //! `wait(seen, deadline)`, `ring()`), `Acquired` (whether a lock was
 //! taken over from a process that died holding it), `thread_identity()`
