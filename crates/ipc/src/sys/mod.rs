@@ -38,6 +38,9 @@ pub mod shm;
 pub mod stream;
 pub mod sync;
 
+#[cfg(test)]
+mod tests;
+
 pub use control::{
     cleanup_runtime_dir, connect_control, host_name, set_read_timeout, AcceptFailure,
     ControlListener, ControlStream,

@@ -243,9 +243,10 @@ mod stream_tests {
     use std::path::PathBuf;
     use std::sync::Arc;
 
+    use crate::sys::handles::Peer;
     use crate::sys::{
         bind_local, bind_tcp, connect_local, connect_tcp, poll_readable, send_handles,
-        unique_local_name, Peer,
+        unique_local_name,
     };
 
     fn frame(s: &Stream, payload: &[u8]) {
