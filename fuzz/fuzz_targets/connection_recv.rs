@@ -19,7 +19,8 @@ use std::time::Duration;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use mproc_fuzz::{expected_recv_error, largest_allocation};
-use mproc_ipc::{frame, pipe, tag, Address, Connection, Error, Listener};
+use mproc_ipc::__private::{frame, tag};
+use mproc_ipc::{pipe, Address, Connection, Error, Listener};
 
 #[derive(Arbitrary, Debug)]
 enum Item {

@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mproc_fuzz::{largest_allocation, IoShape, Mem};
-use mproc_ipc::frame::{self, DEFAULT_MAX_MESSAGE};
+use mproc_ipc::__private::frame::{self, DEFAULT_MAX_MESSAGE};
 use mproc_ipc::Error;
 
 /// The maxima a receiver may pass: tiny, the handshake's, a typical

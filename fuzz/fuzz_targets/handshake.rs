@@ -15,7 +15,8 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use mproc_fuzz::{largest_allocation, untracked, IoShape, Mem};
-use mproc_ipc::{auth, frame, Error};
+use mproc_ipc::__private::{auth, frame};
+use mproc_ipc::Error;
 use std::io::{self, Read, Write};
 
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq)]

@@ -18,7 +18,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use mproc_ipc::{tag, Error};
+use mproc_ipc::__private::tag;
+use mproc_ipc::Error;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

@@ -188,7 +188,12 @@ impl Connection {
     pub(crate) fn stream(&self) -> &Stream {
         &self.stream
     }
+}
 
+// `AsFd`/`AsRawFd` on Unix, `AsHandle`/`AsRawHandle` on Windows.
+crate::__impl_as_handle!(Connection, |c| c.stream().handle());
+
+impl Connection {
     fn bits(&self) -> u8 {
         self.state.load(Ordering::Acquire)
     }

@@ -42,7 +42,7 @@ const READ_CHUNK: usize = 1 << 20;
 ///
 /// ```
 /// let mut out = Vec::new();
-/// mproc_ipc::frame::encode_header(5, &mut out);
+/// mproc_ipc::__private::frame::encode_header(5, &mut out);
 /// assert_eq!(out, [0, 0, 0, 5]);
 /// ```
 pub fn encode_header(len: usize, out: &mut Vec<u8>) {
@@ -62,7 +62,7 @@ pub fn encode_header(len: usize, out: &mut Vec<u8>) {
 ///
 /// ```
 /// let mut wire = Vec::new();
-/// mproc_ipc::frame::write_frame(&mut wire, b"hello").unwrap();
+/// mproc_ipc::__private::frame::write_frame(&mut wire, b"hello").unwrap();
 /// assert_eq!(wire, b"\x00\x00\x00\x05hello");
 /// ```
 pub fn write_frame<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
@@ -204,7 +204,7 @@ fn read_payload_into<R: Read + ?Sized>(r: &mut R, len: usize, buf: &mut Vec<u8>)
 /// `EOFError`).
 ///
 /// ```
-/// use mproc_ipc::frame::{read_frame, DEFAULT_MAX_MESSAGE};
+/// use mproc_ipc::__private::frame::{read_frame, DEFAULT_MAX_MESSAGE};
 /// let mut wire: &[u8] = b"\x00\x00\x00\x05hello";
 /// assert_eq!(read_frame(&mut wire, DEFAULT_MAX_MESSAGE).unwrap(), b"hello");
 /// assert!(matches!(read_frame(&mut wire, DEFAULT_MAX_MESSAGE), Err(mproc_ipc::Error::Eof)));

@@ -6,17 +6,17 @@
 
 #![warn(missing_docs)]
 
-pub mod auth;
+mod auth;
 mod connection;
 mod depth;
 mod error;
-pub mod frame;
-pub mod handles;
+mod frame;
+mod handles;
 mod listener;
 mod queue;
 mod sync;
-pub mod sys;
-pub mod tag;
+mod sys;
+mod tag;
 mod wait;
 
 pub use connection::{pipe, Connection};
@@ -36,3 +36,54 @@ pub use sync::{
     RLock, Semaphore, SharedMemory, Value, ValueGuard,
 };
 pub use wait::{wait, Waitable};
+
+/// What `mproc`, the test suites and the fuzz targets use of this crate's
+/// internals: not part of its API, no semver promise; may change in any
+/// release. Every item is listed by name.
+#[doc(hidden)]
+pub mod __private {
+    /// CPython's authkey handshake (`multiprocessing.connection`'s).
+    pub mod auth {
+        pub use crate::auth::{
+            answer_challenge, client_handshake, deliver_challenge, server_handshake,
+        };
+    }
+
+    /// CPython's frames: a 4-byte big-endian length (or -1 and 8 bytes),
+    /// then the payload.
+    pub mod frame {
+        pub use crate::frame::{
+            encode_header, read_frame, read_header, read_payload, write_frame, write_frame_parts,
+            DEFAULT_MAX_MESSAGE,
+        };
+    }
+
+    /// Handles carried inside messages.
+    pub mod handles {
+        pub use crate::handles::{collect_outgoing, encode_for_remote, with_incoming};
+    }
+
+    /// The OS layer (`sys/`): one folder per feature.
+    pub mod sys {
+        pub use crate::sys::forkserver;
+        pub use crate::sys::{
+            at_exit, borrow, borrow_raw, check_sendable, cleanup_runtime_dir, connect_control,
+            duplicate, exit_now, handle_peer, host_name, parent_sentinel_for_child, prepare_child,
+            raw_of, recv_handles, remote_parent_sentinel, scrub_env, secure_exec, send_handles,
+            set_read_timeout, AcceptFailure, BorrowedHandle, ChildProcess, ControlListener,
+            ControlStream, LaunchDeadline, OwnedHandle, ParentSentinel, RawHandle, Stream,
+        };
+    }
+
+    /// Typed messages: the tag before a typed payload.
+    pub mod tag {
+        pub use crate::tag::{
+            body, decode, encode, encode_tag, fingerprint_of, is_typed, normalise_type_name,
+            sender_type_name, MAGIC,
+        };
+    }
+
+    /// `AsFd`/`AsRawFd` (Unix) or `AsHandle`/`AsRawHandle` (Windows) for a
+    /// type above the seam.
+    pub use crate::__impl_as_handle as impl_as_handle;
+}

@@ -63,8 +63,8 @@ const MAX_DEPTH: usize = 64;
 ///
 /// ```
 /// let mut payload = Vec::new();
-/// mproc_ipc::tag::encode("hi", &mut payload).unwrap();
-/// let s: String = mproc_ipc::tag::decode(&payload).unwrap();
+/// mproc_ipc::__private::tag::encode("hi", &mut payload).unwrap();
+/// let s: String = mproc_ipc::__private::tag::decode(&payload).unwrap();
 /// assert_eq!(s, "hi");
 /// ```
 pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
@@ -112,8 +112,8 @@ pub fn encode_tag<T: ?Sized>(out: &mut Vec<u8>) {
 ///
 /// ```
 /// let mut payload = Vec::new();
-/// mproc_ipc::tag::encode(&7u32, &mut payload).unwrap();
-/// let err = mproc_ipc::tag::decode::<String>(&payload).unwrap_err();
+/// mproc_ipc::__private::tag::encode(&7u32, &mut payload).unwrap();
+/// let err = mproc_ipc::__private::tag::decode::<String>(&payload).unwrap_err();
 /// assert_eq!(err.to_string(), "type mismatch: expected alloc::string::String, received u32");
 /// ```
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
@@ -227,7 +227,7 @@ fn parse(payload: &[u8]) -> Option<Tag<'_>> {
 /// `normalise_type_name(type_name::<T>())`.
 ///
 /// ```
-/// use mproc_ipc::tag::fingerprint_of;
+/// use mproc_ipc::__private::tag::fingerprint_of;
 /// assert_eq!(fingerprint_of::<&str>(), fingerprint_of::<String>());
 /// assert_eq!(fingerprint_of::<&[&str]>(), fingerprint_of::<Vec<String>>());
 /// assert_ne!(fingerprint_of::<u32>(), fingerprint_of::<String>());
@@ -312,7 +312,7 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 /// back as some string.
 ///
 /// ```
-/// use mproc_ipc::tag::normalise_type_name;
+/// use mproc_ipc::__private::tag::normalise_type_name;
 /// assert_eq!(normalise_type_name("&[&str]"), "alloc::vec::Vec<alloc::string::String>");
 /// assert_eq!(normalise_type_name("alloc::boxed::Box<[u8]>"), "alloc::vec::Vec<u8>");
 /// assert_eq!(normalise_type_name("[u8; 4]"), "[u8; 4]");

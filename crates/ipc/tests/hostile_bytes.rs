@@ -4,8 +4,9 @@
 //! and a `Connection` fed arbitrary records give errors, never a panic, a
 //! hang, or an allocation sized by a header rather than by what arrived.
 
-use mproc_ipc::frame::{self, DEFAULT_MAX_MESSAGE};
-use mproc_ipc::{tag, Error};
+use mproc_ipc::__private::frame::{self, DEFAULT_MAX_MESSAGE};
+use mproc_ipc::__private::tag;
+use mproc_ipc::Error;
 use proptest::prelude::*;
 
 mod support;
@@ -112,7 +113,7 @@ proptest! {
         wire.extend_from_slice(&body);
         let mut peer = Peer(&wire, Vec::new());
         let (result, largest) =
-            largest_allocation(|| mproc_ipc::auth::answer_challenge(&mut peer, b"key"));
+            largest_allocation(|| mproc_ipc::__private::auth::answer_challenge(&mut peer, b"key"));
         prop_assert!(matches!(result, Err(Error::Authentication(_))), "{:?}", result);
         prop_assert!(peer.1.is_empty(), "nothing is answered");
         prop_assert!(largest < 1024, "allocated {}", largest);
@@ -175,7 +176,7 @@ proptest! {
 /// the `Connection` with its read-ahead).
 mod connection {
     use super::*;
-    use mproc_ipc::sys;
+    use mproc_ipc::__private::sys;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]

@@ -5,7 +5,8 @@
 //! never UB"). The records go through the same handle table a launch uses
 //! (`handles::collect_outgoing` / `with_incoming`), in one process.
 
-use mproc_ipc::{handles, sys, Array, Event, Lock, RLock, SharedMemory, Value};
+use mproc_ipc::__private::{handles, sys};
+use mproc_ipc::{Array, Event, Lock, RLock, SharedMemory, Value};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

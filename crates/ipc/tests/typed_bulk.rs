@@ -14,7 +14,8 @@
 
 use std::thread;
 
-use mproc_ipc::{pipe, sys, tag, Connection, Error};
+use mproc_ipc::__private::{sys, tag};
+use mproc_ipc::{pipe, Connection, Error};
 use proptest::prelude::*;
 use serde_bytes::{ByteBuf, Bytes};
 
@@ -24,7 +25,7 @@ use support::{expected_recv_error, largest_allocation};
 /// A frame's header, as `send_bytes` would write it, prepended to `payload`.
 fn framed(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    mproc_ipc::frame::write_frame(&mut out, payload).unwrap();
+    mproc_ipc::__private::frame::write_frame(&mut out, payload).unwrap();
     out
 }
 

@@ -14,8 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use mproc_ipc::auth::{client_handshake, server_handshake};
-use mproc_ipc::frame::{read_frame, write_frame, DEFAULT_MAX_MESSAGE};
+use mproc_ipc::__private::auth::{client_handshake, server_handshake};
+use mproc_ipc::__private::frame::{read_frame, write_frame, DEFAULT_MAX_MESSAGE};
 use mproc_ipc::Error;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire_peer.py");
@@ -296,8 +296,8 @@ print("OK", n, file=sys.stderr)
 /// and `ours_r` are the Rust ends. Checks every message both ways.
 fn exchange_with_python(
     mut py: Command,
-    to_python: mproc_ipc::sys::OwnedHandle,
-    from_python: Option<mproc_ipc::sys::OwnedHandle>,
+    to_python: mproc_ipc::__private::sys::OwnedHandle,
+    from_python: Option<mproc_ipc::__private::sys::OwnedHandle>,
     ours_w: &mproc_ipc::Connection,
     ours_r: &mproc_ipc::Connection,
 ) {
@@ -364,7 +364,8 @@ fn python_reads_and_writes_an_inherited_duplex_pipe_end() {
         return;
     };
     let (ours, theirs) = mproc_ipc::pipe(true).unwrap();
-    let fd = mproc_ipc::sys::duplicate(mproc_ipc::sys::borrow(&theirs)).unwrap();
+    let fd =
+        mproc_ipc::__private::sys::duplicate(mproc_ipc::__private::sys::borrow(&theirs)).unwrap();
     drop(theirs);
     exchange_with_python(py, fd, None, &ours, &ours);
 }
@@ -381,8 +382,12 @@ fn python_reads_and_writes_inherited_one_way_pipe_ends() {
     };
     let (py_reader, ours_w) = mproc_ipc::pipe(false).unwrap();
     let (ours_r, py_writer) = mproc_ipc::pipe(false).unwrap();
-    let to_python = mproc_ipc::sys::duplicate(mproc_ipc::sys::borrow(&py_reader)).unwrap();
-    let from_python = mproc_ipc::sys::duplicate(mproc_ipc::sys::borrow(&py_writer)).unwrap();
+    let to_python =
+        mproc_ipc::__private::sys::duplicate(mproc_ipc::__private::sys::borrow(&py_reader))
+            .unwrap();
+    let from_python =
+        mproc_ipc::__private::sys::duplicate(mproc_ipc::__private::sys::borrow(&py_writer))
+            .unwrap();
     drop((py_reader, py_writer));
     exchange_with_python(py, to_python, Some(from_python), &ours_w, &ours_r);
 }

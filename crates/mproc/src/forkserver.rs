@@ -21,7 +21,7 @@
 
 use std::sync::Mutex;
 
-use mproc_ipc::sys as ipc_sys;
+use mproc_ipc::__private::sys as ipc_sys;
 
 use crate::spawn::child::become_child;
 use crate::spawn::entry::{ChildOutcome, EntryInput};
@@ -118,7 +118,7 @@ pub(crate) fn server_entry(input: EntryInput<'_>) -> ChildOutcome {
     };
     ack(Ok(()));
     ChildOutcome {
-        exitcode: sys::forkserver::serve(channel, become_child),
+        exitcode: sys::forkserver::serve(channel, become_child).unwrap_or(BOOTSTRAP_EXIT_CODE),
         report: Some(Report::Value(Vec::new())),
     }
 }

@@ -5,7 +5,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mproc_ipc::{frame, Error, Result};
+use mproc_ipc::__private::frame;
+use mproc_ipc::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -58,7 +59,7 @@ where
     let (identity, name) = me.next_child();
     let prepared = if launcher.is_remote() {
         // A queue in the arguments is then served over TCP.
-        mproc_ipc::handles::encode_for_remote(&crate::remote::advertised_host(), || {
+        mproc_ipc::__private::handles::encode_for_remote(&crate::remote::advertised_host(), || {
             prepare::<F, A>(&args, "spawn_entry")
         })
     } else {

@@ -43,10 +43,14 @@ mod registry;
 mod remote;
 mod spawn;
 mod start_method;
-mod sys;
+/// The OS layer, in `mproc-ipc` (one seam for both crates).
+use mproc_ipc::__private::sys;
 
 pub use join_handle::{spawn, JoinHandle};
 pub use logging::{log_to_stderr, set_child_initializer};
+/// Used by `#[mproc::target]` (see `mproc_ipc`'s `sys/ctor`).
+#[doc(hidden)]
+pub use mproc_ipc::__mproc_early_ctor;
 pub use mproc_ipc::{
     pipe, wait, Address, BootstrapError, Client, Connection, DecodeError, EncodeError, Error,
     JoinableQueue, Listener, PutError, Queue, Result, SimpleQueue, Waitable,

@@ -17,7 +17,8 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use mproc_ipc::{handles, Error, Result};
+use mproc_ipc::__private::handles;
+use mproc_ipc::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};

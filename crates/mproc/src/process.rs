@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mproc_ipc::{handles, Error, Result, Waitable};
+use mproc_ipc::__private::handles;
+use mproc_ipc::{Error, Result, Waitable};
 
 use crate::context;
 use crate::registry::{Args, ProcessOutput, Target};
@@ -387,13 +388,16 @@ pub struct Sentinel<'a> {
 }
 
 impl Sentinel<'_> {
-    pub(crate) fn handle(&self) -> mproc_ipc::sys::BorrowedHandle<'_> {
+    pub(crate) fn handle(&self) -> mproc_ipc::__private::sys::BorrowedHandle<'_> {
         self.child.process.sentinel()
     }
 }
 
+// `AsFd`/`AsRawFd` on Unix, `AsHandle`/`AsRawHandle` on Windows.
+mproc_ipc::__private::impl_as_handle!(Sentinel<'_>, |s| s.handle());
+
 impl Waitable for Sentinel<'_> {
-    fn wait_source(&self) -> Result<mproc_ipc::sys::BorrowedHandle<'_>> {
+    fn wait_source(&self) -> Result<mproc_ipc::__private::sys::BorrowedHandle<'_>> {
         Ok(self.handle())
     }
 }

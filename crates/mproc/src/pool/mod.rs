@@ -28,9 +28,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mproc_ipc::{
-    decode_from_slice as from_slice, handles, pipe, Connection, EncodeError, Error, Result,
-};
+use mproc_ipc::__private::handles;
+use mproc_ipc::{decode_from_slice as from_slice, pipe, Connection, EncodeError, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -583,7 +582,7 @@ fn worker_name(identity: &[u32]) -> String {
 fn remote_connection(control: crate::sys::ControlStream, like: &Connection) -> Result<Connection> {
     let (encoded, _) = handles::collect_outgoing(|| mproc_ipc::encode_to_vec(like));
     let encoded = encoded?;
-    let handle = mproc_ipc::sys::OwnedHandle::from(control);
+    let handle = mproc_ipc::__private::sys::OwnedHandle::from(control);
     handles::with_incoming(vec![handle], || postcard::from_bytes(&encoded))
         .map_err(|e| Error::bootstrap_with("the remote worker's channel", e))
 }

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use mproc_ipc::{handles, pipe, Error, Result};
+use mproc_ipc::__private::handles;
+use mproc_ipc::{pipe, Error, Result};
 
 use super::{worker, Shared, Worker};
 use crate::context;

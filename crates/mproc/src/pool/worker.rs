@@ -17,7 +17,8 @@
 
 use std::panic::{self, AssertUnwindSafe};
 
-use mproc_ipc::{handles, Connection};
+use mproc_ipc::__private::handles;
+use mproc_ipc::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::{self, conjure, Args, ProcessOutput, Target};

@@ -24,8 +24,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mproc_ipc::sys as ipc_sys;
-use mproc_ipc::{auth, frame, handles};
+use mproc_ipc::__private::sys as ipc_sys;
+use mproc_ipc::__private::{auth, frame, handles};
 
 use super::entry::{build_mark, ChildOutcome, EntryInput};
 use super::exit;

@@ -5,7 +5,7 @@
 //! parent's very executable. The parent computes offsets (`parent.rs`,
 //! a pool), the child and the registry turn them back into fns.
 
-use mproc_ipc::sys::OwnedHandle;
+use mproc_ipc::__private::sys::OwnedHandle;
 
 use super::record::{Ack, Report};
 

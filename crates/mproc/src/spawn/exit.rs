@@ -66,5 +66,7 @@ static HOOK: std::sync::Once = std::sync::Once::new();
 /// `#[test]`) still joins its non-daemonic children at exit instead of
 /// leaving them to die mid-launch.
 pub(crate) fn install_exit_hook() {
-    HOOK.call_once(|| sys::at_exit(exit_hook));
+    HOOK.call_once(|| {
+        sys::at_exit(exit_hook);
+    });
 }

@@ -19,8 +19,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mproc_ipc::sys as ipc_sys;
-use mproc_ipc::{auth, frame, Error, Result};
+use mproc_ipc::__private::sys as ipc_sys;
+use mproc_ipc::__private::{auth, frame};
+use mproc_ipc::{Error, Result};
 
 use super::entry::{build_mark, offset_of};
 use super::exit;

@@ -3,8 +3,9 @@
 //! arguments, collecting the OS handles they carry: a [`Prepared`]
 //! launch.
 
-use mproc_ipc::sys::RawHandle;
-use mproc_ipc::{handles, Error, Result};
+use mproc_ipc::__private::handles;
+use mproc_ipc::__private::sys::RawHandle;
+use mproc_ipc::{Error, Result};
 
 use super::entry::EntryFn;
 use crate::registry::{registered_entry, registered_name, target_names, Args, Target};

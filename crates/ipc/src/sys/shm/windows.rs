@@ -17,7 +17,7 @@ use windows_sys::Win32::System::Memory::{
     PAGE_READWRITE,
 };
 
-use super::{BorrowedHandle, OwnedHandle};
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
 
 /// A shared, read-write view of a whole section.
 pub struct Mapping {
@@ -160,11 +160,6 @@ impl Mapping {
     /// Its length in bytes (a received section's: rounded up to pages).
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Never: a mapping has at least one byte.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The handle that carries the mapping to another process.

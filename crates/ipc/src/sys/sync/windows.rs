@@ -19,8 +19,8 @@ use windows_sys::Win32::System::Threading::{
     WaitForSingleObject, INFINITE,
 };
 
-use super::shm::Mapping;
-use super::{BorrowedHandle, OwnedHandle};
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
+use crate::sys::shm::Mapping;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"mprocSB1");
 const HEADER: usize = 64;
@@ -44,7 +44,6 @@ pub struct SyncBlock {
     map: Mapping,
     mutexes: Vec<OwnedHandle>,
     sem: OwnedHandle,
-    data_len: usize,
 }
 
 fn owned(h: windows_sys::Win32::Foundation::HANDLE) -> io::Result<OwnedHandle> {
@@ -88,7 +87,6 @@ impl SyncBlock {
             map,
             mutexes: ms,
             sem,
-            data_len,
         };
         b.header_word(0).store(MAGIC, Ordering::Release);
         b.header_word(1).store(
@@ -125,7 +123,6 @@ impl SyncBlock {
             map,
             mutexes: it.collect(),
             sem,
-            data_len,
         };
         if b.header_word(0).load(Ordering::Acquire) != MAGIC
             || b.header_word(1).load(Ordering::Acquire)
@@ -158,11 +155,6 @@ impl SyncBlock {
     pub fn data(&self) -> *mut u8 {
         // SAFETY: the data area follows the header inside the view.
         unsafe { self.map.ptr().add(HEADER) }
-    }
-
-    /// The data's length.
-    pub fn data_len(&self) -> usize {
-        self.data_len
     }
 
     fn wait_mutex(&self, i: usize, ms: u32) -> io::Result<Acquired> {

@@ -1,4 +1,4 @@
-//! Unix: the forkserver's two sides (see `crate::forkserver` and
+//! Unix: the forkserver's two sides (see mproc's `forkserver.rs` and
 //! docs/architecture.md, "The forkserver").
 //!
 //! Parent → server, one request per child: a frame with the entry token,
@@ -12,21 +12,50 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use mproc_ipc::frame;
-use mproc_ipc::sys::{self as ipc_sys, poll_readable};
+use std::io::Read;
+
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
-use super::ChildProcess;
+use crate::sys::handles;
+use crate::sys::poll::poll_readable;
+use crate::sys::process::{imp::Child, ChildProcess};
+
+/// Writes one message on the request channel: a 4-byte big-endian length
+/// (CPython's frame header for short frames), then `payload`.
+fn write_msg(mut s: &UnixStream, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too long"))?;
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(payload);
+    s.write_all(&buf)
+}
+
+/// Reads one message written by [`write_msg`], of at most `max` bytes.
+fn read_msg(mut s: &UnixStream, max: usize) -> io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header)?;
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a {len}-byte message (at most {max})"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload)?;
+    Ok(payload)
+}
 
 /// Whether this platform has the forkserver start method.
-pub(crate) const SUPPORTED: bool = true;
+pub const SUPPORTED: bool = true;
 
 /// The parent's end of the server's request channel.
-pub(crate) type Channel = UnixStream;
+pub type Channel = UnixStream;
 
 /// The parent's end of the request channel, and the server's end (given
 /// to the server at its launch, then closed here).
-pub(crate) fn channel() -> io::Result<(Channel, OwnedFd)> {
+pub fn channel() -> io::Result<(Channel, OwnedFd)> {
     let (a, b) = UnixStream::pair()?;
     // A server that stops answering fails the start instead of hanging it.
     a.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
@@ -37,15 +66,12 @@ pub(crate) fn channel() -> io::Result<(Channel, OwnedFd)> {
 /// becomes the process the entry token names. The outer error is a
 /// broken channel (the server is not to be used again), the inner one a
 /// fork the server could not make.
-pub(crate) fn request(
-    server: &mut UnixStream,
-    token: &str,
-) -> io::Result<io::Result<ChildProcess>> {
+pub fn request(server: &mut UnixStream, token: &str) -> io::Result<io::Result<ChildProcess>> {
     let (status_r, status_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    frame::write_frame(server, token.as_bytes())?;
-    ipc_sys::send_handles(server.as_fd(), &[status_w.as_fd()], ipc_sys::Peer)?;
+    write_msg(server, token.as_bytes())?;
+    handles::send_handles(server.as_fd(), &[status_w.as_fd()], handles::Peer)?;
     drop(status_w);
-    let reply = frame::read_frame(server, 1 << 16)
+    let reply = read_msg(server, 1 << 16)
         .map_err(|e| io::Error::other(format!("no answer from the forkserver: {e}")))?;
     match reply.split_first() {
         Some((0, pid)) => {
@@ -53,10 +79,12 @@ pub(crate) fn request(
                 pid.try_into()
                     .map_err(|_| io::Error::other("malformed forkserver answer"))?,
             );
-            let pidfd = ipc_sys::recv_handles(server.as_fd(), 1)?
+            let pidfd = handles::recv_handles(server.as_fd(), 1)?
                 .pop()
                 .ok_or_else(|| io::Error::other("the forkserver sent no pidfd"))?;
-            Ok(Ok(ChildProcess::forked(pid, pidfd, status_r)))
+            Ok(Ok(ChildProcess::from_os(Child::forked(
+                pid, pidfd, status_r,
+            ))))
         }
         Some((_, reason)) => Ok(Err(io::Error::other(format!(
             "the forkserver cannot fork: {}",
@@ -79,8 +107,8 @@ struct Forked {
 /// end is the only one (close-on-exec, never inherited).
 ///
 /// `become_child(token)` is run in each forked child and never returns.
-pub(crate) fn serve(channel: OwnedFd, become_child: fn(&str) -> !) -> i32 {
-    let mut sock = UnixStream::from(channel);
+pub fn serve(channel: OwnedFd, become_child: fn(&str) -> !) -> io::Result<i32> {
+    let sock = UnixStream::from(channel);
     let mut children: Vec<Forked> = Vec::new();
     loop {
         let ready = {
@@ -89,7 +117,7 @@ pub(crate) fn serve(channel: OwnedFd, become_child: fn(&str) -> !) -> i32 {
             match poll_readable(&fds, None) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return 1,
+                Err(_) => return Ok(1),
             }
         };
         // Children first: their status pipes are closed before the
@@ -103,33 +131,33 @@ pub(crate) fn serve(channel: OwnedFd, become_child: fn(&str) -> !) -> i32 {
             let _ = status.write_all(&code.to_le_bytes());
         }
         if ready.contains(&0) {
-            let token = match frame::read_frame(&mut sock, 1 << 16) {
+            let token = match read_msg(&sock, 1 << 16) {
                 Ok(t) => t,
                 // The parent is gone (or spoke nonsense): the server ends.
-                Err(_) => return 0,
+                Err(_) => return Ok(0),
             };
-            let Ok(status) = ipc_sys::recv_handles(sock.as_fd(), 1).map(|mut v| v.pop()) else {
-                return 0;
+            let Ok(status) = handles::recv_handles(sock.as_fd(), 1).map(|mut v| v.pop()) else {
+                return Ok(0);
             };
-            let Some(status) = status else { return 0 };
+            let Some(status) = status else { return Ok(0) };
             let token = String::from_utf8_lossy(&token).into_owned();
             match fork_child(&token, become_child) {
                 Ok((pid, pidfd)) => {
                     let mut answer = vec![0u8];
                     answer.extend_from_slice(&(pid as u32).to_le_bytes());
-                    if frame::write_frame(&mut sock, &answer).is_err()
-                        || ipc_sys::send_handles(sock.as_fd(), &[pidfd.as_fd()], ipc_sys::Peer)
+                    if write_msg(&sock, &answer).is_err()
+                        || handles::send_handles(sock.as_fd(), &[pidfd.as_fd()], handles::Peer)
                             .is_err()
                     {
-                        return 0;
+                        return Ok(0);
                     }
                     children.push(Forked { pid, pidfd, status });
                 }
                 Err(e) => {
                     let mut answer = vec![1u8];
                     answer.extend_from_slice(e.to_string().as_bytes());
-                    if frame::write_frame(&mut sock, &answer).is_err() {
-                        return 0;
+                    if write_msg(&sock, &answer).is_err() {
+                        return Ok(0);
                     }
                 }
             }
@@ -204,7 +232,7 @@ fn reap(pid: i32) -> i32 {
 }
 
 /// Reads the exit code the server wrote to a child's status pipe.
-pub(super) fn read_status(pipe: &OwnedFd) -> io::Result<i32> {
+pub(in crate::sys) fn read_status(pipe: &OwnedFd) -> io::Result<i32> {
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {

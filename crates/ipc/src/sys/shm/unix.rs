@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-use super::{BorrowedHandle, OwnedHandle};
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
 
 /// A shared, read-write mapping of a whole memory object.
 pub struct Mapping {
@@ -129,11 +129,6 @@ impl Mapping {
     /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Never: a mapping has at least one byte.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The handle that carries the mapping to another process.

@@ -31,7 +31,7 @@ fn ensure_winsock() {
 }
 
 /// Whether `raw` is a socket.
-pub(super) fn is_socket(raw: RawSocket) -> bool {
+pub(in crate::sys) fn is_socket(raw: RawSocket) -> bool {
     ensure_winsock();
     let mut kind = 0i32;
     let mut len = std::mem::size_of::<i32>() as i32;
@@ -61,7 +61,10 @@ fn millis(left: Option<Duration>) -> i32 {
 
 /// Waits until one of `sockets` has data, end of file or an error;
 /// returns the indices of the ready ones, empty on timeout.
-pub(super) fn poll(sockets: &[RawSocket], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+pub(in crate::sys) fn poll(
+    sockets: &[RawSocket],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let mut fds: Vec<WSAPOLLFD> = sockets
@@ -99,18 +102,18 @@ pub(super) fn poll(sockets: &[RawSocket], timeout: Option<Duration>) -> io::Resu
 
 /// One end of a TCP connection (Nagle off).
 #[derive(Debug)]
-pub(super) struct TcpEnd {
+pub(in crate::sys) struct TcpEnd {
     sock: TcpStream,
 }
 
 impl TcpEnd {
-    pub(super) fn new(sock: TcpStream) -> TcpEnd {
+    pub(in crate::sys) fn new(sock: TcpStream) -> TcpEnd {
         // Every frame goes out at once.
         let _ = sock.set_nodelay(true);
         TcpEnd { sock }
     }
 
-    pub(super) fn raw(&self) -> RawSocket {
+    pub(in crate::sys) fn raw(&self) -> RawSocket {
         self.sock.as_raw_socket()
     }
 
@@ -119,7 +122,7 @@ impl TcpEnd {
     ///
     /// # Safety
     /// `buf` must be valid for writes of `len` bytes.
-    pub(super) unsafe fn read_raw(&self, buf: *mut u8, len: usize) -> io::Result<usize> {
+    pub(in crate::sys) unsafe fn read_raw(&self, buf: *mut u8, len: usize) -> io::Result<usize> {
         if len == 0 {
             return Ok(0);
         }
@@ -141,7 +144,7 @@ impl TcpEnd {
 
     /// Writes the concatenation of `parts` completely, gathered into as
     /// few sends as the OS allows. A closed or reset peer is `BrokenPipe`.
-    pub(super) fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+    pub(in crate::sys) fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
         let mut index = 0; // first part not completely written
         let mut offset = 0; // bytes of `parts[index]` already written
         while index < parts.len() {
@@ -169,18 +172,18 @@ impl TcpEnd {
                 }
                 Err(e) => return Err(e),
             };
-            crate::sys::advance_parts(parts, &mut index, &mut offset, written);
+            crate::sys::stream::advance_parts(parts, &mut index, &mut offset, written);
         }
         Ok(())
     }
 
-    pub(super) fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+    pub(in crate::sys) fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
         Ok(!poll(&[self.raw()], timeout)?.is_empty())
     }
 
     /// Ends the connection both ways while keeping the socket (and its
     /// handle value) until drop: the peer sees end of file.
-    pub(super) fn close(&self) -> io::Result<()> {
+    pub(in crate::sys) fn close(&self) -> io::Result<()> {
         match self.sock.shutdown(std::net::Shutdown::Both) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
             _ => Ok(()),
@@ -197,14 +200,14 @@ struct AcceptState {
 
 /// A listening TCP socket.
 #[derive(Debug)]
-pub(super) struct TcpAcceptor {
+pub(in crate::sys) struct TcpAcceptor {
     state: Mutex<AcceptState>,
     local: SocketAddr,
     closed: std::sync::atomic::AtomicBool,
 }
 
 impl TcpAcceptor {
-    pub(super) fn bind(addr: SocketAddr) -> io::Result<(TcpAcceptor, SocketAddr)> {
+    pub(in crate::sys) fn bind(addr: SocketAddr) -> io::Result<(TcpAcceptor, SocketAddr)> {
         let l = TcpListener::bind(addr)?;
         let local = l.local_addr()?;
         let acceptor = TcpAcceptor {
@@ -218,7 +221,7 @@ impl TcpAcceptor {
         Ok((acceptor, local))
     }
 
-    pub(super) fn accept(&self) -> io::Result<TcpEnd> {
+    pub(in crate::sys) fn accept(&self) -> io::Result<TcpEnd> {
         let listener = {
             let mut state = lock(&self.state);
             let l = state.listener.clone().ok_or_else(closed)?;
@@ -250,7 +253,7 @@ impl TcpAcceptor {
     /// Stops listening; each `accept` blocked in another thread is woken
     /// by a connection of our own, and the socket closes when the last of
     /// them returns.
-    pub(super) fn close(&self) {
+    pub(in crate::sys) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let (listener, waiting) = {
             let mut state = lock(&self.state);
@@ -280,6 +283,6 @@ fn closed() -> io::Error {
 }
 
 /// Connects to a TCP address (Nagle off).
-pub(super) fn connect(addr: SocketAddr) -> io::Result<TcpEnd> {
+pub(in crate::sys) fn connect(addr: SocketAddr) -> io::Result<TcpEnd> {
     Ok(TcpEnd::new(TcpStream::connect(addr)?))
 }

@@ -13,8 +13,8 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::shm::Mapping;
-use super::{BorrowedHandle, OwnedHandle};
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
+use crate::sys::shm::Mapping;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"mprocSB1");
 const HEADER: usize = 64;
@@ -37,7 +37,6 @@ pub enum Acquired {
 pub struct SyncBlock {
     map: Mapping,
     mutexes: usize,
-    data_len: usize,
 }
 
 fn layout(mutexes: usize, data_len: usize) -> io::Result<(usize, usize)> {
@@ -60,11 +59,7 @@ impl SyncBlock {
     pub fn create(mutexes: usize, data_len: usize) -> io::Result<SyncBlock> {
         let (_, total) = layout(mutexes, data_len)?;
         let map = Mapping::anonymous(total)?;
-        let b = SyncBlock {
-            map,
-            mutexes,
-            data_len,
-        };
+        let b = SyncBlock { map, mutexes };
         // SAFETY: attribute objects live on this stack frame, are
         // initialised before use and destroyed after; each mutex slot is
         // 64 B, large enough and aligned for a pthread_mutex_t, in a
@@ -114,11 +109,7 @@ impl SyncBlock {
         if map.len() < total || mutexes > u32::MAX as usize || data_len > u32::MAX as usize {
             return Err(bad("shared object mapping is too small"));
         }
-        let b = SyncBlock {
-            map,
-            mutexes,
-            data_len,
-        };
+        let b = SyncBlock { map, mutexes };
         if b.header_word(0).load(Ordering::Acquire) != MAGIC
             || b.header_word(1).load(Ordering::Acquire)
                 != (((mutexes as u64) << 32) | data_len as u64)
@@ -155,11 +146,6 @@ impl SyncBlock {
     pub fn data(&self) -> *mut u8 {
         // SAFETY: the data area follows the mutexes inside the mapping.
         unsafe { self.map.ptr().add(HEADER + self.mutexes * MUTEX_SLOT) }
-    }
-
-    /// The data's length.
-    pub fn data_len(&self) -> usize {
-        self.data_len
     }
 
     /// Takes mutex `i`, waiting until `deadline` (`None`: for ever).

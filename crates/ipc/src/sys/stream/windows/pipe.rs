@@ -51,7 +51,7 @@ use windows_sys::Win32::System::Threading::{CreateEventW, GetCurrentProcess, Ope
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 /// What every local pipe name starts with.
-pub(super) const PIPE_PREFIX: &str = r"\\.\pipe\";
+pub(in crate::sys) const PIPE_PREFIX: &str = r"\\.\pipe\";
 
 /// The size of each direction's buffer (a hint to the OS).
 const PIPE_BUFFER: u32 = 64 * 1024;
@@ -97,7 +97,7 @@ fn closed() -> io::Error {
 /// path is used as it is; any other text names the pipe
 /// `\\.\pipe\<text>`, so a Unix-style address still names one pipe on
 /// both sides.
-pub(super) fn pipe_name(path: &Path) -> Vec<u16> {
+pub(in crate::sys) fn pipe_name(path: &Path) -> Vec<u16> {
     let text = path.as_os_str();
     let lower = text.to_string_lossy().to_ascii_lowercase();
     if lower.starts_with(r"\\.\pipe\") || lower.starts_with(r"\\?\pipe\") {
@@ -110,7 +110,7 @@ pub(super) fn pipe_name(path: &Path) -> Vec<u16> {
 
 /// A fresh pipe name: `\\.\pipe\mproc-<pid>-<n>-<random>` (CPython's
 /// `arbitrary_address('AF_PIPE')` is `\\.\pipe\pyc-<pid>-<n>-<random>`).
-pub(super) fn unique_name() -> PathBuf {
+pub(in crate::sys) fn unique_name() -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut random = [0u8; 8];
     // A failure leaves zeros: the pid and counter still make it unique,
@@ -366,7 +366,8 @@ fn instances(h: &OwnedHandle) -> io::Result<u32> {
 }
 
 /// Opens the client end of `name` once (no waiting).
-fn open_client(name: &[u16]) -> io::Result<OwnedHandle> {
+fn open_client(name: &[u16], overlapped: bool) -> io::Result<OwnedHandle> {
+    let mode = if overlapped { FILE_FLAG_OVERLAPPED } else { 0 };
     // SAFETY: a NUL-terminated name; owned below. SECURITY_IDENTIFICATION:
     // the server may learn who we are but never act as us.
     let h = unsafe {
@@ -376,7 +377,7 @@ fn open_client(name: &[u16]) -> io::Result<OwnedHandle> {
             0,
             std::ptr::null(),
             OPEN_EXISTING,
-            FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+            mode | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
             std::ptr::null_mut(),
         )
     };
@@ -410,22 +411,30 @@ fn wait_for_client(h: &OwnedHandle, stop: impl Fn() -> bool) -> io::Result<()> {
 
 /// Two connected ends of a fresh, private pipe (CPython's `Pipe()` on
 /// Windows): the server end and the client end, both not inheritable.
-pub(super) fn pair() -> io::Result<(PipeEnd, PipeEnd)> {
+pub(in crate::sys) fn pair() -> io::Result<(PipeEnd, PipeEnd)> {
     let name = pipe_name(&unique_name());
     let server = create_instance(&name, true, 1)?;
-    let client = open_client(&name)?;
+    let client = open_client(&name, true)?;
     wait_for_client(&server, || true)?;
     Ok((PipeEnd::new(server), PipeEnd::new(client)))
 }
 
 /// Connects to the local listener `path`, waiting (up to 20 s, as
 /// CPython) while every instance of it is busy.
-pub(super) fn connect(path: &Path) -> io::Result<PipeEnd> {
+pub(in crate::sys) fn connect(path: &Path) -> io::Result<PipeEnd> {
+    open(path, true).map(PipeEnd::new)
+}
+
+/// Opens the client end of the pipe `path`, for overlapped I/O (a
+/// [`PipeEnd`]) or not (plain synchronous reads and writes, as std's
+/// `File` does them), waiting (up to 20 s) while every instance of it is
+/// busy. The one Win32 named-pipe client of mproc.
+pub(in crate::sys) fn open(path: &Path, overlapped: bool) -> io::Result<OwnedHandle> {
     let name = pipe_name(path);
     let start = Instant::now();
     loop {
-        match open_client(&name) {
-            Ok(h) => return Ok(PipeEnd::new(h)),
+        match open_client(&name, overlapped) {
+            Ok(h) => return Ok(h),
             Err(e) if is(&e, ERROR_PIPE_BUSY) || is(&e, ERROR_SEM_TIMEOUT) => {
                 if start.elapsed() >= BUSY_TIMEOUT {
                     return Err(io::Error::new(
@@ -449,7 +458,7 @@ pub(super) fn connect(path: &Path) -> io::Result<PipeEnd> {
 }
 
 /// Whether `h` is a named pipe (either end).
-pub(super) fn is_pipe(h: HANDLE) -> bool {
+pub(in crate::sys) fn is_pipe(h: HANDLE) -> bool {
     // SAFETY: plain query; every out pointer may be null.
     unsafe {
         GetNamedPipeInfo(
@@ -464,7 +473,7 @@ pub(super) fn is_pipe(h: HANDLE) -> bool {
 
 /// Whether a read on the pipe `h` would not block: data is there, or the
 /// pipe is broken (end of file) or unusable.
-pub(super) fn ready(h: HANDLE) -> bool {
+pub(in crate::sys) fn ready(h: HANDLE) -> bool {
     let mut avail = 0u32;
     // SAFETY: plain query with a valid out pointer.
     let ok = unsafe {
@@ -491,7 +500,7 @@ pub(super) fn ready(h: HANDLE) -> bool {
 /// `shutdown`: the peer sees end of file only when the handle is closed,
 /// so, unlike a Unix descriptor, the value is released at `close`.
 #[derive(Debug)]
-pub(super) struct PipeEnd {
+pub(in crate::sys) struct PipeEnd {
     /// The handle while open; `close` takes it (write lock), operations
     /// hold the read lock while they run.
     handle: RwLock<Option<OwnedHandle>>,
@@ -499,7 +508,7 @@ pub(super) struct PipeEnd {
 }
 
 impl PipeEnd {
-    pub(super) fn new(h: OwnedHandle) -> PipeEnd {
+    pub(in crate::sys) fn new(h: OwnedHandle) -> PipeEnd {
         PipeEnd {
             handle: RwLock::new(Some(h)),
             closing: AtomicBool::new(false),
@@ -507,7 +516,7 @@ impl PipeEnd {
     }
 
     /// The handle value while open.
-    pub(super) fn raw(&self) -> Option<RawHandle> {
+    pub(in crate::sys) fn raw(&self) -> Option<RawHandle> {
         if self.closing.load(Ordering::Acquire) {
             return None;
         }
@@ -529,7 +538,7 @@ impl PipeEnd {
     ///
     /// # Safety
     /// `buf` must be valid for writes of `len` bytes.
-    pub(super) unsafe fn read_raw(&self, buf: *mut u8, len: usize) -> io::Result<usize> {
+    pub(in crate::sys) unsafe fn read_raw(&self, buf: *mut u8, len: usize) -> io::Result<usize> {
         if len == 0 {
             return Ok(0);
         }
@@ -550,7 +559,7 @@ impl PipeEnd {
     }
 
     /// Writes all of `buf`. A closed peer is `ErrorKind::BrokenPipe`.
-    pub(super) fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+    pub(in crate::sys) fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         self.with(|h| {
             let mut rest = buf;
             while !rest.is_empty() {
@@ -581,13 +590,13 @@ impl PipeEnd {
     }
 
     /// Whether a read would not block now.
-    pub(super) fn ready(&self) -> io::Result<bool> {
+    pub(in crate::sys) fn ready(&self) -> io::Result<bool> {
         self.with(|h| Ok(ready(h)))
     }
 
     /// Closes this end: operations in flight in other threads are
     /// cancelled, and the handle is closed once they have returned.
-    pub(super) fn close(&self) {
+    pub(in crate::sys) fn close(&self) {
         if self.closing.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -622,14 +631,14 @@ struct AcceptState {
 
 /// A local listener: a named pipe with a fresh instance for each client.
 #[derive(Debug)]
-pub(super) struct PipeAcceptor {
+pub(in crate::sys) struct PipeAcceptor {
     name: Vec<u16>,
     state: Mutex<AcceptState>,
 }
 
 impl PipeAcceptor {
     /// Creates the pipe `path`; an error if the name is taken.
-    pub(super) fn bind(path: &Path) -> io::Result<PipeAcceptor> {
+    pub(in crate::sys) fn bind(path: &Path) -> io::Result<PipeAcceptor> {
         let name = pipe_name(path);
         let first = create_instance(&name, true, PIPE_UNLIMITED_INSTANCES)?;
         Ok(PipeAcceptor {
@@ -646,7 +655,7 @@ impl PipeAcceptor {
     }
 
     /// Waits for one client.
-    pub(super) fn accept(&self) -> io::Result<PipeEnd> {
+    pub(in crate::sys) fn accept(&self) -> io::Result<PipeEnd> {
         let instance = {
             let mut state = lock(&self.state);
             if state.closed {
@@ -678,7 +687,7 @@ impl PipeAcceptor {
 
     /// Stops listening: the waiting instance is closed, and each `accept`
     /// blocked in another thread is woken by a connection of our own.
-    pub(super) fn close(&self) {
+    pub(in crate::sys) fn close(&self) {
         let (pending, waiting) = {
             let mut state = lock(&self.state);
             state.closed = true;
@@ -687,7 +696,7 @@ impl PipeAcceptor {
         drop(pending);
         let mut wakers = Vec::new();
         for _ in 0..waiting.min(64) {
-            match open_client(&self.name) {
+            match open_client(&self.name, true) {
                 Ok(h) => wakers.push(h),
                 Err(_) => break,
             }

@@ -1,0 +1,36 @@
+//! The launch's control channel: a one-shot listener the parent makes
+//! for one child, which connects to it from its entry.
+//!
+//! Each backend provides:
+//!
+//! - `ControlStream`: the channel's stream (a `UnixStream`, or a `File`
+//!   on a named pipe), `Read + Write`, convertible into an
+//!   [`OwnedHandle`](super::handles::OwnedHandle);
+//!   `set_read_timeout(stream, timeout)` (nothing on Windows, where
+//!   [`LaunchDeadline`](super::process::LaunchDeadline) bounds a launch).
+//! - `ControlListener`: `bind()` (local, only this user may connect),
+//!   `bind_tcp(advertise)` (for a child on another host; Unix only),
+//!   `address()` (what goes into the child's entry token) and
+//!   `accept(child, deadline)`, which races the child's exit and the
+//!   deadline and refuses, before a byte is read, a local peer whose
+//!   process is not `child` (where the OS names the peer).
+//! - `AcceptFailure`: why no connection arrived.
+//! - `connect_control(address)`: the child's side.
+//! - `cleanup_runtime_dir()`: removes this process's private directory
+//!   of control sockets (at exit).
+//! - `host_name()`: this host's name, as another host reaches it.
+
+#[cfg(unix)]
+pub(in crate::sys) mod unix;
+#[cfg(unix)]
+pub(in crate::sys) use unix as imp;
+
+#[cfg(windows)]
+pub(in crate::sys) mod windows;
+#[cfg(windows)]
+pub(in crate::sys) use windows as imp;
+
+pub use imp::{
+    cleanup_runtime_dir, connect_control, host_name, set_read_timeout, AcceptFailure,
+    ControlListener, ControlStream,
+};

@@ -1,0 +1,236 @@
+//! Windows: the control listener is a one-instance named pipe that only
+//! this user may open, and only the child may connect to.
+
+use std::io;
+use std::os::windows::ffi::OsStrExt;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{
+    GetLastError, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_FIRST_PIPE_INSTANCE, PIPE_ACCESS_DUPLEX};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, GetNamedPipeClientProcessId,
+    GetNamedPipeHandleStateW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE,
+    PIPE_WAIT,
+};
+
+use crate::sys::process::ChildProcess;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Nothing to clean: named pipes vanish with their last handle.
+pub fn cleanup_runtime_dir() {}
+
+/// The child's side: opens the parent's named pipe (for synchronous I/O),
+/// waiting while its one instance is busy.
+pub fn connect_control(address: &str) -> io::Result<ControlStream> {
+    crate::sys::stream::imp::pipe::open(Path::new(address), false).map(std::fs::File::from)
+}
+/// The control channel's stream: a named pipe.
+pub type ControlStream = std::fs::File;
+
+fn wide(s: &str) -> Vec<u16> {
+    std::ffi::OsStr::new(s)
+        .encode_wide()
+        .chain(std::iter::once(0))
+        .collect()
+}
+
+static PIPE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A one-shot named-pipe server for one child's control connection.
+pub struct ControlListener {
+    name: String,
+    pipe: Mutex<Option<OwnedHandle>>,
+}
+
+/// Why no control connection arrived.
+pub enum AcceptFailure {
+    /// The child ended first.
+    ChildExited,
+    /// The deadline passed.
+    Timeout,
+    /// The OS failed.
+    Io(io::Error),
+}
+
+impl ControlListener {
+    /// A one-instance pipe with a fresh, unguessable name, that only
+    /// this user may open.
+    pub fn bind() -> io::Result<ControlListener> {
+        let mut rnd = [0u8; 8];
+        getrandom::getrandom(&mut rnd)
+            .map_err(|e| io::Error::other(format!("cannot read random bytes from the OS: {e}")))?;
+        let n = PIPE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!(r"\\.\pipe\mproc-{}-{}-{n}", std::process::id(), hex(&rnd));
+        let w = wide(&name);
+        // Only this user may open it (a DACL with the user's SID alone).
+        let sa = crate::sys::stream::private_pipe_security()?;
+        // SAFETY: plain Win32 call with valid attributes; the handle is
+        // owned below.
+        let h = unsafe {
+            CreateNamedPipeW(
+                w.as_ptr(),
+                PIPE_ACCESS_DUPLEX | FILE_FLAG_FIRST_PIPE_INSTANCE,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                1,
+                65536,
+                65536,
+                0,
+                &sa,
+            )
+        };
+        if h == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh handle we own.
+        let pipe = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+        // Wine ignores FILE_FLAG_FIRST_PIPE_INSTANCE: ours must be the
+        // only instance of the name.
+        let mut instances = 0u32;
+        // SAFETY: a plain query with one valid out pointer.
+        let ok = unsafe {
+            GetNamedPipeHandleStateW(
+                h,
+                std::ptr::null_mut(),
+                &mut instances,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if ok == 0 || instances != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("the control pipe {name} is not ours alone"),
+            ));
+        }
+        Ok(ControlListener {
+            name,
+            pipe: Mutex::new(Some(pipe)),
+        })
+    }
+
+    /// The address a child connects to (goes into its entry token).
+    pub fn address(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Accepts the child's connection, racing the child's exit and the
+    /// deadline. ConnectNamedPipe blocks, so it runs on a helper thread; a
+    /// dummy client connection releases it when the child dies first.
+    pub fn accept(
+        &self,
+        child: &ChildProcess,
+        deadline: Instant,
+    ) -> Result<ControlStream, AcceptFailure> {
+        let pipe = lock(&self.pipe)
+            .take()
+            .ok_or_else(|| AcceptFailure::Io(io::Error::other("listener already used")))?;
+        let raw = pipe.as_raw_handle() as usize;
+        let child_pid = child.pid();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (tx, rx) = mpsc::channel::<io::Result<()>>();
+        // The caller's scoped subscriber, if any, hears this thread too.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        std::thread::Builder::new()
+            .name("mproc-accept".into())
+            .spawn(move || {
+                let _logs = tracing::dispatcher::set_default(&dispatch);
+                let r = loop {
+                    // SAFETY: the pipe handle stays open until this thread
+                    // reports.
+                    let ok = unsafe { ConnectNamedPipe(raw as HANDLE, std::ptr::null_mut()) };
+                    if ok == 0 && unsafe { GetLastError() } != ERROR_PIPE_CONNECTED {
+                        break Err(io::Error::last_os_error());
+                    }
+                    if stopped.load(Ordering::Acquire) {
+                        break Ok(());
+                    }
+                    let mut client = 0u32;
+                    // SAFETY: a plain query on a connected pipe with one
+                    // valid out pointer.
+                    let known = unsafe { GetNamedPipeClientProcessId(raw as HANDLE, &mut client) };
+                    if known != 0 && client == child_pid {
+                        break Ok(());
+                    }
+                    // Refused before a byte is read or written: the
+                    // intruder sees only the pipe break. The instance is
+                    // free again for the child.
+                    tracing::warn!(
+                        client,
+                        "refused a control connection from a process other than the child"
+                    );
+                    // SAFETY: plain Win32 call on our own pipe handle.
+                    unsafe { DisconnectNamedPipe(raw as HANDLE) };
+                };
+                let _ = tx.send(r);
+            })
+            .map_err(AcceptFailure::Io)?;
+        let failure = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(Duration::from_millis(10))) {
+                Ok(Ok(())) => return Ok(std::fs::File::from(pipe)),
+                Ok(Err(e)) => return Err(AcceptFailure::Io(e)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(AcceptFailure::Io(io::Error::other("accept thread died")))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if matches!(child.poll(), Ok(Some(_))) {
+                break AcceptFailure::ChildExited;
+            }
+            if Instant::now() >= deadline {
+                break AcceptFailure::Timeout;
+            }
+        };
+        // Release the blocked ConnectNamedPipe with a connection of our own.
+        stop.store(true, Ordering::Release);
+        let _dummy = connect_control(&self.name);
+        let _ = rx.recv_timeout(Duration::from_secs(5));
+        Err(failure)
+    }
+}
+
+/// Named pipes have no read timeouts; `LaunchDeadline` bounds the launch.
+pub fn set_read_timeout(_s: &ControlStream, _t: Option<Duration>) -> io::Result<()> {
+    Ok(())
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------
+// Remote launchers (Slurm's `srun`) are Linux/Unix only: a Windows
+// cluster runs no Slurm (docs/platforms.md).
+
+/// The error of every remote-launcher call on Windows.
+pub(in crate::sys) fn no_remote() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "remote launchers (srun) are not supported on Windows",
+    )
+}
+
+impl ControlListener {
+    /// Not on Windows: remote launchers are Unix only.
+    pub fn bind_tcp(_advertise: &str) -> io::Result<ControlListener> {
+        Err(no_remote())
+    }
+}
+
+/// This host's name (`COMPUTERNAME`).
+pub fn host_name() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".into())
+}
