@@ -613,6 +613,11 @@ mod tests {
         fits(2, (Some(1u8), Some(2u8), vec![3u8]));
     }
 
+    // The type-check matrix (API.md "Typed messages are checked"; CPython
+    // has no counterpart: pickle carries the class, `test_connection`
+    // round-trips objects): equal shapes are accepted and read exactly,
+    // any other shape is a TypeMismatch, never garbage.
+
     /// The receiver's verdict on `value` sent as its own type.
     fn as_<R: DeserializeOwned, T: Serialize + ?Sized>(value: &T) -> Result<R> {
         decode::<R>(&typed(value))
