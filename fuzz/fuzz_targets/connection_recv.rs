@@ -80,10 +80,11 @@ fn encode(item: &Item) -> Vec<u8> {
         Item::Typed { ty, body } => {
             let mut payload = Vec::new();
             match ty % 3 {
-                0 => tag::encode_tag::<String>(&mut payload),
-                1 => tag::encode_tag::<Vec<u32>>(&mut payload),
-                _ => tag::encode_tag::<(u8, Option<String>)>(&mut payload),
+                0 => tag::encode_tag(&String::new(), &mut payload),
+                1 => tag::encode_tag(&vec![0u32], &mut payload),
+                _ => tag::encode_tag(&(0u8, Some(String::new())), &mut payload),
             }
+            .unwrap();
             payload.extend_from_slice(body);
             frame::write_frame(&mut out, &payload).unwrap();
         }

@@ -270,8 +270,7 @@ impl Connection {
             // once the tag's length is known.
             const ROOM: usize = 12;
             scratch.resize(ROOM, 0);
-            tag::encode_tag::<T>(&mut scratch);
-            tag::bulk::push_varint(bytes.len(), &mut scratch);
+            tag::bulk_tag::<T>(bytes, &mut scratch);
             let header = Header::new(scratch.len() - ROOM + bytes.len());
             let start = ROOM - header.as_bytes().len();
             scratch[start..ROOM].copy_from_slice(header.as_bytes());

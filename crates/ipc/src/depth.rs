@@ -88,9 +88,18 @@ impl Limit {
     /// The text of a decode's failure `e` through this limit: the custom
     /// text, else `None` (the inner error says it all).
     pub(crate) fn text_of<E>(&self, e: Fail<E>) -> Result<String, E> {
+        self.refusal_of(e).map(|(text, _)| text)
+    }
+
+    /// As [`text_of`](Self::text_of), and whether the text is serde's
+    /// own word on a value of the wrong shape (`invalid_type`,
+    /// `invalid_value`, `unknown_variant`… — what a message of another
+    /// type decodes into) rather than a `Deserialize` impl's own refusal
+    /// (`custom`).
+    pub(crate) fn refusal_of<E>(&self, e: Fail<E>) -> Result<(String, bool), E> {
         match e {
-            Fail::Custom(text) => Ok(text.0),
-            Fail::Inner(e) => self.text.take().map(|t| t.0).ok_or(e),
+            Fail::Custom(text) => Ok((text.0, text.1)),
+            Fail::Inner(e) => self.text.take().map(|t| (t.0, t.1)).ok_or(e),
         }
     }
 }
@@ -111,7 +120,7 @@ pub fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, cra
 
 /// A custom error's text.
 #[derive(Debug)]
-pub(crate) struct Text(String);
+pub(crate) struct Text(String, bool);
 
 /// The wrappers' error: the inner deserializer's, or a custom text.
 #[derive(Debug)]
@@ -136,8 +145,48 @@ impl<E: std::error::Error> std::error::Error for Fail<E> {}
 
 impl<E: de::Error> de::Error for Fail<E> {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Fail::Custom(Box::new(Text(msg.to_string())))
+        Fail::Custom(Box::new(Text(msg.to_string(), false)))
     }
+
+    // serde's own errors about a value of the wrong shape: the same texts
+    // as serde's defaults, marked as shape errors (a typed message's
+    // decode reports them as a type mismatch, not as a refusal).
+    fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        shape(format_args!("invalid type: {unexp}, expected {exp}"))
+    }
+
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        shape(format_args!("invalid value: {unexp}, expected {exp}"))
+    }
+
+    fn invalid_length(len: usize, exp: &dyn de::Expected) -> Self {
+        shape(format_args!("invalid length {len}, expected {exp}"))
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        shape(format_args!(
+            "unknown variant `{variant}`, expected one of {expected:?}"
+        ))
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        shape(format_args!(
+            "unknown field `{field}`, expected one of {expected:?}"
+        ))
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        shape(format_args!("missing field `{field}`"))
+    }
+
+    fn duplicate_field(field: &'static str) -> Self {
+        shape(format_args!("duplicate field `{field}`"))
+    }
+}
+
+/// A shape error's [`Fail`] (see `refusal_of`).
+fn shape<E>(text: fmt::Arguments<'_>) -> Fail<E> {
+    Fail::Custom(Box::new(Text(text.to_string(), true)))
 }
 
 /// What a container beyond a limit of `.0` levels is refused with: the

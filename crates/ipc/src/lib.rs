@@ -78,8 +78,7 @@ pub mod __private {
     /// Typed messages: the tag before a typed payload.
     pub mod tag {
         pub use crate::tag::{
-            body, decode, encode, encode_tag, fingerprint_of, is_typed, normalise_type_name,
-            sender_type_name, MAGIC,
+            body, decode, encode, encode_tag, fingerprint_of, is_typed, sender_type_name, MAGIC,
         };
     }
 

@@ -25,18 +25,6 @@ use serde::ser::{self, Error as _, Serialize, Serializer};
 
 use super::EncodeError;
 
-/// Serialises `value` as postcard appended to `out`; a failure keeps the
-/// refusing impl's text. `out` may hold part of the value after an error.
-pub(crate) fn to_io<T: Serialize + ?Sized>(
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    match postcard::to_io(value, out) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(refusal(value, e)),
-    }
-}
-
 /// Serialises `value` as postcard into a new vector; a failure keeps the
 /// refusing impl's text.
 ///
@@ -49,7 +37,7 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> 
 /// The error for `value`, which postcard refused with `e`: serialises it
 /// again through the wrapper, into a sink, to learn the refusal's text.
 #[cold]
-fn refusal<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> EncodeError {
+pub(crate) fn refusal<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> EncodeError {
     let slot = Slot::default();
     let _ = postcard::to_io(&Value { value, slot: &slot }, std::io::sink());
     slot.error(e)

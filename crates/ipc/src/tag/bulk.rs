@@ -11,18 +11,23 @@
 //!
 //! The wire bytes are exactly postcard's (so a message is the same whether
 //! or not either end takes the fast path), the tag and its fingerprint
-//! check are unchanged, and anything unusual (another type's tag, a
-//! non-canonical varint, a length that disagrees with the frame) falls
-//! back to the general decoder, which reports it as before.
+//! are the general encoder's (every string has one shape fingerprint,
+//! every `bytes` value another, a sequence of `u8` one when empty and one
+//! when not: [`fingerprint_of_bytes`]), and anything unusual (another
+//! shape's tag, a non-canonical varint, a length that disagrees with the
+//! frame) falls back to the general decoder, which reports it as before.
 //!
 //! The types are recognised by a type identity that ignores lifetimes
-//! ([`type_id_of`]): `send`'s `T` carries no `'static` bound.
+//! ([`type_id_of`]): `send`'s `T` carries no `'static` bound. No type name
+//! text is read.
 
 use std::any::TypeId;
 use std::marker::PhantomData;
 use std::mem::{size_of, ManuallyDrop};
 
 use serde_bytes::{ByteBuf, Bytes};
+
+use super::shape;
 
 /// The longest varint postcard writes for a `usize`.
 pub(crate) const MAX_VARINT: usize = 10;
@@ -85,6 +90,33 @@ pub(crate) fn as_bytes<T: ?Sized>(value: &T) -> Option<&[u8]> {
         unsized_bytes(value)
     } else {
         None
+    }
+}
+
+/// The shape fingerprint of the byte sequence `bytes` of a `T` for which
+/// [`as_bytes`] answered: what the general encoder computes for it (a
+/// string; a `bytes` value; or a sequence of `u8`, empty or not), without
+/// a call per byte.
+pub(crate) fn fingerprint_of_bytes<T: ?Sized>(bytes: &[u8]) -> u64 {
+    let id = type_id_of::<T>();
+    if id == TypeId::of::<String>() || id == TypeId::of::<&str>() || id == TypeId::of::<str>() {
+        shape::STR_FINGERPRINT
+    } else if id == TypeId::of::<ByteBuf>()
+        || id == TypeId::of::<Bytes>()
+        || id == TypeId::of::<&Bytes>()
+    {
+        shape::BYTES_FINGERPRINT
+    } else {
+        shape::u8_seq_fingerprint(bytes.is_empty())
+    }
+}
+
+/// The shape fingerprint of a received byte sequence of shape `shape`.
+pub(crate) fn fingerprint_of_shape(shape: Shape, empty: bool) -> u64 {
+    match shape {
+        Shape::Vec => shape::u8_seq_fingerprint(empty),
+        Shape::String => shape::STR_FINGERPRINT,
+        Shape::ByteBuf => shape::BYTES_FINGERPRINT,
     }
 }
 
@@ -252,5 +284,47 @@ mod tests {
         check("ünï");
         check(&ByteBuf::from(vec![0u8; 200]));
         check(Bytes::new(b"xyz"));
+    }
+
+    #[test]
+    fn the_fast_fingerprint_is_the_general_encoders() {
+        fn check<T: serde::Serialize + ?Sized>(value: &T) {
+            let bytes = as_bytes(value).unwrap();
+            assert_eq!(
+                fingerprint_of_bytes::<T>(bytes),
+                shape::fingerprint(value).unwrap(),
+                "{}",
+                std::any::type_name::<T>()
+            );
+        }
+        for v in [vec![], vec![5u8; 300]] {
+            check(&v);
+            check(&v[..]);
+            check(&&v[..]);
+            check(&ByteBuf::from(v.clone()));
+            check(Bytes::new(&v));
+            check(&Bytes::new(&v));
+        }
+        for s in ["", "ünï"] {
+            check(s);
+            check(&s);
+            check(&s.to_owned());
+        }
+        assert_eq!(
+            fingerprint_of_shape(Shape::Vec, false),
+            shape::fingerprint(&vec![1u8]).unwrap()
+        );
+        assert_eq!(
+            fingerprint_of_shape(Shape::Vec, true),
+            shape::fingerprint(&Vec::<u8>::new()).unwrap()
+        );
+        assert_eq!(
+            fingerprint_of_shape(Shape::String, false),
+            shape::fingerprint("x").unwrap()
+        );
+        assert_eq!(
+            fingerprint_of_shape(Shape::ByteBuf, true),
+            shape::fingerprint(&ByteBuf::new()).unwrap()
+        );
     }
 }
