@@ -34,7 +34,8 @@
 //! (how many items to ask for), [`permits`] (a bounded queue's places),
 //! [`ledger`] (buffered items and their parked connections), [`owed`]
 //! (how an item is acknowledged, when to settle and sync), [`janitor`]
-//! (what to give back, when) and [`deadline`] (timeouts and redials).
+//! (what to give back, when), [`deadline`] (timeouts and redials) and
+//! [`outcome`] (what an answer, or its absence, means for the caller).
 
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 use self::deadline::{Deadline, Redial};
 use self::janitor::{Call, Chore, Janitor};
 use self::ledger::{Ledger, PopError};
+use self::outcome::{gone, Answer, Late};
 use self::owed::{AckBy, Owed};
 use self::permits::Permits;
 use self::pool::Pool;
@@ -55,12 +57,14 @@ use crate::{Address, Client, Connection, Error, Result};
 mod deadline;
 mod janitor;
 mod ledger;
+mod outcome;
 mod owed;
 mod permits;
 mod pool;
 mod prefetch;
 
 pub(crate) use self::ledger::Received;
+pub(crate) use self::outcome::PutFail;
 
 /// How to reach the broker, and who this process is to it.
 struct Dial {
@@ -69,13 +73,6 @@ struct Dial {
     key: Vec<u8>,
     /// Tells the broker which connections (and feeder) are this process's.
     session: u64,
-}
-
-/// Why a put failed (the caller hands the item back).
-pub(crate) enum PutFail {
-    Full,
-    Encode(Error),
-    Disconnected,
 }
 
 /// An open connection to the broker and the id the broker gave it.
@@ -136,12 +133,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Any failure to talk to the broker: it is gone (or never answers again).
-fn gone(what: &str, e: impl std::fmt::Display) -> Error {
-    tracing::debug!("queue broker unreachable ({what}): {e}");
-    Error::Disconnected
-}
-
 /// Acknowledges one item taken from `link`'s deliveries (see
 /// [`owed::ack_by`]): one more on its ack page (a store to shared memory:
 /// the broker reads it later, no system call, no wake-up), or, for the
@@ -168,23 +159,6 @@ fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
 
 fn client_deadline(timeout: Option<Duration>) -> Deadline {
     deadline::deadline(timeout, Instant::now())
-}
-
-/// Why a timed exchange with the broker failed.
-pub(crate) enum Late {
-    /// The deadline passed first; the connection is in an unknown state.
-    Late,
-    /// The broker is gone (or the connection broke).
-    Gone(Error),
-}
-
-impl Late {
-    fn into_error(self) -> Error {
-        match self {
-            Late::Late => Error::Disconnected,
-            Late::Gone(e) => e,
-        }
-    }
 }
 
 /// Reads one message, by `deadline`.
@@ -227,19 +201,13 @@ impl Holdings {
 
     fn connect_with(&self, hello: &[u8], deadline: Deadline) -> Result<Link, Late> {
         let (conn, answer) = self.dial_with(hello, deadline)?;
-        match wire::parse_reply(&answer) {
-            Ok(Reply::HelloOk { conn: id }) => Ok(Link {
-                acks: None,
-                conn,
-                id,
-                owed: Owed::default(),
-            }),
-            Ok(Reply::NoQueue) => Err(Late::Gone(gone(
-                "hello",
-                "the broker does not know this queue",
-            ))),
-            other => Err(Late::Gone(gone("hello", format!("{other:?}")))),
-        }
+        let id = outcome::hello(wire::parse_reply(&answer)).map_err(Late::Gone)?;
+        Ok(Link {
+            acks: None,
+            conn,
+            id,
+            owed: Owed::default(),
+        })
     }
 
     /// Connects, says `hello` and reads the answer, all by `deadline`.
@@ -528,10 +496,7 @@ impl Remote {
         // Started before the first `ACQUIRE`: the broker reserves room
         // only for a session whose feeder stream is open, and releases it
         // when that stream ends.
-        let feeder = self.feeder(deadline).map_err(|e| match e {
-            Late::Late => PutFail::Full,
-            Late::Gone(_) => PutFail::Disconnected,
-        })?;
+        let feeder = self.feeder(deadline).map_err(Late::for_put)?;
         if self.bounded() {
             self.take_permit(timeout, deadline)?;
         }
@@ -562,30 +527,24 @@ impl Remote {
             }
             inbox.permits.want(now, self.maxsize)
         };
-        let late = |e: Late| match e {
-            // The owner did not answer in time: a timed-out put. A grant
-            // that arrives later on the dropped connection is never
-            // filled; the broker frees it when this process's feeder
-            // stream ends (docs/architecture.md, "Not there yet").
-            Late::Late => PutFail::Full,
-            Late::Gone(_) => PutFail::Disconnected,
-        };
-        let mut link = h.checkout(deadline).map_err(late)?;
+        // The owner not answering in time is a timed-out put. A grant
+        // that arrives later on the dropped connection is never filled;
+        // the broker frees it when this process's feeder stream ends
+        // (docs/architecture.md, "Not there yet").
+        let mut link = h.checkout(deadline).map_err(Late::for_put)?;
         let answer = self
             .request(&mut link, &wire::acquire(wanted, timeout, &[]), deadline)
-            .map_err(late)?;
-        let granted = match wire::parse_reply(&answer) {
-            Ok(Reply::Granted(n)) if n >= 1 => n as usize,
-            Ok(Reply::Full) => {
+            .map_err(Late::for_put)?;
+        let granted = match outcome::acquire(wire::parse_reply(&answer)) {
+            Answer::Done(granted) => {
                 h.checkin(link);
-                return Err(PutFail::Full);
+                granted?
             }
-            other => {
-                tracing::warn!("unexpected answer to an acquire: {other:?}");
+            Answer::Garbled(other) => {
+                tracing::warn!("unexpected answer to an acquire: {other}");
                 return Err(PutFail::Disconnected);
             }
         };
-        h.checkin(link);
         let mut inbox = lock(&h.inbox);
         if inbox.permits.granted(Instant::now(), granted) {
             h.janitor_watch(&mut inbox);
@@ -670,11 +629,7 @@ impl Remote {
     fn ask(&self, timeout: Option<Duration>) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
         let deadline = client_deadline(timeout);
         let barrier = self.barrier()?;
-        let late = |e: Late| match e {
-            Late::Late => Error::Empty,
-            Late::Gone(e) => e,
-        };
-        let mut link = self.holdings.checkout(deadline).map_err(late)?;
+        let mut link = self.holdings.checkout(deadline).map_err(Late::for_get)?;
         // One when other threads of this process already wait there
         // (extras would only go straight back). A bounded queue counts
         // delivered items until they are acknowledged (as CPython's
@@ -688,14 +643,14 @@ impl Remote {
         // on it afterwards goes back to the queue when it sees the end.
         let answer = self
             .request(&mut link, &wire::get(most, timeout, barrier, &[]), deadline)
-            .map_err(late)?;
-        match wire::parse_reply(&answer) {
-            Ok(Reply::Items(ranges)) if !ranges.is_empty() => Ok((link, answer, ranges)),
-            Ok(Reply::Empty) => {
+            .map_err(Late::for_get)?;
+        match outcome::get(wire::parse_reply(&answer)) {
+            Answer::Done(Ok(ranges)) => Ok((link, answer, ranges)),
+            Answer::Done(Err(e)) => {
                 self.holdings.checkin(link);
-                Err(Error::Empty)
+                Err(e)
             }
-            other => Err(gone("get", format!("unexpected answer {other:?}"))),
+            Answer::Garbled(other) => Err(gone("get", format!("unexpected answer {other}"))),
         }
     }
 
@@ -716,12 +671,12 @@ impl Remote {
         let answer = self
             .request(&mut link, &wire::qsize(barrier, &[]), None)
             .map_err(Late::into_error)?;
-        match wire::parse_reply(&answer) {
-            Ok(Reply::Size(n)) => {
+        match outcome::qsize(wire::parse_reply(&answer)) {
+            Answer::Done(n) => {
                 self.holdings.checkin(link);
-                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+                Ok(n)
             }
-            other => Err(gone("qsize", format!("unexpected answer {other:?}"))),
+            Answer::Garbled(other) => Err(gone("qsize", format!("unexpected answer {other}"))),
         }
     }
 
@@ -729,19 +684,12 @@ impl Remote {
     /// process's earlier puts are stored, so a put followed by its
     /// `task_done` is never "too many".
     pub(crate) fn task_done(&self) -> Result<()> {
-        match self.exchange(wire::TASK_DONE)? {
-            Reply::Done => Ok(()),
-            Reply::TooMany => Err(Error::TaskDoneTooManyTimes),
-            other => Err(gone("task_done", format!("unexpected answer {other:?}"))),
-        }
+        outcome::task_done(self.exchange(wire::TASK_DONE)?)
     }
 
     /// Waits until every item put is done (`JoinableQueue::join`).
     pub(crate) fn join(&self) -> Result<()> {
-        match self.exchange(wire::JOIN)? {
-            Reply::Joined => Ok(()),
-            other => Err(gone("join", format!("unexpected answer {other:?}"))),
-        }
+        outcome::join(self.exchange(wire::JOIN)?)
     }
 
     /// A request of `op` with this process's barrier, without a deadline.
