@@ -48,7 +48,7 @@ use self::outcome::{gone, Answer, Late};
 use self::owed::{AckBy, Owed};
 use self::permits::Permits;
 use self::pool::Pool;
-use self::prefetch::Prefetch;
+use self::prefetch::{Extras, Prefetch};
 use crate::queue::acks::AckPage;
 use crate::queue::feeder::{FeedError, Feeder};
 use crate::queue::wire::{self, Reply, Role};
@@ -587,40 +587,38 @@ impl Remote {
         inbox.ledger.taken_at(now);
         // With other threads of this process already waiting at the
         // broker, the extras go straight back (to the front), for them.
-        let give_back = if inbox.prefetch.keep_extras() {
-            0
-        } else {
-            extras.len() as u32
-        };
-        if give_back == 0 && !extras.is_empty() {
-            // Extras wait in the buffer; their acks (and this first
-            // item's) go on the connection's ack page.
-            if h.open_acks(&mut link, None).is_err() {
-                // No ack page: give the extras back, keep the first.
-                drop(inbox);
-                let n = extras.len() as u32;
-                if let Err(e) = link.conn.send_bytes(&wire::settle(1, n)) {
+        let give_back = match inbox.prefetch.extras(extras.len()) {
+            Extras::None => 0,
+            Extras::GiveBack(n) => n,
+            Extras::Keep(n) => {
+                // Extras wait in the buffer; their acks (and this first
+                // item's) go on the connection's ack page.
+                if h.open_acks(&mut link, None).is_err() {
+                    // No ack page: give the extras back, keep the first.
+                    drop(inbox);
+                    if let Err(e) = link.conn.send_bytes(&wire::settle(1, n)) {
+                        return Err(gone("ack", e));
+                    }
+                    link.owed.sent_one_way();
+                    h.checkin(link);
+                    return Ok(Received::new(frame, first));
+                }
+                if let Err(e) = ack(&mut link, false) {
                     return Err(gone("ack", e));
                 }
-                link.owed.sent_one_way();
-                h.checkin(link);
+                inbox.ledger.receive(link.id, link, &frame, extras, now);
+                h.janitor_watch(&mut inbox);
                 return Ok(Received::new(frame, first));
             }
-            if let Err(e) = ack(&mut link, false) {
-                return Err(gone("ack", e));
-            }
-            inbox.ledger.receive(link.id, link, &frame, extras, now);
-            h.janitor_watch(&mut inbox);
-        } else {
-            drop(inbox);
-            // The ack of the only item kept (and the extras given back)
-            // before it is handed out.
-            if let Err(e) = link.conn.send_bytes(&wire::settle(1, give_back)) {
-                return Err(gone("ack", e));
-            }
-            link.owed.sent_one_way();
-            h.checkin(link);
+        };
+        drop(inbox);
+        // The ack of the only item kept (and the extras given back) before
+        // it is handed out.
+        if let Err(e) = link.conn.send_bytes(&wire::settle(1, give_back)) {
+            return Err(gone("ack", e));
         }
+        link.owed.sent_one_way();
+        h.checkin(link);
         Ok(Received::new(frame, first))
     }
 

@@ -87,12 +87,29 @@ impl Prefetch {
         self.last_delivery = Some((now, n));
     }
 
-    /// Whether the extras of a delivery wait in the local buffer: not when
-    /// another thread of this process already waits at the broker, where
-    /// they go straight back (to the front) for it.
-    pub(super) fn keep_extras(&self) -> bool {
-        self.at_broker == 0
+    /// What becomes of the `extras` items of a delivery beyond the one
+    /// the receiving thread takes: none; kept in the local buffer; or,
+    /// when another thread of this process already waits at the broker,
+    /// straight back (to the front of the queue) for it.
+    pub(super) fn extras(&self, extras: usize) -> Extras {
+        let n = u32::try_from(extras).unwrap_or(u32::MAX);
+        match (n, self.at_broker) {
+            (0, _) => Extras::None,
+            (n, 0) => Extras::Keep(n),
+            (n, _) => Extras::GiveBack(n),
+        }
     }
+}
+
+/// What becomes of a delivery's extra items (see [`Prefetch::extras`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Extras {
+    /// A delivery of one item.
+    None,
+    /// This many wait in the local buffer.
+    Keep(u32),
+    /// This many go back to the broker at once.
+    GiveBack(u32),
 }
 
 #[cfg(test)]
@@ -170,12 +187,14 @@ mod tests {
         assert_eq!(p.want(t, 0), 1);
         // The first one back with extras: the other still waits there.
         p.back_from_broker();
-        assert!(!p.keep_extras());
+        assert_eq!(p.extras(3), Extras::GiveBack(3));
+        assert_eq!(p.extras(0), Extras::None);
         p.back_from_broker();
-        assert!(p.keep_extras());
+        assert_eq!(p.extras(3), Extras::Keep(3));
+        assert_eq!(p.extras(0), Extras::None);
         assert_eq!(p.want(t, 0), MOST, "alone again: its pace");
         // An unmatched return never wraps around.
         p.back_from_broker();
-        assert!(p.keep_extras());
+        assert_eq!(p.extras(1), Extras::Keep(1));
     }
 }
