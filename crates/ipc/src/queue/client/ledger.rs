@@ -121,6 +121,11 @@ impl<L> Default for Ledger<L> {
 }
 
 impl<L> Ledger<L> {
+    /// Whether no item is buffered.
+    pub(super) fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
     /// This process took an item at `now` (from the buffer or straight
     /// from a delivery): the janitor's clock.
     pub(super) fn taken_at(&mut self, now: Instant) {
@@ -282,6 +287,7 @@ mod tests {
     #[test]
     fn an_empty_ledger_has_nothing_to_pop_or_reap() {
         let mut l = Ledger::<Conn>::default();
+        assert!(l.is_empty());
         assert!(l.pop(Instant::now(), ok).is_none());
         assert_eq!(l.idle_since(), None);
         assert!(l.conns().is_empty());
@@ -310,6 +316,7 @@ mod tests {
         );
         assert!(l.pop(t, ok).is_none());
         assert!(l.conns().is_empty());
+        assert!(l.is_empty());
     }
 
     #[test]
