@@ -27,12 +27,12 @@ pub(super) const GRACE: Duration = Duration::from_millis(200);
 /// is tried again (pauses of 1, 2, 4, … ms: about 1 s in all).
 pub(super) const RECONNECTS: u32 = 10;
 
-/// The deadline of an exchange that started at `now` with `timeout`
-/// (`None` waits forever): the timeout and the [`GRACE`]. A timeout so
-/// large that the deadline is past what the clock can tell is no
-/// deadline.
-pub(super) fn deadline(timeout: Option<Duration>, now: Instant) -> Deadline {
-    timeout.and_then(|t| now.checked_add(t.saturating_add(GRACE)))
+/// The deadline of an exchange that started at `now` with `timeout`: the
+/// timeout and the [`GRACE`]. A timeout so large that the deadline is
+/// past what the clock can tell is no deadline. (An exchange without a
+/// timeout has none, and reads no clock.)
+pub(super) fn deadline(timeout: Duration, now: Instant) -> Deadline {
+    now.checked_add(timeout.saturating_add(GRACE))
 }
 
 /// How long is left of `deadline` at `now` (zero once it passed).
@@ -87,18 +87,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_timeout_is_no_deadline() {
-        assert_eq!(deadline(None, Instant::now()), None);
-    }
-
-    #[test]
     fn a_zero_timeout_still_waits_the_grace_for_the_answer() {
         // `get_nowait`/`put_nowait`: the broker answers at once; the
         // holder gives it the grace to arrive.
         let t = Instant::now();
-        assert_eq!(deadline(Some(Duration::ZERO), t), Some(t + GRACE));
+        assert_eq!(deadline(Duration::ZERO, t), Some(t + GRACE));
         assert_eq!(
-            deadline(Some(Duration::from_secs(2)), t),
+            deadline(Duration::from_secs(2), t),
             Some(t + Duration::from_secs(2) + GRACE)
         );
     }
@@ -106,10 +101,10 @@ mod tests {
     #[test]
     fn a_huge_timeout_is_no_deadline_not_a_panic() {
         let t = Instant::now();
-        assert_eq!(deadline(Some(Duration::MAX), t), None);
-        assert_eq!(deadline(Some(Duration::MAX - GRACE), t), None);
+        assert_eq!(deadline(Duration::MAX, t), None);
+        assert_eq!(deadline(Duration::MAX - GRACE, t), None);
         assert_eq!(
-            deadline(Some(Duration::from_secs(u64::MAX / 2)), t),
+            deadline(Duration::from_secs(u64::MAX / 2), t),
             t.checked_add(Duration::from_secs(u64::MAX / 2) + GRACE)
         );
     }

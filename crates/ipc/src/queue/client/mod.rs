@@ -161,8 +161,10 @@ fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
     }
 }
 
+/// The deadline of an exchange with `timeout` (`None`: none, and no
+/// clock read on that path).
 fn client_deadline(timeout: Option<Duration>) -> Deadline {
-    deadline::deadline(timeout, Instant::now())
+    timeout.and_then(|t| deadline::deadline(t, Instant::now()))
 }
 
 /// Reads one message, by `deadline`.
