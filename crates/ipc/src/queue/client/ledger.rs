@@ -98,6 +98,15 @@ pub(super) enum PopError {
     Ack(std::io::Error),
 }
 
+/// An item taken from the buffer (see [`Ledger::pop`]).
+pub(super) struct Popped {
+    pub(super) item: Received,
+    /// The connection it came on.
+    pub(super) conn: u64,
+    /// Nothing else from `conn` is buffered: it goes back to the pool.
+    pub(super) drained: bool,
+}
+
 /// Items received and not yet taken, and the connections they came on.
 pub(super) struct Ledger<L> {
     buffer: VecDeque<Buffered>,
@@ -160,15 +169,19 @@ impl<L> Ledger<L> {
     /// it came on (`ack(link, last)`, `last` when it is the last buffered
     /// item of that connection) before handing it out: once `get` returns
     /// it, the broker has (or will read, before that connection's end)
-    /// the ack, so it is never delivered again. Returns the item, and the
-    /// connection if it has nothing else buffered (back to the idle
-    /// pool). `None` when nothing is buffered. On an error the item is not
-    /// handed out ([`PopError`]).
+    /// the ack, so it is never delivered again. `None` when nothing is
+    /// buffered. On an error the item is not handed out ([`PopError`]).
+    ///
+    /// A connection with nothing else buffered ([`Popped::drained`]) is
+    /// for the idle pool: the caller takes it out with
+    /// [`unpark`](Self::unpark) under the same lock. (It is not returned
+    /// here: a connection is a large value, and this is the per-item
+    /// path.)
     pub(super) fn pop(
         &mut self,
         now: Instant,
         ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
-    ) -> Option<Result<(Received, Option<L>), PopError>> {
+    ) -> Option<Result<Popped, PopError>> {
         let b = self.buffer.pop_front()?;
         self.last_take = Some(now);
         self.buffered.sub(b.conn, 1);
@@ -181,8 +194,21 @@ impl<L> Ledger<L> {
             self.forget(b.conn);
             return Some(Err(PopError::Ack(e)));
         }
-        let drained = last.then(|| self.parked.swap_remove(i).1);
-        Some(Ok((b.item, drained)))
+        Some(Ok(Popped {
+            item: b.item,
+            conn: b.conn,
+            drained: last,
+        }))
+    }
+
+    /// Takes parked connection `conn` out once it has nothing buffered
+    /// (`None` if it is not parked, or still has items buffered).
+    pub(super) fn unpark(&mut self, conn: u64) -> Option<L> {
+        if self.buffered.get(conn) > 0 {
+            return None;
+        }
+        let i = self.parked.iter().position(|(id, _)| *id == conn)?;
+        Some(self.parked.swap_remove(i).1)
     }
 
     /// Drops everything buffered from `conn`, and its parked connection.
@@ -284,6 +310,16 @@ mod tests {
         String::from_utf8_lossy(r.bytes()).into_owned()
     }
 
+    type Ack = fn(&mut Conn, bool) -> std::io::Result<()>;
+
+    /// Takes an item as the client does: the item, and its connection
+    /// once drained (out of the parking, for the pool).
+    fn take(l: &mut Ledger<Conn>, t: Instant, ack: Ack) -> (String, Option<Conn>) {
+        let p = l.pop(t, ack).unwrap().unwrap();
+        let drained = if p.drained { l.unpark(p.conn) } else { None };
+        (text(&p.item), drained)
+    }
+
     #[test]
     fn an_empty_ledger_has_nothing_to_pop_or_reap() {
         let mut l = Ledger::<Conn>::default();
@@ -300,11 +336,12 @@ mod tests {
         let t = Instant::now();
         let mut l = Ledger::default();
         deliver(&mut l, 7, "abc", t);
-        let (item, drained) = l.pop(t, record).unwrap().unwrap();
-        assert_eq!(text(&item), "b");
+        let (item, drained) = take(&mut l, t, record);
+        assert_eq!(item, "b");
         assert!(drained.is_none(), "c is still buffered from 7");
-        let (item, drained) = l.pop(t, record).unwrap().unwrap();
-        assert_eq!(text(&item), "c");
+        assert!(l.unpark(7).is_none(), "not while c is buffered");
+        let (item, drained) = take(&mut l, t, record);
+        assert_eq!(item, "c");
         // The last item's ack is the one the broker reads at once, and
         // the connection goes back to the pool with both acks on it.
         assert_eq!(
@@ -328,12 +365,12 @@ mod tests {
         let mut conns = l.conns();
         conns.sort_unstable();
         assert_eq!(conns, vec![1, 2]);
-        let (a, d) = l.pop(t, ok).unwrap().unwrap();
-        assert_eq!((text(&a), d), ("a".into(), None));
-        let (b, d) = l.pop(t, ok).unwrap().unwrap();
-        assert_eq!((text(&b), d.map(|c| c.id)), ("b".into(), Some(1)));
-        let (c, d) = l.pop(t, ok).unwrap().unwrap();
-        assert_eq!((text(&c), d.map(|c| c.id)), ("c".into(), Some(2)));
+        let (a, d) = take(&mut l, t, ok);
+        assert_eq!((a, d), ("a".into(), None));
+        let (b, d) = take(&mut l, t, ok);
+        assert_eq!((b, d.map(|c| c.id)), ("b".into(), Some(1)));
+        let (c, d) = take(&mut l, t, ok);
+        assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(2)));
     }
 
     // A consumer whose connection broke while it held buffered items:
@@ -350,8 +387,8 @@ mod tests {
         assert!(matches!(l.pop(t, broken), Some(Err(PopError::Ack(_)))));
         assert_eq!(l.conns(), vec![2]);
         assert!(l.reclaim(1).is_none(), "its connection is gone");
-        let (c, d) = l.pop(t, ok).unwrap().unwrap();
-        assert_eq!((text(&c), d.map(|c| c.id)), ("c".into(), Some(2)));
+        let (c, d) = take(&mut l, t, ok);
+        assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(2)));
         assert!(l.pop(t, ok).is_none());
     }
 
@@ -367,8 +404,8 @@ mod tests {
         l.parked.retain(|(id, _)| *id != 3);
         assert!(matches!(l.pop(t, ok), Some(Err(PopError::Unparked))));
         assert_eq!(l.conns(), vec![4], "the rest of 3 is dropped too");
-        let (c, d) = l.pop(t, ok).unwrap().unwrap();
-        assert_eq!((text(&c), d.map(|c| c.id)), ("c".into(), Some(4)));
+        let (c, d) = take(&mut l, t, ok);
+        assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(4)));
         assert!(l.pop(t, ok).is_none());
     }
 
@@ -378,13 +415,13 @@ mod tests {
         let mut l = Ledger::default();
         deliver(&mut l, 1, "xabc", t);
         deliver(&mut l, 2, "yd", t);
-        l.pop(t, ok).unwrap().unwrap();
+        take(&mut l, t, ok);
         let (link, returned) = l.reclaim(1).unwrap();
         assert_eq!((link.id, returned), (1, 2), "b and c go back");
         assert!(l.reclaim(1).is_none());
         // A get meanwhile finds only 2's item.
-        let (d, _) = l.pop(t, ok).unwrap().unwrap();
-        assert_eq!(text(&d), "d");
+        let (d, _) = take(&mut l, t, ok);
+        assert_eq!(d, "d");
         assert!(l.pop(t, ok).is_none());
     }
 
@@ -414,7 +451,7 @@ mod tests {
         l.taken_at(t);
         deliver(&mut l, 1, "xabc", t + ms(1));
         assert_eq!(l.idle_since(), Some(t + ms(1)), "arrived after the take");
-        l.pop(t + ms(5), ok).unwrap().unwrap();
+        take(&mut l, t + ms(5), ok);
         assert_eq!(l.idle_since(), Some(t + ms(5)), "a take restarts it");
         l.taken_at(t + ms(9));
         assert_eq!(l.idle_since(), Some(t + ms(9)));

@@ -100,27 +100,16 @@ struct Inbox {
     janitor: Janitor,
 }
 
-impl Inbox {
-    /// Takes the oldest buffered item (see [`Ledger::pop`]), acknowledged
-    /// on the connection it came on. Returns the item, and the connection
-    /// if it delivered nothing else still buffered (for the idle pool).
-    /// `Err` when the ack cannot be written: the item is not handed out,
-    /// and the connection's end gives it back.
-    fn pop(&mut self) -> Option<Result<(Received, Option<Link>)>> {
-        // No clock read for a get that goes to the broker.
-        if self.ledger.is_empty() {
-            return None;
+/// Why a buffered item could not be handed out, as the caller sees it.
+fn pop_failed(e: PopError) -> Error {
+    match e {
+        PopError::Unparked => {
+            tracing::warn!("a buffered item without its connection: given up");
+            Error::Disconnected
         }
-        let popped = self.ledger.pop(Instant::now(), ack)?;
-        Some(popped.map_err(|e| match e {
-            PopError::Unparked => {
-                tracing::warn!("a buffered item without its connection: given up");
-                Error::Disconnected
-            }
-            // The connection is broken: what it delivered goes back to
-            // the queue when the broker sees its end.
-            PopError::Ack(e) => gone("ack", e),
-        }))
+        // The connection is broken: what it delivered goes back to the
+        // queue when the broker sees its end.
+        PopError::Ack(e) => gone("ack", e),
     }
 }
 
@@ -567,13 +556,24 @@ impl Remote {
         let h = &self.holdings;
         {
             let mut inbox = lock(&h.inbox);
-            if let Some(popped) = inbox.pop() {
-                drop(inbox);
-                let (item, drained) = popped?;
-                if let Some(link) = drained {
-                    h.checkin(link);
+            // No clock read for a get that goes to the broker.
+            if !inbox.ledger.is_empty() {
+                // Acknowledged on its connection before it is handed out
+                // (see [`Ledger::pop`]): `Err` when the ack cannot be
+                // written, and the connection's end gives it back.
+                if let Some(popped) = inbox.ledger.pop(Instant::now(), ack) {
+                    let popped = popped.map_err(pop_failed)?;
+                    let drained = if popped.drained {
+                        inbox.ledger.unpark(popped.conn)
+                    } else {
+                        None
+                    };
+                    drop(inbox);
+                    if let Some(link) = drained {
+                        h.checkin(link);
+                    }
+                    return Ok(popped.item);
                 }
-                return Ok(item);
             }
             // Counted from the moment the buffer was found empty: extras
             // another thread receives meanwhile go back to the broker,
