@@ -26,24 +26,45 @@
 //! everything not acknowledged. An item given back goes to the front of
 //! the queue: a consumer that meanwhile took later items then sees it
 //! after them (the one exception to FIFO order, with a consumer's death).
+//!
+//! This file is the I/O shell: it moves bytes, holds the locks and the
+//! janitor thread, and asks plain parts (no sockets, threads or clocks of
+//! their own; each unit-tested, as the broker's [`core`](super::core) is)
+//! for every decision: [`pool`] (which connection to use), [`prefetch`]
+//! (how many items to ask for), [`permits`] (a bounded queue's places),
+//! [`ledger`] (buffered items and their parked connections), [`owed`]
+//! (how an item is acknowledged, when to settle and sync), [`janitor`]
+//! (what to give back, when), [`deadline`] (timeouts and redials) and
+//! [`outcome`] (what an answer, or its absence, means for the caller).
 
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use self::deadline::{Deadline, Redial};
+use self::janitor::{Call, Chore, Janitor};
+use self::ledger::{Ledger, PopError};
+use self::outcome::{gone, Answer, Late};
+use self::owed::{AckBy, Owed};
+use self::permits::Permits;
+use self::pool::Pool;
+use self::prefetch::{Extras, Prefetch};
 use crate::queue::acks::AckPage;
 use crate::queue::feeder::{FeedError, Feeder};
 use crate::queue::wire::{self, Reply, Role};
 use crate::{Address, Client, Connection, Error, Result};
 
-/// A local buffer holds about what this process takes in this long.
-const PREFETCH_WINDOW: Duration = Duration::from_micros(500);
-/// Buffered items go back to the queue for the others when this process
-/// has taken none for this long.
-const HOLD_LIMIT: Duration = Duration::from_millis(50);
-/// At most this many items are asked for at once.
-const MOST: u32 = 1024;
+mod deadline;
+mod janitor;
+mod ledger;
+mod outcome;
+mod owed;
+mod permits;
+mod pool;
+mod prefetch;
+
+pub(crate) use self::ledger::Received;
+pub(crate) use self::outcome::PutFail;
 
 /// How to reach the broker, and who this process is to it.
 struct Dial {
@@ -54,13 +75,6 @@ struct Dial {
     session: u64,
 }
 
-/// Why a put failed (the caller hands the item back).
-pub(crate) enum PutFail {
-    Full,
-    Encode(Error),
-    Disconnected,
-}
-
 /// An open connection to the broker and the id the broker gave it.
 struct Link {
     /// Its ack page, once it delivered several items at once (see
@@ -68,191 +82,34 @@ struct Link {
     acks: Option<AckPage>,
     conn: Connection,
     id: u64,
-    /// A one-way message went out since the last answer: a `SYNC` makes
-    /// sure the broker has seen it.
-    unsynced: bool,
-    /// Acks counted on `acks` since the last message on `conn` (the
-    /// broker reads them before each message on `conn`).
-    unread_acks: u32,
+    /// What the broker has not read or confirmed yet on `conn`.
+    owed: Owed,
 }
 
-/// An item received and not yet taken.
-struct Buffered {
-    conn: u64,
-    frame: Arc<Vec<u8>>,
-    range: Range<usize>,
-    at: Instant,
-}
-
-/// A received item: a range of the message it came in.
-pub(crate) struct Received {
-    frame: Arc<Vec<u8>>,
-    range: Range<usize>,
-}
-
-impl Received {
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.frame.get(self.range.clone()).unwrap_or(&[])
-    }
-}
-
-/// Small maps from connection id to a count.
-#[derive(Default)]
-struct Counts(Vec<(u64, u32)>);
-
-impl Counts {
-    fn add(&mut self, conn: u64, n: u32) {
-        match self.0.iter_mut().find(|(c, _)| *c == conn) {
-            Some((_, k)) => *k = k.saturating_add(n),
-            None => self.0.push((conn, n)),
-        }
-    }
-
-    fn sub(&mut self, conn: u64, n: u32) {
-        if let Some(i) = self.0.iter().position(|(c, _)| *c == conn) {
-            self.0[i].1 = self.0[i].1.saturating_sub(n);
-            if self.0[i].1 == 0 {
-                self.0.swap_remove(i);
-            }
-        }
-    }
-
-    fn get(&self, conn: u64) -> u32 {
-        self.0
-            .iter()
-            .find(|(c, _)| *c == conn)
-            .map_or(0, |(_, k)| *k)
-    }
-
-    fn take(&mut self, conn: u64) -> u32 {
-        match self.0.iter().position(|(c, _)| *c == conn) {
-            Some(i) => self.0.swap_remove(i).1,
-            None => 0,
-        }
-    }
-
-    fn conns(&self) -> Vec<u64> {
-        self.0.iter().map(|(c, _)| *c).collect()
-    }
-}
-
-/// Places in a bounded queue the broker reserved for this process.
-#[derive(Default)]
-struct Permits {
-    /// Held and unused.
-    held: usize,
-    /// When the last grant came and how many places it had.
-    last_grant: Option<(Instant, usize)>,
-    /// When one was last granted or used (the janitor's clock).
-    active: Option<Instant>,
-}
-
-impl Permits {
-    /// How many to ask for: about what this process used in the last
-    /// [`PREFETCH_WINDOW`], going by how fast it used the last grant; one
-    /// after a pause, at most `most`.
-    fn want(&self, most: usize) -> usize {
-        let Some((at, n)) = self.last_grant else {
-            return 1;
-        };
-        let spent = at.elapsed().as_secs_f64().max(1e-7);
-        let rate = n as f64 / spent;
-        (rate * PREFETCH_WINDOW.as_secs_f64()).clamp(1.0, most.max(1) as f64) as usize
-    }
-}
-
-/// What this process received and has not yet acknowledged, and the
-/// permits it holds (both watched by the janitor).
+/// What this process received and has not yet taken, and the permits it
+/// holds (both watched by the janitor).
 #[derive(Default)]
 struct Inbox {
-    buffer: VecDeque<Buffered>,
-    /// Items in `buffer`, per connection.
-    buffered: Counts,
-    /// The connections the buffered items came on: out of the idle pool
-    /// (no request uses them) until their items are all taken or given
-    /// back, so that each take is acknowledged on its own connection
-    /// before `get` returns.
-    parked: Vec<Link>,
-    /// When the last delivery came and how many items it had.
-    last_delivery: Option<(Instant, usize)>,
-    /// When this process last took an item.
-    last_take: Option<Instant>,
-    /// Threads of this process waiting for the broker's answer to a get.
-    at_broker: usize,
+    /// Buffered items and the connections they came on: out of the idle
+    /// pool (no request uses them) until their items are all taken or
+    /// given back, so that each take is acknowledged on its own
+    /// connection before `get` returns.
+    ledger: Ledger<Link>,
+    prefetch: Prefetch,
     permits: Permits,
-    janitor_started: bool,
-    /// The janitor waits for items to watch.
-    janitor_idle: bool,
-    stop: bool,
+    janitor: Janitor,
 }
 
-impl Inbox {
-    /// Takes the oldest buffered item, acknowledging it on the connection
-    /// it came on before handing it out: once `get` returns it, the
-    /// broker has (or will read, before that connection's end) the ack,
-    /// so it is never delivered again. Returns the item, and the
-    /// connection if it delivered nothing else still buffered (for the
-    /// idle pool). `Err` when the ack cannot be written: the item is not
-    /// handed out, and the connection's end gives it back.
-    fn pop(&mut self) -> Option<Result<(Received, Option<Link>)>> {
-        let b = self.buffer.pop_front()?;
-        self.last_take = Some(Instant::now());
-        self.buffered.sub(b.conn, 1);
-        let Some(i) = self.parked.iter().position(|l| l.id == b.conn) else {
+/// Why a buffered item could not be handed out, as the caller sees it.
+fn pop_failed(e: PopError) -> Error {
+    match e {
+        PopError::Unparked => {
             tracing::warn!("a buffered item without its connection: given up");
-            self.buffer.retain(|x| x.conn != b.conn);
-            self.buffered.take(b.conn);
-            return Some(Err(Error::Disconnected));
-        };
-        let last = self.buffered.get(b.conn) == 0;
-        if let Err(e) = ack(&mut self.parked[i], last) {
-            // The connection is broken: what it delivered goes back to the
-            // queue when the broker sees its end.
-            self.parked.swap_remove(i);
-            self.buffer.retain(|x| x.conn != b.conn);
-            self.buffered.take(b.conn);
-            return Some(Err(gone("ack", e)));
+            Error::Disconnected
         }
-        let drained = last.then(|| self.parked.swap_remove(i));
-        Some(Ok((
-            Received {
-                frame: b.frame,
-                range: b.range,
-            },
-            drained,
-        )))
-    }
-
-    /// Takes the parked connection `conn` back out (with its buffered
-    /// items still counted: [`settle`](Self::settle) gives them back).
-    fn unpark(&mut self, conn: u64) -> Option<Link> {
-        let i = self.parked.iter().position(|l| l.id == conn)?;
-        Some(self.parked.swap_remove(i))
-    }
-
-    /// How many items to ask for: about what this process took in the
-    /// last [`PREFETCH_WINDOW`], going by how fast it went through the
-    /// last delivery; one after a pause or when `single`.
-    fn want(&self, single: bool) -> u32 {
-        if single {
-            return 1;
-        }
-        let Some((at, n)) = self.last_delivery else {
-            return 1;
-        };
-        let spent = at.elapsed().as_secs_f64().max(1e-7);
-        let rate = n as f64 / spent;
-        (rate * PREFETCH_WINDOW.as_secs_f64()).clamp(1.0, f64::from(MOST)) as u32
-    }
-
-    /// Accounts for giving back everything buffered from `conn`: returns
-    /// how many items that is.
-    fn settle(&mut self, conn: u64) -> u32 {
-        let returned = self.buffered.take(conn);
-        if returned > 0 {
-            self.buffer.retain(|b| b.conn != conn);
-        }
-        returned
+        // The connection is broken: what it delivered goes back to the
+        // queue when the broker sees its end.
+        PopError::Ack(e) => gone("ack", e),
     }
 }
 
@@ -260,7 +117,7 @@ impl Inbox {
 /// shared with its janitor thread.
 struct Holdings {
     dial: Dial,
-    idle: Mutex<Vec<Link>>,
+    idle: Mutex<Pool<Link>>,
     inbox: Mutex<Inbox>,
     janitor: Condvar,
 }
@@ -269,90 +126,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Any failure to talk to the broker: it is gone (or never answers again).
-fn gone(what: &str, e: impl std::fmt::Display) -> Error {
-    tracing::debug!("queue broker unreachable ({what}): {e}");
-    Error::Disconnected
-}
-
-/// Acknowledges one item taken from `link`'s deliveries: one more on its
-/// ack page (a store to shared memory: the broker reads it later, no
-/// system call, no wake-up), or, for the `last` item of a delivery or
-/// without an ack page, a `SETTLE` on the connection itself, which the
-/// broker reads at once (with every ack before it): a bounded queue's
-/// room is free again when a delivery is all taken.
+/// Acknowledges one item taken from `link`'s deliveries (see
+/// [`owed::ack_by`]): one more on its ack page (a store to shared memory:
+/// the broker reads it later, no system call, no wake-up), or, for the
+/// `last` item of a delivery or without an ack page, a `SETTLE` on the
+/// connection itself, which the broker reads at once (with every ack
+/// before it): a bounded queue's room is free again when a delivery is
+/// all taken.
 fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
-    match &link.acks {
-        Some(acks) if !last => {
+    match (owed::ack_by(link.acks.is_some(), last), &link.acks) {
+        (AckBy::Page, Some(acks)) => {
             acks.add();
-            link.unread_acks = link.unread_acks.saturating_add(1);
+            link.owed.acked_on_page();
             Ok(())
         }
         _ => {
             link.conn
                 .send_bytes(&wire::settle(1, 0))
                 .map_err(std::io::Error::other)?;
-            link.unsynced = true;
-            link.unread_acks = 0;
+            link.owed.settled();
             Ok(())
         }
     }
 }
 
-/// When a timed exchange with the broker gives up; `None` never.
-type Deadline = Option<Instant>;
-
-/// How long after a request's own timeout the broker's answer is awaited
-/// (the broker keeps the same timeout, so its answer is normally there
-/// first); past it the holder gives up on the connection, whatever the
-/// owner is doing (stopped, swapped out, flooded).
-const GRACE: Duration = Duration::from_millis(200);
-
+/// The deadline of an exchange with `timeout` (`None`: none, and no
+/// clock read on that path).
 fn client_deadline(timeout: Option<Duration>) -> Deadline {
-    timeout.and_then(|t| Instant::now().checked_add(t.saturating_add(GRACE)))
-}
-
-/// Why a timed exchange with the broker failed.
-pub(crate) enum Late {
-    /// The deadline passed first; the connection is in an unknown state.
-    Late,
-    /// The broker is gone (or the connection broke).
-    Gone(Error),
-}
-
-impl Late {
-    fn into_error(self) -> Error {
-        match self {
-            Late::Late => Error::Disconnected,
-            Late::Gone(e) => e,
-        }
-    }
-}
-
-/// How many times a connection the broker dropped before its handshake
-/// is tried again (pauses of 1, 2, 4, … ms: about 1 s in all).
-const RECONNECTS: u32 = 10;
-
-/// Whether a failed connect is the broker dropping a connection it had
-/// not authenticated yet (its list of pending handshakes was full).
-fn dropped_early(e: &Error) -> bool {
-    match e {
-        Error::Eof | Error::EofDuringMessage | Error::BrokenPipe => true,
-        Error::Io(io) => matches!(
-            io.kind(),
-            std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::UnexpectedEof
-        ),
-        _ => false,
-    }
+    timeout.and_then(|t| deadline::deadline(t, Instant::now()))
 }
 
 /// Reads one message, by `deadline`.
 fn recv_by(conn: &Connection, deadline: Deadline) -> Result<Vec<u8>, Late> {
     if let Some(d) = deadline {
-        match conn.poll(Some(d.saturating_duration_since(Instant::now()))) {
+        match conn.poll(Some(deadline::remaining(d, Instant::now()))) {
             Ok(true) => {}
             Ok(false) => return Err(Late::Late),
             Err(e) => return Err(Late::Gone(e)),
@@ -389,20 +196,13 @@ impl Holdings {
 
     fn connect_with(&self, hello: &[u8], deadline: Deadline) -> Result<Link, Late> {
         let (conn, answer) = self.dial_with(hello, deadline)?;
-        match wire::parse_reply(&answer) {
-            Ok(Reply::HelloOk { conn: id }) => Ok(Link {
-                acks: None,
-                conn,
-                id,
-                unsynced: false,
-                unread_acks: 0,
-            }),
-            Ok(Reply::NoQueue) => Err(Late::Gone(gone(
-                "hello",
-                "the broker does not know this queue",
-            ))),
-            other => Err(Late::Gone(gone("hello", format!("{other:?}")))),
-        }
+        let id = outcome::hello(wire::parse_reply(&answer)).map_err(Late::Gone)?;
+        Ok(Link {
+            acks: None,
+            conn,
+            id,
+            owed: Owed::default(),
+        })
     }
 
     /// Connects, says `hello` and reads the answer, all by `deadline`.
@@ -423,14 +223,16 @@ impl Holdings {
                 // Closed before the challenge: a broker flooded with
                 // pending connections drops the oldest. Connect again, a
                 // little later each time (it lives: it accepted us).
-                Err(e) if dropped_early(&e) && attempt < RECONNECTS => {
-                    let pause = Duration::from_millis(1 << attempt);
-                    if deadline.is_some_and(|d| Instant::now() + pause >= d) {
-                        return Err(Late::Late);
+                Err(e) if deadline::dropped_early(&e) => {
+                    match deadline::redial(attempt, deadline, Instant::now()) {
+                        Redial::After(pause) => {
+                            tracing::debug!("queue broker dropped a new connection ({e}): again");
+                            std::thread::sleep(pause);
+                            attempt += 1;
+                        }
+                        Redial::Late => return Err(Late::Late),
+                        Redial::GiveUp => return Err(Late::Gone(gone("connect", e))),
                     }
-                    tracing::debug!("queue broker dropped a new connection ({e}): again");
-                    std::thread::sleep(pause);
-                    attempt += 1;
                 }
                 Err(e) => return Err(Late::Gone(gone("connect", e))),
             }
@@ -445,30 +247,31 @@ impl Holdings {
     }
 
     fn checkout(&self, deadline: Deadline) -> Result<Link, Late> {
-        if let Some(link) = lock(&self.idle).pop() {
+        if let Some(link) = lock(&self.idle).take() {
             return Ok(link);
         }
         self.connect(Role::Ops, deadline)
     }
 
     fn checkin(&self, link: Link) {
-        lock(&self.idle).push(link);
+        lock(&self.idle).give_back(link);
     }
 
     /// Starts the janitor if it is not running, or wakes it if it waits
     /// for something to watch.
     fn janitor_watch(self: &Arc<Self>, inbox: &mut Inbox) {
-        if !inbox.janitor_started {
-            inbox.janitor_started = true;
-            let holdings = self.clone();
-            let started = std::thread::Builder::new()
-                .name("mproc-queue-janitor".into())
-                .spawn(move || holdings.janitor());
-            if let Err(e) = started {
-                tracing::warn!("cannot start the queue janitor: {e}");
+        match inbox.janitor.watch() {
+            Call::Start => {
+                let holdings = self.clone();
+                let started = std::thread::Builder::new()
+                    .name("mproc-queue-janitor".into())
+                    .spawn(move || holdings.janitor());
+                if let Err(e) = started {
+                    tracing::warn!("cannot start the queue janitor: {e}");
+                }
             }
-        } else if inbox.janitor_idle {
-            self.janitor.notify_one();
+            Call::Wake => self.janitor.notify_one(),
+            Call::None => {}
         }
     }
 
@@ -478,17 +281,14 @@ impl Holdings {
         if n == 0 {
             return Some(link);
         }
-        // More than u32::MAX permits cannot be held (a grant is a u32 and
-        // a quarter of `maxsize`); saturate rather than wrap all the same.
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        if let Err(e) = link.conn.send_bytes(&wire::release(n)) {
+        if let Err(e) = link.conn.send_bytes(&wire::release(permits::wire_count(n))) {
             // The broker is gone, or it sees this connection end; in the
             // worst case the places come back when this process's feeder
             // stream ends.
             tracing::debug!("cannot give permits back to the queue broker: {e}");
             return None;
         }
-        link.unsynced = true;
+        link.owed.sent_one_way();
         Some(link)
     }
 
@@ -507,7 +307,7 @@ impl Holdings {
 
     /// Gives back every permit this process holds.
     fn release_permits(&self) {
-        let n = std::mem::take(&mut lock(&self.inbox).permits.held);
+        let n = lock(&self.inbox).permits.take_all();
         self.release(n);
     }
 
@@ -516,21 +316,20 @@ impl Holdings {
     /// waits until the broker has seen it (and every earlier one-way
     /// message on `link`). Returns the link unless it failed.
     fn settle_returned(&self, mut link: Link, returned: u32, sync: bool) -> Option<Link> {
-        if returned > 0 || link.unread_acks > 0 {
+        if link.owed.must_settle(returned) {
             if let Err(e) = link.conn.send_bytes(&wire::settle(0, returned)) {
                 tracing::debug!("cannot settle with the queue broker: {e}");
                 return None;
             }
-            link.unsynced = true;
-            link.unread_acks = 0;
+            link.owed.settled();
         }
-        if sync && link.unsynced {
+        if link.owed.must_sync(sync) {
             let answer = link
                 .conn
                 .send_bytes(&[wire::SYNC])
                 .and_then(|()| link.conn.recv_bytes());
             match answer {
-                Ok(a) if a == [wire::SYNCED] => link.unsynced = false,
+                Ok(a) if a == [wire::SYNCED] => link.owed.answered(),
                 other => {
                     tracing::debug!("cannot sync with the queue broker: {other:?}");
                     return None;
@@ -543,85 +342,61 @@ impl Holdings {
     /// Settles every idle and parked connection (their buffered items go
     /// back) and returns them to the idle pool.
     fn settle_all(&self, sync: bool) {
-        let idle: Vec<Link> = std::mem::take(&mut *lock(&self.idle));
-        let parked: Vec<(Link, u32)> = {
-            let mut inbox = lock(&self.inbox);
-            let links = std::mem::take(&mut inbox.parked);
-            links
-                .into_iter()
-                .map(|l| {
-                    let returned = inbox.settle(l.id);
-                    (l, returned)
-                })
-                .collect()
-        };
+        let idle: Vec<Link> = lock(&self.idle).take_all();
+        let parked: Vec<(Link, u32)> = lock(&self.inbox).ledger.reclaim_all();
         let kept: Vec<Link> = idle
             .into_iter()
             .map(|l| (l, 0))
             .chain(parked)
             .filter_map(|(l, returned)| self.settle_returned(l, returned, sync))
             .collect();
-        lock(&self.idle).extend(kept);
+        lock(&self.idle).give_back_all(kept);
     }
 
     /// The janitor: gives back the buffered items once this process has
-    /// taken none for [`HOLD_LIMIT`], and the permits once it has used
-    /// none for as long, so that a process that stops taking (or putting)
-    /// does not keep items (or room) from the others.
+    /// taken none for a while, and the permits once it has used none for
+    /// as long (see [`janitor`]), so that a process that stops taking (or
+    /// putting) does not keep items (or room) from the others.
     fn janitor(self: Arc<Self>) {
         let mut inbox = lock(&self.inbox);
         loop {
-            if inbox.stop {
+            if inbox.janitor.stopped() {
                 return;
             }
-            let items_due = inbox.buffer.front().map(|b| {
-                let busy = inbox.last_take.map_or(b.at, |t| t.max(b.at));
-                busy + HOLD_LIMIT
-            });
-            let permits_due = match (inbox.permits.held, inbox.permits.active) {
-                (0, _) | (_, None) => None,
-                (_, Some(at)) => Some(at + HOLD_LIMIT),
-            };
-            let Some(due) = items_due.into_iter().chain(permits_due).min() else {
-                inbox.janitor_idle = true;
-                inbox = self
-                    .janitor
-                    .wait(inbox)
-                    .unwrap_or_else(PoisonError::into_inner);
-                inbox.janitor_idle = false;
-                continue;
-            };
             let now = Instant::now();
-            if due > now {
-                inbox = self
-                    .janitor
-                    .wait_timeout(inbox, due - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-                continue;
-            }
-            let conns = if items_due.is_some_and(|d| d <= now) {
-                inbox.buffered.conns()
+            let chore = janitor::next(inbox.ledger.idle_since(), inbox.permits.idle_since(), now);
+            let (items, permits) = match chore {
+                Chore::Sleep => {
+                    inbox.janitor.set_idle(true);
+                    inbox = self
+                        .janitor
+                        .wait(inbox)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    inbox.janitor.set_idle(false);
+                    continue;
+                }
+                Chore::WaitUntil(due) => {
+                    inbox = self
+                        .janitor
+                        .wait_timeout(inbox, deadline::remaining(due, now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    continue;
+                }
+                Chore::Reap { items, permits } => (items, permits),
+            };
+            let conns = if items {
+                inbox.ledger.conns()
             } else {
                 Vec::new()
             };
-            let release = if permits_due.is_some_and(|d| d <= now) {
-                std::mem::take(&mut inbox.permits.held)
-            } else {
-                0
-            };
+            let release = if permits { inbox.permits.take_all() } else { 0 };
             drop(inbox);
             self.release(release);
             for conn in conns {
                 // Out of the parking and out of the buffer at once: a get
                 // meanwhile finds neither.
-                let parked = {
-                    let mut inbox = lock(&self.inbox);
-                    inbox.unpark(conn).map(|l| {
-                        let returned = inbox.settle(conn);
-                        (l, returned)
-                    })
-                };
+                let parked = lock(&self.inbox).ledger.reclaim(conn);
                 if let Some((link, returned)) = parked {
                     if let Some(link) = self.settle_returned(link, returned, false) {
                         self.checkin(link);
@@ -655,7 +430,7 @@ impl Remote {
                     key,
                     session: u64::from_ne_bytes(session),
                 },
-                idle: Mutex::new(Vec::new()),
+                idle: Mutex::new(Pool::default()),
                 inbox: Mutex::new(Inbox::default()),
                 janitor: Condvar::new(),
             }),
@@ -674,12 +449,12 @@ impl Remote {
         link.conn
             .send_bytes(msg)
             .map_err(|e| Late::Gone(gone("send", e)))?;
-        link.unread_acks = 0;
+        link.owed.request_sent();
         let answer = recv_by(&link.conn, deadline).map_err(|e| match e {
             Late::Gone(e) => Late::Gone(gone("receive", e)),
             late => late,
         })?;
-        link.unsynced = false;
+        link.owed.answered();
         Ok(answer)
     }
 
@@ -716,10 +491,7 @@ impl Remote {
         // Started before the first `ACQUIRE`: the broker reserves room
         // only for a session whose feeder stream is open, and releases it
         // when that stream ends.
-        let feeder = self.feeder(deadline).map_err(|e| match e {
-            Late::Late => PutFail::Full,
-            Late::Gone(_) => PutFail::Disconnected,
-        })?;
+        let feeder = self.feeder(deadline).map_err(Late::for_put)?;
         if self.bounded() {
             self.take_permit(timeout, deadline)?;
         }
@@ -728,8 +500,7 @@ impl Remote {
                 if self.bounded() {
                     // The item was never queued: the place is still ours.
                     let mut inbox = lock(&self.holdings.inbox);
-                    inbox.permits.held += 1;
-                    inbox.permits.active = Some(Instant::now());
+                    inbox.permits.unused(Instant::now());
                     self.holdings.janitor_watch(&mut inbox);
                 }
                 PutFail::Encode(e)
@@ -743,50 +514,35 @@ impl Remote {
     /// (waiting up to `timeout` while the queue is full) if it has none.
     fn take_permit(&self, timeout: Option<Duration>, deadline: Deadline) -> Result<(), PutFail> {
         let h = &self.holdings;
-        let most = (self.maxsize / 4).max(1);
         let wanted = {
             let mut inbox = lock(&h.inbox);
-            if inbox.permits.held > 0 {
-                inbox.permits.held -= 1;
-                inbox.permits.active = Some(Instant::now());
+            let now = Instant::now();
+            if inbox.permits.take(now) {
                 return Ok(());
             }
-            inbox.permits.want(most)
+            inbox.permits.want(now, self.maxsize)
         };
-        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
-        let late = |e: Late| match e {
-            // The owner did not answer in time: a timed-out put. A grant
-            // that arrives later on the dropped connection is never
-            // filled; the broker frees it when this process's feeder
-            // stream ends (docs/architecture.md, "Not there yet").
-            Late::Late => PutFail::Full,
-            Late::Gone(_) => PutFail::Disconnected,
-        };
-        let mut link = h.checkout(deadline).map_err(late)?;
+        // The owner not answering in time is a timed-out put. A grant
+        // that arrives later on the dropped connection is never filled;
+        // the broker frees it when this process's feeder stream ends
+        // (docs/architecture.md, "Not there yet").
+        let mut link = h.checkout(deadline).map_err(Late::for_put)?;
         let answer = self
             .request(&mut link, &wire::acquire(wanted, timeout, &[]), deadline)
-            .map_err(late)?;
-        let granted = match wire::parse_reply(&answer) {
-            Ok(Reply::Granted(n)) if n >= 1 => n as usize,
-            Ok(Reply::Full) => {
+            .map_err(Late::for_put)?;
+        let granted = match outcome::acquire(wire::parse_reply(&answer)) {
+            Answer::Done(granted) => {
                 h.checkin(link);
-                return Err(PutFail::Full);
+                granted?
             }
-            other => {
-                tracing::warn!("unexpected answer to an acquire: {other:?}");
+            Answer::Garbled(other) => {
+                tracing::warn!("unexpected answer to an acquire: {other}");
                 return Err(PutFail::Disconnected);
             }
         };
-        h.checkin(link);
-        if granted > 1 {
-            let mut inbox = lock(&h.inbox);
-            let now = Instant::now();
-            inbox.permits.held += granted - 1;
-            inbox.permits.last_grant = Some((now, granted));
-            inbox.permits.active = Some(now);
+        let mut inbox = lock(&h.inbox);
+        if inbox.permits.granted(Instant::now(), granted) {
             h.janitor_watch(&mut inbox);
-        } else {
-            lock(&h.inbox).permits.last_grant = Some((Instant::now(), 1));
         }
         Ok(())
     }
@@ -800,82 +556,76 @@ impl Remote {
         let h = &self.holdings;
         {
             let mut inbox = lock(&h.inbox);
-            if let Some(popped) = inbox.pop() {
-                drop(inbox);
-                let (item, drained) = popped?;
-                if let Some(link) = drained {
-                    h.checkin(link);
+            // No clock read for a get that goes to the broker.
+            if !inbox.ledger.is_empty() {
+                // Acknowledged on its connection before it is handed out
+                // (see [`Ledger::pop`]): `Err` when the ack cannot be
+                // written, and the connection's end gives it back.
+                if let Some(popped) = inbox.ledger.pop(Instant::now(), ack) {
+                    let popped = popped.map_err(pop_failed)?;
+                    let drained = if popped.drained {
+                        inbox.ledger.unpark(popped.conn)
+                    } else {
+                        None
+                    };
+                    drop(inbox);
+                    if let Some(link) = drained {
+                        h.checkin(link);
+                    }
+                    return Ok(popped.item);
                 }
-                return Ok(item);
             }
             // Counted from the moment the buffer was found empty: extras
             // another thread receives meanwhile go back to the broker,
             // where this thread's request can get them.
-            inbox.at_broker += 1;
+            inbox.prefetch.leave_for_broker();
         }
         let exchanged = self.ask(timeout);
         let mut inbox = lock(&h.inbox);
-        inbox.at_broker -= 1;
+        inbox.prefetch.back_from_broker();
         let (mut link, frame, ranges) = exchanged?;
         let frame = Arc::new(frame);
         let mut ranges = ranges.into_iter();
         let first = ranges.next().unwrap_or(0..0);
         let extras: Vec<Range<usize>> = ranges.collect();
         let now = Instant::now();
-        inbox.last_delivery = Some((now, 1 + extras.len()));
-        inbox.last_take = Some(now);
+        inbox.prefetch.delivered(now, 1 + extras.len());
+        inbox.ledger.taken_at(now);
         // With other threads of this process already waiting at the
         // broker, the extras go straight back (to the front), for them.
-        let give_back = if inbox.at_broker > 0 {
-            extras.len() as u32
-        } else {
-            0
-        };
-        if give_back == 0 && !extras.is_empty() {
-            // Extras wait in the buffer; their acks (and this first
-            // item's) go on the connection's ack page.
-            if h.open_acks(&mut link, None).is_err() {
-                // No ack page: give the extras back, keep the first.
-                drop(inbox);
-                let n = extras.len() as u32;
-                if let Err(e) = link.conn.send_bytes(&wire::settle(1, n)) {
+        let give_back = match inbox.prefetch.extras(extras.len()) {
+            Extras::None => 0,
+            Extras::GiveBack(n) => n,
+            Extras::Keep(n) => {
+                // Extras wait in the buffer; their acks (and this first
+                // item's) go on the connection's ack page.
+                if h.open_acks(&mut link, None).is_err() {
+                    // No ack page: give the extras back, keep the first.
+                    drop(inbox);
+                    if let Err(e) = link.conn.send_bytes(&wire::settle(1, n)) {
+                        return Err(gone("ack", e));
+                    }
+                    link.owed.sent_one_way();
+                    h.checkin(link);
+                    return Ok(Received::new(frame, first));
+                }
+                if let Err(e) = ack(&mut link, false) {
                     return Err(gone("ack", e));
                 }
-                link.unsynced = true;
-                h.checkin(link);
-                return Ok(Received {
-                    frame,
-                    range: first,
-                });
+                inbox.ledger.receive(link.id, link, &frame, extras, now);
+                h.janitor_watch(&mut inbox);
+                return Ok(Received::new(frame, first));
             }
-            if let Err(e) = ack(&mut link, false) {
-                return Err(gone("ack", e));
-            }
-            inbox.buffered.add(link.id, extras.len() as u32);
-            for range in extras {
-                inbox.buffer.push_back(Buffered {
-                    conn: link.id,
-                    frame: frame.clone(),
-                    range,
-                    at: now,
-                });
-            }
-            inbox.parked.push(link);
-            h.janitor_watch(&mut inbox);
-        } else {
-            drop(inbox);
-            // The ack of the only item kept (and the extras given back)
-            // before it is handed out.
-            if let Err(e) = link.conn.send_bytes(&wire::settle(1, give_back)) {
-                return Err(gone("ack", e));
-            }
-            link.unsynced = true;
-            h.checkin(link);
+        };
+        drop(inbox);
+        // The ack of the only item kept (and the extras given back) before
+        // it is handed out.
+        if let Err(e) = link.conn.send_bytes(&wire::settle(1, give_back)) {
+            return Err(gone("ack", e));
         }
-        Ok(Received {
-            frame,
-            range: first,
-        })
+        link.owed.sent_one_way();
+        h.checkin(link);
+        Ok(Received::new(frame, first))
     }
 
     /// Asks the broker for items; returns the connection, the answer and
@@ -883,40 +633,28 @@ impl Remote {
     fn ask(&self, timeout: Option<Duration>) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
         let deadline = client_deadline(timeout);
         let barrier = self.barrier()?;
-        let late = |e: Late| match e {
-            Late::Late => Error::Empty,
-            Late::Gone(e) => e,
-        };
-        let mut link = self.holdings.checkout(deadline).map_err(late)?;
-        let most = {
-            let inbox = lock(&self.holdings.inbox);
-            // With other threads of this process already waiting there,
-            // extras would only go straight back.
-            let alone = inbox.at_broker <= 1;
-            // A bounded queue counts delivered items until they are
-            // acknowledged (as CPython's semaphore counts items still in
-            // its pipe), so a batch never lets the queue hold more than
-            // `maxsize`; a quarter of it at most, so that producers do not
-            // wait for a whole batch to be taken.
-            let most = inbox.want(!alone);
-            if self.bounded() {
-                most.min(u32::try_from(self.maxsize / 4).unwrap_or(u32::MAX).max(1))
-            } else {
-                most
-            }
-        };
+        let mut link = self.holdings.checkout(deadline).map_err(Late::for_get)?;
+        // One when other threads of this process already wait there
+        // (extras would only go straight back). A bounded queue counts
+        // delivered items until they are acknowledged (as CPython's
+        // semaphore counts items still in its pipe), so a batch never lets
+        // the queue hold more than `maxsize`; a quarter of it at most, so
+        // that producers do not wait for a whole batch to be taken.
+        let most = lock(&self.holdings.inbox)
+            .prefetch
+            .want(Instant::now(), self.maxsize);
         // A late answer leaves `link` dropped: whatever the broker sends
         // on it afterwards goes back to the queue when it sees the end.
         let answer = self
             .request(&mut link, &wire::get(most, timeout, barrier, &[]), deadline)
-            .map_err(late)?;
-        match wire::parse_reply(&answer) {
-            Ok(Reply::Items(ranges)) if !ranges.is_empty() => Ok((link, answer, ranges)),
-            Ok(Reply::Empty) => {
+            .map_err(Late::for_get)?;
+        match outcome::get(wire::parse_reply(&answer)) {
+            Answer::Done(Ok(ranges)) => Ok((link, answer, ranges)),
+            Answer::Done(Err(e)) => {
                 self.holdings.checkin(link);
-                Err(Error::Empty)
+                Err(e)
             }
-            other => Err(gone("get", format!("unexpected answer {other:?}"))),
+            Answer::Garbled(other) => Err(gone("get", format!("unexpected answer {other}"))),
         }
     }
 
@@ -929,7 +667,7 @@ impl Remote {
     pub(crate) fn qsize(&self) -> Result<usize> {
         let barrier = self.barrier()?;
         let link = self.holdings.checkout(None).map_err(Late::into_error)?;
-        let permits = std::mem::take(&mut lock(&self.holdings.inbox).permits.held);
+        let permits = lock(&self.holdings.inbox).permits.take_all();
         let mut link = self
             .holdings
             .send_release(link, permits)
@@ -937,12 +675,12 @@ impl Remote {
         let answer = self
             .request(&mut link, &wire::qsize(barrier, &[]), None)
             .map_err(Late::into_error)?;
-        match wire::parse_reply(&answer) {
-            Ok(Reply::Size(n)) => {
+        match outcome::qsize(wire::parse_reply(&answer)) {
+            Answer::Done(n) => {
                 self.holdings.checkin(link);
-                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+                Ok(n)
             }
-            other => Err(gone("qsize", format!("unexpected answer {other:?}"))),
+            Answer::Garbled(other) => Err(gone("qsize", format!("unexpected answer {other}"))),
         }
     }
 
@@ -950,19 +688,12 @@ impl Remote {
     /// process's earlier puts are stored, so a put followed by its
     /// `task_done` is never "too many".
     pub(crate) fn task_done(&self) -> Result<()> {
-        match self.exchange(wire::TASK_DONE)? {
-            Reply::Done => Ok(()),
-            Reply::TooMany => Err(Error::TaskDoneTooManyTimes),
-            other => Err(gone("task_done", format!("unexpected answer {other:?}"))),
-        }
+        outcome::task_done(self.exchange(wire::TASK_DONE)?)
     }
 
     /// Waits until every item put is done (`JoinableQueue::join`).
     pub(crate) fn join(&self) -> Result<()> {
-        match self.exchange(wire::JOIN)? {
-            Reply::Joined => Ok(()),
-            other => Err(gone("join", format!("unexpected answer {other:?}"))),
-        }
+        outcome::join(self.exchange(wire::JOIN)?)
     }
 
     /// A request of `op` with this process's barrier, without a deadline.
@@ -1015,7 +746,7 @@ impl Remote {
         }
         {
             let mut inbox = lock(&self.holdings.inbox);
-            inbox.stop = true;
+            inbox.janitor.stop();
             self.holdings.janitor.notify_all();
         }
         lock(&self.holdings.idle).clear();
