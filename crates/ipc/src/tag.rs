@@ -7,7 +7,7 @@
 //! | 4 | [`MAGIC`] (`F0 6D 70 54`, `"\xF0mpT"`) |
 //! | 8 | the value's shape fingerprint ([`fingerprint_of`]), big-endian |
 //! | 1 | `n`, the length of the sender's type name |
-//! | n | the sender's `std::any::type_name::<T>()`, UTF-8, cut to 255 bytes on a character boundary: display text for the error, never parsed or compared |
+//! | n | the sender's `std::any::type_name::<T>()`, UTF-8, cut to 255 bytes on a character boundary: display text for the error, and compared whole with the receiver's (never parsed) |
 //! | … | the postcard body |
 //!
 //! The fingerprint hashes the serde data-model calls that encode the value
@@ -52,8 +52,8 @@ const FIXED_TAG_LEN: usize = 4 + 8 + 1;
 ///
 /// ```
 /// let mut payload = Vec::new();
-/// mproc_ipc::tag::encode("hi", &mut payload).unwrap();
-/// let s: String = mproc_ipc::tag::decode(&payload).unwrap();
+/// mproc_ipc::__private::tag::encode("hi", &mut payload).unwrap();
+/// let s: String = mproc_ipc::__private::tag::decode(&payload).unwrap();
 /// assert_eq!(s, "hi");
 /// ```
 pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
@@ -102,13 +102,18 @@ pub(crate) fn bulk_tag<T: ?Sized>(bytes: &[u8], out: &mut Vec<u8>) {
 
 /// Appends magic, `fingerprint` and `T`'s name to `out`.
 fn push_tag<T: ?Sized>(fingerprint: u64, out: &mut Vec<u8>) {
-    let name = truncate_utf8(std::any::type_name::<T>(), 255);
+    let name = sent_name::<T>();
     out.reserve(FIXED_TAG_LEN + name.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&fingerprint.to_be_bytes());
     // `truncate_utf8` keeps at most 255 bytes.
     out.push(name.len() as u8);
     out.extend_from_slice(name.as_bytes());
+}
+
+/// The name a message of `T` carries: `type_name::<T>()` cut to 255 bytes.
+fn sent_name<T: ?Sized>() -> &'static str {
+    truncate_utf8(std::any::type_name::<T>(), 255)
 }
 
 /// The 8-byte shape fingerprint a typed message of `value` carries: a hash
@@ -118,7 +123,7 @@ fn push_tag<T: ?Sized>(fingerprint: u64, out: &mut Vec<u8>) {
 /// serialised is [`Error::Encode`].
 ///
 /// ```
-/// use mproc_ipc::tag::fingerprint_of;
+/// use mproc_ipc::__private::tag::fingerprint_of;
 /// assert_eq!(fingerprint_of("a").unwrap(), fingerprint_of(&String::from("b")).unwrap());
 /// assert_eq!(fingerprint_of(&[&"a"][..]).unwrap(), fingerprint_of(&vec![String::new()]).unwrap());
 /// assert_ne!(fingerprint_of(&1u32).unwrap(), fingerprint_of(&1i32).unwrap());
@@ -147,8 +152,8 @@ pub fn fingerprint_of<T: Serialize + ?Sized>(value: &T) -> Result<u64> {
 ///
 /// ```
 /// let mut payload = Vec::new();
-/// mproc_ipc::tag::encode(&7u32, &mut payload).unwrap();
-/// let err = mproc_ipc::tag::decode::<String>(&payload).unwrap_err();
+/// mproc_ipc::__private::tag::encode(&7u32, &mut payload).unwrap();
+/// let err = mproc_ipc::__private::tag::decode::<String>(&payload).unwrap_err();
 /// assert_eq!(err.to_string(), "type mismatch: expected alloc::string::String, received u32");
 /// ```
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
@@ -199,17 +204,28 @@ fn decode_body<T: DeserializeOwned>(tag: &Tag<'_>, max_depth: usize) -> Result<T
         &fingerprint,
     ));
     let value = value.map_err(|e| limit.refusal_of(e));
+    // The sender named the very type asked for (the same program, or one
+    // built from the same source): its body is a `T`'s even where `T`'s
+    // `Serialize` and `Deserialize` make different calls (a hand-written
+    // impl, `#[serde(try_from = ..)]`), so the shape hashes may differ.
+    // Equality of two names of one build, not their format, is all this
+    // relies on.
+    let same_type = tag.name == sent_name::<T>().as_bytes();
     match value.and_then(|v| de.finalize().map(|rest| (v, rest)).map_err(Err)) {
         Err(_) if limit.exceeded() => {
             Err(Error::decode_msg(depth::TooDeep(limit.max()).to_string()))
         }
         // A `Deserialize` impl refused a value its own type's shape read
         // (`D::Error::custom`): its text reaches the user, as CPython's
-        // unpickling error does. serde's own shape errors and postcard's
-        // errors mean the body is another type's.
+        // unpickling error does.
         Err(Ok((text, false))) => Err(Error::decode_msg(text)),
+        // serde's own shape errors and postcard's: a body of the named
+        // type that does not decode is damaged; of another type, it is
+        // that type's.
+        Err(Ok((text, true))) if same_type => Err(Error::decode_msg(text)),
+        Err(Err(e)) if same_type => Err(Error::decode(e)),
         Err(_) => Err(mismatch::<T>(tag.name)),
-        Ok(_) if fingerprint.get() != tag.fingerprint => Err(mismatch::<T>(tag.name)),
+        Ok(_) if !same_type && fingerprint.get() != tag.fingerprint => Err(mismatch::<T>(tag.name)),
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::decode_msg(format!(
             "{} trailing bytes after a {}",
@@ -419,6 +435,11 @@ mod tests {
             decode::<String>(&p),
             Err(Error::TypeMismatch { found, .. }) if found == "str"
         ));
+        // Sent as the type asked for: a damaged body, not a mismatch.
+        let mut p = Vec::new();
+        encode_tag(&String::new(), &mut p).unwrap();
+        p.extend_from_slice(&[5, b'a']);
+        assert!(matches!(decode::<String>(&p), Err(Error::Decode(_))));
         let mut p = typed(&1u8);
         p.push(0);
         assert!(matches!(decode::<u8>(&p), Err(Error::Decode(_))));
@@ -842,24 +863,33 @@ mod tests {
 
     #[test]
     fn forged_tags_are_errors_not_panics() {
-        // The right fingerprint in front of a wrong body.
+        // The right fingerprint and name in front of a wrong body: a
+        // damaged message of that type.
+        fn is_damaged<T>(r: Result<T>) -> bool {
+            matches!(r, Err(Error::Decode(_)))
+        }
         let mut p = Vec::new();
         encode_tag(&vec![String::new()], &mut p).unwrap();
         p.extend_from_slice(&[3, 0xff, 0xfe]);
-        assert!(is_mismatch(decode::<Vec<String>>(&p)));
+        assert!(is_damaged(decode::<Vec<String>>(&p)));
         let mut p = Vec::new();
         encode_tag(&A { x: 1 }, &mut p).unwrap();
         p.extend_from_slice(&[0xff; 12]);
-        assert!(is_mismatch(decode::<A>(&p)));
+        assert!(is_damaged(decode::<A>(&p)));
         // A `Vec<u8>` fingerprint announcing more than there is.
         let mut p = Vec::new();
         encode_tag(&vec![1u8], &mut p).unwrap();
         p.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2]);
-        assert!(is_mismatch(decode::<Vec<u8>>(&p)));
-        // Every truncation of a tag is untagged, or a mismatch.
+        assert!(is_mismatch(decode::<Vec<u8>>(&p)) || is_damaged(decode::<Vec<u8>>(&p)));
+        // Every truncation of a tag is untagged, or a mismatch; of the
+        // body, a damaged message of the named type.
         let whole = typed(&A { x: 1 });
         for cut in 0..whole.len() {
-            assert!(is_mismatch(decode::<A>(&whole[..cut])), "cut at {cut}");
+            let r = decode::<A>(&whole[..cut]);
+            assert!(
+                is_mismatch(r) || is_damaged(decode::<A>(&whole[..cut])),
+                "cut at {cut}"
+            );
         }
         // A name length past the end.
         let mut p = MAGIC.to_vec();
@@ -916,5 +946,57 @@ mod tests {
             let _ = decode::<Vec<String>>(&p);
         }
 
+    }
+}
+
+#[cfg(test)]
+mod asymmetric_impls {
+    use serde::{Deserialize, Serialize};
+
+    use super::{decode, encode};
+
+    /// `Serialize` derived as a newtype, `Deserialize` through `u32`: the
+    /// two make different serde calls, yet a message of this type sent by
+    /// this program is this type.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(try_from = "u32")]
+    struct Port(u32);
+
+    impl TryFrom<u32> for Port {
+        type Error = String;
+        fn try_from(n: u32) -> Result<Self, String> {
+            if n > 65535 {
+                return Err(format!("port {n} is out of range"));
+            }
+            Ok(Port(n))
+        }
+    }
+
+    #[test]
+    fn a_type_whose_impls_differ_round_trips() {
+        let mut payload = Vec::new();
+        encode(&vec![Port(80), Port(443)], &mut payload).unwrap();
+        assert_eq!(
+            decode::<Vec<Port>>(&payload).unwrap(),
+            [Port(80), Port(443)]
+        );
+        let mut payload = Vec::new();
+        encode(&Port(70_000), &mut payload).unwrap();
+        let e = decode::<Port>(&payload).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot decode message: port 70000 is out of range"
+        );
+    }
+
+    #[test]
+    fn another_type_is_still_a_mismatch() {
+        let mut payload = Vec::new();
+        encode(&Port(80), &mut payload).unwrap();
+        assert!(decode::<String>(&payload).unwrap_err().is_type_mismatch());
+        assert!(decode::<(u8, u8)>(&payload).unwrap_err().is_type_mismatch());
+        let mut payload = Vec::new();
+        encode(&"x", &mut payload).unwrap();
+        assert!(decode::<Port>(&payload).unwrap_err().is_type_mismatch());
     }
 }

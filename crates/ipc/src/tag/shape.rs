@@ -392,9 +392,19 @@ impl<S: ser::SerializeSeq> ser::SerializeSeq for Compound<'_, S> {
     #[inline]
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
         let outer = self.fp.open();
-        self.inner.serialize_element(&Val { value, fp: self.fp })?;
-        self.fp.close(outer, &mut self.last);
-        Ok(())
+        match self.inner.serialize_element(&Val { value, fp: self.fp }) {
+            Ok(()) => {
+                self.fp.close(outer, &mut self.last);
+                Ok(())
+            }
+            Err(e) => {
+                // An element that failed leaves no trace in the hash: an
+                // impl that swallows the error and goes on sends what the
+                // receiver will read.
+                self.fp.0.set(outer);
+                Err(e)
+            }
+        }
     }
 
     fn end(self) -> Result<S::Ok, S::Error> {
