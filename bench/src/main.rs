@@ -73,12 +73,19 @@ type Figure = fn(&Params) -> std::io::Result<Outcome>;
 
 /// One contender's figures, by name.
 pub struct Contender {
+    /// Spawn → the child's first message.
     pub spawn_first_line: Figure,
+    /// Start and join of 100 children.
     pub start_join: Figure,
+    /// A waiting child's resident memory.
     pub idle_rss: Figure,
+    /// Pipe round trip of a small message.
     pub pipe_rt: Figure,
+    /// Pipe throughput of large messages.
     pub pipe_bulk: Figure,
+    /// Queue items per second.
     pub queue_items: Figure,
+    /// Pool map.
     pub pool: Figure,
 }
 

@@ -19,9 +19,10 @@
 //! child. Payload bytes beyond the read-ahead are read exactly, never
 //! past the frame.
 
+use crate::util::lock::lock;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::de::{DeserializeOwned, Deserializer};
@@ -137,10 +138,6 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     } else {
         Ok((Connection::new(a, READABLE), Connection::new(b, WRITABLE)))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A frame header for a payload of `len` bytes, on the stack.

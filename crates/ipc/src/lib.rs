@@ -4,8 +4,6 @@
 //! Users normally reach these through the `mproc` crate, which re-exports
 //! them; see its documentation and `mproc::guide` (`crates/mproc/guide.md`).
 
-#![warn(missing_docs)]
-
 mod auth;
 mod connection;
 mod depth;
@@ -17,6 +15,7 @@ mod queue;
 mod sync;
 mod sys;
 mod tag;
+mod util;
 mod wait;
 
 pub use connection::{pipe, Connection};
@@ -42,6 +41,16 @@ pub use wait::{wait, Waitable};
 /// release. Every item is listed by name.
 #[doc(hidden)]
 pub mod __private {
+    /// Poison-tolerant locking (one policy for both crates).
+    pub mod lock {
+        pub use crate::util::lock::{lock, read, wait, wait_timeout, write};
+    }
+
+    /// Lower-case hex.
+    pub mod hex {
+        pub use crate::util::hex::{hex, unhex};
+    }
+
     /// CPython's authkey handshake (`multiprocessing.connection`'s).
     pub mod auth {
         pub use crate::auth::{

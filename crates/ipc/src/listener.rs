@@ -8,6 +8,7 @@
 //! ([`auth`](crate::auth)) before the connection is handed out, so a Python
 //! program's `Listener`/`Client` can be the other side.
 
+use crate::util::lock::lock;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -452,10 +453,6 @@ impl Write for Bounded<'_> {
         let mut s = self.stream;
         s.flush()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn listener_closed() -> io::Error {

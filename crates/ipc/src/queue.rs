@@ -18,10 +18,11 @@ mod wire;
 
 pub use self::joinable::{JoinableQueue, SimpleQueue};
 
+use crate::util::lock::lock;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use serde::de::{DeserializeOwned, Deserializer};
@@ -136,7 +137,7 @@ struct Handle {
 static HOLDS: Mutex<Vec<(u64, Weak<Inner>)>> = Mutex::new(Vec::new());
 
 fn holds() -> MutexGuard<'static, Vec<(u64, Weak<Inner>)>> {
-    HOLDS.lock().unwrap_or_else(PoisonError::into_inner)
+    lock(&HOLDS)
 }
 
 /// The live holds of this process (for the exit hook).

@@ -19,6 +19,7 @@
 //! at its end of file, that is with the parent, however the parent dies.
 //! See docs/architecture.md, "The forkserver".
 
+use mproc_ipc::__private::lock::lock;
 use std::sync::Mutex;
 
 use mproc_ipc::__private::sys as ipc_sys;
@@ -44,7 +45,7 @@ static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 /// Starts a child through the forkserver (starting the server first, or
 /// again if it died).
 pub(crate) fn start_child(token: &str) -> std::io::Result<ChildProcess> {
-    let mut server = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    let mut server = lock(&SERVER);
     if server
         .as_ref()
         .is_some_and(|s| !matches!(s.process.poll(), Ok(None)))

@@ -27,8 +27,6 @@
 //!
 //! The [guide] maps every Python name to its Rust name.
 
-#![warn(missing_docs)]
-
 mod context;
 mod fault;
 mod forkserver;
@@ -100,21 +98,7 @@ pub fn init() {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Parses lowercase or uppercase hex.
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub(crate) use mproc_ipc::__private::hex::{hex, unhex};
 
 #[doc(hidden)]
 pub mod __private {

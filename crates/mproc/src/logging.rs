@@ -12,6 +12,7 @@
 //! Both travel to grandchildren too: a child's own children are started
 //! with the setup the child received.
 
+use mproc_ipc::__private::lock::lock;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -172,7 +173,7 @@ where
     }
     let encoded = encoded?;
     let offset = crate::spawn::entry::task_offset(crate::pool_worker::init_entry::<F, A>);
-    *INITIALIZER.lock().unwrap_or_else(|p| p.into_inner()) = Some((offset, encoded));
+    *lock(&INITIALIZER) = Some((offset, encoded));
     Ok(())
 }
 
@@ -198,10 +199,7 @@ pub(crate) fn child_setup() -> ChildSetup {
     ChildSetup {
         start_method: Some(crate::start_method::launching_with().code()),
         log_level: (level != 0).then_some(level),
-        initializer: INITIALIZER
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        initializer: lock(&INITIALIZER).clone(),
     }
 }
 
@@ -216,7 +214,7 @@ pub(crate) fn apply_logging(setup: &ChildSetup) {
         log_to_stderr(level);
     }
     if let Some(init) = &setup.initializer {
-        *INITIALIZER.lock().unwrap_or_else(|p| p.into_inner()) = Some(init.clone());
+        *lock(&INITIALIZER) = Some(init.clone());
     }
 }
 

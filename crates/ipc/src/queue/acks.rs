@@ -19,9 +19,10 @@
 //! only its growth since the last read, and the queue's core never counts
 //! more acks than the connection has items in flight.
 
+use crate::util::lock::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
 use crate::sys;
 
@@ -103,10 +104,6 @@ impl Link {
 #[derive(Default)]
 pub(crate) struct AckPages {
     links: Mutex<HashMap<u64, Link>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl AckPages {

@@ -18,10 +18,11 @@
 //! process: its queues die with it, and their other holders then see
 //! [`Error::Disconnected`](crate::Error::Disconnected).
 
+use crate::util::lock::{lock, wait};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::listener::Pending;
@@ -49,10 +50,6 @@ static BROKER: Mutex<Option<Arc<Broker>>> = Mutex::new(None);
 /// The broker's TCP listener for holders on other hosts, once one is
 /// needed, and the address they reach it at.
 static TCP: Mutex<Option<(Arc<Listener>, Address)>> = Mutex::new(None);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// This process's broker, started on first use.
 pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
@@ -132,7 +129,7 @@ fn broker_address() -> Result<(Address, Option<PathBuf>)> {
                     "cannot read random bytes: {e}"
                 )))
             })?;
-            let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::util::hex::hex(&random);
             let dir = tmp.join(format!("mproc-{}-{hex}", std::process::id()));
             crate::sys::create_private_dir(&dir)?;
             Ok((Address::Local(dir.join("queues.sock")), Some(dir)))
@@ -330,10 +327,7 @@ impl PendingList {
             if let Some(p) = list.0.pop_back() {
                 return Some(p);
             }
-            list = self
-                .ready
-                .wait(list)
-                .unwrap_or_else(PoisonError::into_inner);
+            list = wait(&self.ready, list);
         }
     }
 

@@ -25,9 +25,10 @@
 //! its feeder stream ends (it died, or let go of the queue) whatever is
 //! still reserved is released, after every batch that arrived is stored.
 
+use crate::util::lock::{lock, wait, wait_timeout};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// One encoded item: bytes of a shared buffer.
@@ -319,12 +320,10 @@ fn wait_until<'a>(
     deadline: Deadline,
 ) -> MutexGuard<'a, Core> {
     match deadline {
-        None => cv.wait(guard).unwrap_or_else(PoisonError::into_inner),
+        None => wait(cv, guard),
         Some(d) => {
             let left = d.saturating_duration_since(Instant::now());
-            cv.wait_timeout(guard, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0
+            wait_timeout(cv, guard, left).0
         }
     }
 }
@@ -357,7 +356,7 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.core)
     }
 
     /// Free places: neither holding an item nor reserved.
@@ -622,10 +621,7 @@ impl Shared {
     pub(crate) fn join(&self, alive: &dyn Fn() -> bool) -> bool {
         let mut core = self.lock();
         while core.unfinished() > 0 {
-            core = self
-                .all_done
-                .wait(core)
-                .unwrap_or_else(PoisonError::into_inner);
+            core = wait(&self.all_done, core);
             if core.unfinished() > 0 {
                 drop(core);
                 if !alive() {

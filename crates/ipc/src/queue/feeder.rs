@@ -15,7 +15,8 @@
 //! `cancel_join_thread` was called); the broker reads it even after the
 //! producer is gone.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use crate::util::lock::{lock, wait};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::queue::wire;
@@ -97,11 +98,11 @@ impl Feeder {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     fn wait<'a>(&self, cv: &Condvar, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        cv.wait(g).unwrap_or_else(PoisonError::into_inner)
+        wait(cv, g)
     }
 
     /// Queues the item `write` encodes (appending its bytes).

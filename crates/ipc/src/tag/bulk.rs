@@ -164,13 +164,14 @@ pub(crate) fn shape_of<T>() -> Option<Shape> {
 pub(crate) fn into_value<T>(shape: Shape, bytes: Vec<u8>) -> Result<T, postcard::Error> {
     debug_assert_eq!(shape_of::<T>(), Some(shape));
     match shape {
-        // SAFETY (all three): `shape_of::<T>()` is `shape`, so `T` is the
-        // very type moved out here.
+        // SAFETY: `shape_of::<T>()` is `Shape::Vec`, so `T` is `Vec<u8>`.
         Shape::Vec => Ok(unsafe { cast::<Vec<u8>, T>(bytes) }),
         Shape::String => match String::from_utf8(bytes) {
+            // SAFETY: `shape_of::<T>()` is `Shape::String`, so `T` is `String`.
             Ok(s) => Ok(unsafe { cast::<String, T>(s) }),
             Err(_) => Err(postcard::Error::DeserializeBadUtf8),
         },
+        // SAFETY: `shape_of::<T>()` is `Shape::ByteBuf`, so `T` is `ByteBuf`.
         Shape::ByteBuf => Ok(unsafe { cast::<ByteBuf, T>(ByteBuf::from(bytes)) }),
     }
 }

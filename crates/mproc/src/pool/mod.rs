@@ -21,6 +21,7 @@
 mod remote;
 pub(crate) mod worker;
 
+use mproc_ipc::__private::lock::{lock, wait};
 use std::collections::{HashMap, VecDeque};
 use std::iter::Fuse;
 use std::marker::PhantomData;
@@ -262,7 +263,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Wakes every waiting slot.
@@ -729,11 +730,11 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                     inner.left[slot] = limit - sent;
                 }
                 inner.waiting[slot] = true;
-                inner = wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                inner = wait(wake, inner);
                 // While a caller borrows the worker, the slot's thread
                 // keeps off its connection (unless the pool ends).
                 while inner.lent[slot] && inner.state != PoolState::Terminated {
-                    inner = wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                    inner = wait(wake, inner);
                 }
                 inner.waiting[slot] = false;
                 inner.parked[slot] = None;
@@ -1136,7 +1137,7 @@ pub struct AsyncResult<R> {
 
 impl<R> AsyncResult<R> {
     fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.pending)
     }
 
     /// Waits for the result and returns it (CPython's `get()`).

@@ -2,6 +2,7 @@
 //! (CPython's `util._exit_function`): at exit, daemonic children are
 //! terminated and the others joined.
 
+use mproc_ipc::__private::lock::lock;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::started::ChildState;
@@ -10,7 +11,7 @@ use crate::sys;
 static CHILDREN: Mutex<Vec<Arc<ChildState>>> = Mutex::new(Vec::new());
 
 fn children() -> MutexGuard<'static, Vec<Arc<ChildState>>> {
-    CHILDREN.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&CHILDREN)
 }
 
 /// Records a started child.

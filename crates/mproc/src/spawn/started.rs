@@ -3,6 +3,7 @@
 //! (`exit.rs`) and any `ProcessInfo` snapshot; with the outcome of its
 //! launch, which a launcher thread (`parent.rs`) delivers.
 
+use mproc_ipc::__private::lock::lock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -63,7 +64,7 @@ impl ChildState {
     /// Waits for the launch to end; `Err` (`ChildFailed`) if the child
     /// failed to start, every time it is asked.
     pub(crate) fn launched(&self) -> Result<()> {
-        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut launch = lock(&self.launch);
         if let Launch::Running(outcome) = &*launch {
             let outcome = outcome.recv().unwrap_or_else(|_| {
                 Err(LaunchFailure {
@@ -100,7 +101,7 @@ impl ChildState {
     /// The control channel of a `spawn`ed child, once launched.
     pub(crate) fn take_control(&self) -> Result<Option<ControlStream>> {
         self.launched()?;
-        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut launch = lock(&self.launch);
         Ok(match &mut *launch {
             Launch::Done { control, .. } => control.take(),
             Launch::Running(_) => None,

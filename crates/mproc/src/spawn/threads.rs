@@ -3,6 +3,7 @@
 //! moment for the next one, so that a program starting children one
 //! after another does not pay a thread's creation for each.
 
+use mproc_ipc::__private::lock::{lock, wait};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -25,9 +26,9 @@ pub(crate) struct Slot(());
 
 /// Waits for a free place among the launches in flight.
 pub(crate) fn slot() -> Slot {
-    let mut n = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut n = lock(&IN_FLIGHT);
     while *n >= MAX_IN_FLIGHT {
-        n = SLOT_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+        n = wait(&SLOT_FREED, n);
     }
     *n += 1;
     Slot(())
@@ -35,7 +36,7 @@ pub(crate) fn slot() -> Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut n = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = lock(&IN_FLIGHT);
         *n -= 1;
         SLOT_FREED.notify_one();
     }
@@ -49,7 +50,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 const KEEP_IDLE: Duration = Duration::from_secs(2);
 
 fn idle() -> MutexGuard<'static, Vec<(u64, Sender<Job>)>> {
-    IDLE.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&IDLE)
 }
 
 /// Runs `job` on a launcher thread: an idle one, or a new one.

@@ -37,8 +37,9 @@
 //! (what to give back, when), [`deadline`] (timeouts and redials) and
 //! [`outcome`] (what an answer, or its absence, means for the caller).
 
+use crate::util::lock::{lock, wait, wait_timeout};
 use std::ops::Range;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use self::deadline::{Deadline, Redial};
@@ -120,10 +121,6 @@ struct Holdings {
     idle: Mutex<Pool<Link>>,
     inbox: Mutex<Inbox>,
     janitor: Condvar,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -368,19 +365,12 @@ impl Holdings {
             let (items, permits) = match chore {
                 Chore::Sleep => {
                     inbox.janitor.set_idle(true);
-                    inbox = self
-                        .janitor
-                        .wait(inbox)
-                        .unwrap_or_else(PoisonError::into_inner);
+                    inbox = wait(&self.janitor, inbox);
                     inbox.janitor.set_idle(false);
                     continue;
                 }
                 Chore::WaitUntil(due) => {
-                    inbox = self
-                        .janitor
-                        .wait_timeout(inbox, deadline::remaining(due, now))
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                    inbox = wait_timeout(&self.janitor, inbox, deadline::remaining(due, now)).0;
                     continue;
                 }
                 Chore::Reap { items, permits } => (items, permits),

@@ -1,6 +1,7 @@
 //! Unix: the control listener is a Unix socket in this process's private
 //! runtime directory (or a TCP socket for a child on another host).
 
+use crate::util::hex::hex;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -315,11 +316,6 @@ pub fn host_name() -> String {
 /// Sets a read timeout on the control stream (None: blocking).
 pub fn set_read_timeout(s: &ControlStream, t: Option<Duration>) -> io::Result<()> {
     s.set_read_timeout(t)
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! Windows: the control listener is a one-instance named pipe that only
 //! this user may open, and only the child may connect to.
 
+use crate::util::hex::hex;
+use crate::util::lock::lock;
 use std::io;
 use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
@@ -20,10 +22,6 @@ use windows_sys::Win32::System::Pipes::{
 };
 
 use crate::sys::process::ChildProcess;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Nothing to clean: named pipes vanish with their last handle.
 pub fn cleanup_runtime_dir() {}
@@ -204,11 +202,6 @@ impl ControlListener {
 /// Named pipes have no read timeouts; `LaunchDeadline` bounds the launch.
 pub fn set_read_timeout(_s: &ControlStream, _t: Option<Duration>) -> io::Result<()> {
     Ok(())
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ---------------------------------------------------------------------

@@ -41,10 +41,7 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
         .map_err(|e| named("lock", &pending, e.into()))?;
     let lock = path.join(LIFE_LOCK);
     std::fs::rename(&pending, &lock).map_err(|e| named("rename the life lock to", &lock, e))?;
-    LIFE_LOCKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(fd);
+    crate::util::lock::lock(&LIFE_LOCKS).push(fd);
     Ok(())
 }
 

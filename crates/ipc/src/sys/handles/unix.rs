@@ -24,7 +24,8 @@ const FDS_PER_MESSAGE: usize = 64;
 /// # Safety
 /// `raw` must be an open descriptor that outlives the borrow.
 pub unsafe fn borrow_raw<'a>(raw: RawHandle) -> BorrowedHandle<'a> {
-    BorrowedFd::borrow_raw(raw)
+    // SAFETY: the caller promises `raw` is open for `'a`.
+    unsafe { BorrowedFd::borrow_raw(raw) }
 }
 
 /// The raw value of a borrowed handle.

@@ -88,7 +88,7 @@ pub fn unique_local_name() -> PathBuf {
     let mut random = [0u8; 6];
     // A failure leaves zeros: the pid and counter still make it unique.
     let _ = getrandom::getrandom(&mut random);
-    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let random = crate::util::hex::hex(&random);
     std::env::temp_dir().join(format!(
         "mproc-{}-{}-{random}.sock",
         std::process::id(),

@@ -42,8 +42,9 @@ pub(in crate::sys) use windows as imp;
 
 pub use imp::LaunchDeadline;
 
+use crate::util::lock::lock;
 use std::io;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::handles::{BorrowedHandle, Peer};
@@ -62,10 +63,6 @@ pub struct ChildProcess {
     /// The exit code, once known.
     status: Mutex<Option<i32>>,
     pub(in crate::sys) os: imp::Child,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ChildProcess {

@@ -15,6 +15,7 @@
 //! error, never a shared pipe) and remote clients are rejected
 //! (`PIPE_REJECT_REMOTE_CLIENTS`).
 
+use crate::util::lock::{lock, read, write};
 use std::cell::OnceCell;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -22,7 +23,7 @@ use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
@@ -66,10 +67,6 @@ const READ_MAX: usize = 1 << 30;
 /// How long a client waits for a busy listener (every instance taken) to
 /// offer a new one (CPython's `CONNECTION_TIMEOUT`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn wide(s: &OsStr) -> Vec<u16> {
     s.encode_wide().chain(std::iter::once(0)).collect()
@@ -116,7 +113,7 @@ pub(in crate::sys) fn unique_name() -> PathBuf {
     // A failure leaves zeros: the pid and counter still make it unique,
     // and FILE_FLAG_FIRST_PIPE_INSTANCE refuses a name that is taken.
     let _ = getrandom::getrandom(&mut random);
-    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let random = crate::util::hex::hex(&random);
     PathBuf::from(format!(
         "{PIPE_PREFIX}mproc-{}-{}-{random}",
         std::process::id(),
@@ -520,13 +517,13 @@ impl PipeEnd {
         if self.closing.load(Ordering::Acquire) {
             return None;
         }
-        let guard = self.handle.read().unwrap_or_else(PoisonError::into_inner);
+        let guard = read(&self.handle);
         guard.as_ref().map(|h| h.as_raw_handle())
     }
 
     /// Runs `f` on the open handle, keeping `close` out meanwhile.
     fn with<R>(&self, f: impl FnOnce(HANDLE) -> io::Result<R>) -> io::Result<R> {
-        let guard = self.handle.read().unwrap_or_else(PoisonError::into_inner);
+        let guard = read(&self.handle);
         match guard.as_ref() {
             Some(h) => f(h.as_raw_handle() as HANDLE),
             None => Err(closed()),
@@ -601,17 +598,13 @@ impl PipeEnd {
             return;
         }
         {
-            let guard = self.handle.read().unwrap_or_else(PoisonError::into_inner);
+            let guard = read(&self.handle);
             if let Some(h) = guard.as_ref() {
                 // SAFETY: cancels this process's I/O on an open handle.
                 unsafe { CancelIoEx(h.as_raw_handle() as HANDLE, std::ptr::null()) };
             }
         }
-        let taken = self
-            .handle
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let taken = write(&self.handle).take();
         drop(taken);
     }
 }

@@ -1,10 +1,11 @@
 //! TCP sockets: `Listener`/`Client` connections on a TCP address.
 
+use crate::util::lock::lock;
 use std::io::{self, IoSlice, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::windows::io::{AsRawSocket, RawSocket};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Networking::WinSock::{
@@ -14,10 +15,6 @@ use windows_sys::Win32::Networking::WinSock::{
 
 /// The most one `recv` asks for.
 const READ_MAX: usize = 1 << 30;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Starts Winsock in this process (reference counted; std does the same
 /// before its first socket). Needed to ask a handle whether it is one.
