@@ -67,24 +67,6 @@ fn join_timeout_is_neither_early_nor_late_nor_busy() -> mproc::Result<()> {
     Ok(())
 }
 
-#[cfg(target_os = "linux")]
-fn open_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-#[cfg(target_os = "linux")]
-fn is_zombie_or_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[mproc::test]
 fn a_thousand_processes_leak_nothing() -> mproc::Result<()> {
     // Warm up once so lazily created process-wide state (runtime dir,
@@ -92,8 +74,7 @@ fn a_thousand_processes_leak_nothing() -> mproc::Result<()> {
     let mut warm = Process::new(nothing, ());
     warm.start()?;
     warm.join()?;
-    #[cfg(target_os = "linux")]
-    let before = open_descriptors();
+    let before = sys::open_descriptors();
     let mut pids = Vec::new();
     for _wave in 0..20 {
         let mut wave: Vec<Process> = (0..50).map(|_| Process::new(nothing, ())).collect();
@@ -108,32 +89,18 @@ fn a_thousand_processes_leak_nothing() -> mproc::Result<()> {
         }
     }
     assert_eq!(pids.len(), 1000);
-    #[cfg(target_os = "linux")]
-    {
+    // Where the OS lists descriptors and zombies (Linux: /proc).
+    if let (Some(before), Some(after)) = (before, sys::open_descriptors()) {
         // Other tests of this binary run in parallel and hold descriptors
         // of their own for a while: allow a small, bounded difference, far
         // below the 1,000+ a per-process leak would show.
-        let after = open_descriptors();
         assert!(
             after <= before + 16,
             "descriptors grew from {before} to {after}"
         );
-        // Joined children are reaped: none is a zombie of ours.
-        let zombies: Vec<u32> = pids
-            .iter()
-            .copied()
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| {
-                        let ppid = s
-                            .rsplit(')')
-                            .next()
-                            .and_then(|r| r.split_whitespace().nth(1));
-                        ppid == Some(&std::process::id().to_string()) && is_zombie_or_gone(*pid)
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
+    }
+    // Joined children are reaped: none is a zombie of ours.
+    if let Some(zombies) = sys::zombie_children_among(&pids) {
         assert!(zombies.is_empty(), "zombie children: {zombies:?}");
     }
     Ok(())

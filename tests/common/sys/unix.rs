@@ -30,3 +30,71 @@ pub fn cpu_time() -> Option<Duration> {
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Some(tv(ru.ru_utime) + tv(ru.ru_stime))
 }
+
+/// The threads of this process, where the OS lists them (Linux: `/proc`).
+#[cfg(target_os = "linux")]
+pub fn threads_of_this_process() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()))
+}
+
+/// The threads of this process: not listed without `/proc`.
+#[cfg(not(target_os = "linux"))]
+pub fn threads_of_this_process() -> Option<usize> {
+    None
+}
+
+/// The descriptors this process has open, where the OS lists them
+/// (Linux: `/proc`).
+#[cfg(target_os = "linux")]
+pub fn open_descriptors() -> Option<usize> {
+    Some(
+        std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0),
+    )
+}
+
+/// The descriptors this process has open: not listed without `/proc`.
+#[cfg(not(target_os = "linux"))]
+pub fn open_descriptors() -> Option<usize> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn is_zombie_or_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Those of `pids` that are zombie children of this process, where the OS
+/// tells (Linux: `/proc`).
+#[cfg(target_os = "linux")]
+pub fn zombie_children_among(pids: &[u32]) -> Option<Vec<u32>> {
+    let zombies = pids
+        .iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    let ppid = s
+                        .rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().nth(1));
+                    ppid == Some(&std::process::id().to_string()) && is_zombie_or_gone(*pid)
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    Some(zombies)
+}
+
+/// Zombie children: not listed without `/proc`.
+#[cfg(not(target_os = "linux"))]
+pub fn zombie_children_among(_pids: &[u32]) -> Option<Vec<u32>> {
+    None
+}

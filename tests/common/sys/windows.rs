@@ -25,3 +25,20 @@ pub fn os_pid_gone(_pid: u32) -> bool {
 pub fn cpu_time() -> Option<Duration> {
     None
 }
+
+/// The threads of this process: not counted on Windows (no `/proc`).
+pub fn threads_of_this_process() -> Option<usize> {
+    None
+}
+
+/// The handles this process has open: not counted on Windows (no
+/// `/proc`).
+pub fn open_descriptors() -> Option<usize> {
+    None
+}
+
+/// Zombie children: Windows has none (a process object goes with its last
+/// handle), and lists none to the tests.
+pub fn zombie_children_among(_pids: &[u32]) -> Option<Vec<u32>> {
+    None
+}
