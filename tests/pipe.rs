@@ -389,23 +389,6 @@ fn checklist_35_send_bytes_hello_wire_bytes_tcp() -> mproc::Result<()> {
     Ok(())
 }
 
-/// Item 35 through a pipe: the other end's raw descriptor, read with std.
-#[cfg(unix)]
-#[mproc::test]
-fn checklist_35_send_bytes_hello_wire_bytes_pipe() -> mproc::Result<()> {
-    use std::io::Read;
-    use std::os::fd::AsFd;
-    let (reader, writer) = mproc::pipe(false)?;
-    let mut raw = std::fs::File::from(reader.as_fd().try_clone_to_owned()?);
-    drop(reader);
-    writer.send_bytes(b"hello")?;
-    drop(writer);
-    let mut wire = Vec::new();
-    raw.read_to_end(&mut wire)?;
-    assert_eq!(wire, [0x00, 0x00, 0x00, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f]);
-    Ok(())
-}
-
 #[mproc::test]
 fn checklist_36_wait_timeout_and_zero() -> mproc::Result<()> {
     let (a, b) = mproc::pipe(true)?;

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use mproc::{Address, Client, Connection, Error, Listener, Pool};
 
+#[path = "common/sys/mod.rs"]
+mod sys;
+
 #[mproc::target]
 fn sqr(x: u64) -> u64 {
     x * x
@@ -64,23 +67,10 @@ fn die_on(x: u32, victim: u32, how: String) -> u32 {
         match how.as_str() {
             "abort" => std::process::abort(),
             "exit" => std::process::exit(3),
-            _ => sigkill_self(),
+            _ => sys::kill_self_hard(),
         }
     }
     x
-}
-
-#[cfg(unix)]
-fn sigkill_self() {
-    // SAFETY: plain libc calls on this process.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
-}
-
-#[cfg(not(unix))]
-fn sigkill_self() {
-    std::process::abort();
 }
 
 static INITIALISED: AtomicU32 = AtomicU32::new(0);
@@ -132,18 +122,7 @@ fn pid_gone(pid: u32) -> bool {
     let in_table = mproc::active_children()
         .iter()
         .any(|c| c.pid() == Some(pid));
-    !in_table && os_pid_gone(pid)
-}
-
-#[cfg(unix)]
-fn os_pid_gone(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == -1 }
-}
-
-#[cfg(not(unix))]
-fn os_pid_gone(_pid: u32) -> bool {
-    true
+    !in_table && sys::os_pid_gone(pid)
 }
 
 /// Kills `pid` from outside the pool, as a user or the OOM killer would.

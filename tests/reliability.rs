@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use mproc::Process;
 
 mod common;
+#[path = "common/sys/mod.rs"]
+mod sys;
 use common::{exit_with, nothing, sleeper};
 
 /// Starts a child that exits with `code`, then exits with the child's
@@ -30,24 +32,12 @@ fn exit_codes_are_exact_through_nested_spawns() -> mproc::Result<()> {
     Ok(())
 }
 
-/// CPU time this process has used (user + system).
-#[cfg(unix)]
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes only into `ru`.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 #[mproc::test]
 fn join_timeout_is_neither_early_nor_late_nor_busy() -> mproc::Result<()> {
     let mut p = Process::new(sleeper, (30.0,));
     p.start()?;
     for ms in [50u64, 300, 700] {
-        #[cfg(unix)]
-        let cpu = cpu_time();
+        let cpu = sys::cpu_time();
         let t = Instant::now();
         p.join_timeout(Duration::from_millis(ms))?;
         let took = t.elapsed();
@@ -62,9 +52,9 @@ fn join_timeout_is_neither_early_nor_late_nor_busy() -> mproc::Result<()> {
         // Waiting is a blocking poll on the sentinel: other tests run in
         // parallel threads of this process, so allow their share, but a
         // busy loop would burn about the whole wait.
-        #[cfg(unix)]
-        {
-            let used = cpu_time() - cpu;
+        // (Where the OS tells the CPU time: Unix.)
+        if let (Some(cpu), Some(now)) = (cpu, sys::cpu_time()) {
+            let used = now - cpu;
             assert!(
                 used < took / 2 + Duration::from_millis(100),
                 "busy wait: {used:?} CPU in {took:?}"
@@ -77,49 +67,6 @@ fn join_timeout_is_neither_early_nor_late_nor_busy() -> mproc::Result<()> {
     Ok(())
 }
 
-#[cfg(unix)]
-#[mproc::target]
-fn ignore_sigterm_then_sleep() {
-    // SAFETY: setting a disposition to SIG_IGN.
-    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
-    std::thread::sleep(Duration::from_secs(30));
-}
-
-#[cfg(unix)]
-#[mproc::test]
-fn kill_stops_a_child_that_ignores_sigterm() -> mproc::Result<()> {
-    let mut p = Process::new(ignore_sigterm_then_sleep, ());
-    p.start()?;
-    // start() returns once the child runs its target; give it a moment to
-    // install the disposition (its first statement), then terminate.
-    std::thread::sleep(Duration::from_millis(200));
-    p.terminate()?;
-    p.join_timeout(Duration::from_millis(500))?;
-    assert!(p.is_alive()?, "SIGTERM should have been ignored");
-    p.kill()?;
-    p.join()?;
-    assert_eq!(p.exitcode(), Some(-9));
-    Ok(())
-}
-
-#[cfg(target_os = "linux")]
-fn open_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-#[cfg(target_os = "linux")]
-fn is_zombie_or_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[mproc::test]
 fn a_thousand_processes_leak_nothing() -> mproc::Result<()> {
     // Warm up once so lazily created process-wide state (runtime dir,
@@ -127,8 +74,7 @@ fn a_thousand_processes_leak_nothing() -> mproc::Result<()> {
     let mut warm = Process::new(nothing, ());
     warm.start()?;
     warm.join()?;
-    #[cfg(target_os = "linux")]
-    let before = open_descriptors();
+    let before = sys::open_descriptors();
     let mut pids = Vec::new();
     for _wave in 0..20 {
         let mut wave: Vec<Process> = (0..50).map(|_| Process::new(nothing, ())).collect();
@@ -143,59 +89,19 @@ fn a_thousand_processes_leak_nothing() -> mproc::Result<()> {
         }
     }
     assert_eq!(pids.len(), 1000);
-    #[cfg(target_os = "linux")]
-    {
+    // Where the OS lists descriptors and zombies (Linux: /proc).
+    if let (Some(before), Some(after)) = (before, sys::open_descriptors()) {
         // Other tests of this binary run in parallel and hold descriptors
         // of their own for a while: allow a small, bounded difference, far
         // below the 1,000+ a per-process leak would show.
-        let after = open_descriptors();
         assert!(
             after <= before + 16,
             "descriptors grew from {before} to {after}"
         );
-        // Joined children are reaped: none is a zombie of ours.
-        let zombies: Vec<u32> = pids
-            .iter()
-            .copied()
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| {
-                        let ppid = s
-                            .rsplit(')')
-                            .next()
-                            .and_then(|r| r.split_whitespace().nth(1));
-                        ppid == Some(&std::process::id().to_string()) && is_zombie_or_gone(*pid)
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
+    }
+    // Joined children are reaped: none is a zombie of ours.
+    if let Some(zombies) = sys::zombie_children_among(&pids) {
         assert!(zombies.is_empty(), "zombie children: {zombies:?}");
     }
-    Ok(())
-}
-
-#[cfg(unix)]
-#[mproc::test]
-fn runtime_dir_is_private() -> mproc::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut p = Process::new(nothing, ());
-    p.start()?;
-    p.join()?;
-    let prefix = format!("mproc-{}-", std::process::id());
-    // The runtime directory is in $XDG_RUNTIME_DIR when that is usable
-    // (issue 12 item 3), else in the temp directory.
-    let mut bases = vec![std::env::temp_dir()];
-    bases.extend(std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from));
-    let dirs: Vec<_> = bases
-        .iter()
-        .filter_map(|b| std::fs::read_dir(b).ok())
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .filter(|e| !e.path().join("queues.sock").exists())
-        .collect();
-    assert_eq!(dirs.len(), 1, "one runtime directory per process");
-    let mode = dirs[0].metadata()?.permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700);
     Ok(())
 }

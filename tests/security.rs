@@ -291,22 +291,3 @@ fn listener_refuses_a_peer_without_the_key_and_accepts_the_next() -> mproc::Resu
     assert_eq!(child.join()?, Ok(()));
     Ok(())
 }
-
-/// The broker's socket is private: a 0700 directory, a 0600 socket
-/// (Windows pipes carry a current-user-only security descriptor instead,
-/// which Wine does not enforce: docs/platforms.md).
-#[cfg(unix)]
-#[mproc::test]
-fn queue_broker_socket_is_private() -> mproc::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let q: Queue<u32> = Queue::new(0)?;
-    let (address, _, _) = address_and_key(&q);
-    let Address::Local(socket) = address else {
-        panic!("a local broker address, not {address:?}");
-    };
-    let dir = socket.parent().expect("the socket's directory");
-    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
-    assert_eq!(mode(dir)?, 0o700, "{}", dir.display());
-    assert_eq!(mode(&socket)?, 0o600, "{}", socket.display());
-    Ok(())
-}

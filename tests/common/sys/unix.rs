@@ -1,0 +1,100 @@
+//! Unix half of the tests' OS helpers (see `mod.rs`).
+
+use std::time::Duration;
+
+/// A `Local` address is a socket file that exists while it is bound.
+pub const LOCAL_ADDRESS_IS_A_FILE: bool = true;
+
+/// Kills this process the hardest way the OS has (SIGKILL: no unwinding,
+/// no exit code of its own choosing).
+pub fn kill_self_hard() {
+    // SAFETY: plain libc calls on this process.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+}
+
+/// Whether the OS no longer knows `pid` as a process.
+pub fn os_pid_gone(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == -1 }
+}
+
+/// CPU time this process has used (user + system); always known on Unix.
+pub fn cpu_time() -> Option<Duration> {
+    // SAFETY: a zeroed rusage is a valid out-parameter for getrusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we pass.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(r, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+/// The threads of this process, where the OS lists them (Linux: `/proc`).
+#[cfg(target_os = "linux")]
+pub fn threads_of_this_process() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()))
+}
+
+/// The threads of this process: not listed without `/proc`.
+#[cfg(not(target_os = "linux"))]
+pub fn threads_of_this_process() -> Option<usize> {
+    None
+}
+
+/// The descriptors this process has open, where the OS lists them
+/// (Linux: `/proc`).
+#[cfg(target_os = "linux")]
+pub fn open_descriptors() -> Option<usize> {
+    Some(
+        std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0),
+    )
+}
+
+/// The descriptors this process has open: not listed without `/proc`.
+#[cfg(not(target_os = "linux"))]
+pub fn open_descriptors() -> Option<usize> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn is_zombie_or_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Those of `pids` that are zombie children of this process, where the OS
+/// tells (Linux: `/proc`).
+#[cfg(target_os = "linux")]
+pub fn zombie_children_among(pids: &[u32]) -> Option<Vec<u32>> {
+    let zombies = pids
+        .iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    let ppid = s
+                        .rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().nth(1));
+                    ppid == Some(&std::process::id().to_string()) && is_zombie_or_gone(*pid)
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    Some(zombies)
+}
+
+/// Zombie children: not listed without `/proc`.
+#[cfg(not(target_os = "linux"))]
+pub fn zombie_children_among(_pids: &[u32]) -> Option<Vec<u32>> {
+    None
+}

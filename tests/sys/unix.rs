@@ -1,0 +1,301 @@
+//! The integration tests that can only run on Unix: they send signals
+//! (SIGSTOP/SIGCONT, an ignored SIGTERM), lower `RLIMIT_NOFILE`, read file
+//! modes or a raw descriptor. Each says why in docs/platforms.md; the
+//! cross-platform rest of each topic stays in its own test binary
+//! (`tests/pipe.rs`, `tests/queue_hardening.rs`, `tests/reliability.rs`,
+//! `tests/security.rs`). On Windows this binary is empty.
+
+#![cfg(unix)]
+
+use std::time::{Duration, Instant};
+
+use mproc::{Address, Error, Process, Queue};
+
+#[mproc::target]
+fn nothing() {}
+
+// ---------------------------------------------------------------------
+// From tests/pipe.rs (checklist items 27–36).
+
+/// Item 35 through a pipe: the other end's raw descriptor, read with std.
+#[mproc::test]
+fn checklist_35_send_bytes_hello_wire_bytes_pipe() -> mproc::Result<()> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let (reader, writer) = mproc::pipe(false)?;
+    let mut raw = std::fs::File::from(reader.as_fd().try_clone_to_owned()?);
+    drop(reader);
+    writer.send_bytes(b"hello")?;
+    drop(writer);
+    let mut wire = Vec::new();
+    raw.read_to_end(&mut wire)?;
+    assert_eq!(wire, [0x00, 0x00, 0x00, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// From tests/queue_hardening.rs (issue 12, items 4–5).
+
+/// Creates a queue, puts 7 in it, hands it out, then serves it until
+/// killed.
+#[mproc::target]
+fn own_a_queue(back: Queue<Queue<u32>>, maxsize: usize) {
+    let q = Queue::<u32>::new(maxsize).expect("queue");
+    q.put(7).expect("put");
+    back.put(q.clone()).expect("hand out");
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+/// A timed get from a process that never talked to the owner before: its
+/// connection and handshake meet the deadline too. Returns the error's
+/// text and how long it took.
+#[mproc::target]
+fn timed_get(q: Queue<u32>) -> (String, u128) {
+    let t = Instant::now();
+    let r = q.get_timeout(Duration::from_millis(300));
+    // The error's `Display` (its `Debug` is derived).
+    let text = match r {
+        Ok(v) => format!("Ok({v})"),
+        Err(e) => format!("Err({e})"),
+    };
+    (text, t.elapsed().as_millis())
+}
+
+/// Far below the time the owner stays stopped (it stays stopped until
+/// every check below is done), generous for a loaded 2-core machine.
+const BOUND: Duration = Duration::from_secs(3);
+
+/// Runs `f` on a thread and returns its result, or `None` if it has not
+/// returned within twice [`BOUND`] (so that a regression fails the test
+/// instead of hanging it while the owner is stopped).
+fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(BOUND * 2).ok()
+}
+
+fn signal(p: &Process, sig: i32) {
+    let pid = p.pid().expect("started") as i32;
+    // SAFETY: kill(2) with a pid this test started and has not reaped.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig})");
+}
+
+/// Waits until the child `p` is stopped (a SIGSTOP takes effect some time
+/// after `kill` returns), leaving its state for mproc to collect later.
+fn wait_stopped(p: &Process) {
+    let pid = p.pid().expect("started") as libc::id_t;
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child; WNOWAIT leaves it waitable.
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WSTOPPED | libc::WNOWAIT) };
+    assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
+}
+
+/// The owner is SIGSTOPped: a `get_timeout(300 ms)` returns `Empty`, a
+/// `put_timeout` on a full queue returns `Full`, and a new child's first
+/// `get_timeout` (connect + handshake) returns `Empty` — each within
+/// [`BOUND`], while the owner is still stopped. Once it continues, the
+/// queue works and nothing was lost. (Unix: Windows has no SIGSTOP;
+/// docs/platforms.md.)
+#[mproc::test]
+fn deadlines_hold_while_the_owner_is_stopped() -> mproc::Result<()> {
+    use mproc::PutError;
+    for maxsize in [0usize, 1] {
+        let back = Queue::<Queue<u32>>::new(0)?;
+        // Daemonic: a failing check cannot leave it behind at exit.
+        let mut owner = Process::new(own_a_queue, (back.clone(), maxsize)).with_daemon(true);
+        owner.start()?;
+        let q = back.get_timeout(Duration::from_secs(30))?;
+        assert_eq!(q.get()?, 7);
+        q.put(8).map_err(Error::from)?;
+        // The put is stored (and a bounded queue is now full).
+        assert_eq!(q.qsize(), 1);
+        signal(&owner, libc::SIGSTOP);
+        wait_stopped(&owner);
+
+        let q2 = q.clone();
+        let got = within(move || {
+            let t = Instant::now();
+            (q2.get_timeout(Duration::from_millis(300)), t.elapsed())
+        });
+        let put = (maxsize == 1).then(|| {
+            let q2 = q.clone();
+            within(move || {
+                let t = Instant::now();
+                (q2.put_timeout(9, Duration::from_millis(300)), t.elapsed())
+            })
+        });
+        let child = mproc::spawn(timed_get, (q.clone(),))?;
+        child.join_timeout(BOUND * 2)?;
+        let fresh = if child.is_alive()? {
+            child.kill()?;
+            None
+        } else {
+            Some(child.join()?)
+        };
+        // Every check ran while the owner was stopped; let it go on
+        // before asserting, so that a failure does not leave it stopped.
+        signal(&owner, libc::SIGCONT);
+
+        let (r, took) = got.expect("get_timeout(300 ms) still blocked with the owner stopped");
+        assert!(matches!(r, Err(Error::Empty)), "{r:?}");
+        assert!(took < BOUND, "get_timeout(300 ms) took {took:?}");
+        if let Some(put) = put {
+            let (r, took) = put.expect("put_timeout(300 ms) still blocked with the owner stopped");
+            assert!(matches!(r, Err(PutError::Full(9))), "{r:?}");
+            assert!(took < BOUND, "put_timeout(300 ms) took {took:?}");
+        }
+        let (r, ms) =
+            fresh.expect("a new holder's get_timeout still blocked with the owner stopped");
+        assert_eq!(r, "Err(queue.Empty: the queue is empty)");
+        assert!(
+            ms < BOUND.as_millis(),
+            "a new holder's get_timeout took {ms} ms"
+        );
+
+        // The item 8 the timed-out get may have been sent is back.
+        assert_eq!(q.get_timeout(Duration::from_secs(30))?, 8);
+        q.put(10).map_err(Error::from)?;
+        assert_eq!(q.get_timeout(Duration::from_secs(30))?, 10);
+        assert_eq!(q.qsize(), 0);
+        owner.kill()?;
+        owner.join()?;
+    }
+    Ok(())
+}
+
+/// A queue handle's broker address, read from its serialised form.
+fn broker_address<T>(q: &Queue<T>) -> mproc::Address {
+    let bytes = postcard::to_stdvec(q).expect("a queue handle serialises");
+    let (address, _key, _maxsize, _id): (mproc::Address, Vec<u8>, u64, u64) =
+        postcard::from_bytes(&bytes).expect("a queue handle is address, key, maxsize, id");
+    address
+}
+
+/// Connections that never say a word (no key, no answer to the
+/// challenge), all held open.
+fn flood(address: &mproc::Address, n: usize) -> mproc::Result<Vec<mproc::Connection>> {
+    (0..n)
+        .map(|_| mproc::Client::connect(address, None))
+        .collect()
+}
+
+/// Owns a queue under a limit of 128 descriptors: hands it out, waits for
+/// the flood, then starts a process and takes the item the parent put.
+#[mproc::target]
+fn limited_owner(back: Queue<Queue<u32>>, go: Queue<u32>) -> String {
+    let limit = libc::rlimit {
+        rlim_cur: 128,
+        rlim_max: 128,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return format!("setrlimit: {}", std::io::Error::last_os_error());
+    }
+    let q = Queue::<u32>::new(0).expect("queue");
+    back.put(q.clone()).expect("hand out");
+    go.get().expect("go");
+    let mut p = Process::new(nothing, ());
+    let started = p.start().and_then(|()| p.join());
+    let got = q.get_timeout(Duration::from_secs(30));
+    format!("{started:?} {:?} {got:?}", p.exitcode())
+}
+
+/// Under `ulimit -n 128`, 300 silent connections to the owner's broker
+/// leave the owner able to start a process and serve a holder.
+#[mproc::test]
+fn a_flood_under_a_low_descriptor_limit_leaves_the_owner_working() -> mproc::Result<()> {
+    let back = Queue::<Queue<u32>>::new(0)?;
+    let go = Queue::<u32>::new(0)?;
+    let owner = mproc::spawn(limited_owner, (back.clone(), go.clone()))?;
+    let q = back.get_timeout(Duration::from_secs(30))?;
+    let silent = flood(&broker_address(&q), 300)?;
+    q.put(42).map_err(Error::from)?;
+    go.put(1).map_err(Error::from)?;
+    assert_eq!(owner.join()?, "Ok(()) Some(0) Ok(42)");
+    drop(silent);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// From tests/reliability.rs (docs/reliability.md).
+
+#[mproc::target]
+fn ignore_sigterm_then_sleep() {
+    // SAFETY: setting a disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+#[mproc::test]
+fn kill_stops_a_child_that_ignores_sigterm() -> mproc::Result<()> {
+    let mut p = Process::new(ignore_sigterm_then_sleep, ());
+    p.start()?;
+    // start() returns once the child runs its target; give it a moment to
+    // install the disposition (its first statement), then terminate.
+    std::thread::sleep(Duration::from_millis(200));
+    p.terminate()?;
+    p.join_timeout(Duration::from_millis(500))?;
+    assert!(p.is_alive()?, "SIGTERM should have been ignored");
+    p.kill()?;
+    p.join()?;
+    assert_eq!(p.exitcode(), Some(-9));
+    Ok(())
+}
+
+#[mproc::test]
+fn runtime_dir_is_private() -> mproc::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = Process::new(nothing, ());
+    p.start()?;
+    p.join()?;
+    let prefix = format!("mproc-{}-", std::process::id());
+    // The runtime directory is in $XDG_RUNTIME_DIR when that is usable
+    // (issue 12 item 3), else in the temp directory.
+    let mut bases = vec![std::env::temp_dir()];
+    bases.extend(std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from));
+    let dirs: Vec<_> = bases
+        .iter()
+        .filter_map(|b| std::fs::read_dir(b).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| !e.path().join("queues.sock").exists())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one runtime directory per process");
+    let mode = dirs[0].metadata()?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// From tests/security.rs (authentication and privacy everywhere).
+
+/// A queue handle's address and key, read from its serialised form.
+fn address_and_key(q: &Queue<u32>) -> (Address, Vec<u8>, u64) {
+    let bytes = postcard::to_stdvec(q).expect("a queue handle serialises");
+    let (address, key, _maxsize, id): (Address, Vec<u8>, u64, u64) =
+        postcard::from_bytes(&bytes).expect("a queue handle is address, key, maxsize, id");
+    (address, key, id)
+}
+
+/// The broker's socket is private: a 0700 directory, a 0600 socket
+/// (Windows pipes carry a current-user-only security descriptor instead,
+/// which Wine does not enforce: docs/platforms.md).
+#[mproc::test]
+fn queue_broker_socket_is_private() -> mproc::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let q: Queue<u32> = Queue::new(0)?;
+    let (address, _, _) = address_and_key(&q);
+    let Address::Local(socket) = address else {
+        panic!("a local broker address, not {address:?}");
+    };
+    let dir = socket.parent().expect("the socket's directory");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode(dir)?, 0o700, "{}", dir.display());
+    assert_eq!(mode(&socket)?, 0o600, "{}", socket.display());
+    Ok(())
+}
