@@ -5,7 +5,7 @@
 //!    directory, and re-execute this binary with the entry token (a
 //!    one-time secret and the listener's address) in its environment;
 //! 2. accept the child's connection, racing its exit and a deadline;
-//! 3. mutual HMAC challenge over the secret (CPython's, `mproc_ipc::auth`);
+//! 3. mutual HMAC challenge over the secret (CPython's, `mproc_ipc::__private::auth`);
 //! 4. send the launch record and the handles its arguments carry;
 //! 5. wait for the child's acknowledgement that it decoded its arguments.
 //!
