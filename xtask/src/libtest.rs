@@ -52,14 +52,29 @@ struct Failed {
 /// `test NAME ... FAILED` lines and libtest's `---- NAME stdout ----`
 /// sections) and the test binaries that ended without a `test result:` line
 /// (a crash, an abort, a timeout), with the last lines each printed.
+///
+/// cargo names each binary on stderr and the binary prints on stdout; read
+/// through two pipes, the next binary's `Running` line can arrive before
+/// the previous one's last lines. So a binary is not judged when the next
+/// one starts: stdout lines belong to the oldest binary still without a
+/// result, a `test result:` line ends it, and it has crashed only when
+/// cargo says its process did not exit as libtest does (status 101 is a
+/// test failure, which has its result line), or when the run ends first.
 #[derive(Default)]
 pub struct Failures {
-    binary: Option<String>,
-    binary_has_result: bool,
+    /// Every binary started, in order.
+    binaries: Vec<Binary>,
+    /// The oldest binary still without a result (stdout lines are its).
+    current: usize,
     recent: VecDeque<String>,
     section: Option<usize>,
     failed: Vec<Failed>,
     crashed: Vec<(String, Vec<String>)>,
+}
+
+struct Binary {
+    name: String,
+    done: bool,
 }
 
 impl Failures {
@@ -67,23 +82,33 @@ impl Failures {
     /// came on stderr, where cargo names the test binary it starts.
     pub fn line(&mut self, is_err: bool, plain: &str) {
         let trimmed = plain.trim();
-        if let Some(binary) = trimmed
-            .strip_prefix("Running ")
-            .or_else(|| trimmed.strip_prefix("Doc-tests "))
-            .filter(|_| is_err)
-        {
-            self.end_binary();
-            self.binary = Some(binary.to_string());
-            self.binary_has_result = false;
-            return;
+        if is_err {
+            if let Some(binary) = trimmed
+                .strip_prefix("Running ")
+                .or_else(|| trimmed.strip_prefix("Doc-tests "))
+            {
+                self.binaries.push(Binary {
+                    name: binary.to_string(),
+                    done: false,
+                });
+                return;
+            }
+            if trimmed.starts_with("process didn't exit successfully")
+                && !trimmed.contains("(exit status: 101)")
+            {
+                self.crash_current();
+                return;
+            }
         }
         self.recent.push_back(plain.to_string());
         if self.recent.len() > TAIL {
             self.recent.pop_front();
         }
+        if is_err {
+            return;
+        }
         if trimmed.starts_with("test result: ") {
-            self.binary_has_result = true;
-            self.section = None;
+            self.end_current();
             return;
         }
         if let Some(name) = trimmed
@@ -110,7 +135,11 @@ impl Failures {
     }
 
     fn entry(&mut self, name: &str) -> usize {
-        let binary = self.binary.clone().unwrap_or_default();
+        let binary = self
+            .binaries
+            .get(self.current)
+            .map(|b| b.name.clone())
+            .unwrap_or_default();
         if let Some(i) = self
             .failed
             .iter()
@@ -126,12 +155,23 @@ impl Failures {
         self.failed.len() - 1
     }
 
-    fn end_binary(&mut self) {
-        if let Some(binary) = self.binary.take() {
-            if !self.binary_has_result {
-                self.crashed
-                    .push((binary, self.recent.iter().cloned().collect()));
-            }
+    /// The oldest binary without a result gave its result.
+    fn end_current(&mut self) {
+        if let Some(b) = self.binaries.get_mut(self.current) {
+            b.done = true;
+            self.current += 1;
+        }
+        self.recent.clear();
+        self.section = None;
+    }
+
+    /// The oldest binary without a result ended without one.
+    fn crash_current(&mut self) {
+        if let Some(b) = self.binaries.get_mut(self.current) {
+            b.done = true;
+            self.crashed
+                .push((b.name.clone(), self.recent.iter().cloned().collect()));
+            self.current += 1;
         }
         self.recent.clear();
         self.section = None;
@@ -139,11 +179,13 @@ impl Failures {
 
     /// Ends the run: the report of every failing test and of every binary
     /// that gave no result, or `None` when there is nothing to report.
-    /// `ended` says whether the run itself ended normally (a timed-out run's
-    /// last binary is reported as one without a result).
-    pub fn finish(mut self, ended: bool) -> Option<String> {
-        if !ended || !self.binary_has_result {
-            self.end_binary();
+    /// A binary still without a result (a timed-out run's last one) is
+    /// reported as one that gave none.
+    pub fn finish(mut self) -> Option<String> {
+        // Whatever is left without a result never gave one: the run
+        // ended (or was stopped) first.
+        while self.binaries.get(self.current).is_some() {
+            self.crash_current();
         }
         if self.failed.is_empty() && self.crashed.is_empty() {
             return None;
@@ -191,12 +233,14 @@ mod tests {
             "     Running tests/b.rs (target/debug/deps/b-2)",
             "test hangs ... ",
             "last words",
+            "  process didn't exit successfully: `target/debug/deps/b-2` (signal: 6, SIGABRT: process abort signal)",
             "     Running tests/c.rs (target/debug/deps/c-3)",
             "test result: ok. 3 passed; 0 failed",
         ] {
-            f.line(l.trim_start().starts_with("Running "), l);
+            let t = l.trim_start();
+            f.line(t.starts_with("Running ") || t.starts_with("process didn't"), l);
         }
-        let report = f.finish(true).expect("a report");
+        let report = f.finish().expect("a report");
         assert!(report.contains("FAILED: bad_one  [tests/a.rs (target/debug/deps/a-1)]"));
         assert!(report.contains("    | boom"));
         assert!(!report.contains("ok_one"));
@@ -205,17 +249,39 @@ mod tests {
         assert!(!report.contains("tests/c.rs"));
     }
 
+    /// Two pipes: the next binary's `Running` line arrives before the
+    /// previous binary's result (seen under Wine on a busy machine: a
+    /// false "NO RESULT").
+    #[test]
+    fn a_result_that_arrives_after_the_next_binary_starts_is_still_its() {
+        let mut f = Failures::default();
+        f.line(true, "     Running tests/m.rs (m)");
+        f.line(false, "running 1 test");
+        f.line(true, "     Running tests/p.rs (p)");
+        f.line(false, "test one ... ok");
+        f.line(false, "test result: ok. 1 passed; 0 failed");
+        f.line(false, "test two ... FAILED");
+        f.line(
+            true,
+            "  process didn't exit successfully: `p` (exit status: 101)",
+        );
+        f.line(false, "test result: FAILED. 0 passed; 1 failed");
+        let report = f.finish().expect("a report");
+        assert!(report.contains("FAILED: two  [tests/p.rs (p)]"), "{report}");
+        assert!(!report.contains("NO RESULT"), "{report}");
+    }
+
     #[test]
     fn a_green_run_reports_nothing_and_a_timed_out_one_names_its_last_binary() {
         let mut f = Failures::default();
         f.line(true, "     Running tests/c.rs (x)");
         f.line(false, "Running a test's own line");
         f.line(false, "test result: ok. 3 passed; 0 failed");
-        assert!(f.finish(true).is_none());
+        assert!(f.finish().is_none());
         let mut f = Failures::default();
         f.line(true, "     Running tests/d.rs (y)");
         f.line(false, "test slow ... ");
-        let report = f.finish(false).expect("a report");
+        let report = f.finish().expect("a report");
         assert!(report.contains("tests/d.rs"));
     }
 }

@@ -100,7 +100,7 @@ fn run_tests(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
         }
         failures.line(is_err, &libtest::strip_ansi(line));
     })?;
-    let report = failures.finish(!outcome.timed_out);
+    let report = failures.finish();
     if outcome.success() {
         return Ok(());
     }

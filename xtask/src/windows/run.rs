@@ -195,7 +195,7 @@ fn run_tests(
         kill_all(orphans);
     }
     totals.success = outcome.success();
-    totals.report = failures.finish(!outcome.timed_out);
+    totals.report = failures.finish();
     say(format!(
         "cargo test step: {:.1} s",
         started.elapsed().as_secs_f64()
