@@ -482,9 +482,14 @@ fn condition_waiter_killed_in_wait_leaves_it_usable() -> mproc::Result<()> {
 fn test_barrier_rounds() -> mproc::Result<()> {
     let b = Barrier::new(3)?;
     assert_eq!(b.parties(), 3);
+    // A child that cannot start aborts the barrier: the one already
+    // started then sees it broken and ends, instead of waiting for a
+    // party that never comes while the exit procedure joins it (a hang
+    // seen under Wine when `CreateProcessW` failed on a loaded machine).
     let others: Vec<_> = (0..2)
         .map(|_| mproc::spawn(barrier_rounds, (b.clone(), 3)))
-        .collect::<mproc::Result<_>>()?;
+        .collect::<mproc::Result<_>>()
+        .inspect_err(|_| b.abort())?;
     let mut mine = Vec::new();
     for _ in 0..3 {
         mine.push(b.wait()?);
