@@ -125,20 +125,6 @@ fn pid_gone(pid: u32) -> bool {
     !in_table && sys::os_pid_gone(pid)
 }
 
-/// Kills `pid` from outside the pool, as a user or the OOM killer would.
-fn kill_from_outside(pid: u32) {
-    let status = if cfg!(windows) {
-        std::process::Command::new("taskkill")
-            .args(["/F", "/PID", &pid.to_string()])
-            .status()
-    } else {
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-    };
-    assert!(status.expect("run kill").success(), "kill {pid}");
-}
-
 // ---- TestPool.test_map / test_starmap / test_apply ----
 
 #[mproc::test]
@@ -368,7 +354,7 @@ fn pool_worker_killed_from_outside_fails_its_task_and_is_replaced() -> mproc::Re
     let conn = listener.accept()?;
     let pid: u32 = conn.recv()?;
     let others = pool.map_async(sqr, 0..50)?;
-    kill_from_outside(pid);
+    sys::kill_from_outside(pid);
     match victim.get() {
         Err(Error::WorkerDied { pid: p, exitcode }) => {
             assert_eq!(p, pid);

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use mproc::{Address, Client, Error, Listener, Pool};
 
+#[path = "common/sys/mod.rs"]
+mod sys;
+
 #[mproc::target]
 fn sqr(x: u64) -> u64 {
     x * x
@@ -50,20 +53,6 @@ fn report_and_hold(addr: Address) -> u32 {
     pid
 }
 
-/// Kills `pid` from outside the pool, as a user or the OOM killer would.
-fn kill_from_outside(pid: u32) {
-    let status = if cfg!(windows) {
-        std::process::Command::new("taskkill")
-            .args(["/F", "/PID", &pid.to_string()])
-            .status()
-    } else {
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-    };
-    assert!(status.expect("run kill").success(), "kill {pid}");
-}
-
 /// A pool of one worker that has answered a task: its slot waits with an
 /// idle, ready worker, the state in which a caller writes the next task
 /// to the worker itself.
@@ -86,7 +75,7 @@ fn pool_dispatch_worker_killed_while_idle_fails_no_task() -> mproc::Result<()> {
     assert_eq!(conn.recv::<u32>()?, pid);
     // The worker is idle (its task returned); kill it and wait for its
     // end: the connection its thread held ends with the process.
-    kill_from_outside(pid);
+    sys::kill_from_outside(pid);
     assert!(matches!(conn.recv::<u8>(), Err(Error::Eof)));
     // The next task must not be written to the dead worker and failed:
     // it runs in the replacement.
@@ -112,7 +101,7 @@ fn pool_dispatch_warm_worker_killed_mid_apply_fails_that_task_only() -> mproc::R
     let later: Vec<_> = (0..20u64)
         .map(|i| pool.apply_async(sqr, (i,)))
         .collect::<mproc::Result<_>>()?;
-    kill_from_outside(pid);
+    sys::kill_from_outside(pid);
     match victim.get() {
         Err(Error::WorkerDied { pid: p, .. }) => assert_eq!(p, pid),
         other => panic!("expected WorkerDied, got {other:?}"),
@@ -136,7 +125,7 @@ fn pool_dispatch_worker_killed_during_apply_fails_that_call_only() -> mproc::Res
         let caller = s.spawn(|| pool.apply(report_and_wait, (addr,)));
         let conn = listener.accept()?;
         let pid: u32 = conn.recv()?;
-        kill_from_outside(pid);
+        sys::kill_from_outside(pid);
         match caller.join().expect("caller thread") {
             Err(Error::WorkerDied { pid: p, exitcode }) => {
                 assert_eq!(p, pid);

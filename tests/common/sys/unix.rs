@@ -98,3 +98,12 @@ pub fn zombie_children_among(pids: &[u32]) -> Option<Vec<u32>> {
 pub fn zombie_children_among(_pids: &[u32]) -> Option<Vec<u32>> {
     None
 }
+
+/// Kills `pid` from outside this process, as a user or the OOM killer
+/// would (`kill -9`).
+pub fn kill_from_outside(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    assert!(status.expect("run kill").success(), "kill {pid}");
+}

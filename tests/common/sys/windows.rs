@@ -42,3 +42,12 @@ pub fn open_descriptors() -> Option<usize> {
 pub fn zombie_children_among(_pids: &[u32]) -> Option<Vec<u32>> {
     None
 }
+
+/// Kills `pid` from outside this process, as a user would
+/// (`taskkill /F`: `TerminateProcess`).
+pub fn kill_from_outside(pid: u32) {
+    let status = std::process::Command::new("taskkill")
+        .args(["/F", "/PID", &pid.to_string()])
+        .status();
+    assert!(status.expect("run taskkill").success(), "kill {pid}");
+}
