@@ -928,6 +928,99 @@ mod tests {
         assert_eq!(typed("ab").len(), FIXED_TAG_LEN + "str".len() + 3);
     }
 
+    /// The cost of the wrappers on structured values, in-process (not a
+    /// pass/fail figure: it prints; docs/protocol.md §2 quotes it). Run
+    /// `cargo test --release -p mproc-ipc --lib decode_cost -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore = "a measurement, run by hand in release"]
+    fn decode_cost() {
+        use std::hint::black_box;
+        use std::time::Instant;
+
+        #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+        struct Four {
+            a: u32,
+            b: String,
+            c: Option<u64>,
+            d: (i16, bool),
+        }
+
+        /// Best of 7 runs of `iters` calls of `f`, in µs a call.
+        fn best(iters: u32, mut f: impl FnMut()) -> f64 {
+            (0..7)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        f();
+                    }
+                    t.elapsed().as_secs_f64() * 1e6 / f64::from(iters)
+                })
+                .fold(f64::INFINITY, f64::min)
+        }
+
+        let numbers: Vec<u64> = (0..4096u64).map(|i| i * 0x9e37_79b9).collect();
+        let four = Four {
+            a: 7,
+            b: "four".into(),
+            c: Some(1 << 40),
+            d: (-3, true),
+        };
+        let plain = postcard::to_stdvec(&numbers).unwrap();
+        let payload = typed(&numbers);
+        assert_eq!(decode::<Vec<u64>>(&payload).unwrap(), numbers);
+        assert_eq!(depth::from_bytes::<Vec<u64>>(&plain).unwrap(), numbers);
+        let rows = [
+            (
+                "decode 4096 u64, postcard alone",
+                best(300, || {
+                    black_box(postcard::from_bytes::<Vec<u64>>(black_box(&plain)).unwrap());
+                }),
+            ),
+            (
+                "decode 4096 u64, decode_from_slice (limit, no hash)",
+                best(300, || {
+                    black_box(depth::from_bytes::<Vec<u64>>(black_box(&plain)).unwrap());
+                }),
+            ),
+            (
+                "decode 4096 u64, tag::decode (limit + hash)",
+                best(300, || {
+                    black_box(decode::<Vec<u64>>(black_box(&payload)).unwrap());
+                }),
+            ),
+            (
+                "encode 4096 u64, postcard alone",
+                best(300, || {
+                    black_box(postcard::to_stdvec(black_box(&numbers)).unwrap());
+                }),
+            ),
+            (
+                "encode 4096 u64, tag::encode",
+                best(300, || {
+                    black_box(typed(black_box(&numbers)));
+                }),
+            ),
+            (
+                "4-field struct, postcard encode + decode",
+                best(100_000, || {
+                    let p = postcard::to_stdvec(black_box(&four)).unwrap();
+                    black_box(postcard::from_bytes::<Four>(&p).unwrap());
+                }),
+            ),
+            (
+                "4-field struct, tag encode + decode",
+                best(100_000, || {
+                    black_box(decode::<Four>(&typed(black_box(&four))).unwrap());
+                }),
+            ),
+        ];
+        assert_eq!(decode::<Four>(&typed(&four)).unwrap(), four);
+        for (what, us) in rows {
+            println!("{what:55} {us:8.3} µs");
+        }
+    }
+
     proptest! {
         #[test]
         fn random_payloads_never_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
