@@ -7,10 +7,10 @@
 //! calls exactly when they agree on the value's structure: the same
 //! primitive kinds, the same struct, enum and variant names, the same field
 //! names. [`Serializer`] wraps postcard's serializer and hashes every call
-//! it forwards; [`Deserializer`] wraps postcard's deserializer (and every
-//! visitor, access and seed handed back through it, the way
-//! `serde_ignored` and `serde_stacker` do) and hashes the calls the
-//! receiver's `Deserialize` makes, in the same canonical form:
+//! it forwards; on the receiver, the decoder's one wrapper
+//! (`crate::decode::Deserializer`, which also counts nesting) reports the
+//! calls the receiver's `Deserialize` makes to a [`Fingerprint`], which
+//! hashes them in the same canonical form:
 //!
 //! | event | hashed as |
 //! |---|---|
@@ -36,9 +36,7 @@
 //! since the receiver decodes (with its depth limit) before comparing.
 
 use std::cell::Cell;
-use std::fmt;
 
-use serde::de::{self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use serde::ser::{self, Serialize};
 
 /// The running hash of one message's events.
@@ -48,7 +46,7 @@ pub(crate) struct Fingerprint(Cell<u64>);
 const SEED: u64 = 0x6d70_726f_6373_6870; // "mprocshp"
 
 /// The event kinds.
-mod kind {
+pub(crate) mod kind {
     pub const BOOL: u64 = 1;
     pub const I8: u64 = 2;
     pub const I16: u64 = 3;
@@ -161,6 +159,40 @@ impl Fingerprint {
             *last = Some(sub);
             self.add(sub);
         }
+    }
+}
+
+/// The receiver's side: `decode::Deserializer` reports the calls the
+/// receiver's `Deserialize` makes here.
+impl crate::decode::Shape for Fingerprint {
+    #[inline]
+    fn add(&self, x: u64) {
+        Fingerprint::add(self, x);
+    }
+
+    #[inline]
+    fn add_named(&self, x: u64, name: &str) {
+        self.add2(x, name);
+    }
+
+    #[inline]
+    fn name(&self, name: &str) {
+        self.0.set(mix_str(self.0.get(), name));
+    }
+
+    #[inline]
+    fn open(&self) -> u64 {
+        Fingerprint::open(self)
+    }
+
+    #[inline]
+    fn close(&self, outer: u64, last: &mut Option<u64>) {
+        Fingerprint::close(self, outer, last);
+    }
+
+    #[inline]
+    fn reset(&self, outer: u64) {
+        self.0.set(outer);
     }
 }
 
@@ -520,581 +552,5 @@ impl postcard::ser_flavors::Flavor for Discard {
 
     fn finalize(self) -> postcard::Result<usize> {
         Ok(self.0)
-    }
-}
-
-// -------------------------------------------------------------- receiver
-
-/// How a wrapped visitor hashes what the inner deserializer hands it.
-#[derive(Clone, Copy)]
-enum Mode {
-    /// Nothing of its own (the call was hashed when it was made); `none`
-    /// and `some` add their events.
-    Plain,
-    /// The elements of a `seq`: each alone, runs counted once.
-    Seq,
-    /// The elements of a tuple, inline.
-    Inline,
-    /// The fields of a struct (or struct variant), named by the receiver.
-    Fields(&'static [&'static str]),
-    /// An enum's variants: the variant index read names one.
-    Enum(&'static [&'static str]),
-}
-
-/// A deserializer that hashes the calls made of it, forwarding them to `D`.
-pub(crate) struct Deserializer<'h, D> {
-    inner: D,
-    fp: &'h Fingerprint,
-}
-
-impl<'h, D> Deserializer<'h, D> {
-    /// Wraps `inner`, hashing into `fp`.
-    pub(crate) fn new(inner: D, fp: &'h Fingerprint) -> Self {
-        Deserializer { inner, fp }
-    }
-}
-
-/// A visitor, access or seed, wrapped.
-struct Wrap<'h, T> {
-    inner: T,
-    fp: &'h Fingerprint,
-    mode: Mode,
-    /// Seq and map: the previous element's hash. Fields: the next index.
-    last: Option<u64>,
-    index: usize,
-    outer: u64,
-}
-
-#[inline]
-fn wrap<T>(inner: T, fp: &Fingerprint, mode: Mode) -> Wrap<'_, T> {
-    Wrap {
-        inner,
-        fp,
-        mode,
-        last: None,
-        index: 0,
-        outer: SEED,
-    }
-}
-
-/// Scalars: the call is the whole event. Their visitor is handed on as it
-/// is (postcard answers a scalar request with that scalar, nothing the
-/// hash would have to see), which keeps a sequence of numbers cheap.
-macro_rules! de_scalars {
-    ($($method:ident => $kind:expr),* $(,)?) => {$(
-        #[inline]
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.fp.add($kind);
-            self.inner.$method(visitor)
-        }
-    )*};
-}
-
-impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for Deserializer<'_, D> {
-    type Error = D::Error;
-
-    de_scalars! {
-        deserialize_bool => kind::BOOL,
-        deserialize_i8 => kind::I8,
-        deserialize_i16 => kind::I16,
-        deserialize_i32 => kind::I32,
-        deserialize_i64 => kind::I64,
-        deserialize_i128 => kind::I128,
-        deserialize_u8 => kind::U8,
-        deserialize_u16 => kind::U16,
-        deserialize_u32 => kind::U32,
-        deserialize_u64 => kind::U64,
-        deserialize_u128 => kind::U128,
-        deserialize_f32 => kind::F32,
-        deserialize_f64 => kind::F64,
-        deserialize_char => kind::CHAR,
-        deserialize_str => kind::STR,
-        deserialize_string => kind::STR,
-        deserialize_bytes => kind::BYTES,
-        deserialize_byte_buf => kind::BYTES,
-        deserialize_unit => kind::UNIT,
-        deserialize_any => kind::OTHER,
-        deserialize_identifier => kind::OTHER,
-        deserialize_ignored_any => kind::OTHER,
-    }
-
-    #[inline]
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner
-            .deserialize_option(wrap(visitor, self.fp, Mode::Plain))
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.fp.add2(kind::UNIT_STRUCT, name);
-        self.inner
-            .deserialize_unit_struct(name, wrap(visitor, self.fp, Mode::Plain))
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.fp.add2(kind::NEWTYPE_STRUCT, name);
-        self.inner
-            .deserialize_newtype_struct(name, wrap(visitor, self.fp, Mode::Plain))
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.fp.add(kind::SEQ);
-        let v = self
-            .inner
-            .deserialize_seq(wrap(visitor, self.fp, Mode::Seq))?;
-        self.fp.add(kind::END);
-        Ok(v)
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.fp.add(kind::TUPLE);
-        self.fp.add(len as u64);
-        let v = self
-            .inner
-            .deserialize_tuple(len, wrap(visitor, self.fp, Mode::Inline))?;
-        self.fp.add(kind::END);
-        Ok(v)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.fp.add2(kind::TUPLE_STRUCT, name);
-        self.fp.add(len as u64);
-        let v =
-            self.inner
-                .deserialize_tuple_struct(name, len, wrap(visitor, self.fp, Mode::Inline))?;
-        self.fp.add(kind::END);
-        Ok(v)
-    }
-
-    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.fp.add(kind::MAP);
-        let v = self
-            .inner
-            .deserialize_map(wrap(visitor, self.fp, Mode::Seq))?;
-        self.fp.add(kind::END);
-        Ok(v)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.fp.add2(kind::STRUCT, name);
-        let v = self.inner.deserialize_struct(
-            name,
-            fields,
-            wrap(visitor, self.fp, Mode::Fields(fields)),
-        )?;
-        self.fp.add(kind::END);
-        Ok(v)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.fp.add2(kind::ENUM, name);
-        self.inner
-            .deserialize_enum(name, variants, wrap(visitor, self.fp, Mode::Enum(variants)))
-    }
-
-    fn is_human_readable(&self) -> bool {
-        self.inner.is_human_readable()
-    }
-}
-
-macro_rules! visit_values {
-    ($($method:ident: $ty:ty),* $(,)?) => {$(
-        #[inline]
-        fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
-            self.inner.$method(v)
-        }
-    )*};
-}
-
-impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
-    type Value = V::Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.expecting(f)
-    }
-
-    visit_values! {
-        visit_bool: bool,
-        visit_i8: i8, visit_i16: i16, visit_i32: i32, visit_i64: i64, visit_i128: i128,
-        visit_u8: u8, visit_u16: u16, visit_u32: u32, visit_u64: u64, visit_u128: u128,
-        visit_f32: f32, visit_f64: f64, visit_char: char,
-        visit_str: &str, visit_borrowed_str: &'de str, visit_string: String,
-        visit_bytes: &[u8], visit_borrowed_bytes: &'de [u8], visit_byte_buf: Vec<u8>,
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
-        self.fp.add(kind::NONE);
-        self.inner.visit_none()
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
-        self.inner.visit_unit()
-    }
-
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        self.fp.add(kind::SOME);
-        self.inner.visit_some(Deserializer::new(d, self.fp))
-    }
-
-    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        self.inner
-            .visit_newtype_struct(Deserializer::new(d, self.fp))
-    }
-
-    #[inline]
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_seq(wrap(seq, self.fp, self.mode))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_map(wrap(map, self.fp, self.mode))
-    }
-
-    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_enum(wrap(data, self.fp, self.mode))
-    }
-}
-
-/// A seed whose value deserializes through a hashing [`Deserializer`],
-/// after hashing `name` (a field's) if any.
-struct Seed<'h, S> {
-    inner: S,
-    fp: &'h Fingerprint,
-    name: Option<&'static str>,
-}
-
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
-    type Value = S::Value;
-
-    #[inline]
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        if let Some(name) = self.name {
-            self.fp.0.set(mix_str(self.fp.get(), name));
-        }
-        self.inner.deserialize(Deserializer::new(d, self.fp))
-    }
-}
-
-impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<'_, A> {
-    type Error = A::Error;
-
-    #[inline]
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, A::Error> {
-        match self.mode {
-            Mode::Seq => {
-                let outer = self.fp.open();
-                let seed = Seed {
-                    inner: seed,
-                    fp: self.fp,
-                    name: None,
-                };
-                match self.inner.next_element_seed(seed)? {
-                    Some(v) => {
-                        self.fp.close(outer, &mut self.last);
-                        Ok(Some(v))
-                    }
-                    None => {
-                        self.fp.0.set(outer);
-                        Ok(None)
-                    }
-                }
-            }
-            Mode::Fields(fields) => {
-                // A field past the receiver's names (never, for derived
-                // types) hashes as an unnamed one.
-                let name = Some(fields.get(self.index).copied().unwrap_or("\u{0}"));
-                self.index += 1;
-                self.inner.next_element_seed(Seed {
-                    inner: seed,
-                    fp: self.fp,
-                    name,
-                })
-            }
-            _ => self.inner.next_element_seed(Seed {
-                inner: seed,
-                fp: self.fp,
-                name: None,
-            }),
-        }
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
-    }
-}
-
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<'_, A> {
-    type Error = A::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
-        let outer = self.fp.open();
-        let key = self.inner.next_key_seed(Seed {
-            inner: seed,
-            fp: self.fp,
-            name: None,
-        })?;
-        if key.is_none() {
-            self.fp.0.set(outer);
-        }
-        self.outer = outer;
-        Ok(key)
-    }
-
-    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        let v = self.inner.next_value_seed(Seed {
-            inner: seed,
-            fp: self.fp,
-            name: None,
-        })?;
-        self.fp.close(self.outer, &mut self.last);
-        Ok(v)
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
-    }
-}
-
-impl<'h, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<'h, A> {
-    type Error = A::Error;
-    type Variant = Wrap<'h, A::Variant>;
-
-    fn variant_seed<T: DeserializeSeed<'de>>(
-        self,
-        seed: T,
-    ) -> Result<(T::Value, Self::Variant), A::Error> {
-        let variants = match self.mode {
-            Mode::Enum(variants) => variants,
-            _ => &[],
-        };
-        let fp = self.fp;
-        let (value, variant) = self.inner.variant_seed(VariantSeed {
-            inner: seed,
-            fp,
-            variants,
-        })?;
-        Ok((value, wrap(variant, fp, Mode::Plain)))
-    }
-}
-
-/// The seed of an enum's variant identifier: hashes the index it reads
-/// and the receiver's name for it.
-struct VariantSeed<'h, S> {
-    inner: S,
-    fp: &'h Fingerprint,
-    variants: &'static [&'static str],
-}
-
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for VariantSeed<'_, S> {
-    type Value = S::Value;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.inner.deserialize(VariantDe {
-            inner: d,
-            fp: self.fp,
-            variants: self.variants,
-        })
-    }
-}
-
-/// The deserializer of a variant identifier: every visitor it hands on
-/// hashes the index it is given.
-struct VariantDe<'h, D> {
-    inner: D,
-    fp: &'h Fingerprint,
-    variants: &'static [&'static str],
-}
-
-/// The visitor of a variant identifier.
-struct VariantVisitor<'h, V> {
-    inner: V,
-    fp: &'h Fingerprint,
-    variants: &'static [&'static str],
-}
-
-impl<V> VariantVisitor<'_, V> {
-    fn index(&self, index: u64) {
-        let name = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.variants.get(i));
-        match name {
-            Some(name) => self.fp.add2(index, name),
-            None => self.fp.add(kind::OTHER),
-        }
-    }
-}
-
-macro_rules! variant_index {
-    ($($method:ident: $ty:ty),* $(,)?) => {$(
-        fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
-            self.index(u64::from(v));
-            self.inner.$method(v)
-        }
-    )*};
-}
-
-impl<'de, V: Visitor<'de>> Visitor<'de> for VariantVisitor<'_, V> {
-    type Value = V::Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.expecting(f)
-    }
-
-    variant_index! { visit_u8: u8, visit_u16: u16, visit_u32: u32, visit_u64: u64 }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<V::Value, E> {
-        self.fp.add(kind::OTHER);
-        self.inner.visit_str(v)
-    }
-
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
-        self.fp.add(kind::OTHER);
-        self.inner.visit_bytes(v)
-    }
-}
-
-macro_rules! variant_de {
-    ($($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method(VariantVisitor { inner: visitor, fp: self.fp, variants: self.variants })
-        }
-    )*};
-}
-
-impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for VariantDe<'_, D> {
-    type Error = D::Error;
-
-    variant_de! {
-        deserialize_any deserialize_bool
-        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
-        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
-        deserialize_f32 deserialize_f64 deserialize_char
-        deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
-        deserialize_option deserialize_unit deserialize_seq deserialize_map
-        deserialize_identifier deserialize_ignored_any
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.deserialize_any(visitor)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.deserialize_any(visitor)
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        _: usize,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.deserialize_any(visitor)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: usize,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.deserialize_any(visitor)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.deserialize_any(visitor)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.deserialize_any(visitor)
-    }
-}
-
-impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<'_, A> {
-    type Error = A::Error;
-
-    fn unit_variant(self) -> Result<(), A::Error> {
-        self.fp.add(kind::UNIT_VARIANT);
-        self.inner.unit_variant()
-    }
-
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
-        self.fp.add(kind::NEWTYPE_VARIANT);
-        self.inner.newtype_variant_seed(Seed {
-            inner: seed,
-            fp: self.fp,
-            name: None,
-        })
-    }
-
-    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        self.fp.add(kind::TUPLE_VARIANT);
-        self.fp.add(len as u64);
-        let v = self
-            .inner
-            .tuple_variant(len, wrap(visitor, self.fp, Mode::Inline))?;
-        self.fp.add(kind::END);
-        Ok(v)
-    }
-
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, A::Error> {
-        self.fp.add(kind::STRUCT_VARIANT);
-        let v = self
-            .inner
-            .struct_variant(fields, wrap(visitor, self.fp, Mode::Fields(fields)))?;
-        self.fp.add(kind::END);
-        Ok(v)
     }
 }
