@@ -100,9 +100,46 @@ impl Shape for () {
 pub(crate) struct Limit<H = ()> {
     max: usize,
     hit: Cell<bool>,
-    /// The text of a custom error on its way up to the caller.
-    text: Cell<Option<Box<Text>>>,
+    text: Slot,
     shape: H,
+}
+
+/// The text of a custom error on its way up to the caller, between the
+/// wrapper's error type and the inner format's (which would drop it).
+/// Shared with the encode side (`crate::encode`).
+#[derive(Default)]
+pub(crate) struct Slot(Cell<Option<Box<Text>>>);
+
+impl Slot {
+    /// The wrapper's error for the inner format's `e`: the custom text a
+    /// wrapped call left here, else `e` itself.
+    #[inline]
+    pub(crate) fn lift<E>(&self, e: E) -> Fail<E> {
+        match self.0.take() {
+            Some(text) => Fail::Custom(text),
+            None => Fail::Inner(e),
+        }
+    }
+
+    /// The inner format's error for the wrapper's `e` (`custom` makes one
+    /// from a text), leaving a custom text here for [`lift`](Self::lift)
+    /// one level up.
+    #[inline]
+    pub(crate) fn lower<E>(&self, e: Fail<E>, custom: impl FnOnce(&str) -> E) -> E {
+        match e {
+            Fail::Inner(e) => e,
+            Fail::Custom(text) => {
+                let e = custom(&text.0);
+                self.0.set(Some(text));
+                e
+            }
+        }
+    }
+
+    /// The text left here, if any, and whether it is a shape error.
+    pub(crate) fn take(&self) -> Option<(String, bool)> {
+        self.0.take().map(|t| (t.0, t.1))
+    }
 }
 
 impl Limit {
@@ -118,7 +155,7 @@ impl<H> Limit<H> {
         Limit {
             max,
             hit: Cell::new(false),
-            text: Cell::new(None),
+            text: Slot(Cell::new(None)),
             shape,
         }
     }
@@ -138,28 +175,18 @@ impl<H> Limit<H> {
         self.hit.get()
     }
 
-    /// The wrapper's error for the inner deserializer's `e`: the custom
-    /// text a wrapped call left here, else `e` itself.
+    /// The wrapper's error for the inner deserializer's `e` (see
+    /// [`Slot::lift`]).
     #[inline]
     fn lift<E>(&self, e: E) -> Fail<E> {
-        match self.text.take() {
-            Some(text) => Fail::Custom(text),
-            None => Fail::Inner(e),
-        }
+        self.text.lift(e)
     }
 
-    /// The inner deserializer's error for the wrapper's `e`, leaving a
-    /// custom text here for [`lift`](Self::lift) one level up.
+    /// The inner deserializer's error for the wrapper's `e` (see
+    /// [`Slot::lower`]).
     #[inline]
     fn lower<E: de::Error>(&self, e: Fail<E>) -> E {
-        match e {
-            Fail::Inner(e) => e,
-            Fail::Custom(text) => {
-                let e = E::custom(&text.0);
-                self.text.set(Some(text));
-                e
-            }
-        }
+        self.text.lower(e, |text| E::custom(text))
     }
 
     /// The text of a decode's failure `e` through this limit: the custom
@@ -176,7 +203,7 @@ impl<H> Limit<H> {
     pub(crate) fn refusal_of<E>(&self, e: Fail<E>) -> Result<(String, bool), E> {
         match e {
             Fail::Custom(text) => Ok((text.0, text.1)),
-            Fail::Inner(e) => self.text.take().map(|t| (t.0, t.1)).ok_or(e),
+            Fail::Inner(e) => self.text.take().ok_or(e),
         }
     }
 }
@@ -199,7 +226,23 @@ pub fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, cra
 #[derive(Debug)]
 pub(crate) struct Text(String, bool);
 
-/// The wrappers' error: the inner deserializer's, or a custom text.
+impl<E> Fail<E> {
+    /// A `custom` error's [`Fail`]: a refusal, not a shape error.
+    pub(crate) fn custom_text(text: String) -> Self {
+        Fail::Custom(Box::new(Text(text, false)))
+    }
+
+    /// The custom text, or the inner format's error.
+    pub(crate) fn into_text(self) -> Result<String, E> {
+        match self {
+            Fail::Custom(text) => Ok(text.0),
+            Fail::Inner(e) => Err(e),
+        }
+    }
+}
+
+/// The wrappers' error (decode and encode): the inner format's, or a
+/// custom text.
 #[derive(Debug)]
 pub(crate) enum Fail<E> {
     Inner(E),
@@ -222,7 +265,7 @@ impl<E: std::error::Error> std::error::Error for Fail<E> {}
 
 impl<E: de::Error> de::Error for Fail<E> {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Fail::Custom(Box::new(Text(msg.to_string(), false)))
+        Fail::custom_text(msg.to_string())
     }
 
     // serde's own errors about a value of the wrong shape: the same texts

@@ -7,6 +7,7 @@
 mod auth;
 mod connection;
 mod decode;
+mod encode;
 mod error;
 mod frame;
 mod handles;

@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::decode::{self, Limit};
+use crate::encode::{self, Record};
 use crate::{Error, Result};
 
 pub(crate) mod bulk;
@@ -66,18 +67,18 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()>
     }
     let start = out.len();
     push_tag::<T>(0, out);
-    let fingerprint = shape::Fingerprint::new();
+    let record = Record::new(shape::Fingerprint::new());
     let mut postcard = postcard::Serializer {
         output: postcard::ser_flavors::io::WriteFlavor::new(&mut *out),
     };
-    match value.serialize(shape::Serializer::new(&mut postcard, &fingerprint)) {
+    match value.serialize(encode::Serializer::new(&mut postcard, &record)) {
         Ok(()) => {
-            out[start + 4..start + 12].copy_from_slice(&fingerprint.get().to_be_bytes());
+            out[start + 4..start + 12].copy_from_slice(&record.shape().get().to_be_bytes());
             Ok(())
         }
         Err(e) => {
             out.truncate(start);
-            Err(Error::Encode(crate::error::refusal(value, e)))
+            Err(Error::Encode(record.fail(e)))
         }
     }
 }
@@ -132,9 +133,7 @@ fn sent_name<T: ?Sized>() -> &'static str {
 pub fn fingerprint_of<T: Serialize + ?Sized>(value: &T) -> Result<u64> {
     match bulk::as_bytes(value) {
         Some(bytes) => Ok(bulk::fingerprint_of_bytes::<T>(bytes)),
-        None => {
-            shape::fingerprint(value).map_err(|e| Error::Encode(crate::error::refusal(value, e)))
-        }
+        None => shape::fingerprint(value).map_err(Error::Encode),
     }
 }
 

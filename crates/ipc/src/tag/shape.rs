@@ -6,11 +6,12 @@
 //! from the type's source, so the two ends of a message make matching
 //! calls exactly when they agree on the value's structure: the same
 //! primitive kinds, the same struct, enum and variant names, the same field
-//! names. [`Serializer`] wraps postcard's serializer and hashes every call
-//! it forwards; on the receiver, the decoder's one wrapper
-//! (`crate::decode::Deserializer`, which also counts nesting) reports the
-//! calls the receiver's `Deserialize` makes to a [`Fingerprint`], which
-//! hashes them in the same canonical form:
+//! names. On the sender, `crate::encode::Serializer` wraps postcard's
+//! serializer and reports every call it forwards to a [`Fingerprint`]; on
+//! the receiver, the decoder's one wrapper (`crate::decode::Deserializer`,
+//! which also counts nesting) reports the calls the receiver's
+//! `Deserialize` makes. The fingerprint hashes both in one canonical
+//! form:
 //!
 //! | event | hashed as |
 //! |---|---|
@@ -37,7 +38,10 @@
 
 use std::cell::Cell;
 
-use serde::ser::{self, Serialize};
+use serde::ser::Serialize;
+
+use crate::encode::{self, Record};
+use crate::EncodeError;
 
 /// The running hash of one message's events.
 pub(crate) struct Fingerprint(Cell<u64>);
@@ -162,8 +166,8 @@ impl Fingerprint {
     }
 }
 
-/// The receiver's side: `decode::Deserializer` reports the calls the
-/// receiver's `Deserialize` makes here.
+/// What `encode::Serializer` and `decode::Deserializer` report the calls
+/// of both ends to.
 impl crate::decode::Shape for Fingerprint {
     #[inline]
     fn add(&self, x: u64) {
@@ -196,342 +200,14 @@ impl crate::decode::Shape for Fingerprint {
     }
 }
 
-// ---------------------------------------------------------------- sender
-
-/// A serializer that hashes the calls it forwards to `S`.
-pub(crate) struct Serializer<'h, S> {
-    inner: S,
-    fp: &'h Fingerprint,
-}
-
-impl<'h, S> Serializer<'h, S> {
-    /// Wraps `inner`, hashing into `fp`.
-    pub(crate) fn new(inner: S, fp: &'h Fingerprint) -> Self {
-        Serializer { inner, fp }
-    }
-}
-
-/// A value to hand to an inner compound serializer: serialises through a
-/// hashing [`Serializer`].
-struct Val<'h, T: ?Sized> {
-    value: &'h T,
-    fp: &'h Fingerprint,
-}
-
-impl<T: Serialize + ?Sized> Serialize for Val<'_, T> {
-    #[inline]
-    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.value.serialize(Serializer::new(s, self.fp))
-    }
-}
-
-/// A compound being serialised: elements inline (`last: None` throughout)
-/// or each hashed alone with runs counted once (seq, map).
-pub(crate) struct Compound<'h, C> {
-    inner: C,
-    fp: &'h Fingerprint,
-    last: Option<u64>,
-    outer: u64,
-}
-
-macro_rules! ser_scalars {
-    ($($method:ident: $ty:ty => $kind:expr),* $(,)?) => {$(
-        #[inline]
-        fn $method(self, v: $ty) -> Result<S::Ok, S::Error> {
-            self.fp.add($kind);
-            self.inner.$method(v)
-        }
-    )*};
-}
-
-impl<'h, S: ser::Serializer> ser::Serializer for Serializer<'h, S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-    type SerializeSeq = Compound<'h, S::SerializeSeq>;
-    type SerializeTuple = Compound<'h, S::SerializeTuple>;
-    type SerializeTupleStruct = Compound<'h, S::SerializeTupleStruct>;
-    type SerializeTupleVariant = Compound<'h, S::SerializeTupleVariant>;
-    type SerializeMap = Compound<'h, S::SerializeMap>;
-    type SerializeStruct = Compound<'h, S::SerializeStruct>;
-    type SerializeStructVariant = Compound<'h, S::SerializeStructVariant>;
-
-    ser_scalars! {
-        serialize_bool: bool => kind::BOOL,
-        serialize_i8: i8 => kind::I8,
-        serialize_i16: i16 => kind::I16,
-        serialize_i32: i32 => kind::I32,
-        serialize_i64: i64 => kind::I64,
-        serialize_i128: i128 => kind::I128,
-        serialize_u8: u8 => kind::U8,
-        serialize_u16: u16 => kind::U16,
-        serialize_u32: u32 => kind::U32,
-        serialize_u64: u64 => kind::U64,
-        serialize_u128: u128 => kind::U128,
-        serialize_f32: f32 => kind::F32,
-        serialize_f64: f64 => kind::F64,
-        serialize_char: char => kind::CHAR,
-        serialize_str: &str => kind::STR,
-        serialize_bytes: &[u8] => kind::BYTES,
-    }
-
-    fn serialize_none(self) -> Result<S::Ok, S::Error> {
-        self.fp.add(kind::NONE);
-        self.inner.serialize_none()
-    }
-
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
-        self.fp.add(kind::SOME);
-        self.inner.serialize_some(&Val { value, fp: self.fp })
-    }
-
-    fn serialize_unit(self) -> Result<S::Ok, S::Error> {
-        self.fp.add(kind::UNIT);
-        self.inner.serialize_unit()
-    }
-
-    fn serialize_unit_struct(self, name: &'static str) -> Result<S::Ok, S::Error> {
-        self.fp.add2(kind::UNIT_STRUCT, name);
-        self.inner.serialize_unit_struct(name)
-    }
-
-    fn serialize_unit_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-    ) -> Result<S::Ok, S::Error> {
-        self.fp.add2(kind::ENUM, name);
-        self.fp.add2(u64::from(index), variant);
-        self.fp.add(kind::UNIT_VARIANT);
-        self.inner.serialize_unit_variant(name, index, variant)
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<S::Ok, S::Error> {
-        self.fp.add2(kind::NEWTYPE_STRUCT, name);
-        self.inner
-            .serialize_newtype_struct(name, &Val { value, fp: self.fp })
-    }
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        value: &T,
-    ) -> Result<S::Ok, S::Error> {
-        self.fp.add2(kind::ENUM, name);
-        self.fp.add2(u64::from(index), variant);
-        self.fp.add(kind::NEWTYPE_VARIANT);
-        self.inner
-            .serialize_newtype_variant(name, index, variant, &Val { value, fp: self.fp })
-    }
-
-    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
-        self.fp.add(kind::SEQ);
-        let inner = self.inner.serialize_seq(len)?;
-        Ok(compound(inner, self.fp))
-    }
-
-    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
-        self.fp.add(kind::TUPLE);
-        self.fp.add(len as u64);
-        let inner = self.inner.serialize_tuple(len)?;
-        Ok(compound(inner, self.fp))
-    }
-
-    fn serialize_tuple_struct(
-        self,
-        name: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeTupleStruct, S::Error> {
-        self.fp.add2(kind::TUPLE_STRUCT, name);
-        self.fp.add(len as u64);
-        let inner = self.inner.serialize_tuple_struct(name, len)?;
-        Ok(compound(inner, self.fp))
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeTupleVariant, S::Error> {
-        self.fp.add2(kind::ENUM, name);
-        self.fp.add2(u64::from(index), variant);
-        self.fp.add(kind::TUPLE_VARIANT);
-        self.fp.add(len as u64);
-        let inner = self
-            .inner
-            .serialize_tuple_variant(name, index, variant, len)?;
-        Ok(compound(inner, self.fp))
-    }
-
-    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
-        self.fp.add(kind::MAP);
-        let inner = self.inner.serialize_map(len)?;
-        Ok(compound(inner, self.fp))
-    }
-
-    fn serialize_struct(
-        self,
-        name: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeStruct, S::Error> {
-        self.fp.add2(kind::STRUCT, name);
-        let inner = self.inner.serialize_struct(name, len)?;
-        Ok(compound(inner, self.fp))
-    }
-
-    fn serialize_struct_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeStructVariant, S::Error> {
-        self.fp.add2(kind::ENUM, name);
-        self.fp.add2(u64::from(index), variant);
-        self.fp.add(kind::STRUCT_VARIANT);
-        let inner = self
-            .inner
-            .serialize_struct_variant(name, index, variant, len)?;
-        Ok(compound(inner, self.fp))
-    }
-
-    fn is_human_readable(&self) -> bool {
-        self.inner.is_human_readable()
-    }
-}
-
-fn compound<C>(inner: C, fp: &Fingerprint) -> Compound<'_, C> {
-    Compound {
-        inner,
-        fp,
-        last: None,
-        outer: SEED,
-    }
-}
-
-impl<S: ser::SerializeSeq> ser::SerializeSeq for Compound<'_, S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
-        let outer = self.fp.open();
-        match self.inner.serialize_element(&Val { value, fp: self.fp }) {
-            Ok(()) => {
-                self.fp.close(outer, &mut self.last);
-                Ok(())
-            }
-            Err(e) => {
-                // An element that failed leaves no trace in the hash: an
-                // impl that swallows the error and goes on sends what the
-                // receiver will read.
-                self.fp.0.set(outer);
-                Err(e)
-            }
-        }
-    }
-
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.fp.add(kind::END);
-        self.inner.end()
-    }
-}
-
-/// The compounds whose elements are hashed inline, then `END`.
-macro_rules! inline_compound {
-    ($($trait:ident :: $method:ident),*) => {$(
-        impl<S: ser::$trait> ser::$trait for Compound<'_, S> {
-            type Ok = S::Ok;
-            type Error = S::Error;
-
-            #[inline]
-            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
-                self.inner.$method(&Val { value, fp: self.fp })
-            }
-
-            fn end(self) -> Result<S::Ok, S::Error> {
-                self.fp.add(kind::END);
-                self.inner.end()
-            }
-        }
-    )*};
-}
-
-inline_compound! {
-    SerializeTuple::serialize_element,
-    SerializeTupleStruct::serialize_field,
-    SerializeTupleVariant::serialize_field
-}
-
-/// The compounds of named fields: each field's name, then its value.
-macro_rules! named_compound {
-    ($($trait:ident),*) => {$(
-        impl<S: ser::$trait> ser::$trait for Compound<'_, S> {
-            type Ok = S::Ok;
-            type Error = S::Error;
-
-            #[inline]
-            fn serialize_field<T: Serialize + ?Sized>(
-                &mut self,
-                key: &'static str,
-                value: &T,
-            ) -> Result<(), S::Error> {
-                self.fp.0.set(mix_str(self.fp.get(), key));
-                self.inner.serialize_field(key, &Val { value, fp: self.fp })
-            }
-
-            fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
-                self.inner.skip_field(key)
-            }
-
-            fn end(self) -> Result<S::Ok, S::Error> {
-                self.fp.add(kind::END);
-                self.inner.end()
-            }
-        }
-    )*};
-}
-
-named_compound! { SerializeStruct, SerializeStructVariant }
-
-impl<S: ser::SerializeMap> ser::SerializeMap for Compound<'_, S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), S::Error> {
-        self.outer = self.fp.open();
-        self.inner.serialize_key(&Val {
-            value: key,
-            fp: self.fp,
-        })
-    }
-
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
-        self.inner.serialize_value(&Val { value, fp: self.fp })?;
-        self.fp.close(self.outer, &mut self.last);
-        Ok(())
-    }
-
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.fp.add(kind::END);
-        self.inner.end()
-    }
-}
-
 /// The fingerprint of `value` alone, without encoding it.
-pub(crate) fn fingerprint<T: Serialize + ?Sized>(value: &T) -> Result<u64, postcard::Error> {
-    let fp = Fingerprint::new();
+pub(crate) fn fingerprint<T: Serialize + ?Sized>(value: &T) -> Result<u64, EncodeError> {
+    let record = Record::new(Fingerprint::new());
     let mut sink = postcard::Serializer { output: Discard(0) };
-    value.serialize(Serializer::new(&mut sink, &fp))?;
-    Ok(fp.get())
+    value
+        .serialize(encode::Serializer::new(&mut sink, &record))
+        .map_err(|e| record.fail(e))?;
+    Ok(record.shape().get())
 }
 
 /// A postcard flavour that keeps nothing.
