@@ -179,7 +179,7 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
 /// `len` bytes whose first bytes are `head` (at least
 /// `min(len, MAX_BULK_PREFIX)` of them): `Some(offset)` when `head` holds
 /// the tag of such a sequence and a canonical varint announcing exactly
-/// `len - offset` bytes. `None` sends the payload to [`decode`].
+/// `len - offset` bytes. `None` sends the payload to [`decode()`].
 pub(crate) fn bulk_body_offset<T>(head: &[u8], len: usize) -> Option<usize> {
     let shape = bulk::shape_of::<T>()?;
     let tag = parse(head)?;
