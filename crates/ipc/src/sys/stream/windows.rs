@@ -22,6 +22,7 @@ use windows_sys::Win32::Foundation::HANDLE;
 use crate::sys::handles::{BorrowedHandle, OwnedHandle};
 
 pub use pipe::private_pipe_security;
+pub(in crate::sys) use pipe::wide;
 
 /// A frame at most this long is written with one system call (copied
 /// together with its header); a longer one as header, then payload.

@@ -16,10 +16,11 @@ use std::time::Instant;
 use windows_sys::Win32::Foundation::{FALSE, WAIT_ABANDONED, WAIT_OBJECT_0, WAIT_TIMEOUT};
 use windows_sys::Win32::System::Threading::{
     CreateMutexW, CreateSemaphoreW, GetCurrentThreadId, ReleaseMutex, ReleaseSemaphore,
-    WaitForSingleObject, INFINITE,
+    WaitForSingleObject,
 };
 
 use crate::sys::handles::{BorrowedHandle, OwnedHandle};
+use crate::sys::poll::wait_millis;
 use crate::sys::shm::Mapping;
 
 use super::{bad, check_received, write_header, Acquired, HEADER};
@@ -43,16 +44,9 @@ fn owned(h: windows_sys::Win32::Foundation::HANDLE) -> io::Result<OwnedHandle> {
     Ok(unsafe { OwnedHandle::from_raw_handle(h) })
 }
 
+/// Milliseconds for a wait until `deadline` (`None`: forever), rounded up.
 fn millis(deadline: Option<Instant>) -> u32 {
-    match deadline {
-        None => INFINITE,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            // Round up, so a wait never ends before its deadline.
-            let ms = left.as_nanos().div_ceil(1_000_000);
-            ms.min((INFINITE - 1) as u128) as u32
-        }
-    }
+    wait_millis(deadline.map(|d| d.saturating_duration_since(Instant::now())))
 }
 
 impl SyncBlock {
