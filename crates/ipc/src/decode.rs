@@ -26,7 +26,7 @@
 //! ...", the limit's), and where a wrapped call must hand the inner
 //! deserializer its own error type the text waits in the [`Limit`] and
 //! comes back out one level up (the encode side does the same:
-//! `error::capture`). The limit also records that it was hit, for the
+//! `crate::encode`). The limit also records that it was hit, for the
 //! caller to report.
 //!
 //! **Shape.** The same wrappers report the serde data-model calls the
