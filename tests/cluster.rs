@@ -27,6 +27,20 @@ fn cluster() -> Option<()> {
     Some(())
 }
 
+/// `p` placed by srun, started.
+fn started_on_srun(p: Process) -> Process {
+    let mut p = p.with_launcher(Launcher::srun());
+    p.start().unwrap();
+    p
+}
+
+/// `p` placed by srun, run to its end: its exit code.
+fn exit_code_on_srun(p: Process) -> Option<i32> {
+    let mut p = started_on_srun(p);
+    p.join().unwrap();
+    p.exitcode()
+}
+
 #[mproc::target]
 fn sqr(x: u64) -> u64 {
     x * x
@@ -111,9 +125,7 @@ fn alive(pid: u32) -> bool {
 /// placed by Slurm).
 #[mproc::test]
 fn pool_of_six_maps_in_order_across_nodes() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let pool = Pool::builder()
         .processes(6)
         .launcher(Launcher::srun().nodes(3))
@@ -146,26 +158,16 @@ fn pool_of_six_maps_in_order_across_nodes() {
 /// `test_exitcode` shape: `sys.exit(n)` gives exitcode n).
 #[mproc::test]
 fn srun_process_exit_code_is_the_tasks() {
-    if cluster().is_none() {
-        return;
-    }
-    let mut p = Process::new(exit_with, (7,)).with_launcher(Launcher::srun());
-    p.start().unwrap();
-    p.join().unwrap();
-    assert_eq!(p.exitcode(), Some(7));
-    let mut p = Process::new(exit_with, (0,)).with_launcher(Launcher::srun());
-    p.start().unwrap();
-    p.join().unwrap();
-    assert_eq!(p.exitcode(), Some(0));
+    let Some(()) = cluster() else { return };
+    assert_eq!(exit_code_on_srun(Process::new(exit_with, (7,))), Some(7));
+    assert_eq!(exit_code_on_srun(Process::new(exit_with, (0,))), Some(0));
 }
 
 /// A worker that SIGKILLs itself fails its own task alone, and is
 /// replaced by a new Slurm task: the other tasks all succeed.
 #[mproc::test]
 fn a_worker_killed_on_its_node_fails_its_task_alone() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let pool = Pool::builder()
         .processes(2)
         .launcher(Launcher::srun())
@@ -189,9 +191,7 @@ fn a_worker_killed_on_its_node_fails_its_task_alone() {
 /// (WorkerDied) and the pool recovers with new Slurm tasks.
 #[mproc::test]
 fn scancel_mid_map_fails_the_tasks_in_flight_and_the_pool_recovers() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let pool = Pool::builder()
         .processes(2)
         .launcher(Launcher::srun())
@@ -219,9 +219,7 @@ fn scancel_mid_map_fails_the_tasks_in_flight_and_the_pool_recovers() {
 /// `terminate()` leaves no task running on any node.
 #[mproc::test]
 fn terminate_leaves_no_task() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let mut pool = Pool::builder()
         .processes(3)
         .launcher(Launcher::srun())
@@ -247,12 +245,9 @@ fn terminate_leaves_no_task() {
 /// (CPython's `test_terminate`; the guide's `exitcode`).
 #[mproc::test]
 fn terminate_of_a_remote_process_ends_its_task() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let q: mproc::Queue<u32> = mproc::Queue::new(0).unwrap();
-    let mut p = Process::new(tell_pid_then_block, (q.clone(),)).with_launcher(Launcher::srun());
-    p.start().unwrap();
+    let mut p = started_on_srun(Process::new(tell_pid_then_block, (q.clone(),)));
     let pid = q.get_timeout(Duration::from_secs(60)).unwrap();
     assert!(alive(pid));
     p.terminate().unwrap();
@@ -269,12 +264,9 @@ fn terminate_of_a_remote_process_ends_its_task() {
 /// `test_kill`).
 #[mproc::test]
 fn kill_of_a_remote_process_reports_minus_9() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let q: mproc::Queue<u32> = mproc::Queue::new(0).unwrap();
-    let mut p = Process::new(tell_pid_then_block, (q.clone(),)).with_launcher(Launcher::srun());
-    p.start().unwrap();
+    let mut p = started_on_srun(Process::new(tell_pid_then_block, (q.clone(),)));
     q.get_timeout(Duration::from_secs(60)).unwrap();
     p.kill().unwrap();
     p.join().unwrap();
@@ -289,11 +281,8 @@ fn kill_of_a_remote_process_reports_minus_9() {
 /// process ended (`test_exitcode`).
 #[mproc::test]
 fn a_remote_exit_code_is_kept_when_terminate_comes_after_the_end() {
-    if cluster().is_none() {
-        return;
-    }
-    let mut p = Process::new(exit_with, (3,)).with_launcher(Launcher::srun());
-    p.start().unwrap();
+    let Some(()) = cluster() else { return };
+    let mut p = started_on_srun(Process::new(exit_with, (3,)));
     p.join().unwrap();
     p.terminate().unwrap();
     assert_eq!(p.exitcode(), Some(3));
@@ -302,9 +291,7 @@ fn a_remote_exit_code_is_kept_when_terminate_comes_after_the_end() {
 /// A local `Connection` end cannot cross hosts: `start()` says so.
 #[mproc::test]
 fn a_local_connection_for_a_remote_child_is_refused() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let (_mine, theirs) = mproc::pipe(true).unwrap();
     let mut p = Process::new(takes_connection, (theirs,)).with_launcher(Launcher::srun());
     let err = p.start().unwrap_err();
@@ -328,13 +315,11 @@ fn parent_is_alive() -> Result<(), String> {
 /// while the parent runs (CPython's `test_parent_process`).
 #[mproc::test]
 fn a_remote_child_sees_its_parent_alive() {
-    if cluster().is_none() {
-        return;
-    }
-    let mut p = Process::new(parent_is_alive, ()).with_launcher(Launcher::srun());
-    p.start().unwrap();
-    p.join().unwrap();
-    assert_eq!(p.exitcode(), Some(0));
+    let Some(()) = cluster() else { return };
+    assert_eq!(
+        exit_code_on_srun(Process::new(parent_is_alive, ())),
+        Some(0)
+    );
 }
 
 /// The body of `a_pool_inside_sbatch_uses_that_allocation`, run by the
@@ -363,9 +348,7 @@ fn inner_pool_in_sbatch() {
 /// allocation, not as new jobs.
 #[mproc::test]
 fn a_pool_inside_sbatch_uses_that_allocation() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let dir = std::env::temp_dir().join(format!("mproc-sbatch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("out.txt");
@@ -417,9 +400,7 @@ fn put_square(q: mproc::Queue<(u32, u32, String)>, x: u32) -> Result<(), String>
 /// across processes, here across Slurm tasks).
 #[mproc::test]
 fn a_queue_carries_results_from_remote_children() {
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let q: mproc::Queue<(u32, u32, String)> = mproc::Queue::new(0).unwrap();
     let mut ps: Vec<Process> = (0..3u32)
         .map(|x| Process::new(put_square, (q.clone(), x)).with_launcher(Launcher::srun()))
@@ -483,12 +464,9 @@ fn own_tcp_listeners() -> Vec<std::net::SocketAddr> {
 #[mproc::test]
 fn a_stranger_on_the_launch_port_learns_nothing_and_fails_nothing() {
     use std::io::{Read, Write};
-    if cluster().is_none() {
-        return;
-    }
+    let Some(()) = cluster() else { return };
     let before = own_tcp_listeners();
-    let mut p = Process::new(exit_with, (0,)).with_launcher(Launcher::srun());
-    p.start().unwrap();
+    let mut p = started_on_srun(Process::new(exit_with, (0,)));
     // The launch's listener is new (another test's launch, running at the
     // same time, may be picked instead: it must hold the same way).
     let new: Vec<_> = own_tcp_listeners()

@@ -5,10 +5,14 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use mproc::{Address, Client, Connection, Error, Listener, Pool};
+use mproc::{Address, Connection, Error, Listener, Pool};
 
+#[path = "common/report.rs"]
+mod report;
 #[path = "common/sys/mod.rs"]
 mod sys;
+
+use report::report_and_wait;
 
 #[mproc::target]
 fn sqr(x: u64) -> u64 {
@@ -40,18 +44,6 @@ fn checked(x: u32) -> Result<u32, String> {
     } else {
         Ok(x)
     }
-}
-
-/// Connects to `addr`, tells its pid, and waits for a word from the test
-/// (or the end of the connection) before it returns its pid.
-#[mproc::target]
-fn report_and_wait(addr: Address) -> u32 {
-    let pid = std::process::id();
-    if let Ok(conn) = Client::connect(&addr, None) {
-        let _ = conn.send(&pid);
-        let _ = conn.recv::<u8>();
-    }
-    pid
 }
 
 #[mproc::target]

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use mproc::{Address, Client, Error, Listener, Pool};
 
+#[path = "common/report.rs"]
+mod report;
 #[path = "common/sys/mod.rs"]
 mod sys;
+
+use report::report_and_wait;
 
 #[mproc::target]
 fn sqr(x: u64) -> u64 {
@@ -20,18 +24,6 @@ fn sqr(x: u64) -> u64 {
 #[mproc::target]
 fn pid_of(_x: u32) -> u32 {
     std::process::id()
-}
-
-/// Connects to `addr`, tells its pid, and waits for a word from the test
-/// (or the end of the connection) before it returns its pid.
-#[mproc::target]
-fn report_and_wait(addr: Address) -> u32 {
-    let pid = std::process::id();
-    if let Ok(conn) = Client::connect(&addr, None) {
-        let _ = conn.send(&pid);
-        let _ = conn.recv::<u8>();
-    }
-    pid
 }
 
 /// Connects to `addr`, tells its pid and returns it at once, leaving a

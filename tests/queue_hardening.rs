@@ -13,8 +13,12 @@ use std::time::Duration;
 
 use mproc::{Error, Process, Queue};
 
+#[path = "common/queue_handle.rs"]
+mod queue_handle;
 #[path = "common/sys/mod.rs"]
 mod sys;
+
+use queue_handle::{broker_address, flood};
 
 // ---------------------------------------------------------------------
 // Item 6: an item that get() returned is never delivered again.
@@ -125,22 +129,6 @@ fn consumers_killed_at_random_never_see_an_item_twice() -> mproc::Result<()> {
 
 // ---------------------------------------------------------------------
 // Item 5: bounded pre-authentication work.
-
-/// A queue handle's broker address, read from its serialised form.
-fn broker_address<T>(q: &Queue<T>) -> mproc::Address {
-    let bytes = postcard::to_stdvec(q).expect("a queue handle serialises");
-    let (address, _key, _maxsize, _id): (mproc::Address, Vec<u8>, u64, u64) =
-        postcard::from_bytes(&bytes).expect("a queue handle is address, key, maxsize, id");
-    address
-}
-
-/// Connections that never say a word (no key, no answer to the
-/// challenge), all held open.
-fn flood(address: &mproc::Address, n: usize) -> mproc::Result<Vec<mproc::Connection>> {
-    (0..n)
-        .map(|_| mproc::Client::connect(address, None))
-        .collect()
-}
 
 /// Puts `n` items and takes `n` back: a holder's whole life, from a
 /// fresh process (new connections, new handshakes).

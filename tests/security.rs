@@ -10,7 +10,11 @@ use std::sync::Once;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+#[path = "common/queue_handle.rs"]
+mod queue_handle;
+
 use mproc::{Address, Client, Connection, Error, Listener, Queue};
+use queue_handle::address_and_key;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -158,14 +162,6 @@ fn control_channel_refuses_other_processes_before_a_byte_and_the_launch_goes_on(
 #[mproc::target]
 fn take(q: Queue<u32>, n: u32) -> Vec<u32> {
     (0..n).map(|_| q.get().expect("get")).collect()
-}
-
-/// A queue handle's address and key, read from its serialised form.
-fn address_and_key(q: &Queue<u32>) -> (Address, Vec<u8>, u64) {
-    let bytes = postcard::to_stdvec(q).expect("a queue handle serialises");
-    let (address, key, _maxsize, id): (Address, Vec<u8>, u64, u64) =
-        postcard::from_bytes(&bytes).expect("a queue handle is address, key, maxsize, id");
-    (address, key, id)
 }
 
 /// The next message, which must come within 30 s (a broker that stopped

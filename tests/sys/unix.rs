@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use mproc::{Address, Error, Process, Queue};
 
+#[path = "../common/queue_handle.rs"]
+mod queue_handle;
+
+use queue_handle::{address_and_key, broker_address, flood};
+
 #[mproc::target]
 fn nothing() {}
 
@@ -167,22 +172,6 @@ fn deadlines_hold_while_the_owner_is_stopped() -> mproc::Result<()> {
     Ok(())
 }
 
-/// A queue handle's broker address, read from its serialised form.
-fn broker_address<T>(q: &Queue<T>) -> mproc::Address {
-    let bytes = postcard::to_stdvec(q).expect("a queue handle serialises");
-    let (address, _key, _maxsize, _id): (mproc::Address, Vec<u8>, u64, u64) =
-        postcard::from_bytes(&bytes).expect("a queue handle is address, key, maxsize, id");
-    address
-}
-
-/// Connections that never say a word (no key, no answer to the
-/// challenge), all held open.
-fn flood(address: &mproc::Address, n: usize) -> mproc::Result<Vec<mproc::Connection>> {
-    (0..n)
-        .map(|_| mproc::Client::connect(address, None))
-        .collect()
-}
-
 /// Owns a queue under a limit of 128 descriptors: hands it out, waits for
 /// the flood, then starts a process and takes the item the parent put.
 #[mproc::target]
@@ -273,14 +262,6 @@ fn runtime_dir_is_private() -> mproc::Result<()> {
 
 // ---------------------------------------------------------------------
 // From tests/security.rs (authentication and privacy everywhere).
-
-/// A queue handle's address and key, read from its serialised form.
-fn address_and_key(q: &Queue<u32>) -> (Address, Vec<u8>, u64) {
-    let bytes = postcard::to_stdvec(q).expect("a queue handle serialises");
-    let (address, key, _maxsize, id): (Address, Vec<u8>, u64, u64) =
-        postcard::from_bytes(&bytes).expect("a queue handle is address, key, maxsize, id");
-    (address, key, id)
-}
 
 /// The broker's socket is private: a 0700 directory, a 0600 socket
 /// (Windows pipes carry a current-user-only security descriptor instead,

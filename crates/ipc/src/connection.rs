@@ -628,7 +628,7 @@ const RECEIVING: &str =
     "a Connection cannot be sent to a child while another thread receives on it";
 
 /// A refusal to serialise a `Connection`, saying `why` (mproc's encoders
-/// keep a custom error's text: see `error::capture`).
+/// keep a custom error's text: see `crate::encode`).
 fn refuse<E: serde::ser::Error>(why: &'static str) -> E {
     E::custom(why)
 }

@@ -16,7 +16,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-pub(crate) use capture::refusal;
 pub use capture::to_vec;
 
 /// `Result<T, mproc::Error>`.

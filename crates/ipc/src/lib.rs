@@ -6,7 +6,8 @@
 
 mod auth;
 mod connection;
-mod depth;
+mod decode;
+mod encode;
 mod error;
 mod frame;
 mod handles;
@@ -22,7 +23,7 @@ pub use connection::{pipe, Connection};
 /// postcard decoding that keeps a `Deserialize` impl's error text (for
 /// `mproc`'s child results and pool tasks).
 #[doc(hidden)]
-pub use depth::from_bytes as decode_from_slice;
+pub use decode::from_bytes as decode_from_slice;
 /// postcard encoding that keeps a `Serialize` impl's error text (for
 /// `mproc`'s launch and pool arguments).
 #[doc(hidden)]

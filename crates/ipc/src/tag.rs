@@ -31,10 +31,12 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{depth, Error, Result};
+use crate::decode::{self, Limit};
+use crate::encode::{self, Record};
+use crate::{Error, Result};
 
 pub(crate) mod bulk;
-mod shape;
+pub(crate) mod shape;
 
 /// The first four bytes of every typed payload.
 pub const MAGIC: [u8; 4] = *b"\xF0mpT";
@@ -65,18 +67,18 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()>
     }
     let start = out.len();
     push_tag::<T>(0, out);
-    let fingerprint = shape::Fingerprint::new();
+    let record = Record::new(shape::Fingerprint::new());
     let mut postcard = postcard::Serializer {
         output: postcard::ser_flavors::io::WriteFlavor::new(&mut *out),
     };
-    match value.serialize(shape::Serializer::new(&mut postcard, &fingerprint)) {
+    match value.serialize(encode::Serializer::new(&mut postcard, &record)) {
         Ok(()) => {
-            out[start + 4..start + 12].copy_from_slice(&fingerprint.get().to_be_bytes());
+            out[start + 4..start + 12].copy_from_slice(&record.shape().get().to_be_bytes());
             Ok(())
         }
         Err(e) => {
             out.truncate(start);
-            Err(Error::Encode(crate::error::refusal(value, e)))
+            Err(Error::Encode(record.fail(e)))
         }
     }
 }
@@ -131,9 +133,7 @@ fn sent_name<T: ?Sized>() -> &'static str {
 pub fn fingerprint_of<T: Serialize + ?Sized>(value: &T) -> Result<u64> {
     match bulk::as_bytes(value) {
         Some(bytes) => Ok(bulk::fingerprint_of_bytes::<T>(bytes)),
-        None => {
-            shape::fingerprint(value).map_err(|e| Error::Encode(crate::error::refusal(value, e)))
-        }
+        None => shape::fingerprint(value).map_err(Error::Encode),
     }
 }
 
@@ -172,14 +172,14 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
             _ => {}
         }
     }
-    decode_body(&tag, depth::DEFAULT_LIMIT)
+    decode_body(&tag, decode::DEFAULT_LIMIT)
 }
 
 /// Where the body of a byte-sequence `T` starts in a typed payload of
 /// `len` bytes whose first bytes are `head` (at least
 /// `min(len, MAX_BULK_PREFIX)` of them): `Some(offset)` when `head` holds
 /// the tag of such a sequence and a canonical varint announcing exactly
-/// `len - offset` bytes. `None` sends the payload to [`decode`].
+/// `len - offset` bytes. `None` sends the payload to [`decode()`].
 pub(crate) fn bulk_body_offset<T>(head: &[u8], len: usize) -> Option<usize> {
     let shape = bulk::shape_of::<T>()?;
     let tag = parse(head)?;
@@ -196,13 +196,9 @@ pub(crate) const MAX_BULK_PREFIX: usize = FIXED_TAG_LEN + 255 + bulk::MAX_VARINT
 /// Decodes `tag`'s body as a `T` nesting at most `max_depth` levels, and
 /// checks the shape of what was decoded against the tag's fingerprint.
 fn decode_body<T: DeserializeOwned>(tag: &Tag<'_>, max_depth: usize) -> Result<T> {
-    let limit = depth::Limit::new(max_depth);
-    let fingerprint = shape::Fingerprint::new();
+    let limit = Limit::with(max_depth, shape::Fingerprint::new());
     let mut de = postcard::Deserializer::from_bytes(tag.body);
-    let value = T::deserialize(shape::Deserializer::new(
-        depth::Deserializer::new(&mut de, &limit),
-        &fingerprint,
-    ));
+    let value = T::deserialize(decode::Deserializer::new(&mut de, &limit));
     let value = value.map_err(|e| limit.refusal_of(e));
     // The sender named the very type asked for (the same program, or one
     // built from the same source): its body is a `T`'s even where `T`'s
@@ -213,7 +209,7 @@ fn decode_body<T: DeserializeOwned>(tag: &Tag<'_>, max_depth: usize) -> Result<T
     let same_type = tag.name == sent_name::<T>().as_bytes();
     match value.and_then(|v| de.finalize().map(|rest| (v, rest)).map_err(Err)) {
         Err(_) if limit.exceeded() => {
-            Err(Error::decode_msg(depth::TooDeep(limit.max()).to_string()))
+            Err(Error::decode_msg(decode::TooDeep(limit.max()).to_string()))
         }
         // A `Deserialize` impl refused a value its own type's shape read
         // (`D::Error::custom`): its text reaches the user, as CPython's
@@ -225,7 +221,9 @@ fn decode_body<T: DeserializeOwned>(tag: &Tag<'_>, max_depth: usize) -> Result<T
         Err(Ok((text, true))) if same_type => Err(Error::decode_msg(text)),
         Err(Err(e)) if same_type => Err(Error::decode(e)),
         Err(_) => Err(mismatch::<T>(tag.name)),
-        Ok(_) if !same_type && fingerprint.get() != tag.fingerprint => Err(mismatch::<T>(tag.name)),
+        Ok(_) if !same_type && limit.shape().get() != tag.fingerprint => {
+            Err(mismatch::<T>(tag.name))
+        }
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::decode_msg(format!(
             "{} trailing bytes after a {}",
@@ -532,9 +530,9 @@ mod tests {
     fn nesting_up_to_the_limit_round_trips_on_a_2_mib_stack() {
         // Rust's default spawned-thread stack, in whatever build runs this.
         on_thread(2 * 1024 * 1024, || {
-            let at_limit = tree(depth::DEFAULT_LIMIT - 1);
+            let at_limit = tree(decode::DEFAULT_LIMIT - 1);
             assert_eq!(decode::<Tree>(&typed(&at_limit)).unwrap(), at_limit);
-            let over = tree(depth::DEFAULT_LIMIT);
+            let over = tree(decode::DEFAULT_LIMIT);
             assert_eq!(
                 decode::<Tree>(&typed(&over)).unwrap_err().to_string(),
                 TOO_DEEP
@@ -545,9 +543,9 @@ mod tests {
                     next: Some(Box::new(l)),
                 })
             };
-            let at_limit = list(depth::DEFAULT_LIMIT / 2 - 1);
+            let at_limit = list(decode::DEFAULT_LIMIT / 2 - 1);
             assert_eq!(decode::<List>(&typed(&at_limit)).unwrap(), at_limit);
-            let over = list(depth::DEFAULT_LIMIT / 2);
+            let over = list(decode::DEFAULT_LIMIT / 2);
             assert_eq!(
                 decode::<List>(&typed(&over)).unwrap_err().to_string(),
                 TOO_DEEP
@@ -926,6 +924,107 @@ mod tests {
     fn the_tag_stays_small() {
         assert_eq!(typed(&1u8).len(), FIXED_TAG_LEN + "u8".len() + 1);
         assert_eq!(typed("ab").len(), FIXED_TAG_LEN + "str".len() + 3);
+    }
+
+    /// The cost of the wrappers on structured values, in-process (not a
+    /// pass/fail figure: it prints; docs/protocol.md §2 quotes it). Run
+    /// `cargo test --release -p mproc-ipc --lib decode_cost -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore = "a measurement, run by hand in release"]
+    fn decode_cost() {
+        use std::hint::black_box;
+        use std::time::Instant;
+
+        #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+        struct Four {
+            a: u32,
+            b: String,
+            c: Option<u64>,
+            d: (i16, bool),
+        }
+
+        let numbers: Vec<u64> = (0..4096).collect();
+        let four = Four {
+            a: 7,
+            b: "four".into(),
+            c: Some(1 << 40),
+            d: (-3, true),
+        };
+        let plain = postcard::to_stdvec(&numbers).unwrap();
+        let payload = typed(&numbers);
+        assert_eq!(decode::<Vec<u64>>(&payload).unwrap(), numbers);
+        assert_eq!(decode::from_bytes::<Vec<u64>>(&plain).unwrap(), numbers);
+        assert_eq!(decode::<Four>(&typed(&four)).unwrap(), four);
+        type Row<'a> = (&'static str, u32, Box<dyn FnMut() + 'a>);
+        let mut rows: Vec<Row<'_>> = vec![
+            (
+                "decode 4096 u64, postcard alone",
+                50,
+                Box::new(|| {
+                    black_box(postcard::from_bytes::<Vec<u64>>(black_box(&plain)).unwrap());
+                }),
+            ),
+            (
+                "decode 4096 u64, decode_from_slice (limit, no hash)",
+                50,
+                Box::new(|| {
+                    black_box(decode::from_bytes::<Vec<u64>>(black_box(&plain)).unwrap());
+                }),
+            ),
+            (
+                "decode 4096 u64, tag::decode (limit + hash)",
+                50,
+                Box::new(|| {
+                    black_box(decode::<Vec<u64>>(black_box(&payload)).unwrap());
+                }),
+            ),
+            (
+                "encode 4096 u64, postcard alone",
+                50,
+                Box::new(|| {
+                    black_box(postcard::to_stdvec(black_box(&numbers)).unwrap());
+                }),
+            ),
+            (
+                "encode 4096 u64, tag::encode",
+                50,
+                Box::new(|| {
+                    black_box(typed(black_box(&numbers)));
+                }),
+            ),
+            (
+                "4-field struct, postcard encode + decode",
+                5000,
+                Box::new(|| {
+                    let p = postcard::to_stdvec(black_box(&four)).unwrap();
+                    black_box(postcard::from_bytes::<Four>(&p).unwrap());
+                }),
+            ),
+            (
+                "4-field struct, tag encode + decode",
+                5000,
+                Box::new(|| {
+                    black_box(decode::<Four>(&typed(black_box(&four))).unwrap());
+                }),
+            ),
+        ];
+        // The best of 60 rounds, the rows interleaved so that a busy
+        // machine weighs on all of them alike: µs a call.
+        let mut best = vec![f64::INFINITY; rows.len()];
+        for _ in 0..60 {
+            for ((_, iters, f), best) in rows.iter_mut().zip(&mut best) {
+                let t = Instant::now();
+                for _ in 0..*iters {
+                    f();
+                }
+                let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(*iters);
+                *best = best.min(us);
+            }
+        }
+        for ((what, _, _), us) in rows.iter().zip(best) {
+            println!("{what:55} {us:8.3} µs");
+        }
     }
 
     proptest! {

@@ -2,7 +2,7 @@
 //!
 //! Register target functions with [`#[mproc::target]`](macro@target), make
 //! `main` the entry with [`#[mproc::main]`](macro@main), and start processes
-//! the way CPython does: [`Process`], [`spawn`], [`Queue`], [`pipe`].
+//! the way CPython does: [`Process`], [`spawn`](fn@spawn), [`Queue`], [`pipe`].
 //! The child is this same binary, re-executed with a hidden entry token
 //! that a life-before-main constructor catches: the child runs the target
 //! and exits, and the program's `main` never runs there.

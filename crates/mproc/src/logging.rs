@@ -122,7 +122,7 @@ fn install() {
 
 /// Registers `f(args)` to run in every child started after this call,
 /// before its target: in a [`Process`](crate::Process), a
-/// [`spawn`](crate::spawn)ed child and each [`Pool`](crate::Pool) worker
+/// [`spawn`](fn@crate::spawn)ed child and each [`Pool`](crate::Pool) worker
 /// (before the pool's own initializer), and in their children in turn.
 /// This is where a child sets up what a Python module would set up at
 /// import time under spawn (a `tracing` subscriber of its own, say),

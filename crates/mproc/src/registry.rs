@@ -334,7 +334,7 @@ impl_target!(A0, A1, A2, A3, A4, A5);
 /// What a [`Process`](crate::Process) target may return: `()`, or
 /// `Result<(), E>` with `E: Display` (`Err` → exit code 1, the error on
 /// stderr). A target that returns a value is started with
-/// [`mproc::spawn`](crate::spawn), whose `join` gives the value.
+/// [`mproc::spawn`](fn@crate::spawn), whose `join` gives the value.
 #[diagnostic::on_unimplemented(
     message = "a `Process` target must return `()` or `Result<(), E>`, not `{Self}`",
     label = "this target returns `{Self}`",

@@ -207,7 +207,7 @@ impl Context {
             .with_launcher(self.launcher.clone())
     }
 
-    /// [`spawn`](crate::spawn) with this context's method.
+    /// [`spawn`](fn@crate::spawn) with this context's method.
     pub fn spawn<F, A>(&self, target: F, args: A) -> Result<JoinHandle<F::Output>>
     where
         F: Target<A>,

@@ -28,12 +28,15 @@ const LONG: Duration = Duration::from_secs(60);
 
 const CHILD_ENV: &str = "MPROC_SYS_TEST_CHILD";
 
-fn frame(s: &Stream, payload: &[u8]) {
+/// Writes `payload` as one frame (4-byte big-endian length, then the
+/// bytes). Shared with the backends' own tests.
+pub(super) fn frame(s: &Stream, payload: &[u8]) {
     s.write_frame(&(payload.len() as u32).to_be_bytes(), payload)
         .unwrap();
 }
 
-fn read_exactly(s: &Stream, n: usize) -> Vec<u8> {
+/// Reads exactly `n` bytes (an early end of file fails the test).
+pub(super) fn read_exactly(s: &Stream, n: usize) -> Vec<u8> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         let want = n - got.len();

@@ -4,7 +4,6 @@
 use crate::util::hex::hex;
 use crate::util::lock::lock;
 use std::io;
-use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +21,7 @@ use windows_sys::Win32::System::Pipes::{
 };
 
 use crate::sys::process::ChildProcess;
+use crate::sys::stream::wide;
 
 /// Nothing to clean: named pipes vanish with their last handle.
 pub fn cleanup_runtime_dir() {}
@@ -33,13 +33,6 @@ pub fn connect_control(address: &str) -> io::Result<ControlStream> {
 }
 /// The control channel's stream: a named pipe.
 pub type ControlStream = std::fs::File;
-
-fn wide(s: &str) -> Vec<u16> {
-    std::ffi::OsStr::new(s)
-        .encode_wide()
-        .chain(std::iter::once(0))
-        .collect()
-}
 
 static PIPE_COUNTER: AtomicU64 = AtomicU64::new(0);
 

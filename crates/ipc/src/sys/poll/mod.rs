@@ -18,3 +18,5 @@ mod windows;
 use windows as imp;
 
 pub use imp::poll_readable;
+#[cfg(windows)]
+pub(in crate::sys) use imp::wait_millis;

@@ -46,7 +46,9 @@ impl Source {
     }
 }
 
-fn wait_millis(left: Option<Duration>) -> u32 {
+/// Milliseconds for a Win32 wait of at most `left` (`None`: forever),
+/// rounded up so that a wait never ends before its time.
+pub(in crate::sys) fn wait_millis(left: Option<Duration>) -> u32 {
     match left {
         None => INFINITE,
         Some(d) => d

@@ -18,6 +18,7 @@ use windows_sys::Win32::System::Memory::{
 };
 
 use crate::sys::handles::{BorrowedHandle, OwnedHandle};
+use crate::sys::stream::wide;
 
 /// A shared, read-write view of a whole section.
 pub struct Mapping {
@@ -31,10 +32,6 @@ pub struct Mapping {
 unsafe impl Send for Mapping {}
 // SAFETY: as above: `&Mapping` only hands out raw pointers.
 unsafe impl Sync for Mapping {}
-
-fn wide(s: &str) -> Vec<u16> {
-    s.encode_utf16().chain(std::iter::once(0)).collect()
-}
 
 fn section(len: usize, name: Option<&str>) -> io::Result<OwnedHandle> {
     if len == 0 {

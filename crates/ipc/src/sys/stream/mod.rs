@@ -35,7 +35,7 @@ pub(in crate::sys) mod windows;
 pub(in crate::sys) use windows as imp;
 
 #[cfg(windows)]
-pub(in crate::sys) use imp::private_pipe_security;
+pub(in crate::sys) use imp::{private_pipe_security, wide};
 pub use imp::{stream_pair, Stream};
 
 /// A gathered write's progress over `parts`: `index` is the first part

@@ -10,27 +10,16 @@
 //! waiter; `wait` sleeps while it still holds the value seen.
 
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use crate::sys::handles::{BorrowedHandle, OwnedHandle};
 use crate::sys::shm::Mapping;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"mprocSB1");
-const HEADER: usize = 64;
+use super::{bad, check_received, write_header, Acquired, HEADER};
+
 const MUTEX_SLOT: usize = 64;
 const BELL_OFFSET: usize = 16;
-
-/// The outcome of taking a robust mutex.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acquired {
-    /// Taken; the previous holder released it.
-    Clean,
-    /// Taken; the previous holder died holding it.
-    OwnerDied,
-    /// Not taken: busy (try) or the deadline passed.
-    No,
-}
 
 /// A shared mapping with `mutexes` robust mutexes, a bell and `data_len`
 /// bytes of data for the caller.
@@ -84,11 +73,7 @@ impl SyncBlock {
                 return Err(err(r));
             }
         }
-        b.header_word(0).store(MAGIC, Ordering::Release);
-        b.header_word(1).store(
-            ((mutexes as u64) << 32) | data_len as u64,
-            Ordering::Release,
-        );
+        write_header(&b.map, mutexes, data_len);
         Ok(b)
     }
 
@@ -100,34 +85,18 @@ impl SyncBlock {
         mutexes: usize,
         data_len: usize,
     ) -> io::Result<SyncBlock> {
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
         let [h]: [OwnedHandle; 1] = handles
             .try_into()
             .map_err(|_| bad("wrong number of handles for a shared object"))?;
         let (_, total) = layout(mutexes, data_len)?;
         let map = Mapping::from_handle(h)?;
-        if map.len() < total || mutexes > u32::MAX as usize || data_len > u32::MAX as usize {
-            return Err(bad("shared object mapping is too small"));
-        }
-        let b = SyncBlock { map, mutexes };
-        if b.header_word(0).load(Ordering::Acquire) != MAGIC
-            || b.header_word(1).load(Ordering::Acquire)
-                != (((mutexes as u64) << 32) | data_len as u64)
-        {
-            return Err(bad("not an mproc shared object (bad header)"));
-        }
-        Ok(b)
+        check_received(&map, total, mutexes, data_len)?;
+        Ok(SyncBlock { map, mutexes })
     }
 
     /// The handles that carry the block to another process.
     pub fn handles(&self) -> Vec<BorrowedHandle<'_>> {
         vec![self.map.handle()]
-    }
-
-    fn header_word(&self, i: usize) -> &AtomicU64 {
-        debug_assert!(i < 2);
-        // SAFETY: the header's first 16 B, 8-aligned (page-aligned map).
-        unsafe { &*self.map.ptr().add(i * 8).cast::<AtomicU64>() }
     }
 
     fn bell_word(&self) -> &AtomicU32 {

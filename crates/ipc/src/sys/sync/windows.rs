@@ -10,33 +10,23 @@
 
 use std::io;
 use std::os::windows::io::{AsHandle, AsRawHandle, FromRawHandle};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use windows_sys::Win32::Foundation::{FALSE, WAIT_ABANDONED, WAIT_OBJECT_0, WAIT_TIMEOUT};
 use windows_sys::Win32::System::Threading::{
     CreateMutexW, CreateSemaphoreW, GetCurrentThreadId, ReleaseMutex, ReleaseSemaphore,
-    WaitForSingleObject, INFINITE,
+    WaitForSingleObject,
 };
 
 use crate::sys::handles::{BorrowedHandle, OwnedHandle};
+use crate::sys::poll::wait_millis;
 use crate::sys::shm::Mapping;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"mprocSB1");
-const HEADER: usize = 64;
+use super::{bad, check_received, write_header, Acquired, HEADER};
+
 const SEQ: usize = 16;
 const WAITERS: usize = 20;
-
-/// The outcome of taking a robust mutex.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acquired {
-    /// Taken; the previous holder released it.
-    Clean,
-    /// Taken; the previous holder died holding it.
-    OwnerDied,
-    /// Not taken: busy (try) or the deadline passed.
-    No,
-}
 
 /// A shared section, `mutexes` kernel mutexes, a bell and `data_len`
 /// bytes of data for the caller.
@@ -54,16 +44,9 @@ fn owned(h: windows_sys::Win32::Foundation::HANDLE) -> io::Result<OwnedHandle> {
     Ok(unsafe { OwnedHandle::from_raw_handle(h) })
 }
 
+/// Milliseconds for a wait until `deadline` (`None`: forever), rounded up.
 fn millis(deadline: Option<Instant>) -> u32 {
-    match deadline {
-        None => INFINITE,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            // Round up, so a wait never ends before its deadline.
-            let ms = left.as_nanos().div_ceil(1_000_000);
-            ms.min((INFINITE - 1) as u128) as u32
-        }
-    }
+    wait_millis(deadline.map(|d| d.saturating_duration_since(Instant::now())))
 }
 
 impl SyncBlock {
@@ -88,11 +71,7 @@ impl SyncBlock {
             mutexes: ms,
             sem,
         };
-        b.header_word(0).store(MAGIC, Ordering::Release);
-        b.header_word(1).store(
-            ((mutexes as u64) << 32) | data_len as u64,
-            Ordering::Release,
-        );
+        write_header(&b.map, mutexes, data_len);
         Ok(b)
     }
 
@@ -104,7 +83,6 @@ impl SyncBlock {
         mutexes: usize,
         data_len: usize,
     ) -> io::Result<SyncBlock> {
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
         if handles.len() != mutexes.saturating_add(2) {
             return Err(bad("wrong number of handles for a shared object"));
         }
@@ -116,21 +94,12 @@ impl SyncBlock {
             return Err(bad("wrong number of handles for a shared object"));
         };
         let map = Mapping::from_handle(section)?;
-        if map.len() < total || mutexes > u32::MAX as usize || data_len > u32::MAX as usize {
-            return Err(bad("shared object mapping is too small"));
-        }
-        let b = SyncBlock {
+        check_received(&map, total, mutexes, data_len)?;
+        Ok(SyncBlock {
             map,
             mutexes: it.collect(),
             sem,
-        };
-        if b.header_word(0).load(Ordering::Acquire) != MAGIC
-            || b.header_word(1).load(Ordering::Acquire)
-                != (((mutexes as u64) << 32) | data_len as u64)
-        {
-            return Err(bad("not an mproc shared object (bad header)"));
-        }
-        Ok(b)
+        })
     }
 
     /// The handles that carry the block to another process.
@@ -139,11 +108,6 @@ impl SyncBlock {
         v.extend(self.mutexes.iter().map(|m| m.as_handle()));
         v.push(self.sem.as_handle());
         v
-    }
-
-    fn header_word(&self, i: usize) -> &AtomicU64 {
-        // SAFETY: the header's first 16 B, 8-aligned (page-aligned view).
-        unsafe { &*self.map.ptr().add(i * 8).cast::<AtomicU64>() }
     }
 
     fn header_u32(&self, off: usize) -> &AtomicU32 {

@@ -68,8 +68,10 @@ const READ_MAX: usize = 1 << 30;
 /// offer a new one (CPython's `CONNECTION_TIMEOUT`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn wide(s: &OsStr) -> Vec<u16> {
-    s.encode_wide().chain(std::iter::once(0)).collect()
+/// `s` as a NUL-terminated UTF-16 string, for the `…W` Win32 calls (the
+/// one copy every Windows backend uses).
+pub(in crate::sys) fn wide(s: impl AsRef<OsStr>) -> Vec<u16> {
+    s.as_ref().encode_wide().chain(std::iter::once(0)).collect()
 }
 
 fn last_error() -> u32 {
