@@ -132,6 +132,9 @@ impl Feeder {
         wire::put_item_with(&mut st.pending, write).map_err(FeedError::Encode)?;
         st.items += 1;
         if st.idle {
+            // Once: the puts that follow before the thread runs need not
+            // wake it again (each wake-up is a system call).
+            st.idle = false;
             self.wake.notify_one();
         }
         Ok(())
@@ -182,6 +185,7 @@ impl Feeder {
         let mut st = self.lock();
         st.stop = true;
         if st.idle {
+            st.idle = false;
             self.wake.notify_one();
         }
     }

@@ -114,8 +114,15 @@ pub(super) struct Ledger<L> {
     buffered: Counts,
     /// The connections the buffered items came on, by id.
     parked: Vec<(u64, L)>,
-    /// When this process last took an item.
+    /// When this process last took an item, as far as it knows: a
+    /// delivery sets it, and the janitor ([`observe`](Self::observe))
+    /// moves it to its own clock when it sees `takes` grew. A take from
+    /// the buffer reads no clock (it is the per-item path).
     last_take: Option<Instant>,
+    /// Items taken from the buffer, ever.
+    takes: u64,
+    /// `takes` when [`observe`](Self::observe) last looked.
+    seen_takes: u64,
 }
 
 impl<L> Default for Ledger<L> {
@@ -125,6 +132,8 @@ impl<L> Default for Ledger<L> {
             buffered: Counts::default(),
             parked: Vec::new(),
             last_take: None,
+            takes: 0,
+            seen_takes: 0,
         }
     }
 }
@@ -135,10 +144,24 @@ impl<L> Ledger<L> {
         self.buffer.is_empty()
     }
 
-    /// This process took an item at `now` (from the buffer or straight
-    /// from a delivery): the janitor's clock.
+    /// This process took an item at `now` (straight from a delivery):
+    /// the janitor's clock.
     pub(super) fn taken_at(&mut self, now: Instant) {
         self.last_take = Some(now);
+    }
+
+    /// The janitor looks at `now`: if items were taken from the buffer
+    /// since it last looked, the last take counts as `now`. So the last
+    /// take is known late by at most the time between two looks, and the
+    /// janitor, which looks at least once per
+    /// [`HOLD_LIMIT`](super::janitor::HOLD_LIMIT) while items wait, gives
+    /// them back between one and two hold limits after the last take —
+    /// never sooner than one.
+    pub(super) fn observe(&mut self, now: Instant) {
+        if self.takes != self.seen_takes {
+            self.seen_takes = self.takes;
+            self.last_take = Some(self.last_take.map_or(now, |t| t.max(now)));
+        }
     }
 
     /// The `extras` of a delivery on connection `conn` (`link`) wait in
@@ -177,13 +200,14 @@ impl<L> Ledger<L> {
     /// [`unpark`](Self::unpark) under the same lock. (It is not returned
     /// here: a connection is a large value, and this is the per-item
     /// path.)
+    ///
+    /// No clock is read here (see [`observe`](Self::observe)).
     pub(super) fn pop(
         &mut self,
-        now: Instant,
         ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
     ) -> Option<Result<Popped, PopError>> {
         let b = self.buffer.pop_front()?;
-        self.last_take = Some(now);
+        self.takes = self.takes.wrapping_add(1);
         self.buffered.sub(b.conn, 1);
         let Some(i) = self.parked.iter().position(|(id, _)| *id == b.conn) else {
             self.forget(b.conn);
@@ -314,8 +338,8 @@ mod tests {
 
     /// Takes an item as the client does: the item, and its connection
     /// once drained (out of the parking, for the pool).
-    fn take(l: &mut Ledger<Conn>, t: Instant, ack: Ack) -> (String, Option<Conn>) {
-        let p = l.pop(t, ack).unwrap().unwrap();
+    fn take(l: &mut Ledger<Conn>, ack: Ack) -> (String, Option<Conn>) {
+        let p = l.pop(ack).unwrap().unwrap();
         let drained = if p.drained { l.unpark(p.conn) } else { None };
         (text(&p.item), drained)
     }
@@ -324,7 +348,7 @@ mod tests {
     fn an_empty_ledger_has_nothing_to_pop_or_reap() {
         let mut l = Ledger::<Conn>::default();
         assert!(l.is_empty());
-        assert!(l.pop(Instant::now(), ok).is_none());
+        assert!(l.pop(ok).is_none());
         assert_eq!(l.idle_since(), None);
         assert!(l.conns().is_empty());
         assert!(l.reclaim(1).is_none());
@@ -336,11 +360,11 @@ mod tests {
         let t = Instant::now();
         let mut l = Ledger::default();
         deliver(&mut l, 7, "abc", t);
-        let (item, drained) = take(&mut l, t, record);
+        let (item, drained) = take(&mut l, record);
         assert_eq!(item, "b");
         assert!(drained.is_none(), "c is still buffered from 7");
         assert!(l.unpark(7).is_none(), "not while c is buffered");
-        let (item, drained) = take(&mut l, t, record);
+        let (item, drained) = take(&mut l, record);
         assert_eq!(item, "c");
         // The last item's ack is the one the broker reads at once, and
         // the connection goes back to the pool with both acks on it.
@@ -351,7 +375,7 @@ mod tests {
                 acks: vec![false, true]
             })
         );
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
         assert!(l.conns().is_empty());
         assert!(l.is_empty());
     }
@@ -365,11 +389,11 @@ mod tests {
         let mut conns = l.conns();
         conns.sort_unstable();
         assert_eq!(conns, vec![1, 2]);
-        let (a, d) = take(&mut l, t, ok);
+        let (a, d) = take(&mut l, ok);
         assert_eq!((a, d), ("a".into(), None));
-        let (b, d) = take(&mut l, t, ok);
+        let (b, d) = take(&mut l, ok);
         assert_eq!((b, d.map(|c| c.id)), ("b".into(), Some(1)));
-        let (c, d) = take(&mut l, t, ok);
+        let (c, d) = take(&mut l, ok);
         assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(2)));
     }
 
@@ -384,12 +408,12 @@ mod tests {
         let mut l = Ledger::default();
         deliver(&mut l, 1, "xab", t);
         deliver(&mut l, 2, "yc", t);
-        assert!(matches!(l.pop(t, broken), Some(Err(PopError::Ack(_)))));
+        assert!(matches!(l.pop(broken), Some(Err(PopError::Ack(_)))));
         assert_eq!(l.conns(), vec![2]);
         assert!(l.reclaim(1).is_none(), "its connection is gone");
-        let (c, d) = take(&mut l, t, ok);
+        let (c, d) = take(&mut l, ok);
         assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(2)));
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
     }
 
     // Never expected (`receive` parks what it buffers, `reclaim` takes
@@ -402,11 +426,11 @@ mod tests {
         deliver(&mut l, 3, "xab", t);
         deliver(&mut l, 4, "yc", t);
         l.parked.retain(|(id, _)| *id != 3);
-        assert!(matches!(l.pop(t, ok), Some(Err(PopError::Unparked))));
+        assert!(matches!(l.pop(ok), Some(Err(PopError::Unparked))));
         assert_eq!(l.conns(), vec![4], "the rest of 3 is dropped too");
-        let (c, d) = take(&mut l, t, ok);
+        let (c, d) = take(&mut l, ok);
         assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(4)));
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
     }
 
     #[test]
@@ -415,14 +439,14 @@ mod tests {
         let mut l = Ledger::default();
         deliver(&mut l, 1, "xabc", t);
         deliver(&mut l, 2, "yd", t);
-        take(&mut l, t, ok);
+        take(&mut l, ok);
         let (link, returned) = l.reclaim(1).unwrap();
         assert_eq!((link.id, returned), (1, 2), "b and c go back");
         assert!(l.reclaim(1).is_none());
         // A get meanwhile finds only 2's item.
-        let (d, _) = take(&mut l, t, ok);
+        let (d, _) = take(&mut l, ok);
         assert_eq!(d, "d");
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
     }
 
     #[test]
@@ -438,7 +462,7 @@ mod tests {
             .collect();
         all.sort_unstable();
         assert_eq!(all, vec![(1, 2), (2, 1)]);
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
         assert_eq!(l.idle_since(), None);
         assert!(l.reclaim_all().is_empty());
     }
@@ -451,9 +475,19 @@ mod tests {
         l.taken_at(t);
         deliver(&mut l, 1, "xabc", t + ms(1));
         assert_eq!(l.idle_since(), Some(t + ms(1)), "arrived after the take");
-        take(&mut l, t + ms(5), ok);
-        assert_eq!(l.idle_since(), Some(t + ms(5)), "a take restarts it");
+        l.observe(t + ms(3));
+        assert_eq!(l.idle_since(), Some(t + ms(1)), "nothing taken yet");
+        take(&mut l, ok);
+        assert_eq!(l.idle_since(), Some(t + ms(1)), "a take reads no clock");
+        l.observe(t + ms(5));
+        assert_eq!(l.idle_since(), Some(t + ms(5)), "seen by the janitor");
+        l.observe(t + ms(7));
+        assert_eq!(l.idle_since(), Some(t + ms(5)), "no take since");
         l.taken_at(t + ms(9));
+        assert_eq!(l.idle_since(), Some(t + ms(9)));
+        // A clock that went back never moves the last take back.
+        take(&mut l, ok);
+        l.observe(t + ms(8));
         assert_eq!(l.idle_since(), Some(t + ms(9)));
     }
 
