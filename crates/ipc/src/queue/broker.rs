@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::listener::Pending;
 use crate::queue::acks::AckPages;
-use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
+use crate::queue::core::{put_items, Acquired, Deadline, Item, Shared, Taken};
 use crate::queue::recycle::Recycler;
 use crate::queue::wire::{self, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
@@ -463,9 +463,7 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, sessi
                     Taken::Items(items) => {
                         let bytes: usize = items.iter().map(|i| i.len() + 12).sum();
                         wire::items_start_in(&mut reply, items.len() as u32, bytes);
-                        for i in &items {
-                            wire::put_item(&mut reply, i.bytes());
-                        }
+                        put_items(&mut reply, &items);
                         drop(items);
                         // On failure the items are in flight on this
                         // connection: closing it puts them back.
