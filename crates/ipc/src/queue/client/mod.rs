@@ -107,10 +107,6 @@ struct Inbox {
 /// Why a buffered item could not be handed out, as the caller sees it.
 fn pop_failed(e: PopError) -> Error {
     match e {
-        PopError::Unparked => {
-            tracing::warn!("a buffered item without its connection: given up");
-            Error::Disconnected
-        }
         // The connection is broken: what it delivered goes back to the
         // queue when the broker sees its end.
         PopError::Ack(e) => gone("ack", e),
