@@ -21,7 +21,8 @@
 //! item of a delivery is taken). Extras never wait while others could use
 //! them: they go straight back when another thread of this process is
 //! already waiting at the broker, a janitor thread gives them back once
-//! this process has taken nothing for 50 ms, closing or dropping the queue
+//! this process has taken nothing for 50 ms (it notices takes on its own
+//! clock, so 50–100 ms after the last), closing or dropping the queue
 //! gives back the rest, and if the process dies, the broker puts back
 //! everything not acknowledged. An item given back goes to the front of
 //! the queue: a consumer that meanwhile took later items then sees it
