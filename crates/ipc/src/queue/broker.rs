@@ -459,12 +459,14 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, sessi
             } => {
                 shared.ack(&acks);
                 shared.wait_barrier(session, barrier);
-                match shared.take(Some(id), most as usize, deadline_of(timeout), &alive) {
+                match shared.take_to_send(most as usize, deadline_of(timeout), &alive) {
                     Taken::Items(items) => {
                         let bytes: usize = items.iter().map(|i| i.len() + 12).sum();
                         wire::items_start_in(&mut reply, items.len() as u32, bytes);
                         put_items(&mut reply, &items);
-                        drop(items);
+                        // In flight on this connection before they are
+                        // sent: the holder's acks for them come after.
+                        shared.sent(id, items);
                         // On failure the items are in flight on this
                         // connection: closing it puts them back.
                         let sent = conn.send_bytes(&reply);

@@ -202,6 +202,23 @@ impl Core {
         taken
     }
 
+    /// Takes up to `n` items from the front, to be sent on a connection:
+    /// counted in flight now, recorded as that connection's by
+    /// [`sent`](Self::sent) (moved, not copied) before they are sent.
+    pub(crate) fn take_out(&mut self, n: usize) -> Vec<Item> {
+        let n = n.min(self.items.len());
+        let taken: Vec<Item> = self.items.drain(..n).collect();
+        self.inflight_total += taken.len();
+        taken
+    }
+
+    /// `items` from [`take_out`](Self::take_out) go out on `conn`.
+    pub(crate) fn sent(&mut self, conn: u64, items: Vec<Item>) {
+        if !items.is_empty() {
+            self.inflight.entry(conn).or_default().extend(items);
+        }
+    }
+
     /// `n` of the items `conn` was sent were taken: they leave the queue.
     /// Returns how many did (an unknown connection has none).
     pub(crate) fn ack(&mut self, conn: u64, n: u32) -> usize {
@@ -531,6 +548,43 @@ impl Shared {
         deadline: Deadline,
         alive: &dyn Fn() -> bool,
     ) -> Taken {
+        self.take_with(most, deadline, alive, |core, n| {
+            let items = core.take(conn, n);
+            if conn.is_none() {
+                wake(&self.not_full, core.putters_waiting, items.len());
+            }
+            items
+        })
+    }
+
+    /// [`take`](Self::take) for another process's connection `conn`,
+    /// which sends the items: they count in flight at once, and the
+    /// caller hands them to [`sent`](Self::sent) (on `conn`'s thread,
+    /// before it sends them: no ack can come for them first). The
+    /// in-flight record takes the items themselves, no copy of each.
+    pub(crate) fn take_to_send(
+        &self,
+        most: usize,
+        deadline: Deadline,
+        alive: &dyn Fn() -> bool,
+    ) -> Taken {
+        self.take_with(most, deadline, alive, |core, n| core.take_out(n))
+    }
+
+    /// `items` (from [`take_to_send`](Self::take_to_send)) go out on
+    /// `conn`: in flight there until acknowledged.
+    pub(crate) fn sent(&self, conn: u64, items: Vec<Item>) {
+        self.lock().sent(conn, items);
+    }
+
+    /// The wait of [`take`](Self::take); `pick` takes `n` items.
+    fn take_with(
+        &self,
+        most: usize,
+        deadline: Deadline,
+        alive: &dyn Fn() -> bool,
+        pick: impl FnOnce(&mut Core, usize) -> Vec<Item>,
+    ) -> Taken {
         let mut core = self.lock();
         let mut waited = false;
         loop {
@@ -546,11 +600,7 @@ impl Shared {
                     continue;
                 }
                 let n = core.share(most);
-                let items = core.take(conn, n);
-                if conn.is_none() {
-                    wake(&self.not_full, core.putters_waiting, items.len());
-                }
-                return Taken::Items(items);
+                return Taken::Items(pick(&mut core, n));
             }
             if passed(deadline) {
                 return Taken::Empty;
@@ -762,6 +812,26 @@ mod tests {
             put_items(&mut got, &items);
             assert_eq!(&got[1..], &want[..], "{:?}", texts(&items));
         }
+    }
+
+    // Taken to be sent: in flight (counted by qsize) from the take, the
+    // connection's once sent, then acked or given back as any delivery.
+    #[test]
+    fn items_taken_to_send_count_at_once_and_belong_to_their_connection_once_sent() {
+        let mut c = core_with(&["a", "b", "c", "d"]);
+        let out = c.take_out(3);
+        assert_eq!(texts(&out), ["a", "b", "c"]);
+        assert_eq!((c.qsize(), c.ready()), (4, 1));
+        c.sent(7, out);
+        c.sent(7, Vec::new());
+        assert_eq!(c.ack(7, 1), 1);
+        assert_eq!(c.give_back(7, 1), 1);
+        assert_eq!(c.qsize(), 3);
+        assert_eq!(c.drop_conn(7), 1);
+        assert_eq!(texts(&c.take(None, 9)), ["b", "c", "d"]);
+        assert_eq!(c.qsize(), 0);
+        assert!(c.take_out(2).is_empty());
+        assert_eq!(c.qsize(), 0);
     }
 
     #[test]
