@@ -392,8 +392,15 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
             tracing::warn!(seq, "feeder batch out of order");
             return;
         }
+        if ranges.capacity() > KEEP_RANGES {
+            ranges = Vec::new();
+        }
     }
 }
+
+/// A list of a batch's item ranges longer than this (1 MiB of them) is
+/// not kept for the next batch.
+const KEEP_RANGES: usize = 1 << 16;
 
 /// Answers requests until the connection ends.
 fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, session: u64) {
