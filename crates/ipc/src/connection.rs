@@ -405,6 +405,23 @@ impl Connection {
         Ok(len)
     }
 
+    /// Like [`recv_bytes`](Self::recv_bytes), into `buf` (cleared first,
+    /// its capacity reused: fresh memory costs a page fault per 4 KiB, as
+    /// much as the copy). On an error `buf` holds nothing meaningful.
+    pub(crate) fn recv_bytes_reusing(&self, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        self.check_readable()?;
+        let mut inbox = lock(&self.recv_lock);
+        self.check_readable()?;
+        let ahead = &mut inbox.ahead;
+        let result = self.read_head(ahead).and_then(|len| {
+            let len = self.admit(len, None)?;
+            self.read_payload_into(ahead, buf, len)
+        });
+        self.note_buffered(ahead);
+        result
+    }
+
     fn recv_message(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
         self.check_readable()?;
         let mut inbox = lock(&self.recv_lock);

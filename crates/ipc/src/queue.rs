@@ -14,6 +14,7 @@ mod core;
 mod exit;
 mod feeder;
 mod joinable;
+mod recycle;
 mod wire;
 
 pub use self::joinable::{JoinableQueue, SimpleQueue};

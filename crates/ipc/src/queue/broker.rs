@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use crate::listener::Pending;
 use crate::queue::acks::AckPages;
-use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
+use crate::queue::core::{put_items, Acquired, Deadline, Item, Shared, Taken};
+use crate::queue::recycle::Recycler;
 use crate::queue::wire::{self, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
 
@@ -350,17 +351,29 @@ fn deadline_of(timeout: Option<Duration>) -> Deadline {
 /// Reads a feeder's batches until its stream ends. A batch cut short by
 /// the sender's death never parses: nothing of it is stored.
 fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
+    // Batches are read into buffers their items no longer hold, and
+    // their ranges into one list: no fresh memory per batch.
+    let mut buffers = Recycler::default();
+    let mut ranges = Vec::new();
     loop {
-        let msg = match conn.recv_bytes() {
-            Ok(m) => m,
+        let mut msg = buffers.take();
+        match conn.recv_bytes_reusing(&mut msg) {
+            Ok(()) => {}
             Err(Error::Eof) => return,
             Err(e) => {
                 tracing::debug!("feeder stream ended: {e}");
                 return;
             }
         };
-        let (seq, ranges) = match wire::parse_request(&msg) {
-            Ok(Request::PutBatch { seq, items }) => (seq, items),
+        let parsed = match wire::parse_batch_into(&msg, &mut ranges) {
+            Some(batch) => batch.map(|seq| Request::PutBatch {
+                seq,
+                items: Vec::new(),
+            }),
+            None => wire::parse_request(&msg),
+        };
+        let seq = match parsed {
+            Ok(Request::PutBatch { seq, .. }) => seq,
             Ok(Request::Sync) => {
                 // Every batch before it is stored.
                 if conn.send_bytes(&[wire::SYNCED]).is_err() {
@@ -373,14 +386,21 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
                 return;
             }
         };
-        let buf = Arc::new(msg);
-        let items = ranges.into_iter().map(|r| Item::part(&buf, r));
+        let buf = buffers.lend(msg);
+        let items = ranges.drain(..).map(|r| Item::part(&buf, r));
         if !shared.feed(session, seq, items) {
             tracing::warn!(seq, "feeder batch out of order");
             return;
         }
+        if ranges.capacity() > KEEP_RANGES {
+            ranges = Vec::new();
+        }
     }
 }
+
+/// A list of a batch's item ranges longer than this (1 MiB of them) is
+/// not kept for the next batch.
+const KEEP_RANGES: usize = 1 << 16;
 
 /// Answers requests until the connection ends.
 fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, session: u64) {
@@ -389,9 +409,10 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, sessi
     let alive = || matches!(conn.poll(Some(Duration::ZERO)), Ok(false));
     // Reused between answers: fresh memory costs a page fault per 4 KiB.
     let mut reply = Vec::new();
+    let mut msg = Vec::new();
     loop {
-        let msg = match conn.recv_bytes() {
-            Ok(m) => m,
+        match conn.recv_bytes_reusing(&mut msg) {
+            Ok(()) => {}
             Err(Error::Eof) => return,
             Err(e) => {
                 tracing::debug!("queue connection ended: {e}");
@@ -405,6 +426,9 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, sessi
                 return;
             }
         };
+        if msg.capacity() > KEEP_REPLY {
+            msg = Vec::new();
+        }
         // The items taken since the last message, first.
         let taken = acks.drain(id);
         if taken > 0 {
@@ -442,14 +466,14 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, sessi
             } => {
                 shared.ack(&acks);
                 shared.wait_barrier(session, barrier);
-                match shared.take(Some(id), most as usize, deadline_of(timeout), &alive) {
+                match shared.take_to_send(most as usize, deadline_of(timeout), &alive) {
                     Taken::Items(items) => {
                         let bytes: usize = items.iter().map(|i| i.len() + 12).sum();
                         wire::items_start_in(&mut reply, items.len() as u32, bytes);
-                        for i in &items {
-                            wire::put_item(&mut reply, i.bytes());
-                        }
-                        drop(items);
+                        put_items(&mut reply, &items);
+                        // In flight on this connection before they are
+                        // sent: the holder's acks for them come after.
+                        shared.sent(id, items);
                         // On failure the items are in flight on this
                         // connection: closing it puts them back.
                         let sent = conn.send_bytes(&reply);

@@ -25,6 +25,7 @@
 //! its feeder stream ends (it died, or let go of the queue) whatever is
 //! still reserved is released, after every batch that arrived is stored.
 
+use crate::queue::wire;
 use crate::util::lock::{lock, wait, wait_timeout};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -67,6 +68,46 @@ impl Item {
 
     pub(crate) fn len(&self) -> usize {
         self.range.len()
+    }
+
+    /// Where the item's 4-byte length starts in its buffer, if the bytes
+    /// before it are exactly that (as in the feeder batch it came in).
+    fn prefixed_start(&self) -> Option<usize> {
+        let start = self.range.start.checked_sub(4)?;
+        let len = u32::try_from(self.range.len())
+            .ok()
+            .filter(|&l| l != u32::MAX)?;
+        (self.buf.get(start..self.range.start)? == len.to_be_bytes()).then_some(start)
+    }
+}
+
+/// Appends `items` as the wire lists them (each its length, then its
+/// bytes: [`wire::put_item`]). Items that follow each other in the batch
+/// they came in, each with its length in front, are already in that form
+/// there: each such run is copied at once, not item by item.
+pub(crate) fn put_items(out: &mut Vec<u8>, items: &[Item]) {
+    let mut i = 0;
+    while i < items.len() {
+        let first = &items[i];
+        let mut next = i + 1;
+        if let Some(start) = first.prefixed_start() {
+            let mut end = first.range.end;
+            while let Some(item) = items.get(next) {
+                if !Arc::ptr_eq(&item.buf, &first.buf) || item.prefixed_start() != Some(end) {
+                    break;
+                }
+                end = item.range.end;
+                next += 1;
+            }
+            if let Some(run) = first.buf.get(start..end) {
+                out.extend_from_slice(run);
+                i = next;
+                continue;
+            }
+            next = i + 1;
+        }
+        wire::put_item(out, first.bytes());
+        i = next;
     }
 }
 
@@ -159,6 +200,23 @@ impl Core {
             }
         }
         taken
+    }
+
+    /// Takes up to `n` items from the front, to be sent on a connection:
+    /// counted in flight now, recorded as that connection's by
+    /// [`sent`](Self::sent) (moved, not copied) before they are sent.
+    pub(crate) fn take_out(&mut self, n: usize) -> Vec<Item> {
+        let n = n.min(self.items.len());
+        let taken: Vec<Item> = self.items.drain(..n).collect();
+        self.inflight_total += taken.len();
+        taken
+    }
+
+    /// `items` from [`take_out`](Self::take_out) go out on `conn`.
+    pub(crate) fn sent(&mut self, conn: u64, items: Vec<Item>) {
+        if !items.is_empty() {
+            self.inflight.entry(conn).or_default().extend(items);
+        }
     }
 
     /// `n` of the items `conn` was sent were taken: they leave the queue.
@@ -490,6 +548,43 @@ impl Shared {
         deadline: Deadline,
         alive: &dyn Fn() -> bool,
     ) -> Taken {
+        self.take_with(most, deadline, alive, |core, n| {
+            let items = core.take(conn, n);
+            if conn.is_none() {
+                wake(&self.not_full, core.putters_waiting, items.len());
+            }
+            items
+        })
+    }
+
+    /// [`take`](Self::take) for another process's connection `conn`,
+    /// which sends the items: they count in flight at once, and the
+    /// caller hands them to [`sent`](Self::sent) (on `conn`'s thread,
+    /// before it sends them: no ack can come for them first). The
+    /// in-flight record takes the items themselves, no copy of each.
+    pub(crate) fn take_to_send(
+        &self,
+        most: usize,
+        deadline: Deadline,
+        alive: &dyn Fn() -> bool,
+    ) -> Taken {
+        self.take_with(most, deadline, alive, |core, n| core.take_out(n))
+    }
+
+    /// `items` (from [`take_to_send`](Self::take_to_send)) go out on
+    /// `conn`: in flight there until acknowledged.
+    pub(crate) fn sent(&self, conn: u64, items: Vec<Item>) {
+        self.lock().sent(conn, items);
+    }
+
+    /// The wait of [`take`](Self::take); `pick` takes `n` items.
+    fn take_with(
+        &self,
+        most: usize,
+        deadline: Deadline,
+        alive: &dyn Fn() -> bool,
+        pick: impl FnOnce(&mut Core, usize) -> Vec<Item>,
+    ) -> Taken {
         let mut core = self.lock();
         let mut waited = false;
         loop {
@@ -505,11 +600,7 @@ impl Shared {
                     continue;
                 }
                 let n = core.share(most);
-                let items = core.take(conn, n);
-                if conn.is_none() {
-                    wake(&self.not_full, core.putters_waiting, items.len());
-                }
-                return Taken::Items(items);
+                return Taken::Items(pick(&mut core, n));
             }
             if passed(deadline) {
                 return Taken::Empty;
@@ -682,6 +773,65 @@ mod tests {
         // A range past the end is cut, never trusted.
         assert_eq!(Item::part(&buf, 4..99).bytes(), b"ef");
         assert_eq!(Item::part(&buf, 50..99).bytes(), b"");
+    }
+
+    // Runs of a batch's items are copied whole; whatever else (an
+    // owner's own item, a gap, another batch, a range whose length in
+    // front does not match) item by item: the bytes are those of
+    // `put_item` for each, always.
+    #[test]
+    fn items_are_listed_as_put_item_lists_them() {
+        let mut batch = Vec::new();
+        wire::batch_start(&mut batch);
+        for s in ["one", "", "three", "four"] {
+            wire::put_item(&mut batch, s.as_bytes());
+        }
+        let Ok(wire::Request::PutBatch { items: ranges, .. }) = wire::parse_request(&batch) else {
+            panic!("batch does not parse");
+        };
+        let batch = Arc::new(batch);
+        let other = Arc::new(batch.to_vec());
+        let part = |b: &Arc<Vec<u8>>, i: usize| Item::part(b, ranges[i].clone());
+        let cases: Vec<Vec<Item>> = vec![
+            vec![],
+            (0..4).map(|i| part(&batch, i)).collect(),
+            vec![part(&batch, 0), part(&batch, 2), part(&batch, 3)],
+            vec![part(&batch, 1), part(&other, 2), part(&batch, 3)],
+            vec![item("own"), part(&batch, 0), part(&batch, 1), item("")],
+            vec![part(&batch, 3), part(&batch, 0)],
+            // "ne": its length in front is not 2.
+            vec![Item::part(&batch, ranges[0].start + 1..ranges[0].end)],
+            vec![Item::part(&batch, 0..3), Item::part(&batch, 3..9)],
+        ];
+        for items in cases {
+            let mut want = Vec::new();
+            for i in &items {
+                wire::put_item(&mut want, i.bytes());
+            }
+            let mut got = vec![7];
+            put_items(&mut got, &items);
+            assert_eq!(&got[1..], &want[..], "{:?}", texts(&items));
+        }
+    }
+
+    // Taken to be sent: in flight (counted by qsize) from the take, the
+    // connection's once sent, then acked or given back as any delivery.
+    #[test]
+    fn items_taken_to_send_count_at_once_and_belong_to_their_connection_once_sent() {
+        let mut c = core_with(&["a", "b", "c", "d"]);
+        let out = c.take_out(3);
+        assert_eq!(texts(&out), ["a", "b", "c"]);
+        assert_eq!((c.qsize(), c.ready()), (4, 1));
+        c.sent(7, out);
+        c.sent(7, Vec::new());
+        assert_eq!(c.ack(7, 1), 1);
+        assert_eq!(c.give_back(7, 1), 1);
+        assert_eq!(c.qsize(), 3);
+        assert_eq!(c.drop_conn(7), 1);
+        assert_eq!(texts(&c.take(None, 9)), ["b", "c", "d"]);
+        assert_eq!(c.qsize(), 0);
+        assert!(c.take_out(2).is_empty());
+        assert_eq!(c.qsize(), 0);
     }
 
     #[test]

@@ -437,10 +437,16 @@ impl<'a> Reader<'a> {
     /// Items up to the end of the message.
     fn items_to_end(&mut self) -> Result<Vec<Range<usize>>, Malformed> {
         let mut items = Vec::new();
+        self.items_into(&mut items)?;
+        Ok(items)
+    }
+
+    /// Items up to the end of the message, appended to `items`.
+    fn items_into(&mut self, items: &mut Vec<Range<usize>>) -> Result<(), Malformed> {
         while self.left() > 0 {
             items.push(self.item()?);
         }
-        Ok(items)
+        Ok(())
     }
 
     fn acks(&mut self) -> Result<Acks, Malformed> {
@@ -515,6 +521,22 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
     };
     r.end()?;
     Ok(req)
+}
+
+/// Parses a `PUT_BATCH` as [`parse_request`] does, its items' ranges
+/// into `items` (cleared first, its capacity reused: a batch of small
+/// items has thousands): the batch number. `None` when `msg` is another
+/// request (for [`parse_request`]).
+pub(crate) fn parse_batch_into(
+    msg: &[u8],
+    items: &mut Vec<Range<usize>>,
+) -> Option<Result<u64, Malformed>> {
+    items.clear();
+    let mut r = Reader::new(msg);
+    if r.u8() != Ok(PUT_BATCH) {
+        return None;
+    }
+    Some(r.u64().and_then(|seq| r.items_into(items).map(|()| seq)))
 }
 
 /// Parses an answer (holder side).
@@ -731,6 +753,30 @@ mod tests {
             let _ = parse_reply(&data);
         }
 
+        // The broker's reusing parser reads a batch exactly as
+        // `parse_request` does, refuses what it refuses, and leaves other
+        // requests to it.
+        #[test]
+        fn the_batch_parser_agrees_with_parse_request(
+            mut data in proptest::collection::vec(any::<u8>(), 0..96),
+            batch in any::<bool>(),
+        ) {
+            if batch && !data.is_empty() {
+                data[0] = PUT_BATCH;
+            }
+            let mut items = vec![0..1; 3];
+            match (parse_batch_into(&data, &mut items), parse_request(&data)) {
+                (None, Ok(Request::PutBatch { .. })) => prop_assert!(false, "batch not seen"),
+                (None, _) => prop_assert!(data.first() != Some(&PUT_BATCH)),
+                (Some(Ok(seq)), Ok(Request::PutBatch { seq: s, items: want })) => {
+                    prop_assert_eq!(seq, s);
+                    prop_assert_eq!(items, want);
+                }
+                (Some(Err(_)), Err(_)) => {}
+                (mine, theirs) => prop_assert!(false, "{:?} vs {:?}", mine, theirs),
+            }
+        }
+
         #[test]
         fn batches_round_trip(items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20)) {
             let mut b = Vec::new();
@@ -739,9 +785,12 @@ mod tests {
                 put_item(&mut b, it);
             }
             set_seq(&mut b, 11);
+            let mut reused = vec![5..9, 1..2];
+            prop_assert_eq!(parse_batch_into(&b, &mut reused), Some(Ok(11)));
             match parse_request(&b) {
                 Ok(Request::PutBatch { seq, items: got }) => {
                     prop_assert_eq!(seq, 11);
+                    prop_assert_eq!(&reused, &got);
                     let got: Vec<&[u8]> = got.into_iter().map(|r| &b[r]).collect();
                     let want: Vec<&[u8]> = items.iter().map(|v| &v[..]).collect();
                     prop_assert_eq!(got, want);

@@ -39,61 +39,32 @@ impl Received {
     }
 }
 
-/// Small maps from connection id to a count.
-#[derive(Debug, Default)]
-struct Counts(Vec<(u64, u32)>);
-
-impl Counts {
-    fn add(&mut self, conn: u64, n: u32) {
-        match self.0.iter_mut().find(|(c, _)| *c == conn) {
-            Some((_, k)) => *k = k.saturating_add(n),
-            None => self.0.push((conn, n)),
-        }
-    }
-
-    fn sub(&mut self, conn: u64, n: u32) {
-        if let Some(i) = self.0.iter().position(|(c, _)| *c == conn) {
-            self.0[i].1 = self.0[i].1.saturating_sub(n);
-            if self.0[i].1 == 0 {
-                self.0.swap_remove(i);
-            }
-        }
-    }
-
-    fn get(&self, conn: u64) -> u32 {
-        self.0
-            .iter()
-            .find(|(c, _)| *c == conn)
-            .map_or(0, |(_, k)| *k)
-    }
-
-    fn take(&mut self, conn: u64) -> u32 {
-        match self.0.iter().position(|(c, _)| *c == conn) {
-            Some(i) => self.0.swap_remove(i).1,
-            None => 0,
-        }
-    }
-
-    fn conns(&self) -> Vec<u64> {
-        self.0.iter().map(|(c, _)| *c).collect()
-    }
-}
-
-/// An item received and not yet taken.
-struct Buffered {
+/// One delivery's extras not yet taken, and the connection it came on
+/// (parked: out of the idle pool while any of them is buffered, so a
+/// connection has at most one delivery here).
+struct Delivery<L> {
     conn: u64,
-    item: Received,
+    link: L,
+    frame: Arc<Vec<u8>>,
+    items: Vec<Range<usize>>,
+    /// The next item to hand out: `items[next..]` are buffered.
+    next: usize,
+    /// When it arrived.
     at: Instant,
 }
 
-/// Why a buffered item could not be handed out. Either way everything
-/// buffered from its connection is dropped from the ledger (and its
-/// parked connection with it): the broker puts it back when it sees that
-/// connection end.
+impl<L> Delivery<L> {
+    fn left(&self) -> usize {
+        self.items.len().saturating_sub(self.next)
+    }
+}
+
+/// Why a buffered item could not be handed out: its acknowledgement could
+/// not be written. Everything buffered from its connection is dropped
+/// from the ledger (and its parked connection with it): the broker puts
+/// it back when it sees that connection end.
 #[derive(Debug)]
 pub(super) enum PopError {
-    /// Its connection was not parked (a bug: never expected).
-    Unparked,
     /// The acknowledgement could not be written.
     Ack(std::io::Error),
 }
@@ -108,23 +79,35 @@ pub(super) struct Popped {
 }
 
 /// Items received and not yet taken, and the connections they came on.
+///
+/// Kept per delivery (an item is a range of its delivery's frame), not
+/// per item: taking one is an index step, with no per-item entry made
+/// when the delivery arrives.
 pub(super) struct Ledger<L> {
-    buffer: VecDeque<Buffered>,
-    /// Items in `buffer`, per connection.
-    buffered: Counts,
-    /// The connections the buffered items came on, by id.
-    parked: Vec<(u64, L)>,
-    /// When this process last took an item.
+    /// In the order they arrived.
+    deliveries: VecDeque<Delivery<L>>,
+    /// Connections whose delivery was all taken, for the caller to take
+    /// back to the pool ([`unpark`](Self::unpark)).
+    drained: Vec<(u64, L)>,
+    /// When this process last took an item, as far as it knows: a
+    /// delivery sets it, and the janitor ([`observe`](Self::observe))
+    /// moves it to its own clock when it sees `takes` grew. A take from
+    /// the buffer reads no clock (it is the per-item path).
     last_take: Option<Instant>,
+    /// Items taken from the buffer, ever.
+    takes: u64,
+    /// `takes` when [`observe`](Self::observe) last looked.
+    seen_takes: u64,
 }
 
 impl<L> Default for Ledger<L> {
     fn default() -> Self {
         Ledger {
-            buffer: VecDeque::new(),
-            buffered: Counts::default(),
-            parked: Vec::new(),
+            deliveries: VecDeque::new(),
+            drained: Vec::new(),
             last_take: None,
+            takes: 0,
+            seen_takes: 0,
         }
     }
 }
@@ -132,13 +115,27 @@ impl<L> Default for Ledger<L> {
 impl<L> Ledger<L> {
     /// Whether no item is buffered.
     pub(super) fn is_empty(&self) -> bool {
-        self.buffer.is_empty()
+        self.deliveries.iter().all(|d| d.left() == 0)
     }
 
-    /// This process took an item at `now` (from the buffer or straight
-    /// from a delivery): the janitor's clock.
+    /// This process took an item at `now` (straight from a delivery):
+    /// the janitor's clock.
     pub(super) fn taken_at(&mut self, now: Instant) {
         self.last_take = Some(now);
+    }
+
+    /// The janitor looks at `now`: if items were taken from the buffer
+    /// since it last looked, the last take counts as `now`. So the last
+    /// take is known late by at most the time between two looks, and the
+    /// janitor, which looks at least once per
+    /// [`HOLD_LIMIT`](super::janitor::HOLD_LIMIT) while items wait, gives
+    /// them back between one and two hold limits after the last take —
+    /// never sooner than one.
+    pub(super) fn observe(&mut self, now: Instant) {
+        if self.takes != self.seen_takes {
+            self.seen_takes = self.takes;
+            self.last_take = Some(self.last_take.map_or(now, |t| t.max(now)));
+        }
     }
 
     /// The `extras` of a delivery on connection `conn` (`link`) wait in
@@ -153,16 +150,14 @@ impl<L> Ledger<L> {
         extras: Vec<Range<usize>>,
         now: Instant,
     ) {
-        self.buffered
-            .add(conn, u32::try_from(extras.len()).unwrap_or(u32::MAX));
-        for range in extras {
-            self.buffer.push_back(Buffered {
-                conn,
-                item: Received::new(frame.clone(), range),
-                at: now,
-            });
-        }
-        self.parked.push((conn, link));
+        self.deliveries.push_back(Delivery {
+            conn,
+            link,
+            frame: frame.clone(),
+            items: extras,
+            next: 0,
+            at: now,
+        });
     }
 
     /// Takes the oldest buffered item, acknowledging it on the connection
@@ -177,26 +172,32 @@ impl<L> Ledger<L> {
     /// [`unpark`](Self::unpark) under the same lock. (It is not returned
     /// here: a connection is a large value, and this is the per-item
     /// path.)
+    ///
+    /// No clock is read here (see [`observe`](Self::observe)).
     pub(super) fn pop(
         &mut self,
-        now: Instant,
         ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
     ) -> Option<Result<Popped, PopError>> {
-        let b = self.buffer.pop_front()?;
-        self.last_take = Some(now);
-        self.buffered.sub(b.conn, 1);
-        let Some(i) = self.parked.iter().position(|(id, _)| *id == b.conn) else {
-            self.forget(b.conn);
-            return Some(Err(PopError::Unparked));
-        };
-        let last = self.buffered.get(b.conn) == 0;
-        if let Err(e) = ack(&mut self.parked[i].1, last) {
-            self.forget(b.conn);
+        let i = self.deliveries.iter().position(|d| d.left() > 0)?;
+        let d = &mut self.deliveries[i];
+        let range = d.items.get(d.next).cloned().unwrap_or(0..0);
+        d.next += 1;
+        self.takes = self.takes.wrapping_add(1);
+        let last = d.left() == 0;
+        let conn = d.conn;
+        if let Err(e) = ack(&mut d.link, last) {
+            self.deliveries.remove(i);
             return Some(Err(PopError::Ack(e)));
         }
+        let item = Received::new(d.frame.clone(), range);
+        if last {
+            if let Some(d) = self.deliveries.remove(i) {
+                self.drained.push((conn, d.link));
+            }
+        }
         Some(Ok(Popped {
-            item: b.item,
-            conn: b.conn,
+            item,
+            conn,
             drained: last,
         }))
     }
@@ -204,20 +205,14 @@ impl<L> Ledger<L> {
     /// Takes parked connection `conn` out once it has nothing buffered
     /// (`None` if it is not parked, or still has items buffered).
     pub(super) fn unpark(&mut self, conn: u64) -> Option<L> {
-        if self.buffered.get(conn) > 0 {
-            return None;
+        if let Some(i) = self.drained.iter().position(|(id, _)| *id == conn) {
+            return Some(self.drained.swap_remove(i).1);
         }
-        let i = self.parked.iter().position(|(id, _)| *id == conn)?;
-        Some(self.parked.swap_remove(i).1)
-    }
-
-    /// Drops everything buffered from `conn`, and its parked connection.
-    fn forget(&mut self, conn: u64) {
-        if let Some(i) = self.parked.iter().position(|(id, _)| *id == conn) {
-            self.parked.swap_remove(i);
-        }
-        self.buffer.retain(|x| x.conn != conn);
-        self.buffered.take(conn);
+        let i = self
+            .deliveries
+            .iter()
+            .position(|d| d.conn == conn && d.left() == 0)?;
+        self.deliveries.remove(i).map(|d| d.link)
     }
 
     /// Takes parked connection `conn` back out, with its buffered items
@@ -225,44 +220,53 @@ impl<L> Ledger<L> {
     /// connection, and how many items it must give back. `None` when
     /// `conn` is not parked (its items were all taken meanwhile).
     pub(super) fn reclaim(&mut self, conn: u64) -> Option<(L, u32)> {
-        let i = self.parked.iter().position(|(id, _)| *id == conn)?;
-        let link = self.parked.swap_remove(i).1;
-        Some((link, self.settle(conn)))
+        if let Some(i) = self.deliveries.iter().position(|d| d.conn == conn) {
+            let d = self.deliveries.remove(i)?;
+            let n = count(d.left());
+            return Some((d.link, n));
+        }
+        let i = self.drained.iter().position(|(id, _)| *id == conn)?;
+        Some((self.drained.swap_remove(i).1, 0))
     }
 
     /// Takes every parked connection back out, each with how many
     /// buffered items it must give back; the buffer is then empty.
     pub(super) fn reclaim_all(&mut self) -> Vec<(L, u32)> {
-        let links = std::mem::take(&mut self.parked);
-        links
+        let deliveries = std::mem::take(&mut self.deliveries);
+        let drained = std::mem::take(&mut self.drained);
+        deliveries
             .into_iter()
-            .map(|(id, l)| (l, self.settle(id)))
+            .map(|d| {
+                let n = count(d.left());
+                (d.link, n)
+            })
+            .chain(drained.into_iter().map(|(_, l)| (l, 0)))
             .collect()
-    }
-
-    /// Accounts for giving back everything buffered from `conn`: returns
-    /// how many items that is.
-    fn settle(&mut self, conn: u64) -> u32 {
-        let returned = self.buffered.take(conn);
-        if returned > 0 {
-            self.buffer.retain(|b| b.conn != conn);
-        }
-        returned
     }
 
     /// The connections with buffered items.
     pub(super) fn conns(&self) -> Vec<u64> {
-        self.buffered.conns()
+        self.deliveries
+            .iter()
+            .filter(|d| d.left() > 0)
+            .map(|d| d.conn)
+            .collect()
     }
 
     /// Since when the oldest buffered item has waited with this process
     /// taking nothing (`None` when nothing is buffered): when it arrived,
     /// or this process's last take if later.
     pub(super) fn idle_since(&self) -> Option<Instant> {
-        self.buffer
-            .front()
-            .map(|b| self.last_take.map_or(b.at, |t| t.max(b.at)))
+        self.deliveries
+            .iter()
+            .find(|d| d.left() > 0)
+            .map(|d| self.last_take.map_or(d.at, |t| t.max(d.at)))
     }
+}
+
+/// A count of items as the wire carries it.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -314,8 +318,8 @@ mod tests {
 
     /// Takes an item as the client does: the item, and its connection
     /// once drained (out of the parking, for the pool).
-    fn take(l: &mut Ledger<Conn>, t: Instant, ack: Ack) -> (String, Option<Conn>) {
-        let p = l.pop(t, ack).unwrap().unwrap();
+    fn take(l: &mut Ledger<Conn>, ack: Ack) -> (String, Option<Conn>) {
+        let p = l.pop(ack).unwrap().unwrap();
         let drained = if p.drained { l.unpark(p.conn) } else { None };
         (text(&p.item), drained)
     }
@@ -324,7 +328,7 @@ mod tests {
     fn an_empty_ledger_has_nothing_to_pop_or_reap() {
         let mut l = Ledger::<Conn>::default();
         assert!(l.is_empty());
-        assert!(l.pop(Instant::now(), ok).is_none());
+        assert!(l.pop(ok).is_none());
         assert_eq!(l.idle_since(), None);
         assert!(l.conns().is_empty());
         assert!(l.reclaim(1).is_none());
@@ -336,11 +340,11 @@ mod tests {
         let t = Instant::now();
         let mut l = Ledger::default();
         deliver(&mut l, 7, "abc", t);
-        let (item, drained) = take(&mut l, t, record);
+        let (item, drained) = take(&mut l, record);
         assert_eq!(item, "b");
         assert!(drained.is_none(), "c is still buffered from 7");
         assert!(l.unpark(7).is_none(), "not while c is buffered");
-        let (item, drained) = take(&mut l, t, record);
+        let (item, drained) = take(&mut l, record);
         assert_eq!(item, "c");
         // The last item's ack is the one the broker reads at once, and
         // the connection goes back to the pool with both acks on it.
@@ -351,7 +355,7 @@ mod tests {
                 acks: vec![false, true]
             })
         );
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
         assert!(l.conns().is_empty());
         assert!(l.is_empty());
     }
@@ -365,11 +369,11 @@ mod tests {
         let mut conns = l.conns();
         conns.sort_unstable();
         assert_eq!(conns, vec![1, 2]);
-        let (a, d) = take(&mut l, t, ok);
+        let (a, d) = take(&mut l, ok);
         assert_eq!((a, d), ("a".into(), None));
-        let (b, d) = take(&mut l, t, ok);
+        let (b, d) = take(&mut l, ok);
         assert_eq!((b, d.map(|c| c.id)), ("b".into(), Some(1)));
-        let (c, d) = take(&mut l, t, ok);
+        let (c, d) = take(&mut l, ok);
         assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(2)));
     }
 
@@ -384,29 +388,12 @@ mod tests {
         let mut l = Ledger::default();
         deliver(&mut l, 1, "xab", t);
         deliver(&mut l, 2, "yc", t);
-        assert!(matches!(l.pop(t, broken), Some(Err(PopError::Ack(_)))));
+        assert!(matches!(l.pop(broken), Some(Err(PopError::Ack(_)))));
         assert_eq!(l.conns(), vec![2]);
         assert!(l.reclaim(1).is_none(), "its connection is gone");
-        let (c, d) = take(&mut l, t, ok);
+        let (c, d) = take(&mut l, ok);
         assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(2)));
-        assert!(l.pop(t, ok).is_none());
-    }
-
-    // Never expected (`receive` parks what it buffers, `reclaim` takes
-    // both out at once); if the two ever disagree, the item is refused,
-    // never handed out unacknowledged.
-    #[test]
-    fn an_item_without_its_connection_is_refused_not_handed_out() {
-        let t = Instant::now();
-        let mut l = Ledger::default();
-        deliver(&mut l, 3, "xab", t);
-        deliver(&mut l, 4, "yc", t);
-        l.parked.retain(|(id, _)| *id != 3);
-        assert!(matches!(l.pop(t, ok), Some(Err(PopError::Unparked))));
-        assert_eq!(l.conns(), vec![4], "the rest of 3 is dropped too");
-        let (c, d) = take(&mut l, t, ok);
-        assert_eq!((c, d.map(|c| c.id)), ("c".into(), Some(4)));
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
     }
 
     #[test]
@@ -415,14 +402,14 @@ mod tests {
         let mut l = Ledger::default();
         deliver(&mut l, 1, "xabc", t);
         deliver(&mut l, 2, "yd", t);
-        take(&mut l, t, ok);
+        take(&mut l, ok);
         let (link, returned) = l.reclaim(1).unwrap();
         assert_eq!((link.id, returned), (1, 2), "b and c go back");
         assert!(l.reclaim(1).is_none());
         // A get meanwhile finds only 2's item.
-        let (d, _) = take(&mut l, t, ok);
+        let (d, _) = take(&mut l, ok);
         assert_eq!(d, "d");
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
     }
 
     #[test]
@@ -438,7 +425,7 @@ mod tests {
             .collect();
         all.sort_unstable();
         assert_eq!(all, vec![(1, 2), (2, 1)]);
-        assert!(l.pop(t, ok).is_none());
+        assert!(l.pop(ok).is_none());
         assert_eq!(l.idle_since(), None);
         assert!(l.reclaim_all().is_empty());
     }
@@ -451,27 +438,48 @@ mod tests {
         l.taken_at(t);
         deliver(&mut l, 1, "xabc", t + ms(1));
         assert_eq!(l.idle_since(), Some(t + ms(1)), "arrived after the take");
-        take(&mut l, t + ms(5), ok);
-        assert_eq!(l.idle_since(), Some(t + ms(5)), "a take restarts it");
+        l.observe(t + ms(3));
+        assert_eq!(l.idle_since(), Some(t + ms(1)), "nothing taken yet");
+        take(&mut l, ok);
+        assert_eq!(l.idle_since(), Some(t + ms(1)), "a take reads no clock");
+        l.observe(t + ms(5));
+        assert_eq!(l.idle_since(), Some(t + ms(5)), "seen by the janitor");
+        l.observe(t + ms(7));
+        assert_eq!(l.idle_since(), Some(t + ms(5)), "no take since");
         l.taken_at(t + ms(9));
+        assert_eq!(l.idle_since(), Some(t + ms(9)));
+        // A clock that went back never moves the last take back.
+        take(&mut l, ok);
+        l.observe(t + ms(8));
         assert_eq!(l.idle_since(), Some(t + ms(9)));
     }
 
+    // Taking a delivery's last item parks its connection for `unpark`;
+    // until then `reclaim` finds it with nothing to give back, and it is
+    // never counted as buffered.
     #[test]
-    fn counts_add_sub_and_take_per_connection() {
-        let mut c = Counts::default();
-        assert_eq!(c.get(1), 0);
-        c.add(1, 2);
-        c.add(1, u32::MAX);
-        assert_eq!(c.get(1), u32::MAX, "saturates");
-        c.add(2, 1);
-        c.sub(2, 5);
-        assert_eq!(c.get(2), 0, "down to 0: gone");
-        assert_eq!(c.conns(), vec![1]);
-        c.sub(9, 1);
-        assert_eq!(c.take(1), u32::MAX);
-        assert_eq!(c.take(1), 0);
-        assert!(c.conns().is_empty());
+    fn a_drained_connection_waits_for_unpark_with_nothing_buffered() {
+        let t = Instant::now();
+        let mut l = Ledger::default();
+        deliver(&mut l, 1, "xa", t);
+        deliver(&mut l, 2, "yb", t);
+        let p = l.pop(ok).unwrap().unwrap();
+        assert!(p.drained);
+        assert_eq!(l.conns(), vec![2]);
+        assert!(!l.is_empty());
+        assert!(l.unpark(2).is_none(), "b is still buffered");
+        let (link, returned) = l.reclaim(1).unwrap();
+        assert_eq!((link.id, returned), (1, 0));
+        let p = l.pop(ok).unwrap().unwrap();
+        assert!(p.drained && l.is_empty());
+        assert_eq!(l.idle_since(), None);
+        let all: Vec<(u64, u32)> = l
+            .reclaim_all()
+            .into_iter()
+            .map(|(c, n)| (c.id, n))
+            .collect();
+        assert_eq!(all, vec![(2, 0)]);
+        assert!(l.unpark(2).is_none());
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! item of a delivery is taken). Extras never wait while others could use
 //! them: they go straight back when another thread of this process is
 //! already waiting at the broker, a janitor thread gives them back once
-//! this process has taken nothing for 50 ms, closing or dropping the queue
+//! this process has taken nothing for 50 ms (it notices takes on its own
+//! clock, so 50–100 ms after the last), closing or dropping the queue
 //! gives back the rest, and if the process dies, the broker puts back
 //! everything not acknowledged. An item given back goes to the front of
 //! the queue: a consumer that meanwhile took later items then sees it
@@ -39,7 +40,7 @@
 
 use crate::util::lock::{lock, wait, wait_timeout};
 use std::ops::Range;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use self::deadline::{Deadline, Redial};
@@ -52,6 +53,7 @@ use self::pool::Pool;
 use self::prefetch::{Extras, Prefetch};
 use crate::queue::acks::AckPage;
 use crate::queue::feeder::{FeedError, Feeder};
+use crate::queue::recycle::Recycler;
 use crate::queue::wire::{self, Reply, Role};
 use crate::{Address, Client, Connection, Error, Result};
 
@@ -99,15 +101,13 @@ struct Inbox {
     prefetch: Prefetch,
     permits: Permits,
     janitor: Janitor,
+    /// Answers' buffers, for reuse once their items are taken.
+    frames: Recycler,
 }
 
 /// Why a buffered item could not be handed out, as the caller sees it.
 fn pop_failed(e: PopError) -> Error {
     match e {
-        PopError::Unparked => {
-            tracing::warn!("a buffered item without its connection: given up");
-            Error::Disconnected
-        }
         // The connection is broken: what it delivered goes back to the
         // queue when the broker sees its end.
         PopError::Ack(e) => gone("ack", e),
@@ -155,6 +155,11 @@ fn client_deadline(timeout: Option<Duration>) -> Deadline {
 
 /// Reads one message, by `deadline`.
 fn recv_by(conn: &Connection, deadline: Deadline) -> Result<Vec<u8>, Late> {
+    recv_by_into(conn, deadline, Vec::new())
+}
+
+/// Reads one message into `buf` (its capacity reused), by `deadline`.
+fn recv_by_into(conn: &Connection, deadline: Deadline, mut buf: Vec<u8>) -> Result<Vec<u8>, Late> {
     if let Some(d) = deadline {
         match conn.poll(Some(deadline::remaining(d, Instant::now()))) {
             Ok(true) => {}
@@ -162,7 +167,8 @@ fn recv_by(conn: &Connection, deadline: Deadline) -> Result<Vec<u8>, Late> {
             Err(e) => return Err(Late::Gone(e)),
         }
     }
-    conn.recv_bytes().map_err(Late::Gone)
+    conn.recv_bytes_reusing(&mut buf).map_err(Late::Gone)?;
+    Ok(buf)
 }
 
 impl Holdings {
@@ -361,6 +367,7 @@ impl Holdings {
                 return;
             }
             let now = Instant::now();
+            inbox.ledger.observe(now);
             let chore = janitor::next(inbox.ledger.idle_since(), inbox.permits.idle_since(), now);
             let (items, permits) = match chore {
                 Chore::Sleep => {
@@ -402,7 +409,11 @@ impl Holdings {
 pub(crate) struct Remote {
     maxsize: usize,
     holdings: Arc<Holdings>,
-    feeder: Mutex<Option<Arc<Feeder>>>,
+    /// The feeder, once the first put started it: read with no lock and
+    /// no reference count on the per-put path.
+    feeder: OnceLock<Arc<Feeder>>,
+    /// Held while the feeder starts, so that only one does.
+    feeder_start: Mutex<()>,
 }
 
 impl Remote {
@@ -424,7 +435,8 @@ impl Remote {
                 inbox: Mutex::new(Inbox::default()),
                 janitor: Condvar::new(),
             }),
-            feeder: Mutex::new(None),
+            feeder: OnceLock::new(),
+            feeder_start: Mutex::new(()),
         }
     }
 
@@ -436,11 +448,22 @@ impl Remote {
     /// the caller drops the connection (the broker then puts back what it
     /// had in flight there): a late answer may still come on it.
     fn request(&self, link: &mut Link, msg: &[u8], deadline: Deadline) -> Result<Vec<u8>, Late> {
+        self.request_into(link, msg, deadline, Vec::new())
+    }
+
+    /// [`request`](Self::request), the answer read into `buf`.
+    fn request_into(
+        &self,
+        link: &mut Link,
+        msg: &[u8],
+        deadline: Deadline,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, Late> {
         link.conn
             .send_bytes(msg)
             .map_err(|e| Late::Gone(gone("send", e)))?;
         link.owed.request_sent();
-        let answer = recv_by(&link.conn, deadline).map_err(|e| match e {
+        let answer = recv_by_into(&link.conn, deadline, buf).map_err(|e| match e {
             Late::Gone(e) => Late::Gone(gone("receive", e)),
             late => late,
         })?;
@@ -451,22 +474,23 @@ impl Remote {
     /// The barrier a request carries: the last batch of this process's
     /// feeder, once written.
     fn barrier(&self) -> Result<u64> {
-        let feeder = lock(&self.feeder).clone();
-        match feeder {
+        match self.feeder.get() {
             None => Ok(0),
             Some(f) => f.flush().map_err(|_| Error::Disconnected),
         }
     }
 
-    fn feeder(&self, deadline: Deadline) -> Result<Arc<Feeder>, Late> {
-        let mut slot = lock(&self.feeder);
-        if let Some(f) = slot.as_ref() {
-            return Ok(f.clone());
+    fn feeder(&self, deadline: Deadline) -> Result<&Feeder, Late> {
+        if let Some(f) = self.feeder.get() {
+            return Ok(f);
+        }
+        let _starting = lock(&self.feeder_start);
+        if let Some(f) = self.feeder.get() {
+            return Ok(f);
         }
         let link = self.holdings.connect(Role::Feeder, deadline)?;
         let f = Feeder::start(link.conn).map_err(|e| Late::Gone(gone("feeder thread", e)))?;
-        *slot = Some(f.clone());
-        Ok(f)
+        Ok(self.feeder.get_or_init(|| f))
     }
 
     /// Puts the item `write` encodes: through the feeder, with a permit
@@ -544,14 +568,16 @@ impl Remote {
     /// process dies right after.
     pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Received> {
         let h = &self.holdings;
-        {
+        let buf = {
             let mut inbox = lock(&h.inbox);
-            // No clock read for a get that goes to the broker.
+            // No clock read for a get from the buffer (the janitor
+            // notices takes on its own clock) nor for one that goes to
+            // the broker.
             if !inbox.ledger.is_empty() {
                 // Acknowledged on its connection before it is handed out
                 // (see [`Ledger::pop`]): `Err` when the ack cannot be
                 // written, and the connection's end gives it back.
-                if let Some(popped) = inbox.ledger.pop(Instant::now(), ack) {
+                if let Some(popped) = inbox.ledger.pop(ack) {
                     let popped = popped.map_err(pop_failed)?;
                     let drained = if popped.drained {
                         inbox.ledger.unpark(popped.conn)
@@ -569,12 +595,13 @@ impl Remote {
             // another thread receives meanwhile go back to the broker,
             // where this thread's request can get them.
             inbox.prefetch.leave_for_broker();
-        }
-        let exchanged = self.ask(timeout);
+            inbox.frames.take()
+        };
+        let exchanged = self.ask(timeout, buf);
         let mut inbox = lock(&h.inbox);
         inbox.prefetch.back_from_broker();
         let (mut link, frame, ranges) = exchanged?;
-        let frame = Arc::new(frame);
+        let frame = inbox.frames.lend(frame);
         let mut ranges = ranges.into_iter();
         let first = ranges.next().unwrap_or(0..0);
         let extras: Vec<Range<usize>> = ranges.collect();
@@ -620,7 +647,13 @@ impl Remote {
 
     /// Asks the broker for items; returns the connection, the answer and
     /// the items' ranges in it.
-    fn ask(&self, timeout: Option<Duration>) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
+    ///
+    /// The answer is read into `buf` (a buffer to reuse).
+    fn ask(
+        &self,
+        timeout: Option<Duration>,
+        buf: Vec<u8>,
+    ) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
         let deadline = client_deadline(timeout);
         let barrier = self.barrier()?;
         let mut link = self.holdings.checkout(deadline).map_err(Late::for_get)?;
@@ -636,7 +669,12 @@ impl Remote {
         // A late answer leaves `link` dropped: whatever the broker sends
         // on it afterwards goes back to the queue when it sees the end.
         let answer = self
-            .request(&mut link, &wire::get(most, timeout, barrier, &[]), deadline)
+            .request_into(
+                &mut link,
+                &wire::get(most, timeout, barrier, &[]),
+                deadline,
+                buf,
+            )
             .map_err(Late::for_get)?;
         match outcome::get(wire::parse_reply(&answer)) {
             Answer::Done(Ok(ranges)) => Ok((link, answer, ranges)),
@@ -708,8 +746,7 @@ impl Remote {
     /// Waits until the owner has every item this process put
     /// (`join_thread`).
     pub(crate) fn flush(&self) -> Result<()> {
-        let feeder = lock(&self.feeder).clone();
-        match feeder {
+        match self.feeder.get() {
             None => Ok(()),
             Some(f) => f.sync().map_err(|_| Error::Disconnected),
         }
@@ -720,8 +757,7 @@ impl Remote {
     /// has seen it all — what this process did is in the queue when the
     /// process (or its last handle) is gone.
     fn hand_over(&self, wait: bool) {
-        let feeder = lock(&self.feeder).clone();
-        if let (Some(f), true) = (feeder, wait) {
+        if let (Some(f), true) = (self.feeder.get(), wait) {
             let _ = f.sync();
         }
         self.holdings.release_permits();
@@ -731,7 +767,7 @@ impl Remote {
     /// The last handle in this process is gone: hand over, then close.
     pub(crate) fn shutdown(&self, wait: bool) {
         self.hand_over(wait);
-        if let Some(f) = lock(&self.feeder).take() {
+        if let Some(f) = self.feeder.get() {
             f.stop();
         }
         {
