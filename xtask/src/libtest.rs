@@ -193,8 +193,9 @@ impl Failures {
         let mut out = String::new();
         for f in &self.failed {
             out.push_str(&format!("FAILED: {}  [{}]\n", f.name, f.binary));
-            let from = f.output.len().saturating_sub(TAIL);
-            for l in &f.output[from..] {
+            let shown = without_backtraces(&f.output);
+            let from = shown.len().saturating_sub(TAIL);
+            for l in &shown[from..] {
                 out.push_str(&format!("    | {l}\n"));
             }
         }
@@ -208,6 +209,31 @@ impl Failures {
         }
         Some(out)
     }
+}
+
+/// A failing test's output with each panic backtrace (`RUST_BACKTRACE`
+/// set: `stack backtrace:` to its closing `note:` or blank line) cut to
+/// one line, so that the tail shows the panic message and what the test
+/// printed instead of the backtrace's last frames.
+fn without_backtraces(output: &[String]) -> Vec<String> {
+    let mut shown = Vec::with_capacity(output.len());
+    let mut cut: Option<usize> = None;
+    for l in output {
+        let t = l.trim();
+        match cut {
+            None if t == "stack backtrace:" => cut = Some(1),
+            None => shown.push(l.clone()),
+            Some(n) if t.is_empty() || t.starts_with("note: Some details are omitted") => {
+                shown.push(format!("(a backtrace of {} lines left out)", n + 1));
+                cut = None;
+            }
+            Some(n) => cut = Some(n + 1),
+        }
+    }
+    if let Some(n) = cut {
+        shown.push(format!("(a backtrace of {n} lines left out)"));
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -269,6 +295,41 @@ mod tests {
         let report = f.finish().expect("a report");
         assert!(report.contains("FAILED: two  [tests/p.rs (p)]"), "{report}");
         assert!(!report.contains("NO RESULT"), "{report}");
+    }
+
+    /// With `RUST_BACKTRACE` set, the tail still shows the panic message
+    /// and what the test printed, not only the backtrace's last frames.
+    #[test]
+    fn a_backtrace_does_not_push_the_panic_message_out_of_the_tail() {
+        let mut f = Failures::default();
+        f.line(true, "     Running tests/q.rs (q)");
+        f.line(false, "test bad ... FAILED");
+        f.line(false, "---- bad stdout ----");
+        f.line(false, "what the test printed");
+        f.line(false, "thread 'bad' panicked at tests/q.rs:9:5:");
+        f.line(false, "assertion `left == right` failed");
+        f.line(false, "stack backtrace:");
+        for i in 0..40 {
+            f.line(false, &format!("  {i}: frame::{i}"));
+        }
+        f.line(
+            false,
+            "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.",
+        );
+        f.line(false, "");
+        f.line(false, "failures:");
+        f.line(false, "test result: FAILED. 0 passed; 1 failed");
+        let report = f.finish().expect("a report");
+        assert!(report.contains("    | what the test printed"), "{report}");
+        assert!(
+            report.contains("    | assertion `left == right` failed"),
+            "{report}"
+        );
+        assert!(
+            report.contains("(a backtrace of 42 lines left out)"),
+            "{report}"
+        );
+        assert!(!report.contains("frame::"), "{report}");
     }
 
     #[test]

@@ -615,6 +615,14 @@ impl Connection {
     }
 }
 
+/// Whether a read on `conn` saw its peer end with bytes written here
+/// still unread by the peer (Linux; never known elsewhere): what was sent
+/// last never reached the peer's code. The pool's rule that a task its
+/// worker never read never started (`__private::connection`).
+pub fn ended_unread(conn: &Connection) -> bool {
+    conn.stream.ended_unread()
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Connection");

@@ -68,6 +68,11 @@ pub mod __private {
         };
     }
 
+    /// Connection internals.
+    pub mod connection {
+        pub use crate::connection::ended_unread;
+    }
+
     /// Handles carried inside messages.
     pub mod handles {
         pub use crate::handles::{collect_outgoing, encode_for_remote, with_incoming};

@@ -299,7 +299,10 @@ impl Shared {
         // thing it can have left to read is its end: then this write
         // fails, and the task goes through the queue, whose path reads
         // the end first and replaces the worker (a worker that died idle
-        // fails no task).
+        // fails no task). A worker still dying (the kernel releases a
+        // killed process's descriptors one by one) takes the write; its
+        // end then reads as a reset on the slot's side, and the task goes
+        // to another worker (`ended_unread`).
         if conn.send_bytes(&batch).is_err() {
             return Some(chunk);
         }
@@ -344,7 +347,8 @@ impl Shared {
         };
         let mut batch = Vec::with_capacity(16 + chunk.payload.len());
         worker::push_task(&mut batch, chunk.entry, &chunk.payload);
-        // As in `hand`: a worker that died idle makes this write fail.
+        // As in `hand`: a worker that died idle makes this write fail, or
+        // (still dying) its end reads as a reset below.
         if conn.send_bytes(&batch).is_err() {
             self.give_back(slot, None);
             return Some(chunk);
@@ -368,13 +372,25 @@ impl Shared {
                     );
                     let _ = state.kill();
                 }
+                let unread = is_end(&read) && ended_unread(&conn);
                 let mut inner = self.lock();
                 inner.lent[slot] = false;
-                if inner.state != PoolState::Terminated {
+                let mut chunk = Some(chunk);
+                if inner.state != PoolState::Terminated && !unread {
                     // In flight on the slot's side: it reads the end.
-                    inner.handed[slot] = Some(chunk);
+                    inner.handed[slot] = chunk.take();
                 }
                 drop(inner);
+                if let Some(chunk) = chunk.filter(|_| unread) {
+                    // The worker ended without reading it: it never
+                    // started, so it goes to another worker (the slot
+                    // reads the end and replaces this one).
+                    tracing::warn!(
+                        pid = state.pid(),
+                        "pool worker died before it read its task: the task goes to another worker"
+                    );
+                    self.requeue(VecDeque::from([chunk]));
+                }
                 self.wake_slot(slot);
             }
         }
@@ -670,6 +686,8 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
     let mut in_flight_bytes = 0usize;
     let mut sent = 0u64;
     let mut ready = false;
+    // The connection ended with bytes of ours unread (`ended_unread`).
+    let mut unread = false;
     let mut batch = Vec::new();
     // When each task in flight could start (sent, or the previous answer
     // came), and the running average of how long tasks take.
@@ -817,6 +835,7 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 }
             },
             Err(e) => {
+                unread = ended_unread(&conn);
                 if !is_end(&Err(e)) {
                     tracing::error!(pid, "cannot read from a pool worker: killing it");
                     let _ = state.kill();
@@ -861,6 +880,15 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
                 shared.requeue(in_flight);
                 state.forget();
                 return Some(why);
+            } else if unread && in_flight.len() == 1 {
+                // One task written, and the worker ended with bytes of it
+                // unread: it never started it.
+                tracing::warn!(
+                    pid,
+                    exitcode,
+                    "pool worker died before it read its task: the task goes to another worker"
+                );
+                shared.requeue(in_flight);
             } else {
                 if let Some(running) = in_flight.pop_front() {
                     tracing::warn!(pid, exitcode, "pool worker died while running a task");
@@ -876,6 +904,16 @@ fn serve(shared: &Shared, slot: usize, w: Worker) -> Option<String> {
     }
     state.forget();
     None
+}
+
+/// Whether a worker's connection ended with bytes this side wrote still
+/// unread by the worker: Linux reports a Unix socket whose peer was
+/// released with data in its receive queue (a reset; a peer that read
+/// everything gives a plain end of file). A task written in that state
+/// was never read, so never started. Elsewhere (a named pipe) this is
+/// never known and the rule stays the dead-worker one.
+fn ended_unread(conn: &Connection) -> bool {
+    mproc_ipc::__private::connection::ended_unread(conn)
 }
 
 /// Whether a read from a worker saw its connection end (it exited or

@@ -56,16 +56,14 @@ impl Child {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot find this executable: {e}")))?;
         // Windows has no handle on the running image to execute: a binary
         // renamed or replaced meanwhile is reported by its path.
-        let child = Command::new(&exe)
-            .env(token_env, token)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot re-execute {}: {e}", exe.display()),
-                )
-            })?;
+        let mut command = Command::new(&exe);
+        command.env(token_env, token).stdin(Stdio::null());
+        let child = spawn_retrying(|| command.spawn()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot re-execute {}: {e}", exe.display()),
+            )
+        })?;
         Child::adopt(child, false)
     }
 
@@ -150,6 +148,42 @@ impl Child {
     }
 }
 
+/// `ERROR_INTERNAL_ERROR`: what Wine's `NtCreateUserProcess` returns when
+/// the new process died before it reported its start (under load, its
+/// loader dies before any code of the program ran).
+const ERROR_INTERNAL_ERROR: i32 = 1359;
+
+/// How many times a spawn is tried while the child dies in its loader.
+const SPAWN_ATTEMPTS: usize = 3;
+
+/// Whether a failed spawn's child provably ran none of this program's
+/// code, so that starting it again is safe: it took no entry token and
+/// read no launch record ([`ERROR_INTERNAL_ERROR`]).
+fn died_in_loader(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(ERROR_INTERNAL_ERROR)
+}
+
+/// Runs `spawn` again (at most [`SPAWN_ATTEMPTS`] times in all) while it
+/// fails because the child died in its loader; any other outcome is
+/// returned as it is. A failed `CreateProcessW` hands back no handle, and
+/// std closes the ones it opened for the attempt: nothing stays behind.
+fn spawn_retrying<T>(mut spawn: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut attempt = 1;
+    loop {
+        match spawn() {
+            Err(e) if died_in_loader(&e) && attempt < SPAWN_ATTEMPTS => {
+                tracing::warn!(
+                    attempt,
+                    error = %e,
+                    "the child died before it started (CreateProcessW): starting it again"
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 static DAEMON_JOB: OnceLock<usize> = OnceLock::new();
 
 /// This process's Job Object for daemonic children (kill on close: the
@@ -223,5 +257,47 @@ impl Drop for LaunchDeadline {
         if let Some(tx) = self.disarm.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spawn that fails with `errors` in turn, then succeeds; counts
+    /// its calls.
+    fn attempts_of(errors: &[i32]) -> (io::Result<()>, usize) {
+        let mut calls = 0;
+        let result = spawn_retrying(|| {
+            calls += 1;
+            match errors.get(calls - 1) {
+                Some(&code) => Err(io::Error::from_raw_os_error(code)),
+                None => Ok(()),
+            }
+        });
+        (result, calls)
+    }
+
+    #[test]
+    fn spawn_retrying_starts_again_only_a_child_that_died_in_its_loader() {
+        // Two loader deaths, then a start: three calls, success.
+        let (result, calls) = attempts_of(&[ERROR_INTERNAL_ERROR, ERROR_INTERNAL_ERROR]);
+        assert!(result.is_ok());
+        assert_eq!(calls, 3);
+        // Bounded: the third loader death is returned.
+        let (result, calls) = attempts_of(&[ERROR_INTERNAL_ERROR; 5]);
+        assert_eq!(calls, SPAWN_ATTEMPTS);
+        assert_eq!(
+            result.err().and_then(|e| e.raw_os_error()),
+            Some(ERROR_INTERNAL_ERROR)
+        );
+        // Any other failure (file not found, access denied) is final.
+        for code in [2, 5] {
+            let (result, calls) = attempts_of(&[code, ERROR_INTERNAL_ERROR]);
+            assert_eq!(calls, 1);
+            assert_eq!(result.err().and_then(|e| e.raw_os_error()), Some(code));
+        }
+        // A first success is not repeated.
+        assert_eq!(attempts_of(&[]).1, 1);
     }
 }

@@ -15,6 +15,9 @@
 //!     a big payload; a closed peer is `ErrorKind::BrokenPipe`, never a
 //!     signal.
 //!   - `poll_readable(timeout)`: data or end of file, consuming nothing.
+//!   - `ended_unread()`: whether a read saw the peer end with bytes this
+//!     end wrote still unread by it (Linux: the reset that reads as end of
+//!     file; elsewhere never known, false).
 //!   - `close_in_place()`: the peer sees end of file and later I/O
 //!     fails; `close_keeps_handle()` says whether the handle value stays
 //!     reserved until drop.

@@ -3,6 +3,7 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::net::{SendAncillaryBuffer, SendFlags};
@@ -27,6 +28,8 @@ const STREAM_SEND_FLAGS: SendFlags = SendFlags::empty();
 #[derive(Debug)]
 pub struct Stream {
     fd: OwnedFd,
+    /// A read saw `ECONNRESET`: the peer ended with bytes of ours unread.
+    reset: AtomicBool,
 }
 
 /// Creates two connected ends (close-on-exec), both able to carry
@@ -41,7 +44,10 @@ impl Stream {
     pub(in crate::sys) fn new(fd: OwnedFd) -> io::Result<Stream> {
         #[cfg(target_vendor = "apple")]
         rustix::net::sockopt::set_socket_nosigpipe(&fd, true)?;
-        Ok(Stream { fd })
+        Ok(Stream {
+            fd,
+            reset: AtomicBool::new(false),
+        })
     }
 
     /// Wraps a handle received from another process (a connected stream
@@ -70,7 +76,7 @@ impl Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        retry_read(|| rustix::io::read(&self.fd, &mut *buf))
+        retry_read(&self.reset, || rustix::io::read(&self.fd, &mut *buf))
     }
 
     /// Reads at most `max` bytes into the spare capacity of `buf`,
@@ -86,7 +92,9 @@ impl Stream {
         let spare = buf.spare_capacity_mut();
         let want = spare.len().min(max);
         let target = &mut spare[..want];
-        let n = retry_read(|| rustix::io::read(&self.fd, &mut *target).map(|(f, _)| f.len()))?;
+        let n = retry_read(&self.reset, || {
+            rustix::io::read(&self.fd, &mut *target).map(|(f, _)| f.len())
+        })?;
         // SAFETY: the OS initialised the first `n` spare bytes.
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)
@@ -147,6 +155,13 @@ impl Stream {
         replace_in_place(&self.fd, &inert_socket()?)
     }
 
+    /// Whether a read saw the peer end with bytes this end wrote still
+    /// unread by it (Linux reports that as `ECONNRESET`, which reads as
+    /// end of file here): what it was sent last never reached its code.
+    pub fn ended_unread(&self) -> bool {
+        self.reset.load(Ordering::Relaxed)
+    }
+
     /// Whether [`close_in_place`](Self::close_in_place) keeps the handle
     /// value reserved until drop: always, here.
     pub fn close_keeps_handle(&self) -> bool {
@@ -158,14 +173,20 @@ impl Stream {
 /// connection reads as end of file, after the data still queued: Linux
 /// reports `ECONNRESET` once when the peer closed with unread data of its
 /// own (after the queued bytes on a `SOCK_STREAM` socket), so the read is
-/// retried.
-fn retry_read<T: Default>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+/// retried; `reset` remembers it ([`Stream::ended_unread`]).
+fn retry_read<T: Default>(
+    reset: &AtomicBool,
+    mut f: impl FnMut() -> rustix::io::Result<T>,
+) -> io::Result<T> {
     let mut resets = 0;
     loop {
         match f() {
             Ok(v) => return Ok(v),
             Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::CONNRESET) if resets < 3 => resets += 1,
+            Err(rustix::io::Errno::CONNRESET) if resets < 3 => {
+                reset.store(true, Ordering::Relaxed);
+                resets += 1;
+            }
             Err(rustix::io::Errno::CONNRESET) => return Ok(T::default()),
             Err(e) => return Err(e.into()),
         }
@@ -263,6 +284,27 @@ mod stream_tests {
         let again = Stream::from_owned(duplicate(a.handle()).unwrap()).unwrap();
         again.write_frame(&[0, 0, 0, 1], b"x").unwrap();
         assert_eq!(read_exactly(&b, 5), b"\x00\x00\x00\x01x");
+    }
+
+    /// A peer that ends with bytes of ours unread is told apart from one
+    /// that read everything (the pool's "never read, never started"
+    /// rule); both read as end of file, after what the peer had sent.
+    #[test]
+    fn an_end_with_our_bytes_unread_is_known() {
+        let (a, b) = stream_pair().unwrap();
+        a.write_frame(&[0, 0, 0, 1], b"x").unwrap();
+        b.write_frame(&[0, 0, 0, 1], b"y").unwrap();
+        drop(b);
+        assert_eq!(read_exactly(&a, 5), b"\x00\x00\x00\x01y");
+        assert_eq!(a.read(&mut [0u8; 8]).unwrap(), 0);
+        assert!(a.ended_unread());
+
+        let (a, b) = stream_pair().unwrap();
+        a.write_frame(&[0, 0, 0, 1], b"x").unwrap();
+        assert_eq!(read_exactly(&b, 5), b"\x00\x00\x00\x01x");
+        drop(b);
+        assert_eq!(a.read(&mut [0u8; 8]).unwrap(), 0);
+        assert!(!a.ended_unread());
     }
 
     #[test]

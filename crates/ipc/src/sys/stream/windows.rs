@@ -96,6 +96,13 @@ impl Stream {
         ))
     }
 
+    /// Whether a read saw the peer end with bytes this end wrote still
+    /// unread: never known here (a named pipe's or a socket's end reads
+    /// the same either way), so always false.
+    pub fn ended_unread(&self) -> bool {
+        false
+    }
+
     /// The OS handle, for polling, `fileno` and handle transfer. After
     /// [`close_in_place`](Self::close_in_place) a pipe end's handle is
     /// closed, and this names an inert object instead.
