@@ -1,9 +1,23 @@
 //! The parent's side of a spawn: entry token, control channel, launch
 //! record, handles, and the child's acknowledgement.
 //!
+//! A local child started by re-exec (the `spawn` start method, where the
+//! OS layer can: `sys::INHERITS_CHANNEL`) inherits its control channel:
+//!
+//! 1. re-execute this binary handing it one end of a socket pair, which
+//!    no other process inherits; the entry token (`mproc2:<descriptor>`)
+//!    only says where the child finds it: no name, no secret;
+//! 2. send the launch record and the handles (the child reads them
+//!    whenever it gets there: the socket holds them meanwhile);
+//! 3. wait for the child's acknowledgement that it decoded its
+//!    arguments, racing its exit (end of file) and a deadline.
+//!
+//! Every other child (the forkserver's, a remote launcher's, any child on
+//! an OS without inherited channels) connects to a named listener:
+//!
 //! 1. bind a one-shot control listener in this process's private
-//!    directory, and re-execute this binary with the entry token (a
-//!    one-time secret and the listener's address) in its environment;
+//!    directory, and start the child with the entry token (a one-time
+//!    secret and the listener's address) in its environment;
 //! 2. accept the child's connection, racing its exit and a deadline;
 //! 3. mutual HMAC challenge over the secret (CPython's, `mproc_ipc::__private::auth`);
 //! 4. send the launch record and the handles its arguments carry;
@@ -27,7 +41,9 @@ use super::entry::{build_mark, offset_of};
 use super::exit;
 use super::failure::LaunchFailure;
 use super::prepare::Prepared;
-use super::record::{Ack, Hello, LaunchRecord, BOOTSTRAP_EXIT_CODE, PROTOCOL, TOKEN_ENV};
+use super::record::{
+    Ack, Hello, LaunchRecord, BOOTSTRAP_EXIT_CODE, INHERITED, PROTOCOL, TOKEN_ENV,
+};
 use super::started::{ChildState, LaunchOutcome};
 use super::threads;
 use crate::context;
@@ -114,8 +130,7 @@ pub(crate) fn start_child(
 /// returns while the child is still starting up (as CPython's does) and
 /// a program starting many children has them start up side by side.
 pub(crate) struct Begun {
-    listener: ControlListener,
-    secret: [u8; 32],
+    channel: Channel,
     deadline: Instant,
     record: Vec<u8>,
     /// The args' handles, duplicated: the caller's copies close when
@@ -123,6 +138,17 @@ pub(crate) struct Begun {
     handles: Vec<ipc_sys::OwnedHandle>,
     report: bool,
     remote: bool,
+}
+
+/// How the child reaches its control channel.
+enum Channel {
+    /// The child inherited its end: only it holds it.
+    Inherited(ControlStream),
+    /// The child connects to this listener and proves the secret.
+    Named {
+        listener: ControlListener,
+        secret: [u8; 32],
+    },
 }
 
 /// How long a child may take to reach its entry and acknowledge
@@ -158,9 +184,6 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
             prepared.handles.len()
         )));
     }
-    let mut secret = [0u8; 32];
-    crate::fault::random_bytes(&mut secret)
-        .map_err(|e| Error::bootstrap_with("no secret for the launch", e))?;
     let borrowed: Vec<_> = prepared
         .handles
         .iter()
@@ -201,10 +224,22 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         setup: crate::logging::child_setup(),
     };
     let bytes = postcard::to_stdvec(&record).map_err(Error::encode)?;
-    let listener = who.launcher.listen()?;
-    tracing::debug!(address = %listener.address(), "control channel listening");
-    let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
-    let child = who.launcher.spawn(1, TOKEN_ENV, &token)?;
+    let inherited = who
+        .launcher
+        .spawn_inheriting(TOKEN_ENV, &|value| format!("{INHERITED}:{value}"))?;
+    let (child, channel) = match inherited {
+        Some((child, stream)) => (child, Channel::Inherited(stream)),
+        None => {
+            let mut secret = [0u8; 32];
+            crate::fault::random_bytes(&mut secret)
+                .map_err(|e| Error::bootstrap_with("no secret for the launch", e))?;
+            let listener = who.launcher.listen()?;
+            tracing::debug!(address = %listener.address(), "control channel listening");
+            let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
+            let child = who.launcher.spawn(1, TOKEN_ENV, &token)?;
+            (child, Channel::Named { listener, secret })
+        }
+    };
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = deadline_after(Instant::now(), start_timeout());
     if who.daemon {
@@ -220,8 +255,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     Ok((
         child,
         Begun {
-            listener,
-            secret,
+            channel,
             deadline,
             record: bytes,
             handles,
@@ -241,29 +275,33 @@ impl Begun {
         let span = tracing::debug_span!("launch", pid = child.pid());
         let _enter = span.enter();
         let _deadline_guard = sys::LaunchDeadline::arm(child, self.deadline);
-        let accepted = if self.remote {
-            accept_proven(&self.listener, child, &self.secret, self.deadline)
-        } else {
-            self.listener.accept(child, self.deadline)
-        };
-        let stream =
-            match accepted {
-                Ok(s) => s,
-                Err(AcceptFailure::ChildExited) => return Err(LaunchFailure::of(
-                    child,
-                    "it exited before reaching mproc's entry (was the binary built with mproc?)",
-                )),
-                Err(AcceptFailure::Timeout) => {
-                    return Err(LaunchFailure::of(
+        let (stream, secret) = match self.channel {
+            Channel::Inherited(stream) => (stream, None),
+            Channel::Named { listener, secret } => {
+                let accepted = if self.remote {
+                    accept_proven(&listener, child, &secret, self.deadline)
+                } else {
+                    listener.accept(child, self.deadline)
+                };
+                match accepted {
+                    // A remote child has proven the secret already.
+                    Ok(s) => (s, (!self.remote).then_some(secret)),
+                    Err(AcceptFailure::ChildExited) => return Err(LaunchFailure::of(
                         child,
-                        "it did not reach mproc's entry before the start deadline",
-                    ))
+                        "it exited before reaching mproc's entry (was the binary built with mproc?)",
+                    )),
+                    Err(AcceptFailure::Timeout) => {
+                        return Err(LaunchFailure::of(
+                            child,
+                            "it did not reach mproc's entry before the start deadline",
+                        ))
+                    }
+                    Err(AcceptFailure::Io(e)) => {
+                        return Err(LaunchFailure::of(child, &format!("accept failed: {e}")))
+                    }
                 }
-                Err(AcceptFailure::Io(e)) => {
-                    return Err(LaunchFailure::of(child, &format!("accept failed: {e}")))
-                }
-            };
-        drop(self.listener);
+            }
+        };
         let keep = self.report || self.remote;
         let handles = if self.remote {
             // Nothing crosses hosts: the remote child gets no handles.
@@ -274,7 +312,7 @@ impl Begun {
         let mut record = Some(self.record);
         match handshake_and_send(
             stream,
-            &self.secret,
+            secret.as_ref().map(|s| &s[..]),
             &mut |_| {
                 record
                     .take()
@@ -301,9 +339,14 @@ impl Begun {
 pub(crate) type PickRecord<'a> =
     dyn FnMut(Option<&Hello>) -> std::result::Result<Vec<u8>, String> + 'a;
 
+/// The launch over a connected control channel: the mutual challenge
+/// over `secret` (none for an inherited channel, which only the child
+/// holds, nor for a remote child already proven), the launch record and
+/// handles, the go-ahead, the child's acknowledgement; all bounded by
+/// `deadline`.
 pub(crate) fn handshake_and_send(
     mut stream: ControlStream,
-    secret: &[u8],
+    secret: Option<&[u8]>,
     record: &mut PickRecord<'_>,
     handles: Vec<ipc_sys::OwnedHandle>,
     child: &ChildProcess,
@@ -311,9 +354,11 @@ pub(crate) fn handshake_and_send(
     remote: bool,
 ) -> std::result::Result<(ControlStream, Option<Hello>), String> {
     let left = deadline.saturating_duration_since(Instant::now());
-    sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
-        .map_err(|e| e.to_string())?;
-    if !remote {
+    let left = Some(left.max(Duration::from_millis(1)));
+    sys::set_read_timeout(&stream, left).map_err(|e| e.to_string())?;
+    // A child that never reads must not hold a large record's writer.
+    sys::set_write_timeout(&stream, left).map_err(|e| e.to_string())?;
+    if let Some(secret) = secret {
         auth::server_handshake(&mut stream, secret)
             .map_err(|e| format!("control channel handshake failed: {e}"))?;
     }
@@ -349,6 +394,7 @@ pub(crate) fn handshake_and_send(
     let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
     ack?;
     sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
+    sys::set_write_timeout(&stream, None).map_err(|e| e.to_string())?;
     Ok((stream, hello))
 }
 
