@@ -231,3 +231,26 @@ fn a_child_killed_before_reading_its_record_fails_to_start() {
         "{out:?}"
     );
 }
+
+/// The length and byte sum of what the child received.
+#[mproc::target]
+fn sum_of(bytes: Vec<u8>) -> (usize, u64) {
+    (bytes.len(), bytes.iter().map(|&b| u64::from(b)).sum())
+}
+
+/// A launch record larger than what `start()` sends at once (and than a
+/// socket buffer) reaches the child whole: the launcher thread writes it
+/// while the child reads.
+#[mproc::test]
+fn a_launch_record_larger_than_the_socket_buffer_arrives_whole() {
+    let bytes: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let expected = (
+        bytes.len(),
+        bytes.iter().map(|&b| u64::from(b)).sum::<u64>(),
+    );
+    let got = mproc::spawn(sum_of, (bytes,))
+        .expect("spawn")
+        .join()
+        .expect("the child ran");
+    assert_eq!(got, expected);
+}

@@ -142,8 +142,13 @@ pub(crate) struct Begun {
 
 /// How the child reaches its control channel.
 enum Channel {
-    /// The child inherited its end: only it holds it.
-    Inherited(ControlStream),
+    /// The child inherited its end: only it holds it. `sent` is the
+    /// outcome of sending the launch at once, in `start()` (a small
+    /// record), `None` when the launcher thread sends it.
+    Inherited {
+        stream: ControlStream,
+        sent: Option<std::result::Result<(), String>>,
+    },
     /// The child connects to this listener and proves the secret.
     Named {
         listener: ControlListener,
@@ -227,8 +232,8 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     let inherited = who
         .launcher
         .spawn_inheriting(TOKEN_ENV, &|value| format!("{INHERITED}:{value}"))?;
-    let (child, channel) = match inherited {
-        Some((child, stream)) => (child, Channel::Inherited(stream)),
+    let (child, mut channel) = match inherited {
+        Some((child, stream)) => (child, Channel::Inherited { stream, sent: None }),
         None => {
             let mut secret = [0u8; 32];
             crate::fault::random_bytes(&mut secret)
@@ -242,6 +247,16 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     };
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = deadline_after(Instant::now(), start_timeout());
+    let mut handles = handles;
+    if let Channel::Inherited { stream, sent } = &mut channel {
+        if bytes.len() <= SEND_AT_ONCE {
+            // The child is loading meanwhile: it finds its record waiting
+            // and never waits for a launcher thread to be scheduled.
+            *sent = Some(set_deadline(stream, deadline).and_then(|()| {
+                send_launch(stream, &bytes, std::mem::take(&mut handles), &child, false)
+            }));
+        }
+    }
     if who.daemon {
         if let Err(e) = child.tie_to_parent() {
             let _ = child.kill();
@@ -275,8 +290,24 @@ impl Begun {
         let span = tracing::debug_span!("launch", pid = child.pid());
         let _enter = span.enter();
         let _deadline_guard = sys::LaunchDeadline::arm(child, self.deadline);
+        let keep = self.report || self.remote;
         let (stream, secret) = match self.channel {
-            Channel::Inherited(stream) => (stream, None),
+            Channel::Inherited { mut stream, sent } => {
+                let launched = set_deadline(&stream, self.deadline).and_then(|()| {
+                    match sent {
+                        Some(sent) => sent?,
+                        None => send_launch(&mut stream, &self.record, self.handles, child, false)?,
+                    }
+                    read_ack(&mut stream)
+                });
+                return match launched {
+                    Ok(()) => {
+                        tracing::debug!("child acknowledged its launch");
+                        Ok(self.report.then_some(stream))
+                    }
+                    Err(reason) => Err(LaunchFailure::of(child, &reason)),
+                };
+            }
             Channel::Named { listener, secret } => {
                 let accepted = if self.remote {
                     accept_proven(&listener, child, &secret, self.deadline)
@@ -302,7 +333,6 @@ impl Begun {
                 }
             }
         };
-        let keep = self.report || self.remote;
         let handles = if self.remote {
             // Nothing crosses hosts: the remote child gets no handles.
             Vec::new()
@@ -353,11 +383,7 @@ pub(crate) fn handshake_and_send(
     deadline: Instant,
     remote: bool,
 ) -> std::result::Result<(ControlStream, Option<Hello>), String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let left = Some(left.max(Duration::from_millis(1)));
-    sys::set_read_timeout(&stream, left).map_err(|e| e.to_string())?;
-    // A child that never reads must not hold a large record's writer.
-    sys::set_write_timeout(&stream, left).map_err(|e| e.to_string())?;
+    set_deadline(&stream, deadline)?;
     if let Some(secret) = secret {
         auth::server_handshake(&mut stream, secret)
             .map_err(|e| format!("control channel handshake failed: {e}"))?;
@@ -372,14 +398,43 @@ pub(crate) fn handshake_and_send(
         None
     };
     let record = record(hello.as_ref())?;
-    frame::write_frame(&mut stream, &record)
+    send_launch(&mut stream, &record, handles, child, remote)?;
+    read_ack(&mut stream)?;
+    Ok((stream, hello))
+}
+
+/// Launch records up to this size are sent by `start()` itself on an
+/// inherited channel: far below any socket buffer, so the write does not
+/// wait for the child (a larger one goes from the launcher thread, which
+/// may wait for the child to read).
+const SEND_AT_ONCE: usize = 32 << 10;
+
+/// Bounds reads and writes on the control channel by `deadline`: a child
+/// that hangs is seen at the deadline, and never holds a writer forever.
+fn set_deadline(stream: &ControlStream, deadline: Instant) -> std::result::Result<(), String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let left = Some(left.max(Duration::from_millis(1)));
+    sys::set_read_timeout(stream, left).map_err(|e| e.to_string())?;
+    sys::set_write_timeout(stream, left).map_err(|e| e.to_string())
+}
+
+/// Sends the launch record, then (a local child) the handles, parent
+/// sentinel first, closes this process's copies, and sends the go-ahead.
+fn send_launch(
+    stream: &mut ControlStream,
+    record: &[u8],
+    handles: Vec<ipc_sys::OwnedHandle>,
+    child: &ChildProcess,
+    remote: bool,
+) -> std::result::Result<(), String> {
+    frame::write_frame(stream, record)
         .map_err(|e| format!("cannot send the launch record: {e}"))?;
     let mut all = Vec::with_capacity(handles.len() + 1);
     if !remote {
         let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
         all.push(parent_sentinel);
         all.extend(handles.iter().map(ipc_sys::borrow));
-        ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
+        ipc_sys::send_handles(ipc_sys::borrow(&*stream), &all, sys::handle_peer(child))
             .map_err(|e| format!("cannot send handles: {e}"))?;
     }
     // This process's copies close before the child may run its target:
@@ -388,14 +443,18 @@ pub(crate) fn handshake_and_send(
     // start()). Then the go-ahead the child waits for after its ack.
     drop(all);
     drop(handles);
-    frame::write_frame(&mut stream, &[GO]).map_err(|e| format!("cannot send the go-ahead: {e}"))?;
-    let ack = frame::read_frame(&mut stream, 1 << 20)
+    frame::write_frame(stream, &[GO]).map_err(|e| format!("cannot send the go-ahead: {e}"))
+}
+
+/// Reads the child's acknowledgement (its arguments decoded, or why
+/// not), then lifts the deadline from the channel.
+fn read_ack(stream: &mut ControlStream) -> std::result::Result<(), String> {
+    let ack = frame::read_frame(stream, 1 << 20)
         .map_err(|e| format!("no acknowledgement from the child: {e}"))?;
     let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
     ack?;
-    sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
-    sys::set_write_timeout(&stream, None).map_err(|e| e.to_string())?;
-    Ok((stream, hello))
+    sys::set_read_timeout(stream, None).map_err(|e| e.to_string())?;
+    sys::set_write_timeout(stream, None).map_err(|e| e.to_string())
 }
 
 /// How long a connection on a remote launch's TCP listener may take to
