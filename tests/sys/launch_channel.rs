@@ -14,6 +14,12 @@ use std::sync::{Arc, Barrier};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_mproc-fixture");
 
+/// The `spawn` start method, whatever `MPROC_START_METHOD` says: the
+/// inherited channel is that method's.
+fn spawn_ctx() -> mproc::Context {
+    mproc::get_context(mproc::StartMethod::Spawn).expect("the spawn start method")
+}
+
 /// The socket descriptors (`socket:[inode]` links) of process `pid`.
 fn sockets_of(pid: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -76,7 +82,7 @@ fn a_concurrent_spawn_inherits_no_launch_channel() {
     };
     go.wait();
     let handles: Vec<_> = (0..ROUNDS)
-        .map(|_| mproc::spawn(my_sockets, ()).expect("spawn"))
+        .map(|_| spawn_ctx().spawn(my_sockets, ()).expect("spawn"))
         .collect();
     for h in handles {
         let sockets = h.join().expect("the child ran");
@@ -101,7 +107,8 @@ fn sockets_here_and_in_a_grandchild() -> (Vec<String>, String) {
 /// child starts does not inherit its channel to the parent.
 #[mproc::test]
 fn the_childs_channel_is_close_on_exec() {
-    let (here, grandchild) = mproc::spawn(sockets_here_and_in_a_grandchild, ())
+    let (here, grandchild) = spawn_ctx()
+        .spawn(sockets_here_and_in_a_grandchild, ())
         .expect("spawn")
         .join()
         .expect("the child ran");
@@ -188,7 +195,7 @@ fn a_token_naming_anything_but_the_parents_channel_is_refused() {
 #[mproc::test]
 #[ignore = "run by a_child_killed_before_reading_its_record_fails_to_start"]
 fn helper_kill_a_child_before_it_reads_its_record() {
-    let mut p = mproc::Process::new(my_sockets_process, ());
+    let mut p = spawn_ctx().process(my_sockets_process, ());
     p.start().expect("start");
     let pid = p.pid().expect("a started child has a pid");
     let killed = Command::new("kill")
@@ -268,7 +275,7 @@ fn a_child_killed_before_reading_its_record_fails_to_start() {
 #[ignore = "run by a_hung_child_never_holds_a_large_records_writer"]
 fn helper_a_hung_child_with_a_large_record() {
     let bytes = vec![1u8; 8 << 20];
-    let h = mproc::spawn(sum_of, (bytes,)).expect("spawn");
+    let h = spawn_ctx().spawn(sum_of, (bytes,)).expect("spawn");
     match h.join() {
         Err(mproc::Error::ChildFailed { status, .. }) => {
             assert!(status.contains("killed"), "{status}");
@@ -309,7 +316,8 @@ fn a_launch_record_larger_than_the_socket_buffer_arrives_whole() {
         bytes.len(),
         bytes.iter().map(|&b| u64::from(b)).sum::<u64>(),
     );
-    let got = mproc::spawn(sum_of, (bytes,))
+    let got = spawn_ctx()
+        .spawn(sum_of, (bytes,))
         .expect("spawn")
         .join()
         .expect("the child ran");
