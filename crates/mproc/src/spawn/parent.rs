@@ -247,13 +247,14 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     };
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = deadline_after(Instant::now(), start_timeout());
-    let mut handles = handles;
+    let (mut bytes, mut handles) = (bytes, handles);
     if let Channel::Inherited { stream, sent } = &mut channel {
         if bytes.len() <= SEND_AT_ONCE {
             // The child is loading meanwhile: it finds its record waiting
             // and never waits for a launcher thread to be scheduled.
+            let record = std::mem::take(&mut bytes);
             *sent = Some(set_deadline(stream, deadline).and_then(|()| {
-                send_launch(stream, &bytes, std::mem::take(&mut handles), &child, false)
+                send_launch(stream, &record, std::mem::take(&mut handles), &child, false)
             }));
         }
     }
