@@ -302,11 +302,20 @@ impl Begun {
                     read_ack(&mut stream)
                 });
                 return match launched {
-                    Ok(()) => {
+                    Ok(Ok(())) => {
                         tracing::debug!("child acknowledged its launch");
                         Ok(self.report.then_some(stream))
                     }
-                    Err(reason) => Err(LaunchFailure::of(child, &reason)),
+                    Ok(Err(refused)) => Err(LaunchFailure::of(child, &refused)),
+                    Err(reason) => {
+                        // Its end closed (the child is gone, whatever
+                        // socket call noticed), or the deadline passed.
+                        let why = match child.wait(Some(Duration::from_millis(100))) {
+                            Ok(Some(_)) => "it ended before acknowledging its launch",
+                            _ => "it did not acknowledge its launch",
+                        };
+                        Err(LaunchFailure::of(child, &format!("{why} ({reason})")))
+                    }
                 };
             }
             Channel::Named { listener, secret } => {
@@ -400,7 +409,7 @@ pub(crate) fn handshake_and_send(
     };
     let record = record(hello.as_ref())?;
     send_launch(&mut stream, &record, handles, child, remote)?;
-    read_ack(&mut stream)?;
+    read_ack(&mut stream)??;
     Ok((stream, hello))
 }
 
@@ -447,15 +456,16 @@ fn send_launch(
     frame::write_frame(stream, &[GO]).map_err(|e| format!("cannot send the go-ahead: {e}"))
 }
 
-/// Reads the child's acknowledgement (its arguments decoded, or why
-/// not), then lifts the deadline from the channel.
-fn read_ack(stream: &mut ControlStream) -> std::result::Result<(), String> {
+/// Reads the child's acknowledgement: `Ok` with its arguments decoded,
+/// or why not (its own words); `Err` when none came (the channel ended
+/// or timed out). Then lifts the deadline from the channel.
+fn read_ack(stream: &mut ControlStream) -> std::result::Result<Ack, String> {
     let ack = frame::read_frame(stream, 1 << 20)
         .map_err(|e| format!("no acknowledgement from the child: {e}"))?;
     let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
-    ack?;
     sys::set_read_timeout(stream, None).map_err(|e| e.to_string())?;
-    sys::set_write_timeout(stream, None).map_err(|e| e.to_string())
+    sys::set_write_timeout(stream, None).map_err(|e| e.to_string())?;
+    Ok(ack)
 }
 
 /// How long a connection on a remote launch's TCP listener may take to
