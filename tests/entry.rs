@@ -69,6 +69,9 @@ fn garbled_token_is_one_line_and_a_distinct_exit_code() {
         "mproc1:zz:/nowhere",
         "mproc1:00:/nonexistent/dir/c0.sock",
         "mproc9:00:x",
+        "mproc2:x",
+        // No such descriptor (Unix); no inherited channel yet (Windows).
+        "mproc2:999999",
     ] {
         let out = run("hello", &[("MPROC_ENTRY_TOKEN", token)]);
         assert_eq!(
