@@ -323,3 +323,61 @@ fn a_launch_record_larger_than_the_socket_buffer_arrives_whole() {
         .expect("the child ran");
     assert_eq!(got, expected);
 }
+
+#[mproc::target]
+fn wait_for_eof(r: mproc::Connection) {
+    // Returns when the test closes its end (or the test process dies).
+    let _ = r.recv_bytes();
+}
+
+/// A stranger of the same user has no way in: the launch binds no
+/// socket file (this process's runtime directory holds none), and the
+/// child's channel cannot be opened through `/proc/<pid>/fd` (a socket
+/// is not reopened by path). Only inheriting it reaches it.
+#[mproc::test]
+fn an_inherited_channel_has_no_name_a_stranger_could_open() {
+    let (r, w) = mproc::pipe(true).expect("a pipe");
+    let mut p = spawn_ctx().process(wait_for_eof, (r,));
+    p.start().expect("start");
+    let pid = p.pid().expect("a started child has a pid");
+    let prefix = format!("mproc-{}-", std::process::id());
+    let mut bases = vec![std::env::temp_dir()];
+    bases.extend(std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from));
+    let named: Vec<_> = bases
+        .iter()
+        .filter_map(|b| std::fs::read_dir(b).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sock"))
+        .collect();
+    assert!(named.is_empty(), "a launch left a named socket: {named:?}");
+    let mut sockets = 0;
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the child's descriptors")
+        .flatten()
+    {
+        let is_socket =
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        if is_socket {
+            sockets += 1;
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(e.path());
+            assert!(
+                opened.is_err(),
+                "the child's socket {:?} opened by path",
+                e.path()
+            );
+        }
+    }
+    assert!(sockets >= 1, "the child holds its channel");
+    drop(w);
+    p.join().expect("join");
+    assert_eq!(p.exitcode(), Some(0));
+}
