@@ -69,6 +69,9 @@ fn garbled_token_is_one_line_and_a_distinct_exit_code() {
         "mproc1:zz:/nowhere",
         "mproc1:00:/nonexistent/dir/c0.sock",
         "mproc9:00:x",
+        "mproc2:x",
+        // No such descriptor (Unix); no inherited channel yet (Windows).
+        "mproc2:999999",
     ] {
         let out = run("hello", &[("MPROC_ENTRY_TOKEN", token)]);
         assert_eq!(
@@ -85,21 +88,27 @@ fn garbled_token_is_one_line_and_a_distinct_exit_code() {
 }
 
 /// A child that dies or hangs at each stage of its bootstrap gives the
-/// parent a clear error naming its pid and status, never a hang.
+/// parent a clear error naming its pid and status, never a hang: over an
+/// inherited channel (the default where the OS has one) and over a named
+/// one (the forkserver's children; where there is no forkserver, the
+/// default start method, which there uses a named channel too).
 #[test]
 fn child_dying_during_the_launch_is_a_clear_error() {
-    for (fault, status) in [
-        ("before-connect", "exitcode 7"),
-        ("in-handshake", "exitcode 7"),
-        ("after-handshake", "exitcode 7"),
-        ("hang-before-connect", "kill"),
-        ("hang-after-handshake", "kill"),
+    for (fault, method, status) in [
+        ("before-channel", "spawn", "exitcode 7"),
+        ("before-record", "spawn", "exitcode 7"),
+        ("hang-before-channel", "spawn", "kill"),
+        ("hang-before-record", "spawn", "kill"),
+        // (Only this stage is the forked child's alone: the server itself
+        // is launched over an inherited channel, with no handshake.)
+        ("in-handshake", "forkserver", "exitcode 7"),
     ] {
         let t = Instant::now();
         let out = run(
             "hello",
             &[
                 ("MPROC_TEST_FAULT", fault),
+                ("MPROC_START_METHOD", method),
                 ("MPROC_START_TIMEOUT_SECS", "2"),
             ],
         );

@@ -333,31 +333,35 @@ fn item2_setuid_process_ignores_the_entry_token() {
     let dir = scratch("setuid");
     let copy = dir.join("mproc-plain-setuid");
     std::fs::copy(PLAIN, &copy).expect("copy the fixture");
-    let as_nobody = |mode: &str| {
+    let as_nobody = |mode: &str, token: &str| {
         let chmod = Command::new("chmod").arg(mode).arg(&copy).status().unwrap();
         assert!(chmod.success());
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&copy)
             .arg("main-ran")
-            .env("MPROC_ENTRY_TOKEN", "mproc1:00:/nonexistent/c0.sock")
+            .env("MPROC_ENTRY_TOKEN", token)
             .stdin(Stdio::null())
             .output()
             .expect("run as nobody")
     };
-    let plain = as_nobody("0755");
-    assert_eq!(
-        plain.status.code(),
-        Some(mproc::BOOTSTRAP_EXIT_CODE),
-        "without set-user-ID the token is honoured: {plain:?}"
-    );
-    let setuid = as_nobody("4755");
-    assert!(setuid.status.success(), "{setuid:?}");
-    assert_eq!(String::from_utf8_lossy(&setuid.stdout).trim(), "main ran");
-    assert!(
-        String::from_utf8_lossy(&setuid.stderr).contains("ignored in a privileged"),
-        "{setuid:?}"
-    );
+    // A named channel's token, and an inherited channel's (descriptor 5
+    // is not open: honoured, it is refused).
+    for token in ["mproc1:00:/nonexistent/c0.sock", "mproc2:5"] {
+        let plain = as_nobody("0755", token);
+        assert_eq!(
+            plain.status.code(),
+            Some(mproc::BOOTSTRAP_EXIT_CODE),
+            "{token}: without set-user-ID the token is honoured: {plain:?}"
+        );
+        let setuid = as_nobody("4755", token);
+        assert!(setuid.status.success(), "{token}: {setuid:?}");
+        assert_eq!(String::from_utf8_lossy(&setuid.stdout).trim(), "main ran");
+        assert!(
+            String::from_utf8_lossy(&setuid.stderr).contains("ignored in a privileged"),
+            "{token}: {setuid:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

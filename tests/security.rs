@@ -125,14 +125,20 @@ fn intrude(conn: Connection, intrusion: Intrusion) -> Learned {
     drain(&conn)
 }
 
+/// A named control channel (the forkserver's children; on an OS without
+/// inherited channels, every child) refuses any process but the child.
+/// (A child started by re-exec where the OS can hand it a channel has no
+/// named one to intrude on: `tests/sys/unix.rs` covers that path.)
 #[mproc::test]
 fn control_channel_refuses_other_processes_before_a_byte_and_the_launch_goes_on(
 ) -> mproc::Result<()> {
     install_spy();
+    let ctx = mproc::get_context(mproc::StartMethod::Forkserver)
+        .or_else(|_| mproc::get_context(mproc::StartMethod::Spawn))?;
     for intrusion in [Intrusion::Silent, Intrusion::SpeaksFirst] {
         let refused_before = REFUSALS.load(Ordering::SeqCst);
         PLAN.with(|p| *p.borrow_mut() = Some(intrusion));
-        let child = mproc::spawn(add, (40, 2))?;
+        let child = ctx.spawn(add, (40, 2))?;
         assert_eq!(child.join()?, 42, "{intrusion:?}: the child ran as asked");
         let intruder = INTRUDER.with(|i| i.borrow_mut().take());
         let (learned, end) = intruder

@@ -88,6 +88,10 @@ pub mod __private {
             set_read_timeout, AcceptFailure, BorrowedHandle, ChildProcess, ControlListener,
             ControlStream, LaunchDeadline, OwnedHandle, ParentSentinel, RawHandle, Stream,
         };
+        // The inherited launch channel (`ChildProcess::spawn_inheriting`).
+        pub use crate::sys::{
+            adopt_inherited_channel, prepare_runtime_dir, set_write_timeout, INHERITS_CHANNEL,
+        };
     }
 
     /// Typed messages: the tag before a typed payload.

@@ -4,15 +4,17 @@
 //! node it picks, and the child connects back over TCP.
 //!
 //! This is the launch path's one seam for placement: `launch::begin` asks
-//! the launcher for a control listener and a started process
-//! ([`Launcher::listen`], [`Launcher::spawn`]); the rest of a launch (the
-//! mutual HMAC, the launch record, the acknowledgement) is the same for
-//! every launcher. A Kubernetes or Ray launcher would be another
+//! the launcher for a process holding an inherited channel
+//! ([`Launcher::spawn_inheriting`], a local re-exec) or else for a control
+//! listener and a started process ([`Launcher::listen`],
+//! [`Launcher::spawn`]); the rest of a launch (the mutual HMAC where
+//! there is a listener, the launch record, the acknowledgement) is the
+//! same for every launcher. A Kubernetes or Ray launcher would be another
 //! [`Kind`] here.
 
 use mproc_ipc::{Error, Result};
 
-use crate::sys::{ChildProcess, ControlListener};
+use crate::sys::{ChildProcess, ControlListener, ControlStream};
 
 /// The environment variable that names the address remote children
 /// connect back to (default: this host's name).
@@ -117,6 +119,24 @@ impl Launcher {
             Kind::Local => Ok(ControlListener::bind()?),
             Kind::Srun { .. } => ControlListener::bind_tcp(&advertised_host())
                 .map_err(|e| Error::bootstrap_with("cannot listen for a remote child on TCP", e)),
+        }
+    }
+
+    /// Starts a local child holding an inherited control channel, with the
+    /// entry token `token(value)` (the value its end is found at): the
+    /// child and this process's end. `None` where this launch needs a
+    /// named listener instead (a remote launcher, the forkserver start
+    /// method, an OS without inherited channels).
+    pub(crate) fn spawn_inheriting(
+        &self,
+        token_env: &str,
+        token: &dyn Fn(u64) -> String,
+    ) -> Result<Option<(ChildProcess, ControlStream)>> {
+        match &self.kind {
+            Kind::Local => Ok(crate::start_method::create_child_inheriting(
+                token_env, token,
+            )?),
+            Kind::Srun { .. } => Ok(None),
         }
     }
 

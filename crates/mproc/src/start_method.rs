@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::registry::{Args, ProcessOutput, Target};
-use crate::sys::ChildProcess;
+use crate::sys::{ChildProcess, ControlStream};
 use crate::{JoinHandle, Pool, Process};
 
 /// How a child process is started (CPython's start methods).
@@ -256,8 +256,27 @@ pub(crate) fn inherit(method: StartMethod) {
     }
 }
 
-/// The one place a child process is created (from `launch::begin`): by
-/// re-exec, or by the forkserver.
+/// A child created by re-exec with an inherited control channel, when
+/// the method in force is `Spawn` and the OS layer can
+/// (`sys::INHERITS_CHANNEL`); `None` otherwise, and the launch goes
+/// through [`create_child`] and a named listener.
+pub(crate) fn create_child_inheriting(
+    token_env: &str,
+    token: &dyn Fn(u64) -> String,
+) -> std::io::Result<Option<(ChildProcess, ControlStream)>> {
+    let method = OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method);
+    if method != StartMethod::Spawn || !crate::sys::INHERITS_CHANNEL {
+        return Ok(None);
+    }
+    STARTED.store(true, Ordering::SeqCst);
+    // The first start makes the runtime directory (sweeping those of
+    // dead processes), whichever way its child is launched.
+    crate::sys::prepare_runtime_dir()?;
+    ChildProcess::spawn_inheriting(token_env, token).map(Some)
+}
+
+/// The one place a child process is created (from `launch::begin`) with
+/// a named control channel: by re-exec, or by the forkserver.
 pub(crate) fn create_child(token_env: &str, token: &str) -> std::io::Result<ChildProcess> {
     let method = OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method);
     STARTED.store(true, Ordering::SeqCst);

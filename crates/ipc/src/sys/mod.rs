@@ -42,8 +42,8 @@ pub mod sync;
 mod tests;
 
 pub use control::{
-    cleanup_runtime_dir, connect_control, host_name, set_read_timeout, AcceptFailure,
-    ControlListener, ControlStream,
+    adopt_inherited_channel, cleanup_runtime_dir, connect_control, host_name, prepare_runtime_dir,
+    set_read_timeout, set_write_timeout, AcceptFailure, ControlListener, ControlStream,
 };
 pub use dirs::{create_private_dir, make_private, remove_dead_private_dir, remove_private_dir};
 pub use env::{prepare_child, scrub_env, secure_exec};
@@ -58,7 +58,7 @@ pub use listener::{
 };
 pub use parent::{parent_sentinel_for_child, remote_parent_sentinel, ParentSentinel};
 pub use poll::poll_readable;
-pub use process::{handle_peer, ChildProcess, LaunchDeadline};
+pub use process::{handle_peer, ChildProcess, LaunchDeadline, INHERITS_CHANNEL};
 pub use shm::{unlink_named, Mapping};
 pub use stream::{stream_pair, Stream};
 pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};

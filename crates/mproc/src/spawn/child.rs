@@ -1,9 +1,12 @@
 //! The child's side of a spawn.
 //!
 //! A life-before-main constructor looks for the entry token in the
-//! environment. When it is there, this process is a child: it connects to
-//! its parent's control channel, proves the one-time secret (and checks the
-//! parent does too), receives its launch record and handles, runs its
+//! environment. When it is there, this process is a child: it takes the
+//! control channel it inherited (`mproc2:<descriptor>`: only this child
+//! holds it, so no secret is needed), or connects to its parent's named
+//! control channel and proves the one-time secret, checking the parent
+//! does too (`mproc1:<secret>:<address>`: the forkserver's children, remote
+//! launchers, Windows); it receives its launch record and handles, runs its
 //! target and exits — the program's `main` never runs in a child, whatever
 //! it looks like (`#[mproc::main]`, `init()`, libtest's or nextest's
 //! harness, or nothing at all).
@@ -29,7 +32,9 @@ use mproc_ipc::__private::{auth, frame, handles};
 
 use super::entry::{build_mark, ChildOutcome, EntryInput};
 use super::exit;
-use super::record::{Ack, Hello, LaunchRecord, Report, BOOTSTRAP_EXIT_CODE, PROTOCOL, TOKEN_ENV};
+use super::record::{
+    Ack, Hello, LaunchRecord, Report, BOOTSTRAP_EXIT_CODE, INHERITED, PROTOCOL, TOKEN_ENV,
+};
 use crate::context::{self, ParentLink};
 use crate::registry::{conjure, Args, ProcessOutput, Target};
 use crate::sys;
@@ -84,7 +89,24 @@ pub(crate) fn become_child(token: &str) -> ! {
     std::process::exit(code);
 }
 
-fn parse_token(token: &str) -> Result<(Vec<u8>, &str), String> {
+/// What the entry token says.
+enum Token<'a> {
+    /// `mproc2:<value>`: the channel is the inherited descriptor (handle).
+    Inherited(u64),
+    /// `mproc1:<secret>:<address>`: connect there and prove the secret.
+    Named { secret: Vec<u8>, address: &'a str },
+}
+
+fn parse_token(token: &str) -> Result<Token<'_>, String> {
+    if let Some(value) = token
+        .strip_prefix(INHERITED)
+        .and_then(|t| t.strip_prefix(':'))
+    {
+        let value = value
+            .parse::<u64>()
+            .map_err(|_| format!("malformed descriptor in {TOKEN_ENV}"))?;
+        return Ok(Token::Inherited(value));
+    }
     let mut parts = token.splitn(3, ':');
     let (Some(proto), Some(secret), Some(address)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -92,16 +114,19 @@ fn parse_token(token: &str) -> Result<(Vec<u8>, &str), String> {
     };
     if proto != PROTOCOL {
         return Err(format!(
-            "entry token of protocol {proto:?}, this binary speaks {PROTOCOL:?}"
+            "entry token of protocol {proto:?}, this binary speaks {PROTOCOL:?} and {INHERITED:?}"
         ));
     }
     let secret = crate::unhex(secret).ok_or_else(|| format!("malformed secret in {TOKEN_ENV}"))?;
-    Ok((secret, address))
+    Ok(Token::Named { secret, address })
 }
 
 /// Fault injection for the test suite (`crate::fault`): the fault
 /// `<stage>` makes a child die (exit code 7), `hang-<stage>` makes it hang
 /// at that stage of its bootstrap, the way a child killed mid-launch would.
+/// The stages: `before-channel` (before it touches its control channel),
+/// `in-handshake` (connected to a named channel, before the challenge),
+/// `before-record` (before it reads its launch record).
 /// Compiled out of every build but the test suite's.
 fn fault_point(stage: &str) {
     if crate::fault::requested(stage) {
@@ -115,15 +140,28 @@ fn fault_point(stage: &str) {
 }
 
 fn run_child(token: &str) -> Result<i32, String> {
-    let (secret, address) = parse_token(token)?;
-    fault_point("before-connect");
-    let mut stream = sys::connect_control(address)
-        .map_err(|e| format!("cannot connect to the parent's control channel: {e}"))?;
-    sys::set_read_timeout(&stream, Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
-    fault_point("in-handshake");
-    auth::client_handshake(&mut stream, &secret)
-        .map_err(|e| format!("control channel handshake failed: {e}"))?;
-    fault_point("after-handshake");
+    let token = parse_token(token)?;
+    fault_point("before-channel");
+    let (mut stream, address) = match token {
+        Token::Inherited(value) => {
+            let stream = sys::adopt_inherited_channel(value)
+                .map_err(|e| format!("cannot take the inherited control channel: {e}"))?;
+            sys::set_read_timeout(&stream, Some(Duration::from_secs(60)))
+                .map_err(|e| e.to_string())?;
+            (stream, "")
+        }
+        Token::Named { secret, address } => {
+            let mut stream = sys::connect_control(address)
+                .map_err(|e| format!("cannot connect to the parent's control channel: {e}"))?;
+            sys::set_read_timeout(&stream, Some(Duration::from_secs(60)))
+                .map_err(|e| e.to_string())?;
+            fault_point("in-handshake");
+            auth::client_handshake(&mut stream, &secret)
+                .map_err(|e| format!("control channel handshake failed: {e}"))?;
+            (stream, address)
+        }
+    };
+    fault_point("before-record");
     if address.starts_with("tcp:") {
         // Placed by a remote launcher: tell the parent who this is (it
         // cannot see a remote process), and which task of the step, so

@@ -8,18 +8,22 @@
 //!    handles they carry collected ([`prepare::Prepared`]).
 //! 2. `parent.rs`, parent, in `start()`: [`parent::start_child`] waits
 //!    for a place among the launches in flight (`threads.rs`), and
-//!    [`parent::begin`] binds the one-shot control listener and starts
-//!    the process with the entry token (through the [`Launcher`] and the
-//!    start method, outside this module); the child joins the children
+//!    [`parent::begin`] starts the process with the entry token (through
+//!    the [`Launcher`] and the start method, outside this module): a
+//!    local re-exec hands the child one end of a socket pair and sends a
+//!    small launch record into it at once; any other launch binds a
+//!    one-shot control listener first. The child joins the children
 //!    table (`exit.rs`) as a [`started::ChildState`], and `start()`
 //!    returns.
 //! 3. `child.rs`, child, before `main`: the constructor finds the token,
-//!    connects, proves the secret, reads its launch record and handles
+//!    takes its inherited channel (or connects and proves the secret),
+//!    reads its launch record and handles
 //!    (`record.rs`), turns the entry's offset (`entry.rs`) into a fn the
 //!    registry vouches for, decodes its arguments and acknowledges.
 //! 4. `parent.rs`, on a launcher thread (`threads.rs`):
-//!    [`parent::Begun::finish`] accepts the child, checks the secret both
-//!    ways, sends the record and handles, closes its copies of the
+//!    [`parent::Begun::finish`] (on a named channel: accepts the child and
+//!    checks the secret both ways) sends the record and handles unless
+//!    `start()` did, closes its copies of the
 //!    handles, gives the go-ahead and reads the acknowledgement. Its
 //!    outcome goes to the child's `ChildState` (`started.rs`): the control
 //!    channel, or a [`failure::LaunchFailure`] that every `join` reports

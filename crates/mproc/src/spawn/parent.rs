@@ -1,9 +1,23 @@
 //! The parent's side of a spawn: entry token, control channel, launch
 //! record, handles, and the child's acknowledgement.
 //!
+//! A local child started by re-exec (the `spawn` start method, where the
+//! OS layer can: `sys::INHERITS_CHANNEL`) inherits its control channel:
+//!
+//! 1. re-execute this binary handing it one end of a socket pair, which
+//!    no other process inherits; the entry token (`mproc2:<descriptor>`)
+//!    only says where the child finds it: no name, no secret;
+//! 2. send the launch record and the handles (the child reads them
+//!    whenever it gets there: the socket holds them meanwhile);
+//! 3. wait for the child's acknowledgement that it decoded its
+//!    arguments, racing its exit (end of file) and a deadline.
+//!
+//! Every other child (the forkserver's, a remote launcher's, any child on
+//! an OS without inherited channels) connects to a named listener:
+//!
 //! 1. bind a one-shot control listener in this process's private
-//!    directory, and re-execute this binary with the entry token (a
-//!    one-time secret and the listener's address) in its environment;
+//!    directory, and start the child with the entry token (a one-time
+//!    secret and the listener's address) in its environment;
 //! 2. accept the child's connection, racing its exit and a deadline;
 //! 3. mutual HMAC challenge over the secret (CPython's, `mproc_ipc::__private::auth`);
 //! 4. send the launch record and the handles its arguments carry;
@@ -27,7 +41,9 @@ use super::entry::{build_mark, offset_of};
 use super::exit;
 use super::failure::LaunchFailure;
 use super::prepare::Prepared;
-use super::record::{Ack, Hello, LaunchRecord, BOOTSTRAP_EXIT_CODE, PROTOCOL, TOKEN_ENV};
+use super::record::{
+    Ack, Hello, LaunchRecord, BOOTSTRAP_EXIT_CODE, INHERITED, PROTOCOL, TOKEN_ENV,
+};
 use super::started::{ChildState, LaunchOutcome};
 use super::threads;
 use crate::context;
@@ -114,8 +130,7 @@ pub(crate) fn start_child(
 /// returns while the child is still starting up (as CPython's does) and
 /// a program starting many children has them start up side by side.
 pub(crate) struct Begun {
-    listener: ControlListener,
-    secret: [u8; 32],
+    channel: Channel,
     deadline: Instant,
     record: Vec<u8>,
     /// The args' handles, duplicated: the caller's copies close when
@@ -123,6 +138,22 @@ pub(crate) struct Begun {
     handles: Vec<ipc_sys::OwnedHandle>,
     report: bool,
     remote: bool,
+}
+
+/// How the child reaches its control channel.
+enum Channel {
+    /// The child inherited its end: only it holds it. `sent` is the
+    /// outcome of sending the launch at once, in `start()` (a small
+    /// record), `None` when the launcher thread sends it.
+    Inherited {
+        stream: ControlStream,
+        sent: Option<std::result::Result<(), String>>,
+    },
+    /// The child connects to this listener and proves the secret.
+    Named {
+        listener: ControlListener,
+        secret: [u8; 32],
+    },
 }
 
 /// How long a child may take to reach its entry and acknowledge
@@ -158,9 +189,6 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
             prepared.handles.len()
         )));
     }
-    let mut secret = [0u8; 32];
-    crate::fault::random_bytes(&mut secret)
-        .map_err(|e| Error::bootstrap_with("no secret for the launch", e))?;
     let borrowed: Vec<_> = prepared
         .handles
         .iter()
@@ -201,12 +229,35 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         setup: crate::logging::child_setup(),
     };
     let bytes = postcard::to_stdvec(&record).map_err(Error::encode)?;
-    let listener = who.launcher.listen()?;
-    tracing::debug!(address = %listener.address(), "control channel listening");
-    let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
-    let child = who.launcher.spawn(1, TOKEN_ENV, &token)?;
+    let inherited = who
+        .launcher
+        .spawn_inheriting(TOKEN_ENV, &|value| format!("{INHERITED}:{value}"))?;
+    let (child, mut channel) = match inherited {
+        Some((child, stream)) => (child, Channel::Inherited { stream, sent: None }),
+        None => {
+            let mut secret = [0u8; 32];
+            crate::fault::random_bytes(&mut secret)
+                .map_err(|e| Error::bootstrap_with("no secret for the launch", e))?;
+            let listener = who.launcher.listen()?;
+            tracing::debug!(address = %listener.address(), "control channel listening");
+            let token = format!("{PROTOCOL}:{}:{}", crate::hex(&secret), listener.address());
+            let child = who.launcher.spawn(1, TOKEN_ENV, &token)?;
+            (child, Channel::Named { listener, secret })
+        }
+    };
     tracing::debug!(pid = child.pid(), name = who.name, target_fn = %record.target, "child started");
     let deadline = deadline_after(Instant::now(), start_timeout());
+    let (mut bytes, mut handles) = (bytes, handles);
+    if let Channel::Inherited { stream, sent } = &mut channel {
+        if bytes.len() <= SEND_AT_ONCE {
+            // The child is loading meanwhile: it finds its record waiting
+            // and never waits for a launcher thread to be scheduled.
+            let record = std::mem::take(&mut bytes);
+            *sent = Some(set_deadline(stream, deadline).and_then(|()| {
+                send_launch(stream, &record, std::mem::take(&mut handles), &child, false)
+            }));
+        }
+    }
     if who.daemon {
         if let Err(e) = child.tie_to_parent() {
             let _ = child.kill();
@@ -220,8 +271,7 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
     Ok((
         child,
         Begun {
-            listener,
-            secret,
+            channel,
             deadline,
             record: bytes,
             handles,
@@ -241,30 +291,58 @@ impl Begun {
         let span = tracing::debug_span!("launch", pid = child.pid());
         let _enter = span.enter();
         let _deadline_guard = sys::LaunchDeadline::arm(child, self.deadline);
-        let accepted = if self.remote {
-            accept_proven(&self.listener, child, &self.secret, self.deadline)
-        } else {
-            self.listener.accept(child, self.deadline)
-        };
-        let stream =
-            match accepted {
-                Ok(s) => s,
-                Err(AcceptFailure::ChildExited) => return Err(LaunchFailure::of(
-                    child,
-                    "it exited before reaching mproc's entry (was the binary built with mproc?)",
-                )),
-                Err(AcceptFailure::Timeout) => {
-                    return Err(LaunchFailure::of(
-                        child,
-                        "it did not reach mproc's entry before the start deadline",
-                    ))
-                }
-                Err(AcceptFailure::Io(e)) => {
-                    return Err(LaunchFailure::of(child, &format!("accept failed: {e}")))
-                }
-            };
-        drop(self.listener);
         let keep = self.report || self.remote;
+        let (stream, secret) = match self.channel {
+            Channel::Inherited { mut stream, sent } => {
+                let launched = set_deadline(&stream, self.deadline).and_then(|()| {
+                    match sent {
+                        Some(sent) => sent?,
+                        None => send_launch(&mut stream, &self.record, self.handles, child, false)?,
+                    }
+                    read_ack(&mut stream)
+                });
+                return match launched {
+                    Ok(Ok(())) => {
+                        tracing::debug!("child acknowledged its launch");
+                        Ok(self.report.then_some(stream))
+                    }
+                    Ok(Err(refused)) => Err(LaunchFailure::of(child, &refused)),
+                    Err(reason) => {
+                        // Its end closed (the child is gone, whatever
+                        // socket call noticed), or the deadline passed.
+                        let why = match child.wait(Some(Duration::from_millis(100))) {
+                            Ok(Some(_)) => "it ended before acknowledging its launch",
+                            _ => "it did not acknowledge its launch",
+                        };
+                        Err(LaunchFailure::of(child, &format!("{why} ({reason})")))
+                    }
+                };
+            }
+            Channel::Named { listener, secret } => {
+                let accepted = if self.remote {
+                    accept_proven(&listener, child, &secret, self.deadline)
+                } else {
+                    listener.accept(child, self.deadline)
+                };
+                match accepted {
+                    // A remote child has proven the secret already.
+                    Ok(s) => (s, (!self.remote).then_some(secret)),
+                    Err(AcceptFailure::ChildExited) => return Err(LaunchFailure::of(
+                        child,
+                        "it exited before reaching mproc's entry (was the binary built with mproc?)",
+                    )),
+                    Err(AcceptFailure::Timeout) => {
+                        return Err(LaunchFailure::of(
+                            child,
+                            "it did not reach mproc's entry before the start deadline",
+                        ))
+                    }
+                    Err(AcceptFailure::Io(e)) => {
+                        return Err(LaunchFailure::of(child, &format!("accept failed: {e}")))
+                    }
+                }
+            }
+        };
         let handles = if self.remote {
             // Nothing crosses hosts: the remote child gets no handles.
             Vec::new()
@@ -274,7 +352,7 @@ impl Begun {
         let mut record = Some(self.record);
         match handshake_and_send(
             stream,
-            &self.secret,
+            secret.as_ref().map(|s| &s[..]),
             &mut |_| {
                 record
                     .take()
@@ -301,19 +379,22 @@ impl Begun {
 pub(crate) type PickRecord<'a> =
     dyn FnMut(Option<&Hello>) -> std::result::Result<Vec<u8>, String> + 'a;
 
+/// The launch over a connected control channel: the mutual challenge
+/// over `secret` (none for an inherited channel, which only the child
+/// holds, nor for a remote child already proven), the launch record and
+/// handles, the go-ahead, the child's acknowledgement; all bounded by
+/// `deadline`.
 pub(crate) fn handshake_and_send(
     mut stream: ControlStream,
-    secret: &[u8],
+    secret: Option<&[u8]>,
     record: &mut PickRecord<'_>,
     handles: Vec<ipc_sys::OwnedHandle>,
     child: &ChildProcess,
     deadline: Instant,
     remote: bool,
 ) -> std::result::Result<(ControlStream, Option<Hello>), String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    sys::set_read_timeout(&stream, Some(left.max(Duration::from_millis(1))))
-        .map_err(|e| e.to_string())?;
-    if !remote {
+    set_deadline(&stream, deadline)?;
+    if let Some(secret) = secret {
         auth::server_handshake(&mut stream, secret)
             .map_err(|e| format!("control channel handshake failed: {e}"))?;
     }
@@ -327,14 +408,43 @@ pub(crate) fn handshake_and_send(
         None
     };
     let record = record(hello.as_ref())?;
-    frame::write_frame(&mut stream, &record)
+    send_launch(&mut stream, &record, handles, child, remote)?;
+    read_ack(&mut stream)??;
+    Ok((stream, hello))
+}
+
+/// Launch records up to this size are sent by `start()` itself on an
+/// inherited channel: far below any socket buffer, so the write does not
+/// wait for the child (a larger one goes from the launcher thread, which
+/// may wait for the child to read).
+const SEND_AT_ONCE: usize = 32 << 10;
+
+/// Bounds reads and writes on the control channel by `deadline`: a child
+/// that hangs is seen at the deadline, and never holds a writer forever.
+fn set_deadline(stream: &ControlStream, deadline: Instant) -> std::result::Result<(), String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let left = Some(left.max(Duration::from_millis(1)));
+    sys::set_read_timeout(stream, left).map_err(|e| e.to_string())?;
+    sys::set_write_timeout(stream, left).map_err(|e| e.to_string())
+}
+
+/// Sends the launch record, then (a local child) the handles, parent
+/// sentinel first, closes this process's copies, and sends the go-ahead.
+fn send_launch(
+    stream: &mut ControlStream,
+    record: &[u8],
+    handles: Vec<ipc_sys::OwnedHandle>,
+    child: &ChildProcess,
+    remote: bool,
+) -> std::result::Result<(), String> {
+    frame::write_frame(stream, record)
         .map_err(|e| format!("cannot send the launch record: {e}"))?;
     let mut all = Vec::with_capacity(handles.len() + 1);
     if !remote {
         let parent_sentinel = sys::parent_sentinel_for_child().map_err(|e| e.to_string())?;
         all.push(parent_sentinel);
         all.extend(handles.iter().map(ipc_sys::borrow));
-        ipc_sys::send_handles(ipc_sys::borrow(&stream), &all, sys::handle_peer(child))
+        ipc_sys::send_handles(ipc_sys::borrow(&*stream), &all, sys::handle_peer(child))
             .map_err(|e| format!("cannot send handles: {e}"))?;
     }
     // This process's copies close before the child may run its target:
@@ -343,13 +453,19 @@ pub(crate) fn handshake_and_send(
     // start()). Then the go-ahead the child waits for after its ack.
     drop(all);
     drop(handles);
-    frame::write_frame(&mut stream, &[GO]).map_err(|e| format!("cannot send the go-ahead: {e}"))?;
-    let ack = frame::read_frame(&mut stream, 1 << 20)
+    frame::write_frame(stream, &[GO]).map_err(|e| format!("cannot send the go-ahead: {e}"))
+}
+
+/// Reads the child's acknowledgement: `Ok` with its arguments decoded,
+/// or why not (its own words); `Err` when none came (the channel ended
+/// or timed out). Then lifts the deadline from the channel.
+fn read_ack(stream: &mut ControlStream) -> std::result::Result<Ack, String> {
+    let ack = frame::read_frame(stream, 1 << 20)
         .map_err(|e| format!("no acknowledgement from the child: {e}"))?;
     let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
-    ack?;
-    sys::set_read_timeout(&stream, None).map_err(|e| e.to_string())?;
-    Ok((stream, hello))
+    sys::set_read_timeout(stream, None).map_err(|e| e.to_string())?;
+    sys::set_write_timeout(stream, None).map_err(|e| e.to_string())?;
+    Ok(ack)
 }
 
 /// How long a connection on a remote launch's TCP listener may take to

@@ -131,7 +131,8 @@ pub(crate) fn start(launcher: &Launcher, records: Vec<LaunchRecord>) -> Result<V
         };
         let (control, hello) = handshake_and_send(
             stream,
-            &secret,
+            // Proven by `accept_proven`.
+            None,
             &mut |hello| {
                 let task = hello.map_or(0, |h| h.task) as usize;
                 records.get_mut(task).and_then(Option::take).ok_or_else(|| {

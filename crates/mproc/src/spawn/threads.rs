@@ -12,8 +12,9 @@ use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Launches in flight at most. Each holds a listener, a launcher thread
-/// and, on Windows, two helper threads until its child has connected: a
+/// Launches in flight at most. Each holds a launcher thread and a socket
+/// pair (an inherited channel), or a listener and, on Windows, two helper
+/// threads until its child has connected: a
 /// program starting hundreds of children in a loop waits in `start()`
 /// for a slot, and still has this many start up side by side.
 const MAX_IN_FLIGHT: usize = 16;

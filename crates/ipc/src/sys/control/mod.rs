@@ -16,6 +16,12 @@
 //!   process is not `child` (where the OS names the peer).
 //! - `AcceptFailure`: why no connection arrived.
 //! - `connect_control(address)`: the child's side.
+//! - `adopt_inherited_channel(value)`: the child's side of a channel it
+//!   inherited (`ChildProcess::spawn_inheriting`): checks the descriptor
+//!   the token names is the parent's channel and makes it close-on-exec.
+//! - `set_write_timeout(stream, timeout)` (nothing on Windows).
+//! - `prepare_runtime_dir()`: makes this process's private directory
+//!   now (sweeping dead processes' ones), as the first launch does.
 //! - `cleanup_runtime_dir()`: removes this process's private directory
 //!   of control sockets (at exit).
 //! - `host_name()`: this host's name, as another host reaches it.
@@ -31,6 +37,6 @@ pub(in crate::sys) mod windows;
 pub(in crate::sys) use windows as imp;
 
 pub use imp::{
-    cleanup_runtime_dir, connect_control, host_name, set_read_timeout, AcceptFailure,
-    ControlListener, ControlStream,
+    adopt_inherited_channel, cleanup_runtime_dir, connect_control, host_name, prepare_runtime_dir,
+    set_read_timeout, set_write_timeout, AcceptFailure, ControlListener, ControlStream,
 };

@@ -104,6 +104,13 @@ fn remove_stale_runtime_dirs(base: &Path) {
     }
 }
 
+/// Makes this process's runtime directory now if it does not exist yet
+/// (sweeping those of dead processes: the first `start()` does it, even
+/// one whose child needs no control socket).
+pub fn prepare_runtime_dir() -> io::Result<()> {
+    runtime_dir().map(drop)
+}
+
 /// Removes this process's runtime directory (at exit).
 pub fn cleanup_runtime_dir() {
     if let Some(d) = RUNTIME_DIR.get() {
@@ -316,6 +323,71 @@ pub fn host_name() -> String {
 /// Sets a read timeout on the control stream (None: blocking).
 pub fn set_read_timeout(s: &ControlStream, t: Option<Duration>) -> io::Result<()> {
     s.set_read_timeout(t)
+}
+
+/// Sets a write timeout on the control stream (None: blocking): a launch
+/// record larger than the socket's buffer, for a child that never reads.
+pub fn set_write_timeout(s: &ControlStream, t: Option<Duration>) -> io::Result<()> {
+    s.set_write_timeout(t)
+}
+
+/// The child's side of an inherited channel: takes descriptor `value`,
+/// named by the entry token, as its control stream, after checking that
+/// it is what the parent hands over (`ChildProcess::spawn_inheriting`):
+/// not a standard stream, open, a connected Unix stream socket, and (on
+/// Linux, where the kernel names a socket pair's creator) one whose
+/// other end the parent made. It becomes close-on-exec before anything
+/// else can start a process. Must run before any other thread exists
+/// (the constructor): the descriptor is taken over.
+pub fn adopt_inherited_channel(value: u64) -> io::Result<ControlStream> {
+    let refuse = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    let fd =
+        i32::try_from(value).map_err(|_| refuse(format!("descriptor {value} is out of range")))?;
+    if fd <= 2 {
+        return Err(refuse(format!("descriptor {fd} is a standard stream")));
+    }
+    // SAFETY: fstat on any number is sound: a closed one is EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid stat buffer for the call to fill.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("descriptor {fd} is not open: {e}"),
+        ));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(refuse(format!("descriptor {fd} is not a socket")));
+    }
+    // SAFETY: the descriptor is open (fstat above) and stays open while
+    // borrowed here: nothing else in this process runs yet.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let kind = rustix::net::sockopt::socket_type(borrowed)?;
+    let local = rustix::net::getsockname(borrowed)
+        .map(|a| a.address_family() == rustix::net::AddressFamily::UNIX)
+        .unwrap_or(false);
+    if kind != rustix::net::SocketType::STREAM || !local {
+        return Err(refuse(format!(
+            "descriptor {fd} is not a Unix stream socket"
+        )));
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+        let peer = rustix::net::sockopt::socket_peercred(borrowed)
+            .map_or(0, |c| c.pid.as_raw_nonzero().get());
+        if peer != parent {
+            return Err(refuse(format!(
+                "descriptor {fd} is not a channel from this process's parent \
+                 (its peer is process {peer}, the parent is {parent})"
+            )));
+        }
+    }
+    // SAFETY: checked above to be the channel the parent handed to this
+    // process alone; from here on it is owned here.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(UnixStream::from(owned))
 }
 
 #[cfg(test)]

@@ -197,6 +197,25 @@ pub fn set_read_timeout(_s: &ControlStream, _t: Option<Duration>) -> io::Result<
     Ok(())
 }
 
+/// Nothing on Windows either (see [`set_read_timeout`]).
+pub fn set_write_timeout(_s: &ControlStream, _t: Option<Duration>) -> io::Result<()> {
+    Ok(())
+}
+
+/// No runtime directory on Windows (named pipes).
+pub fn prepare_runtime_dir() -> io::Result<()> {
+    Ok(())
+}
+
+/// No inherited launch channel on Windows yet (docs/platforms.md): a
+/// token naming one is refused.
+pub fn adopt_inherited_channel(value: u64) -> io::Result<ControlStream> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("an inherited channel ({value}) is not supported on Windows yet"),
+    ))
+}
+
 // ---------------------------------------------------------------------
 // Remote launchers (Slurm's `srun`) are Linux/Unix only: a Windows
 // cluster runs no Slurm (docs/platforms.md).

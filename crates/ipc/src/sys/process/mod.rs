@@ -5,6 +5,12 @@
 //! caller and a child that has been reaped is never signalled. Each
 //! backend provides the OS side as `imp::Child`:
 //!
+//! - `spawn_inheriting(token_env, token)`: re-executes this program the
+//!   same way, handing it one end of a fresh channel (a socket pair on
+//!   Unix) that only this child inherits, and returns the other end;
+//!   `token(value)` makes the entry token from the number the child
+//!   finds its end at. `INHERITS_CHANNEL` says whether the backend can
+//!   (Windows: not yet, see docs/platforms.md).
 //! - `spawn(token_env, token)`: re-executes this program with the entry
 //!   token in its environment, stdin from the null device, stdout and
 //!   stderr inherited; `spawn_via(program, args, token_env, token)`:
@@ -40,13 +46,14 @@ pub(in crate::sys) mod windows;
 #[cfg(windows)]
 pub(in crate::sys) use windows as imp;
 
-pub use imp::LaunchDeadline;
+pub use imp::{LaunchDeadline, INHERITS_CHANNEL};
 
 use crate::util::lock::lock;
 use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::control::ControlStream;
 use super::handles::{BorrowedHandle, Peer};
 
 /// How to stop a child.
@@ -80,6 +87,22 @@ impl ChildProcess {
     /// at `current_exe()`, and an error names it.
     pub fn spawn(token_env: &str, token: &str) -> io::Result<ChildProcess> {
         imp::Child::spawn(token_env, token).map(ChildProcess::from_os)
+    }
+
+    /// Re-executes this program as [`spawn`](Self::spawn) does, handing
+    /// it one end of a fresh channel that no other process inherits (not
+    /// even a child another thread starts meanwhile), and returns the
+    /// other end. `token(value)` gives the entry token, from the
+    /// descriptor (or handle) value the child finds its end at; the child
+    /// takes it with [`adopt_inherited_channel`](crate::sys::control).
+    /// [`Unsupported`](io::ErrorKind::Unsupported) where
+    /// [`INHERITS_CHANNEL`] is false.
+    pub fn spawn_inheriting(
+        token_env: &str,
+        token: &dyn Fn(u64) -> String,
+    ) -> io::Result<(ChildProcess, ControlStream)> {
+        imp::Child::spawn_inheriting(token_env, token)
+            .map(|(child, channel)| (ChildProcess::from_os(child), channel))
     }
 
     /// Starts `program args.. <this program's path>` with `token_env=token`

@@ -41,6 +41,10 @@ pub(in crate::sys) fn millis(timeout: Option<Duration>) -> u32 {
     }
 }
 
+/// Whether this backend starts a child with an inherited channel: not
+/// yet (docs/platforms.md).
+pub const INHERITS_CHANNEL: bool = false;
+
 /// The OS side of a child: its process handle is the sentinel
 /// (signalled when it ends).
 pub(in crate::sys) struct Child {
@@ -65,6 +69,18 @@ impl Child {
             )
         })?;
         Child::adopt(child, false)
+    }
+
+    /// Not yet on Windows (`CreateProcessW` with a handle list is the
+    /// way; docs/platforms.md): launches use the named control pipe.
+    pub(in crate::sys) fn spawn_inheriting(
+        _token_env: &str,
+        _token: &dyn Fn(u64) -> String,
+    ) -> io::Result<(Child, crate::sys::control::ControlStream)> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no inherited launch channel on Windows yet",
+        ))
     }
 
     /// Remote launchers (Slurm's `srun`) are Linux/Unix only: a Windows
