@@ -31,6 +31,8 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::queue::parked::{self, Given, Parked, Settled, Want};
+
 /// One encoded item: bytes of a shared buffer.
 #[derive(Clone, Debug)]
 pub(crate) struct Item {
@@ -97,6 +99,10 @@ pub(crate) struct Core {
     /// one more per item stored, one less per `task_done`. An item that
     /// comes back from a connection's end was never counted out.
     unfinished: usize,
+    /// Other processes' `GET`s waiting for items, and `ACQUIRE`s waiting
+    /// for room, first come first served (see [`parked`]).
+    parked_gets: VecDeque<Arc<Parked>>,
+    parked_acquires: VecDeque<Arc<Parked>>,
 }
 
 impl Core {
@@ -373,6 +379,122 @@ impl Shared {
         self.room(core) > 0
     }
 
+    /// Serves the parked requests that can be now (under the lock):
+    /// items to parked gets, room to parked acquires, leaving enough for
+    /// the threads waiting on the condition variables (the owner's own
+    /// gets and puts). Returns them, to [`parked::deliver`] after the lock.
+    fn serve(&self, core: &mut Core) -> Vec<Arc<Parked>> {
+        let mut served = Vec::new();
+        while !core.parked_gets.is_empty() && core.ready() > core.getters_waiting {
+            let avail = core.ready() - core.getters_waiting;
+            let Some(p) = core.parked_gets.pop_front() else {
+                break;
+            };
+            let Want::Get { most } = p.want else {
+                continue;
+            };
+            // An even share with the others still waiting, at least one.
+            let n = (avail / (core.parked_gets.len() + 1))
+                .max(1)
+                .min(most.max(1))
+                .min(avail);
+            let items = core.take(Some(p.conn_id), n);
+            p.give(Given::Items(items));
+            served.push(p);
+        }
+        while !core.parked_acquires.is_empty() {
+            let avail = self.room(core).saturating_sub(core.putters_waiting);
+            if avail == 0 {
+                break;
+            }
+            let Some(p) = core.parked_acquires.pop_front() else {
+                break;
+            };
+            let Want::Acquire { session, wanted } = p.want else {
+                continue;
+            };
+            let n = wanted.max(1).min(avail);
+            if core.reserve(session, n) {
+                p.give(Given::Granted(n));
+            } else {
+                p.give(Given::Refused);
+            }
+            served.push(p);
+        }
+        served
+    }
+
+    /// Releases the lock, then answers the parked requests served under it.
+    fn finish(&self, mut core: MutexGuard<'_, Core>) {
+        let served = self.serve(&mut core);
+        drop(core);
+        if !served.is_empty() {
+            parked::deliver(self, served);
+        }
+    }
+
+    /// Takes up to `most` items for `conn` if there are some, else parks
+    /// `p` (a `GET` of `conn`) — unless the deadline has passed
+    /// (`Empty`). `None`: parked.
+    pub(crate) fn take_or_park(
+        &self,
+        conn: u64,
+        most: usize,
+        deadline: Deadline,
+        p: Arc<Parked>,
+    ) -> Option<Taken> {
+        let mut core = self.lock();
+        if core.ready() > core.getters_waiting {
+            let n = core.share(most);
+            return Some(Taken::Items(core.take(Some(conn), n)));
+        }
+        if passed(deadline) {
+            return Some(Taken::Empty);
+        }
+        core.parked_gets.push_back(p);
+        None
+    }
+
+    /// Reserves up to `wanted` places for `session` if there is room,
+    /// else parks `p` (an `ACQUIRE`) — unless the deadline has passed
+    /// (`Full`). `None`: parked.
+    pub(crate) fn acquire_or_park(
+        &self,
+        session: u64,
+        wanted: usize,
+        deadline: Deadline,
+        p: Arc<Parked>,
+    ) -> Option<Acquired> {
+        let mut core = self.lock();
+        let avail = self.room(&core).saturating_sub(core.putters_waiting);
+        if avail > 0 && core.parked_acquires.is_empty() {
+            let n = wanted.max(1).min(avail);
+            return Some(if core.reserve(session, n) {
+                Acquired::Granted(n)
+            } else {
+                Acquired::Abandoned
+            });
+        }
+        if passed(deadline) {
+            return Some(Acquired::Full);
+        }
+        core.parked_acquires.push_back(p);
+        None
+    }
+
+    /// A parked request's state (see [`parked::settle`]); with `leave`, a
+    /// request still waiting leaves its list.
+    pub(crate) fn settle_parked(&self, p: &Parked, leave: bool) -> Settled {
+        let mut core = self.lock();
+        let settled = parked::settle(p, leave);
+        if matches!(settled, Settled::Cancelled) {
+            let me = |q: &Arc<Parked>| !std::ptr::eq(Arc::as_ptr(q), p);
+            core.parked_gets.retain(me);
+            core.parked_acquires.retain(me);
+        }
+        settled
+    }
+
     pub(crate) fn qsize(&self) -> usize {
         self.lock().qsize()
     }
@@ -387,6 +509,7 @@ impl Shared {
         }
         let added = core.ready() - before;
         wake(&self.not_empty, core.getters_waiting, added);
+        self.finish(core);
         added
     }
 
@@ -435,6 +558,7 @@ impl Shared {
             Ok(mut core) => {
                 core.push(item);
                 wake(&self.not_empty, core.getters_waiting, 1);
+                self.finish(core);
                 Stored::Done
             }
             Err(true) => Stored::Full,
@@ -475,6 +599,7 @@ impl Shared {
         let mut core = self.lock();
         let freed = core.release(session, n);
         wake(&self.not_full, core.putters_waiting, freed);
+        self.finish(core);
     }
 
     /// Takes up to `most` items (at least one), waiting while the queue is
@@ -508,6 +633,7 @@ impl Shared {
                 let items = core.take(conn, n);
                 if conn.is_none() {
                     wake(&self.not_full, core.putters_waiting, items.len());
+                    self.finish(core);
                 }
                 return Taken::Items(items);
             }
@@ -529,6 +655,9 @@ impl Shared {
         let mut core = self.lock();
         let freed: usize = acks.iter().map(|&(c, n)| core.ack(c, n)).sum();
         wake(&self.not_full, core.putters_waiting, freed);
+        if freed > 0 {
+            self.finish(core);
+        }
     }
 
     /// A holder's settlement on its own connection: `taken` items were
@@ -539,6 +668,7 @@ impl Shared {
         let back = core.give_back(conn, returned);
         wake(&self.not_full, core.putters_waiting, freed);
         wake(&self.not_empty, core.getters_waiting, back);
+        self.finish(core);
     }
 
     /// `conn` closed: its unacknowledged items return to the front.
@@ -546,6 +676,7 @@ impl Shared {
         let mut core = self.lock();
         let back = core.drop_conn(conn);
         wake(&self.not_empty, core.getters_waiting, back);
+        self.finish(core);
         back
     }
 
@@ -588,6 +719,7 @@ impl Shared {
         if core.barrier_waiting > 0 {
             self.stored.notify_all();
         }
+        self.finish(core);
         true
     }
 
@@ -600,6 +732,7 @@ impl Shared {
         if core.barrier_waiting > 0 {
             self.stored.notify_all();
         }
+        self.finish(core);
     }
 
     /// One item is done (`JoinableQueue::task_done`); false when every
