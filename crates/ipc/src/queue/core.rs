@@ -533,6 +533,8 @@ impl Shared {
                 drop(core);
                 if !alive() {
                     self.not_full.notify_one();
+                    // The room it leaves may be a parked request's.
+                    self.finish(self.lock());
                     return Err(false);
                 }
                 core = self.lock();
@@ -540,6 +542,11 @@ impl Shared {
                 continue;
             }
             if passed(deadline) {
+                if waited {
+                    // Counted as waiting, it held room back from parked
+                    // requests: they may have it now.
+                    self.finish(core);
+                }
                 return Err(true);
             }
             core.putters_waiting += 1;
@@ -623,6 +630,8 @@ impl Shared {
                     drop(core);
                     if !alive() {
                         self.not_empty.notify_one();
+                        // The items it leaves may be a parked request's.
+                        self.finish(self.lock());
                         return Taken::Abandoned;
                     }
                     core = self.lock();
@@ -638,6 +647,11 @@ impl Shared {
                 return Taken::Items(items);
             }
             if passed(deadline) {
+                if waited {
+                    // Counted as waiting, it held items back from parked
+                    // requests: they may have them now.
+                    self.finish(core);
+                }
                 return Taken::Empty;
             }
             core.getters_waiting += 1;
