@@ -111,8 +111,8 @@ impl Parked {
     }
 }
 
-/// The answer to a served request, as it goes on the wire (`None`: no
-/// answer, the connection closes).
+/// Writes into `out` the answer to a served request, as it goes on the
+/// wire; false if there is none (the connection closes instead).
 pub(crate) fn answer(given: &Given, out: &mut Vec<u8>) -> bool {
     match given {
         Given::Items(items) => {
