@@ -355,6 +355,9 @@ mod tests {
         let (holder, broker, mut parker) = link();
         let p = parker.request(5, Want::Get { most: 4 }).unwrap();
         assert!(shared.take_or_park(5, 4, None, p.clone()).is_none());
+        // The broker's end stays open after the waiter ends (as the
+        // connection's thread goes on serving it).
+        let _open = broker.clone();
         let waiter = {
             let shared = shared.clone();
             std::thread::spawn(move || finish_wait(&parker, &broker, &shared, &p))
@@ -461,6 +464,9 @@ mod tests {
             )
             .unwrap();
         assert!(shared.acquire_or_park(40, 3, None, p.clone()).is_none());
+        // The broker's end stays open after the waiter ends (as the
+        // connection's thread goes on serving it).
+        let _open = broker.clone();
         let waiter = {
             let shared = shared.clone();
             std::thread::spawn(move || finish_wait(&parker, &broker, &shared, &p))
