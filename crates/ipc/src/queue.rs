@@ -14,6 +14,7 @@ mod core;
 mod exit;
 mod feeder;
 mod joinable;
+mod parked;
 mod recycle;
 mod wire;
 

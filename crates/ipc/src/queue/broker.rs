@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use crate::listener::Pending;
 use crate::queue::acks::AckPages;
-use crate::queue::core::{put_items, Acquired, Deadline, Item, Shared, Taken};
+use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
+use crate::queue::parked::{self, Given, Parker, Waited, Want};
 use crate::queue::recycle::Recycler;
 use crate::queue::wire::{self, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
@@ -212,6 +213,8 @@ impl Broker {
     }
 
     fn serve(&self, conn: Connection) {
+        // Shared with the threads that answer its parked requests.
+        let conn = Arc::new(conn);
         let hello = match conn.recv_bytes() {
             Ok(m) => m,
             Err(e) => {
@@ -403,10 +406,13 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
 const KEEP_RANGES: usize = 1 << 16;
 
 /// Answers requests until the connection ends.
-fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, session: u64) {
+fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Arc<Connection>, id: u64, session: u64) {
     // While a request waits, the holder sends nothing more on this
     // connection: anything readable means it is gone.
     let alive = || matches!(conn.poll(Some(Duration::ZERO)), Ok(false));
+    // Where the OS allows, a request that must wait is parked: the thread
+    // that makes it answerable answers it (see [`parked`]).
+    let mut parker = Parker::new(conn.clone());
     // Reused between answers: fresh memory costs a page fault per 4 KiB.
     let mut reply = Vec::new();
     let mut msg = Vec::new();
@@ -441,7 +447,25 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, sessi
                 acks,
             } => {
                 shared.ack(&acks);
-                match shared.acquire(session, wanted as usize, deadline_of(timeout), &alive) {
+                let (wanted, deadline) = (wanted as usize, deadline_of(timeout));
+                let parked = parked::PARKS
+                    .then(|| parker.request(id, Want::Acquire { session, wanted }))
+                    .flatten();
+                let acquired = match parked {
+                    Some(p) => match shared.acquire_or_park(session, wanted, deadline, p.clone()) {
+                        Some(a) => a,
+                        None => match parker.wait(shared, &p, deadline) {
+                            Waited::Answered => continue,
+                            Waited::Write(Given::Granted(n)) => Acquired::Granted(n),
+                            Waited::Write(Given::Refused | Given::Items(_)) | Waited::Gone => {
+                                return
+                            }
+                            Waited::TimedOut => Acquired::Full,
+                        },
+                    },
+                    None => shared.acquire(session, wanted, deadline, &alive),
+                };
+                match acquired {
                     Acquired::Granted(n) => {
                         let sent = conn.send_bytes(&wire::granted(n as u32));
                         if sent.is_err() {
@@ -466,14 +490,29 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Connection, id: u64, sessi
             } => {
                 shared.ack(&acks);
                 shared.wait_barrier(session, barrier);
-                match shared.take_to_send(most as usize, deadline_of(timeout), &alive) {
+                let (most, deadline) = (most as usize, deadline_of(timeout));
+                let parked = parked::PARKS
+                    .then(|| parker.request(id, Want::Get { most }))
+                    .flatten();
+                let taken = match parked {
+                    Some(p) => match shared.take_or_park(most, deadline, p.clone()) {
+                        Some(t) => t,
+                        None => match parker.wait(shared, &p, deadline) {
+                            Waited::Answered => continue,
+                            Waited::Write(Given::Items(items)) => Taken::Items(items),
+                            Waited::Write(Given::Granted(_) | Given::Refused) | Waited::Gone => {
+                                return
+                            }
+                            Waited::TimedOut => Taken::Empty,
+                        },
+                    },
+                    None => shared.take_to_send(most, deadline, &alive),
+                };
+                match taken {
                     Taken::Items(items) => {
-                        let bytes: usize = items.iter().map(|i| i.len() + 12).sum();
-                        wire::items_start_in(&mut reply, items.len() as u32, bytes);
-                        put_items(&mut reply, &items);
                         // In flight on this connection before they are
                         // sent: the holder's acks for them come after.
-                        shared.sent(id, items);
+                        shared.answer_items(id, items, &mut reply);
                         // On failure the items are in flight on this
                         // connection: closing it puts them back.
                         let sent = conn.send_bytes(&reply);

@@ -32,6 +32,8 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::queue::parked::{self, Given, Parked, Settled, Want};
+
 /// One encoded item: bytes of a shared buffer.
 #[derive(Clone, Debug)]
 pub(crate) struct Item {
@@ -111,6 +113,12 @@ pub(crate) fn put_items(out: &mut Vec<u8>, items: &[Item]) {
     }
 }
 
+/// At least the length of the `ITEMS` answer listing `items` after its
+/// 5-byte head (each item's length takes 4 bytes, or 12 when huge).
+pub(crate) fn items_answer_bound(items: &[Item]) -> usize {
+    items.iter().map(|i| i.len() + 12).sum()
+}
+
 /// A feeder's progress: the last batch the broker stored, and the room
 /// granted to its process and not yet filled or given back.
 #[derive(Debug, Default)]
@@ -138,6 +146,10 @@ pub(crate) struct Core {
     /// one more per item stored, one less per `task_done`. An item that
     /// comes back from a connection's end was never counted out.
     unfinished: usize,
+    /// Other processes' `GET`s waiting for items, and `ACQUIRE`s waiting
+    /// for room, first come first served (see [`parked`]).
+    parked_gets: VecDeque<Arc<Parked>>,
+    parked_acquires: VecDeque<Arc<Parked>>,
 }
 
 impl Core {
@@ -431,6 +443,124 @@ impl Shared {
         self.room(core) > 0
     }
 
+    /// Serves the parked requests that can be now (under the lock):
+    /// items to parked gets, room to parked acquires, leaving enough for
+    /// the threads waiting on the condition variables (the owner's own
+    /// gets and puts). Returns them, to [`parked::deliver`] after the lock.
+    fn serve(&self, core: &mut Core) -> Vec<Arc<Parked>> {
+        let mut served = Vec::new();
+        while !core.parked_gets.is_empty() && core.ready() > core.getters_waiting {
+            let avail = core.ready() - core.getters_waiting;
+            let Some(p) = core.parked_gets.pop_front() else {
+                break;
+            };
+            let Want::Get { most } = p.want else {
+                continue;
+            };
+            // An even share with the others still waiting, at least one.
+            let n = (avail / (core.parked_gets.len() + 1))
+                .max(1)
+                .min(most.max(1))
+                .min(avail);
+            // Counted in flight now; whoever writes the answer records
+            // them as the connection's first ([`Shared::answer_items`]).
+            let items = core.take_out(n);
+            p.give(Given::Items(items));
+            served.push(p);
+        }
+        while !core.parked_acquires.is_empty() {
+            let avail = self.room(core).saturating_sub(core.putters_waiting);
+            if avail == 0 {
+                break;
+            }
+            let Some(p) = core.parked_acquires.pop_front() else {
+                break;
+            };
+            let Want::Acquire { session, wanted } = p.want else {
+                continue;
+            };
+            let n = wanted.max(1).min(avail);
+            if core.reserve(session, n) {
+                p.give(Given::Granted(n));
+            } else {
+                p.give(Given::Refused);
+            }
+            served.push(p);
+        }
+        served
+    }
+
+    /// Releases the lock, then answers the parked requests served under it.
+    fn finish(&self, mut core: MutexGuard<'_, Core>) {
+        let served = self.serve(&mut core);
+        drop(core);
+        if !served.is_empty() {
+            parked::deliver(self, served);
+        }
+    }
+
+    /// Takes up to `most` items to send if there are some (as
+    /// [`take_to_send`](Self::take_to_send): the caller hands them to
+    /// [`answer_items`](Self::answer_items)), else parks `p` (a `GET`) —
+    /// unless the deadline has passed (`Empty`). `None`: parked.
+    pub(crate) fn take_or_park(
+        &self,
+        most: usize,
+        deadline: Deadline,
+        p: Arc<Parked>,
+    ) -> Option<Taken> {
+        let mut core = self.lock();
+        if core.ready() > core.getters_waiting {
+            let n = core.share(most);
+            return Some(Taken::Items(core.take_out(n)));
+        }
+        if passed(deadline) {
+            return Some(Taken::Empty);
+        }
+        core.parked_gets.push_back(p);
+        None
+    }
+
+    /// Reserves up to `wanted` places for `session` if there is room,
+    /// else parks `p` (an `ACQUIRE`) — unless the deadline has passed
+    /// (`Full`). `None`: parked.
+    pub(crate) fn acquire_or_park(
+        &self,
+        session: u64,
+        wanted: usize,
+        deadline: Deadline,
+        p: Arc<Parked>,
+    ) -> Option<Acquired> {
+        let mut core = self.lock();
+        let avail = self.room(&core).saturating_sub(core.putters_waiting);
+        if avail > 0 && core.parked_acquires.is_empty() {
+            let n = wanted.max(1).min(avail);
+            return Some(if core.reserve(session, n) {
+                Acquired::Granted(n)
+            } else {
+                Acquired::Abandoned
+            });
+        }
+        if passed(deadline) {
+            return Some(Acquired::Full);
+        }
+        core.parked_acquires.push_back(p);
+        None
+    }
+
+    /// A parked request's state (see [`parked::settle`]); with `leave`, a
+    /// request still waiting leaves its list.
+    pub(crate) fn settle_parked(&self, p: &Parked, leave: bool) -> Settled {
+        let mut core = self.lock();
+        let settled = parked::settle(p, leave);
+        if matches!(settled, Settled::Cancelled) {
+            let me = |q: &Arc<Parked>| !std::ptr::eq(Arc::as_ptr(q), p);
+            core.parked_gets.retain(me);
+            core.parked_acquires.retain(me);
+        }
+        settled
+    }
+
     pub(crate) fn qsize(&self) -> usize {
         self.lock().qsize()
     }
@@ -445,6 +575,7 @@ impl Shared {
         }
         let added = core.ready() - before;
         wake(&self.not_empty, core.getters_waiting, added);
+        self.finish(core);
         added
     }
 
@@ -468,6 +599,8 @@ impl Shared {
                 drop(core);
                 if !alive() {
                     self.not_full.notify_one();
+                    // The room it leaves may be a parked request's.
+                    self.finish(self.lock());
                     return Err(false);
                 }
                 core = self.lock();
@@ -475,6 +608,11 @@ impl Shared {
                 continue;
             }
             if passed(deadline) {
+                if waited {
+                    // Counted as waiting, it held room back from parked
+                    // requests: they may have it now.
+                    self.finish(core);
+                }
                 return Err(true);
             }
             core.putters_waiting += 1;
@@ -493,6 +631,7 @@ impl Shared {
             Ok(mut core) => {
                 core.push(item);
                 wake(&self.not_empty, core.getters_waiting, 1);
+                self.finish(core);
                 Stored::Done
             }
             Err(true) => Stored::Full,
@@ -533,6 +672,7 @@ impl Shared {
         let mut core = self.lock();
         let freed = core.release(session, n);
         wake(&self.not_full, core.putters_waiting, freed);
+        self.finish(core);
     }
 
     /// Takes up to `most` items (at least one), waiting while the queue is
@@ -577,6 +717,18 @@ impl Shared {
         self.lock().sent(conn, items);
     }
 
+    /// Writes into `out` the `ITEMS` answer to a `GET` of `conn` and
+    /// records `items` (taken to send: [`take_to_send`](Self::take_to_send),
+    /// [`take_or_park`](Self::take_or_park), a parked request served) as
+    /// in flight on `conn` — before the answer is sent, whichever thread
+    /// sends it: no ack can come for them first, and if the holder is gone
+    /// they go back when its connection ends.
+    pub(crate) fn answer_items(&self, conn: u64, items: Vec<Item>, out: &mut Vec<u8>) {
+        wire::items_start_in(out, items.len() as u32, items_answer_bound(&items));
+        put_items(out, &items);
+        self.sent(conn, items);
+    }
+
     /// The wait of [`take`](Self::take); `pick` takes `n` items.
     fn take_with(
         &self,
@@ -593,6 +745,8 @@ impl Shared {
                     drop(core);
                     if !alive() {
                         self.not_empty.notify_one();
+                        // The items it leaves may be a parked request's.
+                        self.finish(self.lock());
                         return Taken::Abandoned;
                     }
                     core = self.lock();
@@ -600,9 +754,19 @@ impl Shared {
                     continue;
                 }
                 let n = core.share(most);
-                return Taken::Items(pick(&mut core, n));
+                let items = pick(&mut core, n);
+                // Room a local take frees, or items a waiter counted in
+                // `getters_waiting` no longer holds back, may be a parked
+                // request's.
+                self.finish(core);
+                return Taken::Items(items);
             }
             if passed(deadline) {
+                if waited {
+                    // Counted as waiting, it held items back from parked
+                    // requests: they may have them now.
+                    self.finish(core);
+                }
                 return Taken::Empty;
             }
             core.getters_waiting += 1;
@@ -620,6 +784,9 @@ impl Shared {
         let mut core = self.lock();
         let freed: usize = acks.iter().map(|&(c, n)| core.ack(c, n)).sum();
         wake(&self.not_full, core.putters_waiting, freed);
+        if freed > 0 {
+            self.finish(core);
+        }
     }
 
     /// A holder's settlement on its own connection: `taken` items were
@@ -630,6 +797,7 @@ impl Shared {
         let back = core.give_back(conn, returned);
         wake(&self.not_full, core.putters_waiting, freed);
         wake(&self.not_empty, core.getters_waiting, back);
+        self.finish(core);
     }
 
     /// `conn` closed: its unacknowledged items return to the front.
@@ -637,6 +805,7 @@ impl Shared {
         let mut core = self.lock();
         let back = core.drop_conn(conn);
         wake(&self.not_empty, core.getters_waiting, back);
+        self.finish(core);
         back
     }
 
@@ -679,6 +848,7 @@ impl Shared {
         if core.barrier_waiting > 0 {
             self.stored.notify_all();
         }
+        self.finish(core);
         true
     }
 
@@ -691,6 +861,7 @@ impl Shared {
         if core.barrier_waiting > 0 {
             self.stored.notify_all();
         }
+        self.finish(core);
     }
 
     /// One item is done (`JoinableQueue::task_done`); false when every

@@ -111,9 +111,14 @@ impl Feeder {
         wait(cv, g)
     }
 
-    /// Queues the item `write` encodes (appending its bytes).
+    /// Queues the item `write` encodes (appending its bytes). With `now`,
+    /// the caller writes the batch (this item and any pending) itself
+    /// unless a write is already under way: a put that will not be
+    /// followed by others soon (a bounded queue's put that used its last
+    /// permit) reaches the broker without waking the feeder thread.
     pub(crate) fn put(
         &self,
+        now: bool,
         write: impl FnOnce(&mut Vec<u8>) -> crate::Result<()>,
     ) -> Result<(), FeedError> {
         let mut st = self.lock();
@@ -137,6 +142,12 @@ impl Feeder {
         }
         wire::put_item_with(&mut st.pending, write).map_err(FeedError::Encode)?;
         st.items += 1;
+        if now && !st.writing && st.syncing == 0 {
+            // The caller writes the batch itself: no wake-up of the
+            // feeder thread on the way to the broker.
+            self.write_pending(st);
+            return Ok(());
+        }
         if st.idle {
             // Once: the puts that follow before the thread runs need not
             // wake it again (each wake-up is a system call).
@@ -144,6 +155,46 @@ impl Feeder {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Writes the pending batch from the calling thread (`put` with
+    /// `now`); the feeder thread takes no batch meanwhile (`writing`), so
+    /// batches stay in order.
+    fn write_pending<'a>(&'a self, mut st: MutexGuard<'a, State>) {
+        let mut next = std::mem::take(&mut st.spare);
+        wire::batch_start(&mut next);
+        let mut batch = std::mem::replace(&mut st.pending, next);
+        st.items = 0;
+        st.writing = true;
+        let seq = st.written + 1;
+        drop(st);
+
+        wire::set_seq(&mut batch, seq);
+        let sent = self.conn.send_bytes(&batch);
+
+        let mut st = self.lock();
+        st.writing = false;
+        match sent {
+            Ok(()) => st.written = seq,
+            Err(e) => {
+                tracing::debug!("queue feeder cannot write: {e}");
+                st.broken = true;
+                st.items = 0;
+                wire::batch_start(&mut st.pending);
+            }
+        }
+        if batch.capacity() <= KEEP && st.spare.capacity() == 0 {
+            batch.clear();
+            st.spare = batch;
+        }
+        // The feeder thread waits for this write to end before it takes
+        // the next batch, or before it finishes.
+        self.written.notify_all();
+        if st.idle && (st.items > 0 || st.stop || st.broken) {
+            // Once, as `put` wakes it.
+            st.idle = false;
+            self.wake.notify_one();
+        }
     }
 
     /// Waits until everything queued so far is written; returns the
@@ -199,10 +250,18 @@ impl Feeder {
     fn run(self: Arc<Self>) {
         loop {
             let mut st = self.lock();
-            while st.items == 0 && !st.stop && !st.broken {
+            while (st.items == 0 || st.writing) && !st.stop && !st.broken {
                 st.idle = true;
                 st = self.wait(&self.wake, st);
                 st.idle = false;
+            }
+            if st.writing && !st.broken {
+                // Stopping while a put writes its batch itself (`put`
+                // with `now`): that write ends first.
+                st.flushers += 1;
+                drop(self.wait(&self.written, st));
+                self.lock().flushers -= 1;
+                continue;
             }
             if st.broken || st.items == 0 {
                 break;

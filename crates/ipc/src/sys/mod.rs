@@ -57,7 +57,7 @@ pub use listener::{
     LOCAL_SCHEME,
 };
 pub use parent::{parent_sentinel_for_child, remote_parent_sentinel, ParentSentinel};
-pub use poll::poll_readable;
+pub use poll::{local_room_now, poll_readable};
 pub use process::{handle_peer, ChildProcess, LaunchDeadline, INHERITS_CHANNEL};
 pub use shm::{unlink_named, Mapping};
 pub use stream::{stream_pair, Stream};

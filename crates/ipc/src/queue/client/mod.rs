@@ -506,10 +506,11 @@ impl Remote {
         // only for a session whose feeder stream is open, and releases it
         // when that stream ends.
         let feeder = self.feeder(deadline).map_err(Late::for_put)?;
-        if self.bounded() {
-            self.take_permit(timeout, deadline)?;
-        }
-        feeder.put(write).map_err(|e| match e {
+        // A put that used this process's last permit writes its item
+        // itself: the next put waits for room anyway, so there is no
+        // batch to gather, and the feeder thread's wake-up is saved.
+        let last_permit = self.bounded() && self.take_permit(timeout, deadline)?;
+        feeder.put(last_permit, write).map_err(|e| match e {
             FeedError::Encode(e) => {
                 if self.bounded() {
                     // The item was never queued: the place is still ours.
@@ -526,13 +527,14 @@ impl Remote {
 
     /// Takes one of this process's permits, asking the broker for more
     /// (waiting up to `timeout` while the queue is full) if it has none.
-    fn take_permit(&self, timeout: Option<Duration>, deadline: Deadline) -> Result<(), PutFail> {
+    /// Returns whether it was the last one held.
+    fn take_permit(&self, timeout: Option<Duration>, deadline: Deadline) -> Result<bool, PutFail> {
         let h = &self.holdings;
         let wanted = {
             let mut inbox = lock(&h.inbox);
             let now = Instant::now();
             if inbox.permits.take(now) {
-                return Ok(());
+                return Ok(inbox.permits.idle_since().is_none());
             }
             inbox.permits.want(now, self.maxsize)
         };
@@ -557,8 +559,9 @@ impl Remote {
         let mut inbox = lock(&h.inbox);
         if inbox.permits.granted(Instant::now(), granted) {
             h.janitor_watch(&mut inbox);
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Takes one item: from this process's buffer, else from the broker

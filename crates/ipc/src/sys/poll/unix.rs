@@ -42,3 +42,40 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::R
         }
     }
 }
+
+/// The largest write [`local_room_now`] vouches for: far below the
+/// quarter of the send buffer that `POLLOUT` leaves free at the least.
+const ROOM_VOUCHED: usize = 16 << 10;
+
+/// Whether `len` bytes go into this Unix stream socket now without
+/// blocking, whatever its peer does. A Unix stream socket's writes are
+/// bounded by the sender's buffer alone, and `POLLOUT` on it means at
+/// most a quarter of that buffer (over 200 KiB by default) is in use; so
+/// a write of up to [`ROOM_VOUCHED`] bytes fits. Anything else (TCP,
+/// a larger write, an error): false.
+pub fn local_room_now(fd: BorrowedFd<'_>, len: usize) -> bool {
+    if len > ROOM_VOUCHED {
+        return false;
+    }
+    let local = rustix::net::getsockname(fd)
+        .is_ok_and(|a| a.address_family() == rustix::net::AddressFamily::UNIX)
+        && rustix::net::sockopt::socket_type(fd)
+            .is_ok_and(|t| t == rustix::net::SocketType::STREAM);
+    if !local {
+        return false;
+    }
+    let mut pfd = [PollFd::new(&fd, PollFlags::OUT)];
+    matches!(
+        rustix::event::poll(
+            &mut pfd,
+            Some(&Timespec {
+                tv_sec: 0,
+                tv_nsec: 0
+            })
+        ),
+        Ok(1)
+    ) && pfd[0].revents().contains(PollFlags::OUT)
+}
+
+/// Whether [`poll_readable`] waits on streams without polling. `poll(2)` sleeps in the kernel until a stream is ready.
+pub const WAITS_ON_STREAMS: bool = true;

@@ -144,3 +144,11 @@ pub fn poll_readable(
         pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
+
+/// Named pipes do not say whether a write would block: never sure.
+pub fn local_room_now(_h: BorrowedHandle<'_>, _len: usize) -> bool {
+    false
+}
+
+/// Whether [`poll_readable`] waits on streams without polling. A set with a pipe is polled with a back-off (see [`poll_readable`]).
+pub const WAITS_ON_STREAMS: bool = false;
