@@ -25,17 +25,21 @@
 //! its feeder stream ends (it died, or let go of the queue) whatever is
 //! still reserved is released, after every batch that arrived is stored.
 
+use crate::queue::large::Blob;
 use crate::util::lock::{lock, wait, wait_timeout};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// One encoded item: bytes of a shared buffer.
+/// One encoded item: bytes of a shared buffer, or a sealed object
+/// ([`large`](super::large)) whose descriptor the broker holds.
 #[derive(Clone, Debug)]
 pub(crate) struct Item {
     buf: Arc<Vec<u8>>,
     range: Range<usize>,
+    blob: Option<Arc<Blob>>,
 }
 
 impl Item {
@@ -45,7 +49,27 @@ impl Item {
         Item {
             buf: Arc::new(buf),
             range,
+            blob: None,
         }
+    }
+
+    /// A sealed item: its bytes stay in the object.
+    pub(crate) fn sealed(blob: Blob) -> Item {
+        Item {
+            buf: Arc::default(),
+            range: 0..0,
+            blob: Some(Arc::new(blob)),
+        }
+    }
+
+    /// The sealed object, for a sealed item.
+    pub(crate) fn blob(&self) -> Option<&Blob> {
+        self.blob.as_deref()
+    }
+
+    /// The item's bytes, read from its object if it is sealed.
+    pub(crate) fn content(&self) -> Cow<'_, [u8]> {
+        super::large::bytes_of(self.bytes(), self.blob())
     }
 
     /// An item made of `range` of a shared buffer. The range must lie in
@@ -57,16 +81,22 @@ impl Item {
         Item {
             buf: buf.clone(),
             range: start..end,
+            blob: None,
         }
     }
 
+    /// The bytes of an item kept inline (none for a sealed item: see
+    /// [`content`](Self::content)).
     pub(crate) fn bytes(&self) -> &[u8] {
         // In bounds by construction.
         self.buf.get(self.range.clone()).unwrap_or(&[])
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.range.len()
+        match &self.blob {
+            Some(b) => b.len(),
+            None => self.range.len(),
+        }
     }
 }
 
@@ -551,6 +581,11 @@ impl Shared {
 
     pub(crate) fn feed_open(&self, session: u64) {
         self.lock().feed_open(session);
+    }
+
+    /// Whether `session` has an open feeder stream.
+    pub(crate) fn feeding(&self, session: u64) -> bool {
+        self.lock().feeds.contains_key(&session)
     }
 
     /// Stores a feeder's batch `seq`; false if it is out of order.

@@ -39,6 +39,7 @@
 
 use crate::util::lock::{lock, wait, wait_timeout};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,8 @@ use self::permits::Permits;
 use self::pool::Pool;
 use self::prefetch::{Extras, Prefetch};
 use crate::queue::acks::AckPage;
-use crate::queue::feeder::{FeedError, Feeder};
+use crate::queue::feeder::{ConnectHandles, FeedError, Feeder};
+use crate::queue::large::{self, FetchError};
 use crate::queue::wire::{self, Reply, Role};
 use crate::{Address, Client, Connection, Error, Result};
 
@@ -121,6 +123,9 @@ struct Holdings {
     idle: Mutex<Pool<Link>>,
     inbox: Mutex<Inbox>,
     janitor: Condvar,
+    /// Sealed items could not be opened here once: later ops connections
+    /// take large items as bytes ([`large`]).
+    no_sealed: AtomicBool,
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -171,7 +176,17 @@ impl Holdings {
     /// [`Error::Empty`]-like [`Late`], never a hang past it).
     fn connect(&self, role: Role, deadline: Deadline) -> Result<Link, Late> {
         let d = &self.dial;
-        self.connect_with(&wire::hello(d.queue, d.session, role), deadline)
+        let hello = if role == Role::Ops {
+            wire::hello_ops(d.queue, d.session, self.takes_sealed())
+        } else {
+            wire::hello(d.queue, d.session, role)
+        };
+        self.connect_with(&hello, deadline)
+    }
+
+    /// Whether this process's ops connections take sealed items.
+    fn takes_sealed(&self) -> bool {
+        large::usable(&self.dial.address) && !self.no_sealed.load(Ordering::Relaxed)
     }
 
     /// Opens the ack page of `link` (see [`acks`](super::acks)): asks
@@ -423,6 +438,7 @@ impl Remote {
                 idle: Mutex::new(Pool::default()),
                 inbox: Mutex::new(Inbox::default()),
                 janitor: Condvar::new(),
+                no_sealed: AtomicBool::new(false),
             }),
             feeder: Mutex::new(None),
         }
@@ -464,7 +480,18 @@ impl Remote {
             return Ok(f.clone());
         }
         let link = self.holdings.connect(Role::Feeder, deadline)?;
-        let f = Feeder::start(link.conn).map_err(|e| Late::Gone(gone("feeder thread", e)))?;
+        let handles: Option<ConnectHandles> = if large::usable(&self.holdings.dial.address) {
+            let h = self.holdings.clone();
+            Some(Box::new(move || {
+                h.connect(Role::Handles, None)
+                    .map(|l| l.conn)
+                    .map_err(Late::into_error)
+            }))
+        } else {
+            None
+        };
+        let f = Feeder::start(link.conn, handles)
+            .map_err(|e| Late::Gone(gone("feeder thread", e)))?;
         *slot = Some(f.clone());
         Ok(f)
     }
@@ -638,6 +665,9 @@ impl Remote {
         let answer = self
             .request(&mut link, &wire::get(most, timeout, barrier, &[]), deadline)
             .map_err(Late::for_get)?;
+        if answer.first() == Some(&wire::SEALED_ITEM) {
+            return self.sealed(link, &answer, timeout);
+        }
         match outcome::get(wire::parse_reply(&answer)) {
             Answer::Done(Ok(ranges)) => Ok((link, answer, ranges)),
             Answer::Done(Err(e)) => {
@@ -645,6 +675,43 @@ impl Remote {
                 Err(e)
             }
             Answer::Garbled(other) => Err(gone("get", format!("unexpected answer {other}"))),
+        }
+    }
+
+    /// A `SEALED_ITEM` answer on `link`: opens and reads the item while it
+    /// is in flight there. An object that is not what the answer says is
+    /// garbage, taken like an item that does not decode ([`Error::Decode`]);
+    /// one that cannot be opened goes back (the connection is dropped) and
+    /// later connections take large items as bytes: the get asks again.
+    fn sealed(
+        &self,
+        mut link: Link,
+        answer: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
+        let Ok(Reply::SealedItem { len, pid, value }) = wire::parse_reply(answer) else {
+            return Err(gone("get", "malformed sealed item"));
+        };
+        match large::fetch(pid, value, len) {
+            Ok(bytes) => {
+                let n = bytes.len();
+                Ok((link, bytes, vec![0..n]))
+            }
+            Err(FetchError::Refused(e)) => {
+                tracing::warn!("a sealed queue item was refused: {e}");
+                if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
+                    return Err(gone("ack", e));
+                }
+                link.owed.sent_one_way();
+                self.holdings.checkin(link);
+                Err(e)
+            }
+            Err(FetchError::Unreachable(e)) => {
+                tracing::warn!("cannot open a sealed queue item ({e}): large items come as bytes");
+                self.holdings.no_sealed.store(true, Ordering::Relaxed);
+                drop(link);
+                self.ask(timeout)
+            }
         }
     }
 
