@@ -156,10 +156,16 @@ fn killed_holders_lose_nothing_redeliver_nothing_and_leak_nothing() -> mproc::Re
     let mut next = 0u8;
     while let Ok(it) = q.get_timeout(Duration::from_millis(500)) {
         assert_eq!(it.len(), 1 << 20, "a torn item");
-        assert!(it.iter().all(|&b| b == next), "item {next}: torn or out of order");
+        assert!(
+            it.iter().all(|&b| b == next),
+            "item {next}: torn or out of order"
+        );
         next += 1;
     }
-    assert!(next >= 3, "items the producer put before it said so are lost");
+    assert!(
+        next >= 3,
+        "items the producer put before it said so are lost"
+    );
 
     // Everything taken, every holder gone: the owner holds no more
     // descriptors than before (the broker closed the dead holders'
@@ -171,7 +177,9 @@ fn killed_holders_lose_nothing_redeliver_nothing_and_leak_nothing() -> mproc::Re
         assert!(a <= b, "descriptors before {b}, after {a}");
     }
     if let Some(b) = shm_before {
-        let a = std::fs::read_dir("/dev/shm").map(|d| d.count()).unwrap_or(0);
+        let a = std::fs::read_dir("/dev/shm")
+            .map(|d| d.count())
+            .unwrap_or(0);
         assert!(a <= b, "/dev/shm entries before {b}, after {a}");
     }
     Ok(())

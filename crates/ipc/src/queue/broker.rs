@@ -311,7 +311,10 @@ impl Broker {
     fn open_handles(&self, shared: &Shared, queue: u64, session: u64, id: u64, conn: Connection) {
         let mut handles = lock(&self.handles);
         if !shared.feeding(session) {
-            tracing::debug!(session, "handles connection without a feeder stream: closed");
+            tracing::debug!(
+                session,
+                "handles connection without a feeder stream: closed"
+            );
             return;
         }
         // Registered before the answer: descriptors only come after it.
@@ -562,19 +565,19 @@ fn serve_ops(
                             // acknowledged, or back in the queue.
                             conn.send_bytes(&answer)
                         } else {
-                        let bytes: usize = items.iter().map(|i| i.len() + 12).sum();
-                        wire::items_start_in(&mut reply, items.len() as u32, bytes);
-                        for i in &items {
-                            wire::put_item(&mut reply, &i.content());
-                        }
-                        drop(items);
-                        // On failure the items are in flight on this
-                        // connection: closing it puts them back.
-                        let sent = conn.send_bytes(&reply);
-                        if reply.capacity() > KEEP_REPLY {
-                            reply = Vec::new();
-                        }
-                        sent
+                            let bytes: usize = items.iter().map(|i| i.len() + 12).sum();
+                            wire::items_start_in(&mut reply, items.len() as u32, bytes);
+                            for i in &items {
+                                wire::put_item(&mut reply, &i.content());
+                            }
+                            drop(items);
+                            // On failure the items are in flight on this
+                            // connection: closing it puts them back.
+                            let sent = conn.send_bytes(&reply);
+                            if reply.capacity() > KEEP_REPLY {
+                                reply = Vec::new();
+                            }
+                            sent
                         }
                     }
                     Taken::Empty => conn.send_bytes(&[wire::EMPTY]),

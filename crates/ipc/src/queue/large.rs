@@ -125,9 +125,8 @@ pub(crate) enum FetchError {
 /// Consumer side: opens the sealed item `value` of the broker's process
 /// `pid`, checks it is `len` bytes, sealed, and reads it.
 pub(crate) fn fetch(pid: u32, value: u64, len: u64) -> Result<Vec<u8>, FetchError> {
-    let len = usize::try_from(len).map_err(|_| {
-        FetchError::Refused(Error::decode_msg("a sealed item longer than memory"))
-    })?;
+    let len = usize::try_from(len)
+        .map_err(|_| FetchError::Refused(Error::decode_msg("a sealed item longer than memory")))?;
     let fd = sys::import_handle(pid, value).map_err(FetchError::Unreachable)?;
     checked_read(&fd, len)
 }

@@ -187,8 +187,14 @@ pub(crate) enum Request {
 /// An answer, as a holder reads it (items as byte ranges of the message).
 #[derive(Debug, PartialEq)]
 pub(crate) enum Reply {
-    HelloOk { conn: u64 },
-    AckPage { conn: u64, pid: u32, value: u64 },
+    HelloOk {
+        conn: u64,
+    },
+    AckPage {
+        conn: u64,
+        pid: u32,
+        value: u64,
+    },
     NoQueue,
     Granted(u32),
     Full,

@@ -490,8 +490,8 @@ impl Remote {
         } else {
             None
         };
-        let f = Feeder::start(link.conn, handles)
-            .map_err(|e| Late::Gone(gone("feeder thread", e)))?;
+        let f =
+            Feeder::start(link.conn, handles).map_err(|e| Late::Gone(gone("feeder thread", e)))?;
         *slot = Some(f.clone());
         Ok(f)
     }
@@ -695,7 +695,7 @@ impl Remote {
         match large::fetch(pid, value, len) {
             Ok(bytes) => {
                 let n = bytes.len();
-                Ok((link, bytes, vec![0..n]))
+                Ok((link, bytes, std::iter::once(0..n).collect()))
             }
             Err(FetchError::Refused(e)) => {
                 tracing::warn!("a sealed queue item was refused: {e}");
