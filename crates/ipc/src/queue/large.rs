@@ -35,7 +35,7 @@ use std::borrow::Cow;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::sys::{self, OwnedHandle};
+use crate::sys::{self, OwnedHandle, SealedView};
 use crate::{Address, Error};
 
 /// Items of at least this many encoded bytes travel out of band.
@@ -123,23 +123,32 @@ pub(crate) enum FetchError {
 }
 
 /// Consumer side: opens the sealed item `value` of the broker's process
-/// `pid`, checks it is `len` bytes, sealed, and reads it.
-pub(crate) fn fetch(pid: u32, value: u64, len: u64) -> Result<Vec<u8>, FetchError> {
+/// `pid`, checks it is `len` bytes, sealed, and maps it read-only (the
+/// decoder reads it there: no copy, no fault per page).
+pub(crate) fn fetch(pid: u32, value: u64, len: u64) -> Result<SealedView, FetchError> {
     let len = usize::try_from(len)
         .map_err(|_| FetchError::Refused(Error::decode_msg("a sealed item longer than memory")))?;
     let fd = sys::import_handle(pid, value).map_err(FetchError::Unreachable)?;
-    checked_read(&fd, len)
+    checked_map(&fd, len)
+}
+
+/// What could not be had of a sealed object: refused, or out of reach.
+fn refused(e: io::Error) -> FetchError {
+    if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof {
+        FetchError::Refused(Error::decode(e))
+    } else {
+        FetchError::Unreachable(e)
+    }
+}
+
+/// Checks and maps a sealed object of `len` bytes.
+pub(crate) fn checked_map(fd: &OwnedHandle, len: usize) -> Result<SealedView, FetchError> {
+    sys::map_sealed(sys::borrow(fd), len).map_err(refused)
 }
 
 /// Checks and reads a sealed object of `len` bytes.
-pub(crate) fn checked_read(fd: &OwnedHandle, len: usize) -> Result<Vec<u8>, FetchError> {
-    let refused = |e: io::Error| {
-        if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof {
-            FetchError::Refused(Error::decode(e))
-        } else {
-            FetchError::Unreachable(e)
-        }
-    };
+#[cfg(test)]
+fn checked_read(fd: &OwnedHandle, len: usize) -> Result<Vec<u8>, FetchError> {
     sys::check_sealed(sys::borrow(fd), len).map_err(refused)?;
     sys::read_sealed(sys::borrow(fd), len).map_err(refused)
 }
@@ -172,6 +181,11 @@ mod tests {
         let bytes: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         let fd = seal(&bytes).unwrap();
         assert_eq!(checked_read(&fd, bytes.len()).unwrap(), bytes);
+        assert_eq!(checked_map(&fd, bytes.len()).unwrap().bytes(), &bytes[..]);
+        assert!(matches!(
+            checked_map(&fd, bytes.len() - 1),
+            Err(FetchError::Refused(Error::Decode(_)))
+        ));
         // A wrong length is refused, never read short or long.
         assert!(matches!(
             checked_read(&fd, bytes.len() + 1),
@@ -183,6 +197,10 @@ mod tests {
         let dup = sys::duplicate(plain.handle()).unwrap();
         assert!(matches!(
             checked_read(&dup, 4096),
+            Err(FetchError::Refused(_))
+        ));
+        assert!(matches!(
+            checked_map(&dup, 4096),
             Err(FetchError::Refused(_))
         ));
         let (a, _b) = sys::stream_pair().unwrap();

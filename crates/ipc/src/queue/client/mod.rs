@@ -413,6 +413,13 @@ impl Holdings {
     }
 }
 
+/// What a `GET` brought: items (the connection, the answer, their ranges
+/// in it), or one sealed item, mapped.
+enum Asked {
+    Items(Link, Vec<u8>, Vec<Range<usize>>),
+    Sealed(Link, crate::sys::SealedView),
+}
+
 /// A queue owned by another process, as this process holds it.
 pub(crate) struct Remote {
     maxsize: usize,
@@ -600,7 +607,22 @@ impl Remote {
         let exchanged = self.ask(timeout);
         let mut inbox = lock(&h.inbox);
         inbox.prefetch.back_from_broker();
-        let (mut link, frame, ranges) = exchanged?;
+        let (mut link, frame, ranges) = match exchanged? {
+            Asked::Items(link, frame, ranges) => (link, frame, ranges),
+            Asked::Sealed(mut link, view) => {
+                // Always alone: acknowledged before it is handed out.
+                let now = Instant::now();
+                inbox.prefetch.delivered(now, 1);
+                inbox.ledger.taken_at(now);
+                drop(inbox);
+                if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
+                    return Err(gone("ack", e));
+                }
+                link.owed.sent_one_way();
+                h.checkin(link);
+                return Ok(Received::sealed(view));
+            }
+        };
         let frame = Arc::new(frame);
         let mut ranges = ranges.into_iter();
         let first = ranges.next().unwrap_or(0..0);
@@ -647,7 +669,7 @@ impl Remote {
 
     /// Asks the broker for items; returns the connection, the answer and
     /// the items' ranges in it.
-    fn ask(&self, timeout: Option<Duration>) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
+    fn ask(&self, timeout: Option<Duration>) -> Result<Asked> {
         let deadline = client_deadline(timeout);
         let barrier = self.barrier()?;
         let mut link = self.holdings.checkout(deadline).map_err(Late::for_get)?;
@@ -669,7 +691,7 @@ impl Remote {
             return self.sealed(link, &answer, timeout);
         }
         match outcome::get(wire::parse_reply(&answer)) {
-            Answer::Done(Ok(ranges)) => Ok((link, answer, ranges)),
+            Answer::Done(Ok(ranges)) => Ok(Asked::Items(link, answer, ranges)),
             Answer::Done(Err(e)) => {
                 self.holdings.checkin(link);
                 Err(e)
@@ -683,20 +705,12 @@ impl Remote {
     /// garbage, taken like an item that does not decode ([`Error::Decode`]);
     /// one that cannot be opened goes back (the connection is dropped) and
     /// later connections take large items as bytes: the get asks again.
-    fn sealed(
-        &self,
-        mut link: Link,
-        answer: &[u8],
-        timeout: Option<Duration>,
-    ) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
+    fn sealed(&self, mut link: Link, answer: &[u8], timeout: Option<Duration>) -> Result<Asked> {
         let Ok(Reply::SealedItem { len, pid, value }) = wire::parse_reply(answer) else {
             return Err(gone("get", "malformed sealed item"));
         };
         match large::fetch(pid, value, len) {
-            Ok(bytes) => {
-                let n = bytes.len();
-                Ok((link, bytes, std::iter::once(0..n).collect()))
-            }
+            Ok(view) => Ok(Asked::Sealed(link, view)),
             Err(FetchError::Refused(e)) => {
                 tracing::warn!("a sealed queue item was refused: {e}");
                 if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {

@@ -13,7 +13,9 @@
 //! a memfd with `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK |
 //! F_SEAL_SEAL`); `check_sealed(handle, len)` that a handle from a peer
 //! is one, of exactly `len` bytes (`ErrorKind::InvalidData` otherwise);
-//! `read_sealed(handle, len)` its bytes, read, never mapped (no `SIGBUS`).
+//! `read_sealed(handle, len)` its bytes, read (`pread`: never `SIGBUS`);
+//! `map_sealed(handle, len)` a `SealedView` of them, mapped read-only
+//! after the same checks (a sealed object cannot shrink: no `SIGBUS`).
 //! Windows has none yet (`Unsupported`): large items travel inline there.
 
 #[cfg(unix)]
@@ -26,4 +28,7 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-pub use imp::{check_sealed, read_sealed, seal_bytes, unlink_named, Mapping, SEALED_ITEMS};
+pub use imp::{
+    check_sealed, map_sealed, read_sealed, seal_bytes, unlink_named, Mapping, SealedView,
+    SEALED_ITEMS,
+};

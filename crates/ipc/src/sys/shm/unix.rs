@@ -274,3 +274,67 @@ pub fn read_sealed(h: BorrowedHandle<'_>, len: usize) -> io::Result<Vec<u8>> {
     }
     Ok(buf)
 }
+
+/// A read-only view of a sealed item's bytes, unmapped on drop.
+pub struct SealedView {
+    /// `None` for an empty item (nothing to map).
+    ptr: Option<NonNull<u8>>,
+    len: usize,
+}
+
+// SAFETY: a read-only mapping of an object nobody can change any more.
+unsafe impl Send for SealedView {}
+// SAFETY: as above: shared reads only.
+unsafe impl Sync for SealedView {}
+
+impl SealedView {
+    /// The item's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self.ptr {
+            // SAFETY: `len` mapped, readable bytes that stay mapped and
+            // unchanged while `self` lives (the object is sealed).
+            Some(p) => unsafe { std::slice::from_raw_parts(p.as_ptr(), self.len) },
+            None => &[],
+        }
+    }
+}
+
+impl Drop for SealedView {
+    fn drop(&mut self) {
+        if let Some(p) = self.ptr {
+            // SAFETY: our own mapping of `len` bytes; its borrows ended.
+            unsafe { libc::munmap(p.as_ptr().cast(), self.len) };
+        }
+    }
+}
+
+/// Maps a sealed item of `len` bytes read-only, its pages populated at
+/// once (no fault per page). Checks it first ([`check_sealed`]): an
+/// object sealed against shrinking can never make the mapping raise
+/// `SIGBUS`, and one sealed against writing never changes under it.
+pub fn map_sealed(h: BorrowedHandle<'_>, len: usize) -> io::Result<SealedView> {
+    check_sealed(h, len)?;
+    if len == 0 {
+        return Ok(SealedView { ptr: None, len });
+    }
+    // SAFETY: maps `len` bytes of an object exactly that long that can
+    // no longer shrink or change; the result is checked before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            h.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+    Ok(SealedView {
+        ptr: Some(ptr),
+        len,
+    })
+}

@@ -210,3 +210,18 @@ pub fn check_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<()> {
 pub fn read_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<Vec<u8>> {
     Err(unsupported())
 }
+
+/// A read-only view of a sealed item's bytes: none on Windows yet.
+pub struct SealedView(());
+
+impl SealedView {
+    /// The item's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &[]
+    }
+}
+
+/// Not on Windows yet: always `ErrorKind::Unsupported`.
+pub fn map_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<SealedView> {
+    Err(unsupported())
+}
