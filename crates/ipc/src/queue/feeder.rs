@@ -56,6 +56,8 @@ struct State {
     items: usize,
     /// The descriptors of the sealed items in `pending`, in order.
     sealed: Vec<OwnedHandle>,
+    /// Their bytes: they count towards [`HIGH_WATER`] as inline bytes do.
+    sealed_bytes: usize,
     /// An empty buffer to fill next.
     spare: Vec<u8>,
     /// The last batch written completely.
@@ -100,6 +102,7 @@ impl Feeder {
                 pending,
                 items: 0,
                 sealed: Vec::new(),
+                sealed_bytes: 0,
                 spare: Vec::new(),
                 written: 0,
                 writing: false,
@@ -136,7 +139,7 @@ impl Feeder {
         let mut st = self.lock();
         while !st.broken
             && st.items > 0
-            && (st.pending.len() >= HIGH_WATER || st.sealed.len() >= MAX_SEALED)
+            && (st.pending.len() + st.sealed_bytes >= HIGH_WATER || st.sealed.len() >= MAX_SEALED)
         {
             st.flushers += 1;
             st = self.wait(&self.written, st);
@@ -260,6 +263,7 @@ impl Feeder {
             wire::batch_start(&mut next);
             let mut batch = std::mem::replace(&mut st.pending, next);
             let sealed = std::mem::take(&mut st.sealed);
+            st.sealed_bytes = 0;
             st.items = 0;
             st.writing = true;
             let seq = st.written + 1;
@@ -282,6 +286,7 @@ impl Feeder {
                     st.broken = true;
                     st.items = 0;
                     st.sealed.clear();
+                    st.sealed_bytes = 0;
                     wire::batch_start(&mut st.pending);
                 }
             }
@@ -313,10 +318,12 @@ fn seal_last(st: &mut State, start: usize) {
     };
     match large::seal(bytes) {
         Ok(fd) => {
-            let len = bytes.len() as u64;
+            let bytes_len = bytes.len();
+            let len = bytes_len as u64;
             st.pending.truncate(start);
             wire::put_sealed(&mut st.pending, len);
             st.sealed.push(fd);
+            st.sealed_bytes += bytes_len;
         }
         Err(e) => tracing::debug!("a large item stays inline: {e}"),
     }
