@@ -510,15 +510,16 @@ impl<'a> Reader<'a> {
 
     /// One entry of a `PUT_BATCH`: an item, or a sealed item's length.
     fn entry(&mut self) -> Result<Entry, Malformed> {
-        let at = self.pos;
-        if self.u32()? == u32::MAX {
-            let long = self.u64()?;
-            if long & SEALED != 0 {
-                return Ok(Entry::Sealed(long & !SEALED));
-            }
+        let short = self.u32()?;
+        if short != u32::MAX {
+            return Ok(Entry::Bytes(self.range(short as usize)?));
         }
-        self.pos = at;
-        Ok(Entry::Bytes(self.item()?))
+        let long = self.u64()?;
+        if long & SEALED != 0 {
+            return Ok(Entry::Sealed(long & !SEALED));
+        }
+        let len = usize::try_from(long).map_err(|_| Malformed("item too long"))?;
+        Ok(Entry::Bytes(self.range(len)?))
     }
 
     /// Entries up to the end of the message.
