@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use mproc::{Address, Error, Pool, Process, Queue};
+use serde_bytes::ByteBuf;
 
 #[path = "../common/queue_handle.rs"]
 mod queue_handle;
@@ -326,5 +327,169 @@ fn queue_broker_socket_is_private() -> mproc::Result<()> {
     let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
     assert_eq!(mode(dir)?, 0o700, "{}", dir.display());
     assert_eq!(mode(&socket)?, 0o600, "{}", socket.display());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// From tests/queue_large.rs (issue 14, item 4): a hostile producer of
+// sealed items. It speaks the queue protocol itself (docs/protocol.md,
+// "Queue"), with the key from a handle, and sends descriptors with
+// SCM_RIGHTS: Unix only.
+
+/// The broker address, key and id of a queue, read from its handle.
+fn queue_parts<T>(q: &Queue<T>) -> (Address, Vec<u8>, u64) {
+    let bytes = postcard::to_stdvec(q).expect("a queue handle serialises");
+    let (address, key, _maxsize, id): (Address, Vec<u8>, u64, u64) =
+        postcard::from_bytes(&bytes).expect("a queue handle is address, key, maxsize, id");
+    (address, key, id)
+}
+
+/// A holder's `HELLO` for `role` (1 feeder, 3 handles).
+fn raw_hello(id: u64, session: u64, role: u8) -> Vec<u8> {
+    let mut m = vec![1u8];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&session.to_be_bytes());
+    m.push(role);
+    m
+}
+
+/// A `PUT_BATCH` (number 1) of one sealed item said to be `len` bytes.
+fn raw_sealed_batch(len: u64) -> Vec<u8> {
+    let mut m = vec![2u8];
+    m.extend_from_slice(&1u64.to_be_bytes());
+    m.extend_from_slice(&[0xff; 4]);
+    m.extend_from_slice(&((1u64 << 63) | len).to_be_bytes());
+    m
+}
+
+/// Sends `fd` on the socket `sock` with one marker byte (SCM_RIGHTS).
+fn send_fd(sock: std::os::fd::BorrowedFd<'_>, fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let mut byte = [b'H'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives
+    // the sendmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer holds one header and one descriptor.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
+    }
+    // SAFETY: a valid message on an open socket.
+    let sent = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    assert_eq!(sent, 1, "sendmsg: {}", std::io::Error::last_os_error());
+}
+
+/// A memfd holding `bytes`, sealed with `seals` (none: not sealed).
+fn memfd(bytes: &[u8], seals: libc::c_int) -> std::os::fd::OwnedFd {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"hostile".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor we own.
+    let mut f = std::fs::File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    f.write_all(bytes).unwrap();
+    if seals != 0 {
+        // SAFETY: an open memfd that allows sealing.
+        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+        assert_eq!(r, 0);
+    }
+    f.into()
+}
+
+/// A producer that is not mproc: sends `fd` (if any) for a sealed item of
+/// `len` bytes, then the batch. Returns whether the broker closed its
+/// feeder stream (it refused the batch).
+fn hostile_sealed_put(q: &Queue<ByteBuf>, fd: Option<std::os::fd::OwnedFd>, len: u64) -> bool {
+    use std::os::fd::AsFd;
+    let (address, key, id) = queue_parts(q);
+    let session = 0x5eed_0000 + len;
+    let feeder = mproc::Client::connect(&address, Some(&key)).unwrap();
+    feeder.send_bytes(&raw_hello(id, session, 1)).unwrap();
+    assert_eq!(feeder.recv_bytes().unwrap()[0], 101, "HELLO_OK");
+    let handles = mproc::Client::connect(&address, Some(&key)).unwrap();
+    handles.send_bytes(&raw_hello(id, session, 3)).unwrap();
+    assert_eq!(handles.recv_bytes().unwrap()[0], 101, "HELLO_OK");
+    if let Some(fd) = fd {
+        send_fd(handles.as_fd(), fd.as_fd());
+    }
+    feeder.send_bytes(&raw_sealed_batch(len)).unwrap();
+    // The broker answers nothing on a feeder stream but `SYNC`: its end
+    // is the only thing to read.
+    let closed = feeder.recv_bytes().is_err();
+    drop(handles);
+    closed
+}
+
+#[mproc::test]
+fn a_hostile_producer_of_sealed_items_is_refused_and_leaks_nothing() -> mproc::Result<()> {
+    // In a process of its own: the descriptor count is the owner's alone,
+    // not disturbed by the other tests of this binary.
+    if let Err(e) = mproc::spawn(hostile_sealed_puts, ())?.join()? {
+        panic!("in the owner's process: {e}");
+    }
+    Ok(())
+}
+
+/// The owner of a queue, attacked by a producer of bad sealed items.
+#[mproc::target]
+fn hostile_sealed_puts() -> Result<(), String> {
+    hostile_sealed_puts_here().map_err(|e| e.to_string())
+}
+
+fn hostile_sealed_puts_here() -> mproc::Result<()> {
+    let q = Queue::<ByteBuf>::new(0)?;
+    // Warm up the broker before counting its descriptors.
+    q.put(ByteBuf::from(vec![1u8; 10]))?;
+    let fds = |p: &str| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+    let before = fds("/proc/self/fd");
+    let all = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    let (sock, peer) = std::os::unix::net::UnixStream::pair()?;
+    let cases: Vec<(&str, Option<std::os::fd::OwnedFd>, u64)> = vec![
+        ("an unsealed memfd", Some(memfd(&[0; 4096], 0)), 4096),
+        (
+            "a memfd that can still shrink",
+            Some(memfd(&[0; 4096], libc::F_SEAL_WRITE | libc::F_SEAL_GROW)),
+            4096,
+        ),
+        (
+            "a sealed memfd, size too big",
+            Some(memfd(&[0; 16], all)),
+            1 << 20,
+        ),
+        (
+            "a sealed memfd, size too small",
+            Some(memfd(&[0; 4096], all)),
+            16,
+        ),
+        ("a socket", Some(sock.into()), 0),
+        ("no descriptor at all", None, 4096),
+    ];
+    for (what, fd, len) in cases {
+        assert!(hostile_sealed_put(&q, fd, len), "{what}: batch not refused");
+        // Nothing of the refused batch was stored; the queue works on.
+        assert_eq!(q.qsize(), 1, "{what}");
+    }
+    assert_eq!(q.get()?.len(), 10);
+    drop(peer);
+    let after = fds("/proc/self/fd");
+    assert!(
+        after <= before,
+        "descriptors before {before}, after {after}"
+    );
     Ok(())
 }

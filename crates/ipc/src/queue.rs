@@ -14,6 +14,7 @@ mod core;
 mod exit;
 mod feeder;
 mod joinable;
+mod large;
 mod parked;
 mod recycle;
 mod wire;
@@ -231,7 +232,7 @@ impl Inner {
         match &self.link {
             Link::Owner(shared) => match shared.take(None, 1, deadline(timeout), &|| true) {
                 Taken::Items(items) => match items.first() {
-                    Some(item) => tag::decode(item.bytes()),
+                    Some(item) => tag::decode(&item.content()),
                     None => Err(Error::Empty),
                 },
                 Taken::Empty | Taken::Abandoned => Err(Error::Empty),

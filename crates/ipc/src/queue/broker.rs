@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use crate::listener::Pending;
 use crate::queue::acks::AckPages;
 use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
+use crate::queue::large::{self, Kept};
 use crate::queue::parked::{self, Given, Parker, Waited, Want};
 use crate::queue::recycle::Recycler;
-use crate::queue::wire::{self, Request, Role};
+use crate::queue::wire::{self, Entry, Request, Role};
 use crate::{Address, Connection, Error, Listener, Result};
 
 /// This process's broker.
@@ -45,6 +46,9 @@ pub(crate) struct Broker {
     /// Peers that connected and have not proven the key yet, from the
     /// local listener and the TCP one alike (one bound for both).
     pending: Arc<PendingList>,
+    /// The handles connection of each (queue, session) whose feeder sends
+    /// sealed items: at most one per open feeder stream.
+    handles: Mutex<HashMap<(u64, u64), Arc<Connection>>>,
 }
 
 static BROKER: Mutex<Option<Arc<Broker>>> = Mutex::new(None);
@@ -89,6 +93,7 @@ pub(crate) fn get_or_start() -> Result<Arc<Broker>> {
         next_conn: AtomicU64::new(1),
         acks: AckPages::default(),
         pending: pending.clone(),
+        handles: Mutex::new(HashMap::new()),
     });
     for _ in 0..HANDSHAKERS {
         let (b, p) = (broker.clone(), pending.clone());
@@ -227,6 +232,7 @@ impl Broker {
             session,
             role,
             link,
+            sealed,
         }) = wire::parse_request(&hello)
         else {
             tracing::warn!("queue connection without a hello: closed");
@@ -249,6 +255,10 @@ impl Broker {
             }
             return;
         }
+        if role == Role::Handles {
+            self.open_handles(&shared, queue, session, id, conn);
+            return;
+        }
         if role == Role::Feeder {
             // Registered before the answer: a request that follows the
             // holder's first put finds the feed.
@@ -267,12 +277,19 @@ impl Broker {
         let _enter = span.enter();
         match role {
             Role::Feeder => {
-                serve_feeder(&shared, &conn, session);
+                serve_feeder(&shared, &conn, session, &|| {
+                    lock(&self.handles).get(&(queue, session)).cloned()
+                });
+                // Under the map's lock, so that a handles connection is
+                // either refused or dropped here (its descriptors still in
+                // flight are freed with it).
+                let mut handles = lock(&self.handles);
                 shared.feed_closed(session);
+                handles.remove(&(queue, session));
             }
-            Role::Acks => {}
+            Role::Acks | Role::Handles => {}
             Role::Ops => {
-                serve_ops(&shared, &self.acks, &conn, id, session);
+                serve_ops(&shared, &self.acks, &conn, id, session, sealed);
                 // What the holder took is counted out before the rest goes
                 // back: its acks were written before its gets returned.
                 let taken = self.acks.finish(id);
@@ -287,6 +304,69 @@ impl Broker {
             }
         }
     }
+}
+
+impl Broker {
+    /// Keeps a session's handles connection (role 3) for its feeder
+    /// thread, which reads the descriptors of sealed items from it. Only
+    /// for a session whose feeder stream is open (one per stream: a later
+    /// one replaces it), so a peer cannot make the broker keep
+    /// connections nobody reads.
+    fn open_handles(
+        &self,
+        shared: &Shared,
+        queue: u64,
+        session: u64,
+        id: u64,
+        conn: Arc<Connection>,
+    ) {
+        let mut handles = lock(&self.handles);
+        if !shared.feeding(session) {
+            tracing::debug!(
+                session,
+                "handles connection without a feeder stream: closed"
+            );
+            return;
+        }
+        // Registered before the answer: descriptors only come after it.
+        if conn.send_bytes(&wire::hello_ok(id)).is_ok() {
+            handles.insert((queue, session), conn);
+        }
+    }
+}
+
+/// Takes the descriptor of a sealed entry of `len` bytes from the
+/// session's handles connection and checks it. The producer sent it
+/// before the batch, so it is there already: a missing or wrong one is
+/// a broken batch (`Err`).
+fn take_sealed(handles: Option<Arc<Connection>>, len: u64) -> std::io::Result<Item> {
+    let Some(h) = handles else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a sealed item without a handles connection",
+        ));
+    };
+    if !matches!(h.poll(Some(Duration::ZERO)), Ok(true)) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a sealed item whose descriptor was not sent",
+        ));
+    }
+    let mut fds = crate::sys::recv_handles(h.stream().handle(), 1)?;
+    let fd = fds.pop().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "no descriptor received")
+    })?;
+    // Only one rides on each marker byte; more is a broken batch.
+    if !fds.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "more than one descriptor for a sealed item",
+        ));
+    }
+    Ok(match large::keep(fd, len)? {
+        Kept::Sealed(blob) => Item::sealed(blob),
+        Kept::Bytes(bytes) => Item::whole(bytes),
+    })
 }
 
 /// How long a connecting peer has to prove the queue's key (a holder
@@ -352,10 +432,18 @@ fn deadline_of(timeout: Option<Duration>) -> Deadline {
 }
 
 /// Reads a feeder's batches until its stream ends. A batch cut short by
-/// the sender's death never parses: nothing of it is stored.
-fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
+/// the sender's death never parses: nothing of it is stored. Sealed
+/// items take their descriptors from the session's handles connection
+/// (`handles`); a batch whose descriptors are missing or wrong is not
+/// stored either, and ends the stream.
+fn serve_feeder(
+    shared: &Shared,
+    conn: &Connection,
+    session: u64,
+    handles: &dyn Fn() -> Option<Arc<Connection>>,
+) {
     // Batches are read into buffers their items no longer hold, and
-    // their ranges into one list: no fresh memory per batch.
+    // their entries into one list: no fresh memory per batch.
     let mut buffers = Recycler::default();
     let mut ranges = Vec::new();
     loop {
@@ -390,8 +478,32 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
             }
         };
         let buf = buffers.lend(msg);
-        let items = ranges.drain(..).map(|r| Item::part(&buf, r));
-        if !shared.feed(session, seq, items) {
+        let stored = if ranges.iter().all(|e| matches!(e, Entry::Bytes(_))) {
+            shared.feed(
+                session,
+                seq,
+                ranges.drain(..).map(|e| match e {
+                    Entry::Bytes(r) => Item::part(&buf, r),
+                    Entry::Sealed(_) => Item::whole(Vec::new()),
+                }),
+            )
+        } else {
+            let mut items = Vec::with_capacity(ranges.len());
+            for e in ranges.drain(..) {
+                items.push(match e {
+                    Entry::Bytes(r) => Item::part(&buf, r),
+                    Entry::Sealed(len) => match take_sealed(handles(), len) {
+                        Ok(item) => item,
+                        Err(e) => {
+                            tracing::warn!("feeder batch refused: {e}");
+                            return;
+                        }
+                    },
+                });
+            }
+            shared.feed(session, seq, items)
+        };
+        if !stored {
             tracing::warn!(seq, "feeder batch out of order");
             return;
         }
@@ -405,8 +517,17 @@ fn serve_feeder(shared: &Shared, conn: &Connection, session: u64) {
 /// not kept for the next batch.
 const KEEP_RANGES: usize = 1 << 16;
 
-/// Answers requests until the connection ends.
-fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Arc<Connection>, id: u64, session: u64) {
+/// Answers requests until the connection ends. `sealed`: the holder
+/// takes sealed items (a `SEALED_ITEM` answer, one at a time); other
+/// holders get their bytes.
+fn serve_ops(
+    shared: &Shared,
+    acks: &AckPages,
+    conn: &Arc<Connection>,
+    id: u64,
+    session: u64,
+    sealed: bool,
+) {
     // While a request waits, the holder sends nothing more on this
     // connection: anything readable means it is gone.
     let alive = || matches!(conn.poll(Some(Duration::ZERO)), Ok(false));
@@ -509,17 +630,28 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Arc<Connection>, id: u64, 
                     None => shared.take_to_send(most, deadline, &alive),
                 };
                 match taken {
-                    Taken::Items(items) => {
-                        // In flight on this connection before they are
-                        // sent: the holder's acks for them come after.
-                        shared.answer_items(id, items, &mut reply);
-                        // On failure the items are in flight on this
-                        // connection: closing it puts them back.
-                        let sent = conn.send_bytes(&reply);
-                        if reply.capacity() > KEEP_REPLY {
-                            reply = Vec::new();
+                    Taken::Items(mut items) => {
+                        if let Some(answer) = sealed_answer(shared, sealed, &mut items) {
+                            // In flight on this connection before it is
+                            // sent, like any delivered item: the broker
+                            // keeps its descriptor until it is
+                            // acknowledged, or back in the queue.
+                            shared.sent(id, items);
+                            conn.send_bytes(&answer)
+                        } else {
+                            // In flight on this connection before they are
+                            // sent: the holder's acks for them come after.
+                            // (A parked request answered by another thread
+                            // takes this path too, sealed items as bytes.)
+                            shared.answer_items(id, items, &mut reply);
+                            // On failure the items are in flight on this
+                            // connection: closing it puts them back.
+                            let sent = conn.send_bytes(&reply);
+                            if reply.capacity() > KEEP_REPLY {
+                                reply = Vec::new();
+                            }
+                            sent
                         }
-                        sent
                     }
                     Taken::Empty => conn.send_bytes(&[wire::EMPTY]),
                     Taken::Abandoned => return,
@@ -566,6 +698,32 @@ fn serve_ops(shared: &Shared, acks: &AckPages, conn: &Arc<Connection>, id: u64, 
             return;
         }
     }
+}
+
+/// A delivery with sealed items to a holder that takes them: one sealed
+/// item goes alone as `SEALED_ITEM` (the answer, returned), or the items
+/// before the first sealed one go as `ITEMS` (`items` is cut to them).
+/// Either way what is not sent goes back to the front of the queue at
+/// once (taken to send, never recorded as this connection's). `None`
+/// for an `ITEMS` answer of what `items` holds.
+fn sealed_answer(shared: &Shared, sealed: bool, items: &mut Vec<Item>) -> Option<Vec<u8>> {
+    if !sealed {
+        return None;
+    }
+    let first = items.iter().position(|i| i.blob().is_some())?;
+    let keep = first.max(1);
+    if items.len() > keep {
+        shared.unsend(items.split_off(keep));
+    }
+    if first > 0 {
+        return None;
+    }
+    let blob = items.first().and_then(Item::blob)?;
+    Some(wire::sealed_item(
+        blob.len() as u64,
+        std::process::id(),
+        blob.value(),
+    ))
 }
 
 /// Serving holders on other hosts (a queue passed to a child that a

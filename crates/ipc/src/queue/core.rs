@@ -25,8 +25,10 @@
 //! its feeder stream ends (it died, or let go of the queue) whatever is
 //! still reserved is released, after every batch that arrived is stored.
 
+use crate::queue::large::Blob;
 use crate::queue::wire;
 use crate::util::lock::{lock, wait, wait_timeout};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -34,11 +36,13 @@ use std::time::Instant;
 
 use crate::queue::parked::{self, Given, Parked, Settled, Want};
 
-/// One encoded item: bytes of a shared buffer.
+/// One encoded item: bytes of a shared buffer, or a sealed object
+/// ([`large`](super::large)) whose descriptor the broker holds.
 #[derive(Clone, Debug)]
 pub(crate) struct Item {
     buf: Arc<Vec<u8>>,
     range: Range<usize>,
+    blob: Option<Arc<Blob>>,
 }
 
 impl Item {
@@ -48,7 +52,27 @@ impl Item {
         Item {
             buf: Arc::new(buf),
             range,
+            blob: None,
         }
+    }
+
+    /// A sealed item: its bytes stay in the object.
+    pub(crate) fn sealed(blob: Blob) -> Item {
+        Item {
+            buf: Arc::default(),
+            range: 0..0,
+            blob: Some(Arc::new(blob)),
+        }
+    }
+
+    /// The sealed object, for a sealed item.
+    pub(crate) fn blob(&self) -> Option<&Blob> {
+        self.blob.as_deref()
+    }
+
+    /// The item's bytes, read from its object if it is sealed.
+    pub(crate) fn content(&self) -> Cow<'_, [u8]> {
+        super::large::bytes_of(self.bytes(), self.blob())
     }
 
     /// An item made of `range` of a shared buffer. The range must lie in
@@ -60,21 +84,30 @@ impl Item {
         Item {
             buf: buf.clone(),
             range: start..end,
+            blob: None,
         }
     }
 
+    /// The bytes of an item kept inline (none for a sealed item: see
+    /// [`content`](Self::content)).
     pub(crate) fn bytes(&self) -> &[u8] {
         // In bounds by construction.
         self.buf.get(self.range.clone()).unwrap_or(&[])
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.range.len()
+        match &self.blob {
+            Some(b) => b.len(),
+            None => self.range.len(),
+        }
     }
 
     /// Where the item's 4-byte length starts in its buffer, if the bytes
     /// before it are exactly that (as in the feeder batch it came in).
     fn prefixed_start(&self) -> Option<usize> {
+        if self.blob.is_some() {
+            return None;
+        }
         let start = self.range.start.checked_sub(4)?;
         let len = u32::try_from(self.range.len())
             .ok()
@@ -86,12 +119,19 @@ impl Item {
 /// Appends `items` as the wire lists them (each its length, then its
 /// bytes: [`wire::put_item`]). Items that follow each other in the batch
 /// they came in, each with its length in front, are already in that form
-/// there: each such run is copied at once, not item by item.
+/// there: each such run is copied at once, not item by item. A sealed
+/// item is never part of a run (its entry in the batch holds no bytes):
+/// its bytes are read from its object.
 pub(crate) fn put_items(out: &mut Vec<u8>, items: &[Item]) {
     let mut i = 0;
     while i < items.len() {
         let first = &items[i];
         let mut next = i + 1;
+        if first.blob.is_some() {
+            wire::put_item(out, &first.content());
+            i = next;
+            continue;
+        }
         if let Some(start) = first.prefixed_start() {
             let mut end = first.range.end;
             while let Some(item) = items.get(next) {
@@ -229,6 +269,18 @@ impl Core {
         if !items.is_empty() {
             self.inflight.entry(conn).or_default().extend(items);
         }
+    }
+
+    /// `items` from [`take_out`](Self::take_out) are not sent after all:
+    /// they come back to the front of the queue, in their order. Returns
+    /// how many did.
+    pub(crate) fn unsend(&mut self, items: Vec<Item>) -> usize {
+        let n = items.len();
+        self.inflight_total -= n;
+        for item in items.into_iter().rev() {
+            self.items.push_front(item);
+        }
+        n
     }
 
     /// `n` of the items `conn` was sent were taken: they leave the queue.
@@ -729,6 +781,19 @@ impl Shared {
         self.sent(conn, items);
     }
 
+    /// `items` (from [`take_to_send`](Self::take_to_send)) are not sent
+    /// after all: back to the front of the queue, in their order.
+    pub(crate) fn unsend(&self, items: Vec<Item>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut core = self.lock();
+        let back = core.unsend(items);
+        wake(&self.not_empty, core.getters_waiting, back);
+        // Items back in the queue may be a parked request's.
+        self.finish(core);
+    }
+
     /// The wait of [`take`](Self::take); `pick` takes `n` items.
     fn take_with(
         &self,
@@ -811,6 +876,11 @@ impl Shared {
 
     pub(crate) fn feed_open(&self, session: u64) {
         self.lock().feed_open(session);
+    }
+
+    /// Whether `session` has an open feeder stream.
+    pub(crate) fn feeding(&self, session: u64) -> bool {
+        self.lock().feeds.contains_key(&session)
     }
 
     /// Stores a feeder's batch `seq`; false if it is out of order.
@@ -957,9 +1027,16 @@ mod tests {
         for s in ["one", "", "three", "four"] {
             wire::put_item(&mut batch, s.as_bytes());
         }
-        let Ok(wire::Request::PutBatch { items: ranges, .. }) = wire::parse_request(&batch) else {
+        let Ok(wire::Request::PutBatch { items: entries, .. }) = wire::parse_request(&batch) else {
             panic!("batch does not parse");
         };
+        let ranges: Vec<Range<usize>> = entries
+            .into_iter()
+            .filter_map(|e| match e {
+                wire::Entry::Bytes(r) => Some(r),
+                wire::Entry::Sealed(_) => None,
+            })
+            .collect();
         let batch = Arc::new(batch);
         let other = Arc::new(batch.to_vec());
         let part = |b: &Arc<Vec<u8>>, i: usize| Item::part(b, ranges[i].clone());
@@ -985,6 +1062,49 @@ mod tests {
         }
     }
 
+    // A sealed item among a batch's items (its entry holds no bytes)
+    // breaks the run and is listed with its object's bytes.
+    #[test]
+    fn sealed_items_are_listed_with_their_bytes() {
+        if !crate::sys::SEALED_ITEMS {
+            return;
+        }
+        let big: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let Ok(fd) = super::super::large::seal(&big) else {
+            panic!("no sealed object");
+        };
+        let sealed = match super::super::large::keep(fd, big.len() as u64) {
+            Ok(super::super::large::Kept::Sealed(blob)) => Item::sealed(blob),
+            Ok(super::super::large::Kept::Bytes(bytes)) => Item::whole(bytes),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(sealed.len(), big.len());
+        let mut batch = Vec::new();
+        wire::batch_start(&mut batch);
+        wire::put_item(&mut batch, b"one");
+        wire::put_sealed(&mut batch, big.len() as u64);
+        wire::put_item(&mut batch, b"two");
+        wire::put_item(&mut batch, b"three");
+        let Ok(wire::Request::PutBatch { items: entries, .. }) = wire::parse_request(&batch) else {
+            panic!("batch does not parse");
+        };
+        let batch = Arc::new(batch);
+        let items: Vec<Item> = entries
+            .into_iter()
+            .map(|e| match e {
+                wire::Entry::Bytes(r) => Item::part(&batch, r),
+                wire::Entry::Sealed(_) => sealed.clone(),
+            })
+            .collect();
+        let mut want = Vec::new();
+        for i in [&b"one"[..], &big, b"two", b"three"] {
+            wire::put_item(&mut want, i);
+        }
+        let mut got = Vec::new();
+        put_items(&mut got, &items);
+        assert_eq!(got, want);
+    }
+
     // Taken to be sent: in flight (counted by qsize) from the take, the
     // connection's once sent, then acked or given back as any delivery.
     #[test]
@@ -1002,6 +1122,22 @@ mod tests {
         assert_eq!(texts(&c.take(None, 9)), ["b", "c", "d"]);
         assert_eq!(c.qsize(), 0);
         assert!(c.take_out(2).is_empty());
+        assert_eq!(c.qsize(), 0);
+    }
+
+    // Taken to be sent and not sent after all: back at the front, in
+    // order, no longer counted in flight.
+    #[test]
+    fn items_taken_to_send_and_not_sent_come_back_in_order() {
+        let mut c = core_with(&["a", "b", "c", "d"]);
+        let mut out = c.take_out(3);
+        let back = out.split_off(1);
+        c.sent(7, out);
+        assert_eq!(c.unsend(back), 2);
+        assert_eq!((c.qsize(), c.ready()), (4, 3));
+        assert_eq!(c.drop_conn(7), 1);
+        assert_eq!(texts(&c.take(None, 9)), ["a", "b", "c", "d"]);
+        assert_eq!(c.unsend(Vec::new()), 0);
         assert_eq!(c.qsize(), 0);
     }
 

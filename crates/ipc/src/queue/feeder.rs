@@ -14,21 +14,37 @@
 //! and the exit hook wait until every batch is written (unless
 //! `cancel_join_thread` was called); the broker reads it even after the
 //! producer is gone.
+//!
+//! An item of [`large::THRESHOLD`] bytes or more, to a broker on this
+//! host, goes into a sealed object instead ([`large`]): the batch holds
+//! its length, and the thread sends its descriptor on the session's
+//! handles connection (opened on first need) just before the batch.
 
 use crate::util::lock::{lock, wait};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::queue::wire;
+use crate::queue::{large, wire};
+use crate::sys::OwnedHandle;
 use crate::{Connection, Error};
 
+/// Opens the session's handles connection (for the descriptors of
+/// sealed items).
+pub(crate) type ConnectHandles = Box<dyn Fn() -> crate::Result<Connection> + Send + Sync>;
+
+/// A `put` waits while this many sealed items wait to be written.
+const MAX_SEALED: usize = 64;
+
 /// A `put` waits while this much is waiting to be written (and the
-/// thread takes it as one batch, next). A batch that fits the cache and
+/// thread takes it as one batch, next); sealed items' bytes count too.
+/// A batch that fits the cache and
 /// a receive buffer the broker reuses: a producer that runs ahead of the
 /// broker used to pile up batches of megabytes, which cost the broker a
 /// page fault per 4 KiB and cache misses on every item (4 MiB before;
 /// 256 KiB cut the CPU time of 64-byte items by about a fifth,
-/// docs/benchmarks.md "Small Queue items").
+/// docs/benchmarks.md "Small Queue items"). A put waits only while
+/// items are pending, so an item bigger than this (inline or sealed)
+/// still goes, alone in its batch.
 const HIGH_WATER: usize = 256 << 10;
 /// A batch buffer bigger than this is not kept for reuse (reusing one
 /// saves the page faults of fresh memory, which cost as much as copying).
@@ -47,6 +63,10 @@ struct State {
     pending: Vec<u8>,
     /// Items in `pending`.
     items: usize,
+    /// The descriptors of the sealed items in `pending`, in order.
+    sealed: Vec<OwnedHandle>,
+    /// Their bytes: they count towards [`HIGH_WATER`] as inline bytes do.
+    sealed_bytes: usize,
     /// An empty buffer to fill next.
     spare: Vec<u8>,
     /// The last batch written completely.
@@ -67,6 +87,9 @@ struct State {
 /// One process's feeder for one queue.
 pub(crate) struct Feeder {
     conn: Connection,
+    /// How to open the handles connection: `Some` when large items go
+    /// out of band.
+    handles: Option<ConnectHandles>,
     state: Mutex<State>,
     wake: Condvar,
     written: Condvar,
@@ -75,14 +98,20 @@ pub(crate) struct Feeder {
 impl Feeder {
     /// Starts the feeder thread writing to `conn` (a connection whose
     /// hello the broker accepted as a feeder's).
-    pub(crate) fn start(conn: Connection) -> std::io::Result<Arc<Feeder>> {
+    pub(crate) fn start(
+        conn: Connection,
+        handles: Option<ConnectHandles>,
+    ) -> std::io::Result<Arc<Feeder>> {
         let mut pending = Vec::new();
         wire::batch_start(&mut pending);
         let feeder = Arc::new(Feeder {
             conn,
+            handles,
             state: Mutex::new(State {
                 pending,
                 items: 0,
+                sealed: Vec::new(),
+                sealed_bytes: 0,
                 spare: Vec::new(),
                 written: 0,
                 writing: false,
@@ -122,7 +151,10 @@ impl Feeder {
         write: impl FnOnce(&mut Vec<u8>) -> crate::Result<()>,
     ) -> Result<(), FeedError> {
         let mut st = self.lock();
-        while !st.broken && st.items > 0 && st.pending.len() >= HIGH_WATER {
+        while !st.broken
+            && st.items > 0
+            && (st.pending.len() + st.sealed_bytes >= HIGH_WATER || st.sealed.len() >= MAX_SEALED)
+        {
             st.flushers += 1;
             st = self.wait(&self.written, st);
             st.flushers -= 1;
@@ -140,11 +172,17 @@ impl Feeder {
                 return Err(FeedError::Disconnected);
             }
         }
+        let start = st.pending.len();
         wire::put_item_with(&mut st.pending, write).map_err(FeedError::Encode)?;
+        if self.handles.is_some() && st.pending.len() - start >= large::THRESHOLD {
+            seal_last(&mut st, start);
+        }
         st.items += 1;
-        if now && !st.writing && st.syncing == 0 {
+        if now && !st.writing && st.syncing == 0 && st.sealed.is_empty() {
             // The caller writes the batch itself: no wake-up of the
-            // feeder thread on the way to the broker.
+            // feeder thread on the way to the broker. (A batch with sealed
+            // items goes through the thread, which holds the handles
+            // connection their descriptors travel on.)
             self.write_pending(st);
             return Ok(());
         }
@@ -247,7 +285,36 @@ impl Feeder {
         }
     }
 
+    /// Sends the descriptors of a batch's sealed items, one per marker
+    /// byte, on the handles connection (opened on first need).
+    fn send_sealed(
+        &self,
+        handles: &mut Option<Connection>,
+        sealed: &[OwnedHandle],
+    ) -> crate::Result<()> {
+        if sealed.is_empty() {
+            return Ok(());
+        }
+        if handles.is_none() {
+            let connect = self.handles.as_ref().ok_or(Error::Disconnected)?;
+            *handles = Some(connect()?);
+        }
+        let Some(h) = handles.as_ref() else {
+            return Err(Error::Disconnected);
+        };
+        for fd in sealed {
+            crate::sys::send_handles(
+                h.stream().handle(),
+                &[crate::sys::borrow(fd)],
+                crate::sys::handles::Peer::current(),
+            )?;
+        }
+        Ok(())
+    }
+
     fn run(self: Arc<Self>) {
+        // The handles connection, once a sealed item needed it.
+        let mut handles: Option<Connection> = None;
         loop {
             let mut st = self.lock();
             while (st.items == 0 || st.writing) && !st.stop && !st.broken {
@@ -269,13 +336,20 @@ impl Feeder {
             let mut next = std::mem::take(&mut st.spare);
             wire::batch_start(&mut next);
             let mut batch = std::mem::replace(&mut st.pending, next);
+            let sealed = std::mem::take(&mut st.sealed);
+            st.sealed_bytes = 0;
             st.items = 0;
             st.writing = true;
             let seq = st.written + 1;
             drop(st);
 
             wire::set_seq(&mut batch, seq);
-            let sent = self.conn.send_bytes(&batch);
+            // The descriptors first: the batch naming them must find them
+            // there. Closed here once sent (the broker has its own).
+            let sent = self
+                .send_sealed(&mut handles, &sealed)
+                .and_then(|()| self.conn.send_bytes(&batch));
+            drop(sealed);
 
             let mut st = self.lock();
             st.writing = false;
@@ -285,6 +359,8 @@ impl Feeder {
                     tracing::debug!("queue feeder cannot write: {e}");
                     st.broken = true;
                     st.items = 0;
+                    st.sealed.clear();
+                    st.sealed_bytes = 0;
                     wire::batch_start(&mut st.pending);
                 }
             }
@@ -302,5 +378,27 @@ impl Feeder {
         self.written.notify_all();
         drop(st);
         self.conn.close();
+    }
+}
+
+/// Moves the item just encoded at `start` of the batch (length, then its
+/// bytes) into a sealed object: the batch keeps a sealed entry, the state
+/// the descriptor. If no object can be made the item stays inline.
+fn seal_last(st: &mut State, start: usize) {
+    let long = st.pending.get(start..start + 4) == Some(&[0xff; 4][..]);
+    let body = start + if long { 12 } else { 4 };
+    let Some(bytes) = st.pending.get(body..) else {
+        return;
+    };
+    match large::seal(bytes) {
+        Ok(fd) => {
+            let bytes_len = bytes.len();
+            let len = bytes_len as u64;
+            st.pending.truncate(start);
+            wire::put_sealed(&mut st.pending, len);
+            st.sealed.push(fd);
+            st.sealed_bytes += bytes_len;
+        }
+        Err(e) => tracing::debug!("a large item stays inline: {e}"),
     }
 }

@@ -11,10 +11,10 @@
 //! | message | direction | payload after the opcode | answer |
 //! |---|---|---|---|
 //! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 (and for role 2, an ops conn id u64) | `HELLO_OK` conn id u64 (role 2: `ACK_PAGE`), or `NO_QUEUE` |
-//! | `PUT_BATCH` | feeder → broker | batch number u64, items | none |
+//! | `PUT_BATCH` | feeder → broker | batch number u64, items (sealed ones too) | none |
 //! | `ACQUIRE` | holder → broker | wanted u32, timeout, acks | `GRANTED` count u32, or `FULL` |
 //! | `RELEASE` | holder → broker | count u32 | none |
-//! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, or `EMPTY` |
+//! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, `SEALED_ITEM` len u64 + pid u32 + handle u64, or `EMPTY` |
 //! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
 //! | `QSIZE` | holder → broker | barrier u64, acks | `SIZE` u64 |
 //! | `SYNC` | holder or feeder → broker | nothing | `SYNCED`, once everything sent before it on this connection is stored |
@@ -30,6 +30,19 @@
 //! holder adds one before each `get` returns); the broker reads it before
 //! each message on the ops connection, and when the ops connection ends.
 //! Nothing else is sent on a role-2 connection: the holder closes it.
+//!
+//! *Sealed items* ([`large`](super::large)): an item of a `PUT_BATCH` may
+//! be `FF FF FF FF` then a u64 with its top bit set, [`SEALED`] | its
+//! length, and no bytes: its bytes are in a sealed memory object whose
+//! descriptor came, one per `sendmsg` with a marker byte, on the session's
+//! *handles* connection (role 3, nothing else on it) before the batch.
+//! Role 0 with bit `0x80` set (`OPS_SEALED`) is an ops connection whose
+//! holder takes sealed items: a `GET` on it may be answered
+//! `SEALED_ITEM`, one item, the object's length, the broker's pid and its
+//! descriptor number there (the holder opens it with
+//! [`sys::import_handle`](crate::sys::import_handle) while the item is in
+//! flight on that connection, checks its seals and size, and reads it).
+//! `ITEMS` never holds a sealed item.
 //!
 //! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
 //! count u32, then that many (conn id u64, taken u32) pairs.
@@ -71,6 +84,13 @@ pub(crate) const DONE: u8 = 110;
 pub(crate) const TOO_MANY: u8 = 111;
 pub(crate) const JOINED: u8 = 112;
 pub(crate) const ACK_PAGE: u8 = 113;
+pub(crate) const SEALED_ITEM: u8 = 114;
+
+/// The top bit of a long item length: a sealed item (no bytes follow).
+pub(crate) const SEALED: u64 = 1 << 63;
+
+/// The role bit of an ops connection whose holder takes sealed items.
+pub(crate) const OPS_SEALED: u8 = 0x80;
 
 /// A timeout of "wait forever".
 pub(crate) const FOREVER: u64 = u64::MAX;
@@ -87,6 +107,19 @@ pub(crate) enum Role {
     Feeder = 1,
     /// Asks for the ack page of one ops connection (`ACK_PAGE`).
     Acks = 2,
+    /// Carries the descriptors of a session's sealed items (marker bytes
+    /// with SCM_RIGHTS), read by the broker's feeder thread.
+    Handles = 3,
+}
+
+/// An item of a `PUT_BATCH`.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub(crate) enum Entry {
+    /// Its bytes: a range of the message.
+    Bytes(Range<usize>),
+    /// A sealed item of this length: its descriptor came on the handles
+    /// connection.
+    Sealed(u64),
 }
 
 /// A message that does not parse.
@@ -113,10 +146,12 @@ pub(crate) enum Request {
         role: Role,
         /// For an ack page request, the ops connection it is for.
         link: u64,
+        /// An ops connection whose holder takes sealed items.
+        sealed: bool,
     },
     PutBatch {
         seq: u64,
-        items: Vec<Range<usize>>,
+        items: Vec<Entry>,
     },
     Acquire {
         wanted: u32,
@@ -152,12 +187,24 @@ pub(crate) enum Request {
 /// An answer, as a holder reads it (items as byte ranges of the message).
 #[derive(Debug, PartialEq)]
 pub(crate) enum Reply {
-    HelloOk { conn: u64 },
-    AckPage { conn: u64, pid: u32, value: u64 },
+    HelloOk {
+        conn: u64,
+    },
+    AckPage {
+        conn: u64,
+        pid: u32,
+        value: u64,
+    },
     NoQueue,
     Granted(u32),
     Full,
     Items(Vec<Range<usize>>),
+    /// One sealed item: its length, and where the holder opens it.
+    SealedItem {
+        len: u64,
+        pid: u32,
+        value: u64,
+    },
     Empty,
     Size(u64),
     Synced,
@@ -191,6 +238,12 @@ pub(crate) fn put_len(out: &mut Vec<u8>, len: usize) {
 pub(crate) fn put_item(out: &mut Vec<u8>, item: &[u8]) {
     put_len(out, item.len());
     out.extend_from_slice(item);
+}
+
+/// Appends a sealed item's entry (its length, flagged; no bytes).
+pub(crate) fn put_sealed(out: &mut Vec<u8>, len: u64) {
+    put_u32(out, u32::MAX);
+    put_u64(out, SEALED | len);
 }
 
 /// Appends an item produced by `write` (which appends its bytes to `out`)
@@ -245,6 +298,18 @@ pub(crate) fn hello(queue: u64, session: u64, role: Role) -> Vec<u8> {
     put_u64(&mut out, queue);
     put_u64(&mut out, session);
     out.push(role as u8);
+    out
+}
+
+/// The `HELLO` of an ops connection, saying whether its holder takes
+/// sealed items.
+pub(crate) fn hello_ops(queue: u64, session: u64, sealed: bool) -> Vec<u8> {
+    let mut out = hello(queue, session, Role::Ops);
+    if sealed {
+        if let Some(role) = out.last_mut() {
+            *role |= OPS_SEALED;
+        }
+    }
     out
 }
 
@@ -335,6 +400,15 @@ pub(crate) fn ack_page(conn: u64, pid: u32, value: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(21);
     out.push(ACK_PAGE);
     put_u64(&mut out, conn);
+    put_u32(&mut out, pid);
+    put_u64(&mut out, value);
+    out
+}
+
+pub(crate) fn sealed_item(len: u64, pid: u32, value: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21);
+    out.push(SEALED_ITEM);
+    put_u64(&mut out, len);
     put_u32(&mut out, pid);
     put_u64(&mut out, value);
     out
@@ -434,19 +508,42 @@ impl<'a> Reader<'a> {
         self.range(len)
     }
 
-    /// Items up to the end of the message.
-    fn items_to_end(&mut self) -> Result<Vec<Range<usize>>, Malformed> {
+    /// One entry of a `PUT_BATCH`: an item, or a sealed item's length.
+    fn entry(&mut self) -> Result<Entry, Malformed> {
+        let short = self.u32()?;
+        if short != u32::MAX {
+            return Ok(Entry::Bytes(self.range(short as usize)?));
+        }
+        let long = self.u64()?;
+        if long & SEALED != 0 {
+            return Ok(Entry::Sealed(long & !SEALED));
+        }
+        let len = usize::try_from(long).map_err(|_| Malformed("item too long"))?;
+        Ok(Entry::Bytes(self.range(len)?))
+    }
+
+    /// Entries up to the end of the message.
+    fn entries_to_end(&mut self) -> Result<Vec<Entry>, Malformed> {
         let mut items = Vec::new();
-        self.items_into(&mut items)?;
+        self.entries_into(&mut items)?;
         Ok(items)
     }
 
-    /// Items up to the end of the message, appended to `items`.
-    fn items_into(&mut self, items: &mut Vec<Range<usize>>) -> Result<(), Malformed> {
+    /// Entries up to the end of the message, appended to `items`.
+    fn entries_into(&mut self, items: &mut Vec<Entry>) -> Result<(), Malformed> {
+        while self.left() > 0 {
+            items.push(self.entry()?);
+        }
+        Ok(())
+    }
+
+    /// Items up to the end of the message.
+    fn items_to_end(&mut self) -> Result<Vec<Range<usize>>, Malformed> {
+        let mut items = Vec::new();
         while self.left() > 0 {
             items.push(self.item()?);
         }
-        Ok(())
+        Ok(items)
     }
 
     fn acks(&mut self) -> Result<Acks, Malformed> {
@@ -475,10 +572,12 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
         HELLO => {
             let queue = r.u64()?;
             let session = r.u64()?;
-            let role = match r.u8()? {
-                0 => Role::Ops,
-                1 => Role::Feeder,
-                2 => Role::Acks,
+            let (role, sealed) = match r.u8()? {
+                0 => (Role::Ops, false),
+                x if x == OPS_SEALED => (Role::Ops, true),
+                1 => (Role::Feeder, false),
+                2 => (Role::Acks, false),
+                3 => (Role::Handles, false),
                 _ => return Err(Malformed("unknown role")),
             };
             let link = if role == Role::Acks { r.u64()? } else { 0 };
@@ -487,11 +586,12 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
                 session,
                 role,
                 link,
+                sealed,
             }
         }
         PUT_BATCH => {
             let seq = r.u64()?;
-            let items = r.items_to_end()?;
+            let items = r.entries_to_end()?;
             return Ok(Request::PutBatch { seq, items });
         }
         ACQUIRE => Request::Acquire {
@@ -523,20 +623,20 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
     Ok(req)
 }
 
-/// Parses a `PUT_BATCH` as [`parse_request`] does, its items' ranges
-/// into `items` (cleared first, its capacity reused: a batch of small
+/// Parses a `PUT_BATCH` as [`parse_request`] does, its entries (items'
+/// ranges, sealed items' lengths) into `items` (cleared first, its capacity reused: a batch of small
 /// items has thousands): the batch number. `None` when `msg` is another
 /// request (for [`parse_request`]).
 pub(crate) fn parse_batch_into(
     msg: &[u8],
-    items: &mut Vec<Range<usize>>,
+    items: &mut Vec<Entry>,
 ) -> Option<Result<u64, Malformed>> {
     items.clear();
     let mut r = Reader::new(msg);
     if r.u8() != Ok(PUT_BATCH) {
         return None;
     }
-    Some(r.u64().and_then(|seq| r.items_into(items).map(|()| seq)))
+    Some(r.u64().and_then(|seq| r.entries_into(items).map(|()| seq)))
 }
 
 /// Parses an answer (holder side).
@@ -560,6 +660,11 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
             }
             return Ok(Reply::Items(items));
         }
+        SEALED_ITEM => Reply::SealedItem {
+            len: r.u64()?,
+            pid: r.u32()?,
+            value: r.u64()?,
+        },
         EMPTY => Reply::Empty,
         SIZE => Reply::Size(r.u64()?),
         SYNCED => Reply::Synced,
@@ -587,6 +692,7 @@ mod tests {
                 session: 9,
                 role: Role::Feeder,
                 link: 0,
+                sealed: false,
             })
         );
 
@@ -604,7 +710,7 @@ mod tests {
             parse_request(&b),
             Ok(Request::PutBatch {
                 seq: 3,
-                items: vec![13..16, 20..24]
+                items: vec![Entry::Bytes(13..16), Entry::Bytes(20..24)]
             })
         );
 
@@ -707,12 +813,60 @@ mod tests {
                 session: 9,
                 role: Role::Acks,
                 link: 12,
+                sealed: false,
             })
         );
         let mut short = hello(7, 9, Role::Acks);
         assert!(parse_request(&short).is_err());
         short.extend_from_slice(&[0; 9]);
         assert!(parse_request(&short).is_err());
+    }
+
+    #[test]
+    fn sealed_entries_and_answers() {
+        let mut b = Vec::new();
+        batch_start(&mut b);
+        put_item(&mut b, b"small");
+        put_sealed(&mut b, 1 << 20);
+        put_item(&mut b, &[0xff; 6]);
+        assert_eq!(
+            parse_request(&b),
+            Ok(Request::PutBatch {
+                seq: 0,
+                items: vec![
+                    Entry::Bytes(13..18),
+                    Entry::Sealed(1 << 20),
+                    Entry::Bytes(34..40)
+                ]
+            })
+        );
+        // A sealed entry is never an item of an answer.
+        let mut m = items_start(1, 0);
+        put_sealed(&mut m, 5);
+        assert!(parse_reply(&m).is_err());
+        assert_eq!(
+            parse_reply(&sealed_item(9, 7, 3)),
+            Ok(Reply::SealedItem {
+                len: 9,
+                pid: 7,
+                value: 3
+            })
+        );
+        assert!(parse_reply(&sealed_item(9, 7, 3)[..20]).is_err());
+        assert_eq!(
+            parse_request(&hello_ops(1, 2, true)),
+            Ok(Request::Hello {
+                queue: 1,
+                session: 2,
+                role: Role::Ops,
+                link: 0,
+                sealed: true,
+            })
+        );
+        assert_eq!(hello_ops(1, 2, false), hello(1, 2, Role::Ops));
+        let mut bad = hello(1, 2, Role::Ops);
+        bad[17] = 0x81;
+        assert!(parse_request(&bad).is_err());
     }
 
     #[test]
@@ -764,7 +918,7 @@ mod tests {
             if batch && !data.is_empty() {
                 data[0] = PUT_BATCH;
             }
-            let mut items = vec![0..1; 3];
+            let mut items = vec![Entry::Bytes(0..1), Entry::Sealed(3)];
             match (parse_batch_into(&data, &mut items), parse_request(&data)) {
                 (None, Ok(Request::PutBatch { .. })) => prop_assert!(false, "batch not seen"),
                 (None, _) => prop_assert!(data.first() != Some(&PUT_BATCH)),
@@ -785,13 +939,19 @@ mod tests {
                 put_item(&mut b, it);
             }
             set_seq(&mut b, 11);
-            let mut reused = vec![5..9, 1..2];
+            let mut reused = vec![Entry::Bytes(5..9), Entry::Sealed(2)];
             prop_assert_eq!(parse_batch_into(&b, &mut reused), Some(Ok(11)));
             match parse_request(&b) {
                 Ok(Request::PutBatch { seq, items: got }) => {
                     prop_assert_eq!(seq, 11);
                     prop_assert_eq!(&reused, &got);
-                    let got: Vec<&[u8]> = got.into_iter().map(|r| &b[r]).collect();
+                    let got: Vec<&[u8]> = got
+                        .into_iter()
+                        .map(|e| match e {
+                            Entry::Bytes(r) => &b[r],
+                            Entry::Sealed(_) => &[][..],
+                        })
+                        .collect();
                     let want: Vec<&[u8]> = items.iter().map(|v| &v[..]).collect();
                     prop_assert_eq!(got, want);
                 }

@@ -59,6 +59,9 @@ pub use listener::{
 pub use parent::{parent_sentinel_for_child, remote_parent_sentinel, ParentSentinel};
 pub use poll::{local_room_now, poll_readable};
 pub use process::{handle_peer, ChildProcess, LaunchDeadline, INHERITS_CHANNEL};
-pub use shm::{unlink_named, Mapping};
+pub use shm::{
+    check_sealed, map_sealed, read_sealed, seal_bytes, unlink_named, Mapping, SealedView,
+    SEALED_ITEMS,
+};
 pub use stream::{stream_pair, Stream};
 pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};

@@ -21,20 +21,38 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A received item: a range of the message it came in.
+/// A received item: a range of the message it came in, or a sealed
+/// item's mapped bytes ([`large`](crate::queue::large)).
 pub(crate) struct Received {
     frame: Arc<Vec<u8>>,
     range: Range<usize>,
+    sealed: Option<crate::sys::SealedView>,
 }
 
 impl Received {
     pub(super) fn new(frame: Arc<Vec<u8>>, range: Range<usize>) -> Received {
-        Received { frame, range }
+        Received {
+            frame,
+            range,
+            sealed: None,
+        }
+    }
+
+    /// A sealed item, mapped.
+    pub(super) fn sealed(view: crate::sys::SealedView) -> Received {
+        Received {
+            frame: Arc::default(),
+            range: 0..0,
+            sealed: Some(view),
+        }
     }
 
     /// The item's encoded bytes (empty if its range is not in the frame:
     /// the wire parser never makes one).
     pub(crate) fn bytes(&self) -> &[u8] {
+        if let Some(view) = &self.sealed {
+            return view.bytes();
+        }
         self.frame.get(self.range.clone()).unwrap_or(&[])
     }
 }

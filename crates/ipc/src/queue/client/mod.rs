@@ -40,6 +40,7 @@
 
 use crate::util::lock::{lock, wait, wait_timeout};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,8 @@ use self::permits::Permits;
 use self::pool::Pool;
 use self::prefetch::{Extras, Prefetch};
 use crate::queue::acks::AckPage;
-use crate::queue::feeder::{FeedError, Feeder};
+use crate::queue::feeder::{ConnectHandles, FeedError, Feeder};
+use crate::queue::large::{self, FetchError};
 use crate::queue::recycle::Recycler;
 use crate::queue::wire::{self, Reply, Role};
 use crate::{Address, Client, Connection, Error, Result};
@@ -121,6 +123,9 @@ struct Holdings {
     idle: Mutex<Pool<Link>>,
     inbox: Mutex<Inbox>,
     janitor: Condvar,
+    /// Sealed items could not be opened here once: later ops connections
+    /// take large items as bytes ([`large`]).
+    no_sealed: AtomicBool,
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -177,7 +182,17 @@ impl Holdings {
     /// [`Error::Empty`]-like [`Late`], never a hang past it).
     fn connect(&self, role: Role, deadline: Deadline) -> Result<Link, Late> {
         let d = &self.dial;
-        self.connect_with(&wire::hello(d.queue, d.session, role), deadline)
+        let hello = if role == Role::Ops {
+            wire::hello_ops(d.queue, d.session, self.takes_sealed())
+        } else {
+            wire::hello(d.queue, d.session, role)
+        };
+        self.connect_with(&hello, deadline)
+    }
+
+    /// Whether this process's ops connections take sealed items.
+    fn takes_sealed(&self) -> bool {
+        large::usable(&self.dial.address) && !self.no_sealed.load(Ordering::Relaxed)
     }
 
     /// Opens the ack page of `link` (see [`acks`](super::acks)): asks
@@ -405,6 +420,13 @@ impl Holdings {
     }
 }
 
+/// What a `GET` brought: items (the connection, the answer, their ranges
+/// in it), or one sealed item, mapped.
+enum Asked {
+    Items(Link, Vec<u8>, Vec<Range<usize>>),
+    Sealed(Link, crate::sys::SealedView),
+}
+
 /// A queue owned by another process, as this process holds it.
 pub(crate) struct Remote {
     maxsize: usize,
@@ -434,6 +456,7 @@ impl Remote {
                 idle: Mutex::new(Pool::default()),
                 inbox: Mutex::new(Inbox::default()),
                 janitor: Condvar::new(),
+                no_sealed: AtomicBool::new(false),
             }),
             feeder: OnceLock::new(),
             feeder_start: Mutex::new(()),
@@ -489,7 +512,18 @@ impl Remote {
             return Ok(f);
         }
         let link = self.holdings.connect(Role::Feeder, deadline)?;
-        let f = Feeder::start(link.conn).map_err(|e| Late::Gone(gone("feeder thread", e)))?;
+        let handles: Option<ConnectHandles> = if large::usable(&self.holdings.dial.address) {
+            let h = self.holdings.clone();
+            Some(Box::new(move || {
+                h.connect(Role::Handles, None)
+                    .map(|l| l.conn)
+                    .map_err(Late::into_error)
+            }))
+        } else {
+            None
+        };
+        let f =
+            Feeder::start(link.conn, handles).map_err(|e| Late::Gone(gone("feeder thread", e)))?;
         Ok(self.feeder.get_or_init(|| f))
     }
 
@@ -603,7 +637,23 @@ impl Remote {
         let exchanged = self.ask(timeout, buf);
         let mut inbox = lock(&h.inbox);
         inbox.prefetch.back_from_broker();
-        let (mut link, frame, ranges) = exchanged?;
+        let (mut link, frame, ranges) = match exchanged? {
+            Asked::Items(link, frame, ranges) => (link, frame, ranges),
+            Asked::Sealed(mut link, view) => {
+                // Always alone, never in the ledger: acknowledged before
+                // it is handed out.
+                let now = Instant::now();
+                inbox.prefetch.delivered(now, 1);
+                inbox.ledger.taken_at(now);
+                drop(inbox);
+                if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
+                    return Err(gone("ack", e));
+                }
+                link.owed.sent_one_way();
+                h.checkin(link);
+                return Ok(Received::sealed(view));
+            }
+        };
         let frame = inbox.frames.lend(frame);
         let mut ranges = ranges.into_iter();
         let first = ranges.next().unwrap_or(0..0);
@@ -652,11 +702,7 @@ impl Remote {
     /// the items' ranges in it.
     ///
     /// The answer is read into `buf` (a buffer to reuse).
-    fn ask(
-        &self,
-        timeout: Option<Duration>,
-        buf: Vec<u8>,
-    ) -> Result<(Link, Vec<u8>, Vec<Range<usize>>)> {
+    fn ask(&self, timeout: Option<Duration>, buf: Vec<u8>) -> Result<Asked> {
         let deadline = client_deadline(timeout);
         let barrier = self.barrier()?;
         let mut link = self.holdings.checkout(deadline).map_err(Late::for_get)?;
@@ -679,13 +725,45 @@ impl Remote {
                 buf,
             )
             .map_err(Late::for_get)?;
+        if answer.first() == Some(&wire::SEALED_ITEM) {
+            return self.sealed(link, &answer, timeout);
+        }
         match outcome::get(wire::parse_reply(&answer)) {
-            Answer::Done(Ok(ranges)) => Ok((link, answer, ranges)),
+            Answer::Done(Ok(ranges)) => Ok(Asked::Items(link, answer, ranges)),
             Answer::Done(Err(e)) => {
                 self.holdings.checkin(link);
                 Err(e)
             }
             Answer::Garbled(other) => Err(gone("get", format!("unexpected answer {other}"))),
+        }
+    }
+
+    /// A `SEALED_ITEM` answer on `link`: opens and reads the item while it
+    /// is in flight there. An object that is not what the answer says is
+    /// garbage, taken like an item that does not decode ([`Error::Decode`]);
+    /// one that cannot be opened goes back (the connection is dropped) and
+    /// later connections take large items as bytes: the get asks again.
+    fn sealed(&self, mut link: Link, answer: &[u8], timeout: Option<Duration>) -> Result<Asked> {
+        let Ok(Reply::SealedItem { len, pid, value }) = wire::parse_reply(answer) else {
+            return Err(gone("get", "malformed sealed item"));
+        };
+        match large::fetch(pid, value, len) {
+            Ok(view) => Ok(Asked::Sealed(link, view)),
+            Err(FetchError::Refused(e)) => {
+                tracing::warn!("a sealed queue item was refused: {e}");
+                if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
+                    return Err(gone("ack", e));
+                }
+                link.owed.sent_one_way();
+                self.holdings.checkin(link);
+                Err(e)
+            }
+            Err(FetchError::Unreachable(e)) => {
+                tracing::warn!("cannot open a sealed queue item ({e}): large items come as bytes");
+                self.holdings.no_sealed.store(true, Ordering::Relaxed);
+                drop(link);
+                self.ask(timeout, Vec::new())
+            }
         }
     }
 

@@ -181,3 +181,44 @@ impl Drop for Mapping {
 pub fn unlink_named(name: &str) -> io::Result<()> {
     check_name(name).map(drop)
 }
+
+/// Whether [`seal_bytes`] makes sealed items here: not on Windows yet
+/// (large queue items travel inline, docs/platforms.md).
+pub const SEALED_ITEMS: bool = false;
+
+fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "sealed queue items are not implemented on Windows",
+    )
+}
+
+/// Not on Windows yet: always `ErrorKind::Unsupported`.
+pub fn seal_bytes(_bytes: &[u8]) -> io::Result<OwnedHandle> {
+    Err(unsupported())
+}
+
+/// Not on Windows yet: always `ErrorKind::Unsupported`.
+pub fn check_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<()> {
+    Err(unsupported())
+}
+
+/// Not on Windows yet: always `ErrorKind::Unsupported`.
+pub fn read_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<Vec<u8>> {
+    Err(unsupported())
+}
+
+/// A read-only view of a sealed item's bytes: none on Windows yet.
+pub struct SealedView(());
+
+impl SealedView {
+    /// The item's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &[]
+    }
+}
+
+/// Not on Windows yet: always `ErrorKind::Unsupported`.
+pub fn map_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<SealedView> {
+    Err(unsupported())
+}
