@@ -239,7 +239,7 @@ pub(super) fn rows() -> Vec<Row> {
             params: |m| vec![("samples", m.pick(200, 20, 1))],
             who: PROCESS_FIGURE,
             scale: 1.0,
-            goal: goal(Base::Floor, 1.3),
+            goal: goal(Base::Floor, 1.0),
         },
         Row {
             id: "start_join_100",
@@ -250,7 +250,7 @@ pub(super) fn rows() -> Vec<Row> {
             params: |m| vec![("procs", m.pick(100, 100, 2))],
             who: PROCESS_FIGURE,
             scale: 1.0,
-            goal: goal(Base::Floor, 1.3),
+            goal: goal(Base::Floor, 1.0),
         },
         Row {
             id: "spawn_first_line_forkserver",
@@ -326,7 +326,7 @@ pub(super) fn rows() -> Vec<Row> {
             "items/s",
             1.0,
             |m| queue_params(m.pick(200_000, 50_000, 40), 64, 1, 0),
-            goal(Base::CPython, 10.0),
+            goal(Base::CPython, 20.0),
         ),
         queue(
             "queue_64_4p4c",
@@ -334,7 +334,7 @@ pub(super) fn rows() -> Vec<Row> {
             "items/s",
             1.0,
             |m| queue_params(m.pick(200_000, 50_000, 40), 64, 4, 0),
-            goal(Base::CPython, 10.0),
+            goal(Base::CPython, 20.0),
         ),
         queue(
             "queue_64_bounded",
