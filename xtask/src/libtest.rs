@@ -107,7 +107,7 @@ impl Failures {
         if is_err {
             return;
         }
-        if trimmed.starts_with("test result: ") {
+        if trimmed.starts_with("test result: ") || is_list_summary(trimmed) {
             self.end_current();
             return;
         }
@@ -211,6 +211,20 @@ impl Failures {
     }
 }
 
+/// The last line a test binary prints with `--list` (`3 tests, 0
+/// benchmarks`), its result in that mode: without it, every binary of a
+/// listing run looked like one that gave no result.
+fn is_list_summary(line: &str) -> bool {
+    let mut words = line.split(' ');
+    let counted = |n: Option<&str>, what: Option<&str>, one: &str, many: &str| {
+        n.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            && what.is_some_and(|w| w == one || w == many)
+    };
+    counted(words.next(), words.next(), "test,", "tests,")
+        && counted(words.next(), words.next(), "benchmark", "benchmarks")
+        && words.next().is_none()
+}
+
 /// A failing test's output with each panic backtrace (`RUST_BACKTRACE`
 /// set: `stack backtrace:` to its closing `note:` or blank line) cut to
 /// one line, so that the tail shows the panic message and what the test
@@ -295,6 +309,31 @@ mod tests {
         let report = f.finish().expect("a report");
         assert!(report.contains("FAILED: two  [tests/p.rs (p)]"), "{report}");
         assert!(!report.contains("NO RESULT"), "{report}");
+    }
+
+    /// `cargo xtask windows -- --list`: each binary ends with its count
+    /// line, which is its result in that mode.
+    #[test]
+    fn a_listing_run_is_not_a_run_without_results() {
+        let mut f = Failures::default();
+        f.line(true, "     Running tests/a.rs (a)");
+        f.line(false, "one: test");
+        f.line(false, "");
+        f.line(false, "1 test, 0 benchmarks");
+        f.line(true, "     Running tests/b.rs (b)");
+        f.line(false, "0 tests, 0 benchmarks");
+        assert_eq!(f.finish(), None);
+        assert!(is_list_summary("12 tests, 0 benchmarks"));
+        assert!(is_list_summary("1 test, 1 benchmark"));
+        for not in [
+            "tests, 0 benchmarks",
+            "x tests, 0 benchmarks",
+            "1 tests, 0 benchmarks extra",
+            "test result: ok. 1 passed",
+            "running 3 tests",
+        ] {
+            assert!(!is_list_summary(not), "{not}");
+        }
     }
 
     /// With `RUST_BACKTRACE` set, the tail still shows the panic message
