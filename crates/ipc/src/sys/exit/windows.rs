@@ -199,50 +199,54 @@ fn patch_import_table() {
 /// # Safety
 /// `base` must be the base address of a mapped PE image.
 unsafe fn import_table_slots(base: HMODULE) -> Vec<*mut usize> {
-    let base = base as *const u8;
-    let mut out = Vec::new();
-    let dos = base as *const IMAGE_DOS_HEADER;
-    if (*dos).e_magic != IMAGE_DOS_SIGNATURE {
-        return out;
-    }
-    let nt = base.offset((*dos).e_lfanew as isize);
-    if (nt as *const u32).read_unaligned() != IMAGE_NT_SIGNATURE {
-        return out;
-    }
-    let optional = nt.add(4 + std::mem::size_of::<IMAGE_FILE_HEADER>());
-    let dir: IMAGE_DATA_DIRECTORY = match (optional as *const u16).read_unaligned() {
-        IMAGE_NT_OPTIONAL_HDR64_MAGIC => {
-            let h = (optional as *const IMAGE_OPTIONAL_HEADER64).read_unaligned();
-            if h.NumberOfRvaAndSizes <= u32::from(IMAGE_DIRECTORY_ENTRY_IMPORT) {
-                return out;
-            }
-            h.DataDirectory[IMAGE_DIRECTORY_ENTRY_IMPORT as usize]
+    // SAFETY: the caller upholds this fn's contract (its `# Safety`
+    // section), which is what each unsafe operation below relies on.
+    unsafe {
+        let base = base as *const u8;
+        let mut out = Vec::new();
+        let dos = base as *const IMAGE_DOS_HEADER;
+        if (*dos).e_magic != IMAGE_DOS_SIGNATURE {
+            return out;
         }
-        IMAGE_NT_OPTIONAL_HDR32_MAGIC => {
-            let h = (optional as *const IMAGE_OPTIONAL_HEADER32).read_unaligned();
-            if h.NumberOfRvaAndSizes <= u32::from(IMAGE_DIRECTORY_ENTRY_IMPORT) {
-                return out;
-            }
-            h.DataDirectory[IMAGE_DIRECTORY_ENTRY_IMPORT as usize]
+        let nt = base.offset((*dos).e_lfanew as isize);
+        if (nt as *const u32).read_unaligned() != IMAGE_NT_SIGNATURE {
+            return out;
         }
-        _ => return out,
-    };
-    if dir.VirtualAddress == 0 {
-        return out;
-    }
-    let mut desc = base.add(dir.VirtualAddress as usize) as *const IMAGE_IMPORT_DESCRIPTOR;
-    // The descriptor array ends with an all-zero entry.
-    while (*desc).Name != 0 || (*desc).FirstThunk != 0 {
-        if (*desc).FirstThunk != 0 {
-            let mut thunk = base.add((*desc).FirstThunk as usize) as *mut usize;
-            while thunk.read_volatile() != 0 {
-                out.push(thunk);
-                thunk = thunk.add(1);
+        let optional = nt.add(4 + std::mem::size_of::<IMAGE_FILE_HEADER>());
+        let dir: IMAGE_DATA_DIRECTORY = match (optional as *const u16).read_unaligned() {
+            IMAGE_NT_OPTIONAL_HDR64_MAGIC => {
+                let h = (optional as *const IMAGE_OPTIONAL_HEADER64).read_unaligned();
+                if h.NumberOfRvaAndSizes <= u32::from(IMAGE_DIRECTORY_ENTRY_IMPORT) {
+                    return out;
+                }
+                h.DataDirectory[IMAGE_DIRECTORY_ENTRY_IMPORT as usize]
             }
+            IMAGE_NT_OPTIONAL_HDR32_MAGIC => {
+                let h = (optional as *const IMAGE_OPTIONAL_HEADER32).read_unaligned();
+                if h.NumberOfRvaAndSizes <= u32::from(IMAGE_DIRECTORY_ENTRY_IMPORT) {
+                    return out;
+                }
+                h.DataDirectory[IMAGE_DIRECTORY_ENTRY_IMPORT as usize]
+            }
+            _ => return out,
+        };
+        if dir.VirtualAddress == 0 {
+            return out;
         }
-        desc = desc.add(1);
+        let mut desc = base.add(dir.VirtualAddress as usize) as *const IMAGE_IMPORT_DESCRIPTOR;
+        // The descriptor array ends with an all-zero entry.
+        while (*desc).Name != 0 || (*desc).FirstThunk != 0 {
+            if (*desc).FirstThunk != 0 {
+                let mut thunk = base.add((*desc).FirstThunk as usize) as *mut usize;
+                while thunk.read_volatile() != 0 {
+                    out.push(thunk);
+                    thunk = thunk.add(1);
+                }
+            }
+            desc = desc.add(1);
+        }
+        out
     }
-    out
 }
 
 /// Writes `value` to `slot`, making its page writable for the write.
@@ -251,17 +255,21 @@ unsafe fn import_table_slots(base: HMODULE) -> Vec<*mut usize> {
 /// `slot` must be a mapped, aligned, pointer-sized location that no other
 /// code relies on being unchanged.
 unsafe fn write_protected(slot: *mut usize, value: usize) -> bool {
-    let size = std::mem::size_of::<usize>();
-    let mut old: PAGE_PROTECTION_FLAGS = 0;
-    if VirtualProtect(slot.cast(), size, PAGE_READWRITE, &mut old) == 0 {
-        return false;
+    // SAFETY: the caller upholds this fn's contract (its `# Safety`
+    // section), which is what each unsafe operation below relies on.
+    unsafe {
+        let size = std::mem::size_of::<usize>();
+        let mut old: PAGE_PROTECTION_FLAGS = 0;
+        if VirtualProtect(slot.cast(), size, PAGE_READWRITE, &mut old) == 0 {
+            return false;
+        }
+        // An aligned pointer-sized store: a thread calling through the slot
+        // meanwhile sees the old or the new function, both valid.
+        std::ptr::write_volatile(slot, value);
+        let mut ignored: PAGE_PROTECTION_FLAGS = 0;
+        VirtualProtect(slot.cast(), size, old, &mut ignored);
+        true
     }
-    // An aligned pointer-sized store: a thread calling through the slot
-    // meanwhile sees the old or the new function, both valid.
-    std::ptr::write_volatile(slot, value);
-    let mut ignored: PAGE_PROTECTION_FLAGS = 0;
-    VirtualProtect(slot.cast(), size, old, &mut ignored);
-    true
 }
 
 /// Ends this process at once, without running exit handlers (the daemon

@@ -24,7 +24,9 @@ pub type RawHandle = std::os::windows::io::RawHandle;
 /// # Safety
 /// `raw` must be an open handle that outlives the borrow.
 pub unsafe fn borrow_raw<'a>(raw: RawHandle) -> BorrowedHandle<'a> {
-    StdBorrowed::borrow_raw(raw)
+    // SAFETY: the caller upholds this fn's contract (its `# Safety`
+    // section), which is what each unsafe operation below relies on.
+    unsafe { StdBorrowed::borrow_raw(raw) }
 }
 
 /// The raw value of a borrowed handle.

@@ -128,9 +128,13 @@ impl Stream {
     /// # Safety
     /// `buf` must be valid for writes of `len` bytes.
     unsafe fn read_raw(&self, buf: *mut u8, len: usize) -> io::Result<usize> {
-        match &self.end {
-            End::Pipe(p) => p.read_raw(buf, len),
-            End::Tcp(t) => t.read_raw(buf, len),
+        // SAFETY: the caller's `buf` is valid for writes of `len` bytes,
+        // which is what each end's `read_raw` requires.
+        unsafe {
+            match &self.end {
+                End::Pipe(p) => p.read_raw(buf, len),
+                End::Tcp(t) => t.read_raw(buf, len),
+            }
         }
     }
 

@@ -269,28 +269,32 @@ unsafe fn complete(
     cancel: &AtomicBool,
     start: impl FnOnce(*mut OVERLAPPED) -> i32,
 ) -> io::Result<u32> {
-    with_event(|event| {
-        let mut ov: OVERLAPPED = std::mem::zeroed();
-        ov.hEvent = event;
-        if start(&mut ov) == 0 {
-            let code = last_error();
-            if code != ERROR_IO_PENDING {
-                return Err(os_error(code));
+    // SAFETY: the caller upholds this fn's contract (its `# Safety`
+    // section), which is what each unsafe operation below relies on.
+    unsafe {
+        with_event(|event| {
+            let mut ov: OVERLAPPED = std::mem::zeroed();
+            ov.hEvent = event;
+            if start(&mut ov) == 0 {
+                let code = last_error();
+                if code != ERROR_IO_PENDING {
+                    return Err(os_error(code));
+                }
             }
-        }
-        // `close` sets `cancel` before it cancels what is in flight: an
-        // operation started after that cancels itself here.
-        if cancel.load(Ordering::SeqCst) {
-            CancelIoEx(h, &ov);
-        }
-        let mut n = 0u32;
-        // Waits on the event; `ov` stays in place until the operation is
-        // over, whatever its outcome.
-        if GetOverlappedResult(h, &ov, &mut n, TRUE) == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n)
-    })
+            // `close` sets `cancel` before it cancels what is in flight: an
+            // operation started after that cancels itself here.
+            if cancel.load(Ordering::SeqCst) {
+                CancelIoEx(h, &ov);
+            }
+            let mut n = 0u32;
+            // Waits on the event; `ov` stays in place until the operation is
+            // over, whatever its outcome.
+            if GetOverlappedResult(h, &ov, &mut n, TRUE) == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(n)
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
