@@ -211,16 +211,7 @@ impl Feeder {
         let sent = self.conn.send_bytes(&batch);
 
         let mut st = self.lock();
-        st.writing = false;
-        match sent {
-            Ok(()) => st.written = seq,
-            Err(e) => {
-                tracing::debug!("queue feeder cannot write: {e}");
-                st.broken = true;
-                st.items = 0;
-                wire::batch_start(&mut st.pending);
-            }
-        }
+        written(&mut st, seq, sent);
         if batch.capacity() <= KEEP && st.spare.capacity() == 0 {
             batch.clear();
             st.spare = batch;
@@ -352,18 +343,7 @@ impl Feeder {
             drop(sealed);
 
             let mut st = self.lock();
-            st.writing = false;
-            match sent {
-                Ok(()) => st.written = seq,
-                Err(e) => {
-                    tracing::debug!("queue feeder cannot write: {e}");
-                    st.broken = true;
-                    st.items = 0;
-                    st.sealed.clear();
-                    st.sealed_bytes = 0;
-                    wire::batch_start(&mut st.pending);
-                }
-            }
+            written(&mut st, seq, sent);
             if batch.capacity() <= KEEP && st.spare.capacity() == 0 {
                 batch.clear();
                 st.spare = batch;
@@ -378,6 +358,24 @@ impl Feeder {
         self.written.notify_all();
         drop(st);
         self.conn.close();
+    }
+}
+
+/// The end of a batch's write, by the feeder thread or by a put writing
+/// its own batch: the batch is written, or the stream is broken and what
+/// waits to be written (sealed descriptors included) is dropped.
+fn written(st: &mut State, seq: u64, sent: crate::Result<()>) {
+    st.writing = false;
+    match sent {
+        Ok(()) => st.written = seq,
+        Err(e) => {
+            tracing::debug!("queue feeder cannot write: {e}");
+            st.broken = true;
+            st.items = 0;
+            st.sealed.clear();
+            st.sealed_bytes = 0;
+            wire::batch_start(&mut st.pending);
+        }
     }
 }
 
