@@ -673,6 +673,15 @@ fn serve_ops(
                 conn.send_bytes(&wire::size(shared.qsize() as u64))
             }
             Request::Sync => conn.send_bytes(&[wire::SYNCED]),
+            Request::Page => match acks.add(id, session) {
+                // Registered before the answer: the next message on this
+                // connection reads it.
+                Ok((pid, value)) => conn.send_bytes(&wire::ack_page(id, pid, value)),
+                Err(e) => {
+                    tracing::debug!(conn = id, "no ack page: {e}");
+                    conn.send_bytes(&[wire::NO_PAGE])
+                }
+            },
             Request::TaskDone { barrier } => {
                 shared.wait_barrier(session, barrier);
                 if shared.task_done() {
@@ -790,6 +799,97 @@ fn accept_into(listener: &Listener, pending: &PendingList, what: &str) {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => tracing::debug!("queue broker: accept failed ({what}): {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::acks::AckPage;
+    use crate::queue::core::Item;
+    use crate::queue::wire::Reply;
+    use crate::Client;
+
+    /// A raw ops connection to this process's broker for queue `queue`:
+    /// the connection and the id the broker gave it.
+    fn ops(b: &Broker, queue: u64, session: u64) -> (Connection, u64) {
+        let c = Client::connect(b.address(), Some(b.key())).unwrap();
+        c.send_bytes(&wire::hello(queue, session, Role::Ops))
+            .unwrap();
+        match wire::parse_reply(&c.recv_bytes().unwrap()) {
+            Ok(Reply::HelloOk { conn }) => (c, conn),
+            other => panic!("no HELLO_OK: {other:?}"),
+        }
+    }
+
+    fn page(c: &Connection) -> Reply {
+        c.send_bytes(&[wire::PAGE]).unwrap();
+        wire::parse_reply(&c.recv_bytes().unwrap()).unwrap()
+    }
+
+    // `PAGE` on an ops connection gives that connection's ack page (the
+    // same one when asked again), and what a holder counts there before
+    // its connection ends leaves the queue for good while the rest of
+    // its delivery comes back: the exactly-once hand-over through a page
+    // asked for without a second connection.
+    #[test]
+    fn page_on_the_ops_connection_counts_taken_items_once() {
+        let b = get_or_start().unwrap();
+        let queue = 0x5a6e_0001;
+        let shared = Arc::new(Shared::new(0));
+        b.register(queue, shared.clone());
+        shared.push_all((0..5u8).map(|i| Item::whole(vec![i])));
+
+        let (c, id) = ops(&b, queue, 77);
+        c.send_bytes(&wire::get(5, None, 0, &[])).unwrap();
+        let answer = c.recv_bytes().unwrap();
+        assert!(matches!(wire::parse_reply(&answer), Ok(Reply::Items(r)) if r.len() == 5));
+        let Reply::AckPage { conn, pid, value } = page(&c) else {
+            panic!("no ACK_PAGE");
+        };
+        assert_eq!(conn, id, "the page of the asking connection");
+        assert_eq!(pid, std::process::id());
+        assert!(
+            matches!(page(&c), Reply::AckPage { conn, value: v, .. } if conn == id && v == value),
+            "asked again: the same page"
+        );
+        let holder = AckPage::open(pid, value).unwrap();
+        holder.add();
+        holder.add();
+        assert_eq!(shared.qsize(), 5, "acks on the page are read later");
+        drop(c);
+        // The broker reads the page when the connection ends: 2 taken
+        // for good, the other 3 back at the front, in order (all at once,
+        // under the queue's lock).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let Taken::Items(back) = shared.take(None, 5, Some(deadline), &|| true) else {
+            panic!("nothing came back");
+        };
+        let back: Vec<&[u8]> = back.iter().map(Item::bytes).collect();
+        assert_eq!(back, [&[2u8][..], &[3], &[4]], "the untaken ones, in order");
+        assert_eq!(shared.qsize(), 0, "the taken ones never come back");
+    }
+
+    // A `PAGE` with bytes after it is malformed: the broker closes the
+    // connection (its in-flight items come back), never a page.
+    #[test]
+    fn a_malformed_page_request_closes_the_connection() {
+        let b = get_or_start().unwrap();
+        let queue = 0x5a6e_0002;
+        let shared = Arc::new(Shared::new(0));
+        b.register(queue, shared.clone());
+        shared.push_all([Item::whole(vec![9])]);
+        let (c, _) = ops(&b, queue, 78);
+        c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
+        c.recv_bytes().unwrap();
+        c.send_bytes(&[wire::PAGE, 0]).unwrap();
+        assert!(matches!(c.recv_bytes(), Err(Error::Eof)));
+        // The in-flight item comes back when the broker closes it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        match shared.take(None, 1, Some(deadline), &|| true) {
+            Taken::Items(items) => assert_eq!(items[0].bytes(), [9]),
+            _ => panic!("the item never came back"),
         }
     }
 }

@@ -20,6 +20,7 @@
 //! | `SYNC` | holder or feeder → broker | nothing | `SYNCED`, once everything sent before it on this connection is stored |
 //! | `TASK_DONE` | holder → broker | barrier u64 | `DONE`, or `TOO_MANY` when no item is unfinished |
 //! | `JOIN` | holder → broker | barrier u64 | `JOINED`, once every item put is done |
+//! | `PAGE` | holder → broker | nothing | `ACK_PAGE` (for this connection), or `NO_PAGE` |
 //!
 //! An *ack page* request (role 2) names one ops connection in its
 //! `HELLO`; the broker answers `ACK_PAGE`: conn id u64, then where the
@@ -30,6 +31,10 @@
 //! holder adds one before each `get` returns); the broker reads it before
 //! each message on the ops connection, and when the ops connection ends.
 //! Nothing else is sent on a role-2 connection: the holder closes it.
+//! `PAGE` asks the same on the ops connection itself (one round trip, no
+//! new connection and handshake): the broker answers `ACK_PAGE` for that
+//! connection, or `NO_PAGE` if it cannot make one. Holders use `PAGE`;
+//! the broker still answers role 2.
 //!
 //! *Sealed items* ([`large`](super::large)): an item of a `PUT_BATCH` may
 //! be `FF FF FF FF` then a u64 with its top bit set, [`SEALED`] | its
@@ -71,6 +76,7 @@ pub(crate) const ACQUIRE: u8 = 8;
 pub(crate) const RELEASE: u8 = 9;
 pub(crate) const TASK_DONE: u8 = 10;
 pub(crate) const JOIN: u8 = 11;
+pub(crate) const PAGE: u8 = 12;
 
 pub(crate) const HELLO_OK: u8 = 101;
 pub(crate) const NO_QUEUE: u8 = 102;
@@ -85,6 +91,7 @@ pub(crate) const TOO_MANY: u8 = 111;
 pub(crate) const JOINED: u8 = 112;
 pub(crate) const ACK_PAGE: u8 = 113;
 pub(crate) const SEALED_ITEM: u8 = 114;
+pub(crate) const NO_PAGE: u8 = 115;
 
 /// The top bit of a long item length: a sealed item (no bytes follow).
 pub(crate) const SEALED: u64 = 1 << 63;
@@ -182,6 +189,8 @@ pub(crate) enum Request {
     Join {
         barrier: u64,
     },
+    /// The ack page of this ops connection.
+    Page,
 }
 
 /// An answer, as a holder reads it (items as byte ranges of the message).
@@ -196,6 +205,8 @@ pub(crate) enum Reply {
         value: u64,
     },
     NoQueue,
+    /// No ack page could be made.
+    NoPage,
     Granted(u32),
     Full,
     Items(Vec<Range<usize>>),
@@ -313,7 +324,9 @@ pub(crate) fn hello_ops(queue: u64, session: u64, sealed: bool) -> Vec<u8> {
     out
 }
 
-/// The `HELLO` asking for the ack page of the ops connection `link`.
+/// The `HELLO` asking for the ack page of the ops connection `link`
+/// (holders ask with [`PAGE`] on that connection instead).
+#[cfg(test)]
 pub(crate) fn hello_acks(queue: u64, session: u64, link: u64) -> Vec<u8> {
     let mut out = hello(queue, session, Role::Acks);
     put_u64(&mut out, link);
@@ -617,6 +630,7 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
         SYNC => Request::Sync,
         TASK_DONE => Request::TaskDone { barrier: r.u64()? },
         JOIN => Request::Join { barrier: r.u64()? },
+        PAGE => Request::Page,
         _ => return Err(Malformed("unknown request")),
     };
     r.end()?;
@@ -650,6 +664,7 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
             value: r.u64()?,
         },
         NO_QUEUE => Reply::NoQueue,
+        NO_PAGE => Reply::NoPage,
         GRANTED => Reply::Granted(r.u32()?),
         FULL => Reply::Full,
         ITEMS => {
@@ -766,6 +781,9 @@ mod tests {
         );
         assert!(parse_reply(&ack_page(5, 77, 9)[..20]).is_err());
         assert_eq!(parse_reply(&[NO_QUEUE]), Ok(Reply::NoQueue));
+        assert_eq!(parse_reply(&[NO_PAGE]), Ok(Reply::NoPage));
+        assert_eq!(parse_request(&[PAGE]), Ok(Request::Page));
+        assert!(parse_request(&[PAGE, 0]).is_err(), "PAGE has no payload");
         assert_eq!(parse_reply(&granted(4)), Ok(Reply::Granted(4)));
         assert_eq!(parse_reply(&[FULL]), Ok(Reply::Full));
         assert_eq!(parse_reply(&[EMPTY]), Ok(Reply::Empty));

@@ -196,16 +196,25 @@ impl Holdings {
     }
 
     /// Opens the ack page of `link` (see [`acks`](super::acks)): asks
-    /// the broker for it on a connection of its own, which then closes.
+    /// the broker for it with a `PAGE` on `link` itself (idle: its
+    /// `GET` was answered), one round trip and no new connection.
     fn open_acks(&self, link: &mut Link, deadline: Deadline) -> Result<(), Late> {
         if link.acks.is_none() {
-            let d = &self.dial;
-            let (conn, answer) =
-                self.dial_with(&wire::hello_acks(d.queue, d.session, link.id), deadline)?;
-            drop(conn);
-            let Ok(Reply::AckPage { pid, value, .. }) = wire::parse_reply(&answer) else {
+            link.conn
+                .send_bytes(&[wire::PAGE])
+                .map_err(|e| Late::Gone(gone("ack page", e)))?;
+            link.owed.request_sent();
+            let answer = recv_by(&link.conn, deadline)?;
+            link.owed.answered();
+            let Ok(Reply::AckPage { pid, value, conn }) = wire::parse_reply(&answer) else {
                 return Err(Late::Gone(gone("ack page", "no page in the answer")));
             };
+            if conn != link.id {
+                return Err(Late::Gone(gone(
+                    "ack page",
+                    "a page for another connection",
+                )));
+            }
             let page = AckPage::open(pid, value).map_err(|e| Late::Gone(gone("ack page", e)))?;
             link.acks = Some(page);
         }
