@@ -87,9 +87,10 @@ pub(super) enum PopError {
     Ack(std::io::Error),
 }
 
-/// An item taken from the buffer (see [`Ledger::pop`]).
-pub(super) struct Popped {
-    pub(super) item: Received,
+/// An item taken from the buffer (see [`Ledger::pop_with`]): `R` is
+/// what the caller's `read` made of its bytes.
+pub(super) struct Popped<R = Received> {
+    pub(super) item: R,
     /// The connection it came on.
     pub(super) conn: u64,
     /// Nothing else from `conn` is buffered: it goes back to the pool.
@@ -192,10 +193,23 @@ impl<L> Ledger<L> {
     /// path.)
     ///
     /// No clock is read here (see [`observe`](Self::observe)).
+    #[cfg(test)]
     pub(super) fn pop(
         &mut self,
         ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
     ) -> Option<Result<Popped, PopError>> {
+        self.pop_with(ack, |frame, range| Received::new(frame.clone(), range))
+    }
+
+    /// [`pop`](Self::pop), the item handed to `read` (its delivery's
+    /// frame and its range there) once acknowledged: a caller that
+    /// decodes it right away takes no reference to the frame (`get`'s
+    /// per-item path: no reference count touched per item).
+    pub(super) fn pop_with<R>(
+        &mut self,
+        ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
+        read: impl FnOnce(&Arc<Vec<u8>>, Range<usize>) -> R,
+    ) -> Option<Result<Popped<R>, PopError>> {
         let i = self.deliveries.iter().position(|d| d.left() > 0)?;
         let d = &mut self.deliveries[i];
         let range = d.items.get(d.next).cloned().unwrap_or(0..0);
@@ -207,7 +221,7 @@ impl<L> Ledger<L> {
             self.deliveries.remove(i);
             return Some(Err(PopError::Ack(e)));
         }
-        let item = Received::new(d.frame.clone(), range);
+        let item = read(&d.frame, range);
         if last {
             if let Some(d) = self.deliveries.remove(i) {
                 self.drained.push((conn, d.link));

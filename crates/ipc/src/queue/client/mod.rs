@@ -612,7 +612,15 @@ impl Remote {
     /// acknowledged (on the connection it came on) before it is returned:
     /// an item `get` returned is never delivered again, even if this
     /// process dies right after.
-    pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Received> {
+    ///
+    /// What `get` returns is `read` of the item's bytes: an item from
+    /// the buffer is read in place, under the buffer's lock, with no
+    /// reference to its delivery's frame taken and dropped per item.
+    pub(crate) fn get_with<R>(
+        &self,
+        timeout: Option<Duration>,
+        read: impl Fn(&[u8]) -> R,
+    ) -> Result<R> {
         let h = &self.holdings;
         let buf = {
             let mut inbox = lock(&h.inbox);
@@ -623,7 +631,10 @@ impl Remote {
                 // Acknowledged on its connection before it is handed out
                 // (see [`Ledger::pop`]): `Err` when the ack cannot be
                 // written, and the connection's end gives it back.
-                if let Some(popped) = inbox.ledger.pop(ack) {
+                let popped = inbox
+                    .ledger
+                    .pop_with(ack, |frame, range| read(frame.get(range).unwrap_or(&[])));
+                if let Some(popped) = popped {
                     let popped = popped.map_err(pop_failed)?;
                     let drained = if popped.drained {
                         inbox.ledger.unpark(popped.conn)
@@ -660,7 +671,7 @@ impl Remote {
                 }
                 link.owed.sent_one_way();
                 h.checkin(link);
-                return Ok(Received::sealed(view));
+                return Ok(read(Received::sealed(view).bytes()));
             }
         };
         let frame = inbox.frames.lend(frame);
@@ -686,14 +697,14 @@ impl Remote {
                     }
                     link.owed.sent_one_way();
                     h.checkin(link);
-                    return Ok(Received::new(frame, first));
+                    return Ok(read(Received::new(frame, first).bytes()));
                 }
                 if let Err(e) = ack(&mut link, false) {
                     return Err(gone("ack", e));
                 }
                 inbox.ledger.receive(link.id, link, &frame, extras, now);
                 h.janitor_watch(&mut inbox);
-                return Ok(Received::new(frame, first));
+                return Ok(read(Received::new(frame, first).bytes()));
             }
         };
         drop(inbox);
@@ -704,7 +715,7 @@ impl Remote {
         }
         link.owed.sent_one_way();
         h.checkin(link);
-        Ok(Received::new(frame, first))
+        Ok(read(Received::new(frame, first).bytes()))
     }
 
     /// Asks the broker for items; returns the connection, the answer and
