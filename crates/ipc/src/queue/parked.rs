@@ -57,8 +57,14 @@ pub(crate) const PARKS: bool = sys::poll::WAITS_ON_STREAMS;
 pub(crate) enum Want {
     /// Up to `most` items (at least one).
     Get { most: usize },
-    /// Up to `wanted` places (at least one) for `session`'s feeder.
-    Acquire { session: u64, wanted: usize },
+    /// Up to `wanted` places (at least one) for `session`'s feeder; with
+    /// `carries`, the request holds an item (a `PUT_WAIT`) stored in the
+    /// first place by the thread that reserves them.
+    Acquire {
+        session: u64,
+        wanted: usize,
+        carries: bool,
+    },
 }
 
 /// What a parked request was given.
@@ -96,6 +102,8 @@ pub(crate) struct Parked {
     pub(crate) want: Want,
     conn: Arc<Connection>,
     wake: Arc<Connection>,
+    /// A `PUT_WAIT`'s item, until stored (or dropped with the request).
+    carried: Mutex<Option<Item>>,
     state: Mutex<State>,
     settled: Condvar,
 }
@@ -113,6 +121,11 @@ impl Parked {
     /// Served (under the queue's lock): what it gets.
     pub(crate) fn give(&self, given: Given) {
         *lock(&self.state) = State::Given(given);
+    }
+
+    /// The item a `PUT_WAIT` carries, taken out to be stored (once).
+    pub(crate) fn take_carried(&self) -> Option<Item> {
+        lock(&self.carried).take()
     }
 }
 
@@ -158,8 +171,9 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
                     // ends; a grant nobody received is freed now (its
                     // session may live on, on other connections).
                     tracing::debug!("cannot answer a parked request: {e}");
-                    if let (Some(n), Want::Acquire { session, .. }) = (grant, p.want) {
-                        shared.release(session, n);
+                    if let (Some(n), Want::Acquire { session, carries, .. }) = (grant, p.want) {
+                        // A carried item was stored: it stays.
+                        shared.release(session, n - usize::from(carries));
                     }
                 }
                 *lock(&p.state) = State::Answered;
@@ -208,6 +222,16 @@ impl Parker {
     /// A request to park (not yet in any list): `None` if no wake-up pipe
     /// can be made (out of descriptors): the caller waits as before.
     pub(crate) fn request(&mut self, conn_id: u64, want: Want) -> Option<Arc<Parked>> {
+        self.request_carrying(conn_id, want, None)
+    }
+
+    /// [`request`](Self::request) for a `PUT_WAIT`, holding its `item`.
+    pub(crate) fn request_carrying(
+        &mut self,
+        conn_id: u64,
+        want: Want,
+        item: Option<Item>,
+    ) -> Option<Arc<Parked>> {
         if self.wake.is_none() {
             match crate::pipe(false) {
                 Ok((r, w)) => self.wake = Some((r, Arc::new(w))),
@@ -223,6 +247,7 @@ impl Parker {
             want,
             conn: self.conn.clone(),
             wake: w.clone(),
+            carried: Mutex::new(item),
             state: Mutex::new(State::Waiting),
             settled: Condvar::new(),
         }))
@@ -506,6 +531,7 @@ mod tests {
                 Want::Acquire {
                     session: 40,
                     wanted: 3,
+                    carries: false,
                 },
             )
             .unwrap();
@@ -539,6 +565,7 @@ mod tests {
                 Want::Acquire {
                     session: 41,
                     wanted: 1,
+                    carries: false,
                 },
             )
             .unwrap();
