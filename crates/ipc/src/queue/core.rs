@@ -511,7 +511,10 @@ impl Shared {
             let Some(p) = core.parked_acquires.pop_front() else {
                 break;
             };
-            let Want::Acquire { session, wanted, .. } = p.want else {
+            let Want::Acquire {
+                session, wanted, ..
+            } = p.want
+            else {
                 continue;
             };
             let n = wanted.max(1).min(avail);
@@ -645,6 +648,13 @@ impl Shared {
 
     pub(crate) fn qsize(&self) -> usize {
         self.lock().qsize()
+    }
+
+    /// Other processes' gets waiting for an item, parked or not.
+    #[cfg(test)]
+    pub(crate) fn gets_waiting(&self) -> usize {
+        let core = self.lock();
+        core.parked_gets.len() + core.getters_waiting
     }
 
     /// Stores items whatever the queue's size.

@@ -171,7 +171,13 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
                     // ends; a grant nobody received is freed now (its
                     // session may live on, on other connections).
                     tracing::debug!("cannot answer a parked request: {e}");
-                    if let (Some(n), Want::Acquire { session, carries, .. }) = (grant, p.want) {
+                    if let (
+                        Some(n),
+                        Want::Acquire {
+                            session, carries, ..
+                        },
+                    ) = (grant, p.want)
+                    {
                         // A carried item was stored: it stays.
                         shared.release(session, n - usize::from(carries));
                     }
