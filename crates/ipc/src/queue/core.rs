@@ -512,11 +512,20 @@ impl Shared {
                 break;
             };
             let Want::Acquire {
-                session, wanted, ..
+                session,
+                wanted,
+                carries,
             } = p.want
             else {
                 continue;
             };
+            if carries && p.holder_gone() {
+                // A process killed while its put waited: its item is not
+                // stored (its put never returned), and the room stays free.
+                p.give(Given::Refused);
+                granted.push(p);
+                continue;
+            }
             let n = wanted.max(1).min(avail);
             if core.reserve(session, n) {
                 if let Some(item) = p.take_carried() {

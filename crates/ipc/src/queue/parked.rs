@@ -123,6 +123,14 @@ impl Parked {
         *lock(&self.state) = State::Given(given);
     }
 
+    /// Whether the request's holder is gone (it sends nothing while its
+    /// request waits: anything readable is its end). Asked before a
+    /// carried item is stored, so that the put of a process that died
+    /// waiting (its end already there to see) stores nothing.
+    pub(crate) fn holder_gone(&self) -> bool {
+        !matches!(self.conn.poll(Some(std::time::Duration::ZERO)), Ok(false))
+    }
+
     /// The item a `PUT_WAIT` carries, taken out to be stored (once).
     pub(crate) fn take_carried(&self) -> Option<Item> {
         lock(&self.carried).take()
