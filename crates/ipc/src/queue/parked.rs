@@ -18,7 +18,7 @@
 //! no ack can come for them before they are recorded.
 //!
 //! It writes only when the write cannot block whatever the holder does
-//! ([`sys::local_room_now`]: a local stream socket with room for the whole
+//! ([`sys::room_now`]: a local stream socket with room for the whole
 //! answer, which a holder that reads its answers always has — it sends a
 //! request only after reading the answer to the previous one). Otherwise
 //! (a large answer, TCP, a holder that does not read) it hands what it
@@ -104,6 +104,9 @@ pub(crate) struct Parked {
     wake: Arc<Connection>,
     /// A `PUT_WAIT`'s item, until stored (or dropped with the request).
     carried: Mutex<Option<Item>>,
+    /// Whether `conn` is a local stream socket ([`sys::is_local_stream`],
+    /// asked once per connection): answers written directly only there.
+    local: bool,
     state: Mutex<State>,
     settled: Condvar,
 }
@@ -154,7 +157,7 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
             }
         };
         // Room for the whole answer (and its frame's head), or not direct.
-        let fits = |len: usize| sys::local_room_now(p.conn.stream().handle(), len + 16);
+        let fits = |len: usize| p.local && sys::room_now(p.conn.stream().handle(), len + 16);
         // Written here: the answer is in `out`, with the grant to free if
         // it is never received.
         let direct = match given {
@@ -225,12 +228,18 @@ pub(crate) enum Waited {
 /// a wake-up pipe, made at its first park.
 pub(crate) struct Parker {
     conn: Arc<Connection>,
+    /// [`sys::is_local_stream`] of `conn`, at the first park.
+    local: Option<bool>,
     wake: Option<(Connection, Arc<Connection>)>,
 }
 
 impl Parker {
     pub(crate) fn new(conn: Arc<Connection>) -> Parker {
-        Parker { conn, wake: None }
+        Parker {
+            conn,
+            local: None,
+            wake: None,
+        }
     }
 
     /// A request to park (not yet in any list): `None` if no wake-up pipe
@@ -255,8 +264,12 @@ impl Parker {
                 }
             }
         }
+        let local = *self
+            .local
+            .get_or_insert_with(|| sys::is_local_stream(self.conn.stream().handle()));
         let (_, w) = self.wake.as_ref()?;
         Some(Arc::new(Parked {
+            local,
             conn_id,
             want,
             conn: self.conn.clone(),
@@ -417,7 +430,8 @@ mod tests {
         // The holder's next message (its SETTLE) ends the wait.
         holder.send_bytes(&wire::settle(2, 0)).unwrap();
         let waited = waiter.join().unwrap();
-        let direct = sys::local_room_now(holder.stream().handle(), 64);
+        let fd = holder.stream().handle();
+        let direct = sys::is_local_stream(fd) && sys::room_now(fd, 64);
         assert_eq!(
             matches!(waited, Waited::Answered),
             direct,
