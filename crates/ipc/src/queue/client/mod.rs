@@ -555,9 +555,16 @@ impl Remote {
             Ok(last) => return feeder.put(last, write).map_err(|e| self.feed_failed(e)),
             Err(wanted) => wanted,
         };
-        // No permit: the item goes with the request for room (`PUT_WAIT`)
-        // and the broker stores it as soon as there is room, handing it
-        // straight to a waiting get (no hop back through this process).
+        if prefetch::bounded_cap(self.maxsize) != Some(1) {
+            // Permits come several at a time (`maxsize` ≥ 8): the items go
+            // through the feeder in batches.
+            let last = self.take_permit(wanted, timeout, deadline)?;
+            return feeder.put(last, write).map_err(|e| self.feed_failed(e));
+        }
+        // A small queue (one permit at a time): the item goes with the
+        // request for room (`PUT_WAIT`) and the broker stores it as soon
+        // as there is room, handing it straight to a waiting get (no hop
+        // back through this process).
         let barrier = feeder.flush().map_err(|_| PutFail::Disconnected)?;
         let msg = wire::put_wait(wanted, timeout, barrier, write).map_err(PutFail::Encode)?;
         if msg.len() >= CARRY_MOST {
