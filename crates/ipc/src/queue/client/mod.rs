@@ -8,7 +8,9 @@
 //! the broker reserved for this process. Without one it asks the broker
 //! (`ACQUIRE`, waiting as a put waits on a full queue) for a few at once,
 //! about as many as it used in the last half millisecond (at most a
-//! quarter of `maxsize`). Permits it does not use go back: when this
+//! quarter of `maxsize`); to a small queue (`maxsize` < 8, one permit at
+//! a time) the request carries the item itself (`PUT_WAIT`), which the
+//! broker stores in the place it grants. Permits it does not use go back: when this
 //! process has used none for 50 ms (the janitor), when it asks the size of
 //! the queue, at close and exit, and, if it dies, when its feeder stream
 //! ends.
