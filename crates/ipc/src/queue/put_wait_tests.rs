@@ -177,3 +177,24 @@ fn a_holder_that_never_reads_its_items_blocks_nobody() {
     drop(hostile);
     assert_eq!(big.get_timeout(LONG).unwrap().len(), 4 << 20);
 }
+
+// An item too large to carry (64 KiB and more) asks for room first and
+// goes the feeder's way (sealed where it can), in order with the small
+// ones around it.
+#[test]
+fn a_large_item_to_a_small_queue_takes_the_permit_path() {
+    let (q, remote, _) = owned_and_remote(1);
+    let big_q: Queue<Vec<u8>> = Queue::from_inner(q.inner.clone());
+    let big_remote: Queue<Vec<u8>> = Queue::from_inner(remote.inner.clone());
+    let producer = std::thread::spawn(move || {
+        for n in [10usize, 200 << 10, 20, 1 << 20, 30] {
+            big_remote.put(vec![n as u8; n]).unwrap();
+        }
+        big_remote
+    });
+    for n in [10usize, 200 << 10, 20, 1 << 20, 30] {
+        assert_eq!(big_q.get_timeout(LONG).unwrap(), vec![n as u8; n]);
+    }
+    drop(producer.join().unwrap());
+    assert!(q.empty());
+}
