@@ -744,6 +744,12 @@ fn acquire(
         item,
     } = room;
     let carries = item.is_some();
+    if carries && !alive() {
+        // A holder that gave up before this was read (its end is there:
+        // its put returned `Full` at its own deadline, with the owner
+        // stopped or slow) gets nothing stored.
+        return Step::Close;
+    }
     let want = Want::Acquire {
         session,
         wanted,
