@@ -503,6 +503,9 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
 }
 
 #[cfg(test)]
+mod put_wait_tests;
+
+#[cfg(test)]
 mod remote_tests {
     use super::*;
     use crate::Client;

@@ -553,6 +553,11 @@ fn serve_ops(
                 return;
             }
         };
+        // A `PUT_WAIT`'s item, out of the message (reused below).
+        let mut carried = match &req {
+            Request::PutWait { item, .. } => msg.get(item.clone()).map(|b| Item::whole(b.to_vec())),
+            _ => None,
+        };
         if msg.capacity() > KEEP_REPLY {
             msg = Vec::new();
         }
@@ -568,35 +573,37 @@ fn serve_ops(
                 acks,
             } => {
                 shared.ack(&acks);
-                let (wanted, deadline) = (wanted as usize, deadline_of(timeout));
-                let parked = parked::PARKS
-                    .then(|| parker.request(id, Want::Acquire { session, wanted }))
-                    .flatten();
-                let acquired = match parked {
-                    Some(p) => match shared.acquire_or_park(session, wanted, deadline, p.clone()) {
-                        Some(a) => a,
-                        None => match parker.wait(shared, &p, deadline) {
-                            Waited::Answered => continue,
-                            Waited::Write(Given::Granted(n)) => Acquired::Granted(n),
-                            Waited::Write(Given::Refused | Given::Items(_)) | Waited::Gone => {
-                                return
-                            }
-                            Waited::TimedOut => Acquired::Full,
-                        },
-                    },
-                    None => shared.acquire(session, wanted, deadline, &alive),
+                let room = Room {
+                    session,
+                    wanted: wanted as usize,
+                    deadline: deadline_of(timeout),
+                    item: None,
                 };
-                match acquired {
-                    Acquired::Granted(n) => {
-                        let sent = conn.send_bytes(&wire::granted(n as u32));
-                        if sent.is_err() {
-                            // Never received: nobody will fill them.
-                            shared.release(session, n);
-                        }
-                        sent
-                    }
-                    Acquired::Full => conn.send_bytes(&[wire::FULL]),
-                    Acquired::Abandoned => return,
+                match acquire(shared, &mut parker, conn, id, room, &alive) {
+                    Step::Answered(sent) => sent,
+                    Step::Next => continue,
+                    Step::Close => return,
+                }
+            }
+            Request::PutWait {
+                wanted,
+                timeout,
+                barrier,
+                ..
+            } => {
+                // This process's earlier puts (its feeder's batches) are
+                // stored first: its items stay in order.
+                shared.wait_barrier(session, barrier);
+                let room = Room {
+                    session,
+                    wanted: wanted as usize,
+                    deadline: deadline_of(timeout),
+                    item: carried.take(),
+                };
+                match acquire(shared, &mut parker, conn, id, room, &alive) {
+                    Step::Answered(sent) => sent,
+                    Step::Next => continue,
+                    Step::Close => return,
                 }
             }
             Request::Release { count } => {
@@ -706,6 +713,96 @@ fn serve_ops(
             tracing::debug!("cannot answer a queue request: {e}");
             return;
         }
+    }
+}
+
+/// What an `ACQUIRE` (or a `PUT_WAIT`, with its item) asks for.
+struct Room {
+    session: u64,
+    wanted: usize,
+    deadline: Deadline,
+    /// A `PUT_WAIT`'s item: stored in the first place reserved.
+    item: Option<Item>,
+}
+
+/// How a request ended, for [`serve_ops`]'s loop.
+enum Step {
+    /// Answered here (or not: the write's result).
+    Answered(Result<()>),
+    /// Answered by the thread that served it: read the next message.
+    Next,
+    /// The holder is gone (or broke the protocol): close.
+    Close,
+}
+
+/// Reserves room for an `ACQUIRE` or a `PUT_WAIT` (then its item is
+/// stored in the first place at once), parked where the OS allows,
+/// and answers it.
+fn acquire(
+    shared: &Shared,
+    parker: &mut Parker,
+    conn: &Connection,
+    id: u64,
+    room: Room,
+    alive: &dyn Fn() -> bool,
+) -> Step {
+    let Room {
+        session,
+        wanted,
+        deadline,
+        item,
+    } = room;
+    let carries = item.is_some();
+    if carries && !alive() {
+        // A holder that gave up before this was read (its end is there:
+        // its put returned `Full` at its own deadline, with the owner
+        // stopped or slow) gets nothing stored.
+        return Step::Close;
+    }
+    let want = Want::Acquire {
+        session,
+        wanted,
+        carries,
+    };
+    let mut item = item;
+    let parked = if parked::PARKS {
+        parker.request_carrying(id, want, item.take())
+    } else {
+        None
+    };
+    let acquired = match parked {
+        Some(p) => match shared.acquire_or_park(session, wanted, deadline, p.clone()) {
+            Some(a) => a,
+            None => match parker.wait(shared, &p, deadline) {
+                Waited::Answered => return Step::Next,
+                Waited::Write(Given::Granted(n)) => Acquired::Granted(n),
+                Waited::Write(Given::Refused | Given::Items(_)) | Waited::Gone => {
+                    return Step::Close
+                }
+                Waited::TimedOut => Acquired::Full,
+            },
+        },
+        None => {
+            // Not parked: the item (if any) is still here.
+            let acquired = shared.acquire(session, wanted, deadline, alive);
+            if let (Acquired::Granted(_), Some(item)) = (&acquired, item.take()) {
+                shared.fill_granted(session, item);
+            }
+            acquired
+        }
+    };
+    match acquired {
+        Acquired::Granted(n) => {
+            let sent = conn.send_bytes(&wire::granted(n as u32));
+            if sent.is_err() {
+                // Never received: nobody will fill them (a carried item
+                // was stored: it stays).
+                shared.release(session, n - usize::from(carries));
+            }
+            Step::Answered(sent)
+        }
+        Acquired::Full => Step::Answered(conn.send_bytes(&[wire::FULL])),
+        Acquired::Abandoned => Step::Close,
     }
 }
 

@@ -500,6 +500,45 @@ impl Shared {
     /// the threads waiting on the condition variables (the owner's own
     /// gets and puts). Returns them, to [`parked::deliver`] after the lock.
     fn serve(&self, core: &mut Core) -> Vec<Arc<Parked>> {
+        let mut granted = Vec::new();
+        // Room first: a `PUT_WAIT` served stores its item, which a parked
+        // get may then take (one thread, no hop between them).
+        while !core.parked_acquires.is_empty() {
+            let avail = self.room(core).saturating_sub(core.putters_waiting);
+            if avail == 0 {
+                break;
+            }
+            let Some(p) = core.parked_acquires.pop_front() else {
+                break;
+            };
+            let Want::Acquire {
+                session,
+                wanted,
+                carries,
+            } = p.want
+            else {
+                continue;
+            };
+            if carries && p.holder_gone() {
+                // A process killed while its put waited: its item is not
+                // stored (its put never returned), and the room stays free.
+                p.give(Given::Refused);
+                granted.push(p);
+                continue;
+            }
+            let n = wanted.max(1).min(avail);
+            if core.reserve(session, n) {
+                if let Some(item) = p.take_carried() {
+                    self.fill(core, session, item);
+                }
+                p.give(Given::Granted(n));
+            } else {
+                p.give(Given::Refused);
+            }
+            granted.push(p);
+        }
+        // The gets answered first: a consumer's item is the next step of
+        // the chain, a producer's grant is not.
         let mut served = Vec::new();
         while !core.parked_gets.is_empty() && core.ready() > core.getters_waiting {
             let avail = core.ready() - core.getters_waiting;
@@ -520,26 +559,25 @@ impl Shared {
             p.give(Given::Items(items));
             served.push(p);
         }
-        while !core.parked_acquires.is_empty() {
-            let avail = self.room(core).saturating_sub(core.putters_waiting);
-            if avail == 0 {
-                break;
-            }
-            let Some(p) = core.parked_acquires.pop_front() else {
-                break;
-            };
-            let Want::Acquire { session, wanted } = p.want else {
-                continue;
-            };
-            let n = wanted.max(1).min(avail);
-            if core.reserve(session, n) {
-                p.give(Given::Granted(n));
-            } else {
-                p.give(Given::Refused);
-            }
-            served.push(p);
-        }
+        served.append(&mut granted);
         served
+    }
+
+    /// Stores `item` in a place just reserved for `session` (a
+    /// `PUT_WAIT`'s: its item fills the first place of its grant).
+    fn fill(&self, core: &mut Core, session: u64, item: Item) {
+        core.push(item);
+        core.release(session, 1);
+        wake(&self.not_empty, core.getters_waiting, 1);
+    }
+
+    /// [`fill`](Self::fill) after an [`acquire`](Self::acquire) that
+    /// granted room (where requests do not park), and answers the
+    /// parked gets it makes answerable.
+    pub(crate) fn fill_granted(&self, session: u64, item: Item) {
+        let mut core = self.lock();
+        self.fill(&mut core, session, item);
+        self.finish(core);
     }
 
     /// Releases the lock, then answers the parked requests served under it.
@@ -587,11 +625,15 @@ impl Shared {
         let avail = self.room(&core).saturating_sub(core.putters_waiting);
         if avail > 0 && core.parked_acquires.is_empty() {
             let n = wanted.max(1).min(avail);
-            return Some(if core.reserve(session, n) {
-                Acquired::Granted(n)
-            } else {
-                Acquired::Abandoned
-            });
+            if !core.reserve(session, n) {
+                return Some(Acquired::Abandoned);
+            }
+            if let Some(item) = p.take_carried() {
+                // A `PUT_WAIT`: stored now, and parked gets served.
+                self.fill(&mut core, session, item);
+                self.finish(core);
+            }
+            return Some(Acquired::Granted(n));
         }
         if passed(deadline) {
             return Some(Acquired::Full);
@@ -615,6 +657,13 @@ impl Shared {
 
     pub(crate) fn qsize(&self) -> usize {
         self.lock().qsize()
+    }
+
+    /// Other processes' gets waiting for an item, parked or not.
+    #[cfg(test)]
+    pub(crate) fn gets_waiting(&self) -> usize {
+        let core = self.lock();
+        core.parked_gets.len() + core.getters_waiting
     }
 
     /// Stores items whatever the queue's size.

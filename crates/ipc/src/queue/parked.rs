@@ -18,7 +18,7 @@
 //! no ack can come for them before they are recorded.
 //!
 //! It writes only when the write cannot block whatever the holder does
-//! ([`sys::local_room_now`]: a local stream socket with room for the whole
+//! ([`sys::room_now`]: a local stream socket with room for the whole
 //! answer, which a holder that reads its answers always has — it sends a
 //! request only after reading the answer to the previous one). Otherwise
 //! (a large answer, TCP, a holder that does not read) it hands what it
@@ -57,8 +57,14 @@ pub(crate) const PARKS: bool = sys::poll::WAITS_ON_STREAMS;
 pub(crate) enum Want {
     /// Up to `most` items (at least one).
     Get { most: usize },
-    /// Up to `wanted` places (at least one) for `session`'s feeder.
-    Acquire { session: u64, wanted: usize },
+    /// Up to `wanted` places (at least one) for `session`'s feeder; with
+    /// `carries`, the request holds an item (a `PUT_WAIT`) stored in the
+    /// first place by the thread that reserves them.
+    Acquire {
+        session: u64,
+        wanted: usize,
+        carries: bool,
+    },
 }
 
 /// What a parked request was given.
@@ -96,6 +102,11 @@ pub(crate) struct Parked {
     pub(crate) want: Want,
     conn: Arc<Connection>,
     wake: Arc<Connection>,
+    /// A `PUT_WAIT`'s item, until stored (or dropped with the request).
+    carried: Mutex<Option<Item>>,
+    /// Whether `conn` is a local stream socket ([`sys::is_local_stream`],
+    /// asked once per connection): answers written directly only there.
+    local: bool,
     state: Mutex<State>,
     settled: Condvar,
 }
@@ -113,6 +124,19 @@ impl Parked {
     /// Served (under the queue's lock): what it gets.
     pub(crate) fn give(&self, given: Given) {
         *lock(&self.state) = State::Given(given);
+    }
+
+    /// Whether the request's holder is gone (it sends nothing while its
+    /// request waits: anything readable is its end). Asked before a
+    /// carried item is stored, so that the put of a process that died
+    /// waiting (its end already there to see) stores nothing.
+    pub(crate) fn holder_gone(&self) -> bool {
+        !matches!(self.conn.poll(Some(std::time::Duration::ZERO)), Ok(false))
+    }
+
+    /// The item a `PUT_WAIT` carries, taken out to be stored (once).
+    pub(crate) fn take_carried(&self) -> Option<Item> {
+        lock(&self.carried).take()
     }
 }
 
@@ -133,7 +157,7 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
             }
         };
         // Room for the whole answer (and its frame's head), or not direct.
-        let fits = |len: usize| sys::local_room_now(p.conn.stream().handle(), len + 16);
+        let fits = |len: usize| p.local && sys::room_now(p.conn.stream().handle(), len + 16);
         // Written here: the answer is in `out`, with the grant to free if
         // it is never received.
         let direct = match given {
@@ -158,8 +182,15 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
                     // ends; a grant nobody received is freed now (its
                     // session may live on, on other connections).
                     tracing::debug!("cannot answer a parked request: {e}");
-                    if let (Some(n), Want::Acquire { session, .. }) = (grant, p.want) {
-                        shared.release(session, n);
+                    if let (
+                        Some(n),
+                        Want::Acquire {
+                            session, carries, ..
+                        },
+                    ) = (grant, p.want)
+                    {
+                        // A carried item was stored: it stays.
+                        shared.release(session, n - usize::from(carries));
                     }
                 }
                 *lock(&p.state) = State::Answered;
@@ -197,17 +228,33 @@ pub(crate) enum Waited {
 /// a wake-up pipe, made at its first park.
 pub(crate) struct Parker {
     conn: Arc<Connection>,
+    /// [`sys::is_local_stream`] of `conn`, at the first park.
+    local: Option<bool>,
     wake: Option<(Connection, Arc<Connection>)>,
 }
 
 impl Parker {
     pub(crate) fn new(conn: Arc<Connection>) -> Parker {
-        Parker { conn, wake: None }
+        Parker {
+            conn,
+            local: None,
+            wake: None,
+        }
     }
 
     /// A request to park (not yet in any list): `None` if no wake-up pipe
     /// can be made (out of descriptors): the caller waits as before.
     pub(crate) fn request(&mut self, conn_id: u64, want: Want) -> Option<Arc<Parked>> {
+        self.request_carrying(conn_id, want, None)
+    }
+
+    /// [`request`](Self::request) for a `PUT_WAIT`, holding its `item`.
+    pub(crate) fn request_carrying(
+        &mut self,
+        conn_id: u64,
+        want: Want,
+        item: Option<Item>,
+    ) -> Option<Arc<Parked>> {
         if self.wake.is_none() {
             match crate::pipe(false) {
                 Ok((r, w)) => self.wake = Some((r, Arc::new(w))),
@@ -217,12 +264,17 @@ impl Parker {
                 }
             }
         }
+        let local = *self
+            .local
+            .get_or_insert_with(|| sys::is_local_stream(self.conn.stream().handle()));
         let (_, w) = self.wake.as_ref()?;
         Some(Arc::new(Parked {
+            local,
             conn_id,
             want,
             conn: self.conn.clone(),
             wake: w.clone(),
+            carried: Mutex::new(item),
             state: Mutex::new(State::Waiting),
             settled: Condvar::new(),
         }))
@@ -378,7 +430,8 @@ mod tests {
         // The holder's next message (its SETTLE) ends the wait.
         holder.send_bytes(&wire::settle(2, 0)).unwrap();
         let waited = waiter.join().unwrap();
-        let direct = sys::local_room_now(holder.stream().handle(), 64);
+        let fd = holder.stream().handle();
+        let direct = sys::is_local_stream(fd) && sys::room_now(fd, 64);
         assert_eq!(
             matches!(waited, Waited::Answered),
             direct,
@@ -506,6 +559,7 @@ mod tests {
                 Want::Acquire {
                     session: 40,
                     wanted: 3,
+                    carries: false,
                 },
             )
             .unwrap();
@@ -539,6 +593,7 @@ mod tests {
                 Want::Acquire {
                     session: 41,
                     wanted: 1,
+                    carries: false,
                 },
             )
             .unwrap();

@@ -13,6 +13,7 @@
 //! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 (and for role 2, an ops conn id u64) | `HELLO_OK` conn id u64 (role 2: `ACK_PAGE`), or `NO_QUEUE` |
 //! | `PUT_BATCH` | feeder → broker | batch number u64, items (sealed ones too) | none |
 //! | `ACQUIRE` | holder → broker | wanted u32, timeout, acks | `GRANTED` count u32, or `FULL` |
+//! | `PUT_WAIT` | holder → broker | wanted u32, timeout, barrier u64, one item | `GRANTED` count u32 (the first place holds the item), or `FULL` (not stored) |
 //! | `RELEASE` | holder → broker | count u32 | none |
 //! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, `SEALED_ITEM` len u64 + pid u32 + handle u64, or `EMPTY` |
 //! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
@@ -58,6 +59,11 @@
 //! session named in the connection's `HELLO`; the items then come through
 //! that session's feeder stream (which must be open: without one the
 //! broker closes the connection). `RELEASE` gives back unused places.
+//! `PUT_WAIT` is an `ACQUIRE` that carries the put's item (a put with no
+//! permit left, see [`client`](super::client)): once the broker reserves
+//! the places it stores the item in the first, at once, so the item
+//! reaches a waiting `GET` with no further hop through the producer
+//! (docs/architecture.md, "Puts that wait at the broker").
 //! (Opcodes 3 and 103, a one-item `PUT` and its `PUT_OK`, are retired.)
 //!
 //! Decoding never trusts the peer: every read is bounds-checked and a
@@ -77,6 +83,7 @@ pub(crate) const RELEASE: u8 = 9;
 pub(crate) const TASK_DONE: u8 = 10;
 pub(crate) const JOIN: u8 = 11;
 pub(crate) const PAGE: u8 = 12;
+pub(crate) const PUT_WAIT: u8 = 13;
 
 pub(crate) const HELLO_OK: u8 = 101;
 pub(crate) const NO_QUEUE: u8 = 102;
@@ -164,6 +171,13 @@ pub(crate) enum Request {
         wanted: u32,
         timeout: Option<Duration>,
         acks: Acks,
+    },
+    /// An `ACQUIRE` carrying one item (its range in the message).
+    PutWait {
+        wanted: u32,
+        timeout: Option<Duration>,
+        barrier: u64,
+        item: Range<usize>,
     },
     Release {
         count: u32,
@@ -354,6 +368,22 @@ pub(crate) fn acquire(wanted: u32, timeout: Option<Duration>, acks: &[(u64, u32)
     put_u64(&mut out, timeout_code(timeout));
     put_acks(&mut out, acks);
     out
+}
+
+/// A `PUT_WAIT`, its item produced by `write` (as [`put_item_with`]).
+pub(crate) fn put_wait<E>(
+    wanted: u32,
+    timeout: Option<Duration>,
+    barrier: u64,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let mut out = Vec::with_capacity(128);
+    out.push(PUT_WAIT);
+    put_u32(&mut out, wanted);
+    put_u64(&mut out, timeout_code(timeout));
+    put_u64(&mut out, barrier);
+    put_item_with(&mut out, write)?;
+    Ok(out)
 }
 
 pub(crate) fn release(count: u32) -> Vec<u8> {
@@ -612,6 +642,12 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
             timeout: r.timeout()?,
             acks: r.acks()?,
         },
+        PUT_WAIT => Request::PutWait {
+            wanted: r.u32()?,
+            timeout: r.timeout()?,
+            barrier: r.u64()?,
+            item: r.item()?,
+        },
         RELEASE => Request::Release { count: r.u32()? },
         GET => Request::Get {
             most: r.u32()?,
@@ -697,6 +733,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The length of a `PUT_WAIT`'s head (before its item's length).
+    const PUT_WAIT_HEAD: usize = 1 + 4 + 8 + 8;
+
     #[test]
     fn requests_round_trip() {
         let h = hello(7, 9, Role::Feeder);
@@ -737,6 +776,26 @@ mod tests {
                 acks: vec![(2, 3)]
             })
         );
+        let w = put_wait::<()>(2, None, 5, |o| {
+            o.extend_from_slice(b"item");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            parse_request(&w),
+            Ok(Request::PutWait {
+                wanted: 2,
+                timeout: None,
+                barrier: 5,
+                item: PUT_WAIT_HEAD + 4..PUT_WAIT_HEAD + 8
+            })
+        );
+        assert_eq!(put_wait(1, None, 0, |_| Err("no")), Err("no"));
+        // One item, nothing after it.
+        let mut two = w.clone();
+        two.push(0);
+        assert!(parse_request(&two).is_err());
+        assert!(parse_request(&w[..w.len() - 1]).is_err());
         assert_eq!(
             parse_request(&release(7)),
             Ok(Request::Release { count: 7 })

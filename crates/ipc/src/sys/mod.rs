@@ -57,7 +57,7 @@ pub use listener::{
     LOCAL_SCHEME,
 };
 pub use parent::{parent_sentinel_for_child, remote_parent_sentinel, ParentSentinel};
-pub use poll::{local_room_now, poll_readable};
+pub use poll::{is_local_stream, poll_readable, room_now};
 pub use process::{handle_peer, ChildProcess, LaunchDeadline, INHERITS_CHANNEL};
 pub use shm::{
     check_sealed, map_sealed, read_sealed, seal_bytes, unlink_named, Mapping, SealedView,

@@ -8,7 +8,9 @@
 //! the broker reserved for this process. Without one it asks the broker
 //! (`ACQUIRE`, waiting as a put waits on a full queue) for a few at once,
 //! about as many as it used in the last half millisecond (at most a
-//! quarter of `maxsize`). Permits it does not use go back: when this
+//! quarter of `maxsize`); to a small queue (`maxsize` < 8, one permit at
+//! a time) the request carries the item itself (`PUT_WAIT`), which the
+//! broker stores in the place it grants. Permits it does not use go back: when this
 //! process has used none for 50 ms (the janitor), when it asks the size of
 //! the queue, at close and exit, and, if it dies, when its feeder stream
 //! ends.
@@ -429,6 +431,11 @@ impl Holdings {
     }
 }
 
+/// A put with no permit carries its item in its `PUT_WAIT` when the
+/// request stays under this size; a larger item asks for room first and
+/// goes through the feeder (sealed, where large items can be).
+const CARRY_MOST: usize = 64 << 10;
+
 /// What a `GET` brought: items (the connection, the answer, their ranges
 /// in it), or one sealed item, mapped.
 enum Asked {
@@ -549,11 +556,49 @@ impl Remote {
         // only for a session whose feeder stream is open, and releases it
         // when that stream ends.
         let feeder = self.feeder(deadline).map_err(Late::for_put)?;
+        if !self.bounded() {
+            return feeder.put(false, write).map_err(|e| self.feed_failed(e));
+        }
         // A put that used this process's last permit writes its item
         // itself: the next put waits for room anyway, so there is no
         // batch to gather, and the feeder thread's wake-up is saved.
-        let last_permit = self.bounded() && self.take_permit(timeout, deadline)?;
-        feeder.put(last_permit, write).map_err(|e| match e {
+        let wanted = match self.own_permit() {
+            Ok(last) => return feeder.put(last, write).map_err(|e| self.feed_failed(e)),
+            Err(wanted) => wanted,
+        };
+        if prefetch::bounded_cap(self.maxsize) != Some(1) {
+            // Permits come several at a time (`maxsize` ≥ 8): the items go
+            // through the feeder in batches.
+            let last = self.take_permit(wanted, timeout, deadline)?;
+            return feeder.put(last, write).map_err(|e| self.feed_failed(e));
+        }
+        // A small queue (one permit at a time): the item goes with the
+        // request for room (`PUT_WAIT`) and the broker stores it as soon
+        // as there is room, handing it straight to a waiting get (no hop
+        // back through this process).
+        let barrier = feeder.flush().map_err(|_| PutFail::Disconnected)?;
+        let msg = wire::put_wait(wanted, timeout, barrier, write).map_err(PutFail::Encode)?;
+        if msg.len() >= CARRY_MOST {
+            // A large item goes the feeder's way (sealed where it can).
+            let Ok(wire::Request::PutWait { item, .. }) = wire::parse_request(&msg) else {
+                return Err(PutFail::Disconnected);
+            };
+            let last = self.take_permit(wanted, timeout, deadline)?;
+            let bytes = &msg[item];
+            return feeder
+                .put(last, |out| {
+                    out.extend_from_slice(bytes);
+                    Ok(())
+                })
+                .map_err(|e| self.feed_failed(e));
+        }
+        self.ask_room(&msg, deadline)?;
+        Ok(())
+    }
+
+    /// What a failed feeder put means for the caller.
+    fn feed_failed(&self, e: FeedError) -> PutFail {
+        match e {
             FeedError::Encode(e) => {
                 if self.bounded() {
                     // The item was never queued: the place is still ours.
@@ -565,29 +610,44 @@ impl Remote {
             }
             // The broker is gone: the permit with it.
             FeedError::Disconnected => PutFail::Disconnected,
-        })
+        }
     }
 
-    /// Takes one of this process's permits, asking the broker for more
-    /// (waiting up to `timeout` while the queue is full) if it has none.
-    /// Returns whether it was the last one held.
-    fn take_permit(&self, timeout: Option<Duration>, deadline: Deadline) -> Result<bool, PutFail> {
+    /// Takes one of the permits this process holds: `Ok(last)` (whether
+    /// it was the last one held), or `Err(wanted)`, how many to ask for.
+    fn own_permit(&self) -> Result<bool, u32> {
+        let mut inbox = lock(&self.holdings.inbox);
+        let now = Instant::now();
+        if inbox.permits.take(now) {
+            return Ok(inbox.permits.idle_since().is_none());
+        }
+        Err(inbox.permits.want(now, self.maxsize))
+    }
+
+    /// Asks the broker for `wanted` permits (waiting up to `timeout`
+    /// while the queue is full) and uses the first. Returns whether it
+    /// was the last one held.
+    fn take_permit(
+        &self,
+        wanted: u32,
+        timeout: Option<Duration>,
+        deadline: Deadline,
+    ) -> Result<bool, PutFail> {
+        self.ask_room(&wire::acquire(wanted, timeout, &[]), deadline)
+    }
+
+    /// Sends `request` (an `ACQUIRE`, or a `PUT_WAIT` whose item the
+    /// broker stores in the first place it grants) and holds the places
+    /// granted beyond the first. Returns whether none is held.
+    fn ask_room(&self, request: &[u8], deadline: Deadline) -> Result<bool, PutFail> {
         let h = &self.holdings;
-        let wanted = {
-            let mut inbox = lock(&h.inbox);
-            let now = Instant::now();
-            if inbox.permits.take(now) {
-                return Ok(inbox.permits.idle_since().is_none());
-            }
-            inbox.permits.want(now, self.maxsize)
-        };
         // The owner not answering in time is a timed-out put. A grant
         // that arrives later on the dropped connection is never filled;
         // the broker frees it when this process's feeder stream ends
         // (docs/architecture.md, "Not there yet").
         let mut link = h.checkout(deadline).map_err(Late::for_put)?;
         let answer = self
-            .request(&mut link, &wire::acquire(wanted, timeout, &[]), deadline)
+            .request(&mut link, request, deadline)
             .map_err(Late::for_put)?;
         let granted = match outcome::acquire(wire::parse_reply(&answer)) {
             Answer::Done(granted) => {

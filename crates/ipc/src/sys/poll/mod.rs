@@ -7,7 +7,8 @@
 //! ready ones, in order; empty on timeout (`None` waits forever,
 //! `Some(ZERO)` only looks). Never consumes anything.
 //!
-//! And `local_room_now(handle, len) -> bool`: whether `len` bytes can be
+//! And `is_local_stream(handle) -> bool` (asked once per connection),
+//! then `room_now(handle, len) -> bool`: whether `len` bytes can be
 //! written to this local stream socket right now without blocking, even
 //! if its peer reads nothing (a queue broker answers a parked request
 //! from another thread only then; false whenever it cannot be sure:
@@ -28,4 +29,4 @@ use windows as imp;
 
 #[cfg(windows)]
 pub(in crate::sys) use imp::wait_millis;
-pub use imp::{local_room_now, poll_readable, WAITS_ON_STREAMS};
+pub use imp::{is_local_stream, poll_readable, room_now, WAITS_ON_STREAMS};

@@ -43,25 +43,26 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::R
     }
 }
 
-/// The largest write [`local_room_now`] vouches for: far below the
+/// The largest write [`room_now`] vouches for: far below the
 /// quarter of the send buffer that `POLLOUT` leaves free at the least.
 const ROOM_VOUCHED: usize = 16 << 10;
 
-/// Whether `len` bytes go into this Unix stream socket now without
-/// blocking, whatever its peer does. A Unix stream socket's writes are
-/// bounded by the sender's buffer alone, and `POLLOUT` on it means at
-/// most a quarter of that buffer (over 200 KiB by default) is in use; so
-/// a write of up to [`ROOM_VOUCHED`] bytes fits. Anything else (TCP,
-/// a larger write, an error): false.
-pub fn local_room_now(fd: BorrowedFd<'_>, len: usize) -> bool {
-    if len > ROOM_VOUCHED {
-        return false;
-    }
-    let local = rustix::net::getsockname(fd)
+/// Whether `fd` is a Unix stream socket: the sockets [`room_now`]
+/// vouches for (asked once per connection, not per write).
+pub fn is_local_stream(fd: BorrowedFd<'_>) -> bool {
+    rustix::net::getsockname(fd)
         .is_ok_and(|a| a.address_family() == rustix::net::AddressFamily::UNIX)
-        && rustix::net::sockopt::socket_type(fd)
-            .is_ok_and(|t| t == rustix::net::SocketType::STREAM);
-    if !local {
+        && rustix::net::sockopt::socket_type(fd).is_ok_and(|t| t == rustix::net::SocketType::STREAM)
+}
+
+/// Whether `len` bytes go now without blocking, whatever its peer does,
+/// into a socket [`is_local_stream`] said is a Unix stream socket. Its
+/// writes are bounded by the sender's buffer alone, and `POLLOUT` on it
+/// means at most a quarter of that buffer (over 200 KiB by default) is in
+/// use; so a write of up to [`ROOM_VOUCHED`] bytes fits. Anything else
+/// (a larger write, an error): false. One `poll`.
+pub fn room_now(fd: BorrowedFd<'_>, len: usize) -> bool {
+    if len > ROOM_VOUCHED {
         return false;
     }
     let mut pfd = [PollFd::new(&fd, PollFlags::OUT)];

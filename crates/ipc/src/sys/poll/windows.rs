@@ -145,8 +145,13 @@ pub fn poll_readable(
     }
 }
 
+/// No named pipe is a stream [`room_now`] vouches for.
+pub fn is_local_stream(_h: BorrowedHandle<'_>) -> bool {
+    false
+}
+
 /// Named pipes do not say whether a write would block: never sure.
-pub fn local_room_now(_h: BorrowedHandle<'_>, _len: usize) -> bool {
+pub fn room_now(_h: BorrowedHandle<'_>, _len: usize) -> bool {
     false
 }
 

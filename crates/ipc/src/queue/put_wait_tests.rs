@@ -1,0 +1,200 @@
+//! Puts that wait at the broker (`PUT_WAIT`, issue 12 item 11) against
+//! the owner's real broker: a second holder in this process (a [`Remote`]
+//! over the broker's socket, as a child's), and a hostile holder speaking
+//! the wire by hand, who parks requests and never reads its answers.
+
+use super::*;
+use crate::queue::wire::{self, Reply, Role};
+use crate::{Client, Connection};
+
+/// A queue of `maxsize` owned here, and a second hold on it that goes
+/// through the broker as another process's would.
+fn owned_and_remote(maxsize: usize) -> (Queue<u32>, Queue<u32>, Handle) {
+    let q: Queue<u32> = Queue::new(maxsize).unwrap();
+    let h: Handle = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
+    let remote = Queue::from_inner(Arc::new(Inner {
+        id: h.id,
+        maxsize,
+        address: h.address.clone(),
+        key: h.key.clone(),
+        closed: AtomicBool::new(false),
+        cancelled: AtomicBool::new(false),
+        link: Link::Remote(Remote::new(h.id, maxsize, h.address.clone(), h.key.clone())),
+    }));
+    (q, remote, h)
+}
+
+/// A connection of `role` for `session`, said hello to.
+fn raw(h: &Handle, session: u64, role: Role) -> Connection {
+    let conn = Client::connect(&h.address, Some(&h.key)).unwrap();
+    let hello = if role == Role::Ops {
+        wire::hello_ops(h.id, session, false)
+    } else {
+        wire::hello(h.id, session, role)
+    };
+    conn.send_bytes(&hello).unwrap();
+    let answer = conn.recv_bytes().unwrap();
+    assert!(
+        matches!(wire::parse_reply(&answer), Ok(Reply::HelloOk { .. })),
+        "{answer:?}"
+    );
+    conn
+}
+
+fn put_wait(item: u32, timeout: Option<Duration>) -> Vec<u8> {
+    wire::put_wait(1, timeout, 0, |out| crate::tag::encode(&item, out)).unwrap()
+}
+
+const LONG: Duration = Duration::from_secs(20);
+
+// A put with no permit left carries its item; one that times out at the
+// broker took no place and its item is never stored, even when room
+// comes later.
+#[test]
+fn a_carried_item_that_timed_out_is_never_stored() {
+    let (q, remote, _) = owned_and_remote(1);
+    q.put(1).unwrap();
+    assert!(matches!(
+        remote.put_timeout(99, Duration::from_millis(100)),
+        Err(PutError::Full(99))
+    ));
+    assert_eq!(q.get().unwrap(), 1);
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(200)),
+        Err(Error::Empty)
+    ));
+    // The one place is there, once.
+    remote.put_timeout(2, LONG).unwrap();
+    assert!(q.full());
+    assert!(matches!(remote.put_nowait(3), Err(PutError::Full(3))));
+    assert_eq!(remote.get_timeout(LONG).unwrap(), 2);
+    // Exact after its own gets (the owner's view may lag by its ack).
+    assert!(remote.empty());
+}
+
+// Items that wait at the broker with their puts come out in each
+// producer's order, and a full queue of one never holds more.
+#[test]
+fn carried_items_keep_their_order_through_one_place() {
+    let (q, remote, _) = owned_and_remote(1);
+    let producer = std::thread::spawn(move || {
+        for i in 0..200 {
+            remote.put(i).unwrap();
+        }
+        remote
+    });
+    for i in 0..200 {
+        assert!(q.qsize() <= 1);
+        assert_eq!(q.get_timeout(LONG).unwrap(), i);
+    }
+    drop(producer.join().unwrap());
+}
+
+// A hostile holder parks a `PUT_WAIT` and never reads: the room a
+// consumer frees goes to its item (it asked first), its answer waits in
+// its socket, and the other holders go on.
+#[test]
+fn a_holder_that_never_reads_its_grant_blocks_nobody() {
+    let (q, remote, h) = owned_and_remote(1);
+    let _feeder = raw(&h, 77, Role::Feeder);
+    let hostile = raw(&h, 77, Role::Ops);
+    q.put(1).unwrap();
+    hostile.send_bytes(&put_wait(50, None)).unwrap();
+    // Parked (the queue is full) until the remote holder takes the 1.
+    assert_eq!(remote.get_timeout(LONG).unwrap(), 1);
+    assert_eq!(remote.get_timeout(LONG).unwrap(), 50);
+    remote.put_timeout(60, LONG).unwrap();
+    assert_eq!(q.get_timeout(LONG).unwrap(), 60);
+    // Its grant is in its socket, unread; a second request while one
+    // waits would be its end, and nothing it did holds a place.
+    remote.put_timeout(61, LONG).unwrap();
+    assert!(q.full());
+    assert_eq!(remote.get_timeout(LONG).unwrap(), 61);
+    drop(hostile);
+    q.put_timeout(62, LONG).unwrap();
+    assert_eq!(q.get().unwrap(), 62);
+}
+
+// A hostile holder's request parked, then garbage on the same connection
+// (anything it sends while a request waits is its end): the connection
+// closes, and the carried item is stored only if its grant was written
+// first — never a place held for nothing.
+#[test]
+fn a_holder_that_speaks_while_parked_leaves_nothing() {
+    let (q, remote, h) = owned_and_remote(1);
+    let _feeder = raw(&h, 78, Role::Feeder);
+    let hostile = raw(&h, 78, Role::Ops);
+    q.put(1).unwrap();
+    hostile.send_bytes(&put_wait(50, None)).unwrap();
+    hostile.send_bytes(&[0xee]).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    // Granted before the broker saw the garbage (then its item is in), or
+    // dropped with the connection.
+    if let Ok(answer) = hostile.recv_bytes() {
+        assert_eq!(answer, wire::granted(1));
+        assert!(hostile.recv_bytes().is_err(), "closed after the garbage");
+        assert_eq!(q.get_timeout(LONG).unwrap(), 50);
+    }
+    remote.put_timeout(2, LONG).unwrap();
+    assert_eq!(q.get_timeout(LONG).unwrap(), 2);
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(100)),
+        Err(Error::Empty)
+    ));
+}
+
+// A hostile holder parks a `GET` and never reads: the large item it is
+// given fills its socket and stalls only its own connection's thread;
+// the other holders put and get through the same queue meanwhile, and
+// the item comes back when the hostile holder goes.
+#[test]
+fn a_holder_that_never_reads_its_items_blocks_nobody() {
+    let (q, remote, h) = owned_and_remote(3);
+    let big: Queue<Vec<u8>> = Queue::from_inner(q.inner.clone());
+    let hostile = raw(&h, 79, Role::Ops);
+    hostile.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
+    // Wait until it is parked: an item put now goes to it.
+    let started = Instant::now();
+    loop {
+        let shared = match &q.inner.link {
+            Link::Owner(s) => s.clone(),
+            Link::Remote(_) => unreachable!(),
+        };
+        if shared.gets_waiting() > 0 {
+            break;
+        }
+        assert!(started.elapsed() < LONG, "the GET never parked");
+        std::thread::yield_now();
+    }
+    big.put(vec![7u8; 4 << 20]).unwrap();
+    // In flight to the hostile holder, its answer stuck in the write.
+    for i in 0..20 {
+        remote.put_timeout(i, LONG).unwrap();
+        assert_eq!(remote.get_timeout(LONG).unwrap(), i);
+    }
+    // Exact after its own gets: only the hostile holder's item is in.
+    assert_eq!(remote.qsize(), 1);
+    drop(hostile);
+    assert_eq!(big.get_timeout(LONG).unwrap().len(), 4 << 20);
+}
+
+// An item too large to carry (64 KiB and more) asks for room first and
+// goes the feeder's way (sealed where it can), in order with the small
+// ones around it.
+#[test]
+fn a_large_item_to_a_small_queue_takes_the_permit_path() {
+    let (q, remote, _) = owned_and_remote(1);
+    let big_q: Queue<Vec<u8>> = Queue::from_inner(q.inner.clone());
+    let big_remote: Queue<Vec<u8>> = Queue::from_inner(remote.inner.clone());
+    let producer = std::thread::spawn(move || {
+        for n in [10usize, 200 << 10, 20, 1 << 20, 30] {
+            big_remote.put(vec![n as u8; n]).unwrap();
+        }
+        big_remote
+    });
+    for n in [10usize, 200 << 10, 20, 1 << 20, 30] {
+        assert_eq!(big_q.get_timeout(LONG).unwrap(), vec![n as u8; n]);
+    }
+    drop(producer.join().unwrap());
+    assert!(q.empty());
+}
