@@ -4,6 +4,9 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+#[path = "common/sys/mod.rs"]
+mod sys;
+
 const FIXTURE: &str = env!("CARGO_BIN_EXE_mproc-fixture");
 
 fn run(scenario: &str, env: &[(&str, &str)]) -> Output {
@@ -16,7 +19,7 @@ fn run_with(scenario: &str, arg: &str, env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run the fixture")
+    sys::command_output(&mut cmd).expect("run the fixture")
 }
 
 /// A unique heartbeat file in the temp directory.
