@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "common/sys/mod.rs"]
+mod sys;
+
 const PLAIN: &str = env!("CARGO_BIN_EXE_mproc-plain");
 const FIXTURE: &str = env!("CARGO_BIN_EXE_mproc-fixture");
 
@@ -28,7 +31,7 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run the program")
+    sys::command_output(&mut cmd).expect("run the program")
 }
 
 /// Item 1 (CPython registers `util._exit_function` at first use, so
@@ -220,25 +223,26 @@ fn item3_live_runtime_dir_survives_another_pid_namespace() {
 
     // A: pid 2 in its namespace (the shell is 1), holds its runtime
     // directory and waits.
-    let mut a = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "sh",
-            "-c",
-            "\"$@\"; exit $?",
-            "sh",
-        ])
-        .arg(PLAIN)
-        .arg("hold")
-        .arg(&out_a)
-        .env("TMPDIR", &tmp)
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start A");
+    let mut a = sys::spawn_command(
+        Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "sh",
+                "-c",
+                "\"$@\"; exit $?",
+                "sh",
+            ])
+            .arg(PLAIN)
+            .arg("hold")
+            .arg(&out_a)
+            .env("TMPDIR", &tmp)
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    )
+    .expect("start A");
     let mut a_out = BufReader::new(a.stdout.take().unwrap());
     let mut line = String::new();
     a_out.read_line(&mut line).unwrap();
@@ -253,16 +257,17 @@ fn item3_live_runtime_dir_survives_another_pid_namespace() {
 
     // B: pid 1 in another namespace, where pid 2 does not exist when it
     // sweeps; it starts children of its own.
-    let b = Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child"])
-        .arg(PLAIN)
-        .arg("three")
-        .arg(&out_b)
-        .env("TMPDIR", &tmp)
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run B");
+    let b = sys::command_output(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child"])
+            .arg(PLAIN)
+            .arg("three")
+            .arg(&out_b)
+            .env("TMPDIR", &tmp)
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null()),
+    )
+    .expect("run B");
     assert!(b.status.success(), "{b:?}");
 
     assert!(
@@ -336,14 +341,15 @@ fn item2_setuid_process_ignores_the_entry_token() {
     let as_nobody = |mode: &str, token: &str| {
         let chmod = Command::new("chmod").arg(mode).arg(&copy).status().unwrap();
         assert!(chmod.success());
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&copy)
-            .arg("main-ran")
-            .env("MPROC_ENTRY_TOKEN", token)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run as nobody")
+        sys::command_output(
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&copy)
+                .arg("main-ran")
+                .env("MPROC_ENTRY_TOKEN", token)
+                .stdin(Stdio::null()),
+        )
+        .expect("run as nobody")
     };
     // A named channel's token, and an inherited channel's (descriptor 5
     // is not open: honoured, it is refused).
@@ -459,17 +465,18 @@ fn item1_plain_test_without_join_loses_no_child() {
     let dir = scratch("plain-test");
     let path = dir.join("written");
     let exe = std::env::current_exe().expect("this test binary");
-    let out = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "item1_helper_plain_test_without_join",
-            "--test-threads=1",
-        ])
-        .env("MPROC_HARDEN_PATH", &path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run this test binary");
+    let out = sys::command_output(
+        Command::new(exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "item1_helper_plain_test_without_join",
+                "--test-threads=1",
+            ])
+            .env("MPROC_HARDEN_PATH", &path)
+            .stdin(Stdio::null()),
+    )
+    .expect("run this test binary");
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 passed"),
@@ -495,14 +502,15 @@ fn item3_runtime_dir_prefers_a_private_xdg_runtime_dir() {
         let out = scratch("xdg-out");
         let chmod = Command::new("chmod").arg(mode).arg(&xdg).status().unwrap();
         assert!(chmod.success());
-        let mut child = Command::new(PLAIN)
-            .arg("hold")
-            .arg(&out)
-            .env("XDG_RUNTIME_DIR", &xdg)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the program");
+        let mut child = sys::spawn_command(
+            Command::new(PLAIN)
+                .arg("hold")
+                .arg(&out)
+                .env("XDG_RUNTIME_DIR", &xdg)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )
+        .expect("start the program");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();

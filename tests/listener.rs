@@ -222,12 +222,13 @@ fn python_families() -> &'static [&'static str] {
 }
 
 fn python_available() -> bool {
-    let found = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let found = sys::command_status(
+        Command::new("python3")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .is_ok_and(|s| s.success());
     if !found {
         println!("python3 not found: skipping the Python interoperability test");
     }
@@ -236,11 +237,12 @@ fn python_available() -> bool {
 
 fn python(mode: &str, family: &str, address: &str, key: Option<&[u8]>) -> Child {
     let key = key.map_or("-".to_string(), |k| String::from_utf8_lossy(k).into_owned());
-    Command::new("python3")
-        .args(["-c", PYTHON, mode, family, address, &key])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python3")
+    sys::spawn_command(
+        Command::new("python3")
+            .args(["-c", PYTHON, mode, family, address, &key])
+            .stdout(Stdio::piped()),
+    )
+    .expect("start python3")
 }
 
 /// Waits for the Python process (killing it after a minute); returns its

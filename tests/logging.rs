@@ -10,15 +10,19 @@ use std::process::{Command, Output};
 
 use mproc::Error;
 
+#[path = "common/sys/mod.rs"]
+mod sys;
+
 const FIXTURE: &str = env!("CARGO_BIN_EXE_mproc-logging");
 
 fn run(scenario: &str) -> (String, String) {
-    let out: Output = Command::new(FIXTURE)
-        .arg(scenario)
-        // Short panic reports: the assertions read stderr.
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run the logging fixture");
+    let out: Output = sys::command_output(
+        Command::new(FIXTURE)
+            .arg(scenario)
+            // Short panic reports: the assertions read stderr.
+            .env("RUST_BACKTRACE", "0"),
+    )
+    .expect("run the logging fixture");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(

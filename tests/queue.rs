@@ -12,6 +12,9 @@ use mproc::{Error, Process, PutError, Queue};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+#[path = "common/sys/mod.rs"]
+mod sys;
+
 // ---------------------------------------------------------------------
 // Checklist 18: a full queue.
 
@@ -837,10 +840,7 @@ fn the_producer_consumer_example_prints_the_seed_lines() {
         eprintln!("producer_consumer example not built: skipped");
         return;
     };
-    let out = std::process::Command::new(exe)
-        .arg("--fast")
-        .output()
-        .unwrap();
+    let out = sys::command_output(std::process::Command::new(exe).arg("--fast")).unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();

@@ -214,7 +214,7 @@ impl Failures {
 /// The last line a test binary prints with `--list` (`3 tests, 0
 /// benchmarks`), its result in that mode: without it, every binary of a
 /// listing run looked like one that gave no result.
-fn is_list_summary(line: &str) -> bool {
+pub fn is_list_summary(line: &str) -> bool {
     let mut words = line.split(' ');
     let counted = |n: Option<&str>, what: Option<&str>, one: &str, many: &str| {
         n.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))

@@ -1,5 +1,7 @@
 //! Unix half of the tests' OS helpers (see `mod.rs`).
 
+use std::io;
+use std::process::{Child, Command, ExitStatus, Output};
 use std::time::Duration;
 
 /// A `Local` address is a socket file that exists while it is bound.
@@ -102,8 +104,25 @@ pub fn zombie_children_among(_pids: &[u32]) -> Option<Vec<u32>> {
 /// Kills `pid` from outside this process, as a user or the OOM killer
 /// would (`kill -9`).
 pub fn kill_from_outside(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status();
+    let status = command_status(Command::new("kill").args(["-9", &pid.to_string()]));
     assert!(status.expect("run kill").success(), "kill {pid}");
+}
+
+/// `cmd.spawn()`. The Windows twin starts again a child that died in
+/// Wine's loader before any of its code ran; `fork`/`exec` has no such
+/// failure (a failed `exec` is the program's own error), so here it is
+/// one start. Every test starts its programs through this,
+/// [`command_output`] or [`command_status`].
+pub fn spawn_command(cmd: &mut Command) -> io::Result<Child> {
+    cmd.spawn()
+}
+
+/// `cmd.output()` (see [`spawn_command`]).
+pub fn command_output(cmd: &mut Command) -> io::Result<Output> {
+    cmd.output()
+}
+
+/// `cmd.status()` (see [`spawn_command`]).
+pub fn command_status(cmd: &mut Command) -> io::Result<ExitStatus> {
+    cmd.status()
 }

@@ -1,5 +1,7 @@
 //! Windows half of the tests' OS helpers (see `mod.rs`).
 
+use std::io;
+use std::process::{Child, Command, ExitStatus, Output};
 use std::time::Duration;
 
 /// A `Local` address is a named pipe name, not a file (and `Path::exists`
@@ -46,8 +48,81 @@ pub fn zombie_children_among(_pids: &[u32]) -> Option<Vec<u32>> {
 /// Kills `pid` from outside this process, as a user would
 /// (`taskkill /F`: `TerminateProcess`).
 pub fn kill_from_outside(pid: u32) {
-    let status = std::process::Command::new("taskkill")
-        .args(["/F", "/PID", &pid.to_string()])
-        .status();
+    let status = command_status(Command::new("taskkill").args(["/F", "/PID", &pid.to_string()]));
     assert!(status.expect("run taskkill").success(), "kill {pid}");
+}
+
+/// `ERROR_INTERNAL_ERROR`: what Wine's `NtCreateUserProcess` returns
+/// when the new process died in Wine's loader before it reported its
+/// start, that is before any code of the started program ran (the same
+/// rule as the library's `spawn_retrying`, `sys/process/windows.rs`).
+const ERROR_INTERNAL_ERROR: i32 = 1359;
+
+/// How many times a start is tried while the child dies in its loader
+/// (the library's `SPAWN_ATTEMPTS`).
+const START_ATTEMPTS: usize = 3;
+
+/// Runs `start` again, at most [`START_ATTEMPTS`] times in all, while
+/// `CreateProcessW` fails with [`ERROR_INTERNAL_ERROR`]: such a child
+/// ran none of the program's code, so the test's process was never
+/// started (docs/reliability.md "Loaded runs"). Each such failure is
+/// written to stderr; any other outcome is returned as it is.
+fn started<T>(
+    cmd: &mut Command,
+    mut start: impl FnMut(&mut Command) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut attempt = 1;
+    loop {
+        match start(cmd) {
+            Err(e)
+                if e.raw_os_error() == Some(ERROR_INTERNAL_ERROR) && attempt < START_ATTEMPTS =>
+            {
+                let message = format!(
+                    "test helper: starting {:?} failed in CreateProcessW ({e}), attempt {attempt} \
+                     of {START_ATTEMPTS}: the child died in Wine's loader before any of its code \
+                     ran; starting it again",
+                    cmd.get_program()
+                );
+                eprintln!("{message}");
+                note_for_loaded_runs(&message);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `cmd.spawn()`, with a start that died in Wine's loader done again
+/// (see [`started`]). Every test starts its programs through this,
+/// [`command_output`] or [`command_status`].
+pub fn spawn_command(cmd: &mut Command) -> io::Result<Child> {
+    started(cmd, |cmd| cmd.spawn())
+}
+
+/// `cmd.output()`, with a start that died in Wine's loader done again
+/// (see [`started`]).
+pub fn command_output(cmd: &mut Command) -> io::Result<Output> {
+    started(cmd, |cmd| cmd.output())
+}
+
+/// `cmd.status()`, with a start that died in Wine's loader done again
+/// (see [`started`]).
+pub fn command_status(cmd: &mut Command) -> io::Result<ExitStatus> {
+    started(cmd, |cmd| cmd.status())
+}
+
+/// Also appends `message` to the file `MPROC_TEST_START_LOG` names, when
+/// set: libtest shows a passing test's stderr to no one, and the loaded
+/// runs (docs/reliability.md) count these failures.
+fn note_for_loaded_runs(message: &str) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("MPROC_TEST_START_LOG") {
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{message}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use super::procs::{kill_all, new_programs, pids, wine_processes, WineServer};
 use super::setup::what_is_missing;
 use super::{say, CARGO, MINGW_GCC, TARGET, UNIX_ONLY_PACKAGES};
 use crate::exec::{describe, describe_status, stream};
-use crate::libtest::{count, strip_ansi, Failures};
+use crate::libtest::{count, is_list_summary, strip_ansi, Failures};
 
 const USAGE: &str = "usage: cargo xtask windows [--setup] [-- TEST-BINARY-ARGS]";
 
@@ -182,6 +182,9 @@ fn run_tests(
             totals.passed += count(rest, "passed");
             totals.failed += count(rest, "failed");
             totals.ignored += count(rest, "ignored");
+        } else if !is_err && is_list_summary(plain) {
+            // `-- --list`: the count line is the binary's result.
+            results += 1;
         }
     })?;
     totals.crashed = totals.binaries.saturating_sub(results);
