@@ -237,7 +237,7 @@ impl Inner {
                 },
                 Taken::Empty | Taken::Abandoned => Err(Error::Empty),
             },
-            Link::Remote(r) => tag::decode(r.get(timeout)?.bytes()),
+            Link::Remote(r) => r.get(timeout, tag::bulk::shape_of::<T>())?.decode(),
         }
     }
 

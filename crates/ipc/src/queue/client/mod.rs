@@ -57,6 +57,7 @@ use crate::queue::feeder::{ConnectHandles, FeedError, Feeder};
 use crate::queue::large::{self, FetchError};
 use crate::queue::recycle::Recycler;
 use crate::queue::wire::{self, Reply, Role};
+use crate::tag::bulk::Shape;
 use crate::{Address, Client, Connection, Error, Result};
 
 mod deadline;
@@ -421,10 +422,10 @@ impl Holdings {
 }
 
 /// What a `GET` brought: items (the connection, the answer, their ranges
-/// in it), or one sealed item, mapped.
+/// in it), or one sealed item, read.
 enum Asked {
     Items(Link, Vec<u8>, Vec<Range<usize>>),
-    Sealed(Link, crate::sys::SealedView),
+    Sealed(Link, large::Fetched),
 }
 
 /// A queue owned by another process, as this process holds it.
@@ -603,7 +604,10 @@ impl Remote {
     /// acknowledged (on the connection it came on) before it is returned:
     /// an item `get` returned is never delivered again, even if this
     /// process dies right after.
-    pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Received> {
+    ///
+    /// `shape`: the caller's type is a byte sequence of that shape (a
+    /// large item's body is then read straight into its buffer).
+    pub(crate) fn get(&self, timeout: Option<Duration>, shape: Option<Shape>) -> Result<Received> {
         let h = &self.holdings;
         let buf = {
             let mut inbox = lock(&h.inbox);
@@ -634,12 +638,12 @@ impl Remote {
             inbox.prefetch.leave_for_broker();
             inbox.frames.take()
         };
-        let exchanged = self.ask(timeout, buf);
+        let exchanged = self.ask(timeout, buf, shape);
         let mut inbox = lock(&h.inbox);
         inbox.prefetch.back_from_broker();
         let (mut link, frame, ranges) = match exchanged? {
             Asked::Items(link, frame, ranges) => (link, frame, ranges),
-            Asked::Sealed(mut link, view) => {
+            Asked::Sealed(mut link, fetched) => {
                 // Always alone, never in the ledger: acknowledged before
                 // it is handed out.
                 let now = Instant::now();
@@ -651,7 +655,7 @@ impl Remote {
                 }
                 link.owed.sent_one_way();
                 h.checkin(link);
-                return Ok(Received::sealed(view));
+                return Ok(Received::sealed(fetched));
             }
         };
         let frame = inbox.frames.lend(frame);
@@ -702,7 +706,7 @@ impl Remote {
     /// the items' ranges in it.
     ///
     /// The answer is read into `buf` (a buffer to reuse).
-    fn ask(&self, timeout: Option<Duration>, buf: Vec<u8>) -> Result<Asked> {
+    fn ask(&self, timeout: Option<Duration>, buf: Vec<u8>, shape: Option<Shape>) -> Result<Asked> {
         let deadline = client_deadline(timeout);
         let barrier = self.barrier()?;
         let mut link = self.holdings.checkout(deadline).map_err(Late::for_get)?;
@@ -726,7 +730,7 @@ impl Remote {
             )
             .map_err(Late::for_get)?;
         if answer.first() == Some(&wire::SEALED_ITEM) {
-            return self.sealed(link, &answer, timeout);
+            return self.sealed(link, &answer, timeout, shape);
         }
         match outcome::get(wire::parse_reply(&answer)) {
             Answer::Done(Ok(ranges)) => Ok(Asked::Items(link, answer, ranges)),
@@ -743,12 +747,18 @@ impl Remote {
     /// garbage, taken like an item that does not decode ([`Error::Decode`]);
     /// one that cannot be opened goes back (the connection is dropped) and
     /// later connections take large items as bytes: the get asks again.
-    fn sealed(&self, mut link: Link, answer: &[u8], timeout: Option<Duration>) -> Result<Asked> {
+    fn sealed(
+        &self,
+        mut link: Link,
+        answer: &[u8],
+        timeout: Option<Duration>,
+        shape: Option<Shape>,
+    ) -> Result<Asked> {
         let Ok(Reply::SealedItem { len, pid, value }) = wire::parse_reply(answer) else {
             return Err(gone("get", "malformed sealed item"));
         };
-        match large::fetch(pid, value, len) {
-            Ok(view) => Ok(Asked::Sealed(link, view)),
+        match large::fetch(pid, value, len, shape) {
+            Ok(fetched) => Ok(Asked::Sealed(link, fetched)),
             Err(FetchError::Refused(e)) => {
                 tracing::warn!("a sealed queue item was refused: {e}");
                 if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
@@ -762,7 +772,7 @@ impl Remote {
                 tracing::warn!("cannot open a sealed queue item ({e}): large items come as bytes");
                 self.holdings.no_sealed.store(true, Ordering::Relaxed);
                 drop(link);
-                self.ask(timeout, Vec::new())
+                self.ask(timeout, Vec::new(), shape)
             }
         }
     }
