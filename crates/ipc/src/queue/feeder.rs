@@ -152,10 +152,15 @@ impl Feeder {
     /// unless a write is already under way: a put that will not be
     /// followed by others soon (a bounded queue's put that used its last
     /// permit) reaches the broker without waking the feeder thread.
+    ///
+    /// The item is what `write` appends followed by `tail` (empty but for
+    /// a large byte sequence, whose body is then copied once, straight
+    /// into a memory object, never into the batch).
     pub(crate) fn put(
         &self,
         now: bool,
         write: impl FnOnce(&mut Vec<u8>) -> crate::Result<()>,
+        tail: &[u8],
     ) -> Result<(), FeedError> {
         let mut st = self.lock();
         while !st.broken
@@ -180,12 +185,29 @@ impl Feeder {
             }
         }
         let start = st.pending.len();
-        wire::put_item_with(&mut st.pending, write).map_err(FeedError::Encode)?;
-        if self.handles.is_some() && st.pending.len() - start >= large::THRESHOLD {
+        let out_of_band = self.handles.is_some() && tail.len() >= large::THRESHOLD;
+        if out_of_band {
             if let Some(h) = self.handles_conn.get() {
                 st.pool.take_notices(h);
             }
-            seal_last(&mut st, start);
+            if let Err(e) = write(&mut st.pending) {
+                st.pending.truncate(start);
+                return Err(FeedError::Encode(e));
+            }
+            seal_parts(&mut st, start, tail);
+        } else {
+            wire::put_item_with(&mut st.pending, |out| {
+                write(out)?;
+                out.extend_from_slice(tail);
+                Ok(())
+            })
+            .map_err(FeedError::Encode)?;
+            if self.handles.is_some() && st.pending.len() - start >= large::THRESHOLD {
+                if let Some(h) = self.handles_conn.get() {
+                    st.pool.take_notices(h);
+                }
+                seal_last(&mut st, start);
+            }
         }
         st.items += 1;
         if now && !st.writing && st.syncing == 0 && st.sealed.is_empty() {
@@ -401,15 +423,43 @@ fn seal_last(st: &mut State, start: usize) {
     let Some(bytes) = st.pending.get(body..) else {
         return;
     };
-    match st.pool.object_for(bytes) {
+    match st.pool.object_for(&[bytes]) {
         Ok(fd) => {
             let bytes_len = bytes.len();
-            let len = bytes_len as u64;
             st.pending.truncate(start);
-            wire::put_sealed(&mut st.pending, len);
-            st.sealed.push(fd);
-            st.sealed_bytes += bytes_len;
+            sealed_entry(st, fd, bytes_len);
         }
         Err(e) => tracing::debug!("a large item stays inline: {e}"),
+    }
+}
+
+/// Queues the sealed entry of an item of `len` bytes held by `fd`.
+fn sealed_entry(st: &mut State, fd: OwnedHandle, len: usize) {
+    wire::put_sealed(&mut st.pending, len as u64);
+    st.sealed.push(fd);
+    st.sealed_bytes += len;
+}
+
+/// Queues the item whose encoding is the bytes just written at `start` of
+/// the batch (a header) followed by `tail`, in an object: `tail` is copied
+/// once, into it, never into the batch. If no object can be made the item
+/// goes inline.
+fn seal_parts(st: &mut State, start: usize, tail: &[u8]) {
+    let header = st.pending.get(start..).unwrap_or(&[]);
+    let len = header.len() + tail.len();
+    match st.pool.object_for(&[header, tail]) {
+        Ok(fd) => {
+            st.pending.truncate(start);
+            sealed_entry(st, fd, len);
+        }
+        Err(e) => {
+            tracing::debug!("a large item stays inline: {e}");
+            let header = st.pending.split_off(start);
+            let _ = wire::put_item_with(&mut st.pending, |out| {
+                out.extend_from_slice(&header);
+                out.extend_from_slice(tail);
+                Ok::<(), ()>(())
+            });
+        }
     }
 }

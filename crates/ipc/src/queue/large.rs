@@ -70,14 +70,17 @@ pub(crate) fn usable(address: &Address) -> bool {
     sys::SEALED_ITEMS && matches!(address, Address::Local(_))
 }
 
-/// Producer side: a sealed object holding `bytes`.
+/// A sealed object holding `bytes`.
+#[cfg(test)]
 pub(crate) fn seal(bytes: &[u8]) -> io::Result<OwnedHandle> {
-    sys::seal_bytes(bytes)
+    sys::seal_bytes(&[bytes])
 }
 
 /// One reusable object of a producer's [`Pool`].
 struct Slot {
-    fd: OwnedHandle,
+    /// The object, mapped here (read-write, shared) for good: writing an
+    /// item is one copy into pages it already has.
+    map: sys::Mapping,
     /// Its identity: what the broker's "free" notice names.
     id: u64,
     size: usize,
@@ -92,7 +95,7 @@ struct Slot {
 /// and the freeing of every page once the item is consumed; the socket
 /// floor reuses warm buffers. So a producer writes large items into
 /// objects it keeps ([`sys::pooled_object`]: their size is sealed, not
-/// their contents) and sends a descriptor of one per item. The broker
+/// their contents; mapped once, so an item is one copy) and sends a descriptor of one per item. The broker
 /// tells it (on the handles connection, [`sys::send_freed`]) when it
 /// dropped its descriptor of an item, which is after the consumer that
 /// took it acknowledged it, having copied the bytes out first
@@ -114,12 +117,13 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// A descriptor holding `bytes` to send for an item (then dropped):
-    /// a free reusable object written with them, else a fresh sealed one.
-    pub(crate) fn object_for(&mut self, bytes: &[u8]) -> io::Result<OwnedHandle> {
-        match self.reuse(bytes) {
+    /// A descriptor holding the item made of `parts` (one after the
+    /// other) to send (then dropped): a free reusable object written with
+    /// them, else a fresh sealed one.
+    pub(crate) fn object_for(&mut self, parts: &[&[u8]]) -> io::Result<OwnedHandle> {
+        match self.reuse(parts) {
             Some(fd) => Ok(fd),
-            None => seal(bytes),
+            None => sys::seal_bytes(parts),
         }
     }
 
@@ -142,10 +146,11 @@ impl Pool {
         if self.slots.len() >= POOL_SLOTS || self.bytes() + size > POOL_BYTES {
             return None;
         }
-        match sys::pooled_object(size) {
-            Ok((fd, id)) => {
+        match sys::pooled_object(size).and_then(|(fd, id)| Ok((sys::Mapping::from_handle(fd)?, id)))
+        {
+            Ok((map, id)) => {
                 self.slots.push(Slot {
-                    fd,
+                    map,
                     id,
                     size,
                     busy: false,
@@ -163,12 +168,29 @@ impl Pool {
         self.slots.iter().map(|s| s.size).sum()
     }
 
-    fn reuse(&mut self, bytes: &[u8]) -> Option<OwnedHandle> {
-        let i = self.slot_for(bytes.len())?;
+    fn reuse(&mut self, parts: &[&[u8]]) -> Option<OwnedHandle> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let i = self.slot_for(len)?;
         let slot = &mut self.slots[i];
-        let written = sys::write_item(sys::borrow(&slot.fd), bytes)
-            .and_then(|()| sys::duplicate(sys::borrow(&slot.fd)));
-        match written {
+        if slot.map.len() < len {
+            return None;
+        }
+        let mut at = 0;
+        for part in parts {
+            // SAFETY: `at + part.len() <= len <= map.len()`: in bounds of
+            // the mapping, which stays whole while `slot` lives (the
+            // object's size is sealed: nobody can shrink it under us).
+            // Only this producer writes it, and only while it is free:
+            // no reader reads it now (the broker said its last item was
+            // consumed); whatever another process does to it can only
+            // garble the item this producer is about to send, and this
+            // process never reads these pages.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), slot.map.ptr().add(at), part.len())
+            };
+            at += part.len();
+        }
+        match sys::duplicate(slot.map.handle()) {
             Ok(fd) => {
                 slot.busy = true;
                 Some(fd)
@@ -449,7 +471,7 @@ mod tests {
         let broker_end = Arc::new(broker_end);
         let mut pool = Pool::default();
         let a = vec![1u8; 200_000];
-        let fd = pool.object_for(&a).unwrap();
+        let fd = pool.object_for(&[&a[..1000], &a[1000..]]).unwrap();
         let first = sys::check_item(sys::borrow(&fd), a.len()).unwrap();
         assert!(first.reused);
         // Longer than the item, size sealed: the broker keeps it.
@@ -459,21 +481,19 @@ mod tests {
         assert_eq!(blob.read().unwrap(), a);
         // Busy: the next item gets another object.
         let b = vec![2u8; 200_000];
-        let fd2 = pool.object_for(&b).unwrap();
+        let fd2 = pool.object_for(&[&b]).unwrap();
         let second = sys::check_item(sys::borrow(&fd2), b.len()).unwrap();
         assert_ne!(second.id, first.id);
         // Dropped by the broker: free again, written again.
         drop(blob);
         pool.take_notices(&producer_end);
         let c = vec![3u8; 150_000];
-        let fd3 = pool.object_for(&c).unwrap();
+        let fd3 = pool.object_for(&[&c]).unwrap();
         assert_eq!(
             sys::check_item(sys::borrow(&fd3), c.len()).unwrap().id,
             first.id
         );
         assert_eq!(payload(checked_read(&fd3, c.len(), None).unwrap()), c);
-        // Its size is sealed: it can neither shrink nor grow.
-        assert!(sys::write_item(sys::borrow(&fd3), &vec![0u8; 8 << 20]).is_err());
         // An object shorter than the item is refused.
         assert!(matches!(
             checked_read(&fd3, 1 << 20, None),

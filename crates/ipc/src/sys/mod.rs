@@ -61,7 +61,7 @@ pub use poll::{local_room_now, poll_readable};
 pub use process::{handle_peer, ChildProcess, LaunchDeadline, INHERITS_CHANNEL};
 pub use shm::{
     check_item, open_item, pooled_object, read_at, recv_freed, seal_bytes, send_freed,
-    unlink_named, write_item, Mapping, SEALED_ITEMS,
+    unlink_named, Mapping, SEALED_ITEMS,
 };
 pub use stream::{stream_pair, Stream};
 pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};

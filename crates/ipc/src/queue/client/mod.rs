@@ -531,10 +531,14 @@ impl Remote {
     /// Puts the item `write` encodes: through the feeder, with a permit
     /// if the queue is bounded. With a `timeout`, returns by then (and a
     /// little grace for the owner's answer) whatever the owner does.
+    ///
+    /// The item is what `write` appends followed by `tail` (see
+    /// [`Feeder::put`]).
     pub(crate) fn put(
         &self,
         timeout: Option<Duration>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+        tail: &[u8],
     ) -> Result<(), PutFail> {
         let deadline = client_deadline(timeout);
         // Started before the first `ACQUIRE`: the broker reserves room
@@ -545,7 +549,7 @@ impl Remote {
         // itself: the next put waits for room anyway, so there is no
         // batch to gather, and the feeder thread's wake-up is saved.
         let last_permit = self.bounded() && self.take_permit(timeout, deadline)?;
-        feeder.put(last_permit, write).map_err(|e| match e {
+        feeder.put(last_permit, write, tail).map_err(|e| match e {
             FeedError::Encode(e) => {
                 if self.bounded() {
                     // The item was never queued: the place is still ours.

@@ -8,16 +8,16 @@
 //! section lives while a handle is open).
 //!
 //! Sealed items (a large queue item's bytes, out of band): `SEALED_ITEMS`
-//! says whether this backend makes them; `seal_bytes(bytes)` a fresh
-//! memory object holding `bytes` that nobody can change any more (Linux:
+//! says whether this backend makes them; `seal_bytes(parts)` a fresh
+//! memory object holding the `parts` one after the other, that nobody can change any more (Linux:
 //! a memfd with `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK |
 //! F_SEAL_SEAL`); `read_at(handle, offset, len)` bytes of an object,
 //! read (`pread`: never `SIGBUS`, a kernel copy).
 //!
 //! Reusable item objects (a producer's pool, `queue/large.rs`):
 //! `pooled_object(size)` a fresh object whose size is sealed but not its
-//! contents, and its identity; `write_item(handle, bytes)` writes an item
-//! at its start; `check_item(handle, len)` checks a peer's descriptor is
+//! contents (its maker maps it to write items into it), and its identity;
+//! `check_item(handle, len)` checks a peer's descriptor is
 //! either kind of item object (an [`ItemObject`]); `open_item(pid, n)`
 //! opens another process's descriptor read-only; `send_freed(socket, id)`
 //! and `recv_freed(socket, out)` carry "object `id` is free again"
@@ -37,7 +37,7 @@ use windows as imp;
 
 pub use imp::{
     check_item, open_item, pooled_object, read_at, recv_freed, seal_bytes, send_freed,
-    unlink_named, write_item, Mapping, SEALED_ITEMS,
+    unlink_named, Mapping, SEALED_ITEMS,
 };
 
 /// What [`check_item`] found a peer's item object to be.

@@ -187,16 +187,19 @@ pub const SEALED_ITEMS: bool = true;
 const ITEM_SEALS: libc::c_int =
     libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
 
-/// A fresh memory object holding `bytes`, sealed against any change
+/// A fresh memory object holding `parts` one after the other, sealed
+/// against any change
 /// (`memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`, and
 /// `MFD_NOEXEC_SEAL` where the kernel has it; written, then
 /// `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`). The kernel
 /// frees it with its last descriptor, however its holders ended: it has
 /// no name, so nothing is left behind in `/dev/shm`.
-pub fn seal_bytes(bytes: &[u8]) -> io::Result<OwnedHandle> {
+pub fn seal_bytes(parts: &[&[u8]]) -> io::Result<OwnedHandle> {
     use std::io::Write;
     let mut file = std::fs::File::from(item_memfd()?);
-    file.write_all(bytes)?;
+    for bytes in parts {
+        file.write_all(bytes)?;
+    }
     // SAFETY: an open memfd created with sealing allowed.
     cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, ITEM_SEALS) })?;
     Ok(OwnedFd::from(file))
@@ -275,7 +278,7 @@ const POOLED_SEALS: libc::c_int = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc
 
 /// A fresh reusable item object of `size` bytes, its size sealed (it can
 /// never grow or shrink) but not its contents: its maker writes item
-/// after item into it ([`write_item`]). Returns it and its identity (its
+/// after item into it (mapped). Returns it and its identity (its
 /// inode number, what [`check_item`] reports to the receiver).
 pub fn pooled_object(size: usize) -> io::Result<(OwnedHandle, u64)> {
     let fd = item_memfd()?;
@@ -287,31 +290,6 @@ pub fn pooled_object(size: usize) -> io::Result<(OwnedHandle, u64)> {
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, POOLED_SEALS) })?;
     let id = stat(fd.as_fd())?.st_ino;
     Ok((fd, id))
-}
-
-/// Writes `bytes` at the start of a reusable item object ([`pooled_object`])
-/// with `pwrite`: a kernel copy into pages the object already has.
-pub fn write_item(h: BorrowedHandle<'_>, bytes: &[u8]) -> io::Result<()> {
-    let mut at = 0;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        let offset = libc::off_t::try_from(at)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "item too large"))?;
-        // SAFETY: writes from a live slice of `rest.len()` bytes.
-        let n = unsafe { libc::pwrite(h.as_raw_fd(), rest.as_ptr().cast(), rest.len(), offset) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        at += n as usize;
-    }
-    Ok(())
 }
 
 fn stat(h: BorrowedHandle<'_>) -> io::Result<libc::stat> {

@@ -194,7 +194,7 @@ fn unsupported() -> io::Error {
 }
 
 /// Not on Windows yet: always `ErrorKind::Unsupported`.
-pub fn seal_bytes(_bytes: &[u8]) -> io::Result<OwnedHandle> {
+pub fn seal_bytes(_parts: &[&[u8]]) -> io::Result<OwnedHandle> {
     Err(unsupported())
 }
 
@@ -205,11 +205,6 @@ pub fn read_at(_h: BorrowedHandle<'_>, _offset: usize, _len: usize) -> io::Resul
 
 /// Not on Windows yet: always `ErrorKind::Unsupported`.
 pub fn pooled_object(_size: usize) -> io::Result<(OwnedHandle, u64)> {
-    Err(unsupported())
-}
-
-/// Not on Windows yet: always `ErrorKind::Unsupported`.
-pub fn write_item(_h: BorrowedHandle<'_>, _bytes: &[u8]) -> io::Result<()> {
     Err(unsupported())
 }
 
