@@ -51,3 +51,9 @@ pub fn kill_from_outside(pid: u32) {
         .status();
     assert!(status.expect("run taskkill").success(), "kill {pid}");
 }
+
+/// Reusable large-item objects: Windows has none (large queue items
+/// travel inline there, docs/platforms.md).
+pub fn item_objects() -> Option<usize> {
+    None
+}
