@@ -577,7 +577,7 @@ fn a_producer_rewriting_its_reusable_object_garbles_only_its_own_items() -> mpro
             let garbage = vec![0xa5u8; payload.len()];
             let mut k = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let src = if k % 2 == 0 { &garbage } else { &payload };
+                let src = if k.is_multiple_of(2) { &garbage } else { &payload };
                 let part = &src[..(k * 4099) % src.len()];
                 // SAFETY: writes from a live buffer into our own memfd.
                 unsafe { libc::pwrite(fd.as_raw_fd(), part.as_ptr().cast(), part.len(), 0) };
@@ -594,6 +594,7 @@ fn a_producer_rewriting_its_reusable_object_garbles_only_its_own_items() -> mpro
 
     // Each item the broker dropped (consumed) is reported to the producer
     // as free again: `n` notices naming the object (its inode).
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of our own open memfd into a zeroed struct.
     assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
