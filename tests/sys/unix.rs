@@ -577,7 +577,11 @@ fn a_producer_rewriting_its_reusable_object_garbles_only_its_own_items() -> mpro
             let garbage = vec![0xa5u8; payload.len()];
             let mut k = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let src = if k.is_multiple_of(2) { &garbage } else { &payload };
+                let src = if k.is_multiple_of(2) {
+                    &garbage
+                } else {
+                    &payload
+                };
                 let part = &src[..(k * 4099) % src.len()];
                 // SAFETY: writes from a live buffer into our own memfd.
                 unsafe { libc::pwrite(fd.as_raw_fd(), part.as_ptr().cast(), part.len(), 0) };
