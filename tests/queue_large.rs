@@ -5,9 +5,11 @@
 //! whole and in order, mixed with small ones, to a consumer child and to
 //! the owner; an item `get` returned is never delivered again and a
 //! killed consumer's items come back; nothing the broker holds leaks when
-//! holders die. (Where the OS has no sealed objects the same tests run on
-//! the inline path.) The hostile peer (descriptors that are not sealed
-//! objects, wrong sizes) is in `tests/sys/unix.rs`.
+//! holders die; a producer's reused objects hold each item exactly.
+//! (Where the OS has no sealed objects the same tests run on the inline
+//! path.) The hostile peer (descriptors that are not sealed objects, wrong
+//! sizes, a producer rewriting an object during a get) is in
+//! `tests/sys/unix.rs`.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -198,5 +200,77 @@ fn killed_holders_here() -> mproc::Result<()> {
             .unwrap_or(0);
         assert!(a <= b, "/dev/shm entries before {b}, after {a}");
     }
+    Ok(())
+}
+
+/// Large sizes that go up and down: a reused object often holds an item
+/// shorter than the one before.
+const STEPS: [usize; 6] = [
+    3 << 20,
+    200_000,
+    1 << 20,
+    128 << 10,
+    (128 << 10) + 1,
+    (2 << 20) + 5,
+];
+
+fn step_item(i: usize) -> ByteBuf {
+    ByteBuf::from(vec![i as u8; STEPS[i % STEPS.len()]])
+}
+
+/// Puts `n` large items, each once the consumer said it took the one
+/// before (so that its object is free again); returns how many reusable
+/// objects it holds at the end.
+#[mproc::target]
+fn put_in_step(q: Queue<ByteBuf>, back: Queue<u8>, n: usize) -> Result<Option<usize>, String> {
+    for i in 0..n {
+        q.put(step_item(i)).map_err(|e| format!("put {i}: {e}"))?;
+        back.get_timeout(Duration::from_secs(60))
+            .map_err(|e| format!("step {i}: {e}"))?;
+    }
+    Ok(sys::item_objects())
+}
+
+#[mproc::target]
+fn get_in_step(q: Queue<ByteBuf>, back: Queue<u8>, n: usize) -> Result<(), String> {
+    for i in 0..n {
+        let got = q
+            .get_timeout(Duration::from_secs(60))
+            .map_err(|e| format!("item {i}: {e}"))?;
+        let want = STEPS[i % STEPS.len()];
+        if got.len() != want || got.iter().any(|&b| b != i as u8) {
+            return Err(format!(
+                "item {i}: {} bytes (want {want}), first {:?}, last {:?}",
+                got.len(),
+                got.first(),
+                got.last()
+            ));
+        }
+        back.put(0).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[mproc::test]
+fn reused_objects_hold_each_item_exactly_and_stay_few() -> mproc::Result<()> {
+    // A producer's memory objects are written again once the broker says
+    // their item was consumed: every item must be exactly itself (no byte
+    // of the longer item the object held before), and the producer keeps
+    // a bounded number of them (16), not one per item.
+    let n = 4 * STEPS.len();
+    let q = Queue::<ByteBuf>::new(0)?;
+    let back = Queue::<u8>::new(0)?;
+    let consumer = mproc::spawn(get_in_step, (q.clone(), back.clone(), n))?;
+    let held = mproc::spawn(put_in_step, (q.clone(), back.clone(), n))?
+        .join()?
+        .map_err(mproc::Error::decode_msg)?;
+    consumer.join()?.map_err(mproc::Error::decode_msg)?;
+    if let Some(held) = held {
+        assert!(
+            (1..=16).contains(&held),
+            "the producer holds {held} reusable objects"
+        );
+    }
+    assert!(q.empty());
     Ok(())
 }

@@ -476,6 +476,19 @@ fn hostile_sealed_puts_here() -> mproc::Result<()> {
             Some(memfd(&[0; 4096], all)),
             16,
         ),
+        (
+            "a reusable memfd shorter than its item",
+            Some(memfd(
+                &[0; 4096],
+                libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
+            )),
+            8192,
+        ),
+        (
+            "a memfd sealed against writes that can still grow",
+            Some(memfd(&[0; 4096], libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK)),
+            4096,
+        ),
         ("a socket", Some(sock.into()), 0),
         ("no descriptor at all", None, 4096),
     ];
@@ -491,5 +504,114 @@ fn hostile_sealed_puts_here() -> mproc::Result<()> {
         after <= before,
         "descriptors before {before}, after {after}"
     );
+    Ok(())
+}
+
+/// A `PUT_BATCH` (number 1) of `n` sealed items of `len` bytes each.
+fn raw_sealed_batch_of(n: usize, len: u64) -> Vec<u8> {
+    let mut m = vec![2u8];
+    m.extend_from_slice(&1u64.to_be_bytes());
+    for _ in 0..n {
+        m.extend_from_slice(&[0xff; 4]);
+        m.extend_from_slice(&((1u64 << 63) | len).to_be_bytes());
+    }
+    m
+}
+
+/// Takes `n` items, whatever they are: each is a value or a decode
+/// error, never a crash. Returns how many were values.
+#[mproc::target]
+fn take_whatever(q: Queue<ByteBuf>, n: usize) -> Result<usize, String> {
+    let mut values = 0;
+    for i in 0..n {
+        match q.get_timeout(Duration::from_secs(60)) {
+            Ok(_) => values += 1,
+            Err(Error::Decode(_) | Error::TypeMismatch { .. }) => {}
+            Err(e) => return Err(format!("item {i}: {e}")),
+        }
+    }
+    Ok(values)
+}
+
+#[mproc::test]
+fn a_producer_rewriting_its_reusable_object_garbles_only_its_own_items() -> mproc::Result<()> {
+    use std::io::Read;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A reusable object (size sealed, contents not) holding a valid item,
+    // sent for 12 items, and rewritten all the while by its producer (a
+    // thread of this test, not mproc): the consumer copies each item out
+    // before decoding it, so it gets values or decode errors, never a
+    // crash, SIGBUS, or a read past the object.
+    let n = 12;
+    let q = Queue::<ByteBuf>::new(0)?;
+    // The item's typed payload, as a `send` writes it (a thread sends:
+    // 1 MiB does not fit the socket's buffer).
+    let (a, b) = mproc::pipe(true)?;
+    let sender = std::thread::spawn(move || a.send(&ByteBuf::from(vec![7u8; 1 << 20])));
+    let payload = b.recv_bytes()?;
+    sender.join().expect("the sender thread")?;
+    let mut object = payload.clone();
+    object.resize(2 << 20, 0);
+    let fd = memfd(
+        &object,
+        libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
+    );
+    let (address, key, id) = queue_parts(&q);
+    let session = 0x5eed_7e57;
+    let feeder = mproc::Client::connect(&address, Some(&key))?;
+    feeder.send_bytes(&raw_hello(id, session, 1))?;
+    assert_eq!(feeder.recv_bytes()?[0], 101, "HELLO_OK");
+    let handles = mproc::Client::connect(&address, Some(&key))?;
+    handles.send_bytes(&raw_hello(id, session, 3))?;
+    assert_eq!(handles.recv_bytes()?[0], 101, "HELLO_OK");
+    for _ in 0..n {
+        send_fd(handles.as_fd(), fd.as_fd());
+    }
+    feeder.send_bytes(&raw_sealed_batch_of(n, payload.len() as u64))?;
+
+    let stop = AtomicBool::new(false);
+    let values = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Garbage, the item again, a torn mixture: over and over.
+            let garbage = vec![0xa5u8; payload.len()];
+            let mut k = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let src = if k.is_multiple_of(2) {
+                    &garbage
+                } else {
+                    &payload
+                };
+                let part = &src[..(k * 4099) % src.len()];
+                // SAFETY: writes from a live buffer into our own memfd.
+                unsafe { libc::pwrite(fd.as_raw_fd(), part.as_ptr().cast(), part.len(), 0) };
+                k += 1;
+            }
+        });
+        let taken = mproc::spawn(take_whatever, (q.clone(), n)).and_then(|h| h.join());
+        stop.store(true, Ordering::Relaxed);
+        taken
+    })?
+    .map_err(mproc::Error::decode_msg)?;
+    assert!(values <= n);
+    assert!(q.empty());
+
+    // Each item the broker dropped (consumed) is reported to the producer
+    // as free again: `n` notices naming the object (its inode).
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of our own open memfd into a zeroed struct.
+    assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
+    let mut raw = std::os::unix::net::UnixStream::from(handles.as_fd().try_clone_to_owned()?);
+    raw.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut notices = vec![0u8; 8 * n];
+    raw.read_exact(&mut notices)?;
+    for notice in notices.chunks_exact(8) {
+        assert_eq!(
+            u64::from_le_bytes(notice.try_into().unwrap()),
+            st.st_ino as u64
+        );
+    }
+    drop((feeder, handles));
     Ok(())
 }

@@ -32,7 +32,7 @@ use serde::de::{DeserializeOwned, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use self::client::{PutFail, Remote};
+use self::client::{PutFail, Received, Remote};
 use self::core::{Item, Shared, Stored, Taken};
 use crate::{tag, Address, Error, PutError, Result};
 
@@ -206,22 +206,25 @@ impl Inner {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Puts the item made of what `write` appends followed by `tail`.
     fn put(
         &self,
         timeout: Option<Duration>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+        tail: &[u8],
     ) -> Result<(), PutFail> {
         match &self.link {
             Link::Owner(shared) => {
                 let mut buf = Vec::new();
                 write(&mut buf).map_err(PutFail::Encode)?;
+                buf.extend_from_slice(tail);
                 match shared.put(Item::whole(buf), deadline(timeout), &|| true) {
                     Stored::Done => Ok(()),
                     Stored::Full => Err(PutFail::Full),
                     Stored::Abandoned => Err(PutFail::Disconnected),
                 }
             }
-            Link::Remote(r) => r.put(timeout, write),
+            Link::Remote(r) => r.put(timeout, write, tail),
         }
     }
 
@@ -237,7 +240,12 @@ impl Inner {
                 },
                 Taken::Empty | Taken::Abandoned => Err(Error::Empty),
             },
-            Link::Remote(r) => r.get_with(timeout, tag::decode)?,
+            Link::Remote(r) => r.get_with(
+                timeout,
+                tag::bulk::shape_of::<T>(),
+                tag::decode,
+                Received::decode,
+            )?,
         }
     }
 
@@ -411,7 +419,20 @@ impl<T: Serialize> Queue<T> {
         if self.inner.closed() {
             return Err(PutError::Closed(item));
         }
-        match self.inner.put(timeout, |out| encode(&item, out)) {
+        // A large byte sequence: its tag here, its body copied once, by
+        // the feeder, into the memory object it travels in.
+        let put = match tag::bulk::as_bytes(&item).filter(|b| b.len() >= large::THRESHOLD) {
+            Some(body) => self.inner.put(
+                timeout,
+                |out| {
+                    tag::bulk_tag::<T>(body, out);
+                    Ok(())
+                },
+                body,
+            ),
+            None => self.inner.put(timeout, |out| encode(&item, out), &[]),
+        };
+        match put {
             Ok(()) => Ok(()),
             Err(PutFail::Full) => Err(PutError::Full(item)),
             Err(PutFail::Encode(e)) => Err(PutError::Encode(item, e)),

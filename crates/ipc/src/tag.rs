@@ -181,13 +181,27 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
 /// the tag of such a sequence and a canonical varint announcing exactly
 /// `len - offset` bytes. `None` sends the payload to [`decode()`].
 pub(crate) fn bulk_body_offset<T>(head: &[u8], len: usize) -> Option<usize> {
-    let shape = bulk::shape_of::<T>()?;
+    bulk_body_offset_of(bulk::shape_of::<T>()?, head, len)
+}
+
+/// [`bulk_body_offset`] for a byte sequence of shape `shape`.
+pub(crate) fn bulk_body_offset_of(shape: bulk::Shape, head: &[u8], len: usize) -> Option<usize> {
     let tag = parse(head)?;
     let start = head.len() - tag.body.len();
     let (body_len, n) = bulk::read_varint(tag.body)?;
     let exact = len.checked_sub(start + n)? == body_len;
     (exact && tag.fingerprint == bulk::fingerprint_of_shape(shape, body_len == 0))
         .then_some(start + n)
+}
+
+/// The `T` whose body `body` is, a byte sequence of shape `shape` whose
+/// tag [`bulk_body_offset_of`] accepted; `Error::Decode` if `T` is not of
+/// that shape (or a `String` body is not UTF-8).
+pub(crate) fn bulk_value<T>(shape: bulk::Shape, body: Vec<u8>) -> Result<T> {
+    if bulk::shape_of::<T>() != Some(shape) {
+        return Err(Error::decode_msg("a byte sequence read for another type"));
+    }
+    bulk::into_value(shape, body).map_err(Error::decode)
 }
 
 /// The longest tag plus varint: what [`bulk_body_offset`] needs to see.

@@ -126,3 +126,22 @@ pub fn command_output(cmd: &mut Command) -> io::Result<Output> {
 pub fn command_status(cmd: &mut Command) -> io::Result<ExitStatus> {
     cmd.status()
 }
+
+/// The reusable large-item objects this process holds (its queue
+/// producers' pools: memfds named `mproc-item`), where the OS lists them
+/// (Linux: `/proc`).
+#[cfg(target_os = "linux")]
+pub fn item_objects() -> Option<usize> {
+    let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(
+        dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("/memfd:mproc-item"))
+            .count(),
+    )
+}
+
+/// Reusable large-item objects: none without `/proc` to list them.
+#[cfg(not(target_os = "linux"))]
+pub fn item_objects() -> Option<usize> {
+    None
+}

@@ -126,3 +126,9 @@ fn note_for_loaded_runs(message: &str) {
         }
     }
 }
+
+/// Reusable large-item objects: Windows has none (large queue items
+/// travel inline there, docs/platforms.md).
+pub fn item_objects() -> Option<usize> {
+    None
+}

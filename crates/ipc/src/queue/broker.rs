@@ -363,7 +363,7 @@ fn take_sealed(handles: Option<Arc<Connection>>, len: u64) -> std::io::Result<It
             "more than one descriptor for a sealed item",
         ));
     }
-    Ok(match large::keep(fd, len)? {
+    Ok(match large::keep(fd, len, Some(&h))? {
         Kept::Sealed(blob) => Item::sealed(blob),
         Kept::Bytes(bytes) => Item::whole(bytes),
     })

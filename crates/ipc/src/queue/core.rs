@@ -1122,7 +1122,7 @@ mod tests {
         let Ok(fd) = super::super::large::seal(&big) else {
             panic!("no sealed object");
         };
-        let sealed = match super::super::large::keep(fd, big.len() as u64) {
+        let sealed = match super::super::large::keep(fd, big.len() as u64, None) {
             Ok(super::super::large::Kept::Sealed(blob)) => Item::sealed(blob),
             Ok(super::super::large::Kept::Bytes(bytes)) => Item::whole(bytes),
             Err(e) => panic!("{e}"),

@@ -21,7 +21,7 @@
 //! handles connection (opened on first need) just before the batch.
 
 use crate::util::lock::{lock, wait};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::queue::{large, wire};
@@ -67,6 +67,8 @@ struct State {
     sealed: Vec<OwnedHandle>,
     /// Their bytes: they count towards [`HIGH_WATER`] as inline bytes do.
     sealed_bytes: usize,
+    /// Reusable objects for large items ([`large::Pool`]).
+    pool: large::Pool,
     /// An empty buffer to fill next.
     spare: Vec<u8>,
     /// The last batch written completely.
@@ -90,6 +92,9 @@ pub(crate) struct Feeder {
     /// How to open the handles connection: `Some` when large items go
     /// out of band.
     handles: Option<ConnectHandles>,
+    /// The handles connection, once a sealed item needed it (opened and
+    /// written by the thread; `put` reads the broker's notices on it).
+    handles_conn: OnceLock<Connection>,
     state: Mutex<State>,
     wake: Condvar,
     written: Condvar,
@@ -107,11 +112,13 @@ impl Feeder {
         let feeder = Arc::new(Feeder {
             conn,
             handles,
+            handles_conn: OnceLock::new(),
             state: Mutex::new(State {
                 pending,
                 items: 0,
                 sealed: Vec::new(),
                 sealed_bytes: 0,
+                pool: large::Pool::default(),
                 spare: Vec::new(),
                 written: 0,
                 writing: false,
@@ -145,10 +152,15 @@ impl Feeder {
     /// unless a write is already under way: a put that will not be
     /// followed by others soon (a bounded queue's put that used its last
     /// permit) reaches the broker without waking the feeder thread.
+    ///
+    /// The item is what `write` appends followed by `tail` (empty but for
+    /// a large byte sequence, whose body is then copied once, straight
+    /// into a memory object, never into the batch).
     pub(crate) fn put(
         &self,
         now: bool,
         write: impl FnOnce(&mut Vec<u8>) -> crate::Result<()>,
+        tail: &[u8],
     ) -> Result<(), FeedError> {
         let mut st = self.lock();
         while !st.broken
@@ -173,9 +185,29 @@ impl Feeder {
             }
         }
         let start = st.pending.len();
-        wire::put_item_with(&mut st.pending, write).map_err(FeedError::Encode)?;
-        if self.handles.is_some() && st.pending.len() - start >= large::THRESHOLD {
-            seal_last(&mut st, start);
+        let out_of_band = self.handles.is_some() && tail.len() >= large::THRESHOLD;
+        if out_of_band {
+            if let Some(h) = self.handles_conn.get() {
+                st.pool.take_notices(h);
+            }
+            if let Err(e) = write(&mut st.pending) {
+                st.pending.truncate(start);
+                return Err(FeedError::Encode(e));
+            }
+            seal_parts(&mut st, start, tail);
+        } else {
+            wire::put_item_with(&mut st.pending, |out| {
+                write(out)?;
+                out.extend_from_slice(tail);
+                Ok(())
+            })
+            .map_err(FeedError::Encode)?;
+            if self.handles.is_some() && st.pending.len() - start >= large::THRESHOLD {
+                if let Some(h) = self.handles_conn.get() {
+                    st.pool.take_notices(h);
+                }
+                seal_last(&mut st, start);
+            }
         }
         st.items += 1;
         if now && !st.writing && st.syncing == 0 && st.sealed.is_empty() {
@@ -278,19 +310,16 @@ impl Feeder {
 
     /// Sends the descriptors of a batch's sealed items, one per marker
     /// byte, on the handles connection (opened on first need).
-    fn send_sealed(
-        &self,
-        handles: &mut Option<Connection>,
-        sealed: &[OwnedHandle],
-    ) -> crate::Result<()> {
+    fn send_sealed(&self, sealed: &[OwnedHandle]) -> crate::Result<()> {
         if sealed.is_empty() {
             return Ok(());
         }
-        if handles.is_none() {
+        if self.handles_conn.get().is_none() {
             let connect = self.handles.as_ref().ok_or(Error::Disconnected)?;
-            *handles = Some(connect()?);
+            // Only this thread sets it.
+            let _ = self.handles_conn.set(connect()?);
         }
-        let Some(h) = handles.as_ref() else {
+        let Some(h) = self.handles_conn.get() else {
             return Err(Error::Disconnected);
         };
         for fd in sealed {
@@ -304,8 +333,6 @@ impl Feeder {
     }
 
     fn run(self: Arc<Self>) {
-        // The handles connection, once a sealed item needed it.
-        let mut handles: Option<Connection> = None;
         loop {
             let mut st = self.lock();
             while (st.items == 0 || st.writing) && !st.stop && !st.broken {
@@ -338,11 +365,16 @@ impl Feeder {
             // The descriptors first: the batch naming them must find them
             // there. Closed here once sent (the broker has its own).
             let sent = self
-                .send_sealed(&mut handles, &sealed)
+                .send_sealed(&sealed)
                 .and_then(|()| self.conn.send_bytes(&batch));
             drop(sealed);
 
             let mut st = self.lock();
+            if let Some(h) = self.handles_conn.get() {
+                // The broker's notices of objects free again, for the
+                // next large items.
+                st.pool.take_notices(h);
+            }
             written(&mut st, seq, sent);
             if batch.capacity() <= KEEP && st.spare.capacity() == 0 {
                 batch.clear();
@@ -358,6 +390,9 @@ impl Feeder {
         self.written.notify_all();
         drop(st);
         self.conn.close();
+        if let Some(h) = self.handles_conn.get() {
+            h.close();
+        }
     }
 }
 
@@ -388,15 +423,43 @@ fn seal_last(st: &mut State, start: usize) {
     let Some(bytes) = st.pending.get(body..) else {
         return;
     };
-    match large::seal(bytes) {
+    match st.pool.object_for(&[bytes]) {
         Ok(fd) => {
             let bytes_len = bytes.len();
-            let len = bytes_len as u64;
             st.pending.truncate(start);
-            wire::put_sealed(&mut st.pending, len);
-            st.sealed.push(fd);
-            st.sealed_bytes += bytes_len;
+            sealed_entry(st, fd, bytes_len);
         }
         Err(e) => tracing::debug!("a large item stays inline: {e}"),
+    }
+}
+
+/// Queues the sealed entry of an item of `len` bytes held by `fd`.
+fn sealed_entry(st: &mut State, fd: OwnedHandle, len: usize) {
+    wire::put_sealed(&mut st.pending, len as u64);
+    st.sealed.push(fd);
+    st.sealed_bytes += len;
+}
+
+/// Queues the item whose encoding is the bytes just written at `start` of
+/// the batch (a header) followed by `tail`, in an object: `tail` is copied
+/// once, into it, never into the batch. If no object can be made the item
+/// goes inline.
+fn seal_parts(st: &mut State, start: usize, tail: &[u8]) {
+    let header = st.pending.get(start..).unwrap_or(&[]);
+    let len = header.len() + tail.len();
+    match st.pool.object_for(&[header, tail]) {
+        Ok(fd) => {
+            st.pending.truncate(start);
+            sealed_entry(st, fd, len);
+        }
+        Err(e) => {
+            tracing::debug!("a large item stays inline: {e}");
+            let header = st.pending.split_off(start);
+            let _ = wire::put_item_with(&mut st.pending, |out| {
+                out.extend_from_slice(&header);
+                out.extend_from_slice(tail);
+                Ok::<(), ()>(())
+            });
+        }
     }
 }

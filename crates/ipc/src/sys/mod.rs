@@ -60,8 +60,8 @@ pub use parent::{parent_sentinel_for_child, remote_parent_sentinel, ParentSentin
 pub use poll::{is_local_stream, poll_readable, room_now};
 pub use process::{handle_peer, ChildProcess, LaunchDeadline, INHERITS_CHANNEL};
 pub use shm::{
-    check_sealed, map_sealed, read_sealed, seal_bytes, unlink_named, Mapping, SealedView,
-    SEALED_ITEMS,
+    check_item, open_item, pooled_object, read_at, recv_freed, seal_bytes, send_freed,
+    unlink_named, Mapping, SEALED_ITEMS,
 };
 pub use stream::{stream_pair, Stream};
 pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};

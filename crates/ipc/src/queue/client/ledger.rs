@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A received item: a range of the message it came in, or a sealed
-/// item's mapped bytes ([`large`](crate::queue::large)).
+/// item's bytes, copied out of its object ([`large`](crate::queue::large)).
 pub(crate) struct Received {
     frame: Arc<Vec<u8>>,
     range: Range<usize>,
-    sealed: Option<crate::sys::SealedView>,
+    sealed: Option<crate::queue::large::Fetched>,
 }
 
 impl Received {
@@ -38,22 +38,35 @@ impl Received {
         }
     }
 
-    /// A sealed item, mapped.
-    pub(super) fn sealed(view: crate::sys::SealedView) -> Received {
+    /// A sealed item, read.
+    pub(super) fn sealed(fetched: crate::queue::large::Fetched) -> Received {
         Received {
             frame: Arc::default(),
             range: 0..0,
-            sealed: Some(view),
+            sealed: Some(fetched),
         }
     }
 
     /// The item's encoded bytes (empty if its range is not in the frame:
-    /// the wire parser never makes one).
+    /// the wire parser never makes one; and for a sealed item read as a
+    /// byte sequence's body: see [`decode`](Self::decode)).
     pub(crate) fn bytes(&self) -> &[u8] {
-        if let Some(view) = &self.sealed {
-            return view.bytes();
+        use crate::queue::large::Fetched;
+        match &self.sealed {
+            Some(Fetched::Payload(p)) => p,
+            Some(Fetched::Body(..)) => &[],
+            None => self.frame.get(self.range.clone()).unwrap_or(&[]),
         }
-        self.frame.get(self.range.clone()).unwrap_or(&[])
+    }
+
+    /// The item, decoded as a `T`.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(self) -> crate::Result<T> {
+        match self.sealed {
+            Some(crate::queue::large::Fetched::Body(shape, body)) => {
+                crate::tag::bulk_value(shape, body)
+            }
+            _ => crate::tag::decode(self.bytes()),
+        }
     }
 }
 

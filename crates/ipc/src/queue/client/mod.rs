@@ -59,6 +59,7 @@ use crate::queue::feeder::{ConnectHandles, FeedError, Feeder};
 use crate::queue::large::{self, FetchError};
 use crate::queue::recycle::Recycler;
 use crate::queue::wire::{self, Reply, Role};
+use crate::tag::bulk::Shape;
 use crate::{Address, Client, Connection, Error, Result};
 
 mod deadline;
@@ -437,10 +438,10 @@ impl Holdings {
 const CARRY_MOST: usize = 64 << 10;
 
 /// What a `GET` brought: items (the connection, the answer, their ranges
-/// in it), or one sealed item, mapped.
+/// in it), or one sealed item, read.
 enum Asked {
     Items(Link, Vec<u8>, Vec<Range<usize>>),
-    Sealed(Link, crate::sys::SealedView),
+    Sealed(Link, large::Fetched),
 }
 
 /// A queue owned by another process, as this process holds it.
@@ -546,10 +547,14 @@ impl Remote {
     /// Puts the item `write` encodes: through the feeder, with a permit
     /// if the queue is bounded. With a `timeout`, returns by then (and a
     /// little grace for the owner's answer) whatever the owner does.
+    ///
+    /// The item is what `write` appends followed by `tail` (see
+    /// [`Feeder::put`]).
     pub(crate) fn put(
         &self,
         timeout: Option<Duration>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+        tail: &[u8],
     ) -> Result<(), PutFail> {
         let deadline = client_deadline(timeout);
         // Started before the first `ACQUIRE`: the broker reserves room
@@ -557,20 +562,29 @@ impl Remote {
         // when that stream ends.
         let feeder = self.feeder(deadline).map_err(Late::for_put)?;
         if !self.bounded() {
-            return feeder.put(false, write).map_err(|e| self.feed_failed(e));
+            return feeder
+                .put(false, write, tail)
+                .map_err(|e| self.feed_failed(e));
         }
         // A put that used this process's last permit writes its item
         // itself: the next put waits for room anyway, so there is no
         // batch to gather, and the feeder thread's wake-up is saved.
         let wanted = match self.own_permit() {
-            Ok(last) => return feeder.put(last, write).map_err(|e| self.feed_failed(e)),
+            Ok(last) => {
+                return feeder
+                    .put(last, write, tail)
+                    .map_err(|e| self.feed_failed(e))
+            }
             Err(wanted) => wanted,
         };
-        if prefetch::bounded_cap(self.maxsize) != Some(1) {
+        if prefetch::bounded_cap(self.maxsize) != Some(1) || !tail.is_empty() {
             // Permits come several at a time (`maxsize` ≥ 8): the items go
-            // through the feeder in batches.
+            // through the feeder in batches. So does a large byte
+            // sequence's body (`tail`: copied once, into its object).
             let last = self.take_permit(wanted, timeout, deadline)?;
-            return feeder.put(last, write).map_err(|e| self.feed_failed(e));
+            return feeder
+                .put(last, write, tail)
+                .map_err(|e| self.feed_failed(e));
         }
         // A small queue (one permit at a time): the item goes with the
         // request for room (`PUT_WAIT`) and the broker stores it as soon
@@ -586,10 +600,14 @@ impl Remote {
             let last = self.take_permit(wanted, timeout, deadline)?;
             let bytes = &msg[item];
             return feeder
-                .put(last, |out| {
-                    out.extend_from_slice(bytes);
-                    Ok(())
-                })
+                .put(
+                    last,
+                    |out| {
+                        out.extend_from_slice(bytes);
+                        Ok(())
+                    },
+                    &[],
+                )
                 .map_err(|e| self.feed_failed(e));
         }
         self.ask_room(&msg, deadline)?;
@@ -675,11 +693,16 @@ impl Remote {
     ///
     /// What `get` returns is `read` of the item's bytes: an item from
     /// the buffer is read in place, under the buffer's lock, with no
-    /// reference to its delivery's frame taken and dropped per item.
+    /// reference to its delivery's frame taken and dropped per item. A
+    /// sealed item is `sealed` of it instead: `shape` says the caller's
+    /// type is a byte sequence of that shape, and a large item's body is
+    /// then read straight into its buffer.
     pub(crate) fn get_with<R>(
         &self,
         timeout: Option<Duration>,
+        shape: Option<Shape>,
         read: impl Fn(&[u8]) -> R,
+        sealed: impl FnOnce(Received) -> R,
     ) -> Result<R> {
         let h = &self.holdings;
         let buf = {
@@ -714,12 +737,12 @@ impl Remote {
             inbox.prefetch.leave_for_broker();
             inbox.frames.take()
         };
-        let exchanged = self.ask(timeout, buf);
+        let exchanged = self.ask(timeout, buf, shape);
         let mut inbox = lock(&h.inbox);
         inbox.prefetch.back_from_broker();
         let (mut link, frame, ranges) = match exchanged? {
             Asked::Items(link, frame, ranges) => (link, frame, ranges),
-            Asked::Sealed(mut link, view) => {
+            Asked::Sealed(mut link, fetched) => {
                 // Always alone, never in the ledger: acknowledged before
                 // it is handed out.
                 let now = Instant::now();
@@ -731,7 +754,7 @@ impl Remote {
                 }
                 link.owed.sent_one_way();
                 h.checkin(link);
-                return Ok(read(Received::sealed(view).bytes()));
+                return Ok(sealed(Received::sealed(fetched)));
             }
         };
         let frame = inbox.frames.lend(frame);
@@ -782,7 +805,7 @@ impl Remote {
     /// the items' ranges in it.
     ///
     /// The answer is read into `buf` (a buffer to reuse).
-    fn ask(&self, timeout: Option<Duration>, buf: Vec<u8>) -> Result<Asked> {
+    fn ask(&self, timeout: Option<Duration>, buf: Vec<u8>, shape: Option<Shape>) -> Result<Asked> {
         let deadline = client_deadline(timeout);
         let barrier = self.barrier()?;
         let mut link = self.holdings.checkout(deadline).map_err(Late::for_get)?;
@@ -806,7 +829,7 @@ impl Remote {
             )
             .map_err(Late::for_get)?;
         if answer.first() == Some(&wire::SEALED_ITEM) {
-            return self.sealed(link, &answer, timeout);
+            return self.sealed(link, &answer, timeout, shape);
         }
         match outcome::get(wire::parse_reply(&answer)) {
             Answer::Done(Ok(ranges)) => Ok(Asked::Items(link, answer, ranges)),
@@ -823,12 +846,18 @@ impl Remote {
     /// garbage, taken like an item that does not decode ([`Error::Decode`]);
     /// one that cannot be opened goes back (the connection is dropped) and
     /// later connections take large items as bytes: the get asks again.
-    fn sealed(&self, mut link: Link, answer: &[u8], timeout: Option<Duration>) -> Result<Asked> {
+    fn sealed(
+        &self,
+        mut link: Link,
+        answer: &[u8],
+        timeout: Option<Duration>,
+        shape: Option<Shape>,
+    ) -> Result<Asked> {
         let Ok(Reply::SealedItem { len, pid, value }) = wire::parse_reply(answer) else {
             return Err(gone("get", "malformed sealed item"));
         };
-        match large::fetch(pid, value, len) {
-            Ok(view) => Ok(Asked::Sealed(link, view)),
+        match large::fetch(pid, value, len, shape) {
+            Ok(fetched) => Ok(Asked::Sealed(link, fetched)),
             Err(FetchError::Refused(e)) => {
                 tracing::warn!("a sealed queue item was refused: {e}");
                 if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
@@ -842,7 +871,7 @@ impl Remote {
                 tracing::warn!("cannot open a sealed queue item ({e}): large items come as bytes");
                 self.holdings.no_sealed.store(true, Ordering::Relaxed);
                 drop(link);
-                self.ask(timeout, Vec::new())
+                self.ask(timeout, Vec::new(), shape)
             }
         }
     }

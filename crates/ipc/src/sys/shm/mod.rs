@@ -8,14 +8,21 @@
 //! section lives while a handle is open).
 //!
 //! Sealed items (a large queue item's bytes, out of band): `SEALED_ITEMS`
-//! says whether this backend makes them; `seal_bytes(bytes)` a fresh
-//! memory object holding `bytes` that nobody can change any more (Linux:
+//! says whether this backend makes them; `seal_bytes(parts)` a fresh
+//! memory object holding the `parts` one after the other, that nobody can change any more (Linux:
 //! a memfd with `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK |
-//! F_SEAL_SEAL`); `check_sealed(handle, len)` that a handle from a peer
-//! is one, of exactly `len` bytes (`ErrorKind::InvalidData` otherwise);
-//! `read_sealed(handle, len)` its bytes, read (`pread`: never `SIGBUS`);
-//! `map_sealed(handle, len)` a `SealedView` of them, mapped read-only
-//! after the same checks (a sealed object cannot shrink: no `SIGBUS`).
+//! F_SEAL_SEAL`); `read_at(handle, offset, len)` bytes of an object,
+//! read (`pread`: never `SIGBUS`, a kernel copy).
+//!
+//! Reusable item objects (a producer's pool, `queue/large.rs`):
+//! `pooled_object(size)` a fresh object whose size is sealed but not its
+//! contents (its maker maps it to write items into it), and its identity;
+//! `check_item(handle, len)` checks a peer's descriptor is
+//! either kind of item object (an [`ItemObject`]); `open_item(pid, n)`
+//! opens another process's descriptor read-only; `send_freed(socket, id)`
+//! and `recv_freed(socket, out)` carry "object `id` is free again"
+//! notices (8 bytes each, never waiting).
+//!
 //! Windows has none yet (`Unsupported`): large items travel inline there.
 
 #[cfg(unix)]
@@ -29,6 +36,16 @@ mod windows;
 use windows as imp;
 
 pub use imp::{
-    check_sealed, map_sealed, read_sealed, seal_bytes, unlink_named, Mapping, SealedView,
-    SEALED_ITEMS,
+    check_item, open_item, pooled_object, read_at, recv_freed, seal_bytes, send_freed,
+    unlink_named, Mapping, SEALED_ITEMS,
 };
+
+/// What [`check_item`] found a peer's item object to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemObject {
+    /// A reusable object (its maker writes it again once told it is free),
+    /// rather than one sealed for good.
+    pub reused: bool,
+    /// Its identity while it lives (the inode number on Linux).
+    pub id: u64,
+}

@@ -187,65 +187,38 @@ pub const SEALED_ITEMS: bool = true;
 const ITEM_SEALS: libc::c_int =
     libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
 
-/// A fresh memory object holding `bytes`, sealed against any change
-/// (`memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`, written, then
+/// A fresh memory object holding `parts` one after the other, sealed
+/// against any change
+/// (`memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`, and
+/// `MFD_NOEXEC_SEAL` where the kernel has it; written, then
 /// `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`). The kernel
 /// frees it with its last descriptor, however its holders ended: it has
 /// no name, so nothing is left behind in `/dev/shm`.
-pub fn seal_bytes(bytes: &[u8]) -> io::Result<OwnedHandle> {
+pub fn seal_bytes(parts: &[&[u8]]) -> io::Result<OwnedHandle> {
     use std::io::Write;
-    // SAFETY: a NUL-terminated literal name; flags are valid.
-    let fd = cvt(unsafe {
-        libc::memfd_create(
-            c"mproc-item".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    })?;
-    // SAFETY: a fresh descriptor we own.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.write_all(bytes)?;
+    let mut file = std::fs::File::from(item_memfd()?);
+    for bytes in parts {
+        file.write_all(bytes)?;
+    }
     // SAFETY: an open memfd created with sealing allowed.
     cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, ITEM_SEALS) })?;
     Ok(OwnedFd::from(file))
 }
 
-/// Checks that `h` is a sealed item of exactly `len` bytes, as
-/// [`seal_bytes`] makes: a regular memory object of that size carrying
-/// every seal (so its contents and size can never change: reading or
-/// mapping it can neither tear nor raise `SIGBUS`). Anything else is
-/// `ErrorKind::InvalidData`.
-pub fn check_sealed(h: BorrowedHandle<'_>, len: usize) -> io::Result<()> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    // SAFETY: fstat fills the zeroed struct for an open descriptor.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    cvt(unsafe { libc::fstat(h.as_raw_fd(), &mut st) })?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(bad("a sealed item's descriptor is not a memory object"));
-    }
-    // F_GET_SEALS fails (EINVAL) on files that cannot be sealed: those
-    // are refused before their size is even looked at.
-    // SAFETY: an open descriptor; F_GET_SEALS only reads its seals.
-    let seals = unsafe { libc::fcntl(h.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals < 0 || seals & ITEM_SEALS != ITEM_SEALS {
-        return Err(bad("a sealed item's descriptor is not sealed"));
-    }
-    if usize::try_from(st.st_size).ok() != Some(len) {
-        return Err(bad("a sealed item's size does not match its message"));
-    }
-    Ok(())
-}
-
-/// Reads the `len` bytes of a sealed item (checked by [`check_sealed`]
-/// first) with `pread`: never a mapping, so even an object that shrank
-/// would give a short read, not `SIGBUS`.
-pub fn read_sealed(h: BorrowedHandle<'_>, len: usize) -> io::Result<Vec<u8>> {
+/// Reads `len` bytes at `offset` of a memory object with `pread` into
+/// memory of its own: a copy taken by the kernel, so bytes another
+/// process changes meanwhile are at worst a mixture, never a data race
+/// in this process, and an object shorter than that is
+/// `ErrorKind::UnexpectedEof`, never `SIGBUS`.
+pub fn read_at(h: BorrowedHandle<'_>, offset: usize, len: usize) -> io::Result<Vec<u8>> {
     let mut buf: Vec<u8> = Vec::with_capacity(len);
     while buf.len() < len {
         let at = buf.len();
-        let spare = buf.spare_capacity_mut();
-        let offset = libc::off_t::try_from(at)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "sealed item too large"))?;
+        let spare = &mut buf.spare_capacity_mut()[..len - at];
+        let offset = offset
+            .checked_add(at)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "sealed item too large"))?;
         // SAFETY: reads at most `spare.len()` bytes into the vector's
         // spare capacity, which it owns; the result is checked.
         let n = unsafe {
@@ -275,66 +248,154 @@ pub fn read_sealed(h: BorrowedHandle<'_>, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A read-only view of a sealed item's bytes, unmapped on drop.
-pub struct SealedView {
-    /// `None` for an empty item (nothing to map).
-    ptr: Option<NonNull<u8>>,
-    len: usize,
-}
+/// `memfd_create`'s flag for an object that can never be made executable
+/// (Linux 6.3); older kernels refuse it (`EINVAL`) and go without.
+const MFD_NOEXEC_SEAL: libc::c_uint = 0x0008;
 
-// SAFETY: a read-only mapping of an object nobody can change any more.
-unsafe impl Send for SealedView {}
-// SAFETY: as above: shared reads only.
-unsafe impl Sync for SealedView {}
-
-impl SealedView {
-    /// The item's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        match self.ptr {
-            // SAFETY: `len` mapped, readable bytes that stay mapped and
-            // unchanged while `self` lives (the object is sealed).
-            Some(p) => unsafe { std::slice::from_raw_parts(p.as_ptr(), self.len) },
-            None => &[],
+/// A fresh, empty memfd that allows sealing (close-on-exec, and not
+/// executable where the kernel says so).
+fn item_memfd() -> io::Result<OwnedFd> {
+    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    for flags in [base | MFD_NOEXEC_SEAL, base] {
+        // SAFETY: a NUL-terminated literal name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"mproc-item".as_ptr(), flags) };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor we own.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
         }
     }
+    Err(io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-impl Drop for SealedView {
-    fn drop(&mut self) {
-        if let Some(p) = self.ptr {
-            // SAFETY: our own mapping of `len` bytes; its borrows ended.
-            unsafe { libc::munmap(p.as_ptr().cast(), self.len) };
+/// The seals of a reusable item object: its size is fixed for good (so
+/// reading it can never raise `SIGBUS` or come up short), its contents
+/// are not.
+const POOLED_SEALS: libc::c_int = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+
+/// A fresh reusable item object of `size` bytes, its size sealed (it can
+/// never grow or shrink) but not its contents: its maker writes item
+/// after item into it (mapped). Returns it and its identity (its
+/// inode number, what [`check_item`] reports to the receiver).
+pub fn pooled_object(size: usize) -> io::Result<(OwnedHandle, u64)> {
+    let fd = item_memfd()?;
+    let len = libc::off_t::try_from(size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+    // SAFETY: an open memfd.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    // SAFETY: an open memfd created with sealing allowed.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, POOLED_SEALS) })?;
+    let id = stat(fd.as_fd())?.st_ino;
+    Ok((fd, id))
+}
+
+fn stat(h: BorrowedHandle<'_>) -> io::Result<libc::stat> {
+    // SAFETY: fstat fills the zeroed struct for an open descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fstat(h.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// Checks that `h`, a peer's descriptor for an item of `len` bytes, is
+/// one of the two kinds of item object: sealed for good ([`seal_bytes`]:
+/// every seal, exactly `len` bytes) or reusable ([`pooled_object`]: its
+/// size sealed, at least `len` bytes). Either way it is a memory object
+/// whose size can no longer change, so `pread`ing `len` bytes of it
+/// never comes up short. Anything else is `ErrorKind::InvalidData`.
+pub fn check_item(h: BorrowedHandle<'_>, len: usize) -> io::Result<super::ItemObject> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let st = stat(h)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(bad("a sealed item's descriptor is not a memory object"));
+    }
+    // F_GET_SEALS fails (EINVAL) on files that cannot be sealed.
+    // SAFETY: an open descriptor; F_GET_SEALS only reads its seals.
+    let seals = unsafe { libc::fcntl(h.as_raw_fd(), libc::F_GET_SEALS) };
+    let size = usize::try_from(st.st_size).ok();
+    let fixed = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
+    if seals >= 0 && seals & ITEM_SEALS == ITEM_SEALS {
+        if size != Some(len) {
+            return Err(bad("a sealed item's size does not match its message"));
         }
+        Ok(super::ItemObject {
+            reused: false,
+            id: st.st_ino,
+        })
+    } else if seals >= 0 && seals & fixed == fixed {
+        if size.is_none_or(|s| s < len) {
+            return Err(bad("a reusable item object is shorter than its message"));
+        }
+        Ok(super::ItemObject {
+            reused: true,
+            id: st.st_ino,
+        })
+    } else {
+        Err(bad("a sealed item's descriptor is not sealed"))
     }
 }
 
-/// Maps a sealed item of `len` bytes read-only, its pages populated at
-/// once (no fault per page). Checks it first ([`check_sealed`]): an
-/// object sealed against shrinking can never make the mapping raise
-/// `SIGBUS`, and one sealed against writing never changes under it.
-pub fn map_sealed(h: BorrowedHandle<'_>, len: usize) -> io::Result<SealedView> {
-    check_sealed(h, len)?;
-    if len == 0 {
-        return Ok(SealedView { ptr: None, len });
-    }
-    // SAFETY: maps `len` bytes of an object exactly that long that can
-    // no longer shrink or change; the result is checked before use.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
-            h.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
+/// Opens, read-only, the item object another process of this user holds
+/// as descriptor `value` (`/proc/<pid>/fd/<value>`).
+pub fn open_item(pid: u32, value: u64) -> io::Result<OwnedHandle> {
+    let path = CString::new(format!("/proc/{pid}/fd/{value}"))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad descriptor path"))?;
+    // SAFETY: a NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-    Ok(SealedView {
-        ptr: Some(ptr),
-        len,
-    })
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Tells the peer on the stream socket `sock` that the reusable object
+/// `id` is free again: 8 bytes, sent without waiting (`false` when they
+/// could not go at once: a peer that does not read loses the notice, and
+/// the object stays busy for it).
+pub fn send_freed(sock: BorrowedHandle<'_>, id: u64) -> bool {
+    let b = id.to_le_bytes();
+    // SAFETY: sends from a live 8-byte array; the result is checked.
+    let n = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            b.as_ptr().cast(),
+            b.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    n == b.len() as isize
+}
+
+/// Appends to `out` what the stream socket `sock` holds now (the notices
+/// [`send_freed`] sent), without waiting. `Ok(false)` once the peer
+/// closed its end.
+pub fn recv_freed(sock: BorrowedHandle<'_>, out: &mut Vec<u8>) -> io::Result<bool> {
+    let mut chunk = [0u8; 512];
+    loop {
+        // SAFETY: receives into a live buffer of `chunk.len()` bytes.
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                chunk.as_mut_ptr().cast(),
+                chunk.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => return Ok(false),
+            n if n > 0 => out.extend_from_slice(&chunk[..n as usize]),
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok(true),
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
 }

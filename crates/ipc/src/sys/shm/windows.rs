@@ -194,31 +194,36 @@ fn unsupported() -> io::Error {
 }
 
 /// Not on Windows yet: always `ErrorKind::Unsupported`.
-pub fn seal_bytes(_bytes: &[u8]) -> io::Result<OwnedHandle> {
+pub fn seal_bytes(_parts: &[&[u8]]) -> io::Result<OwnedHandle> {
     Err(unsupported())
 }
 
 /// Not on Windows yet: always `ErrorKind::Unsupported`.
-pub fn check_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<()> {
+pub fn read_at(_h: BorrowedHandle<'_>, _offset: usize, _len: usize) -> io::Result<Vec<u8>> {
     Err(unsupported())
 }
 
 /// Not on Windows yet: always `ErrorKind::Unsupported`.
-pub fn read_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<Vec<u8>> {
+pub fn pooled_object(_size: usize) -> io::Result<(OwnedHandle, u64)> {
     Err(unsupported())
 }
 
-/// A read-only view of a sealed item's bytes: none on Windows yet.
-pub struct SealedView(());
-
-impl SealedView {
-    /// The item's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &[]
-    }
+/// Not on Windows yet: always `ErrorKind::Unsupported`.
+pub fn check_item(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<super::ItemObject> {
+    Err(unsupported())
 }
 
 /// Not on Windows yet: always `ErrorKind::Unsupported`.
-pub fn map_sealed(_h: BorrowedHandle<'_>, _len: usize) -> io::Result<SealedView> {
+pub fn open_item(_pid: u32, _value: u64) -> io::Result<OwnedHandle> {
+    Err(unsupported())
+}
+
+/// Not on Windows yet: nothing is sent.
+pub fn send_freed(_sock: BorrowedHandle<'_>, _id: u64) -> bool {
+    false
+}
+
+/// Not on Windows yet: always `ErrorKind::Unsupported`.
+pub fn recv_freed(_sock: BorrowedHandle<'_>, _out: &mut Vec<u8>) -> io::Result<bool> {
     Err(unsupported())
 }
