@@ -127,15 +127,15 @@ fn parse_token(token: &str) -> Result<Token<'_>, String> {
 /// The stages: `before-channel` (before it touches its control channel),
 /// `in-handshake` (connected to a named channel, before the challenge),
 /// `before-record` (before it reads its launch record).
-/// Compiled out of every build but the test suite's.
+/// Prefixed `forked-`, a fault applies to a forkserver's forked child
+/// alone. Compiled out of every build but the test suite's.
 fn fault_point(stage: &str) {
-    if crate::fault::requested(stage) {
-        std::process::exit(7);
-    }
-    if crate::fault::requested(&format!("hang-{stage}")) {
-        loop {
+    match crate::fault::at_stage(stage) {
+        None => {}
+        Some(crate::fault::AtStage::Die) => std::process::exit(7),
+        Some(crate::fault::AtStage::Hang) => loop {
             std::thread::sleep(Duration::from_secs(3600));
-        }
+        },
     }
 }
 
