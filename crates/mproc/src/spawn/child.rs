@@ -5,8 +5,7 @@
 //! control channel it inherited (`mproc2:<descriptor>`: only this child
 //! holds it, so no secret is needed), or connects to its parent's named
 //! control channel and proves the one-time secret, checking the parent
-//! does too (`mproc1:<secret>:<address>`: the forkserver's children, remote
-//! launchers, Windows); it receives its launch record and handles, runs its
+//! does too (`mproc1:<secret>:<address>`: remote launchers, Windows); it receives its launch record and handles, runs its
 //! target and exits — the program's `main` never runs in a child, whatever
 //! it looks like (`#[mproc::main]`, `init()`, libtest's or nextest's
 //! harness, or nothing at all).

@@ -2,18 +2,19 @@
 //! record, handles, and the child's acknowledgement.
 //!
 //! A local child started by re-exec (the `spawn` start method, where the
-//! OS layer can: `sys::INHERITS_CHANNEL`) inherits its control channel:
+//! OS layer can: `sys::INHERITS_CHANNEL`) or forked by the forkserver
+//! inherits its control channel:
 //!
-//! 1. re-execute this binary handing it one end of a socket pair, which
-//!    no other process inherits; the entry token (`mproc2:<descriptor>`)
+//! 1. re-execute this binary (or have the server fork) handing it one end
+//!    of a socket pair, which no other process inherits; the entry token (`mproc2:<descriptor>`)
 //!    only says where the child finds it: no name, no secret;
 //! 2. send the launch record and the handles (the child reads them
 //!    whenever it gets there: the socket holds them meanwhile);
 //! 3. wait for the child's acknowledgement that it decoded its
 //!    arguments, racing its exit (end of file) and a deadline.
 //!
-//! Every other child (the forkserver's, a remote launcher's, any child on
-//! an OS without inherited channels) connects to a named listener:
+//! Every other child (a remote launcher's, any child on an OS without
+//! inherited channels) connects to a named listener:
 //!
 //! 1. bind a one-shot control listener in this process's private
 //!    directory, and start the child with the entry token (a one-time
