@@ -350,7 +350,7 @@ pub(in crate::sys) fn expect_channel_from(launcher: i32) {
 /// not a standard stream, open, a connected Unix stream socket, and (on
 /// Linux, where the kernel names a socket pair's creator) one whose
 /// other end the parent made (for a forkserver's forked child: the
-/// process that asked the server for it, see [`expect_channel_from`]). It becomes close-on-exec before anything
+/// process that asked the server for it, see `expect_channel_from`). It becomes close-on-exec before anything
 /// else can start a process. Must run before any other thread exists
 /// (the constructor): the descriptor is taken over.
 pub fn adopt_inherited_channel(value: u64) -> io::Result<ControlStream> {
