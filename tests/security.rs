@@ -125,16 +125,17 @@ fn intrude(conn: Connection, intrusion: Intrusion) -> Learned {
     drain(&conn)
 }
 
-/// A named control channel (the forkserver's children; on an OS without
-/// inherited channels, every child) refuses any process but the child.
-/// (A child started by re-exec where the OS can hand it a channel has no
-/// named one to intrude on: `tests/sys/unix.rs` covers that path.)
+/// A named control channel (on an OS without inherited channels, every
+/// child's; elsewhere only under the test suite's fault `named-channel`,
+/// which the wrapper below sets) refuses any process but the child. (A
+/// child that inherits its channel — re-exec'd or forked by the
+/// forkserver — has no named one to intrude on: `tests/sys/launch_channel.rs`
+/// covers that path.)
 #[mproc::test]
-fn control_channel_refuses_other_processes_before_a_byte_and_the_launch_goes_on(
-) -> mproc::Result<()> {
+#[ignore = "run by control_channel_refuses_other_processes_before_a_byte_and_the_launch_goes_on"]
+fn helper_control_channel_refuses_other_processes() -> mproc::Result<()> {
     install_spy();
-    let ctx = mproc::get_context(mproc::StartMethod::Forkserver)
-        .or_else(|_| mproc::get_context(mproc::StartMethod::Spawn))?;
+    let ctx = mproc::get_context(mproc::StartMethod::Spawn)?;
     for intrusion in [Intrusion::Silent, Intrusion::SpeaksFirst] {
         let refused_before = REFUSALS.load(Ordering::SeqCst);
         PLAN.with(|p| *p.borrow_mut() = Some(intrusion));
@@ -160,6 +161,27 @@ fn control_channel_refuses_other_processes_before_a_byte_and_the_launch_goes_on(
         );
     }
     Ok(())
+}
+
+/// Runs the helper above in a test process of its own, whose launches
+/// use the named control channel (`MPROC_TEST_FAULT=named-channel`).
+#[test]
+fn control_channel_refuses_other_processes_before_a_byte_and_the_launch_goes_on() {
+    let name = "helper_control_channel_refuses_other_processes";
+    let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--ignored", "--exact", name, "--test-threads=1"])
+        .env("MPROC_TEST_FAULT", "named-channel")
+        .env("MPROC_START_METHOD", "spawn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run this test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name}: {text}");
+    assert!(text.contains("1 passed"), "{name}: {text}");
 }
 
 // ---------------------------------------------------------------------

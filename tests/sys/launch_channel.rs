@@ -20,6 +20,13 @@ fn spawn_ctx() -> mproc::Context {
     mproc::get_context(mproc::StartMethod::Spawn).expect("the spawn start method")
 }
 
+/// The `forkserver` start method (Linux), whatever `MPROC_START_METHOD`
+/// says: its forked children inherit their channel through the server.
+#[cfg(target_os = "linux")]
+fn fs_ctx() -> mproc::Context {
+    mproc::get_context(mproc::StartMethod::Forkserver).expect("the forkserver start method")
+}
+
 /// The socket descriptors (`socket:[inode]` links) of process `pid`.
 fn sockets_of(pid: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -195,7 +202,13 @@ fn a_token_naming_anything_but_the_parents_channel_is_refused() {
 #[mproc::test]
 #[ignore = "run by a_child_killed_before_reading_its_record_fails_to_start"]
 fn helper_kill_a_child_before_it_reads_its_record() {
-    let mut p = spawn_ctx().process(my_sockets_process, ());
+    kill_a_child_before_it_reads_its_record(spawn_ctx());
+}
+
+/// Starts a child (which hangs before reading its record), SIGKILLs it
+/// from outside, and checks `join` reports it.
+fn kill_a_child_before_it_reads_its_record(ctx: mproc::Context) {
+    let mut p = ctx.process(my_sockets_process, ());
     p.start().expect("start");
     let pid = p.pid().expect("a started child has a pid");
     let killed = Command::new("kill")
@@ -268,6 +281,26 @@ fn a_child_killed_before_reading_its_record_fails_to_start() {
     );
 }
 
+/// The same for a forkserver's forked child (the fault hits it, not the
+/// server): its channel end waits in the server's fork, then in the
+/// child, with the record and handles the parent wrote at once.
+#[cfg(target_os = "linux")]
+#[mproc::test]
+#[ignore = "run by a_forked_child_killed_before_reading_its_record_fails_to_start"]
+fn helper_kill_a_forked_child_before_it_reads_its_record() {
+    kill_a_child_before_it_reads_its_record(fs_ctx());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_forked_child_killed_before_reading_its_record_fails_to_start() {
+    run_helper(
+        "helper_kill_a_forked_child_before_it_reads_its_record",
+        &[("MPROC_TEST_FAULT", "forked-hang-before-record")],
+        std::time::Duration::from_secs(60),
+    );
+}
+
 /// Helper of `a_hung_child_never_holds_a_large_records_writer`: its
 /// children hang before they read their record, with a 1 s start
 /// deadline.
@@ -336,8 +369,19 @@ fn wait_for_eof(r: mproc::Connection) {
 /// is not reopened by path). Only inheriting it reaches it.
 #[mproc::test]
 fn an_inherited_channel_has_no_name_a_stranger_could_open() {
+    no_name_a_stranger_could_open(spawn_ctx());
+}
+
+/// The same for a forkserver's forked child.
+#[cfg(target_os = "linux")]
+#[mproc::test]
+fn a_forked_childs_channel_has_no_name_a_stranger_could_open() {
+    no_name_a_stranger_could_open(fs_ctx());
+}
+
+fn no_name_a_stranger_could_open(ctx: mproc::Context) {
     let (r, w) = mproc::pipe(true).expect("a pipe");
-    let mut p = spawn_ctx().process(wait_for_eof, (r,));
+    let mut p = ctx.process(wait_for_eof, (r,));
     p.start().expect("start");
     let pid = p.pid().expect("a started child has a pid");
     let prefix = format!("mproc-{}-", std::process::id());
@@ -380,4 +424,111 @@ fn an_inherited_channel_has_no_name_a_stranger_could_open() {
     drop(w);
     p.join().expect("join");
     assert_eq!(p.exitcode(), Some(0));
+}
+
+/// Forkserver children started side by side (several launches in flight,
+/// each one's channel end passing through the server) each hold exactly
+/// one socket, their own channel: the server's fork closes the others'.
+#[cfg(target_os = "linux")]
+#[mproc::test]
+fn forked_children_hold_only_their_own_channel() {
+    let ctx = fs_ctx();
+    let handles: Vec<_> = (0..8)
+        .map(|_| ctx.spawn(my_sockets, ()).expect("spawn"))
+        .collect();
+    for h in handles {
+        let sockets = h.join().expect("the child ran");
+        assert_eq!(sockets.len(), 1, "a forked child holds {sockets:?}");
+    }
+}
+
+/// This process's OS parent, from /proc.
+#[cfg(target_os = "linux")]
+#[mproc::target]
+fn os_parent() -> u32 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A stranger (another process of this user) has no way to ask the
+/// forkserver for a child, nor for a child's channel: none of the
+/// server's sockets is a listener or has a name (`/proc/net/unix`), and
+/// none can be opened through `/proc/<server>/fd`. Its request channel is
+/// one end of a socket pair only the parent holds the other end of.
+#[cfg(target_os = "linux")]
+#[mproc::test]
+fn a_stranger_cannot_reach_the_forkserver() {
+    let server = fs_ctx()
+        .spawn(os_parent, ())
+        .expect("spawn")
+        .join()
+        .expect("the child ran");
+    assert_ne!(server, std::process::id(), "forked by the server");
+    let sockets = sockets_of(&server.to_string());
+    assert!(!sockets.is_empty(), "the server holds its request channel");
+    let table = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    for socket in &sockets {
+        let inode = socket
+            .trim_start_matches("socket:[")
+            .trim_end_matches(']')
+            .to_string();
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        let row: Vec<&str> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.get(6) == Some(&inode.as_str()))
+            .unwrap_or_else(|| panic!("{socket} is not a Unix socket"));
+        assert_ne!(row[3], "00010000", "{socket} is a listener: {row:?}");
+        assert_eq!(row.len(), 7, "{socket} has a name: {row:?}");
+    }
+    for e in std::fs::read_dir(format!("/proc/{server}/fd"))
+        .expect("the server's descriptors")
+        .flatten()
+    {
+        let is_socket =
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        if is_socket {
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(e.path());
+            assert!(opened.is_err(), "the server's socket {:?} opened", e.path());
+        }
+    }
+}
+
+/// A forked child whose channel the parent did not make is refused by
+/// the child: exit 121, one line saying why, its target never runs, and
+/// the parent's `join` reports it. (The test suite's fault
+/// `foreign-channel` makes the parent send the server its stdin, a socket
+/// this test made, as the child's end: what a parent tricked into passing
+/// on someone else's socket would send. The maker the child expects comes
+/// from the kernel, the server's request channel's peer, not from the
+/// request: a forged request cannot change it.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_forked_child_refuses_a_channel_its_parent_did_not_make() {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let out = Command::new(FIXTURE)
+        .arg("hello")
+        .env("MPROC_START_METHOD", "forkserver")
+        .env("MPROC_TEST_FAULT", "foreign-channel")
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .output()
+        .expect("run the fixture");
+    drop(ours);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("is not a channel from this process's parent"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("failed to start"), "{stderr}");
+    assert!(stderr.contains("exitcode 121"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("hello world"),
+        "the target ran: {out:?}"
+    );
 }

@@ -3,10 +3,11 @@
 //! [`server_entry`]), kept single-threaded, that forks each child on the
 //! parent's request. The forked child runs the very bootstrap a re-exec'd
 //! child runs (`spawn::child::become_child` with the entry token the parent
-//! sent): it connects to the parent's control channel, proves the
-//! one-time secret, receives its launch record and handles and runs its
-//! target: same authentication, handle passing, exit codes, daemon and
-//! parent-death rules.
+//! sent): it takes the control channel the parent made for it (one end of
+//! a socket pair, sent to the server with the request and moved into
+//! place in the fork; the child checks the parent made it), receives its
+//! launch record and handles and runs its target: same handle passing,
+//! exit codes, daemon and parent-death rules.
 //!
 //! The child is the server's child, not the parent's: the server sends
 //! the parent a pidfd of the child (opened before the child can be
@@ -30,7 +31,7 @@ use crate::spawn::parent::{begin, Identity};
 use crate::spawn::prepare::Prepared;
 use crate::spawn::record::{Report, BOOTSTRAP_EXIT_CODE};
 use crate::start_method::{with_method, StartMethod};
-use crate::sys::{self, ChildProcess};
+use crate::sys::{self, ChildProcess, ControlStream};
 
 pub(crate) use crate::sys::forkserver::SUPPORTED;
 
@@ -43,8 +44,13 @@ struct Server {
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 /// Starts a child through the forkserver (starting the server first, or
-/// again if it died).
-pub(crate) fn start_child(token: &str) -> std::io::Result<ChildProcess> {
+/// again if it died), handing it one end of a fresh socket pair, its
+/// control channel, through the server; `token(value)` gives its entry
+/// token from where the child finds its end. The child and this
+/// process's end.
+pub(crate) fn start_child(
+    token: &dyn Fn(u64) -> String,
+) -> std::io::Result<(ChildProcess, ControlStream)> {
     let mut server = lock(&SERVER);
     if server
         .as_ref()
@@ -59,8 +65,17 @@ pub(crate) fn start_child(token: &str) -> std::io::Result<ChildProcess> {
     let Some(s) = server.as_mut() else {
         return Err(std::io::Error::other("no forkserver"));
     };
-    match sys::forkserver::request(&mut s.channel, token) {
-        Ok(child) => child,
+    let (ours, theirs) = sys::forkserver::control_pair()?;
+    let theirs = if crate::fault::requested("foreign-channel") {
+        // Test suite only: the server gets a socket this process did not
+        // make (its stdin, which the test made); the child must refuse it.
+        ipc_sys::duplicate(ipc_sys::borrow(&std::io::stdin()))?
+    } else {
+        theirs
+    };
+    let token = token(sys::forkserver::CHANNEL_AT);
+    match sys::forkserver::request(&mut s.channel, &token, ipc_sys::borrow(&theirs)) {
+        Ok(child) => child.map(|child| (child, ours)),
         Err(e) => {
             // A server that does not answer, or answers nonsense, is not
             // used again: the next start starts a new one.
@@ -119,7 +134,15 @@ pub(crate) fn server_entry(input: EntryInput<'_>) -> ChildOutcome {
     };
     ack(Ok(()));
     ChildOutcome {
-        exitcode: sys::forkserver::serve(channel, become_child).unwrap_or(BOOTSTRAP_EXIT_CODE),
+        exitcode: sys::forkserver::serve(channel, become_forked_child)
+            .unwrap_or(BOOTSTRAP_EXIT_CODE),
         report: Some(Report::Value(Vec::new())),
     }
+}
+
+/// A forked child's start: the bootstrap of every child, with the test
+/// suite's faults for forked children armed (`crate::fault`).
+fn become_forked_child(token: &str) -> ! {
+    crate::fault::mark_forked();
+    become_child(token)
 }

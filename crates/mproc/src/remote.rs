@@ -122,11 +122,11 @@ impl Launcher {
         }
     }
 
-    /// Starts a local child holding an inherited control channel, with the
-    /// entry token `token(value)` (the value its end is found at): the
-    /// child and this process's end. `None` where this launch needs a
-    /// named listener instead (a remote launcher, the forkserver start
-    /// method, an OS without inherited channels).
+    /// Starts a local child holding an inherited control channel (by
+    /// re-exec, or forked by the forkserver), with the entry token
+    /// `token(value)` (the value its end is found at): the child and this
+    /// process's end. `None` where this launch needs a named listener
+    /// instead (a remote launcher, an OS without inherited channels).
     pub(crate) fn spawn_inheriting(
         &self,
         token_env: &str,
@@ -153,7 +153,8 @@ impl Launcher {
         token: &str,
     ) -> Result<ChildProcess> {
         match &self.kind {
-            // Here: by re-exec or by the forkserver (the start method).
+            // Here, by re-exec (the forkserver's children always inherit
+            // their channel: `spawn_inheriting`).
             Kind::Local => Ok(crate::start_method::create_child(token_env, token)?),
             Kind::Srun { args, nodes } => {
                 let mut all = vec![

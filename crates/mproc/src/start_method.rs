@@ -256,32 +256,42 @@ pub(crate) fn inherit(method: StartMethod) {
     }
 }
 
-/// A child created by re-exec with an inherited control channel, when
+/// A child created with an inherited control channel: by re-exec when
 /// the method in force is `Spawn` and the OS layer can
-/// (`sys::INHERITS_CHANNEL`); `None` otherwise, and the launch goes
-/// through [`create_child`] and a named listener.
+/// (`sys::INHERITS_CHANNEL`), by the forkserver when it is `Forkserver`;
+/// `None` otherwise, and the launch goes through [`create_child`] and a
+/// named listener.
 pub(crate) fn create_child_inheriting(
     token_env: &str,
     token: &dyn Fn(u64) -> String,
 ) -> std::io::Result<Option<(ChildProcess, ControlStream)>> {
     let method = OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method);
-    if method != StartMethod::Spawn || !crate::sys::INHERITS_CHANNEL {
+    let inherits = match method {
+        // Test suite only: the fault `named-channel` keeps a re-exec'd
+        // child on the named channel (the path of an OS without inherited
+        // channels), so that its checks are tested here too.
+        StartMethod::Spawn => {
+            crate::sys::INHERITS_CHANNEL && !crate::fault::requested("named-channel")
+        }
+        StartMethod::Forkserver => true,
+    };
+    if !inherits {
         return Ok(None);
     }
     STARTED.store(true, Ordering::SeqCst);
     // The first start makes the runtime directory (sweeping those of
     // dead processes), whichever way its child is launched.
     crate::sys::prepare_runtime_dir()?;
-    ChildProcess::spawn_inheriting(token_env, token).map(Some)
+    match method {
+        StartMethod::Spawn => ChildProcess::spawn_inheriting(token_env, token).map(Some),
+        StartMethod::Forkserver => crate::forkserver::start_child(token).map(Some),
+    }
 }
 
 /// The one place a child process is created (from `launch::begin`) with
-/// a named control channel: by re-exec, or by the forkserver.
+/// a named control channel: by re-exec (the forkserver's children always
+/// inherit theirs: [`create_child_inheriting`]).
 pub(crate) fn create_child(token_env: &str, token: &str) -> std::io::Result<ChildProcess> {
-    let method = OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method);
     STARTED.store(true, Ordering::SeqCst);
-    match method {
-        StartMethod::Spawn => ChildProcess::spawn(token_env, token),
-        StartMethod::Forkserver => crate::forkserver::start_child(token),
-    }
+    ChildProcess::spawn(token_env, token)
 }

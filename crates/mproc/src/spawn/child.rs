@@ -5,8 +5,7 @@
 //! control channel it inherited (`mproc2:<descriptor>`: only this child
 //! holds it, so no secret is needed), or connects to its parent's named
 //! control channel and proves the one-time secret, checking the parent
-//! does too (`mproc1:<secret>:<address>`: the forkserver's children, remote
-//! launchers, Windows); it receives its launch record and handles, runs its
+//! does too (`mproc1:<secret>:<address>`: remote launchers, Windows); it receives its launch record and handles, runs its
 //! target and exits — the program's `main` never runs in a child, whatever
 //! it looks like (`#[mproc::main]`, `init()`, libtest's or nextest's
 //! harness, or nothing at all).
@@ -127,15 +126,15 @@ fn parse_token(token: &str) -> Result<Token<'_>, String> {
 /// The stages: `before-channel` (before it touches its control channel),
 /// `in-handshake` (connected to a named channel, before the challenge),
 /// `before-record` (before it reads its launch record).
-/// Compiled out of every build but the test suite's.
+/// Prefixed `forked-`, a fault applies to a forkserver's forked child
+/// alone. Compiled out of every build but the test suite's.
 fn fault_point(stage: &str) {
-    if crate::fault::requested(stage) {
-        std::process::exit(7);
-    }
-    if crate::fault::requested(&format!("hang-{stage}")) {
-        loop {
+    match crate::fault::at_stage(stage) {
+        None => {}
+        Some(crate::fault::AtStage::Die) => std::process::exit(7),
+        Some(crate::fault::AtStage::Hang) => loop {
             std::thread::sleep(Duration::from_secs(3600));
-        }
+        },
     }
 }
 

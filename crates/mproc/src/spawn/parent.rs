@@ -2,18 +2,19 @@
 //! record, handles, and the child's acknowledgement.
 //!
 //! A local child started by re-exec (the `spawn` start method, where the
-//! OS layer can: `sys::INHERITS_CHANNEL`) inherits its control channel:
+//! OS layer can: `sys::INHERITS_CHANNEL`) or forked by the forkserver
+//! inherits its control channel:
 //!
-//! 1. re-execute this binary handing it one end of a socket pair, which
-//!    no other process inherits; the entry token (`mproc2:<descriptor>`)
+//! 1. re-execute this binary (or have the server fork) handing it one end
+//!    of a socket pair, which no other process inherits; the entry token (`mproc2:<descriptor>`)
 //!    only says where the child finds it: no name, no secret;
 //! 2. send the launch record and the handles (the child reads them
 //!    whenever it gets there: the socket holds them meanwhile);
 //! 3. wait for the child's acknowledgement that it decoded its
 //!    arguments, racing its exit (end of file) and a deadline.
 //!
-//! Every other child (the forkserver's, a remote launcher's, any child on
-//! an OS without inherited channels) connects to a named listener:
+//! Every other child (a remote launcher's, any child on an OS without
+//! inherited channels) connects to a named listener:
 //!
 //! 1. bind a one-shot control listener in this process's private
 //!    directory, and start the child with the entry token (a one-time
@@ -294,17 +295,27 @@ impl Begun {
         let keep = self.report || self.remote;
         let (stream, secret) = match self.channel {
             Channel::Inherited { mut stream, sent } => {
-                let launched = set_deadline(&stream, self.deadline).and_then(|()| {
-                    match sent {
-                        Some(sent) => sent?,
-                        None => send_launch(&mut stream, &self.record, self.handles, child, false)?,
-                    }
-                    read_ack(&mut stream)
-                });
+                let launched = match sent {
+                    // `start()` set the deadline and sent the launch.
+                    Some(sent) => sent,
+                    None => set_deadline(&stream, self.deadline).and_then(|()| {
+                        send_launch(&mut stream, &self.record, self.handles, child, false)
+                    }),
+                }
+                .and_then(|()| read_ack(&mut stream));
                 return match launched {
+                    // The channel goes on (a `spawn`'s report) without the
+                    // launch's deadline; else it is closed here.
+                    Ok(Ok(())) if self.report => match lift_deadline(&stream) {
+                        Ok(()) => {
+                            tracing::debug!("child acknowledged its launch");
+                            Ok(Some(stream))
+                        }
+                        Err(e) => Err(LaunchFailure::of(child, &e)),
+                    },
                     Ok(Ok(())) => {
                         tracing::debug!("child acknowledged its launch");
-                        Ok(self.report.then_some(stream))
+                        Ok(None)
                     }
                     Ok(Err(refused)) => Err(LaunchFailure::of(child, &refused)),
                     Err(reason) => {
@@ -410,6 +421,7 @@ pub(crate) fn handshake_and_send(
     let record = record(hello.as_ref())?;
     send_launch(&mut stream, &record, handles, child, remote)?;
     read_ack(&mut stream)??;
+    lift_deadline(&stream)?;
     Ok((stream, hello))
 }
 
@@ -458,14 +470,18 @@ fn send_launch(
 
 /// Reads the child's acknowledgement: `Ok` with its arguments decoded,
 /// or why not (its own words); `Err` when none came (the channel ended
-/// or timed out). Then lifts the deadline from the channel.
+/// or timed out).
 fn read_ack(stream: &mut ControlStream) -> std::result::Result<Ack, String> {
     let ack = frame::read_frame(stream, 1 << 20)
         .map_err(|e| format!("no acknowledgement from the child: {e}"))?;
-    let ack: Ack = postcard::from_bytes(&ack).map_err(|e| e.to_string())?;
+    postcard::from_bytes(&ack).map_err(|e| e.to_string())
+}
+
+/// Lifts the launch's deadline from a control channel that stays open
+/// after the launch (a `spawn`'s report, a remote child's channel).
+fn lift_deadline(stream: &ControlStream) -> std::result::Result<(), String> {
     sys::set_read_timeout(stream, None).map_err(|e| e.to_string())?;
-    sys::set_write_timeout(stream, None).map_err(|e| e.to_string())?;
-    Ok(ack)
+    sys::set_write_timeout(stream, None).map_err(|e| e.to_string())
 }
 
 /// How long a connection on a remote launch's TCP listener may take to

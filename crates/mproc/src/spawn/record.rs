@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 /// The environment variable that carries the entry token.
 pub(crate) const TOKEN_ENV: &str = "MPROC_ENTRY_TOKEN";
 /// Version of the launch protocol over a named control channel (first
-/// field of the token `mproc1:<secret>:<address>`): the forkserver's
-/// children, remote launchers, Windows.
+/// field of the token `mproc1:<secret>:<address>`): remote launchers,
+/// Windows.
 pub(crate) const PROTOCOL: &str = "mproc1";
 /// The launch protocol over an inherited channel (the token
 /// `mproc2:<descriptor>`): no name, no secret, no handshake.

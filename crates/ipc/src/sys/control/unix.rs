@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -331,12 +331,26 @@ pub fn set_write_timeout(s: &ControlStream, t: Option<Duration>) -> io::Result<(
     s.set_write_timeout(t)
 }
 
+/// The process that made a forkserver's forked child's channel (the
+/// parent that asked the server for it), set by the server in the forked
+/// child before the child takes its channel; 0 in every other process,
+/// whose channel's maker is its OS parent.
+static CHANNEL_FROM: AtomicI32 = AtomicI32::new(0);
+
+/// In a forked child of the forkserver: its channel must have been made
+/// by process `launcher` (from the kernel's `SO_PEERCRED` of the server's
+/// request channel, never from anything the child's environment says).
+pub(in crate::sys) fn expect_channel_from(launcher: i32) {
+    CHANNEL_FROM.store(launcher, Ordering::Relaxed);
+}
+
 /// The child's side of an inherited channel: takes descriptor `value`,
 /// named by the entry token, as its control stream, after checking that
 /// it is what the parent hands over (`ChildProcess::spawn_inheriting`):
 /// not a standard stream, open, a connected Unix stream socket, and (on
 /// Linux, where the kernel names a socket pair's creator) one whose
-/// other end the parent made. It becomes close-on-exec before anything
+/// other end the parent made (for a forkserver's forked child: the
+/// process that asked the server for it, see `expect_channel_from`). It becomes close-on-exec before anything
 /// else can start a process. Must run before any other thread exists
 /// (the constructor): the descriptor is taken over.
 pub fn adopt_inherited_channel(value: u64) -> io::Result<ControlStream> {
@@ -373,7 +387,10 @@ pub fn adopt_inherited_channel(value: u64) -> io::Result<ControlStream> {
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+        let parent = match CHANNEL_FROM.load(Ordering::Relaxed) {
+            0 => rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()),
+            launcher => launcher,
+        };
         let peer = rustix::net::sockopt::socket_peercred(borrowed)
             .map_or(0, |c| c.pid.as_raw_nonzero().get());
         if peer != parent {

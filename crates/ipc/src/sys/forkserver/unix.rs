@@ -2,14 +2,18 @@
 //! docs/architecture.md, "The forkserver").
 //!
 //! Parent → server, one request per child: a frame with the entry token,
-//! then (SCM_RIGHTS) the write end of a fresh status pipe. Server →
-//! parent: a frame `[0][pid: u32 LE]` followed by the child's pidfd
-//! (SCM_RIGHTS), or `[1][reason]`. When the child ends, the server reaps
-//! it and writes its exit code (`i32 LE`, CPython's: the code or
-//! `-signal`) to the status pipe, then closes it.
+//! then (SCM_RIGHTS, one message) the write end of a fresh status pipe
+//! and the child's end of its control channel (a socket pair the parent
+//! made: [`control_pair`]). Server → parent: a frame `[0][pid: u32 LE]`
+//! followed by the child's pidfd (SCM_RIGHTS), or `[1][reason]`. The
+//! forked child finds its channel at [`CHANNEL_AT`], and takes it only if
+//! the parent made it (the server tells it who that is: the peer of the
+//! request channel, as the kernel names it). When the child ends, the
+//! server reaps it and writes its exit code (`i32 LE`, CPython's: the
+//! code or `-signal`) to the status pipe, then closes it.
 
 use std::io::{self, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use std::io::Read;
@@ -62,14 +66,31 @@ pub fn channel() -> io::Result<(Channel, OwnedFd)> {
     Ok((a, OwnedFd::from(b)))
 }
 
+/// The descriptor a forked child finds its control channel at (its entry
+/// token names it): the first after the standard streams.
+pub const CHANNEL_AT: u64 = 3;
+
+/// A fresh control channel for one forked child: this process's end, and
+/// the child's, which goes to the server with the [`request`] (both
+/// close-on-exec here: no process started meanwhile inherits either).
+pub fn control_pair() -> io::Result<(UnixStream, OwnedFd)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    Ok((ours, OwnedFd::from(theirs)))
+}
+
 /// The parent's side of one request: the server forks a child that
-/// becomes the process the entry token names. The outer error is a
-/// broken channel (the server is not to be used again), the inner one a
-/// fork the server could not make.
-pub fn request(server: &mut UnixStream, token: &str) -> io::Result<io::Result<ChildProcess>> {
+/// becomes the process the entry token names, holding `channel` (the
+/// child's end of a [`control_pair`]) at [`CHANNEL_AT`]. The outer error
+/// is a broken channel (the server is not to be used again), the inner
+/// one a fork the server could not make.
+pub fn request(
+    server: &mut UnixStream,
+    token: &str,
+    channel: BorrowedFd<'_>,
+) -> io::Result<io::Result<ChildProcess>> {
     let (status_r, status_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     write_msg(server, token.as_bytes())?;
-    handles::send_handles(server.as_fd(), &[status_w.as_fd()], handles::Peer)?;
+    handles::send_handles(server.as_fd(), &[status_w.as_fd(), channel], handles::Peer)?;
     drop(status_w);
     let reply = read_msg(server, 1 << 16)
         .map_err(|e| io::Error::other(format!("no answer from the forkserver: {e}")))?;
@@ -109,6 +130,10 @@ struct Forked {
 /// `become_child(token)` is run in each forked child and never returns.
 pub fn serve(channel: OwnedFd, become_child: fn(&str) -> !) -> io::Result<i32> {
     let sock = UnixStream::from(channel);
+    // The process that made the request channel, that is the parent (the
+    // kernel's word, not a message's): the one process whose channel
+    // ends a forked child takes.
+    let launcher = launcher_of(&sock);
     let mut children: Vec<Forked> = Vec::new();
     loop {
         let ready = {
@@ -136,12 +161,18 @@ pub fn serve(channel: OwnedFd, become_child: fn(&str) -> !) -> io::Result<i32> {
                 // The parent is gone (or spoke nonsense): the server ends.
                 Err(_) => return Ok(0),
             };
-            let Ok(status) = handles::recv_handles(sock.as_fd(), 1).map(|mut v| v.pop()) else {
+            let Ok(mut received) = handles::recv_handles(sock.as_fd(), 2) else {
                 return Ok(0);
             };
-            let Some(status) = status else { return Ok(0) };
+            let (Some(channel), Some(status)) = (received.pop(), received.pop()) else {
+                return Ok(0);
+            };
             let token = String::from_utf8_lossy(&token).into_owned();
-            match fork_child(&token, become_child) {
+            let forked = fork_child(&token, &channel, launcher, become_child);
+            // The child has its end: the server's copy would keep its end
+            // of file from the parent.
+            drop(channel);
+            match forked {
                 Ok((pid, pidfd)) => {
                     let mut answer = vec![0u8];
                     answer.extend_from_slice(&(pid as u32).to_le_bytes());
@@ -165,10 +196,33 @@ pub fn serve(channel: OwnedFd, become_child: fn(&str) -> !) -> io::Result<i32> {
     }
 }
 
-/// Forks; the child closes every descriptor but stdin, stdout and stderr
-/// (the server's request channel, its other children's pidfds and status
-/// pipes) and becomes the process `token` names.
-fn fork_child(token: &str, become_child: fn(&str) -> !) -> io::Result<(i32, OwnedFd)> {
+/// The pid of the process that made the socket pair `sock` is an end of
+/// (`SO_PEERCRED` of a socket pair names its maker); 0 where the OS does
+/// not say (the forked child then checks its channel against its OS
+/// parent, the server, and refuses it).
+fn launcher_of(sock: &UnixStream) -> i32 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::net::sockopt::socket_peercred(sock).map_or(0, |c| c.pid.as_raw_nonzero().get())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = sock;
+        0
+    }
+}
+
+/// Forks; the child moves `channel` to [`CHANNEL_AT`], closes every other
+/// descriptor but stdin, stdout and stderr (the server's request channel,
+/// its other children's pidfds, status pipes and channels), learns that
+/// its channel must have been made by `launcher`, and becomes the process
+/// `token` names.
+fn fork_child(
+    token: &str,
+    channel: &OwnedFd,
+    launcher: i32,
+    become_child: fn(&str) -> !,
+) -> io::Result<(i32, OwnedFd)> {
     // SAFETY: the server is single-threaded (nothing but this loop runs in
     // it), so the child is a consistent copy: no lock is held by a thread
     // that does not exist in the child, and it may allocate and run Rust
@@ -178,7 +232,18 @@ fn fork_child(token: &str, become_child: fn(&str) -> !) -> io::Result<(i32, Owne
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        close_inherited();
+        let at = CHANNEL_AT as i32;
+        let from = channel.as_raw_fd();
+        // SAFETY: dup2 and close only change this process's descriptor
+        // table; whatever was at `at` (a copy of a server descriptor) is
+        // not used by this child. A failed dup2 leaves `at` closed: the
+        // child then refuses its token (descriptor not open).
+        if from != at && unsafe { libc::dup2(from, at) } != at {
+            // SAFETY: as above.
+            unsafe { libc::close(at) };
+        }
+        close_inherited(at as u32 + 1);
+        crate::sys::control::imp::expect_channel_from(launcher);
         become_child(token);
     }
     let raw = Pid::from_raw(pid).ok_or_else(|| io::Error::other("invalid child pid"))?;
@@ -187,19 +252,19 @@ fn fork_child(token: &str, become_child: fn(&str) -> !) -> io::Result<(i32, Owne
     Ok((pid, pidfd))
 }
 
-/// In a forked child: closes every descriptor from 3 up.
-fn close_inherited() {
+/// In a forked child: closes every descriptor from `first` up.
+fn close_inherited(first: u32) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: close_range only closes descriptors; none of those
-        // from 3 up is used by this process again (the child opens its
+        // from `first` up is used by this process again (the child opens its
         // own from here on).
-        let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
         if r == 0 {
             return;
         }
     }
-    for fd in 3..4096 {
+    for fd in first as i32..4096 {
         // SAFETY: as above; closing a descriptor that is not open is
         // EBADF, harmless.
         unsafe {

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::sys::handles::OwnedHandle;
+use crate::sys::handles::{BorrowedHandle, OwnedHandle};
 use crate::sys::process::ChildProcess;
 
 /// Whether this platform has the forkserver start method.
@@ -23,8 +23,20 @@ pub fn channel() -> io::Result<(Channel, OwnedHandle)> {
     Err(unsupported())
 }
 
+/// Where a forked child finds its channel (never used: no forkserver).
+pub const CHANNEL_AT: u64 = 0;
+
+/// Always fails: no forkserver here.
+pub fn control_pair() -> io::Result<(crate::sys::control::ControlStream, OwnedHandle)> {
+    Err(unsupported())
+}
+
 /// Cannot be called: there is no [`Channel`].
-pub fn request(channel: &mut Channel, _token: &str) -> io::Result<io::Result<ChildProcess>> {
+pub fn request(
+    channel: &mut Channel,
+    _token: &str,
+    _child_channel: BorrowedHandle<'_>,
+) -> io::Result<io::Result<ChildProcess>> {
     match *channel {}
 }
 
