@@ -125,20 +125,30 @@ fn intrude(conn: Connection, intrusion: Intrusion) -> Learned {
     drain(&conn)
 }
 
-/// A named control channel (the forkserver's children; on an OS without
-/// inherited channels, every child) refuses any process but the child.
-/// (A child started by re-exec where the OS can hand it a channel has no
-/// named one to intrude on: `tests/sys/unix.rs` covers that path.)
+/// A named control channel (the forkserver's children) refuses any
+/// process but the child. (A child started by re-exec has no named one
+/// to intrude on: `tests/sys/launch_channel*.rs` cover that path. Where
+/// there is no forkserver, as on Windows, the named pipe is reached
+/// through the suite's fault `named-channel`, so that its refusal of
+/// strangers stays tested.)
 #[mproc::test]
 fn control_channel_refuses_other_processes_before_a_byte_and_the_launch_goes_on(
 ) -> mproc::Result<()> {
     install_spy();
-    let ctx = mproc::get_context(mproc::StartMethod::Forkserver)
-        .or_else(|_| mproc::get_context(mproc::StartMethod::Spawn))?;
+    let forkserver = mproc::get_context(mproc::StartMethod::Forkserver);
+    let by_fault = forkserver.is_err();
+    let ctx = forkserver.or_else(|_| mproc::get_context(mproc::StartMethod::Spawn))?;
     for intrusion in [Intrusion::Silent, Intrusion::SpeaksFirst] {
         let refused_before = REFUSALS.load(Ordering::SeqCst);
         PLAN.with(|p| *p.borrow_mut() = Some(intrusion));
-        let child = ctx.spawn(add, (40, 2))?;
+        if by_fault {
+            std::env::set_var("MPROC_TEST_FAULT", "named-channel");
+        }
+        let child = ctx.spawn(add, (40, 2));
+        if by_fault {
+            std::env::remove_var("MPROC_TEST_FAULT");
+        }
+        let child = child?;
         assert_eq!(child.join()?, 42, "{intrusion:?}: the child ran as asked");
         let intruder = INTRUDER.with(|i| i.borrow_mut().take());
         let (learned, end) = intruder

@@ -265,7 +265,12 @@ pub(crate) fn create_child_inheriting(
     token: &dyn Fn(u64) -> String,
 ) -> std::io::Result<Option<(ChildProcess, ControlStream)>> {
     let method = OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method);
-    if method != StartMethod::Spawn || !crate::sys::INHERITS_CHANNEL {
+    // The fault `named-channel` (test suite only): the named listener and
+    // handshake, to compare the two launches in one binary.
+    if method != StartMethod::Spawn
+        || !crate::sys::INHERITS_CHANNEL
+        || crate::fault::requested("named-channel")
+    {
         return Ok(None);
     }
     STARTED.store(true, Ordering::SeqCst);
