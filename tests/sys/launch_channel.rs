@@ -3,8 +3,8 @@
 //! entry token `mproc2:<descriptor>`, with no listener, name or secret.
 //! What keeps that safe is that the end reaches that one child and no
 //! other process, and that a child refuses a token naming anything but
-//! such an end. Unix: on Windows launches still use the named control
-//! pipe (docs/platforms.md), and the descriptor checks are Unix ones.
+//! such an end. Unix descriptors: `launch_channel_windows.rs` is the
+//! Windows twin.
 
 #![cfg(unix)]
 

@@ -5,7 +5,8 @@
 //! control channel it inherited (`mproc2:<descriptor>`: only this child
 //! holds it, so no secret is needed), or connects to its parent's named
 //! control channel and proves the one-time secret, checking the parent
-//! does too (`mproc1:<secret>:<address>`: remote launchers, Windows); it receives its launch record and handles, runs its
+//! does too (`mproc1:<secret>:<address>`: remote launchers, and the
+//! test fault `named-channel`); it receives its launch record and handles, runs its
 //! target and exits — the program's `main` never runs in a child, whatever
 //! it looks like (`#[mproc::main]`, `init()`, libtest's or nextest's
 //! harness, or nothing at all).
@@ -138,11 +139,33 @@ fn fault_point(stage: &str) {
     }
 }
 
+/// Fault injection for the test suite (`crate::fault`), the fault
+/// `stranger-holds-channel`: before this child takes its inherited
+/// channel, it starts this program again with std's `Command` (which
+/// inherits the channel, still inheritable here), hung before it touches
+/// it, and dies (exit code 7). The parent's channel then has a stranger
+/// holding this child's end, as a `Command` spawned by another thread of
+/// the parent during the launch would on Windows: the launch must fail
+/// at the child's death all the same, with no end of file to see it by.
+fn stranger_holds_channel(value: u64) -> ! {
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = std::process::Command::new(exe)
+            .env(TOKEN_ENV, format!("{INHERITED}:{value}"))
+            .env("MPROC_TEST_FAULT", "hang-before-channel")
+            .stdin(std::process::Stdio::null())
+            .spawn();
+    }
+    std::process::exit(7);
+}
+
 fn run_child(token: &str) -> Result<i32, String> {
     let token = parse_token(token)?;
     fault_point("before-channel");
     let (mut stream, address) = match token {
         Token::Inherited(value) => {
+            if crate::fault::requested("stranger-holds-channel") {
+                stranger_holds_channel(value);
+            }
             let stream = sys::adopt_inherited_channel(value)
                 .map_err(|e| format!("cannot take the inherited control channel: {e}"))?;
             sys::set_read_timeout(&stream, Some(Duration::from_secs(60)))

@@ -207,13 +207,124 @@ pub fn prepare_runtime_dir() -> io::Result<()> {
     Ok(())
 }
 
-/// No inherited launch channel on Windows yet (docs/platforms.md): a
-/// token naming one is refused.
+/// The child's side of an inherited launch channel: checks that the
+/// handle `value` the token names is what the parent hands over
+/// (`ChildProcess::spawn_inheriting`): not a standard handle, open, a
+/// named pipe's client end, whose server is this process's parent. It
+/// becomes non-inheritable before anything else can start a process, so
+/// this child's own children do not get it. Must run before any other
+/// thread exists (the constructor): the handle is taken over.
 pub fn adopt_inherited_channel(value: u64) -> io::Result<ControlStream> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("an inherited channel ({value}) is not supported on Windows yet"),
-    ))
+    use windows_sys::Win32::Foundation::{
+        SetHandleInformation, SetLastError, HANDLE_FLAG_INHERIT, NO_ERROR,
+    };
+    use windows_sys::Win32::Storage::FileSystem::{GetFileType, FILE_TYPE_PIPE, FILE_TYPE_UNKNOWN};
+    use windows_sys::Win32::System::Console::{
+        GetStdHandle, STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
+    };
+    use windows_sys::Win32::System::Pipes::{
+        GetNamedPipeInfo, GetNamedPipeServerProcessId, PIPE_SERVER_END,
+    };
+    let refuse = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    let raw = usize::try_from(value)
+        .ok()
+        .filter(|v| *v != 0 && *v as HANDLE != INVALID_HANDLE_VALUE)
+        .ok_or_else(|| refuse(format!("handle {value} is out of range")))?;
+    let h = raw as HANDLE;
+    for std in [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE] {
+        // SAFETY: a plain query.
+        if unsafe { GetStdHandle(std) } == h {
+            return Err(refuse(format!("handle {value} is a standard handle")));
+        }
+    }
+    // SAFETY: a query on any value is sound: one that names no open
+    // handle fails (FILE_TYPE_UNKNOWN with an error; a success leaves the
+    // last error as it was, hence the reset).
+    let kind = unsafe {
+        SetLastError(NO_ERROR);
+        GetFileType(h)
+    };
+    if kind != FILE_TYPE_PIPE {
+        // SAFETY: reads this thread's last error.
+        let code = unsafe { GetLastError() };
+        if kind == FILE_TYPE_UNKNOWN && code != NO_ERROR {
+            return Err(refuse(format!(
+                "handle {value} is not open: {}",
+                io::Error::from_raw_os_error(code as i32)
+            )));
+        }
+        return Err(refuse(format!("handle {value} is not a pipe")));
+    }
+    let mut flags = 0u32;
+    // SAFETY: a plain query with one valid out pointer.
+    let named = unsafe {
+        GetNamedPipeInfo(
+            h,
+            &mut flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if named == 0 || flags & PIPE_SERVER_END != 0 {
+        return Err(refuse(format!(
+            "handle {value} is not a named pipe's client end"
+        )));
+    }
+    let parent = parent_pid();
+    let mut server = 0u32;
+    // SAFETY: a plain query with one valid out pointer.
+    let known = unsafe { GetNamedPipeServerProcessId(h, &mut server) };
+    if known == 0 || parent.is_none() || Some(server) != parent {
+        return Err(refuse(format!(
+            "handle {value} is not a channel from this process's parent \
+             (its server is process {server}, the parent is {})",
+            parent.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+        )));
+    }
+    // SAFETY: checked above to be the channel the parent handed to this
+    // process; from here on it is owned here.
+    let owned = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+    // SAFETY: a flag change on our own open handle.
+    if unsafe { SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::fs::File::from(owned))
+}
+
+/// The id of the process that created this one (`None` if the OS does
+/// not say).
+fn parent_pid() -> Option<u32> {
+    use windows_sys::Wdk::System::Threading::{NtQueryInformationProcess, ProcessBasicInformation};
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    /// `PROCESS_BASIC_INFORMATION` (windows-sys gates it behind a
+    /// feature that brings in much more).
+    #[repr(C)]
+    struct BasicInformation {
+        exit_status: i32,
+        peb: *mut core::ffi::c_void,
+        affinity: usize,
+        priority: i32,
+        pid: usize,
+        parent: usize,
+    }
+    // SAFETY: zeroed plain data, an out parameter.
+    let mut info: BasicInformation = unsafe { std::mem::zeroed() };
+    let mut len = 0u32;
+    // SAFETY: a query of this process into a buffer of the class's size.
+    let status = unsafe {
+        NtQueryInformationProcess(
+            GetCurrentProcess(),
+            ProcessBasicInformation,
+            (&mut info as *mut BasicInformation).cast(),
+            std::mem::size_of::<BasicInformation>() as u32,
+            &mut len,
+        )
+    };
+    if status < 0 {
+        return None;
+    }
+    u32::try_from(info.parent).ok()
 }
 
 // ---------------------------------------------------------------------

@@ -7,10 +7,10 @@
 //!
 //! - `spawn_inheriting(token_env, token)`: re-executes this program the
 //!   same way, handing it one end of a fresh channel (a socket pair on
-//!   Unix) that only this child inherits, and returns the other end;
-//!   `token(value)` makes the entry token from the number the child
-//!   finds its end at. `INHERITS_CHANNEL` says whether the backend can
-//!   (Windows: not yet, see docs/platforms.md).
+//!   Unix, a named pipe's client end on Windows) that only this child
+//!   inherits, and returns the other end; `token(value)` makes the entry
+//!   token from the number the child finds its end at.
+//!   `INHERITS_CHANNEL` says whether the backend can (both do).
 //! - `spawn(token_env, token)`: re-executes this program with the entry
 //!   token in its environment, stdin from the null device, stdout and
 //!   stderr inherited; `spawn_via(program, args, token_env, token)`:

@@ -1,21 +1,29 @@
 //! Windows: children whose process handle is the sentinel; a
 //! kill-on-close Job Object for daemonic children.
 
+mod create;
+
 use std::io;
 use std::os::windows::io::{
-    AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle,
+    AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, IntoRawHandle, OwnedHandle, RawHandle,
 };
 use std::process::{Child as StdChild, Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use windows_sys::Win32::Foundation::HANDLE;
+use windows_sys::Win32::Foundation::{
+    SetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, WAIT_OBJECT_0, WAIT_TIMEOUT,
+};
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
     SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
-use windows_sys::Win32::System::Threading::{TerminateProcess, WaitForSingleObject, INFINITE};
+use windows_sys::Win32::System::Pipes::{DisconnectNamedPipe, PeekNamedPipe};
+use windows_sys::Win32::System::Threading::{
+    CreateEventW, GetExitCodeProcess, SetEvent, TerminateProcess, WaitForMultipleObjects,
+    WaitForSingleObject, INFINITE,
+};
 
 use super::{lock, Stop};
 use crate::sys::handles::Peer;
@@ -41,16 +49,19 @@ pub(in crate::sys) fn millis(timeout: Option<Duration>) -> u32 {
     }
 }
 
-/// Whether this backend starts a child with an inherited channel: not
-/// yet (docs/platforms.md).
-pub const INHERITS_CHANNEL: bool = false;
+/// Whether this backend starts a child with an inherited channel
+/// ([`ChildProcess::spawn_inheriting`](super::ChildProcess::spawn_inheriting)):
+/// `CreateProcessW` with a handle list.
+pub const INHERITS_CHANNEL: bool = true;
 
 /// The OS side of a child: its process handle is the sentinel
 /// (signalled when it ends).
 pub(in crate::sys) struct Child {
     pid: u32,
-    child: Mutex<StdChild>,
     handle: OwnedHandle,
+    /// A copy of the server end of the child's inherited launch channel,
+    /// for the launch deadline guard ([`LaunchDeadline::arm`] takes it).
+    channel: Mutex<Option<OwnedHandle>>,
 }
 
 impl Child {
@@ -71,16 +82,48 @@ impl Child {
         Child::adopt(child, false)
     }
 
-    /// Not yet on Windows (`CreateProcessW` with a handle list is the
-    /// way; docs/platforms.md): launches use the named control pipe.
+    /// See [`ChildProcess::spawn_inheriting`](super::ChildProcess::spawn_inheriting).
+    ///
+    /// The channel is a one-instance private named pipe whose client end
+    /// this process opened itself (`control_pair`): no one else can
+    /// connect. The client end is inheritable only during the
+    /// `CreateProcessW` call, and listed in its
+    /// `PROC_THREAD_ATTRIBUTE_HANDLE_LIST` with the standard handles:
+    /// this child inherits exactly those. A `Command` that another thread
+    /// spawns during the call (std serialises only its own spawns) does
+    /// inherit it: then the child's death does not end the channel, which
+    /// is why [`LaunchDeadline`] also watches the child's process handle.
     pub(in crate::sys) fn spawn_inheriting(
-        _token_env: &str,
-        _token: &dyn Fn(u64) -> String,
+        token_env: &str,
+        token: &dyn Fn(u64) -> String,
     ) -> io::Result<(Child, crate::sys::control::ControlStream)> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "no inherited launch channel on Windows yet",
-        ))
+        let exe = std::env::current_exe()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot find this executable: {e}")))?;
+        let (ours, theirs) = crate::sys::stream::imp::pipe::control_pair()?;
+        let value = theirs.as_raw_handle() as usize as u64;
+        let env = create::environment_block(token_env, &token(value))?;
+        let watch = ours.try_clone()?;
+        let raw = theirs.as_raw_handle() as HANDLE;
+        // SAFETY: a flag change on our own open handle.
+        if unsafe { SetHandleInformation(raw, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let created = spawn_retrying(|| create::create(&exe, &env, &[raw]));
+        // The child has its end (or failed): ours would keep its end of
+        // file away, and must never reach another child.
+        drop(theirs);
+        let created = created.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot re-execute {}: {e}", exe.display()),
+            )
+        })?;
+        let child = Child {
+            pid: created.pid,
+            handle: created.process,
+            channel: Mutex::new(Some(watch)),
+        };
+        Ok((child, std::fs::File::from(ours)))
     }
 
     /// Remote launchers (Slurm's `srun`) are Linux/Unix only: a Windows
@@ -94,14 +137,16 @@ impl Child {
         Err(crate::sys::control::imp::no_remote())
     }
 
-    /// Takes over a child started with std's `Command`.
+    /// Takes over a child started with std's `Command` (its process
+    /// handle; pipes to it, if any, close).
     pub(in crate::sys) fn adopt(child: StdChild, _via_launcher: bool) -> io::Result<Child> {
         let pid = child.id();
-        let handle = child.as_handle().try_clone_to_owned()?;
+        // SAFETY: the process handle std's `Child` owned, now ours alone.
+        let handle = unsafe { OwnedHandle::from_raw_handle(child.into_raw_handle()) };
         Ok(Child {
             pid,
-            child: Mutex::new(child),
             handle,
+            channel: Mutex::new(None),
         })
     }
 
@@ -109,10 +154,22 @@ impl Child {
         self.pid
     }
 
+    /// The exit code once the process handle is signalled (a process
+    /// has no zombie state to reap on Windows).
     pub(in crate::sys) fn try_reap(&self) -> io::Result<Option<i32>> {
-        Ok(lock(&self.child)
-            .try_wait()?
-            .map(|st| exitcode_of(st.code().unwrap_or(1) as u32)))
+        let h = self.handle.as_raw_handle() as HANDLE;
+        // SAFETY: a zero-time wait on our own open process handle.
+        match unsafe { WaitForSingleObject(h, 0) } {
+            WAIT_OBJECT_0 => {}
+            WAIT_TIMEOUT => return Ok(None),
+            _ => return Err(io::Error::last_os_error()),
+        }
+        let mut code = 0u32;
+        // SAFETY: as above, with a valid out pointer.
+        if unsafe { GetExitCodeProcess(h, &mut code) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some(exitcode_of(code)))
     }
 
     pub(in crate::sys) fn wait_ended(&self, timeout: Option<Duration>) -> io::Result<()> {
@@ -129,7 +186,7 @@ impl Child {
         // SAFETY: terminating our own child through its open handle.
         if unsafe { TerminateProcess(self.handle.as_raw_handle() as HANDLE, code) } == 0 {
             // It may have ended meanwhile (access denied on an exited process).
-            if lock(&self.child).try_wait()?.is_some() {
+            if self.try_reap()?.is_some() {
                 return Ok(());
             }
             return Err(io::Error::last_os_error());
@@ -240,38 +297,100 @@ fn daemon_job() -> io::Result<usize> {
 
 /// Kills a child that has not finished its launch by the deadline (named
 /// pipes have no read timeouts); disarmed when dropped.
+///
+/// For a child holding an inherited channel it also watches the child's
+/// process handle: once the child has ended and nothing it wrote is left
+/// to read, the channel is disconnected, so that the launch's blocked
+/// read or write fails at once even when a stranger holds a copy of the
+/// child's end (a `Command` spawned by another thread during our
+/// `CreateProcessW`), which would keep the end of file away.
 pub struct LaunchDeadline {
-    disarm: Option<mpsc::Sender<()>>,
+    disarm: Option<Arc<OwnedHandle>>,
 }
+
+/// Polls, after the child ended, for what it wrote to be read.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 impl LaunchDeadline {
     /// Arms the guard for `child`'s launch, which must end by `deadline`.
     pub fn arm(child: &super::ChildProcess, deadline: Instant) -> LaunchDeadline {
-        let (tx, rx) = mpsc::channel::<()>();
+        // SAFETY: a manual-reset, unnamed event; owned below.
+        let event = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+        if event.is_null() {
+            tracing::warn!(
+                error = %io::Error::last_os_error(),
+                "no launch deadline guard: cannot create an event"
+            );
+            return LaunchDeadline { disarm: None };
+        }
+        // SAFETY: a fresh handle we own.
+        let event = Arc::new(unsafe { OwnedHandle::from_raw_handle(event as RawHandle) });
+        let disarmed = event.clone();
         let raw = child.os.raw();
+        let channel = lock(&child.os.channel).take();
         let spawned = std::thread::Builder::new()
             .name("mproc-launch-deadline".into())
-            .spawn(move || {
-                // A second after the deadline, so that a child that never
-                // connects is seen as a timeout by `accept` first.
-                let left =
-                    (deadline + Duration::from_secs(1)).saturating_duration_since(Instant::now());
-                if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(left) {
-                    // SAFETY: the handle stays open while the launch runs
-                    // (the guard is dropped before the ChildProcess).
-                    unsafe { TerminateProcess(raw as HANDLE, KILL_CODE) };
-                }
-            });
+            .spawn(move || guard(raw, &disarmed, channel, deadline));
         LaunchDeadline {
-            disarm: spawned.ok().map(|_| tx),
+            disarm: spawned.ok().map(|_| event),
+        }
+    }
+}
+
+/// The guard thread of [`LaunchDeadline`].
+fn guard(process: usize, disarmed: &OwnedHandle, channel: Option<OwnedHandle>, deadline: Instant) {
+    let event = disarmed.as_raw_handle() as HANDLE;
+    let waits = [event, process as HANDLE];
+    // A second after the deadline, so that a child that never connects
+    // is seen as a timeout by `accept` first.
+    let left = (deadline + Duration::from_secs(1)).saturating_duration_since(Instant::now());
+    // SAFETY: both handles stay open during the wait: the event is ours
+    // (shared), the process handle outlives the launch (the guard is
+    // dropped before the ChildProcess).
+    let woke = unsafe { WaitForMultipleObjects(2, waits.as_ptr(), 0, millis(Some(left))) };
+    if woke == WAIT_OBJECT_0 {
+        return;
+    }
+    if woke != WAIT_OBJECT_0 + 1 {
+        // SAFETY: as above.
+        unsafe { TerminateProcess(process as HANDLE, KILL_CODE) };
+    }
+    let Some(channel) = channel else {
+        return;
+    };
+    let h = channel.as_raw_handle() as HANDLE;
+    loop {
+        let mut avail = 0u32;
+        // SAFETY: a plain query on our own copy of the server end.
+        let ok = unsafe {
+            PeekNamedPipe(
+                h,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+                &mut avail,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 || avail == 0 {
+            // The child is gone and all it wrote has been read: nothing
+            // more can come. Fail the launch's read or write now.
+            // SAFETY: plain Win32 call on our own copy of the server end.
+            unsafe { DisconnectNamedPipe(h) };
+            return;
+        }
+        // SAFETY: a timed wait on our own event.
+        if unsafe { WaitForSingleObject(event, millis(Some(DRAIN_POLL))) } == WAIT_OBJECT_0 {
+            return;
         }
     }
 }
 
 impl Drop for LaunchDeadline {
     fn drop(&mut self) {
-        if let Some(tx) = self.disarm.take() {
-            let _ = tx.send(());
+        if let Some(event) = self.disarm.take() {
+            // SAFETY: setting our own open event.
+            unsafe { SetEvent(event.as_raw_handle() as HANDLE) };
         }
     }
 }

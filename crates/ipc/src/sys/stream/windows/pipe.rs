@@ -44,8 +44,8 @@ use windows_sys::Win32::Storage::FileSystem::{
     OPEN_EXISTING, PIPE_ACCESS_DUPLEX, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
 };
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, GetNamedPipeHandleStateW,
-    GetNamedPipeInfo, PeekNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
+    ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, GetNamedPipeClientProcessId,
+    GetNamedPipeHandleStateW, GetNamedPipeInfo, PeekNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{CreateEventW, GetCurrentProcess, OpenProcessToken};
@@ -303,8 +303,19 @@ unsafe fn complete(
 /// Creates one server instance of the pipe `name` (overlapped, byte mode,
 /// private to this user, local clients only).
 fn create_instance(name: &[u16], first: bool, max_instances: u32) -> io::Result<OwnedHandle> {
+    create_instance_with(name, first, max_instances, FILE_FLAG_OVERLAPPED)
+}
+
+/// [`create_instance`], with `flags` (`FILE_FLAG_OVERLAPPED` or 0) in the
+/// open mode.
+fn create_instance_with(
+    name: &[u16],
+    first: bool,
+    max_instances: u32,
+    flags: u32,
+) -> io::Result<OwnedHandle> {
     let sa = private_pipe_security()?;
-    let mut open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
+    let mut open_mode = PIPE_ACCESS_DUPLEX | flags;
     if first {
         open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
     }
@@ -420,6 +431,35 @@ pub(in crate::sys) fn pair() -> io::Result<(PipeEnd, PipeEnd)> {
     let client = open_client(&name, true)?;
     wait_for_client(&server, || true)?;
     Ok((PipeEnd::new(server), PipeEnd::new(client)))
+}
+
+/// The two ends of a fresh launch channel (`ChildProcess::spawn_inheriting`):
+/// a one-instance private pipe whose client end this process opened
+/// itself, so that no one else can hold it; both ends for synchronous
+/// I/O (std's `File`), both not inheritable. The server end first.
+pub(in crate::sys) fn control_pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    let name = pipe_name(&unique_name());
+    let server = create_instance_with(&name, true, 1, 0)?;
+    let client = open_client(&name, false)?;
+    let raw = server.as_raw_handle() as HANDLE;
+    // SAFETY: plain Win32 call on our instance, synchronous and already
+    // connected: it returns at once.
+    if unsafe { ConnectNamedPipe(raw, std::ptr::null_mut()) } == 0 {
+        let code = last_error();
+        if code != ERROR_PIPE_CONNECTED {
+            return Err(os_error(code));
+        }
+    }
+    let mut pid = 0u32;
+    // SAFETY: a plain query on a connected pipe with one valid out pointer.
+    let known = unsafe { GetNamedPipeClientProcessId(raw, &mut pid) };
+    if known == 0 || pid != std::process::id() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("the launch channel's client is process {pid}, not this one"),
+        ));
+    }
+    Ok((server, client))
 }
 
 /// Connects to the local listener `path`, waiting (up to 20 s, as
