@@ -949,8 +949,9 @@ impl Remote {
     /// A `SEALED_ITEM` answer on `link`: opens and reads the item while it
     /// is in flight there. An object that is not what the answer says is
     /// garbage, taken like an item that does not decode ([`Error::Decode`]);
-    /// one that cannot be opened goes back (the connection is dropped) and
-    /// later connections take large items as bytes: the get asks again.
+    /// one that cannot be opened goes back (settled, seen by the broker,
+    /// then the connection is dropped) and later connections take large
+    /// items as bytes: the get asks again.
     fn sealed(&self, mut link: Link, answer: &[u8], timeout: Option<Duration>) -> Result<Asked> {
         let Ok(Reply::SealedItem { len, pid, value }) = wire::parse_reply(answer) else {
             return Err(gone("get", "malformed sealed item"));
@@ -969,7 +970,13 @@ impl Remote {
             Err(FetchError::Unreachable(e)) => {
                 tracing::warn!("cannot open a sealed queue item ({e}): large items come as bytes");
                 self.holdings.no_sealed.store(true, Ordering::Relaxed);
-                drop(link);
+                // Back to the front, seen by the broker, before the get
+                // asks again (on another connection): a dropped connection
+                // would give it back only when the broker sees its end,
+                // maybe after a later item answered the new request.
+                lock(&self.holdings.inbox).returning += 1;
+                let _ = self.holdings.settle_returned(link, 1, true);
+                self.holdings.returned_back();
                 self.ask(timeout, Vec::new())
             }
         }
