@@ -527,6 +527,9 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
 mod put_wait_tests;
 
 #[cfg(test)]
+mod order_tests;
+
+#[cfg(test)]
 mod remote_tests {
     use super::*;
     use crate::Client;

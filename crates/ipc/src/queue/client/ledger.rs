@@ -264,6 +264,7 @@ impl<L> Ledger<L> {
     /// out of the buffer at once (a `get` meanwhile finds neither): the
     /// connection, and how many items it must give back. `None` when
     /// `conn` is not parked (its items were all taken meanwhile).
+    #[cfg(test)] // The client reclaims all at once (`reclaim_all`).
     pub(super) fn reclaim(&mut self, conn: u64) -> Option<(L, u32)> {
         if let Some(i) = self.deliveries.iter().position(|d| d.conn == conn) {
             let d = self.deliveries.remove(i)?;
@@ -290,6 +291,7 @@ impl<L> Ledger<L> {
     }
 
     /// The connections with buffered items.
+    #[cfg(test)] // The client reclaims all at once (`reclaim_all`).
     pub(super) fn conns(&self) -> Vec<u64> {
         self.deliveries
             .iter()

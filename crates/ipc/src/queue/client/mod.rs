@@ -108,6 +108,11 @@ struct Inbox {
     janitor: Janitor,
     /// Answers' buffers, for reuse once their items are taken.
     frames: Recycler,
+    /// Give-backs of buffered items under way (out of the buffer, not
+    /// yet seen by the broker): a `get` that would ask the broker waits
+    /// until there are none, or it could be answered with later items
+    /// before these are back at the front of the queue.
+    returning: usize,
 }
 
 /// Why a buffered item could not be handed out, as the caller sees it.
@@ -126,6 +131,13 @@ struct Holdings {
     idle: Mutex<Pool<Link>>,
     inbox: Mutex<Inbox>,
     janitor: Condvar,
+    /// Notified when a give-back is seen by the broker (`returning`
+    /// lowered).
+    returned: Condvar,
+    /// Called by the janitor between taking buffered items out and giving
+    /// them back (tests make the give-back race a get there).
+    #[cfg(test)]
+    give_back_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Sealed items could not be opened here once: later ops connections
     /// take large items as bytes ([`large`]).
     no_sealed: AtomicBool,
@@ -369,18 +381,83 @@ impl Holdings {
         Some(link)
     }
 
+    /// Acknowledges the one item kept from a delivery on `link` and gives
+    /// back its `returned` extras, then waits (`SYNC`) until the broker
+    /// has them back at the front, and ends the give-back the caller
+    /// counted in `returning` (raised with the delivery under the inbox
+    /// lock). An error when the ack cannot be written (the item is not
+    /// handed out; the connection's end gives everything back).
+    fn ack_and_give_back(&self, mut link: Link, returned: u32) -> Result<()> {
+        if let Err(e) = link.conn.send_bytes(&wire::settle(1, returned)) {
+            self.returned_back();
+            return Err(gone("ack", e));
+        }
+        link.owed.settled();
+        // The ack is written: the item is ours whether or not the sync
+        // succeeds (a broker that closed the connection put the rest back
+        // first).
+        let kept = self.settle_returned(link, 0, true);
+        self.returned_back();
+        if let Some(link) = kept {
+            self.checkin(link);
+        }
+        Ok(())
+    }
+
     /// Settles every idle and parked connection (their buffered items go
     /// back) and returns them to the idle pool.
     fn settle_all(&self, sync: bool) {
         let idle: Vec<Link> = lock(&self.idle).take_all();
-        let parked: Vec<(Link, u32)> = lock(&self.inbox).ledger.reclaim_all();
+        let parked = self.reclaim_all();
         let kept: Vec<Link> = idle
             .into_iter()
-            .map(|l| (l, 0))
-            .chain(parked)
-            .filter_map(|(l, returned)| self.settle_returned(l, returned, sync))
+            .filter_map(|l| self.settle_returned(l, 0, sync))
+            .collect();
+        let kept: Vec<Link> = kept
+            .into_iter()
+            .chain(self.give_back(parked, sync))
             .collect();
         lock(&self.idle).give_back_all(kept);
+    }
+
+    /// Takes every parked connection out, with its buffered items, as one
+    /// give-back under way (`returning`, raised in the same critical
+    /// section: a `get` meanwhile finds the buffer empty and waits for
+    /// [`give_back`](Self::give_back) before it asks the broker).
+    fn reclaim_all(&self) -> Vec<(Link, u32)> {
+        let mut inbox = lock(&self.inbox);
+        let parked = inbox.ledger.reclaim_all();
+        inbox.returning += 1;
+        parked
+    }
+
+    /// Gives back what [`reclaim_all`](Self::reclaim_all) took out, each
+    /// connection's items with a `SYNC` (every connection's with `sync`) (so the broker has put them back
+    /// at the front of the queue), then ends the give-back: `get`s may ask
+    /// the broker again. Returns the connections that did not fail.
+    ///
+    /// A connection that fails here is dropped. A failure the broker
+    /// caused (it closed the connection) comes after it put the
+    /// connection's unacknowledged items back (the broker closes its end
+    /// only after that), so the order holds then too; if the broker is
+    /// gone there is no order left to keep.
+    fn give_back(&self, parked: Vec<(Link, u32)>, sync: bool) -> Vec<Link> {
+        let kept = parked
+            .into_iter()
+            .filter_map(|(l, returned)| self.settle_returned(l, returned, sync || returned > 0))
+            .collect();
+        self.returned_back();
+        kept
+    }
+
+    /// A give-back under way is seen by the broker: lowers `returning`
+    /// and wakes the `get`s that wait for it.
+    fn returned_back(&self) {
+        let mut inbox = lock(&self.inbox);
+        inbox.returning = inbox.returning.saturating_sub(1);
+        if inbox.returning == 0 {
+            self.returned.notify_all();
+        }
     }
 
     /// The janitor: gives back the buffered items once this process has
@@ -409,23 +486,27 @@ impl Holdings {
                 }
                 Chore::Reap { items, permits } => (items, permits),
             };
-            let conns = if items {
-                inbox.ledger.conns()
+            // Out of the parking and out of the buffer at once, with the
+            // give-back counted as under way: a get meanwhile finds
+            // neither, and waits until the broker has the items back at
+            // the front before it asks for more (FIFO order).
+            let parked = if items {
+                inbox.returning += 1;
+                Some(inbox.ledger.reclaim_all())
             } else {
-                Vec::new()
+                None
             };
             let release = if permits { inbox.permits.take_all() } else { 0 };
             drop(inbox);
+            // Permits are counts, not places in the order: one-way.
             self.release(release);
-            for conn in conns {
-                // Out of the parking and out of the buffer at once: a get
-                // meanwhile finds neither.
-                let parked = lock(&self.inbox).ledger.reclaim(conn);
-                if let Some((link, returned)) = parked {
-                    if let Some(link) = self.settle_returned(link, returned, false) {
-                        self.checkin(link);
-                    }
+            if let Some(parked) = parked {
+                #[cfg(test)]
+                if let Some(hook) = lock(&self.give_back_hook).take() {
+                    hook();
                 }
+                let kept = self.give_back(parked, false);
+                lock(&self.idle).give_back_all(kept);
             }
             inbox = lock(&self.inbox);
         }
@@ -473,11 +554,27 @@ impl Remote {
                 idle: Mutex::new(Pool::default()),
                 inbox: Mutex::new(Inbox::default()),
                 janitor: Condvar::new(),
+                returned: Condvar::new(),
+                #[cfg(test)]
+                give_back_hook: Mutex::new(None),
                 no_sealed: AtomicBool::new(false),
             }),
             feeder: OnceLock::new(),
             feeder_start: Mutex::new(()),
         }
+    }
+
+    /// Runs `hook` once, in the janitor, the next time it has taken
+    /// buffered items out and not yet given them back.
+    #[cfg(test)]
+    pub(crate) fn on_give_back(&self, hook: impl FnOnce() + Send + 'static) {
+        *lock(&self.holdings.give_back_hook) = Some(Box::new(hook));
+    }
+
+    /// Whether items wait in this process's buffer.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> bool {
+        !lock(&self.holdings.inbox).ledger.is_empty()
     }
 
     fn bounded(&self) -> bool {
@@ -705,11 +802,38 @@ impl Remote {
         sealed: impl FnOnce(Received) -> R,
     ) -> Result<R> {
         let h = &self.holdings;
+        // Set (with the time left) only when a give-back made this get
+        // wait.
+        let mut waited: Option<Deadline> = None;
+        let mut timeout = timeout;
         let buf = {
             let mut inbox = lock(&h.inbox);
             // No clock read for a get from the buffer (the janitor
             // notices takes on its own clock) nor for one that goes to
             // the broker.
+            loop {
+                if !inbox.ledger.is_empty() || inbox.returning == 0 {
+                    break;
+                }
+                // Items of this process are on their way back to the
+                // front of the queue: asking the broker now could bring
+                // later ones first. Wait until it has them (by this get's
+                // deadline).
+                let deadline = *waited.get_or_insert_with(|| client_deadline(timeout));
+                inbox = match deadline {
+                    None => wait(&h.returned, inbox),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            return Err(Error::Empty);
+                        }
+                        wait_timeout(&h.returned, inbox, deadline::remaining(d, now)).0
+                    }
+                };
+            }
+            if let Some(Some(d)) = waited {
+                timeout = Some(deadline::remaining(d, Instant::now()));
+            }
             if !inbox.ledger.is_empty() {
                 // Acknowledged on its connection before it is handed out
                 // (see [`Ledger::pop`]): `Err` when the ack cannot be
@@ -774,12 +898,9 @@ impl Remote {
                 // item's) go on the connection's ack page.
                 if h.open_acks(&mut link, None).is_err() {
                     // No ack page: give the extras back, keep the first.
+                    inbox.returning += 1;
                     drop(inbox);
-                    if let Err(e) = link.conn.send_bytes(&wire::settle(1, n)) {
-                        return Err(gone("ack", e));
-                    }
-                    link.owed.sent_one_way();
-                    h.checkin(link);
+                    h.ack_and_give_back(link, n)?;
                     return Ok(read(Received::new(frame, first).bytes()));
                 }
                 if let Err(e) = ack(&mut link, false) {
@@ -790,10 +911,17 @@ impl Remote {
                 return Ok(read(Received::new(frame, first).bytes()));
             }
         };
+        if give_back > 0 {
+            // Extras going back: no get of this process asks the broker
+            // until they are there (see `Inbox::returning`).
+            inbox.returning += 1;
+            drop(inbox);
+            h.ack_and_give_back(link, give_back)?;
+            return Ok(read(Received::new(frame, first).bytes()));
+        }
         drop(inbox);
-        // The ack of the only item kept (and the extras given back) before
-        // it is handed out.
-        if let Err(e) = link.conn.send_bytes(&wire::settle(1, give_back)) {
+        // The ack of the only item kept before it is handed out.
+        if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
             return Err(gone("ack", e));
         }
         link.owed.sent_one_way();
@@ -844,8 +972,9 @@ impl Remote {
     /// A `SEALED_ITEM` answer on `link`: opens and reads the item while it
     /// is in flight there. An object that is not what the answer says is
     /// garbage, taken like an item that does not decode ([`Error::Decode`]);
-    /// one that cannot be opened goes back (the connection is dropped) and
-    /// later connections take large items as bytes: the get asks again.
+    /// one that cannot be opened goes back (settled, seen by the broker,
+    /// then the connection is dropped) and later connections take large
+    /// items as bytes: the get asks again.
     fn sealed(
         &self,
         mut link: Link,
@@ -870,7 +999,13 @@ impl Remote {
             Err(FetchError::Unreachable(e)) => {
                 tracing::warn!("cannot open a sealed queue item ({e}): large items come as bytes");
                 self.holdings.no_sealed.store(true, Ordering::Relaxed);
-                drop(link);
+                // Back to the front, seen by the broker, before the get
+                // asks again (on another connection): a dropped connection
+                // would give it back only when the broker sees its end,
+                // maybe after a later item answered the new request.
+                lock(&self.holdings.inbox).returning += 1;
+                let _ = self.holdings.settle_returned(link, 1, true);
+                self.holdings.returned_back();
                 self.ask(timeout, Vec::new(), shape)
             }
         }

@@ -1,0 +1,69 @@
+//! FIFO order when a holder's buffered items go back to the queue (its
+//! janitor's give-back) while one of its gets asks the broker: the race
+//! made deterministic with a hook in the janitor, between taking the
+//! items out of the buffer and giving them back.
+
+use super::*;
+use std::sync::mpsc;
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A queue owned here and a second hold on it that goes through the
+/// broker as another process's would.
+fn owned_and_remote() -> (Queue<u32>, Queue<u32>) {
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let h: Handle = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
+    let remote = Queue::from_inner(Arc::new(Inner {
+        id: h.id,
+        maxsize: 0,
+        address: h.address.clone(),
+        key: h.key.clone(),
+        closed: AtomicBool::new(false),
+        cancelled: AtomicBool::new(false),
+        link: Link::Remote(Remote::new(h.id, 0, h.address.clone(), h.key.clone())),
+    }));
+    (q, remote)
+}
+
+fn remote(q: &Queue<u32>) -> &Remote {
+    match &q.inner.link {
+        Link::Remote(r) => r,
+        _ => panic!("not a remote hold"),
+    }
+}
+
+// The janitor has taken the buffered items out and not yet given them
+// back when the next get comes: that get must not be answered with a
+// later item (it waits until they are back at the front).
+#[test]
+fn a_get_does_not_overtake_the_janitors_give_back() {
+    let (q, r) = owned_and_remote();
+    let n = 2000u32;
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+    // Quick gets until some items wait in the buffer.
+    let mut next = 0u32;
+    while !remote(&r).buffered() {
+        assert!(next < n, "no get ever buffered items");
+        assert_eq!(r.get_timeout(LONG).unwrap(), next);
+        next += 1;
+    }
+    let (reclaimed, at_give_back) = mpsc::channel();
+    let (got, after_get) = mpsc::channel::<()>();
+    remote(&r).on_give_back(move || {
+        reclaimed.send(()).unwrap();
+        // Hold the give-back back while the get runs (it returns at once
+        // if it does not wait for the give-back; if it does, it waits for
+        // this, so the hold is bounded).
+        let _ = after_get.recv_timeout(Duration::from_millis(300));
+    });
+    // No take: the janitor gives the buffered items back.
+    at_give_back.recv_timeout(LONG).unwrap();
+    let item = r.get_timeout(LONG).unwrap();
+    let _ = got.send(());
+    assert_eq!(item, next, "a get overtook the give-back");
+    for want in next + 1..n {
+        assert_eq!(r.get_timeout(LONG).unwrap(), want);
+    }
+}
