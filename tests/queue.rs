@@ -1007,3 +1007,50 @@ fn a_producer_killed_holding_permits_leaves_no_capacity_lost() -> mproc::Result<
 fn bounded_many_to_many_with_batched_permits_every_item_exactly_once() -> mproc::Result<()> {
     many_to_many(1000, 4, 4, 25_000)
 }
+
+/// Takes `n` items, says so, then waits (alive, its connections open)
+/// until told to go.
+#[mproc::target]
+fn take_then_wait(q: Queue<u32>, done: Queue<u32>, go: Queue<u32>, n: u32) {
+    for _ in 0..n {
+        q.get().unwrap();
+    }
+    done.put(n).unwrap();
+    go.get().unwrap();
+}
+
+/// `qsize()` counts out an item as soon as a `get` in any process has
+/// returned it (CPython: the semaphore is released by the `get`), also
+/// when the taker's acks went on its shared ack page and it sends the
+/// broker nothing more: here the consumer stays alive and silent, and the
+/// owner and a third process both see an empty queue.
+#[mproc::test]
+fn qsize_counts_out_items_another_process_took_while_it_stays_silent() -> mproc::Result<()> {
+    for maxsize in [0, 64] {
+        let q = Queue::<u32>::new(maxsize)?;
+        let (done, go) = (Queue::<u32>::new(0)?, Queue::<u32>::new(0)?);
+        for i in 0..40 {
+            q.put(i).unwrap();
+        }
+        let mut c = Process::new(take_then_wait, (q.clone(), done.clone(), go.clone(), 40));
+        c.start()?;
+        assert_eq!(done.get_timeout(Duration::from_secs(60))?, 40);
+        assert_eq!(q.qsize(), 0, "maxsize {maxsize}: the owner's qsize");
+        assert!(q.empty(), "maxsize {maxsize}: the owner's empty()");
+        let other = mproc::spawn(qsize_of, (q.clone(),))?;
+        assert_eq!(
+            other.join()?,
+            0,
+            "maxsize {maxsize}: another holder's qsize"
+        );
+        go.put(0).unwrap();
+        c.join()?;
+        assert_eq!(c.exitcode(), Some(0));
+    }
+    Ok(())
+}
+
+#[mproc::target]
+fn qsize_of(q: Queue<u32>) -> usize {
+    q.qsize()
+}

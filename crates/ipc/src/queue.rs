@@ -274,7 +274,14 @@ impl Inner {
 
     fn qsize(&self) -> usize {
         match &self.link {
-            Link::Owner(shared) => shared.qsize(),
+            Link::Owner(shared) => {
+                // Items another process's `get` returned count out, also
+                // when its acks are only on its ack page so far.
+                if let Some(b) = broker::running() {
+                    b.read_acks(self.id, shared);
+                }
+                shared.qsize()
+            }
             Link::Remote(r) => r.qsize().unwrap_or_else(|e| {
                 tracing::debug!("qsize: {e}");
                 0

@@ -9,7 +9,8 @@
 //! that connection's deliveries: the holder adds one (a plain store to
 //! shared memory) before `get` returns an item. The broker reads the
 //! count before it handles each message of the ops connection (and for
-//! every page of a session before a `QSIZE`), and once more when the ops
+//! every page of the queue before a size is answered, to the owner or a
+//! `QSIZE`), and once more when the ops
 //! connection ends. A store made before the holder died is in the page
 //! then, whatever killed it, so its taken items are counted out before
 //! its untaken ones go back. That is what makes "an item `get` returned
@@ -88,6 +89,8 @@ impl Page {
 /// A live ops connection and its page, once asked for.
 struct Link {
     session: u64,
+    /// The queue the connection holds.
+    queue: u64,
     page: Option<Page>,
 }
 
@@ -107,12 +110,14 @@ pub(crate) struct AckPages {
 }
 
 impl AckPages {
-    /// Ops connection `link` of `session` is open (before its `HELLO_OK`).
-    pub(crate) fn open(&self, link: u64, session: u64) {
+    /// Ops connection `link` of `session`, holding `queue`, is open
+    /// (before its `HELLO_OK`).
+    pub(crate) fn open(&self, link: u64, session: u64, queue: u64) {
         lock(&self.links).insert(
             link,
             Link {
                 session,
+                queue,
                 page: None,
             },
         );
@@ -148,11 +153,15 @@ impl AckPages {
         lock(&self.links).get_mut(&link).map_or(0, Link::read)
     }
 
-    /// The acks that arrived so far on every ack page of `session`.
-    pub(crate) fn drain_session(&self, session: u64) -> Vec<(u64, u32)> {
+    /// The acks that arrived so far on every ack page of `queue`'s
+    /// connections, whoever holds them: read before a size is answered,
+    /// so that an item any holder's `get` returned is counted out even
+    /// while that holder says nothing more (CPython's `get` releases the
+    /// semaphore `qsize` reads).
+    pub(crate) fn drain_queue(&self, queue: u64) -> Vec<(u64, u32)> {
         lock(&self.links)
             .iter_mut()
-            .filter(|(_, l)| l.session == session)
+            .filter(|(_, l)| l.queue == queue)
             .map(|(id, l)| (*id, l.read()))
             .filter(|(_, n)| *n > 0)
             .collect()
@@ -174,7 +183,7 @@ mod tests {
     fn the_broker_reads_each_ack_once_through_the_page() {
         let pages = AckPages::default();
         assert!(pages.add(3, 10).is_err(), "a page for no open connection");
-        pages.open(3, 10);
+        pages.open(3, 10, 7);
         let (pid, value) = pages.add(3, 10).unwrap();
         let holder = AckPage::open(pid, value).unwrap();
         assert_eq!(pages.drain(3), 0);
@@ -183,8 +192,8 @@ mod tests {
         assert_eq!(pages.drain(3), 2);
         assert_eq!(pages.drain(3), 0);
         holder.add();
-        assert_eq!(pages.drain_session(11), vec![]);
-        assert_eq!(pages.drain_session(10), vec![(3, 1)]);
+        assert_eq!(pages.drain_queue(8), vec![]);
+        assert_eq!(pages.drain_queue(7), vec![(3, 1)]);
         holder.add();
         // The holder's last ack before its connection ended still counts.
         assert_eq!(pages.finish(3), 1);
@@ -200,7 +209,7 @@ mod tests {
     #[test]
     fn a_hostile_count_is_bounded_and_another_session_is_refused() {
         let pages = AckPages::default();
-        pages.open(4, 1);
+        pages.open(4, 1, 1);
         let (pid, value) = pages.add(4, 1).unwrap();
         assert!(pages.add(4, 2).is_err());
         assert_eq!(pages.add(4, 1).unwrap().0, pid);

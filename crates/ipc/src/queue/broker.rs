@@ -192,6 +192,13 @@ impl Broker {
         lock(&self.queues).insert(id, queue);
     }
 
+    /// Counts out of queue `id` the items its holders acknowledged on
+    /// their ack pages and the broker has not read yet (before the owner
+    /// answers its own `qsize`).
+    pub(crate) fn read_acks(&self, id: u64, shared: &Shared) {
+        shared.ack(&self.acks.drain_queue(id));
+    }
+
     /// The queue `id` if this broker serves it.
     pub(crate) fn queue(&self, id: u64) -> Option<Arc<Shared>> {
         lock(&self.queues).get(&id).cloned()
@@ -266,7 +273,7 @@ impl Broker {
         }
         if role == Role::Ops {
             // Before the answer: the holder may ask for its ack page next.
-            self.acks.open(id, session);
+            self.acks.open(id, session, queue);
         }
         if conn.send_bytes(&wire::hello_ok(id)).is_err() {
             shared.feed_closed(session);
@@ -289,7 +296,7 @@ impl Broker {
             }
             Role::Acks | Role::Handles => {}
             Role::Ops => {
-                serve_ops(&shared, &self.acks, &conn, id, session, sealed);
+                serve_ops(&shared, &self.acks, &conn, (queue, id), session, sealed);
                 // What the holder took is counted out before the rest goes
                 // back: its acks were written before its gets returned.
                 let taken = self.acks.finish(id);
@@ -524,7 +531,7 @@ fn serve_ops(
     shared: &Shared,
     acks: &AckPages,
     conn: &Arc<Connection>,
-    id: u64,
+    (queue, id): (u64, u64),
     session: u64,
     sealed: bool,
 ) {
@@ -673,9 +680,11 @@ fn serve_ops(
                 acks: owed,
             } => {
                 shared.ack(&owed);
-                // Items this process took from other connections count out
-                // too: its qsize is exact after its own gets.
-                shared.ack(&acks.drain_session(session));
+                // Items taken from every connection of this queue count out
+                // too (their ack pages): the size is exact after this
+                // process's own gets, and after any other holder's that
+                // acknowledged through its page.
+                shared.ack(&acks.drain_queue(queue));
                 shared.wait_barrier(session, barrier);
                 conn.send_bytes(&wire::size(shared.qsize() as u64))
             }
