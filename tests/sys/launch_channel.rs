@@ -8,6 +8,10 @@
 
 #![cfg(unix)]
 
+#[path = "../common/refused.rs"]
+mod refused;
+use refused::assert_refused;
+
 use std::os::fd::OwnedFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Barrier};
@@ -142,20 +146,6 @@ fn fixture_with_token(token: &str, redirect: &str, stdin: Stdio) -> Output {
         .stdin(stdin)
         .output()
         .expect("run the fixture under sh")
-}
-
-fn assert_refused(out: &Output, why: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(mproc::BOOTSTRAP_EXIT_CODE),
-        "{why}: {out:?}"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cannot start"), "{stderr}");
-    assert!(stderr.contains(why), "{why}: {stderr}");
-    // main never ran: it would have started a child and printed.
-    assert!(out.stdout.is_empty(), "main ran: {out:?}");
 }
 
 /// A token naming a descriptor that is closed, a standard stream, not a

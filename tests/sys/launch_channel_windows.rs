@@ -9,6 +9,10 @@
 
 #![cfg(windows)]
 
+#[path = "../common/refused.rs"]
+mod refused;
+use refused::assert_refused;
+
 use std::os::windows::io::{AsRawHandle, RawHandle};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -53,20 +57,6 @@ fn run_with_token(program: &str, args: &[&str], token: &str) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run the fixture")
-}
-
-fn assert_refused(out: &Output, why: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(mproc::BOOTSTRAP_EXIT_CODE),
-        "{why}: {out:?}"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cannot start"), "{stderr}");
-    assert!(stderr.contains(why), "{why}: {stderr}");
-    // main never ran: it would have started a child and printed.
-    assert!(out.stdout.is_empty(), "main ran: {out:?}");
 }
 
 /// A token naming a handle that is out of range, not open, not a pipe, a

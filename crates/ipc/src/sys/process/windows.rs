@@ -19,7 +19,7 @@ use windows_sys::Win32::System::JobObjects::{
     SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
-use windows_sys::Win32::System::Pipes::{DisconnectNamedPipe, PeekNamedPipe};
+use windows_sys::Win32::System::Pipes::DisconnectNamedPipe;
 use windows_sys::Win32::System::Threading::{
     CreateEventW, GetExitCodeProcess, SetEvent, TerminateProcess, WaitForMultipleObjects,
     WaitForSingleObject, INFINITE,
@@ -360,19 +360,8 @@ fn guard(process: usize, disarmed: &OwnedHandle, channel: Option<OwnedHandle>, d
     };
     let h = channel.as_raw_handle() as HANDLE;
     loop {
-        let mut avail = 0u32;
-        // SAFETY: a plain query on our own copy of the server end.
-        let ok = unsafe {
-            PeekNamedPipe(
-                h,
-                std::ptr::null_mut(),
-                0,
-                std::ptr::null_mut(),
-                &mut avail,
-                std::ptr::null_mut(),
-            )
-        };
-        if ok == 0 || avail == 0 {
+        // On our own copy of the server end.
+        if matches!(crate::sys::stream::imp::pipe::unread(h), None | Some(0)) {
             // The child is gone and all it wrote has been read: nothing
             // more can come. Fail the launch's read or write now.
             // SAFETY: plain Win32 call on our own copy of the server end.

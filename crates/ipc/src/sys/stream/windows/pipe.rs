@@ -517,6 +517,12 @@ pub(in crate::sys) fn is_pipe(h: HANDLE) -> bool {
 /// Whether a read on the pipe `h` would not block: data is there, or the
 /// pipe is broken (end of file) or unusable.
 pub(in crate::sys) fn ready(h: HANDLE) -> bool {
+    unread(h) != Some(0)
+}
+
+/// How many bytes wait unread in the pipe `h` (`None`: the pipe is broken
+/// or unusable).
+pub(in crate::sys) fn unread(h: HANDLE) -> Option<u32> {
     let mut avail = 0u32;
     // SAFETY: plain query with a valid out pointer.
     let ok = unsafe {
@@ -529,7 +535,7 @@ pub(in crate::sys) fn ready(h: HANDLE) -> bool {
             std::ptr::null_mut(),
         )
     };
-    ok == 0 || avail > 0
+    (ok != 0).then_some(avail)
 }
 
 // ---------------------------------------------------------------------------
