@@ -82,11 +82,12 @@ pub mod __private {
     pub mod sys {
         pub use crate::sys::forkserver;
         pub use crate::sys::{
-            at_exit, borrow, borrow_raw, check_sendable, cleanup_runtime_dir, connect_control,
-            duplicate, exit_now, handle_peer, host_name, parent_sentinel_for_child, prepare_child,
-            raw_of, recv_handles, remote_parent_sentinel, scrub_env, secure_exec, send_handles,
-            set_read_timeout, AcceptFailure, BorrowedHandle, ChildProcess, ControlListener,
-            ControlStream, LaunchDeadline, OwnedHandle, ParentSentinel, RawHandle, Stream,
+            at_exit, borrow, borrow_raw, channel_ended, check_sendable, cleanup_runtime_dir,
+            connect_control, duplicate, exit_now, handle_peer, host_name,
+            parent_sentinel_for_child, prepare_child, raw_of, recv_handles, remote_parent_sentinel,
+            scrub_env, secure_exec, send_handles, set_read_timeout, AcceptFailure, BorrowedHandle,
+            ChildProcess, ControlListener, ControlStream, LaunchDeadline, OwnedHandle,
+            ParentSentinel, RawHandle, Stream,
         };
         // The inherited launch channel (`ChildProcess::spawn_inheriting`).
         pub use crate::sys::{

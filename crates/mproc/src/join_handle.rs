@@ -111,8 +111,8 @@ impl<R: DeserializeOwned> JoinHandle<R> {
             match control.as_mut() {
                 Some(stream) => match frame::read_frame(stream, frame::DEFAULT_MAX_MESSAGE) {
                     Ok(bytes) => Some(bytes),
-                    Err(Error::Eof | Error::EofDuringMessage) => None,
-                    Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+                    Err(Error::Eof | Error::EofDuringMessage | Error::BrokenPipe) => None,
+                    Err(Error::Io(e)) if crate::sys::channel_ended(&e) => None,
                     Err(e) => return Err(e),
                 },
                 None => None,

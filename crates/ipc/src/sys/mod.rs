@@ -42,8 +42,9 @@ pub mod sync;
 mod tests;
 
 pub use control::{
-    adopt_inherited_channel, cleanup_runtime_dir, connect_control, host_name, prepare_runtime_dir,
-    set_read_timeout, set_write_timeout, AcceptFailure, ControlListener, ControlStream,
+    adopt_inherited_channel, channel_ended, cleanup_runtime_dir, connect_control, host_name,
+    prepare_runtime_dir, set_read_timeout, set_write_timeout, AcceptFailure, ControlListener,
+    ControlStream,
 };
 pub use dirs::{create_private_dir, make_private, remove_dead_private_dir, remove_private_dir};
 pub use env::{prepare_child, scrub_env, secure_exec};

@@ -402,6 +402,22 @@ fn control_listener_accepts_its_child() {
     assert_eq!(p.wait(Some(LONG)).unwrap(), Some(0));
 }
 
+/// A child that connected, wrote and ended before `accept` looked is
+/// still its child: accepted, and what it wrote is read (the race a
+/// loaded machine gives the test above).
+#[test]
+fn control_listener_accepts_a_child_that_already_ended() {
+    let l = ControlListener::bind().unwrap();
+    let (p, _stdin, _out) = child(&format!("connect:{}", l.address()));
+    assert_eq!(p.wait(Some(LONG)).unwrap(), Some(0));
+    let Ok(mut s) = l.accept(&p, Instant::now() + LONG) else {
+        panic!("the ended child's connection was not accepted");
+    };
+    let mut hi = Vec::new();
+    s.read_to_end(&mut hi).unwrap();
+    assert_eq!(hi, b"hi");
+}
+
 /// A connection from another process than the child (here this one,
 /// which knows the address) is never handed out; the child's death ends
 /// the wait (hostile-peer case of the launch).

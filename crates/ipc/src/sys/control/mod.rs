@@ -20,6 +20,8 @@
 //!   inherited (`ChildProcess::spawn_inheriting`): checks the descriptor
 //!   the token names is the parent's channel and makes it close-on-exec.
 //! - `set_write_timeout(stream, timeout)` (nothing on Windows).
+//! - `channel_ended(error)`: whether a failed read or write on the
+//!   stream means the peer is gone, as an end of file does.
 //! - `prepare_runtime_dir()`: makes this process's private directory
 //!   now (sweeping dead processes' ones), as the first launch does.
 //! - `cleanup_runtime_dir()`: removes this process's private directory
@@ -37,6 +39,7 @@ pub(in crate::sys) mod windows;
 pub(in crate::sys) use windows as imp;
 
 pub use imp::{
-    adopt_inherited_channel, cleanup_runtime_dir, connect_control, host_name, prepare_runtime_dir,
-    set_read_timeout, set_write_timeout, AcceptFailure, ControlListener, ControlStream,
+    adopt_inherited_channel, channel_ended, cleanup_runtime_dir, connect_control, host_name,
+    prepare_runtime_dir, set_read_timeout, set_write_timeout, AcceptFailure, ControlListener,
+    ControlStream,
 };

@@ -320,6 +320,15 @@ pub fn host_name() -> String {
         .into_owned()
 }
 
+/// Whether a failed read or write on a control stream means its peer is
+/// gone (the channel ended), as an end of file does.
+pub fn channel_ended(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}
+
 /// Sets a read timeout on the control stream (None: blocking).
 pub fn set_read_timeout(s: &ControlStream, t: Option<Duration>) -> io::Result<()> {
     s.set_read_timeout(t)

@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
+    GetLastError, ERROR_NO_DATA, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_FIRST_PIPE_INSTANCE, PIPE_ACCESS_DUPLEX};
 use windows_sys::Win32::System::Pipes::{
@@ -130,7 +130,7 @@ impl ControlListener {
         let child_pid = child.pid();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        let (tx, rx) = mpsc::channel::<io::Result<()>>();
+        let (tx, rx) = mpsc::channel::<io::Result<Connected>>();
         // The caller's scoped subscriber, if any, hears this thread too.
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         std::thread::Builder::new()
@@ -141,18 +141,26 @@ impl ControlListener {
                     // SAFETY: the pipe handle stays open until this thread
                     // reports.
                     let ok = unsafe { ConnectNamedPipe(raw as HANDLE, std::ptr::null_mut()) };
-                    if ok == 0 && unsafe { GetLastError() } != ERROR_PIPE_CONNECTED {
-                        break Err(io::Error::last_os_error());
-                    }
-                    if stopped.load(Ordering::Acquire) {
-                        break Ok(());
+                    // A client that connected before this call is
+                    // connected (ERROR_PIPE_CONNECTED); one that also
+                    // closed its end already (ERROR_NO_DATA) is too: what
+                    // it wrote is still there to read.
+                    if ok == 0 {
+                        // SAFETY: reads this thread's last error.
+                        let code = unsafe { GetLastError() };
+                        if code != ERROR_PIPE_CONNECTED && code != ERROR_NO_DATA {
+                            break Err(io::Error::from_raw_os_error(code as i32));
+                        }
                     }
                     let mut client = 0u32;
                     // SAFETY: a plain query on a connected pipe with one
                     // valid out pointer.
                     let known = unsafe { GetNamedPipeClientProcessId(raw as HANDLE, &mut client) };
                     if known != 0 && client == child_pid {
-                        break Ok(());
+                        break Ok(Connected::Child);
+                    }
+                    if stopped.load(Ordering::Acquire) {
+                        break Ok(Connected::Released);
                     }
                     // Refused before a byte is read or written: the
                     // intruder sees only the pipe break. The instance is
@@ -170,7 +178,7 @@ impl ControlListener {
         let failure = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(10))) {
-                Ok(Ok(())) => return Ok(std::fs::File::from(pipe)),
+                Ok(Ok(_)) => return Ok(std::fs::File::from(pipe)),
                 Ok(Err(e)) => return Err(AcceptFailure::Io(e)),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(AcceptFailure::Io(io::Error::other("accept thread died")))
@@ -184,12 +192,41 @@ impl ControlListener {
                 break AcceptFailure::Timeout;
             }
         };
-        // Release the blocked ConnectNamedPipe with a connection of our own.
+        // Release the blocked ConnectNamedPipe with a connection of our
+        // own; the child may have connected just before (and ended since,
+        // or reached the deadline): its connection then counts, and what
+        // it wrote is read.
         stop.store(true, Ordering::Release);
         let _dummy = connect_control(&self.name);
-        let _ = rx.recv_timeout(Duration::from_secs(5));
-        Err(failure)
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(Connected::Child)) => Ok(std::fs::File::from(pipe)),
+            _ => Err(failure),
+        }
     }
+}
+
+/// Who the accept thread saw connect.
+enum Connected {
+    /// The child.
+    Child,
+    /// Our own connection, made to release the thread.
+    Released,
+}
+
+/// Whether a failed read or write on a control stream means its peer is
+/// gone (the channel ended), as an end of file does: besides a reset or
+/// a broken pipe, a pipe the launch guard disconnected after the child
+/// ended (`ERROR_PIPE_NOT_CONNECTED`), and a pipe being closed
+/// (`ERROR_NO_DATA`). std maps only `ERROR_BROKEN_PIPE` to end of file.
+pub fn channel_ended(e: &io::Error) -> bool {
+    use windows_sys::Win32::Foundation::{ERROR_NO_DATA, ERROR_PIPE_NOT_CONNECTED};
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    ) || matches!(
+        e.raw_os_error(),
+        Some(c) if c == ERROR_PIPE_NOT_CONNECTED as i32 || c == ERROR_NO_DATA as i32
+    )
 }
 
 /// Named pipes have no read timeouts; `LaunchDeadline` bounds the launch.
