@@ -186,7 +186,12 @@ impl Inner {
             .and_then(|b| b.queue(h.id));
         let link = match owned {
             Some(shared) => Link::Owner(shared),
-            None => Link::Remote(Remote::new(h.id, maxsize, h.address.clone(), h.key.clone())),
+            None => {
+                let remote = Remote::new(h.id, maxsize, h.address.clone(), h.key.clone());
+                // Its first put or get finds a connection ready.
+                remote.dial_ahead();
+                Link::Remote(remote)
+            }
         };
         let inner = Arc::new(Inner {
             id: h.id,
@@ -535,6 +540,9 @@ mod put_wait_tests;
 
 #[cfg(test)]
 mod order_tests;
+
+#[cfg(test)]
+mod ahead_tests;
 
 #[cfg(test)]
 mod remote_tests {
