@@ -164,6 +164,23 @@ fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
             link.owed.acked_on_page();
             Ok(())
         }
+        (AckBy::Settle, Some(acks)) => {
+            // The last item of a delivery, on a connection with a page:
+            // counted there first, so that a size read, which reads every
+            // page, counts it out as soon as `get` returns it (a `SETTLE`
+            // alone is read by the broker's thread some time later), then
+            // a `SETTLE` of nothing makes the broker read the page now (a
+            // bounded queue's room is free again). The page holds the ack
+            // whatever becomes of that message: if it cannot be written
+            // the connection is broken, and its end reads the page.
+            acks.add();
+            link.owed.acked_on_page();
+            match link.conn.send_bytes(&wire::settle(0, 0)) {
+                Ok(()) => link.owed.settled(),
+                Err(e) => tracing::debug!("cannot settle with the queue broker: {e}"),
+            }
+            Ok(())
+        }
         _ => {
             link.conn
                 .send_bytes(&wire::settle(1, 0))

@@ -8,7 +8,9 @@
 //! `SETTLE` on the connection, which the broker reads at once with every
 //! ack before it. The last item of a delivery always goes by `SETTLE`, so
 //! a bounded queue's room is free again as soon as a delivery is all
-//! taken. One-way messages (`SETTLE`, `RELEASE`) get no answer: before a
+//! taken (on a connection with a page, the count goes on the page first
+//! and the `SETTLE` carries none, so that a size read counts the item out
+//! at once: `client::ack`). One-way messages (`SETTLE`, `RELEASE`) get no answer: before a
 //! process hands over (close, exit) a `SYNC` makes sure the broker has
 //! seen them.
 //!
