@@ -186,12 +186,7 @@ impl Inner {
             .and_then(|b| b.queue(h.id));
         let link = match owned {
             Some(shared) => Link::Owner(shared),
-            None => {
-                let remote = Remote::new(h.id, maxsize, h.address.clone(), h.key.clone());
-                // Its first put or get finds a connection ready.
-                remote.dial_ahead();
-                Link::Remote(remote)
-            }
+            None => Link::Remote(Remote::new(h.id, maxsize, h.address.clone(), h.key.clone())),
         };
         let inner = Arc::new(Inner {
             id: h.id,
@@ -540,9 +535,6 @@ mod put_wait_tests;
 
 #[cfg(test)]
 mod order_tests;
-
-#[cfg(test)]
-mod ahead_tests;
 
 #[cfg(test)]
 mod remote_tests {

@@ -42,11 +42,10 @@
 
 use crate::util::lock::{lock, wait, wait_timeout};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use self::ahead::Ahead;
 use self::deadline::{Deadline, Redial};
 use self::janitor::{Call, Chore, Janitor};
 use self::ledger::{Ledger, PopError};
@@ -63,7 +62,6 @@ use crate::queue::wire::{self, Reply, Role};
 use crate::tag::bulk::Shape;
 use crate::{Address, Client, Connection, Error, Result};
 
-mod ahead;
 mod deadline;
 mod janitor;
 mod ledger;
@@ -74,9 +72,6 @@ mod pool;
 mod prefetch;
 
 pub(crate) use self::ledger::Received;
-/// Dials ahead under way in a process, at most ([`ahead`]).
-#[cfg(test)]
-pub(crate) const MOST_AHEAD: usize = ahead::MOST_AT_ONCE;
 pub(crate) use self::outcome::PutFail;
 
 /// How to reach the broker, and who this process is to it.
@@ -146,8 +141,6 @@ struct Holdings {
     /// Sealed items could not be opened here once: later ops connections
     /// take large items as bytes ([`large`]).
     no_sealed: AtomicBool,
-    /// The connection dialled ahead for this hold's first dial.
-    ahead: Ahead<Connection>,
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -275,40 +268,32 @@ impl Holdings {
     fn dial_with(&self, hello: &[u8], deadline: Deadline) -> Result<(Connection, Vec<u8>), Late> {
         let d = &self.dial;
         let mut attempt = 0u32;
-        // The connection dialled ahead, if any (it only did the
-        // handshake: the hello below is its first word).
-        let conn = if let Some(c) = self.ahead.take(deadline) {
-            c
-        } else {
-            loop {
-                match Client::connect_by(&d.address, Some(&d.key), deadline) {
-                    Ok(c) => break c,
-                    Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        // A socket nobody listens at: its owner died.
-                        super::broker::remove_dead(&d.address);
-                        return Err(Late::Gone(gone("connect", e)));
-                    }
-                    Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                        return Err(Late::Late)
-                    }
-                    // Closed before the challenge: a broker flooded with
-                    // pending connections drops the oldest. Connect again, a
-                    // little later each time (it lives: it accepted us).
-                    Err(e) if deadline::dropped_early(&e) => {
-                        match deadline::redial(attempt, deadline, Instant::now()) {
-                            Redial::After(pause) => {
-                                tracing::debug!(
-                                    "queue broker dropped a new connection ({e}): again"
-                                );
-                                std::thread::sleep(pause);
-                                attempt += 1;
-                            }
-                            Redial::Late => return Err(Late::Late),
-                            Redial::GiveUp => return Err(Late::Gone(gone("connect", e))),
-                        }
-                    }
-                    Err(e) => return Err(Late::Gone(gone("connect", e))),
+        let conn = loop {
+            match Client::connect_by(&d.address, Some(&d.key), deadline) {
+                Ok(c) => break c,
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    // A socket nobody listens at: its owner died.
+                    super::broker::remove_dead(&d.address);
+                    return Err(Late::Gone(gone("connect", e)));
                 }
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(Late::Late)
+                }
+                // Closed before the challenge: a broker flooded with
+                // pending connections drops the oldest. Connect again, a
+                // little later each time (it lives: it accepted us).
+                Err(e) if deadline::dropped_early(&e) => {
+                    match deadline::redial(attempt, deadline, Instant::now()) {
+                        Redial::After(pause) => {
+                            tracing::debug!("queue broker dropped a new connection ({e}): again");
+                            std::thread::sleep(pause);
+                            attempt += 1;
+                        }
+                        Redial::Late => return Err(Late::Late),
+                        Redial::GiveUp => return Err(Late::Gone(gone("connect", e))),
+                    }
+                }
+                Err(e) => return Err(Late::Gone(gone("connect", e))),
             }
         };
         conn.send_bytes(hello)
@@ -590,58 +575,10 @@ impl Remote {
                 #[cfg(test)]
                 give_back_hook: Mutex::new(None),
                 no_sealed: AtomicBool::new(false),
-                ahead: Ahead::default(),
             }),
             feeder: OnceLock::new(),
             feeder_start: Mutex::new(()),
         }
-    }
-
-    /// Starts connecting to the broker on a thread of its own (connect and
-    /// handshake), for this hold's first dial ([`ahead`]). Called when a
-    /// handle arrives in this process; at most once per hold.
-    pub(crate) fn dial_ahead(&self) {
-        self.dial_ahead_counted(&ahead::UNDER_WAY);
-    }
-
-    /// [`dial_ahead`](Self::dial_ahead), counted in `under_way` (tests
-    /// count theirs apart).
-    pub(crate) fn dial_ahead_counted(&self, under_way: &'static AtomicUsize) {
-        let h = &self.holdings;
-        let Some(ticket) = h.ahead.begin(under_way) else {
-            return;
-        };
-        let weak = Arc::downgrade(h);
-        let (address, key) = (h.dial.address.clone(), h.dial.key.clone());
-        let spawned = std::thread::Builder::new()
-            .name("mproc-queue-dial".into())
-            .spawn(move || {
-                let deadline = Instant::now().checked_add(ahead::DEADLINE);
-                let conn = match Client::connect_by(&address, Some(&key), deadline) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::debug!("queue: dialling the broker ahead failed: {e}");
-                        None
-                    }
-                };
-                // A hold dropped meanwhile: the connection closes here,
-                // before its hello (the broker's thread for it ends).
-                if let Some(h) = weak.upgrade() {
-                    h.ahead.finish(conn);
-                }
-                drop(ticket);
-            });
-        if let Err(e) = spawned {
-            tracing::debug!("queue: cannot start dialling the broker ahead: {e}");
-            h.ahead.finish(None);
-        }
-    }
-
-    /// Waits until this hold's dial ahead ended; whether its connection
-    /// waits, unused.
-    #[cfg(test)]
-    pub(crate) fn dialled_ahead(&self) -> bool {
-        self.holdings.ahead.settled()
     }
 
     /// Runs `hook` once, in the janitor, the next time it has taken
