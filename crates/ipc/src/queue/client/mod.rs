@@ -142,6 +142,10 @@ struct Holdings {
     /// Sealed items could not be opened here once: later ops connections
     /// take large items as bytes ([`large`]).
     no_sealed: AtomicBool,
+    /// Tests: a `GET` asks for at least this many items (a run of sealed
+    /// items without depending on the pace of the test's gets).
+    #[cfg(test)]
+    least_most: std::sync::atomic::AtomicU32,
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -560,6 +564,8 @@ impl Remote {
                 #[cfg(test)]
                 give_back_hook: Mutex::new(None),
                 no_sealed: AtomicBool::new(false),
+                #[cfg(test)]
+                least_most: std::sync::atomic::AtomicU32::new(0),
             }),
             feeder: OnceLock::new(),
             feeder_start: Mutex::new(()),
@@ -571,6 +577,12 @@ impl Remote {
     #[cfg(test)]
     pub(crate) fn on_give_back(&self, hook: impl FnOnce() + Send + 'static) {
         *lock(&self.holdings.give_back_hook) = Some(Box::new(hook));
+    }
+
+    /// Makes every later `GET` ask for at least `n` items.
+    #[cfg(test)]
+    pub(crate) fn ask_at_least(&self, n: u32) {
+        self.holdings.least_most.store(n, Ordering::Relaxed);
     }
 
     /// Whether items wait in this process's buffer.
@@ -951,6 +963,8 @@ impl Remote {
         let most = lock(&self.holdings.inbox)
             .prefetch
             .want(Instant::now(), self.maxsize);
+        #[cfg(test)]
+        let most = most.max(self.holdings.least_most.load(Ordering::Relaxed));
         // A late answer leaves `link` dropped: whatever the broker sends
         // on it afterwards goes back to the queue when it sees the end.
         let answer = self
