@@ -14,9 +14,10 @@
 //! size is sealed, at least that long) before storing the item; a
 //! descriptor that is not, or one that is missing, is a broken batch
 //! (nothing of it is stored, the stream is closed). A consumer whose ops
-//! connection said it takes sealed items gets one such item in a
-//! `SEALED_ITEM` answer, opens the object from the broker's process while
-//! the item is in flight there, checks it again and copies the bytes out
+//! connection said it takes sealed items gets a run of them in a
+//! `SEALED_ITEMS` answer ([`run_len`]), opens each object from the
+//! broker's process while the item is in flight there (when a `get` takes
+//! it), checks it again and copies the bytes out
 //! with `pread` before it acknowledges the item (never a mapping: no
 //! `SIGBUS` and no data race whatever the object is or whoever writes
 //! it). When the broker drops an item held in a reusable object it tells
