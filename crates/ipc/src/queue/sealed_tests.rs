@@ -136,3 +136,31 @@ fn a_run_stops_at_an_inline_item() {
     drop(c);
     assert!(q.empty());
 }
+
+// A buffered sealed item that cannot be opened (this process out of
+// descriptors, say): the whole buffer goes back to the front of the
+// queue, seen by the broker before the get asks again, so nothing is
+// lost, nothing comes twice, and the order holds; later connections
+// take large items as bytes.
+#[test]
+fn a_buffered_item_out_of_reach_sends_the_buffer_back_in_order() {
+    if !crate::sys::SEALED_ITEMS {
+        return;
+    }
+    let n = 6;
+    let (q, _p) = stored(n);
+    let c = remote_hold(&q);
+    remote(&c).ask_at_least(8);
+    assert_item(0, &c.get_timeout(LONG).unwrap());
+    assert!(remote(&c).buffered());
+    assert!(remote(&c).takes_sealed());
+    remote(&c).fail_next_open();
+    assert_item(1, &c.get_timeout(LONG).unwrap());
+    assert!(!remote(&c).takes_sealed(), "the failed open was not seen");
+    for i in 2..n {
+        assert_item(i, &c.get_timeout(LONG).unwrap());
+    }
+    assert!(!remote(&c).buffered());
+    drop(c);
+    assert!(q.empty());
+}

@@ -146,6 +146,10 @@ struct Holdings {
     /// items without depending on the pace of the test's gets).
     #[cfg(test)]
     least_most: std::sync::atomic::AtomicU32,
+    /// Tests: the next buffered sealed item cannot be opened (as when
+    /// this process is out of descriptors), once.
+    #[cfg(test)]
+    unreachable_once: AtomicBool,
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -566,6 +570,8 @@ impl Remote {
                 no_sealed: AtomicBool::new(false),
                 #[cfg(test)]
                 least_most: std::sync::atomic::AtomicU32::new(0),
+                #[cfg(test)]
+                unreachable_once: AtomicBool::new(false),
             }),
             feeder: OnceLock::new(),
             feeder_start: Mutex::new(()),
@@ -583,6 +589,20 @@ impl Remote {
     #[cfg(test)]
     pub(crate) fn ask_at_least(&self, n: u32) {
         self.holdings.least_most.store(n, Ordering::Relaxed);
+    }
+
+    /// The next buffered sealed item this hold reads cannot be opened.
+    #[cfg(test)]
+    pub(crate) fn fail_next_open(&self) {
+        self.holdings
+            .unreachable_once
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this hold's new connections take sealed items.
+    #[cfg(test)]
+    pub(crate) fn takes_sealed(&self) -> bool {
+        self.holdings.takes_sealed()
     }
 
     /// Whether items wait in this process's buffer.

@@ -85,6 +85,17 @@ impl Remote {
         let Some(next) = inbox.ledger.next_sealed() else {
             return Ok((inbox, None));
         };
+        #[cfg(test)]
+        let read = |r, shape| {
+            if self
+                .holdings
+                .unreachable_once
+                .swap(false, Ordering::Relaxed)
+            {
+                return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+            }
+            read(r, shape)
+        };
         match read(next, shape) {
             Ok(fetched) => Ok((inbox, Some(fetched))),
             Err(e) => {
