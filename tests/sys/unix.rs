@@ -615,3 +615,129 @@ fn a_producer_rewriting_its_reusable_object_garbles_only_its_own_items() -> mpro
     drop((feeder, handles));
     Ok(())
 }
+
+// ---------------------------------------------------------------------
+// Runs of sealed items (several in one `GET` answer, `SEALED_ITEMS`): a
+// consumer that is not mproc takes a run and dies (its connection ends)
+// having acknowledged only part of it. The broker keeps every item's
+// descriptor until it is acknowledged, so the rest goes back, whole and
+// in order; none taken comes again; nothing leaks in the owner.
+
+/// Puts `n` items of `size` bytes, item `i` all `i`; its exit waits
+/// until the broker stored them all.
+#[mproc::target]
+fn put_numbered(q: Queue<ByteBuf>, n: usize, size: usize) {
+    for i in 0..n {
+        q.put(ByteBuf::from(vec![i as u8; size])).unwrap();
+    }
+}
+
+/// A raw `GET` for up to `most` items, waiting forever, no acks.
+fn raw_get(most: u32) -> Vec<u8> {
+    let mut m = vec![4u8];
+    m.extend_from_slice(&most.to_be_bytes());
+    m.extend_from_slice(&u64::MAX.to_be_bytes());
+    m.extend_from_slice(&0u64.to_be_bytes());
+    m.extend_from_slice(&0u32.to_be_bytes());
+    m
+}
+
+/// Reads the `SEALED_ITEMS` answer `a`: the broker's pid and each item's
+/// (length, descriptor number).
+fn sealed_run(a: &[u8]) -> (u32, Vec<(u64, u64)>) {
+    assert_eq!(a[0], 114, "SEALED_ITEMS");
+    let u32_at = |i: usize| u32::from_be_bytes(a[i..i + 4].try_into().unwrap());
+    let u64_at = |i: usize| u64::from_be_bytes(a[i..i + 8].try_into().unwrap());
+    let count = u32_at(5) as usize;
+    assert_eq!(a.len(), 9 + 16 * count);
+    let items = (0..count)
+        .map(|k| (u64_at(9 + 16 * k), u64_at(17 + 16 * k)))
+        .collect();
+    (u32_at(1), items)
+}
+
+#[mproc::test]
+fn a_consumer_dying_with_a_run_of_sealed_items_gives_back_the_rest() -> mproc::Result<()> {
+    // In a process of its own: the descriptor count is the owner's alone.
+    if let Err(e) = mproc::spawn(run_then_die, ())?.join()? {
+        panic!("in the owner's process: {e}");
+    }
+    Ok(())
+}
+
+/// The owner of a queue whose raw consumers take runs and die.
+#[mproc::target]
+fn run_then_die() -> Result<(), String> {
+    run_then_die_here().map_err(|e| e.to_string())
+}
+
+fn run_then_die_here() -> mproc::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let size = 300 << 10;
+    let q = Queue::<ByteBuf>::new(0)?;
+    // Warm up the broker's threads and the producer's path before
+    // counting descriptors.
+    mproc::spawn(put_numbered, (q.clone(), 1usize, size))?.join()?;
+    q.get()?;
+    let fds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = fds();
+    let (address, key, id) = queue_parts(&q);
+    // Acknowledging none of the run, then the first two of it.
+    for (round, acked) in [(0u64, 0usize), (1, 2)] {
+        let n = 5;
+        mproc::spawn(put_numbered, (q.clone(), n, size))?.join()?;
+        let ops = mproc::Client::connect(&address, Some(&key))?;
+        ops.send_bytes(&raw_hello(id, 0x0bad_c0de + round, 0x80))?;
+        assert_eq!(ops.recv_bytes()?[0], 101, "HELLO_OK");
+        ops.send_bytes(&raw_get(8))?;
+        let (pid, run) = sealed_run(&ops.recv_bytes()?);
+        assert_eq!(run.len(), n, "the whole run in one answer");
+        for (k, &(len, value)) in run.iter().enumerate() {
+            // The objects are there to read while the run is in flight.
+            let f = std::fs::File::open(format!("/proc/{pid}/fd/{value}"))?;
+            let mut got = vec![0u8; len as usize];
+            f.read_exact_at(&mut got, 0)?;
+            let want = ByteBuf::from(vec![k as u8; size]);
+            assert_eq!(got, postcard_bytes(&want), "item {k} of round {round}");
+        }
+        if acked > 0 {
+            let mut settle = vec![5u8];
+            settle.extend_from_slice(&(acked as u32).to_be_bytes());
+            settle.extend_from_slice(&0u32.to_be_bytes());
+            ops.send_bytes(&settle)?;
+        }
+        // Dies: the rest goes back, in order, and only the rest.
+        drop(ops);
+        for k in acked..n {
+            let it = q.get_timeout(Duration::from_secs(60))?;
+            assert_eq!(it.len(), size);
+            assert!(
+                it.iter().all(|&b| b == k as u8),
+                "round {round}: item {k} expected, got {}",
+                it[0]
+            );
+        }
+        assert!(q.empty(), "round {round}: an item taken came back");
+    }
+    let after = fds();
+    assert!(
+        after <= before,
+        "descriptors before {before}, after {after}"
+    );
+    Ok(())
+}
+
+/// The typed payload of `v` as a queue item holds it (mproc's tag, then
+/// the bytes), as an `mproc::pipe` carries it.
+fn postcard_bytes(v: &ByteBuf) -> Vec<u8> {
+    let (a, b) = mproc::pipe(true).unwrap();
+    let v = v.clone();
+    let sender = std::thread::spawn(move || a.send(&v));
+    let bytes = b.recv_bytes().unwrap();
+    sender.join().unwrap().unwrap();
+    bytes
+}

@@ -525,7 +525,7 @@ fn serve_feeder(
 const KEEP_RANGES: usize = 1 << 16;
 
 /// Answers requests until the connection ends. `sealed`: the holder
-/// takes sealed items (a `SEALED_ITEM` answer, one at a time); other
+/// takes sealed items (a `SEALED_ITEMS` answer, a run of them); other
 /// holders get their bytes.
 fn serve_ops(
     shared: &Shared,
@@ -815,30 +815,27 @@ fn acquire(
     }
 }
 
-/// A delivery with sealed items to a holder that takes them: one sealed
-/// item goes alone as `SEALED_ITEM` (the answer, returned), or the items
-/// before the first sealed one go as `ITEMS` (`items` is cut to them).
-/// Either way what is not sent goes back to the front of the queue at
-/// once (taken to send, never recorded as this connection's). `None`
-/// for an `ITEMS` answer of what `items` holds.
+/// A delivery with sealed items to a holder that takes them: the sealed
+/// items it starts with go as `SEALED_ITEMS` (the answer, returned: a
+/// run of at most [`large::RUN_ITEMS`]), or the items before the first
+/// sealed one go as `ITEMS` (`items` is cut to them). Either way what is
+/// not sent goes back to the front of the queue at once (taken to send,
+/// never recorded as this connection's). `None` for an `ITEMS` answer of
+/// what `items` holds.
 fn sealed_answer(shared: &Shared, sealed: bool, items: &mut Vec<Item>) -> Option<Vec<u8>> {
     if !sealed {
         return None;
     }
     let first = items.iter().position(|i| i.blob().is_some())?;
-    let keep = first.max(1);
+    let keep = if first == 0 {
+        large::run_len(items)
+    } else {
+        first
+    };
     if items.len() > keep {
         shared.unsend(items.split_off(keep));
     }
-    if first > 0 {
-        return None;
-    }
-    let blob = items.first().and_then(Item::blob)?;
-    Some(wire::sealed_item(
-        blob.len() as u64,
-        std::process::id(),
-        blob.value(),
-    ))
+    (first == 0).then(|| large::answer(items))
 }
 
 /// Serving holders on other hosts (a queue passed to a child that a

@@ -14,9 +14,10 @@
 //! size is sealed, at least that long) before storing the item; a
 //! descriptor that is not, or one that is missing, is a broken batch
 //! (nothing of it is stored, the stream is closed). A consumer whose ops
-//! connection said it takes sealed items gets one such item in a
-//! `SEALED_ITEM` answer, opens the object from the broker's process while
-//! the item is in flight there, checks it again and copies the bytes out
+//! connection said it takes sealed items gets a run of them in a
+//! `SEALED_ITEMS` answer ([`run_len`]), opens each object from the
+//! broker's process while the item is in flight there (when a `get` takes
+//! it), checks it again and copies the bytes out
 //! with `pread` before it acknowledges the item (never a mapping: no
 //! `SIGBUS` and no data race whatever the object is or whoever writes
 //! it). When the broker drops an item held in a reusable object it tells
@@ -42,6 +43,8 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::queue::core::Item;
+use crate::queue::wire;
 use crate::sys::{self, OwnedHandle};
 use crate::tag::bulk::Shape;
 use crate::{tag, Address, Connection, Error};
@@ -59,6 +62,13 @@ const POOL_BYTES: usize = 32 << 20;
 /// Reusable objects are sized in steps of this (an item a little longer
 /// than the last one still fits).
 const POOL_STEP: usize = 64 << 10;
+
+/// At most this many sealed items go in one answer to a `GET`...
+pub(crate) const RUN_ITEMS: usize = 8;
+/// ... and past the first, at most this many bytes of them in all: a
+/// consumer holds a run until it takes each item (or gives the rest back),
+/// and other consumers cannot have them meanwhile.
+pub(crate) const RUN_BYTES: usize = 8 << 20;
 
 /// Sealed items the broker holds now.
 static HELD: AtomicUsize = AtomicUsize::new(0);
@@ -303,6 +313,39 @@ pub(crate) fn keep(
         return bytes.map(Kept::Bytes);
     }
     Ok(Kept::Sealed(Blob { fd, len, notify }))
+}
+
+/// How many of `items` (taken to answer a `GET`, oldest first) go in one
+/// `SEALED_ITEMS` answer: the sealed items they start with, at most
+/// [`RUN_ITEMS`] and, past the first, [`RUN_BYTES`] in all. So a consumer
+/// that fell behind asks once for several and reads them one after the
+/// other (each when its `get` comes, before acknowledging it) while the
+/// producer writes the next ones, instead of a round trip per item. 0
+/// when the first item is not sealed.
+pub(crate) fn run_len(items: &[Item]) -> usize {
+    let mut bytes = 0usize;
+    let mut n = 0;
+    for item in items.iter().take(RUN_ITEMS) {
+        let Some(blob) = item.blob() else { break };
+        bytes = bytes.saturating_add(blob.len());
+        if n > 0 && bytes > RUN_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The `SEALED_ITEMS` answer naming the sealed `items` (where this
+/// process holds their descriptors); an item that is not sealed is left
+/// out (the caller sends only a [`run_len`]).
+pub(crate) fn answer(items: &[Item]) -> Vec<u8> {
+    let named: Vec<(u64, u64)> = items
+        .iter()
+        .filter_map(Item::blob)
+        .map(|b| (b.len() as u64, b.value()))
+        .collect();
+    wire::sealed_items(std::process::id(), &named)
 }
 
 /// Why a consumer could not have a sealed item.

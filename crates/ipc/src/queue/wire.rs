@@ -15,7 +15,7 @@
 //! | `ACQUIRE` | holder → broker | wanted u32, timeout, acks | `GRANTED` count u32, or `FULL` |
 //! | `PUT_WAIT` | holder → broker | wanted u32, timeout, barrier u64, one item | `GRANTED` count u32 (the first place holds the item), or `FULL` (not stored) |
 //! | `RELEASE` | holder → broker | count u32 | none |
-//! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, `SEALED_ITEM` len u64 + pid u32 + handle u64, or `EMPTY` |
+//! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, `SEALED_ITEMS` pid u32 + count u32 + (len u64, handle u64) each, or `EMPTY` |
 //! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
 //! | `QSIZE` | holder → broker | barrier u64, acks | `SIZE` u64 |
 //! | `SYNC` | holder or feeder → broker | nothing | `SYNCED`, once everything sent before it on this connection is stored |
@@ -44,11 +44,12 @@
 //! *handles* connection (role 3, nothing else on it) before the batch.
 //! Role 0 with bit `0x80` set (`OPS_SEALED`) is an ops connection whose
 //! holder takes sealed items: a `GET` on it may be answered
-//! `SEALED_ITEM`, one item, the object's length, the broker's pid and its
-//! descriptor number there (the holder opens it with
-//! [`sys::import_handle`](crate::sys::import_handle) while the item is in
-//! flight on that connection, checks its seals and size, and reads it).
-//! `ITEMS` never holds a sealed item.
+//! `SEALED_ITEMS`, a run of sealed items from the front of the queue (at
+//! least one, at most the `GET`'s *most*): the broker's pid, then each
+//! object's length and its descriptor number there (the holder opens each
+//! with [`sys::import_handle`](crate::sys::import_handle) while the items
+//! are in flight on that connection, checks its seals and size, and reads
+//! it). `ITEMS` never holds a sealed item.
 //!
 //! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
 //! count u32, then that many (conn id u64, taken u32) pairs.
@@ -97,7 +98,7 @@ pub(crate) const DONE: u8 = 110;
 pub(crate) const TOO_MANY: u8 = 111;
 pub(crate) const JOINED: u8 = 112;
 pub(crate) const ACK_PAGE: u8 = 113;
-pub(crate) const SEALED_ITEM: u8 = 114;
+pub(crate) const SEALED_ITEMS: u8 = 114;
 pub(crate) const NO_PAGE: u8 = 115;
 
 /// The top bit of a long item length: a sealed item (no bytes follow).
@@ -224,11 +225,11 @@ pub(crate) enum Reply {
     Granted(u32),
     Full,
     Items(Vec<Range<usize>>),
-    /// One sealed item: its length, and where the holder opens it.
-    SealedItem {
-        len: u64,
+    /// Sealed items: the broker's pid, and each one's length and
+    /// descriptor number there (where the holder opens it).
+    SealedItems {
         pid: u32,
-        value: u64,
+        items: Vec<(u64, u64)>,
     },
     Empty,
     Size(u64),
@@ -448,12 +449,17 @@ pub(crate) fn ack_page(conn: u64, pid: u32, value: u64) -> Vec<u8> {
     out
 }
 
-pub(crate) fn sealed_item(len: u64, pid: u32, value: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(21);
-    out.push(SEALED_ITEM);
-    put_u64(&mut out, len);
+/// A `SEALED_ITEMS` answer: the broker's `pid`, and each item's length
+/// and descriptor number.
+pub(crate) fn sealed_items(pid: u32, items: &[(u64, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + 16 * items.len());
+    out.push(SEALED_ITEMS);
     put_u32(&mut out, pid);
-    put_u64(&mut out, value);
+    put_u32(&mut out, u32::try_from(items.len()).unwrap_or(u32::MAX));
+    for &(len, value) in items {
+        put_u64(&mut out, len);
+        put_u64(&mut out, value);
+    }
     out
 }
 
@@ -711,11 +717,19 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
             }
             return Ok(Reply::Items(items));
         }
-        SEALED_ITEM => Reply::SealedItem {
-            len: r.u64()?,
-            pid: r.u32()?,
-            value: r.u64()?,
-        },
+        SEALED_ITEMS => {
+            let pid = r.u32()?;
+            let count = r.u32()?;
+            // Each entry is 16 bytes: a count the message cannot hold is
+            // refused before anything is allocated for it.
+            if count == 0 || count as usize > msg.len() / 16 {
+                return Err(Malformed("sealed item count"));
+            }
+            let items = (0..count)
+                .map(|_| Ok((r.u64()?, r.u64()?)))
+                .collect::<Result<Vec<_>, Malformed>>()?;
+            Reply::SealedItems { pid, items }
+        }
         EMPTY => Reply::Empty,
         SIZE => Reply::Size(r.u64()?),
         SYNCED => Reply::Synced,
@@ -922,14 +936,30 @@ mod tests {
         put_sealed(&mut m, 5);
         assert!(parse_reply(&m).is_err());
         assert_eq!(
-            parse_reply(&sealed_item(9, 7, 3)),
-            Ok(Reply::SealedItem {
-                len: 9,
+            parse_reply(&sealed_items(7, &[(9, 3)])),
+            Ok(Reply::SealedItems {
                 pid: 7,
-                value: 3
+                items: vec![(9, 3)]
             })
         );
-        assert!(parse_reply(&sealed_item(9, 7, 3)[..20]).is_err());
+        let two = sealed_items(7, &[(9, 3), (1 << 20, 4)]);
+        assert_eq!(
+            parse_reply(&two),
+            Ok(Reply::SealedItems {
+                pid: 7,
+                items: vec![(9, 3), (1 << 20, 4)]
+            })
+        );
+        // Cut short, one entry too many or too few, none, or a count no
+        // message could hold: refused.
+        assert!(parse_reply(&two[..two.len() - 1]).is_err());
+        let mut long = two.clone();
+        long.extend_from_slice(&[0; 16]);
+        assert!(parse_reply(&long).is_err());
+        assert!(parse_reply(&sealed_items(7, &[])).is_err());
+        let mut huge = sealed_items(7, &[(9, 3)]);
+        huge[5..9].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(parse_reply(&huge).is_err());
         assert_eq!(
             parse_request(&hello_ops(1, 2, true)),
             Ok(Request::Hello {

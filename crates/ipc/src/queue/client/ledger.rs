@@ -78,7 +78,11 @@ struct Delivery<L> {
     link: L,
     frame: Arc<Vec<u8>>,
     items: Vec<Range<usize>>,
-    /// The next item to hand out: `items[next..]` are buffered.
+    /// A delivery of sealed items has these instead (its `items` empty):
+    /// where each one is, still in its object.
+    sealed: Vec<SealedRef>,
+    /// The next item to hand out: `items[next..]` (or `sealed[next..]`)
+    /// are buffered.
     next: usize,
     /// When it arrived.
     at: Instant,
@@ -86,8 +90,21 @@ struct Delivery<L> {
 
 impl<L> Delivery<L> {
     fn left(&self) -> usize {
-        self.items.len().saturating_sub(self.next)
+        (self.items.len() + self.sealed.len()).saturating_sub(self.next)
     }
+}
+
+/// A sealed item of a delivery, still in its object (in flight on its
+/// connection, so the broker holds its descriptor): where the holder
+/// opens it, and its length. Read before it is acknowledged (the ack may
+/// free the object for its producer): see [`Ledger::next_sealed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SealedRef {
+    /// The broker's pid.
+    pub(super) pid: u32,
+    /// Its descriptor number there.
+    pub(super) value: u64,
+    pub(super) len: u64,
 }
 
 /// Why a buffered item could not be handed out: its acknowledgement could
@@ -187,9 +204,39 @@ impl<L> Ledger<L> {
             link,
             frame: frame.clone(),
             items: extras,
+            sealed: Vec::new(),
             next: 0,
             at: now,
         });
+    }
+
+    /// [`receive`](Self::receive) for the `extras` of a delivery of
+    /// sealed items: their objects stay in flight (busy for their
+    /// producer) until each is read, acknowledged and taken, or given back
+    /// with the rest.
+    pub(super) fn receive_sealed(
+        &mut self,
+        conn: u64,
+        link: L,
+        extras: Vec<SealedRef>,
+        now: Instant,
+    ) {
+        self.deliveries.push_back(Delivery {
+            conn,
+            link,
+            frame: Arc::default(),
+            items: Vec::new(),
+            sealed: extras,
+            next: 0,
+            at: now,
+        });
+    }
+
+    /// The item [`pop_with`](Self::pop_with) takes next, if it is a sealed
+    /// one: the caller reads it first (the ack may free its object).
+    pub(super) fn next_sealed(&self) -> Option<SealedRef> {
+        let d = self.deliveries.iter().find(|d| d.left() > 0)?;
+        d.sealed.get(d.next).copied()
     }
 
     /// Takes the oldest buffered item, acknowledging it on the connection
@@ -210,22 +257,29 @@ impl<L> Ledger<L> {
     pub(super) fn pop(
         &mut self,
         ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
-    ) -> Option<Result<Popped, PopError>> {
-        self.pop_with(ack, |frame, range| Received::new(frame.clone(), range))
+    ) -> Option<Result<Popped<Result<Received, SealedRef>>, PopError>> {
+        self.pop_with(
+            ack,
+            |frame, range| Ok(Received::new(frame.clone(), range)),
+            Err,
+        )
     }
 
     /// [`pop`](Self::pop), the item handed to `read` (its delivery's
     /// frame and its range there) once acknowledged: a caller that
     /// decodes it right away takes no reference to the frame (`get`'s
-    /// per-item path: no reference count touched per item).
+    /// per-item path: no reference count touched per item). A sealed item
+    /// is handed to `sealed` instead.
     pub(super) fn pop_with<R>(
         &mut self,
         ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
         read: impl FnOnce(&Arc<Vec<u8>>, Range<usize>) -> R,
+        sealed: impl FnOnce(SealedRef) -> R,
     ) -> Option<Result<Popped<R>, PopError>> {
         let i = self.deliveries.iter().position(|d| d.left() > 0)?;
         let d = &mut self.deliveries[i];
         let range = d.items.get(d.next).cloned().unwrap_or(0..0);
+        let taken = d.sealed.get(d.next).copied();
         d.next += 1;
         self.takes = self.takes.wrapping_add(1);
         let last = d.left() == 0;
@@ -234,7 +288,10 @@ impl<L> Ledger<L> {
             self.deliveries.remove(i);
             return Some(Err(PopError::Ack(e)));
         }
-        let item = read(&d.frame, range);
+        let item = match taken {
+            Some(t) => sealed(t),
+            None => read(&d.frame, range),
+        };
         if last {
             if let Some(d) = self.deliveries.remove(i) {
                 self.drained.push((conn, d.link));
@@ -368,7 +425,8 @@ mod tests {
     fn take(l: &mut Ledger<Conn>, ack: Ack) -> (String, Option<Conn>) {
         let p = l.pop(ack).unwrap().unwrap();
         let drained = if p.drained { l.unpark(p.conn) } else { None };
-        (text(&p.item), drained)
+        let item = p.item.expect("an inline item");
+        (text(&item), drained)
     }
 
     #[test]

@@ -56,7 +56,7 @@ use self::pool::Pool;
 use self::prefetch::{Extras, Prefetch};
 use crate::queue::acks::AckPage;
 use crate::queue::feeder::{ConnectHandles, FeedError, Feeder};
-use crate::queue::large::{self, FetchError};
+use crate::queue::large;
 use crate::queue::recycle::Recycler;
 use crate::queue::wire::{self, Reply, Role};
 use crate::tag::bulk::Shape;
@@ -70,6 +70,7 @@ mod owed;
 mod permits;
 mod pool;
 mod prefetch;
+mod sealed;
 
 pub(crate) use self::ledger::Received;
 pub(crate) use self::outcome::PutFail;
@@ -141,6 +142,14 @@ struct Holdings {
     /// Sealed items could not be opened here once: later ops connections
     /// take large items as bytes ([`large`]).
     no_sealed: AtomicBool,
+    /// Tests: a `GET` asks for at least this many items (a run of sealed
+    /// items without depending on the pace of the test's gets).
+    #[cfg(test)]
+    least_most: std::sync::atomic::AtomicU32,
+    /// Tests: the next buffered sealed item cannot be opened (as when
+    /// this process is out of descriptors), once.
+    #[cfg(test)]
+    unreachable_once: AtomicBool,
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -536,10 +545,11 @@ impl Holdings {
 const CARRY_MOST: usize = 64 << 10;
 
 /// What a `GET` brought: items (the connection, the answer, their ranges
-/// in it), or one sealed item, read.
+/// in it), or sealed items: the first one read, and where the others are
+/// (see [`sealed`]).
 enum Asked {
     Items(Link, Vec<u8>, Vec<Range<usize>>),
-    Sealed(Link, large::Fetched),
+    Sealed(Link, Result<large::Fetched>, Vec<ledger::SealedRef>),
 }
 
 /// A queue owned by another process, as this process holds it.
@@ -575,6 +585,10 @@ impl Remote {
                 #[cfg(test)]
                 give_back_hook: Mutex::new(None),
                 no_sealed: AtomicBool::new(false),
+                #[cfg(test)]
+                least_most: std::sync::atomic::AtomicU32::new(0),
+                #[cfg(test)]
+                unreachable_once: AtomicBool::new(false),
             }),
             feeder: OnceLock::new(),
             feeder_start: Mutex::new(()),
@@ -586,6 +600,26 @@ impl Remote {
     #[cfg(test)]
     pub(crate) fn on_give_back(&self, hook: impl FnOnce() + Send + 'static) {
         *lock(&self.holdings.give_back_hook) = Some(Box::new(hook));
+    }
+
+    /// Makes every later `GET` ask for at least `n` items.
+    #[cfg(test)]
+    pub(crate) fn ask_at_least(&self, n: u32) {
+        self.holdings.least_most.store(n, Ordering::Relaxed);
+    }
+
+    /// The next buffered sealed item this hold reads cannot be opened.
+    #[cfg(test)]
+    pub(crate) fn fail_next_open(&self) {
+        self.holdings
+            .unreachable_once
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this hold's new connections take sealed items.
+    #[cfg(test)]
+    pub(crate) fn takes_sealed(&self) -> bool {
+        self.holdings.takes_sealed()
     }
 
     /// Whether items wait in this process's buffer.
@@ -816,7 +850,7 @@ impl Remote {
         timeout: Option<Duration>,
         shape: Option<Shape>,
         read: impl Fn(&[u8]) -> R,
-        sealed: impl FnOnce(Received) -> R,
+        sealed: impl Fn(Received) -> R,
     ) -> Result<R> {
         let h = &self.holdings;
         // Set (with the time left) only when a give-back made this get
@@ -852,12 +886,26 @@ impl Remote {
                 timeout = Some(deadline::remaining(d, Instant::now()));
             }
             if !inbox.ledger.is_empty() {
+                // A sealed item is read before it is acknowledged (the
+                // ack may free its object); if it cannot be, the buffer
+                // went back and the get asks the broker.
+                let Ok((locked, mut fetched)) = self.fetch_next(inbox, shape) else {
+                    return self.get_with(timeout, shape, read, sealed);
+                };
+                inbox = locked;
+                let how: fn(&mut Link, bool) -> std::io::Result<()> = if fetched.is_some() {
+                    sealed::ack_now
+                } else {
+                    ack
+                };
                 // Acknowledged on its connection before it is handed out
                 // (see [`Ledger::pop`]): `Err` when the ack cannot be
                 // written, and the connection's end gives it back.
-                let popped = inbox
-                    .ledger
-                    .pop_with(ack, |frame, range| read(frame.get(range).unwrap_or(&[])));
+                let popped = inbox.ledger.pop_with(
+                    how,
+                    |frame, range| Ok(read(frame.get(range).unwrap_or(&[]))),
+                    |_| sealed::hand(fetched.take(), &sealed),
+                );
                 if let Some(popped) = popped {
                     let popped = popped.map_err(pop_failed)?;
                     let drained = if popped.drained {
@@ -869,7 +917,7 @@ impl Remote {
                     if let Some(link) = drained {
                         h.checkin(link);
                     }
-                    return Ok(popped.item);
+                    return popped.item;
                 }
             }
             // Counted from the moment the buffer was found empty: extras
@@ -883,19 +931,8 @@ impl Remote {
         inbox.prefetch.back_from_broker();
         let (mut link, frame, ranges) = match exchanged? {
             Asked::Items(link, frame, ranges) => (link, frame, ranges),
-            Asked::Sealed(mut link, fetched) => {
-                // Always alone, never in the ledger: acknowledged before
-                // it is handed out.
-                let now = Instant::now();
-                inbox.prefetch.delivered(now, 1);
-                inbox.ledger.taken_at(now);
-                drop(inbox);
-                if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
-                    return Err(gone("ack", e));
-                }
-                link.owed.sent_one_way();
-                h.checkin(link);
-                return Ok(sealed(Received::sealed(fetched)));
+            Asked::Sealed(link, first, extras) => {
+                return self.hand_out_sealed(inbox, link, (first, extras), &sealed);
             }
         };
         let frame = inbox.frames.lend(frame);
@@ -963,6 +1000,8 @@ impl Remote {
         let most = lock(&self.holdings.inbox)
             .prefetch
             .want(Instant::now(), self.maxsize);
+        #[cfg(test)]
+        let most = most.max(self.holdings.least_most.load(Ordering::Relaxed));
         // A late answer leaves `link` dropped: whatever the broker sends
         // on it afterwards goes back to the queue when it sees the end.
         let answer = self
@@ -973,7 +1012,7 @@ impl Remote {
                 buf,
             )
             .map_err(Late::for_get)?;
-        if answer.first() == Some(&wire::SEALED_ITEM) {
+        if answer.first() == Some(&wire::SEALED_ITEMS) {
             return self.sealed(link, &answer, timeout, shape);
         }
         match outcome::get(wire::parse_reply(&answer)) {
@@ -983,48 +1022,6 @@ impl Remote {
                 Err(e)
             }
             Answer::Garbled(other) => Err(gone("get", format!("unexpected answer {other}"))),
-        }
-    }
-
-    /// A `SEALED_ITEM` answer on `link`: opens and reads the item while it
-    /// is in flight there. An object that is not what the answer says is
-    /// garbage, taken like an item that does not decode ([`Error::Decode`]);
-    /// one that cannot be opened goes back (settled, seen by the broker,
-    /// then the connection is dropped) and later connections take large
-    /// items as bytes: the get asks again.
-    fn sealed(
-        &self,
-        mut link: Link,
-        answer: &[u8],
-        timeout: Option<Duration>,
-        shape: Option<Shape>,
-    ) -> Result<Asked> {
-        let Ok(Reply::SealedItem { len, pid, value }) = wire::parse_reply(answer) else {
-            return Err(gone("get", "malformed sealed item"));
-        };
-        match large::fetch(pid, value, len, shape) {
-            Ok(fetched) => Ok(Asked::Sealed(link, fetched)),
-            Err(FetchError::Refused(e)) => {
-                tracing::warn!("a sealed queue item was refused: {e}");
-                if let Err(e) = link.conn.send_bytes(&wire::settle(1, 0)) {
-                    return Err(gone("ack", e));
-                }
-                link.owed.sent_one_way();
-                self.holdings.checkin(link);
-                Err(e)
-            }
-            Err(FetchError::Unreachable(e)) => {
-                tracing::warn!("cannot open a sealed queue item ({e}): large items come as bytes");
-                self.holdings.no_sealed.store(true, Ordering::Relaxed);
-                // Back to the front, seen by the broker, before the get
-                // asks again (on another connection): a dropped connection
-                // would give it back only when the broker sees its end,
-                // maybe after a later item answered the new request.
-                lock(&self.holdings.inbox).returning += 1;
-                let _ = self.holdings.settle_returned(link, 1, true);
-                self.holdings.returned_back();
-                self.ask(timeout, Vec::new(), shape)
-            }
         }
     }
 
