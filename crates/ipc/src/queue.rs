@@ -537,6 +537,9 @@ mod put_wait_tests;
 mod order_tests;
 
 #[cfg(test)]
+mod on_send_tests;
+
+#[cfg(test)]
 mod remote_tests {
     use super::*;
     use crate::Client;

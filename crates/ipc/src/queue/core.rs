@@ -271,6 +271,23 @@ impl Core {
         }
     }
 
+    /// The last item sent on `conn` (a one-item answer just written:
+    /// ack on send) is taken: it leaves the queue. False if `conn` has
+    /// nothing in flight.
+    pub(crate) fn taken_on_send(&mut self, conn: u64) -> bool {
+        let Some(q) = self.inflight.get_mut(&conn) else {
+            return false;
+        };
+        if q.pop_back().is_none() {
+            return false;
+        }
+        if q.is_empty() {
+            self.inflight.remove(&conn);
+        }
+        self.inflight_total -= 1;
+        true
+    }
+
     /// `items` from [`take_out`](Self::take_out) are not sent after all:
     /// they come back to the front of the queue, in their order. Returns
     /// how many did.
@@ -545,7 +562,7 @@ impl Shared {
             let Some(p) = core.parked_gets.pop_front() else {
                 break;
             };
-            let Want::Get { most } = p.want else {
+            let Want::Get { most, .. } = p.want else {
                 continue;
             };
             // An even share with the others still waiting, at least one.
@@ -580,13 +597,40 @@ impl Shared {
         self.finish(core);
     }
 
-    /// Releases the lock, then answers the parked requests served under it.
-    fn finish(&self, mut core: MutexGuard<'_, Core>) {
-        let served = self.serve(&mut core);
-        drop(core);
-        if !served.is_empty() {
-            parked::deliver(self, served);
+    /// Releases the lock, then answers the parked requests served under it
+    /// (again while the answers free room: items taken on send).
+    fn finish<'a>(&'a self, mut core: MutexGuard<'a, Core>) {
+        loop {
+            let served = self.serve(&mut core);
+            drop(core);
+            if served.is_empty() || !parked::deliver(self, served) {
+                return;
+            }
+            core = self.lock();
         }
+    }
+
+    /// A one-item answer to a `GET` without a timeout was written on
+    /// `conn` by its own thread: the item is taken (ack on send), and the
+    /// room it leaves may be a parked request's.
+    pub(crate) fn taken_on_send(&self, conn: u64) {
+        let mut core = self.lock();
+        if core.taken_on_send(conn) {
+            wake(&self.not_full, core.putters_waiting, 1);
+        }
+        self.finish(core);
+    }
+
+    /// [`taken_on_send`](Self::taken_on_send) for an answer written by
+    /// another thread ([`parked::deliver`], which serves again after its
+    /// answers): counts the item out without serving. True if it was.
+    pub(crate) fn count_out_sent(&self, conn: u64) -> bool {
+        let mut core = self.lock();
+        let out = core.taken_on_send(conn);
+        if out {
+            wake(&self.not_full, core.putters_waiting, 1);
+        }
+        out
     }
 
     /// Takes up to `most` items to send if there are some (as

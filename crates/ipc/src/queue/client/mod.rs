@@ -522,6 +522,9 @@ const CARRY_MOST: usize = 64 << 10;
 /// in it), or one sealed item, read.
 enum Asked {
     Items(Link, Vec<u8>, Vec<Range<usize>>),
+    /// One item the broker counted out when it wrote it (`ITEM_TAKEN`:
+    /// ack on send): nothing to acknowledge.
+    Taken(Link, Vec<u8>, Range<usize>),
     Sealed(Link, large::Fetched),
 }
 
@@ -866,6 +869,17 @@ impl Remote {
         inbox.prefetch.back_from_broker();
         let (mut link, frame, ranges) = match exchanged? {
             Asked::Items(link, frame, ranges) => (link, frame, ranges),
+            Asked::Taken(link, frame, range) => {
+                // Out of the queue already: no ack, no wake-up of the
+                // broker.
+                let now = Instant::now();
+                inbox.prefetch.delivered(now, 1);
+                inbox.ledger.taken_at(now);
+                let frame = inbox.frames.lend(frame);
+                drop(inbox);
+                h.checkin(link);
+                return Ok(read(Received::new(frame, range).bytes()));
+            }
             Asked::Sealed(mut link, fetched) => {
                 // Always alone, never in the ledger: acknowledged before
                 // it is handed out.
@@ -958,6 +972,12 @@ impl Remote {
             .map_err(Late::for_get)?;
         if answer.first() == Some(&wire::SEALED_ITEM) {
             return self.sealed(link, &answer, timeout, shape);
+        }
+        if answer.first() == Some(&wire::ITEM_TAKEN) {
+            return match outcome::taken(wire::parse_reply(&answer)) {
+                Answer::Done(range) => Ok(Asked::Taken(link, answer, range)),
+                Answer::Garbled(other) => Err(gone("get", format!("unexpected answer {other}"))),
+            };
         }
         match outcome::get(wire::parse_reply(&answer)) {
             Answer::Done(Ok(ranges)) => Ok(Asked::Items(link, answer, ranges)),
