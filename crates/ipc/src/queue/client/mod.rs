@@ -475,16 +475,26 @@ impl Holdings {
             let chore = janitor::next(inbox.ledger.idle_since(), inbox.permits.idle_since(), now);
             let (items, permits) = match chore {
                 Chore::Sleep => {
+                    if let Some(due) = inbox.janitor.linger(now) {
+                        // Awake for a while after work: the next delivery
+                        // or grant needs no wake-up of this thread.
+                        inbox = wait_timeout(&self.janitor, inbox, deadline::remaining(due, now)).0;
+                        continue;
+                    }
                     inbox.janitor.set_idle(true);
                     inbox = wait(&self.janitor, inbox);
                     inbox.janitor.set_idle(false);
                     continue;
                 }
                 Chore::WaitUntil(due) => {
+                    inbox.janitor.busy(now);
                     inbox = wait_timeout(&self.janitor, inbox, deadline::remaining(due, now)).0;
                     continue;
                 }
-                Chore::Reap { items, permits } => (items, permits),
+                Chore::Reap { items, permits } => {
+                    inbox.janitor.busy(now);
+                    (items, permits)
+                }
             };
             // Out of the parking and out of the buffer at once, with the
             // give-back counted as under way: a get meanwhile finds
