@@ -7,8 +7,8 @@
 //! put first takes a *permit* (CPython's semaphore): a place in the queue
 //! the broker reserved for this process. Without one it asks the broker
 //! (`ACQUIRE`, waiting as a put waits on a full queue) for a few at once,
-//! about as many as it used in the last half millisecond (at most a
-//! quarter of `maxsize`); to a small queue (`maxsize` < 8, one permit at
+//! about as many as it used in the last half millisecond (at most
+//! `maxsize`); to a small queue (`maxsize` < 8, one permit at
 //! a time) the request carries the item itself (`PUT_WAIT`), which the
 //! broker stores in the place it grants. Permits it does not use go back: when this
 //! process has used none for 50 ms (the janitor), when it asks the size of
@@ -687,7 +687,7 @@ impl Remote {
             }
             Err(wanted) => wanted,
         };
-        if prefetch::bounded_cap(self.maxsize) != Some(1) || !tail.is_empty() {
+        if prefetch::permit_cap(self.maxsize) != 1 || !tail.is_empty() {
             // Permits come several at a time (`maxsize` ≥ 8): the items go
             // through the feeder in batches. So does a large byte
             // sequence's body (`tail`: copied once, into its object).
@@ -965,8 +965,9 @@ impl Remote {
         // (extras would only go straight back). A bounded queue counts
         // delivered items until they are acknowledged (as CPython's
         // semaphore counts items still in its pipe), so a batch never lets
-        // the queue hold more than `maxsize`; a quarter of it at most, so
-        // that producers do not wait for a whole batch to be taken.
+        // the queue hold more than `maxsize`; the pace keeps it to what
+        // this process takes (docs/architecture.md, "Bounded queues:
+        // whole-queue batches").
         let most = lock(&self.holdings.inbox)
             .prefetch
             .want(Instant::now(), self.maxsize);
