@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::listener::Pending;
 use crate::queue::acks::AckPages;
-use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
+use crate::queue::core::{self, Acquired, Deadline, Item, Shared, Taken};
 use crate::queue::large::{self, Kept};
 use crate::queue::parked::{self, Given, Parker, Waited, Want};
 use crate::queue::recycle::Recycler;
@@ -661,18 +661,24 @@ fn serve_ops(
                             // sent: the holder's acks for them come after.
                             // (A parked request answered by another thread
                             // takes this path too, sealed items as bytes.)
-                            let on_send = parked::taken_on_send(want, items.len());
+                            let on_send = parked::taken_on_send(want, items.len())
+                                && parker.fits_now(5 + core::items_answer_bound(&items));
                             shared.answer_items(id, items, &mut reply);
-                            if on_send {
+                            // Taken before it is written (ack on send): its
+                            // place is free for a parked put, and gone from
+                            // `qsize` before the holder's get can return.
+                            let taken = if on_send {
                                 wire::mark_taken(&mut reply);
-                            }
+                                shared.taken_on_send(id, true)
+                            } else {
+                                None
+                            };
                             // On failure the items are in flight on this
-                            // connection: closing it puts them back.
+                            // connection (closing it puts them back), or
+                            // taken on send and put back here.
                             let sent = conn.send_bytes(&reply);
-                            if on_send && sent.is_ok() {
-                                // Written: taken (ack on send), and its
-                                // place is free for a parked put.
-                                shared.taken_on_send(id);
+                            if let (Err(_), Some(item)) = (&sent, taken) {
+                                shared.restore(item, true);
                             }
                             if reply.capacity() > KEEP_REPLY {
                                 reply = Vec::new();

@@ -271,21 +271,24 @@ impl Core {
         }
     }
 
-    /// The last item sent on `conn` (a one-item answer just written:
-    /// ack on send) is taken: it leaves the queue. False if `conn` has
-    /// nothing in flight.
-    pub(crate) fn taken_on_send(&mut self, conn: u64) -> bool {
-        let Some(q) = self.inflight.get_mut(&conn) else {
-            return false;
-        };
-        if q.pop_back().is_none() {
-            return false;
-        }
+    /// The last item recorded on `conn` (a one-item answer about to be
+    /// written: ack on send) is taken: it leaves the queue and is
+    /// returned, for [`restore`](Self::restore) if the write fails.
+    /// `None` if `conn` has nothing in flight.
+    pub(crate) fn taken_on_send(&mut self, conn: u64) -> Option<Item> {
+        let q = self.inflight.get_mut(&conn)?;
+        let item = q.pop_back()?;
         if q.is_empty() {
             self.inflight.remove(&conn);
         }
         self.inflight_total -= 1;
-        true
+        Some(item)
+    }
+
+    /// An item [`taken_on_send`](Self::taken_on_send) whose answer could
+    /// not be written: back to the front of the queue.
+    pub(crate) fn restore(&mut self, item: Item) {
+        self.items.push_front(item);
     }
 
     /// `items` from [`take_out`](Self::take_out) are not sent after all:
@@ -610,27 +613,34 @@ impl Shared {
         }
     }
 
-    /// A one-item answer to a `GET` without a timeout was written on
-    /// `conn` by its own thread: the item is taken (ack on send), and the
-    /// room it leaves may be a parked request's.
-    pub(crate) fn taken_on_send(&self, conn: u64) {
+    /// A one-item answer to a `GET` without a timeout is about to be
+    /// written on `conn`: the item is taken now (ack on send), before the
+    /// holder can see it, so a size read after the holder's `get` returned
+    /// never counts it; the room it leaves may be a parked request's
+    /// (served by the caller's `finish`, or here with `serve`). Returns the
+    /// item for [`restore`](Self::restore) if the write fails.
+    pub(crate) fn taken_on_send(&self, conn: u64, serve: bool) -> Option<Item> {
         let mut core = self.lock();
-        if core.taken_on_send(conn) {
+        let item = core.taken_on_send(conn);
+        if item.is_some() {
             wake(&self.not_full, core.putters_waiting, 1);
         }
-        self.finish(core);
+        if serve {
+            self.finish(core);
+        }
+        item
     }
 
-    /// [`taken_on_send`](Self::taken_on_send) for an answer written by
-    /// another thread ([`parked::deliver`], which serves again after its
-    /// answers): counts the item out without serving. True if it was.
-    pub(crate) fn count_out_sent(&self, conn: u64) -> bool {
+    /// An item taken on send whose answer could not be written (its
+    /// holder is gone): back to the front of the queue. With `serve`, the
+    /// parked requests it makes answerable are served here.
+    pub(crate) fn restore(&self, item: Item, serve: bool) {
         let mut core = self.lock();
-        let out = core.taken_on_send(conn);
-        if out {
-            wake(&self.not_full, core.putters_waiting, 1);
+        core.restore(item);
+        wake(&self.not_empty, core.getters_waiting, 1);
+        if serve {
+            self.finish(core);
         }
-        out
     }
 
     /// Takes up to `most` items to send if there are some (as

@@ -164,16 +164,20 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) -> bool {
         let fits = |len: usize| p.local && sys::room_now(p.conn.stream().handle(), len + 16);
         // Written here: the answer is in `out`, with the grant to free if
         // it is never received.
-        let mut on_send = false;
+        let mut taken = None;
         let direct = match given {
             Given::Items(items) if fits(5 + items_answer_bound(&items)) => {
-                on_send = taken_on_send(p.want, items.len());
+                let on_send = taken_on_send(p.want, items.len());
                 // Recorded as in flight on the connection before the
                 // answer is written (no ack can come for them first; if
                 // the write fails they go back when the connection ends).
                 shared.answer_items(p.conn_id, items, &mut out);
                 if on_send {
+                    // Taken before it is written (ack on send); the room
+                    // it leaves is served by the caller's next pass.
                     wire::mark_taken(&mut out);
+                    taken = shared.taken_on_send(p.conn_id, false);
+                    freed |= taken.is_some();
                 }
                 Ok(None)
             }
@@ -201,12 +205,11 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) -> bool {
                         // A carried item was stored: it stays.
                         shared.release(session, n - usize::from(carries));
                     }
-                } else if on_send {
-                    // Counted out before the request is marked answered:
-                    // its connection's thread, which waits for that,
-                    // cannot see the holder's end and give the item back
-                    // first.
-                    freed |= shared.count_out_sent(p.conn_id);
+                    if let Some(item) = taken.take() {
+                        // Taken on send, never received: back to the front
+                        // (the caller's next pass serves it).
+                        shared.restore(item, false);
+                    }
                 }
                 *lock(&p.state) = State::Answered;
             }
@@ -262,6 +265,20 @@ impl Parker {
             local: None,
             wake: None,
         }
+    }
+
+    /// Whether an answer of `len` bytes can be written on the connection
+    /// now without blocking whatever the holder does (a local stream
+    /// socket with room for it, as [`deliver`] writes): only such an
+    /// answer is taken on send, so an item counted out is in the holder's
+    /// socket at once, never stuck in a write to a holder that does not
+    /// read.
+    pub(crate) fn fits_now(&mut self, len: usize) -> bool {
+        let conn = &self.conn;
+        let local = *self
+            .local
+            .get_or_insert_with(|| sys::is_local_stream(conn.stream().handle()));
+        local && sys::room_now(conn.stream().handle(), len + 16)
     }
 
     /// A request to park (not yet in any list): `None` if no wake-up pipe

@@ -157,6 +157,17 @@ fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
             link.owed.acked_on_page();
             Ok(())
         }
+        (AckBy::Settle, Some(acks)) => {
+            // On the page first, so that a size read anywhere (every page
+            // of the queue is read before one) counts it out at once; the
+            // `SETTLE` only makes the broker read the page now.
+            acks.add();
+            link.conn
+                .send_bytes(&wire::settle(0, 0))
+                .map_err(std::io::Error::other)?;
+            link.owed.settled();
+            Ok(())
+        }
         _ => {
             link.conn
                 .send_bytes(&wire::settle(1, 0))
