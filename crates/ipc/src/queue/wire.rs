@@ -51,8 +51,9 @@
 //! `ITEMS` never holds a sealed item.
 //!
 //! *Ack on send*: the answer to a `GET` without a timeout that delivers
-//! one item (not sealed) is `ITEM_TAKEN`: the broker counted the item out
-//! of the queue once the answer was written, so the holder acknowledges
+//! one item (not sealed), written at once on a local stream socket, is
+//! `ITEM_TAKEN`: the broker counted the item out of the queue as it wrote
+//! it (back to the front if the write failed), so the holder acknowledges
 //! nothing (no `SETTLE`); a holder killed before its `get` returned loses
 //! that item, as a holder killed between its ack and the return did
 //! (docs/reliability.md). A `GET` with a timeout keeps `ITEMS`: a holder
