@@ -1001,8 +1001,8 @@ fn a_producer_killed_holding_permits_leaves_no_capacity_lost() -> mproc::Result<
     Ok(())
 }
 
-/// Producers that take permits many at a time (a quarter of `maxsize` at
-/// most), with consumers prefetching as much: still every item once.
+/// Producers that take permits many at a time (up to `maxsize`), with
+/// consumers prefetching as much: still every item once.
 #[mproc::test]
 fn bounded_many_to_many_with_batched_permits_every_item_exactly_once() -> mproc::Result<()> {
     many_to_many(1000, 4, 4, 25_000)

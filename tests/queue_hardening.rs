@@ -127,6 +127,82 @@ fn consumers_killed_at_random_never_see_an_item_twice() -> mproc::Result<()> {
     Ok(())
 }
 
+/// Consumers killed at random moments while they take from a `Queue(1)`
+/// that the owner fills as they go: every delivery is one item, taken by
+/// the broker when it writes it (ack on send, issue 12 item 11), with
+/// consumers killed while parked in `get`, with the item written to them,
+/// or after `get` returned it. Each item is seen at most once, and all
+/// but at most one per kill (the one inside the killed `get`).
+#[mproc::test]
+fn consumers_killed_at_random_on_a_queue_of_one_never_see_an_item_twice() -> mproc::Result<()> {
+    const ITEMS: u32 = 3_000;
+    const KILLS: usize = 8;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    let dir = std::env::temp_dir().join(format!("mproc-test-record1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let q = Queue::<Option<u32>>::new(1)?;
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            for i in 0..ITEMS {
+                q.put(Some(i)).expect("put");
+            }
+        })
+    };
+    let mut records = Vec::new();
+    let start = |records: &mut Vec<PathBuf>| -> mproc::Result<Process> {
+        let path = dir.join(format!("{}.txt", records.len()));
+        records.push(path.clone());
+        let mut p = Process::new(record_everything, (q.clone(), path));
+        p.start()?;
+        Ok(p)
+    };
+    let mut live = vec![start(&mut records)?, start(&mut records)?];
+    for _ in 0..KILLS {
+        // A random moment of the consumers' work: the stimulus, not a
+        // wait for anything to settle.
+        std::thread::sleep(Duration::from_millis(2 + rng.below(20)));
+        let victim = rng.below(live.len() as u64) as usize;
+        let mut p = live.swap_remove(victim);
+        p.kill()?;
+        p.join()?;
+        assert_eq!(p.exitcode(), Some(-9));
+        live.push(start(&mut records)?);
+    }
+    producer.join().expect("the producer thread");
+    for _ in &live {
+        q.put(None).map_err(Error::from)?;
+    }
+    for p in &mut live {
+        p.join()?;
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    let mut seen: HashMap<u32, u32> = HashMap::new();
+    for r in &records {
+        read_record(r, &mut seen);
+    }
+    while q.qsize() > 0 {
+        if let Some(i) = q.get_timeout(Duration::from_secs(30))? {
+            *seen.entry(i).or_default() += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?} (seed {seed})");
+    let missing = (0..ITEMS).filter(|i| !seen.contains_key(i)).count();
+    eprintln!("{missing} items lost with {KILLS} kills");
+    assert!(
+        missing <= KILLS,
+        "{missing} items lost with {KILLS} kills (seed {seed})"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------
 // Item 5: bounded pre-authentication work.
 

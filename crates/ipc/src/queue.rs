@@ -540,6 +540,9 @@ mod order_tests;
 mod sealed_tests;
 
 #[cfg(test)]
+mod on_send_tests;
+
+#[cfg(test)]
 mod remote_tests {
     use super::*;
     use crate::Client;

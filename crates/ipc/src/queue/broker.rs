@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::listener::Pending;
 use crate::queue::acks::AckPages;
-use crate::queue::core::{Acquired, Deadline, Item, Shared, Taken};
+use crate::queue::core::{self, Acquired, Deadline, Item, Shared, Taken};
 use crate::queue::large::{self, Kept};
 use crate::queue::parked::{self, Given, Parker, Waited, Want};
 use crate::queue::recycle::Recycler;
@@ -626,9 +626,13 @@ fn serve_ops(
                 shared.ack(&acks);
                 shared.wait_barrier(session, barrier);
                 let (most, deadline) = (most as usize, deadline_of(timeout));
-                let parked = parked::PARKS
-                    .then(|| parker.request(id, Want::Get { most }))
-                    .flatten();
+                // Ack on send for a one-item answer to a get that waits
+                // for good (see [`wire::ITEM_TAKEN`]).
+                let want = Want::Get {
+                    most,
+                    on_send: deadline.is_none(),
+                };
+                let parked = parked::PARKS.then(|| parker.request(id, want)).flatten();
                 let taken = match parked {
                     Some(p) => match shared.take_or_park(most, deadline, p.clone()) {
                         Some(t) => t,
@@ -657,10 +661,25 @@ fn serve_ops(
                             // sent: the holder's acks for them come after.
                             // (A parked request answered by another thread
                             // takes this path too, sealed items as bytes.)
+                            let on_send = parked::taken_on_send(want, items.len())
+                                && parker.fits_now(5 + core::items_answer_bound(&items));
                             shared.answer_items(id, items, &mut reply);
+                            // Taken before it is written (ack on send): its
+                            // place is free for a parked put, and gone from
+                            // `qsize` before the holder's get can return.
+                            let taken = if on_send {
+                                wire::mark_taken(&mut reply);
+                                shared.taken_on_send(id, true)
+                            } else {
+                                None
+                            };
                             // On failure the items are in flight on this
-                            // connection: closing it puts them back.
+                            // connection (closing it puts them back), or
+                            // taken on send and put back here.
                             let sent = conn.send_bytes(&reply);
+                            if let (Err(_), Some(item)) = (&sent, taken) {
+                                shared.restore(item, true);
+                            }
                             if reply.capacity() > KEEP_REPLY {
                                 reply = Vec::new();
                             }
@@ -984,7 +1003,9 @@ mod tests {
         b.register(queue, shared.clone());
         shared.push_all([Item::whole(vec![9])]);
         let (c, _) = ops(&b, queue, 78);
-        c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
+        // With a timeout: acknowledged, not taken on send (in flight).
+        c.send_bytes(&wire::get(1, Some(Duration::from_secs(60)), 0, &[]))
+            .unwrap();
         c.recv_bytes().unwrap();
         c.send_bytes(&[wire::PAGE, 0]).unwrap();
         assert!(matches!(c.recv_bytes(), Err(Error::Eof)));

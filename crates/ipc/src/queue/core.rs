@@ -271,6 +271,26 @@ impl Core {
         }
     }
 
+    /// The last item recorded on `conn` (a one-item answer about to be
+    /// written: ack on send) is taken: it leaves the queue and is
+    /// returned, for [`restore`](Self::restore) if the write fails.
+    /// `None` if `conn` has nothing in flight.
+    pub(crate) fn taken_on_send(&mut self, conn: u64) -> Option<Item> {
+        let q = self.inflight.get_mut(&conn)?;
+        let item = q.pop_back()?;
+        if q.is_empty() {
+            self.inflight.remove(&conn);
+        }
+        self.inflight_total -= 1;
+        Some(item)
+    }
+
+    /// An item [`taken_on_send`](Self::taken_on_send) whose answer could
+    /// not be written: back to the front of the queue.
+    pub(crate) fn restore(&mut self, item: Item) {
+        self.items.push_front(item);
+    }
+
     /// `items` from [`take_out`](Self::take_out) are not sent after all:
     /// they come back to the front of the queue, in their order. Returns
     /// how many did.
@@ -545,7 +565,7 @@ impl Shared {
             let Some(p) = core.parked_gets.pop_front() else {
                 break;
             };
-            let Want::Get { most } = p.want else {
+            let Want::Get { most, .. } = p.want else {
                 continue;
             };
             // An even share with the others still waiting, at least one.
@@ -580,12 +600,46 @@ impl Shared {
         self.finish(core);
     }
 
-    /// Releases the lock, then answers the parked requests served under it.
-    fn finish(&self, mut core: MutexGuard<'_, Core>) {
-        let served = self.serve(&mut core);
-        drop(core);
-        if !served.is_empty() {
-            parked::deliver(self, served);
+    /// Releases the lock, then answers the parked requests served under it
+    /// (again while the answers free room: items taken on send).
+    fn finish<'a>(&'a self, mut core: MutexGuard<'a, Core>) {
+        loop {
+            let served = self.serve(&mut core);
+            drop(core);
+            if served.is_empty() || !parked::deliver(self, served) {
+                return;
+            }
+            core = self.lock();
+        }
+    }
+
+    /// A one-item answer to a `GET` without a timeout is about to be
+    /// written on `conn`: the item is taken now (ack on send), before the
+    /// holder can see it, so a size read after the holder's `get` returned
+    /// never counts it; the room it leaves may be a parked request's
+    /// (served by the caller's `finish`, or here with `serve`). Returns the
+    /// item for [`restore`](Self::restore) if the write fails.
+    pub(crate) fn taken_on_send(&self, conn: u64, serve: bool) -> Option<Item> {
+        let mut core = self.lock();
+        let item = core.taken_on_send(conn);
+        if item.is_some() {
+            wake(&self.not_full, core.putters_waiting, 1);
+        }
+        if serve {
+            self.finish(core);
+        }
+        item
+    }
+
+    /// An item taken on send whose answer could not be written (its
+    /// holder is gone): back to the front of the queue. With `serve`, the
+    /// parked requests it makes answerable are served here.
+    pub(crate) fn restore(&self, item: Item, serve: bool) {
+        let mut core = self.lock();
+        core.restore(item);
+        wake(&self.not_empty, core.getters_waiting, 1);
+        if serve {
+            self.finish(core);
         }
     }
 

@@ -55,8 +55,10 @@ pub(crate) const PARKS: bool = sys::poll::WAITS_ON_STREAMS;
 /// What a parked request asks for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Want {
-    /// Up to `most` items (at least one).
-    Get { most: usize },
+    /// Up to `most` items (at least one). With `on_send` (a `GET` without
+    /// a timeout), an answer of one item is `ITEM_TAKEN`: the item is
+    /// counted out once the answer is written (ack on send).
+    Get { most: usize, on_send: bool },
     /// Up to `wanted` places (at least one) for `session`'s feeder; with
     /// `carries`, the request holds an item (a `PUT_WAIT`) stored in the
     /// first place by the thread that reserves them.
@@ -142,8 +144,10 @@ impl Parked {
 
 /// After the queue's lock: answers the requests it served, each on its
 /// own connection when that cannot block, else by handing the answer to
-/// the connection's thread.
-pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
+/// the connection's thread. Returns whether an answer freed room (an
+/// item taken on send): the caller serves again.
+pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) -> bool {
+    let mut freed = false;
     let mut out = Vec::new();
     for p in served {
         let given = {
@@ -160,12 +164,21 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
         let fits = |len: usize| p.local && sys::room_now(p.conn.stream().handle(), len + 16);
         // Written here: the answer is in `out`, with the grant to free if
         // it is never received.
+        let mut taken = None;
         let direct = match given {
             Given::Items(items) if fits(5 + items_answer_bound(&items)) => {
+                let on_send = taken_on_send(p.want, items.len());
                 // Recorded as in flight on the connection before the
                 // answer is written (no ack can come for them first; if
                 // the write fails they go back when the connection ends).
                 shared.answer_items(p.conn_id, items, &mut out);
+                if on_send {
+                    // Taken before it is written (ack on send); the room
+                    // it leaves is served by the caller's next pass.
+                    wire::mark_taken(&mut out);
+                    taken = shared.taken_on_send(p.conn_id, false);
+                    freed |= taken.is_some();
+                }
                 Ok(None)
             }
             Given::Granted(n) if fits(GRANTED_LEN) => {
@@ -192,6 +205,11 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
                         // A carried item was stored: it stays.
                         shared.release(session, n - usize::from(carries));
                     }
+                    if let Some(item) = taken.take() {
+                        // Taken on send, never received: back to the front
+                        // (the caller's next pass serves it).
+                        shared.restore(item, false);
+                    }
                 }
                 *lock(&p.state) = State::Answered;
             }
@@ -205,6 +223,13 @@ pub(crate) fn deliver(shared: &Shared, served: Vec<Arc<Parked>>) {
         }
         p.settled.notify_all();
     }
+    freed
+}
+
+/// Whether the answer of `n` items to a request that wants `want` is
+/// `ITEM_TAKEN` (ack on send): one item, to a `GET` without a timeout.
+pub(crate) fn taken_on_send(want: Want, n: usize) -> bool {
+    matches!(want, Want::Get { on_send: true, .. }) && n == 1
 }
 
 /// The length of a `GRANTED` answer.
@@ -240,6 +265,20 @@ impl Parker {
             local: None,
             wake: None,
         }
+    }
+
+    /// Whether an answer of `len` bytes can be written on the connection
+    /// now without blocking whatever the holder does (a local stream
+    /// socket with room for it, as [`deliver`] writes): only such an
+    /// answer is taken on send, so an item counted out is in the holder's
+    /// socket at once, never stuck in a write to a holder that does not
+    /// read.
+    pub(crate) fn fits_now(&mut self, len: usize) -> bool {
+        let conn = &self.conn;
+        let local = *self
+            .local
+            .get_or_insert_with(|| sys::is_local_stream(conn.stream().handle()));
+        local && sys::room_now(conn.stream().handle(), len + 16)
     }
 
     /// A request to park (not yet in any list): `None` if no wake-up pipe
@@ -384,6 +423,14 @@ mod tests {
         Item::whole(vec![7u8; n])
     }
 
+    /// A `GET` of up to `most` items, with a timeout (acknowledged).
+    fn get(most: usize) -> Want {
+        Want::Get {
+            most,
+            on_send: false,
+        }
+    }
+
     /// What the broker's connection thread does with a parked request's
     /// end (as `serve_ops` does).
     fn finish_wait(parker: &Parker, broker: &Connection, shared: &Shared, p: &Parked) -> Waited {
@@ -416,7 +463,7 @@ mod tests {
     fn a_parked_get_is_answered_by_the_thread_that_stores_the_item() {
         let shared = Arc::new(Shared::new(0));
         let (holder, broker, mut parker) = link();
-        let p = parker.request(5, Want::Get { most: 4 }).unwrap();
+        let p = parker.request(5, get(4)).unwrap();
         assert!(shared.take_or_park(4, None, p.clone()).is_none());
         // The broker's end stays open after the waiter ends (as the
         // connection's thread goes on serving it).
@@ -452,7 +499,7 @@ mod tests {
     fn a_parked_gets_items_are_in_flight_on_its_connection_before_the_answer() {
         let shared = Arc::new(Shared::new(0));
         let (holder, broker, mut parker) = link();
-        let p = parker.request(11, Want::Get { most: 8 }).unwrap();
+        let p = parker.request(11, get(8)).unwrap();
         assert!(shared.take_or_park(8, None, p.clone()).is_none());
         let _open = broker.clone();
         let waiter = {
@@ -486,7 +533,7 @@ mod tests {
     fn a_large_answer_is_handed_to_the_connections_thread() {
         let shared = Arc::new(Shared::new(0));
         let (holder, broker, mut parker) = link();
-        let p = parker.request(6, Want::Get { most: 1 }).unwrap();
+        let p = parker.request(6, get(1)).unwrap();
         assert!(shared.take_or_park(1, None, p.clone()).is_none());
         // Nobody reads yet: storing returns at once all the same.
         shared.push_all([item(1 << 20)]);
@@ -505,7 +552,7 @@ mod tests {
     fn a_parked_get_times_out_and_takes_nothing_later() {
         let shared = Shared::new(0);
         let (_holder, _broker, mut parker) = link();
-        let p = parker.request(7, Want::Get { most: 1 }).unwrap();
+        let p = parker.request(7, get(1)).unwrap();
         let soon = Some(Instant::now() + Duration::from_millis(30));
         assert!(shared.take_or_park(1, soon, p.clone()).is_none());
         assert!(matches!(parker.wait(&shared, &p, soon), Waited::TimedOut));
@@ -517,7 +564,7 @@ mod tests {
             crate::queue::core::Taken::Items(v) if v.len() == 1
         ));
         // A deadline already passed never parks.
-        let p = parker.request(7, Want::Get { most: 1 }).unwrap();
+        let p = parker.request(7, get(1)).unwrap();
         assert!(matches!(
             shared.take_or_park(1, now, p),
             Some(crate::queue::core::Taken::Empty)
@@ -530,7 +577,7 @@ mod tests {
     fn a_gone_holder_leaves_the_list() {
         let shared = Shared::new(0);
         let (holder, _broker, mut parker) = link();
-        let p = parker.request(8, Want::Get { most: 1 }).unwrap();
+        let p = parker.request(8, get(1)).unwrap();
         assert!(shared.take_or_park(1, None, p.clone()).is_none());
         drop(holder);
         assert!(matches!(parker.wait(&shared, &p, None), Waited::Gone));

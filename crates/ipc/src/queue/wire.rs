@@ -15,7 +15,7 @@
 //! | `ACQUIRE` | holder → broker | wanted u32, timeout, acks | `GRANTED` count u32, or `FULL` |
 //! | `PUT_WAIT` | holder → broker | wanted u32, timeout, barrier u64, one item | `GRANTED` count u32 (the first place holds the item), or `FULL` (not stored) |
 //! | `RELEASE` | holder → broker | count u32 | none |
-//! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, `SEALED_ITEMS` pid u32 + count u32 + (len u64, handle u64) each, or `EMPTY` |
+//! | `GET` | holder → broker | most u32, timeout, barrier u64, acks | `ITEMS` count u32 + items, `ITEM_TAKEN` (as `ITEMS`, count 1), `SEALED_ITEMS` pid u32 + count u32 + (len u64, handle u64) each, or `EMPTY` |
 //! | `SETTLE` | holder → broker | taken u32, returned u32 | none |
 //! | `QSIZE` | holder → broker | barrier u64, acks | `SIZE` u64 |
 //! | `SYNC` | holder or feeder → broker | nothing | `SYNCED`, once everything sent before it on this connection is stored |
@@ -50,6 +50,16 @@
 //! with [`sys::import_handle`](crate::sys::import_handle) while the items
 //! are in flight on that connection, checks its seals and size, and reads
 //! it). `ITEMS` never holds a sealed item.
+//!
+//! *Ack on send*: the answer to a `GET` without a timeout that delivers
+//! one item (not sealed), written at once on a local stream socket, is
+//! `ITEM_TAKEN`: the broker counted the item out of the queue as it wrote
+//! it (back to the front if the write failed), so the holder acknowledges
+//! nothing (no `SETTLE`); a holder killed before its `get` returned loses
+//! that item, as a holder killed between its ack and the return did
+//! (docs/reliability.md). A `GET` with a timeout keeps `ITEMS`: a holder
+//! that gave up at its deadline drops the connection, and what was
+//! written on it comes back.
 //!
 //! A timeout is microseconds as u64, [`FOREVER`] for none. Acks are a
 //! count u32, then that many (conn id u64, taken u32) pairs.
@@ -100,6 +110,9 @@ pub(crate) const JOINED: u8 = 112;
 pub(crate) const ACK_PAGE: u8 = 113;
 pub(crate) const SEALED_ITEMS: u8 = 114;
 pub(crate) const NO_PAGE: u8 = 115;
+/// An `ITEMS` answer of one item that the broker counted out when it
+/// wrote it (ack on send): the holder sends no `SETTLE` for it.
+pub(crate) const ITEM_TAKEN: u8 = 121;
 
 /// The top bit of a long item length: a sealed item (no bytes follow).
 pub(crate) const SEALED: u64 = 1 << 63;
@@ -225,6 +238,8 @@ pub(crate) enum Reply {
     Granted(u32),
     Full,
     Items(Vec<Range<usize>>),
+    /// `ITEM_TAKEN`: one item, already counted out by the broker.
+    Taken(Range<usize>),
     /// Sealed items: the broker's pid, and each one's length and
     /// descriptor number there (where the holder opens it).
     SealedItems {
@@ -494,6 +509,15 @@ pub(crate) fn items_start_in(out: &mut Vec<u8>, count: u32, capacity: usize) {
     put_u32(out, count);
 }
 
+/// Turns the `ITEMS` answer of one item in `out` (from
+/// [`items_start_in`]) into `ITEM_TAKEN`: the same bytes under the other
+/// opcode.
+pub(crate) fn mark_taken(out: &mut [u8]) {
+    if let Some(op) = out.first_mut() {
+        *op = ITEM_TAKEN;
+    }
+}
+
 // ---- decoding ----
 
 /// A bounds-checked reader over a message.
@@ -716,6 +740,14 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
                 return Err(Malformed("item count"));
             }
             return Ok(Reply::Items(items));
+        }
+        ITEM_TAKEN => {
+            let count = r.u32()?;
+            let mut items = r.items_to_end()?;
+            return match (count, items.pop()) {
+                (1, Some(item)) if items.is_empty() => Ok(Reply::Taken(item)),
+                _ => Err(Malformed("item count")),
+            };
         }
         SEALED_ITEMS => {
             let pid = r.u32()?;

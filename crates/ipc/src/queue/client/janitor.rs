@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 /// when this process has taken (used) none for this long.
 pub(super) const HOLD_LIMIT: Duration = Duration::from_millis(50);
 
+/// Once it had something to watch, the janitor keeps looking (every
+/// [`HOLD_LIMIT`]) for this long before it sleeps until woken: a process
+/// that buffers items or holds permits again and again (a consumer's
+/// every delivery, a producer's every grant) then wakes no thread for it.
+pub(super) const LINGER: Duration = Duration::from_secs(1);
+
 /// What the janitor does next.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Chore {
@@ -66,6 +72,8 @@ pub(super) struct Janitor {
     started: bool,
     idle: bool,
     stop: bool,
+    /// It keeps looking until then (see [`LINGER`]).
+    linger_until: Option<Instant>,
 }
 
 impl Janitor {
@@ -86,6 +94,19 @@ impl Janitor {
     /// (`false`).
     pub(super) fn set_idle(&mut self, idle: bool) {
         self.idle = idle;
+    }
+
+    /// The thread found something to watch at `now`: it lingers for
+    /// [`LINGER`] once there is nothing left.
+    pub(super) fn busy(&mut self, now: Instant) {
+        self.linger_until = now.checked_add(LINGER);
+    }
+
+    /// Nothing to watch at `now`: when to look again without being woken
+    /// (while it lingers), or `None`: sleep until woken.
+    pub(super) fn linger(&self, now: Instant) -> Option<Instant> {
+        let until = self.linger_until.filter(|&t| t > now)?;
+        Some(now.checked_add(HOLD_LIMIT).map_or(until, |t| t.min(until)))
     }
 
     /// The queue's last handle in this process is gone: the thread ends.
@@ -194,5 +215,27 @@ mod tests {
         assert_eq!(j.watch(), Call::None);
         j.stop();
         assert!(j.stopped());
+    }
+
+    // After something to watch, the thread keeps looking for LINGER
+    // (every HOLD_LIMIT at most), awake: a new hold meanwhile wakes
+    // nothing; then it sleeps until woken.
+    #[test]
+    fn the_thread_lingers_awake_after_work_then_sleeps() {
+        let t = Instant::now();
+        let mut j = Janitor::default();
+        assert_eq!(j.watch(), Call::Start);
+        assert_eq!(j.linger(t), None, "never busy: sleep");
+        j.busy(t);
+        assert_eq!(j.linger(t), Some(t + HOLD_LIMIT));
+        assert_eq!(j.watch(), Call::None, "lingering: not asleep");
+        assert_eq!(
+            j.linger(t + LINGER - ms(10)),
+            Some(t + LINGER),
+            "never past the end of the linger"
+        );
+        assert_eq!(j.linger(t + LINGER), None, "then it sleeps");
+        j.set_idle(true);
+        assert_eq!(j.watch(), Call::Wake);
     }
 }

@@ -7,8 +7,8 @@
 //! put first takes a *permit* (CPython's semaphore): a place in the queue
 //! the broker reserved for this process. Without one it asks the broker
 //! (`ACQUIRE`, waiting as a put waits on a full queue) for a few at once,
-//! about as many as it used in the last half millisecond (at most a
-//! quarter of `maxsize`); to a small queue (`maxsize` < 8, one permit at
+//! about as many as it used in the last half millisecond (at most
+//! `maxsize`); to a small queue (`maxsize` < 8, one permit at
 //! a time) the request carries the item itself (`PUT_WAIT`), which the
 //! broker stores in the place it grants. Permits it does not use go back: when this
 //! process has used none for 50 ms (the janitor), when it asks the size of
@@ -501,16 +501,26 @@ impl Holdings {
             let chore = janitor::next(inbox.ledger.idle_since(), inbox.permits.idle_since(), now);
             let (items, permits) = match chore {
                 Chore::Sleep => {
+                    if let Some(due) = inbox.janitor.linger(now) {
+                        // Awake for a while after work: the next delivery
+                        // or grant needs no wake-up of this thread.
+                        inbox = wait_timeout(&self.janitor, inbox, deadline::remaining(due, now)).0;
+                        continue;
+                    }
                     inbox.janitor.set_idle(true);
                     inbox = wait(&self.janitor, inbox);
                     inbox.janitor.set_idle(false);
                     continue;
                 }
                 Chore::WaitUntil(due) => {
+                    inbox.janitor.busy(now);
                     inbox = wait_timeout(&self.janitor, inbox, deadline::remaining(due, now)).0;
                     continue;
                 }
-                Chore::Reap { items, permits } => (items, permits),
+                Chore::Reap { items, permits } => {
+                    inbox.janitor.busy(now);
+                    (items, permits)
+                }
             };
             // Out of the parking and out of the buffer at once, with the
             // give-back counted as under way: a get meanwhile finds
@@ -549,6 +559,9 @@ const CARRY_MOST: usize = 64 << 10;
 /// (see [`sealed`]).
 enum Asked {
     Items(Link, Vec<u8>, Vec<Range<usize>>),
+    /// One item the broker counted out when it wrote it (`ITEM_TAKEN`:
+    /// ack on send): nothing to acknowledge.
+    Taken(Link, Vec<u8>, Range<usize>),
     Sealed(Link, Result<large::Fetched>, Vec<ledger::SealedRef>),
 }
 
@@ -725,7 +738,7 @@ impl Remote {
             }
             Err(wanted) => wanted,
         };
-        if prefetch::bounded_cap(self.maxsize) != Some(1) || !tail.is_empty() {
+        if prefetch::permit_cap(self.maxsize) != 1 || !tail.is_empty() {
             // Permits come several at a time (`maxsize` ≥ 8): the items go
             // through the feeder in batches. So does a large byte
             // sequence's body (`tail`: copied once, into its object).
@@ -931,6 +944,17 @@ impl Remote {
         inbox.prefetch.back_from_broker();
         let (mut link, frame, ranges) = match exchanged? {
             Asked::Items(link, frame, ranges) => (link, frame, ranges),
+            Asked::Taken(link, frame, range) => {
+                // Out of the queue already: no ack, no wake-up of the
+                // broker.
+                let now = Instant::now();
+                inbox.prefetch.delivered(now, 1);
+                inbox.ledger.taken_at(now);
+                let frame = inbox.frames.lend(frame);
+                drop(inbox);
+                h.checkin(link);
+                return Ok(read(Received::new(frame, range).bytes()));
+            }
             Asked::Sealed(link, first, extras) => {
                 return self.hand_out_sealed(inbox, link, (first, extras), &sealed);
             }
@@ -995,8 +1019,9 @@ impl Remote {
         // (extras would only go straight back). A bounded queue counts
         // delivered items until they are acknowledged (as CPython's
         // semaphore counts items still in its pipe), so a batch never lets
-        // the queue hold more than `maxsize`; a quarter of it at most, so
-        // that producers do not wait for a whole batch to be taken.
+        // the queue hold more than `maxsize`; the pace keeps it to what
+        // this process takes (docs/architecture.md, "Bounded queues:
+        // whole-queue batches").
         let most = lock(&self.holdings.inbox)
             .prefetch
             .want(Instant::now(), self.maxsize);
@@ -1014,6 +1039,12 @@ impl Remote {
             .map_err(Late::for_get)?;
         if answer.first() == Some(&wire::SEALED_ITEMS) {
             return self.sealed(link, &answer, timeout, shape);
+        }
+        if answer.first() == Some(&wire::ITEM_TAKEN) {
+            return match outcome::taken(wire::parse_reply(&answer)) {
+                Answer::Done(range) => Ok(Asked::Taken(link, answer, range)),
+                Answer::Garbled(other) => Err(gone("get", format!("unexpected answer {other}"))),
+            };
         }
         match outcome::get(wire::parse_reply(&answer)) {
             Answer::Done(Ok(ranges)) => Ok(Asked::Items(link, answer, ranges)),

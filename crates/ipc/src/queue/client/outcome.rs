@@ -111,6 +111,14 @@ pub(super) fn get(reply: Result<Reply, Malformed>) -> Answer<Result<Vec<Range<us
     }
 }
 
+/// An `ITEM_TAKEN` answer to `GET`: the one item's range.
+pub(super) fn taken(reply: Result<Reply, Malformed>) -> Answer<Range<usize>> {
+    match reply {
+        Ok(Reply::Taken(range)) => Answer::Done(range),
+        other => garbled(other),
+    }
+}
+
 /// The answer to `QSIZE` (a count past `usize` saturates).
 pub(super) fn qsize(reply: Result<Reply, Malformed>) -> Answer<usize> {
     match reply {

@@ -3,8 +3,8 @@
 //!
 //! A put to a bounded queue first takes a permit. Without one, the
 //! process asks the broker (`ACQUIRE`) for about as many as it used in the
-//! last [`WINDOW`](super::prefetch::WINDOW) (at most a quarter of
-//! `maxsize`); the first of a grant is used at once, the rest are held.
+//! last [`WINDOW`](super::prefetch::WINDOW) (one at a time below
+//! `maxsize` 8, at most `maxsize` from there); the first of a grant is used at once, the rest are held.
 //! Held permits go back when this process has used none for a while (the
 //! [janitor](super::janitor)), when it asks the queue's size, at close and
 //! exit, and, if it dies, when its feeder stream ends (the broker's side).
@@ -39,10 +39,10 @@ impl Permits {
 
     /// How many to ask the broker for, for a queue of `maxsize` (> 0):
     /// about what this process used in the last window, going by how fast
-    /// it used the last grant; one after a pause, at most a quarter of
-    /// `maxsize`. Never more than a grant can hold (`u32`).
+    /// it used the last grant; one after a pause, at most
+    /// [`prefetch::permit_cap`]. Never more than a grant can hold (`u32`).
     pub(super) fn want(&self, now: Instant, maxsize: usize) -> u32 {
-        let most = prefetch::bounded_cap(maxsize).unwrap_or(1);
+        let most = prefetch::permit_cap(maxsize);
         u32::try_from(prefetch::pace(self.last_grant, now, most)).unwrap_or(u32::MAX)
     }
 
@@ -84,7 +84,7 @@ impl Permits {
 
 /// How a count of permits goes on the wire (a `RELEASE` carries a
 /// `u32`): more than `u32::MAX` cannot be held (a grant is a `u32`, a
-/// quarter of `maxsize`), but it saturates rather than wraps all the same.
+/// part of `maxsize`), but it saturates rather than wraps all the same.
 pub(super) fn wire_count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -128,9 +128,9 @@ mod tests {
         assert!(!p.granted(t, 1));
         assert_eq!(p.idle_since(), None);
         assert!(!p.take(t));
-        // One used in 1 µs: 500 per window, capped at a quarter of 1000.
-        assert_eq!(p.want(t + us(1), 1000), 250);
-        assert_eq!(p.want(t + us(1), 40), 10);
+        // One used in 1 µs: 500 per window, under the cap of 1000.
+        assert_eq!(p.want(t + us(1), 1000), 500);
+        assert_eq!(p.want(t + us(1), 40), 40, "capped at the whole queue");
     }
 
     #[test]
@@ -138,11 +138,12 @@ mod tests {
         let t = Instant::now();
         let mut p = Permits::default();
         p.granted(t, 1);
-        // Queue(1) and Queue(3): a quarter is less than one: one.
+        // Queue(1) to Queue(7): one at a time.
         assert_eq!(p.want(t, 1), 1);
         assert_eq!(p.want(t, 3), 1);
+        assert_eq!(p.want(t, 7), 1);
         assert_eq!(p.want(t, 0), 1, "a cap of 0 is taken as 1");
-        assert_eq!(p.want(t, 16), 4);
+        assert_eq!(p.want(t, 16), 16);
     }
 
     #[test]

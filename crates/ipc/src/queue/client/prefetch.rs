@@ -31,13 +31,34 @@ pub(super) fn pace(last: Option<(Instant, usize)>, now: Instant, most: usize) ->
     (rate * WINDOW.as_secs_f64()).clamp(1.0, most.max(1) as f64) as usize
 }
 
-/// The largest batch a bounded queue of `maxsize` allows (`None` for an
-/// unbounded one, `maxsize == 0`): a quarter of it, at least 1, so that a
-/// batch in one process's hands never keeps the queue full for the others
-/// (a bounded queue counts delivered items until they are acknowledged,
-/// and room reserved until it is filled).
+/// The largest delivery a bounded queue of `maxsize` allows (`None` for
+/// an unbounded one, `maxsize == 0`): the whole queue. What one process
+/// gets is kept to what it uses by the [`pace`] (what it took in the last
+/// [`WINDOW`]: one after a pause), the broker's even share among the gets
+/// waiting, and the janitor (extras go back 50–100 ms after the last
+/// take). A quarter of `maxsize` (before issue 12 item 11's third pass)
+/// cost a round trip per 4 items of a `Queue(16)` and kept its producers
+/// and consumers in lockstep (docs/benchmarks.md, "Bounded queues:
+/// ack on send and whole-queue batches").
 pub(super) fn bounded_cap(maxsize: usize) -> Option<usize> {
-    (maxsize > 0).then(|| (maxsize / 4).max(1))
+    (maxsize > 0).then_some(maxsize)
+}
+
+/// Below this `maxsize` a process takes permits one at a time, and a put
+/// with none carries its item in its request (`PUT_WAIT`).
+pub(super) const ONE_PERMIT_BELOW: usize = 8;
+
+/// The largest grant of permits a process asks for, to a bounded queue
+/// of `maxsize` (> 0): one below [`ONE_PERMIT_BELOW`], else the whole
+/// queue, kept to what the process uses by the pace (see
+/// [`Permits::want`](super::permits::Permits::want)) and given back
+/// 50–100 ms after its last put if unused.
+pub(super) fn permit_cap(maxsize: usize) -> usize {
+    if maxsize < ONE_PERMIT_BELOW {
+        1
+    } else {
+        maxsize
+    }
 }
 
 /// The prefetch of `get`: when the last delivery came, and how many
@@ -154,13 +175,21 @@ mod tests {
     }
 
     #[test]
-    fn a_bounded_queue_caps_a_batch_at_a_quarter_of_maxsize() {
+    fn a_bounded_queue_caps_a_batch_at_the_whole_queue() {
         assert_eq!(bounded_cap(0), None);
         assert_eq!(bounded_cap(1), Some(1));
-        assert_eq!(bounded_cap(3), Some(1));
-        assert_eq!(bounded_cap(16), Some(4));
-        assert_eq!(bounded_cap(1000), Some(250));
-        assert_eq!(bounded_cap(usize::MAX), Some(usize::MAX / 4));
+        assert_eq!(bounded_cap(3), Some(3));
+        assert_eq!(bounded_cap(16), Some(16));
+        assert_eq!(bounded_cap(usize::MAX), Some(usize::MAX));
+    }
+
+    #[test]
+    fn permits_come_one_at_a_time_below_8_then_up_to_the_whole_queue() {
+        assert_eq!(permit_cap(1), 1);
+        assert_eq!(permit_cap(7), 1);
+        assert_eq!(permit_cap(8), 8);
+        assert_eq!(permit_cap(16), 16);
+        assert_eq!(permit_cap(usize::MAX), usize::MAX);
     }
 
     #[test]
@@ -172,7 +201,7 @@ mod tests {
         p.delivered(t, 100);
         assert_eq!(p.want(t + us(100), 0), 500);
         assert_eq!(p.want(t, 0), MOST, "unbounded: at most MOST");
-        assert_eq!(p.want(t, 16), 4, "Queue(16): a quarter");
+        assert_eq!(p.want(t, 16), 16, "Queue(16): the whole queue");
         assert_eq!(p.want(t, 1), 1, "Queue(1): one");
         assert_eq!(p.want(t, usize::MAX), MOST);
     }
