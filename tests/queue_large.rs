@@ -96,12 +96,20 @@ fn large_and_small_items_arrive_whole_and_in_order() -> mproc::Result<()> {
 /// (with whatever it received and did not take).
 #[mproc::target]
 fn take_then_hang(q: Queue<ByteBuf>, report: Queue<u8>, n: usize) {
-    for _ in 0..n {
-        let it = q.get().unwrap();
-        report.put(it[0]).unwrap();
+    for k in 0..n {
+        // A failure here says which step of the consumer's never came
+        // (its stderr reaches the test's output).
+        let it = q
+            .get_timeout(LONG)
+            .unwrap_or_else(|e| panic!("take_then_hang: get {k}: {e}"));
+        report
+            .put(it[0])
+            .unwrap_or_else(|e| panic!("take_then_hang: report {k}: {e}"));
     }
     report.close();
-    report.join_thread().unwrap();
+    report
+        .join_thread()
+        .unwrap_or_else(|e| panic!("take_then_hang: join_thread: {e}"));
     std::thread::sleep(Duration::from_secs(3600));
 }
 
