@@ -182,13 +182,16 @@ fn killed_holders_here() -> Result<(), String> {
     at("join the consumer", c.join())?;
     let mut rest = HashSet::new();
     while q.qsize() > 0 {
-        let what = format!(
-            "get of an item back from the killed consumer ({} taken, {} got back so far, qsize {})",
-            taken.len(),
-            rest.len(),
-            q.qsize()
-        );
-        let it = at(&what, q.get_timeout(LONG))?;
+        let before_get = q.qsize();
+        let it = q.get_timeout(LONG).map_err(|e| {
+            format!(
+                "get of an item back from the killed consumer ({} taken, {} got back so far, \
+                 qsize {before_get} before the get, {} after it): {e}",
+                taken.len(),
+                rest.len(),
+                q.qsize()
+            )
+        })?;
         assert_eq!(it.len(), 300 << 10);
         assert!(!taken.contains(&it[0]), "item {} delivered twice", it[0]);
         assert!(rest.insert(it[0]), "item {} twice in the queue", it[0]);
