@@ -154,6 +154,12 @@ fn at<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, String>
 }
 
 fn killed_holders_here() -> Result<(), String> {
+    // `MPROC_QL_TRACE=1`: this owner's debug log (and its children's) on
+    // stderr, to follow the broker's connections when the open failure
+    // (a) of docs/reliability.md "Loaded runs" comes again.
+    if std::env::var_os("MPROC_QL_TRACE").is_some() {
+        mproc::log_to_stderr(tracing::Level::DEBUG);
+    }
     let q = at("new queue", Queue::<ByteBuf>::new(0))?;
     let report = at("new queue", Queue::<u8>::new(0))?;
     // Warm up the broker's threads and connections before counting.
