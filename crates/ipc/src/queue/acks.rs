@@ -154,17 +154,26 @@ impl AckPages {
     }
 
     /// The acks that arrived so far on every ack page of `queue`'s
-    /// connections, whoever holds them: read before a size is answered,
-    /// so that an item any holder's `get` returned is counted out even
-    /// while that holder says nothing more (CPython's `get` releases the
-    /// semaphore `qsize` reads).
-    pub(crate) fn drain_queue(&self, queue: u64) -> Vec<(u64, u32)> {
-        lock(&self.links)
+    /// connections, whoever holds them, given to `apply` (which counts
+    /// them out of the queue) before the pages' lock is released: read
+    /// before a size is answered, so that an item any holder's `get`
+    /// returned is counted out even while that holder says nothing more
+    /// (CPython's `get` releases the semaphore `qsize` reads).
+    ///
+    /// Applied under the lock: a connection that ends meanwhile
+    /// ([`finish`](Self::finish), then its unacknowledged items go back)
+    /// finds them applied. Read here and applied after the lock, they
+    /// were lost to it: its end put back the items they count out, which
+    /// a `get` had returned (delivered twice).
+    pub(crate) fn apply_queue(&self, queue: u64, apply: impl FnOnce(&[(u64, u32)])) {
+        let mut links = lock(&self.links);
+        let acks: Vec<(u64, u32)> = links
             .iter_mut()
             .filter(|(_, l)| l.queue == queue)
             .map(|(id, l)| (*id, l.read()))
             .filter(|(_, n)| *n > 0)
-            .collect()
+            .collect();
+        apply(&acks);
     }
 
     /// `link` ended: its last acks; it and its page go.
@@ -176,6 +185,21 @@ impl AckPages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`AckPages::apply_queue`] gives to apply for `queue`; checks
+    /// it is applied while the pages stay locked (a connection's end
+    /// cannot come between the read and the apply).
+    fn read_queue(pages: &AckPages, queue: u64) -> Vec<(u64, u32)> {
+        let mut got = Vec::new();
+        pages.apply_queue(queue, |acks| {
+            assert!(
+                pages.links.try_lock().is_err(),
+                "acks applied after the pages' lock was released"
+            );
+            got = acks.to_vec();
+        });
+        got
+    }
 
     // The exactly-once hand-over (issue 12 item 6) through a real shared
     // page: what a holder counts is what the broker reads, once.
@@ -192,8 +216,8 @@ mod tests {
         assert_eq!(pages.drain(3), 2);
         assert_eq!(pages.drain(3), 0);
         holder.add();
-        assert_eq!(pages.drain_queue(8), vec![]);
-        assert_eq!(pages.drain_queue(7), vec![(3, 1)]);
+        assert_eq!(read_queue(&pages, 8), vec![]);
+        assert_eq!(read_queue(&pages, 7), vec![(3, 1)]);
         holder.add();
         // The holder's last ack before its connection ended still counts.
         assert_eq!(pages.finish(3), 1);

@@ -196,7 +196,7 @@ impl Broker {
     /// their ack pages and the broker has not read yet (before the owner
     /// answers its own `qsize`).
     pub(crate) fn read_acks(&self, id: u64, shared: &Shared) {
-        shared.ack(&self.acks.drain_queue(id));
+        self.acks.apply_queue(id, |acks| shared.ack(acks));
     }
 
     /// The queue `id` if this broker serves it.
@@ -703,7 +703,7 @@ fn serve_ops(
                 // too (their ack pages): the size is exact after this
                 // process's own gets, and after any other holder's that
                 // acknowledged through its page.
-                shared.ack(&acks.drain_queue(queue));
+                acks.apply_queue(queue, |read| shared.ack(read));
                 shared.wait_barrier(session, barrier);
                 conn.send_bytes(&wire::size(shared.qsize() as u64))
             }

@@ -126,7 +126,12 @@ impl ControlListener {
         let pipe = lock(&self.pipe)
             .take()
             .ok_or_else(|| AcceptFailure::Io(io::Error::other("listener already used")))?;
-        let raw = pipe.as_raw_handle() as usize;
+        // Shared with the accept thread, which lets go of it before it
+        // reports: the handle is never closed under the thread, even if
+        // the thread is reported late or never (a closed handle's value
+        // can name another object by then).
+        let pipe = Arc::new(pipe);
+        let held = pipe.clone();
         let child_pid = child.pid();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -137,9 +142,10 @@ impl ControlListener {
             .name("mproc-accept".into())
             .spawn(move || {
                 let _logs = tracing::dispatcher::set_default(&dispatch);
+                let raw = held.as_raw_handle() as usize;
                 let r = loop {
-                    // SAFETY: the pipe handle stays open until this thread
-                    // reports.
+                    // SAFETY: the pipe handle stays open while this
+                    // thread holds `held`.
                     let ok = unsafe { ConnectNamedPipe(raw as HANDLE, std::ptr::null_mut()) };
                     // A client that connected before this call is
                     // connected (ERROR_PIPE_CONNECTED); one that also
@@ -172,13 +178,14 @@ impl ControlListener {
                     // SAFETY: plain Win32 call on our own pipe handle.
                     unsafe { DisconnectNamedPipe(raw as HANDLE) };
                 };
+                drop(held);
                 let _ = tx.send(r);
             })
             .map_err(AcceptFailure::Io)?;
         let failure = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(10))) {
-                Ok(Ok(_)) => return Ok(std::fs::File::from(pipe)),
+                Ok(Ok(_)) => return stream_of(pipe),
                 Ok(Err(e)) => return Err(AcceptFailure::Io(e)),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(AcceptFailure::Io(io::Error::other("accept thread died")))
@@ -197,12 +204,32 @@ impl ControlListener {
         // or reached the deadline): its connection then counts, and what
         // it wrote is read.
         stop.store(true, Ordering::Release);
-        let _dummy = connect_control(&self.name);
-        match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(Connected::Child)) => Ok(std::fs::File::from(pipe)),
+        if let Ok(Ok(Connected::Child)) = rx.try_recv() {
+            // Connected and reported meanwhile: our connection would only
+            // wait for the busy instance.
+            return stream_of(pipe);
+        }
+        let dummy = connect_control(&self.name);
+        // Connected (ours, or the child's that kept ours waiting): the
+        // thread's ConnectNamedPipe has returned and it reports without
+        // blocking again, however long a loaded machine keeps it from
+        // running. Only if ours failed may it still wait for a client.
+        let reported = match dummy {
+            Ok(_) => rx.recv().ok(),
+            Err(_) => rx.recv_timeout(Duration::from_secs(5)).ok(),
+        };
+        match reported {
+            Some(Ok(Connected::Child)) => stream_of(pipe),
             _ => Err(failure),
         }
     }
+}
+
+/// The accepted pipe as a stream, once the accept thread let go of it.
+fn stream_of(pipe: Arc<OwnedHandle>) -> Result<ControlStream, AcceptFailure> {
+    Arc::try_unwrap(pipe)
+        .map(std::fs::File::from)
+        .map_err(|_| AcceptFailure::Io(io::Error::other("the accept thread still holds the pipe")))
 }
 
 /// Who the accept thread saw connect.

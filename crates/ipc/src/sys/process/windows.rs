@@ -215,10 +215,6 @@ impl Child {
     pub(in crate::sys) fn peer(&self) -> Peer {
         Peer(self.handle.as_raw_handle())
     }
-
-    fn raw(&self) -> usize {
-        self.handle.as_raw_handle() as usize
-    }
 }
 
 /// `ERROR_INTERNAL_ERROR`: what Wine's `NtCreateUserProcess` returns when
@@ -326,11 +322,21 @@ impl LaunchDeadline {
         // SAFETY: a fresh handle we own.
         let event = Arc::new(unsafe { OwnedHandle::from_raw_handle(event as RawHandle) });
         let disarmed = event.clone();
-        let raw = child.os.raw();
+        // The thread's own copy of the process handle: it may still use it
+        // after the launch ended and the `ChildProcess` closed its own
+        // (disarming does not wait for the thread), and a closed handle's
+        // value can name another process by then.
+        let process = match child.os.handle.try_clone() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "no launch deadline guard: cannot copy the process handle");
+                return LaunchDeadline { disarm: None };
+            }
+        };
         let channel = lock(&child.os.channel).take();
         let spawned = std::thread::Builder::new()
             .name("mproc-launch-deadline".into())
-            .spawn(move || guard(raw, &disarmed, channel, deadline));
+            .spawn(move || guard(&process, &disarmed, channel, deadline));
         LaunchDeadline {
             disarm: spawned.ok().map(|_| event),
         }
@@ -338,22 +344,33 @@ impl LaunchDeadline {
 }
 
 /// The guard thread of [`LaunchDeadline`].
-fn guard(process: usize, disarmed: &OwnedHandle, channel: Option<OwnedHandle>, deadline: Instant) {
+fn guard(
+    process: &OwnedHandle,
+    disarmed: &OwnedHandle,
+    channel: Option<OwnedHandle>,
+    deadline: Instant,
+) {
     let event = disarmed.as_raw_handle() as HANDLE;
-    let waits = [event, process as HANDLE];
+    let process = process.as_raw_handle() as HANDLE;
+    let waits = [event, process];
     // A second after the deadline, so that a child that never connects
     // is seen as a timeout by `accept` first.
     let left = (deadline + Duration::from_secs(1)).saturating_duration_since(Instant::now());
-    // SAFETY: both handles stay open during the wait: the event is ours
-    // (shared), the process handle outlives the launch (the guard is
-    // dropped before the ChildProcess).
+    // SAFETY: both handles are this thread's own (the event shared with
+    // the guard), open until it returns.
     let woke = unsafe { WaitForMultipleObjects(2, waits.as_ptr(), 0, millis(Some(left))) };
     if woke == WAIT_OBJECT_0 {
         return;
     }
     if woke != WAIT_OBJECT_0 + 1 {
         // SAFETY: as above.
-        unsafe { TerminateProcess(process as HANDLE, KILL_CODE) };
+        unsafe { TerminateProcess(process, KILL_CODE) };
+        // Termination is asynchronous: until the process has ended it
+        // may still write, and "nothing unread" below would not be final.
+        // SAFETY: as above.
+        if unsafe { WaitForMultipleObjects(2, waits.as_ptr(), 0, INFINITE) } == WAIT_OBJECT_0 {
+            return;
+        }
     }
     let Some(channel) = channel else {
         return;
