@@ -500,22 +500,53 @@ fn a_consumer_killed_while_blocked_in_get_leaves_the_queue_working() -> mproc::R
         let q = Queue::<u32>::new(maxsize)?;
         let ready = Queue::<u32>::new(0)?;
         let mut blocked = Process::new(block_in_get, (q.clone(), ready.clone()));
-        blocked.start()?;
-        ready.get_timeout(Duration::from_secs(30))?;
+        blocked
+            .start()
+            .unwrap_or_else(|e| panic!("maxsize {maxsize}, step 1, starting the consumer: {e}"));
+        // The bound only keeps a broken start from hanging the suite: a
+        // child that has not started within the default start timeout
+        // has failed anyway.
+        ready
+            .get_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("maxsize {maxsize}, step 2, the consumer's ready: {e}"));
         // Give it time to be waiting in the broker (not needed for the
         // property, only to make the killed-while-waiting case the likely
-        // one).
+        // one; killed before its GET arrives, or before the broker read
+        // it, is a case the test covers as well).
         std::thread::sleep(Duration::from_millis(200));
-        blocked.kill()?;
-        blocked.join()?;
-        assert_eq!(blocked.exitcode(), Some(-9));
+        blocked
+            .kill()
+            .unwrap_or_else(|e| panic!("maxsize {maxsize}, step 3, the kill: {e}"));
+        blocked
+            .join()
+            .unwrap_or_else(|e| panic!("maxsize {maxsize}, step 4, joining the killed: {e}"));
+        assert_eq!(
+            blocked.exitcode(),
+            Some(-9),
+            "maxsize {maxsize}, step 4: the consumer ended otherwise than by the kill"
+        );
 
-        let consumer = mproc::spawn(get_n, (q.clone(), 10))?;
+        // Its death is there to see (joined) before any item is put: none
+        // goes to it, whether or not the broker's thread for it ran yet.
+        let consumer = mproc::spawn(get_n, (q.clone(), 10))
+            .unwrap_or_else(|e| panic!("maxsize {maxsize}, step 5, the next consumer: {e}"));
         for i in 0..10 {
-            q.put(i).unwrap();
+            q.put(i)
+                .unwrap_or_else(|e| panic!("maxsize {maxsize}, step 6, put {i}: {e}"));
         }
-        assert_eq!(consumer.join()?, (0..10).collect::<Vec<_>>());
-        assert!(q.empty());
+        let got = consumer
+            .join()
+            .unwrap_or_else(|e| panic!("maxsize {maxsize}, step 7, the next consumer's join: {e}"));
+        assert_eq!(
+            got,
+            (0..10).collect::<Vec<_>>(),
+            "maxsize {maxsize}, step 7: the next consumer got other items or another order"
+        );
+        assert!(
+            q.empty(),
+            "maxsize {maxsize}, step 8: items left after the next consumer took all 10 ({} left)",
+            q.qsize()
+        );
     }
     Ok(())
 }

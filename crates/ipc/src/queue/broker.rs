@@ -625,6 +625,14 @@ fn serve_ops(
             } => {
                 shared.ack(&acks);
                 shared.wait_barrier(session, barrier);
+                if !alive() {
+                    // The holder's end already follows its request (it
+                    // sends nothing more until answered): a consumer that
+                    // died before this thread read its `GET` takes
+                    // nothing, so no item goes to it and then back to the
+                    // front after later ones went to others.
+                    return;
+                }
                 let (most, deadline) = (most as usize, deadline_of(timeout));
                 // Ack on send for a one-item answer to a get that waits
                 // for good (see [`wire::ITEM_TAKEN`]).
@@ -991,6 +999,40 @@ mod tests {
         let back: Vec<&[u8]> = back.iter().map(Item::bytes).collect();
         assert_eq!(back, [&[2u8][..], &[3], &[4]], "the untaken ones, in order");
         assert_eq!(shared.qsize(), 0, "the taken ones never come back");
+    }
+
+    // A consumer that died before its connection's thread read its `GET`
+    // (a starved broker) takes nothing: the ready item is never in flight
+    // on its connection, so it cannot come back to the front after later
+    // items went to another consumer.
+    #[test]
+    fn a_get_read_after_its_holder_died_takes_nothing() {
+        let shared = Shared::new(0);
+        shared.push_all([Item::whole(vec![1]), Item::whole(vec![2])]);
+        let (holder, conn) = crate::pipe(true).unwrap();
+        holder.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
+        drop(holder);
+        let acks = AckPages::default();
+        acks.open(21, 79, 0x5a6e_0003);
+        serve_ops(
+            &shared,
+            &acks,
+            &Arc::new(conn),
+            (0x5a6e_0003, 21),
+            79,
+            false,
+        );
+        assert_eq!(
+            shared.drop_conn(21),
+            0,
+            "an item was given to the dead holder"
+        );
+        let now = Some(Instant::now());
+        let Taken::Items(items) = shared.take(None, 2, now, &|| true) else {
+            panic!("the items are gone");
+        };
+        let items: Vec<&[u8]> = items.iter().map(Item::bytes).collect();
+        assert_eq!(items, [&[1u8][..], &[2]]);
     }
 
     // A `PAGE` with bytes after it is malformed: the broker closes the

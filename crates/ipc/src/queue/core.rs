@@ -568,6 +568,16 @@ impl Shared {
             let Want::Get { most, .. } = p.want else {
                 continue;
             };
+            if p.holder_gone() {
+                // A consumer killed while its get waited, whose
+                // connection's thread has not seen the end yet (a starved
+                // broker): it gets nothing, so the items stay in order for
+                // the next consumer instead of going back to the front
+                // after later ones were delivered. Its thread closes.
+                p.give(Given::Refused);
+                served.push(p);
+                continue;
+            }
             // An even share with the others still waiting, at least one.
             let n = (avail / (core.parked_gets.len() + 1))
                 .max(1)

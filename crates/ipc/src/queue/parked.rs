@@ -80,7 +80,8 @@ pub(crate) enum Given {
     /// Places reserved for the request's session.
     Granted(usize),
     /// Nothing: the session has no feeder stream (nothing could release a
-    /// reservation); the connection closes.
+    /// reservation), or the holder is gone ([`Parked::holder_gone`]); the
+    /// connection closes.
     Refused,
 }
 
@@ -131,7 +132,10 @@ impl Parked {
     /// Whether the request's holder is gone (it sends nothing while its
     /// request waits: anything readable is its end). Asked before a
     /// carried item is stored, so that the put of a process that died
-    /// waiting (its end already there to see) stores nothing.
+    /// waiting (its end already there to see) stores nothing, and before
+    /// items are taken for a `GET`, so that a consumer that died waiting
+    /// gets none (they would come back to the front of the queue after
+    /// later items went to the next consumer).
     pub(crate) fn holder_gone(&self) -> bool {
         !matches!(self.conn.poll(Some(std::time::Duration::ZERO)), Ok(false))
     }
@@ -584,6 +588,47 @@ mod tests {
         shared.push_all([item(1)]);
         assert_eq!(shared.qsize(), 1);
         assert_eq!(shared.drop_conn(8), 0, "nothing was in flight for it");
+    }
+
+    // A consumer killed while its GET waited, before its connection's
+    // thread saw the end (a starved broker; here no thread waits for it
+    // yet), gets no item: the item goes to the next waiting GET, and
+    // nothing is in flight on the dead connection to come back to the
+    // front later, after items the next consumer already took.
+    #[test]
+    fn a_parked_get_whose_holder_is_gone_takes_nothing() {
+        let shared = Arc::new(Shared::new(0));
+        let (dead, _dead_broker, mut dead_parker) = link();
+        let gone = dead_parker.request(12, Want::Get { most: 1 }).unwrap();
+        assert!(shared.take_or_park(1, None, gone.clone()).is_none());
+        let (holder, broker, mut parker) = link();
+        let p = parker.request(13, Want::Get { most: 1 }).unwrap();
+        assert!(shared.take_or_park(1, None, p.clone()).is_none());
+        drop(dead);
+        let _open = broker.clone();
+        let waiter = {
+            let shared = shared.clone();
+            std::thread::spawn(move || finish_wait(&parker, &broker, &shared, &p))
+        };
+        shared.push_all([item(1)]);
+        assert_eq!(
+            shared.drop_conn(12),
+            0,
+            "the item was given to the dead consumer's connection"
+        );
+        assert_eq!(items_in(&holder.recv_bytes().unwrap()), [1]);
+        holder.send_bytes(&wire::settle(1, 0)).unwrap();
+        waiter.join().unwrap();
+        // In flight on the live connection until its SETTLE is read.
+        assert_eq!(shared.qsize(), 1);
+        shared.settle(13, 1, 0);
+        assert_eq!(shared.qsize(), 0);
+        // The dead consumer's thread, when it runs, closes its connection.
+        let waited = dead_parker.wait(&shared, &gone, None);
+        assert!(
+            matches!(waited, Waited::Write(Given::Refused)),
+            "{waited:?}"
+        );
     }
 
     // A parked ACQUIRE gets the room a consumer's ack frees, reserved for
