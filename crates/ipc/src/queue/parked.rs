@@ -599,10 +599,26 @@ mod tests {
     fn a_parked_get_whose_holder_is_gone_takes_nothing() {
         let shared = Arc::new(Shared::new(0));
         let (dead, _dead_broker, mut dead_parker) = link();
-        let gone = dead_parker.request(12, Want::Get { most: 1 }).unwrap();
+        let gone = dead_parker
+            .request(
+                12,
+                Want::Get {
+                    most: 1,
+                    on_send: false,
+                },
+            )
+            .unwrap();
         assert!(shared.take_or_park(1, None, gone.clone()).is_none());
         let (holder, broker, mut parker) = link();
-        let p = parker.request(13, Want::Get { most: 1 }).unwrap();
+        let p = parker
+            .request(
+                13,
+                Want::Get {
+                    most: 1,
+                    on_send: false,
+                },
+            )
+            .unwrap();
         assert!(shared.take_or_park(1, None, p.clone()).is_none());
         drop(dead);
         let _open = broker.clone();
