@@ -24,6 +24,19 @@ fn owned_and_remote(maxsize: usize) -> (Queue<u32>, Queue<u32>, Handle) {
     (q, remote, h)
 }
 
+/// A queue of `maxsize` 1 holding one item (put by its owner), a second
+/// hold on it, and a hostile holder of `session` (a feeder connection and
+/// an ops one) whose `PUT_WAIT` of 50 is parked at the broker: the queue
+/// is full.
+fn full_with_a_parked_put(session: u64) -> (Queue<u32>, Queue<u32>, Connection, Connection) {
+    let (q, remote, h) = owned_and_remote(1);
+    let feeder = raw(&h, session, Role::Feeder);
+    let hostile = raw(&h, session, Role::Ops);
+    q.put(1).unwrap();
+    hostile.send_bytes(&put_wait(50, None)).unwrap();
+    (q, remote, feeder, hostile)
+}
+
 /// A connection of `role` for `session`, said hello to.
 fn raw(h: &Handle, session: u64, role: Role) -> Connection {
     let conn = Client::connect(&h.address, Some(&h.key)).unwrap();
@@ -95,11 +108,7 @@ fn carried_items_keep_their_order_through_one_place() {
 // its socket, and the other holders go on.
 #[test]
 fn a_holder_that_never_reads_its_grant_blocks_nobody() {
-    let (q, remote, h) = owned_and_remote(1);
-    let _feeder = raw(&h, 77, Role::Feeder);
-    let hostile = raw(&h, 77, Role::Ops);
-    q.put(1).unwrap();
-    hostile.send_bytes(&put_wait(50, None)).unwrap();
+    let (q, remote, _feeder, hostile) = full_with_a_parked_put(77);
     // Parked (the queue is full) until the remote holder takes the 1.
     assert_eq!(remote.get_timeout(LONG).unwrap(), 1);
     assert_eq!(remote.get_timeout(LONG).unwrap(), 50);
@@ -121,11 +130,7 @@ fn a_holder_that_never_reads_its_grant_blocks_nobody() {
 // first — never a place held for nothing.
 #[test]
 fn a_holder_that_speaks_while_parked_leaves_nothing() {
-    let (q, remote, h) = owned_and_remote(1);
-    let _feeder = raw(&h, 78, Role::Feeder);
-    let hostile = raw(&h, 78, Role::Ops);
-    q.put(1).unwrap();
-    hostile.send_bytes(&put_wait(50, None)).unwrap();
+    let (q, remote, _feeder, hostile) = full_with_a_parked_put(78);
     hostile.send_bytes(&[0xee]).unwrap();
     assert_eq!(q.get().unwrap(), 1);
     // Granted before the broker saw the garbage (then its item is in), or

@@ -386,18 +386,28 @@ pub(crate) fn put_wait<E>(
     Ok(out)
 }
 
-pub(crate) fn release(count: u32) -> Vec<u8> {
+/// A message of its tag `op` and one `u32`.
+fn op_u32(op: u8, value: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(5);
-    out.push(RELEASE);
-    put_u32(&mut out, count);
+    out.push(op);
+    put_u32(&mut out, value);
     out
 }
 
-pub(crate) fn granted(count: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5);
-    out.push(GRANTED);
-    put_u32(&mut out, count);
+/// A message of its tag `op` and one `u64`.
+fn op_u64(op: u8, value: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(op);
+    put_u64(&mut out, value);
     out
+}
+
+pub(crate) fn release(count: u32) -> Vec<u8> {
+    op_u32(RELEASE, count)
+}
+
+pub(crate) fn granted(count: u32) -> Vec<u8> {
+    op_u32(GRANTED, count)
 }
 
 pub(crate) fn get(
@@ -433,42 +443,34 @@ pub(crate) fn qsize(barrier: u64, acks: &[(u64, u32)]) -> Vec<u8> {
 
 /// `TASK_DONE` or `JOIN` (`op`), after the feeder's batch `barrier`.
 pub(crate) fn with_barrier(op: u8, barrier: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
+    op_u64(op, barrier)
+}
+
+/// A message of its tag `op`, a `u64`, then a handle's `pid` and
+/// `value` (an object the receiver opens from that process).
+fn op_u64_handle(op: u8, first: u64, pid: u32, value: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21);
     out.push(op);
-    put_u64(&mut out, barrier);
+    put_u64(&mut out, first);
+    put_u32(&mut out, pid);
+    put_u64(&mut out, value);
     out
 }
 
 pub(crate) fn ack_page(conn: u64, pid: u32, value: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(21);
-    out.push(ACK_PAGE);
-    put_u64(&mut out, conn);
-    put_u32(&mut out, pid);
-    put_u64(&mut out, value);
-    out
+    op_u64_handle(ACK_PAGE, conn, pid, value)
 }
 
 pub(crate) fn sealed_item(len: u64, pid: u32, value: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(21);
-    out.push(SEALED_ITEM);
-    put_u64(&mut out, len);
-    put_u32(&mut out, pid);
-    put_u64(&mut out, value);
-    out
+    op_u64_handle(SEALED_ITEM, len, pid, value)
 }
 
 pub(crate) fn hello_ok(conn: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
-    out.push(HELLO_OK);
-    put_u64(&mut out, conn);
-    out
+    op_u64(HELLO_OK, conn)
 }
 
 pub(crate) fn size(n: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
-    out.push(SIZE);
-    put_u64(&mut out, n);
-    out
+    op_u64(SIZE, n)
 }
 
 /// The start of an `ITEMS` answer for `count` items; append them with
