@@ -238,7 +238,6 @@ impl Broker {
             queue,
             session,
             role,
-            link,
             sealed,
         }) = wire::parse_request(&hello)
         else {
@@ -250,18 +249,6 @@ impl Broker {
             return;
         };
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        if role == Role::Acks {
-            // Registered before the answer, so that the ops connection's
-            // next message reads it; the page stays until that connection
-            // ends. Nothing else comes on this connection.
-            match self.acks.add(link, session) {
-                Ok((pid, value)) => {
-                    let _ = conn.send_bytes(&wire::ack_page(id, pid, value));
-                }
-                Err(e) => tracing::debug!(link, "no ack page: {e}"),
-            }
-            return;
-        }
         if role == Role::Handles {
             self.open_handles(&shared, queue, session, id, conn);
             return;
@@ -294,7 +281,7 @@ impl Broker {
                 shared.feed_closed(session);
                 handles.remove(&(queue, session));
             }
-            Role::Acks | Role::Handles => {}
+            Role::Handles => {}
             Role::Ops => {
                 serve_ops(&shared, &self.acks, &conn, (queue, id), session, sealed);
                 // What the holder took is counted out before the rest goes
@@ -997,5 +984,47 @@ mod tests {
             Taken::Items(items) => assert_eq!(items[0].bytes(), [9]),
             _ => panic!("the item never came back"),
         }
+    }
+
+    // A `HELLO` of role 2 (the ack page's old connection of its own,
+    // naming another ops connection: what an old or hostile client
+    // sends) is malformed: the broker closes that connection unanswered.
+    // The ops connection it named is untouched: its delivery stays in
+    // flight (no page was made for anyone to count on), it goes on being
+    // served, and what it held comes back when it ends.
+    #[test]
+    fn a_role_2_hello_is_closed_unanswered() {
+        let b = get_or_start().unwrap();
+        let queue = 0x5a6e_0003;
+        let shared = Arc::new(Shared::new(0));
+        b.register(queue, shared.clone());
+        shared.push_all([Item::whole(vec![4]), Item::whole(vec![5])]);
+        let (c, id) = ops(&b, queue, 79);
+        c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
+        c.recv_bytes().unwrap();
+        for with_link in [true, false] {
+            let old = Client::connect(b.address(), Some(b.key())).unwrap();
+            let mut hello = wire::hello(queue, 79, Role::Ops);
+            if let Some(role) = hello.last_mut() {
+                *role = 2;
+            }
+            if with_link {
+                hello.extend_from_slice(&id.to_be_bytes());
+            }
+            old.send_bytes(&hello).unwrap();
+            assert!(matches!(old.recv_bytes(), Err(Error::Eof)));
+        }
+        assert_eq!(shared.qsize(), 2, "the in-flight item is still in flight");
+        assert!(
+            matches!(page(&c), Reply::AckPage { conn, .. } if conn == id),
+            "the named connection is still served"
+        );
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let Taken::Items(back) = shared.take(None, 2, Some(deadline), &|| true) else {
+            panic!("nothing came back");
+        };
+        let back: Vec<&[u8]> = back.iter().map(Item::bytes).collect();
+        assert_eq!(back, [&[4u8][..], &[5]], "nothing was counted taken");
     }
 }
