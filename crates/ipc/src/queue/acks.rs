@@ -45,7 +45,8 @@ impl AckPage {
 
     /// Opens the page process `pid` holds as handle `value` (holder side).
     pub(crate) fn open(pid: u32, value: u64) -> std::io::Result<AckPage> {
-        let map = sys::Mapping::from_handle(sys::import_handle(pid, value)?)?;
+        let map =
+            sys::Mapping::from_handle(sys::import_handle(pid, value, sys::Access::ReadWrite)?)?;
         if map.len() < 8 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

@@ -65,4 +65,4 @@ pub use shm::{
     unlink_named, Mapping, SEALED_ITEMS,
 };
 pub use stream::{stream_pair, Stream};
-pub use sync::{handle_value, import_handle, thread_identity, Acquired, SyncBlock};
+pub use sync::{handle_value, import_handle, thread_identity, Access, Acquired, SyncBlock};
