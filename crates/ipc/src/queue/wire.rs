@@ -372,6 +372,17 @@ pub(crate) fn put_wait<E>(
     Ok(out)
 }
 
+/// The item's bytes in `msg`, a `PUT_WAIT` that [`put_wait`] made in this
+/// process: what follows the head and the item's length (4 bytes, or 12
+/// in the long form). Not a parse (the message is our own): a put that
+/// sends the item another way takes it from here, with no second encode
+/// nor copy.
+pub(crate) fn put_wait_item(msg: &[u8]) -> &[u8] {
+    const HEAD: usize = 1 + 4 + 8 + 8;
+    let long = msg.get(HEAD..HEAD + 4) == Some(&u32::MAX.to_be_bytes()[..]);
+    msg.get(HEAD + if long { 12 } else { 4 }..).unwrap_or(&[])
+}
+
 /// A message of its tag `op` and one `u32`.
 fn op_u32(op: u8, value: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(5);
@@ -775,6 +786,12 @@ mod tests {
             })
         );
         assert_eq!(put_wait(1, None, 0, |_| Err("no")), Err("no"));
+        let m = put_wait(1, None, 0, |out| {
+            out.extend_from_slice(b"the item");
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(put_wait_item(&m), b"the item");
         // One item, nothing after it.
         let mut two = w.clone();
         two.push(0);

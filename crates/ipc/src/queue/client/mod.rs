@@ -516,7 +516,7 @@ impl Holdings {
 /// A put with no permit carries its item in its `PUT_WAIT` when the
 /// request stays under this size; a larger item asks for room first and
 /// goes through the feeder (sealed, where large items can be).
-const CARRY_MOST: usize = 64 << 10;
+pub(super) const CARRY_MOST: usize = 64 << 10;
 
 /// What a `GET` brought: items (the connection, the answer, their ranges
 /// in it), or one sealed item, read.
@@ -690,21 +690,14 @@ impl Remote {
         let barrier = feeder.flush().map_err(|_| PutFail::Disconnected)?;
         let msg = wire::put_wait(wanted, timeout, barrier, write).map_err(PutFail::Encode)?;
         if msg.len() >= CARRY_MOST {
-            // A large item goes the feeder's way (sealed where it can).
-            let Ok(wire::Request::PutWait { item, .. }) = wire::parse_request(&msg) else {
-                return Err(PutFail::Disconnected);
-            };
+            // A large item goes the feeder's way (sealed where it can):
+            // its bytes, encoded once into `msg`, are the feeder put's
+            // tail, copied once into the batch or straight into the
+            // sealed object it travels in (never parsed back nor copied
+            // out first).
             let last = self.take_permit(wanted, timeout, deadline)?;
-            let bytes = &msg[item];
             return feeder
-                .put(
-                    last,
-                    |out| {
-                        out.extend_from_slice(bytes);
-                        Ok(())
-                    },
-                    &[],
-                )
+                .put(last, |_| Ok(()), wire::put_wait_item(&msg))
                 .map_err(|e| self.feed_failed(e));
         }
         self.ask_room(&msg, deadline)?;
