@@ -514,6 +514,26 @@ const KEEP_RANGES: usize = 1 << 16;
 /// Answers requests until the connection ends. `sealed`: the holder
 /// takes sealed items (a `SEALED_ITEM` answer, one at a time); other
 /// holders get their bytes.
+/// Tests: the next `GET` on a queue listed here waits, in its
+/// connection's thread before it is handled, until its sender sends or
+/// is dropped (an owner too slow to answer in time, made certain).
+#[cfg(test)]
+pub(crate) static HOLD_NEXT_GET: Mutex<Vec<(u64, std::sync::mpsc::Receiver<()>)>> =
+    Mutex::new(Vec::new());
+
+#[cfg(test)]
+fn hold_get(queue: u64) {
+    let held = {
+        let mut held = lock(&HOLD_NEXT_GET);
+        held.iter()
+            .position(|(q, _)| *q == queue)
+            .map(|i| held.swap_remove(i).1)
+    };
+    if let Some(release) = held {
+        let _ = release.recv();
+    }
+}
+
 fn serve_ops(
     shared: &Shared,
     acks: &AckPages,
@@ -610,6 +630,8 @@ fn serve_ops(
                 barrier,
                 acks,
             } => {
+                #[cfg(test)]
+                hold_get(queue);
                 shared.ack(&acks);
                 shared.wait_barrier(session, barrier);
                 let (most, deadline) = (most as usize, deadline_of(timeout));
