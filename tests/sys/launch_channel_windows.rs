@@ -257,6 +257,57 @@ fn inherited_a_stranger_holding_the_childs_end_does_not_hide_its_death() {
     );
 }
 
+/// Whether this process is in a Job Object.
+fn in_a_job() -> bool {
+    use windows_sys::Win32::System::JobObjects::IsProcessInJob;
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    let mut inside = 0;
+    // SAFETY: a query on this process's pseudo-handle, a valid out
+    // pointer; a null job means any job.
+    let ok = unsafe { IsProcessInJob(GetCurrentProcess(), std::ptr::null_mut(), &mut inside) };
+    assert_ne!(ok, 0, "IsProcessInJob: {}", std::io::Error::last_os_error());
+    inside != 0
+}
+
+/// Helper of `inherited_a_daemonic_child_is_in_its_job_from_its_start`:
+/// its children die (exit code 7) if they run their first code of ours
+/// outside a Job Object (the suite's fault `outside-job`). This process
+/// is in none, so a non-daemonic child (which inherits no job) dies,
+/// and a daemonic one lives only if it was in the job before it ran.
+#[mproc::test]
+#[ignore = "run by inherited_a_daemonic_child_is_in_its_job_from_its_start"]
+fn helper_children_outside_a_job_die() {
+    assert!(!in_a_job(), "the helper must start outside any job");
+    let mut plain = spawn_ctx().process(nothing, ());
+    plain.start().expect("start");
+    match plain.join() {
+        Err(mproc::Error::ChildFailed { status, .. }) => {
+            assert!(status.contains("exitcode 7"), "{status}");
+        }
+        other => panic!("a child outside the job ran: {other:?}"),
+    }
+    for _ in 0..5 {
+        let mut daemon = spawn_ctx().process(nothing, ()).with_daemon(true);
+        daemon.start().expect("start");
+        daemon.join().expect("a daemonic child ran outside its job");
+        assert_eq!(daemon.exitcode(), Some(0));
+    }
+}
+
+/// A daemonic child is in its parent's kill-on-close Job Object from its
+/// first instruction (created suspended, put in the job, then resumed):
+/// it checks at the first code of ours it runs, before anything else,
+/// and dies if it is not (exit code 7); a non-daemonic child, which
+/// does die there, shows the check bites.
+#[test]
+fn inherited_a_daemonic_child_is_in_its_job_from_its_start() {
+    run_helper(
+        "helper_children_outside_a_job_die",
+        &[("MPROC_TEST_FAULT", "outside-job")],
+        Duration::from_secs(120),
+    );
+}
+
 /// `start()` + `join()` of 50 children in a row, timed and printed (run
 /// with `--ignored --nocapture`): with the inherited channel, and with
 /// the named pipe and handshake it replaced (the suite's fault
