@@ -1020,7 +1020,7 @@ mod tests {
         let queue = 0x5a6e_0003;
         let shared = Arc::new(Shared::new(0));
         b.register(queue, shared.clone());
-        shared.push_all([Item::whole(vec![4]), Item::whole(vec![5])]);
+        shared.push_all([Item::whole(vec![4])]);
         let (c, id) = ops(&b, queue, 79);
         c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
         c.recv_bytes().unwrap();
@@ -1036,17 +1036,17 @@ mod tests {
             old.send_bytes(&hello).unwrap();
             assert!(matches!(old.recv_bytes(), Err(Error::Eof)));
         }
-        assert_eq!(shared.qsize(), 2, "the in-flight item is still in flight");
+        assert_eq!(shared.qsize(), 1, "the in-flight item is still in flight");
         assert!(
             matches!(page(&c), Reply::AckPage { conn, .. } if conn == id),
             "the named connection is still served"
         );
         drop(c);
+        // Back when the broker sees the end (taken, it never would be).
         let deadline = Instant::now() + Duration::from_secs(10);
-        let Taken::Items(back) = shared.take(None, 2, Some(deadline), &|| true) else {
-            panic!("nothing came back");
-        };
-        let back: Vec<&[u8]> = back.iter().map(Item::bytes).collect();
-        assert_eq!(back, [&[4u8][..], &[5]], "nothing was counted taken");
+        match shared.take(None, 1, Some(deadline), &|| true) {
+            Taken::Items(items) => assert_eq!(items[0].bytes(), [4], "nothing was counted taken"),
+            _ => panic!("the in-flight item never came back"),
+        }
     }
 }

@@ -88,7 +88,9 @@ fn a_late_get_answer_is_not_overtaken_by_the_next_get() {
     for i in 0..5 {
         assert_eq!(r.get_timeout(LONG).unwrap(), i);
     }
-    assert_eq!(q.qsize(), 0);
+    // Asked through the broker, after this holder's acks (the owner's
+    // own count could come before the broker read the last one).
+    assert_eq!(r.qsize(), 0);
     q.put(5).unwrap();
     assert_eq!(r.get_timeout(LONG).unwrap(), 5);
 }
