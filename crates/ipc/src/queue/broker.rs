@@ -938,6 +938,36 @@ mod tests {
         }
     }
 
+    /// A queue `queue` registered with this process's broker, holding one
+    /// item `byte`, and an ops connection of `session` whose `GET` took
+    /// it (in flight there): the broker, the queue, the connection and
+    /// its id.
+    fn one_in_flight(
+        queue: u64,
+        session: u64,
+        byte: u8,
+    ) -> (Arc<Broker>, Arc<Shared>, Connection, u64) {
+        let b = get_or_start().unwrap();
+        let shared = Arc::new(Shared::new(0));
+        b.register(queue, shared.clone());
+        shared.push_all([Item::whole(vec![byte])]);
+        let (c, id) = ops(&b, queue, session);
+        c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
+        c.recv_bytes().unwrap();
+        (b, shared, c, id)
+    }
+
+    /// Waits (10 s at most) for the item `byte` to be back in `shared`
+    /// and takes it: back when the broker sees its connection end, as
+    /// an item nobody counted taken.
+    fn comes_back(shared: &Shared, byte: u8) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        match shared.take(None, 1, Some(deadline), &|| true) {
+            Taken::Items(items) => assert_eq!(items[0].bytes(), [byte]),
+            _ => panic!("the in-flight item never came back"),
+        }
+    }
+
     fn page(c: &Connection) -> Reply {
         c.send_bytes(&[wire::PAGE]).unwrap();
         wire::parse_reply(&c.recv_bytes().unwrap()).unwrap()
@@ -990,22 +1020,11 @@ mod tests {
     // connection (its in-flight items come back), never a page.
     #[test]
     fn a_malformed_page_request_closes_the_connection() {
-        let b = get_or_start().unwrap();
-        let queue = 0x5a6e_0002;
-        let shared = Arc::new(Shared::new(0));
-        b.register(queue, shared.clone());
-        shared.push_all([Item::whole(vec![9])]);
-        let (c, _) = ops(&b, queue, 78);
-        c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
-        c.recv_bytes().unwrap();
+        let (_b, shared, c, _) = one_in_flight(0x5a6e_0002, 78, 9);
         c.send_bytes(&[wire::PAGE, 0]).unwrap();
         assert!(matches!(c.recv_bytes(), Err(Error::Eof)));
         // The in-flight item comes back when the broker closes it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        match shared.take(None, 1, Some(deadline), &|| true) {
-            Taken::Items(items) => assert_eq!(items[0].bytes(), [9]),
-            _ => panic!("the item never came back"),
-        }
+        comes_back(&shared, 9);
     }
 
     // A `HELLO` of role 2 (the ack page's old connection of its own,
@@ -1016,14 +1035,8 @@ mod tests {
     // served, and what it held comes back when it ends.
     #[test]
     fn a_role_2_hello_is_closed_unanswered() {
-        let b = get_or_start().unwrap();
         let queue = 0x5a6e_0003;
-        let shared = Arc::new(Shared::new(0));
-        b.register(queue, shared.clone());
-        shared.push_all([Item::whole(vec![4])]);
-        let (c, id) = ops(&b, queue, 79);
-        c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
-        c.recv_bytes().unwrap();
+        let (b, shared, c, id) = one_in_flight(queue, 79, 4);
         for with_link in [true, false] {
             let old = Client::connect(b.address(), Some(b.key())).unwrap();
             let mut hello = wire::hello(queue, 79, Role::Ops);
@@ -1043,10 +1056,6 @@ mod tests {
         );
         drop(c);
         // Back when the broker sees the end (taken, it never would be).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        match shared.take(None, 1, Some(deadline), &|| true) {
-            Taken::Items(items) => assert_eq!(items[0].bytes(), [4], "nothing was counted taken"),
-            _ => panic!("the in-flight item never came back"),
-        }
+        comes_back(&shared, 4);
     }
 }
