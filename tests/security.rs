@@ -129,7 +129,7 @@ fn intrude(conn: Connection, intrusion: Intrusion) -> Learned {
 /// child's; elsewhere only under the test suite's fault `named-channel`,
 /// which the wrapper below sets) refuses any process but the child. (A
 /// child that inherits its channel — re-exec'd or forked by the
-/// forkserver — has no named one to intrude on: `tests/sys/launch_channel.rs`
+/// forkserver — has no named one to intrude on: `tests/sys/launch_channel_unix.rs`
 /// covers that path.)
 #[mproc::test]
 #[ignore = "run by control_channel_refuses_other_processes_before_a_byte_and_the_launch_goes_on"]

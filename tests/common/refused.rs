@@ -1,5 +1,5 @@
 //! The one check of a refused launch token, for the inherited-channel
-//! tests of both OSes (`tests/sys/launch_channel.rs`,
+//! tests (`tests/launch_channel.rs`, `tests/sys/launch_channel_unix.rs`,
 //! `tests/sys/launch_channel_windows.rs`). A test binary includes it with
 //! `#[path = "../common/refused.rs"] mod refused;`.
 

@@ -5,9 +5,17 @@
 //! the entry token `mproc2:<handle>`. What keeps that safe is that the
 //! end reaches that one child and no other process, and that a child
 //! refuses a token naming anything but such an end. The Windows twin of
-//! `launch_channel.rs` (Unix descriptors).
+//! `launch_channel_unix.rs` (Unix descriptors); `tests/launch_channel.rs`
+//! holds what does not depend on the OS.
 
 #![cfg(windows)]
+
+#[path = "../common/sys/mod.rs"]
+mod sys;
+
+#[path = "../common/launch.rs"]
+mod launch;
+use launch::run_helper;
 
 #[path = "../common/refused.rs"]
 mod refused;
@@ -59,7 +67,8 @@ fn run_with_token(program: &str, args: &[&str], token: &str) -> Output {
         .expect("run the fixture")
 }
 
-/// A token naming a handle that is out of range, not open, not a pipe, a
+/// A token naming a handle that is out of range, not open, not a pipe (a
+/// malformed one: `tests/launch_channel.rs`), a
 /// pipe's server end, or the client end of a pipe whose server is not
 /// the parent (here the test, two generations up: what a process would
 /// hold that inherited someone else's pipe) is refused: exit 121 and one
@@ -69,10 +78,6 @@ fn inherited_token_naming_anything_but_the_parents_channel_is_refused() {
     assert_refused(
         &run_with_token(FIXTURE, &["hello"], "mproc2:0"),
         "handle 0 is out of range",
-    );
-    assert_refused(
-        &run_with_token(FIXTURE, &["hello"], "mproc2:x5"),
-        "malformed descriptor",
     );
     // Far above any handle a fresh process holds.
     assert_refused(
@@ -213,71 +218,8 @@ fn inherited_the_childs_channel_is_not_inheritable() {
     assert_eq!(from_parent, 1, "the child's channel to its parent");
 }
 
-/// Runs one ignored helper of this file in a test process of its own
-/// with `env`; fails if it fails or does not end within `limit` (then it
-/// is killed). Its output goes to a file: a hung grandchild holding a
-/// pipe would keep a reader waiting.
-fn run_helper(name: &str, env: &[(&str, &str)], limit: Duration) {
-    let out_path = std::env::temp_dir().join(format!(
-        "mproc-launch-channel-{name}-{}",
-        std::process::id()
-    ));
-    let out = std::fs::File::create(&out_path).expect("the helper's output file");
-    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
-    cmd.args(["--ignored", "--exact", name, "--test-threads=1"])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("the output file"))
-        .stderr(out);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("run this test binary");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the helper's status") {
-            break Some(status);
-        }
-        if start.elapsed() >= limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    let Some(status) = status else {
-        panic!("{name} still ran after {limit:?}: {text}");
-    };
-    assert!(status.success(), "{name}: {status}: {text}");
-    assert!(text.contains("1 passed"), "{name}: {text}");
-}
-
 #[mproc::target]
 fn nothing() {}
-
-/// Helper of `inherited_a_child_killed_before_reading_its_record_fails_to_start`,
-/// run in a test process of its own whose children hang before they
-/// read their launch record (the suite's fault `hang-before-record`).
-#[mproc::test]
-#[ignore = "run by inherited_a_child_killed_before_reading_its_record_fails_to_start"]
-fn helper_kill_a_child_before_it_reads_its_record() {
-    let mut p = spawn_ctx().process(nothing, ());
-    p.start().expect("start");
-    let pid = p.pid().expect("a started child has a pid");
-    let killed = Command::new("taskkill")
-        .args(["/F", "/PID", &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run taskkill");
-    assert!(killed.success());
-    match p.join() {
-        Err(mproc::Error::ChildFailed { pid: p, .. }) => assert_eq!(p, pid),
-        other => panic!("expected ChildFailed, got {other:?}"),
-    }
-    // Its code is taskkill's choice (1 on Windows, 0 under Wine).
-    assert!(p.exitcode().is_some());
-}
 
 /// Helper of `inherited_a_stranger_holding_the_childs_end_does_not_hide_its_death`:
 /// its children first start a stranger that inherits their channel end
@@ -315,90 +257,55 @@ fn inherited_a_stranger_holding_the_childs_end_does_not_hide_its_death() {
     );
 }
 
-/// A child killed (from outside) before it read its launch record — the
-/// record and handles wait in its pipe — is reported by `join` as
-/// `ChildFailed` with its pid, not a hang nor a success.
-#[test]
-fn inherited_a_child_killed_before_reading_its_record_fails_to_start() {
-    run_helper(
-        "helper_kill_a_child_before_it_reads_its_record",
-        &[("MPROC_TEST_FAULT", "hang-before-record")],
-        Duration::from_secs(60),
-    );
+/// Whether this process is in a Job Object.
+fn in_a_job() -> bool {
+    use windows_sys::Win32::System::JobObjects::IsProcessInJob;
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    let mut inside = 0;
+    // SAFETY: a query on this process's pseudo-handle, a valid out
+    // pointer; a null job means any job.
+    let ok = unsafe { IsProcessInJob(GetCurrentProcess(), std::ptr::null_mut(), &mut inside) };
+    assert_ne!(ok, 0, "IsProcessInJob: {}", std::io::Error::last_os_error());
+    inside != 0
 }
 
-/// The length and byte sum of what the child received.
-#[mproc::target]
-fn sum_of(bytes: Vec<u8>) -> (usize, u64) {
-    (bytes.len(), bytes.iter().map(|&b| u64::from(b)).sum())
-}
-
-/// Helper of `inherited_a_hung_child_never_holds_a_large_records_writer`:
-/// its children hang before they read their record, with a 1 s start
-/// deadline.
+/// Helper of `inherited_a_daemonic_child_is_in_its_job_from_its_start`:
+/// its children die (exit code 7) if they run their first code of ours
+/// outside a Job Object (the suite's fault `outside-job`). This process
+/// is in none, so a non-daemonic child (which inherits no job) dies,
+/// and a daemonic one lives only if it was in the job before it ran.
 #[mproc::test]
-#[ignore = "run by inherited_a_hung_child_never_holds_a_large_records_writer"]
-fn helper_a_hung_child_with_a_large_record() {
-    let bytes = vec![1u8; 8 << 20];
-    let h = spawn_ctx().spawn(sum_of, (bytes,)).expect("spawn");
-    match h.join() {
+#[ignore = "run by inherited_a_daemonic_child_is_in_its_job_from_its_start"]
+fn helper_children_outside_a_job_die() {
+    assert!(!in_a_job(), "the helper must start outside any job");
+    let mut plain = spawn_ctx().process(nothing, ());
+    plain.start().expect("start");
+    match plain.join() {
         Err(mproc::Error::ChildFailed { status, .. }) => {
-            assert!(status.contains("killed"), "{status}");
+            assert!(status.contains("exitcode 7"), "{status}");
         }
-        other => panic!("expected ChildFailed, got {other:?}"),
+        other => panic!("a child outside the job ran: {other:?}"),
+    }
+    for _ in 0..5 {
+        let mut daemon = spawn_ctx().process(nothing, ()).with_daemon(true);
+        daemon.start().expect("start");
+        daemon.join().expect("a daemonic child ran outside its job");
+        assert_eq!(daemon.exitcode(), Some(0));
     }
 }
 
-/// A launch record larger than the pipe's buffer, for a child that hangs
-/// before reading it: the child is killed a second after the start
-/// deadline, the writer fails and `join` reports it (the helper ends
-/// within the limit instead of blocking in a write forever).
+/// A daemonic child is in its parent's kill-on-close Job Object from its
+/// first instruction (created suspended, put in the job, then resumed):
+/// it checks at the first code of ours it runs, before anything else,
+/// and dies if it is not (exit code 7); a non-daemonic child, which
+/// does die there, shows the check bites.
 #[test]
-fn inherited_a_hung_child_never_holds_a_large_records_writer() {
+fn inherited_a_daemonic_child_is_in_its_job_from_its_start() {
     run_helper(
-        "helper_a_hung_child_with_a_large_record",
-        &[
-            ("MPROC_TEST_FAULT", "hang-before-record"),
-            ("MPROC_START_TIMEOUT_SECS", "1"),
-        ],
-        Duration::from_secs(60),
+        "helper_children_outside_a_job_die",
+        &[("MPROC_TEST_FAULT", "outside-job")],
+        Duration::from_secs(120),
     );
-}
-
-/// A launch record of 4 MiB (far more than the pipe's buffer and what
-/// `start()` sends at once) reaches the child whole.
-#[mproc::test]
-fn inherited_a_large_launch_record_arrives_whole() {
-    let bytes: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let expected = (
-        bytes.len(),
-        bytes.iter().map(|&b| u64::from(b)).sum::<u64>(),
-    );
-    let got = spawn_ctx()
-        .spawn(sum_of, (bytes,))
-        .expect("spawn")
-        .join()
-        .expect("the child ran");
-    assert_eq!(got, expected);
-}
-
-#[mproc::target]
-fn echo(c: mproc::Connection) {
-    let got = c.recv_bytes().expect("a message");
-    c.send_bytes(&got).expect("send it back");
-}
-
-/// Handles passed in a child's arguments (duplicated into the child,
-/// their values sent on the inherited channel) still arrive and work.
-#[mproc::test]
-fn inherited_handles_in_args_arrive() {
-    let (ours, theirs) = mproc::pipe(true).expect("a pipe");
-    let mut p = spawn_ctx().process(echo, (theirs,));
-    p.start().expect("start");
-    ours.send_bytes(b"through the child").expect("send");
-    assert_eq!(ours.recv_bytes().expect("the echo"), b"through the child");
-    p.join().expect("join");
-    assert_eq!(p.exitcode(), Some(0));
 }
 
 /// `start()` + `join()` of 50 children in a row, timed and printed (run

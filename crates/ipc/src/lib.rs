@@ -93,6 +93,9 @@ pub mod __private {
         pub use crate::sys::{
             adopt_inherited_channel, prepare_runtime_dir, set_write_timeout, INHERITS_CHANNEL,
         };
+        // Whether a daemonic child is in its Job Object (the test fault
+        // `outside-job`).
+        pub use crate::sys::in_a_job_object;
     }
 
     /// Typed messages: the tag before a typed payload.

@@ -127,14 +127,17 @@ impl Launcher {
     /// `token(value)` (the value its end is found at): the child and this
     /// process's end. `None` where this launch needs a named listener
     /// instead (a remote launcher, an OS without inherited channels).
+    /// A `daemon` child is tied to this process from its start where the
+    /// OS layer can ([`ChildProcess::spawn_inheriting`]).
     pub(crate) fn spawn_inheriting(
         &self,
         token_env: &str,
         token: &dyn Fn(u64) -> String,
+        daemon: bool,
     ) -> Result<Option<(ChildProcess, ControlStream)>> {
         match &self.kind {
             Kind::Local => Ok(crate::start_method::create_child_inheriting(
-                token_env, token,
+                token_env, token, daemon,
             )?),
             Kind::Srun { .. } => Ok(None),
         }

@@ -261,9 +261,13 @@ pub(crate) fn inherit(method: StartMethod) {
 /// (`sys::INHERITS_CHANNEL`), by the forkserver when it is `Forkserver`;
 /// `None` otherwise, and the launch goes through [`create_child`] and a
 /// named listener.
+///
+/// A `daemon` child is tied to this process from its first instruction
+/// where the OS layer does that at creation (Windows' Job Object).
 pub(crate) fn create_child_inheriting(
     token_env: &str,
     token: &dyn Fn(u64) -> String,
+    daemon: bool,
 ) -> std::io::Result<Option<(ChildProcess, ControlStream)>> {
     let method = OVERRIDE.with(|o| o.get()).unwrap_or_else(get_start_method);
     let inherits = match method {
@@ -283,7 +287,7 @@ pub(crate) fn create_child_inheriting(
     // dead processes), whichever way its child is launched.
     crate::sys::prepare_runtime_dir()?;
     match method {
-        StartMethod::Spawn => ChildProcess::spawn_inheriting(token_env, token).map(Some),
+        StartMethod::Spawn => ChildProcess::spawn_inheriting(token_env, token, daemon).map(Some),
         StartMethod::Forkserver => crate::forkserver::start_child(token).map(Some),
     }
 }

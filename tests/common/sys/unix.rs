@@ -145,3 +145,24 @@ pub fn item_objects() -> Option<usize> {
 pub fn item_objects() -> Option<usize> {
     None
 }
+
+/// Starts `cmd` as the leader of a process group of its own, so that
+/// [`kill_group`] reaches whatever it started.
+pub fn in_own_group(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0)
+}
+
+/// SIGKILLs what is left of the process group `leader` leads (started
+/// with [`in_own_group`]): a hung child outlives its test process. Quiet
+/// when nothing is left.
+pub fn kill_group(leader: u32) {
+    let _ = Command::new("kill")
+        .args(["-9", "--", &format!("-{leader}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// The exit code `Process::exitcode` reports for a child that
+/// [`kill_from_outside`] killed: `-SIGKILL`.
+pub const KILLED_FROM_OUTSIDE: Option<i32> = Some(-9);

@@ -132,3 +132,25 @@ fn note_for_loaded_runs(message: &str) {
 pub fn item_objects() -> Option<usize> {
     None
 }
+
+/// `cmd` as it is: Windows has no process group a test needs here
+/// ([`kill_group`] follows the process tree instead).
+pub fn in_own_group(cmd: &mut Command) -> &mut Command {
+    cmd
+}
+
+/// Kills `leader` and the processes it started (`taskkill /F /T`). Call
+/// it only while `leader` lives: the tree is found from it, and a pid
+/// that ended can be reused. Quiet when it fails.
+pub fn kill_group(leader: u32) {
+    let _ = Command::new("taskkill")
+        .args(["/F", "/T", "/PID", &leader.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// The exit code `Process::exitcode` reports for a child that
+/// [`kill_from_outside`] killed: `taskkill`'s choice (1 on Windows, 0
+/// under Wine), so not one a test can name.
+pub const KILLED_FROM_OUTSIDE: Option<i32> = None;

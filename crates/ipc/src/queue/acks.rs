@@ -3,7 +3,7 @@
 //!
 //! A holder whose ops connection delivered several items at once asks the
 //! broker for that connection's *ack page* (a `PAGE` request on that
-//! connection; or a `HELLO` of role 2 naming it): a small shared-memory object the broker creates and
+//! connection): a small shared-memory object the broker creates and
 //! keeps mapped, and the holder opens from the broker's process
 //! ([`sys::import_handle`]). Its first word counts the items taken from
 //! that connection's deliveries: the holder adds one (a plain store to
@@ -45,7 +45,8 @@ impl AckPage {
 
     /// Opens the page process `pid` holds as handle `value` (holder side).
     pub(crate) fn open(pid: u32, value: u64) -> std::io::Result<AckPage> {
-        let map = sys::Mapping::from_handle(sys::import_handle(pid, value)?)?;
+        let map =
+            sys::Mapping::from_handle(sys::import_handle(pid, value, sys::Access::ReadWrite)?)?;
         if map.len() < 8 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

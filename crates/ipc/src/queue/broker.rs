@@ -238,7 +238,6 @@ impl Broker {
             queue,
             session,
             role,
-            link,
             sealed,
         }) = wire::parse_request(&hello)
         else {
@@ -250,18 +249,6 @@ impl Broker {
             return;
         };
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        if role == Role::Acks {
-            // Registered before the answer, so that the ops connection's
-            // next message reads it; the page stays until that connection
-            // ends. Nothing else comes on this connection.
-            match self.acks.add(link, session) {
-                Ok((pid, value)) => {
-                    let _ = conn.send_bytes(&wire::ack_page(id, pid, value));
-                }
-                Err(e) => tracing::debug!(link, "no ack page: {e}"),
-            }
-            return;
-        }
         if role == Role::Handles {
             self.open_handles(&shared, queue, session, id, conn);
             return;
@@ -294,7 +281,7 @@ impl Broker {
                 shared.feed_closed(session);
                 handles.remove(&(queue, session));
             }
-            Role::Acks | Role::Handles => {}
+            Role::Handles => {}
             Role::Ops => {
                 serve_ops(&shared, &self.acks, &conn, (queue, id), session, sealed);
                 // What the holder took is counted out before the rest goes
@@ -527,6 +514,26 @@ const KEEP_RANGES: usize = 1 << 16;
 /// Answers requests until the connection ends. `sealed`: the holder
 /// takes sealed items (a `SEALED_ITEMS` answer, a run of them); other
 /// holders get their bytes.
+/// Tests: the next `GET` on a queue listed here waits, in its
+/// connection's thread before it is handled, until its sender sends or
+/// is dropped (an owner too slow to answer in time, made certain).
+#[cfg(test)]
+pub(crate) static HOLD_NEXT_GET: Mutex<Vec<(u64, std::sync::mpsc::Receiver<()>)>> =
+    Mutex::new(Vec::new());
+
+#[cfg(test)]
+fn hold_get(queue: u64) {
+    let held = {
+        let mut held = lock(&HOLD_NEXT_GET);
+        held.iter()
+            .position(|(q, _)| *q == queue)
+            .map(|i| held.swap_remove(i).1)
+    };
+    if let Some(release) = held {
+        let _ = release.recv();
+    }
+}
+
 fn serve_ops(
     shared: &Shared,
     acks: &AckPages,
@@ -623,6 +630,8 @@ fn serve_ops(
                 barrier,
                 acks,
             } => {
+                #[cfg(test)]
+                hold_get(queue);
                 shared.ack(&acks);
                 shared.wait_barrier(session, barrier);
                 if !alive() {
@@ -953,6 +962,38 @@ mod tests {
         }
     }
 
+    /// A queue `queue` registered with this process's broker, holding one
+    /// item `byte`, and an ops connection of `session` whose `GET` took
+    /// it (in flight there): the broker, the queue, the connection and
+    /// its id.
+    fn one_in_flight(
+        queue: u64,
+        session: u64,
+        byte: u8,
+    ) -> (Arc<Broker>, Arc<Shared>, Connection, u64) {
+        let b = get_or_start().unwrap();
+        let shared = Arc::new(Shared::new(0));
+        b.register(queue, shared.clone());
+        shared.push_all([Item::whole(vec![byte])]);
+        let (c, id) = ops(&b, queue, session);
+        // With a timeout: acknowledged, not taken on send (in flight).
+        c.send_bytes(&wire::get(1, Some(Duration::from_secs(60)), 0, &[]))
+            .unwrap();
+        c.recv_bytes().unwrap();
+        (b, shared, c, id)
+    }
+
+    /// Waits (10 s at most) for the item `byte` to be back in `shared`
+    /// and takes it: back when the broker sees its connection end, as
+    /// an item nobody counted taken.
+    fn comes_back(shared: &Shared, byte: u8) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        match shared.take(None, 1, Some(deadline), &|| true) {
+            Taken::Items(items) => assert_eq!(items[0].bytes(), [byte]),
+            _ => panic!("the in-flight item never came back"),
+        }
+    }
+
     fn page(c: &Connection) -> Reply {
         c.send_bytes(&[wire::PAGE]).unwrap();
         wire::parse_reply(&c.recv_bytes().unwrap()).unwrap()
@@ -1039,23 +1080,42 @@ mod tests {
     // connection (its in-flight items come back), never a page.
     #[test]
     fn a_malformed_page_request_closes_the_connection() {
-        let b = get_or_start().unwrap();
-        let queue = 0x5a6e_0002;
-        let shared = Arc::new(Shared::new(0));
-        b.register(queue, shared.clone());
-        shared.push_all([Item::whole(vec![9])]);
-        let (c, _) = ops(&b, queue, 78);
-        // With a timeout: acknowledged, not taken on send (in flight).
-        c.send_bytes(&wire::get(1, Some(Duration::from_secs(60)), 0, &[]))
-            .unwrap();
-        c.recv_bytes().unwrap();
+        let (_b, shared, c, _) = one_in_flight(0x5a6e_0002, 78, 9);
         c.send_bytes(&[wire::PAGE, 0]).unwrap();
         assert!(matches!(c.recv_bytes(), Err(Error::Eof)));
         // The in-flight item comes back when the broker closes it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        match shared.take(None, 1, Some(deadline), &|| true) {
-            Taken::Items(items) => assert_eq!(items[0].bytes(), [9]),
-            _ => panic!("the item never came back"),
+        comes_back(&shared, 9);
+    }
+
+    // A `HELLO` of role 2 (the ack page's old connection of its own,
+    // naming another ops connection: what an old or hostile client
+    // sends) is malformed: the broker closes that connection unanswered.
+    // The ops connection it named is untouched: its delivery stays in
+    // flight (no page was made for anyone to count on), it goes on being
+    // served, and what it held comes back when it ends.
+    #[test]
+    fn a_role_2_hello_is_closed_unanswered() {
+        let queue = 0x5a6e_0003;
+        let (b, shared, c, id) = one_in_flight(queue, 79, 4);
+        for with_link in [true, false] {
+            let old = Client::connect(b.address(), Some(b.key())).unwrap();
+            let mut hello = wire::hello(queue, 79, Role::Ops);
+            if let Some(role) = hello.last_mut() {
+                *role = 2;
+            }
+            if with_link {
+                hello.extend_from_slice(&id.to_be_bytes());
+            }
+            old.send_bytes(&hello).unwrap();
+            assert!(matches!(old.recv_bytes(), Err(Error::Eof)));
         }
+        assert_eq!(shared.qsize(), 1, "the in-flight item is still in flight");
+        assert!(
+            matches!(page(&c), Reply::AckPage { conn, .. } if conn == id),
+            "the named connection is still served"
+        );
+        drop(c);
+        // Back when the broker sees the end (taken, it never would be).
+        comes_back(&shared, 4);
     }
 }

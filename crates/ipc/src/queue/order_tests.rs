@@ -67,3 +67,30 @@ fn a_get_does_not_overtake_the_janitors_give_back() {
         assert_eq!(r.get_timeout(LONG).unwrap(), want);
     }
 }
+
+// A get whose answer comes after its deadline (the broker holds it, as an
+// owner stopped or starved past the get's timeout and grace would): the
+// get is `Empty`, and the items the late answer brings are back at the
+// front before this process asks again, so the next gets take them in
+// order, before the ones behind them; nothing is lost.
+#[test]
+fn a_late_get_answer_is_not_overtaken_by_the_next_get() {
+    let (q, r) = owned_and_remote();
+    for i in 0..5 {
+        q.put(i).unwrap();
+    }
+    let (release, held) = mpsc::channel::<()>();
+    lock(&super::broker::HOLD_NEXT_GET).push((q.inner.id, held));
+    // Its grace passes while the broker holds the GET: late for certain.
+    assert!(matches!(r.get_timeout(Duration::ZERO), Err(Error::Empty)));
+    // The broker answers it now, with items, to a get that has returned.
+    drop(release);
+    for i in 0..5 {
+        assert_eq!(r.get_timeout(LONG).unwrap(), i);
+    }
+    // Asked through the broker, after this holder's acks (the owner's
+    // own count could come before the broker read the last one).
+    assert_eq!(r.qsize(), 0);
+    q.put(5).unwrap();
+    assert_eq!(r.get_timeout(LONG).unwrap(), 5);
+}

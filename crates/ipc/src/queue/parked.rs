@@ -435,6 +435,35 @@ mod tests {
         }
     }
 
+    /// A `GET` for `most` items on connection `conn`, parked on `shared`
+    /// (empty, no deadline): the holder's end, the broker's end, its
+    /// parker and the parked request.
+    fn parked_get(
+        shared: &Shared,
+        conn: u64,
+        most: usize,
+    ) -> (Connection, Arc<Connection>, Parker, Arc<Parked>) {
+        let (holder, broker, mut parker) = link();
+        let p = parker.request(conn, get(most)).unwrap();
+        assert!(shared.take_or_park(most, None, p.clone()).is_none());
+        (holder, broker, parker, p)
+    }
+
+    /// [`finish_wait`] on a thread of its own, as the connection's thread
+    /// runs it; the broker's end stays open after the waiter ends (the
+    /// clone returned), as the connection's thread goes on serving it.
+    fn wait_on_a_thread(
+        parker: Parker,
+        broker: Arc<Connection>,
+        shared: &Arc<Shared>,
+        p: Arc<Parked>,
+    ) -> (Arc<Connection>, std::thread::JoinHandle<Waited>) {
+        let open = broker.clone();
+        let shared = shared.clone();
+        let waiter = std::thread::spawn(move || finish_wait(&parker, &broker, &shared, &p));
+        (open, waiter)
+    }
+
     /// What the broker's connection thread does with a parked request's
     /// end (as `serve_ops` does).
     fn finish_wait(parker: &Parker, broker: &Connection, shared: &Shared, p: &Parked) -> Waited {
@@ -466,16 +495,8 @@ mod tests {
     #[test]
     fn a_parked_get_is_answered_by_the_thread_that_stores_the_item() {
         let shared = Arc::new(Shared::new(0));
-        let (holder, broker, mut parker) = link();
-        let p = parker.request(5, get(4)).unwrap();
-        assert!(shared.take_or_park(4, None, p.clone()).is_none());
-        // The broker's end stays open after the waiter ends (as the
-        // connection's thread goes on serving it).
-        let _open = broker.clone();
-        let waiter = {
-            let shared = shared.clone();
-            std::thread::spawn(move || finish_wait(&parker, &broker, &shared, &p))
-        };
+        let (holder, broker, parker, p) = parked_get(&shared, 5, 4);
+        let (_open, waiter) = wait_on_a_thread(parker, broker, &shared, p);
         shared.push_all([item(10), item(20)]);
         assert_eq!(items_in(&holder.recv_bytes().unwrap()), [10, 20]);
         // The holder's next message (its SETTLE) ends the wait.
@@ -502,14 +523,8 @@ mod tests {
     #[test]
     fn a_parked_gets_items_are_in_flight_on_its_connection_before_the_answer() {
         let shared = Arc::new(Shared::new(0));
-        let (holder, broker, mut parker) = link();
-        let p = parker.request(11, get(8)).unwrap();
-        assert!(shared.take_or_park(8, None, p.clone()).is_none());
-        let _open = broker.clone();
-        let waiter = {
-            let shared = shared.clone();
-            std::thread::spawn(move || finish_wait(&parker, &broker, &shared, &p))
-        };
+        let (holder, broker, parker, p) = parked_get(&shared, 11, 8);
+        let (_open, waiter) = wait_on_a_thread(parker, broker, &shared, p);
         shared.push_all([item(1), item(2), item(3)]);
         assert_eq!(items_in(&holder.recv_bytes().unwrap()), [1, 2, 3]);
         shared.ack(&[(11, 1)]);
@@ -536,9 +551,7 @@ mod tests {
     #[test]
     fn a_large_answer_is_handed_to_the_connections_thread() {
         let shared = Arc::new(Shared::new(0));
-        let (holder, broker, mut parker) = link();
-        let p = parker.request(6, get(1)).unwrap();
-        assert!(shared.take_or_park(1, None, p.clone()).is_none());
+        let (holder, broker, parker, p) = parked_get(&shared, 6, 1);
         // Nobody reads yet: storing returns at once all the same.
         shared.push_all([item(1 << 20)]);
         let reader = std::thread::spawn(move || items_in(&holder.recv_bytes().unwrap()));
@@ -580,9 +593,7 @@ mod tests {
     #[test]
     fn a_gone_holder_leaves_the_list() {
         let shared = Shared::new(0);
-        let (holder, _broker, mut parker) = link();
-        let p = parker.request(8, get(1)).unwrap();
-        assert!(shared.take_or_park(1, None, p.clone()).is_none());
+        let (holder, _broker, parker, p) = parked_get(&shared, 8, 1);
         drop(holder);
         assert!(matches!(parker.wait(&shared, &p, None), Waited::Gone));
         shared.push_all([item(1)]);
@@ -672,13 +683,7 @@ mod tests {
             )
             .unwrap();
         assert!(shared.acquire_or_park(40, 3, None, p.clone()).is_none());
-        // The broker's end stays open after the waiter ends (as the
-        // connection's thread goes on serving it).
-        let _open = broker.clone();
-        let waiter = {
-            let shared = shared.clone();
-            std::thread::spawn(move || finish_wait(&parker, &broker, &shared, &p))
-        };
+        let (_open, waiter) = wait_on_a_thread(parker, broker, &shared, p);
         // The consumer's ack frees the one place: granted, one.
         shared.settle(2, 1, 0);
         assert!(matches!(

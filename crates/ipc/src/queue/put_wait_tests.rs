@@ -24,6 +24,19 @@ fn owned_and_remote(maxsize: usize) -> (Queue<u32>, Queue<u32>, Handle) {
     (q, remote, h)
 }
 
+/// A queue of `maxsize` 1 holding one item (put by its owner), a second
+/// hold on it, and a hostile holder of `session` (a feeder connection and
+/// an ops one) whose `PUT_WAIT` of 50 is parked at the broker: the queue
+/// is full.
+fn full_with_a_parked_put(session: u64) -> (Queue<u32>, Queue<u32>, Connection, Connection) {
+    let (q, remote, h) = owned_and_remote(1);
+    let feeder = raw(&h, session, Role::Feeder);
+    let hostile = raw(&h, session, Role::Ops);
+    q.put(1).unwrap();
+    hostile.send_bytes(&put_wait(50, None)).unwrap();
+    (q, remote, feeder, hostile)
+}
+
 /// A connection of `role` for `session`, said hello to.
 fn raw(h: &Handle, session: u64, role: Role) -> Connection {
     let conn = Client::connect(&h.address, Some(&h.key)).unwrap();
@@ -95,11 +108,7 @@ fn carried_items_keep_their_order_through_one_place() {
 // its socket, and the other holders go on.
 #[test]
 fn a_holder_that_never_reads_its_grant_blocks_nobody() {
-    let (q, remote, h) = owned_and_remote(1);
-    let _feeder = raw(&h, 77, Role::Feeder);
-    let hostile = raw(&h, 77, Role::Ops);
-    q.put(1).unwrap();
-    hostile.send_bytes(&put_wait(50, None)).unwrap();
+    let (q, remote, _feeder, hostile) = full_with_a_parked_put(77);
     // Parked (the queue is full) until the remote holder takes the 1.
     assert_eq!(remote.get_timeout(LONG).unwrap(), 1);
     assert_eq!(remote.get_timeout(LONG).unwrap(), 50);
@@ -121,11 +130,7 @@ fn a_holder_that_never_reads_its_grant_blocks_nobody() {
 // first — never a place held for nothing.
 #[test]
 fn a_holder_that_speaks_while_parked_leaves_nothing() {
-    let (q, remote, h) = owned_and_remote(1);
-    let _feeder = raw(&h, 78, Role::Feeder);
-    let hostile = raw(&h, 78, Role::Ops);
-    q.put(1).unwrap();
-    hostile.send_bytes(&put_wait(50, None)).unwrap();
+    let (q, remote, _feeder, hostile) = full_with_a_parked_put(78);
     hostile.send_bytes(&[0xee]).unwrap();
     assert_eq!(q.get().unwrap(), 1);
     // Granted before the broker saw the garbage (then its item is in), or
@@ -194,6 +199,67 @@ fn a_large_item_to_a_small_queue_takes_the_permit_path() {
     });
     for n in [10usize, 200 << 10, 20, 1 << 20, 30] {
         assert_eq!(big_q.get_timeout(LONG).unwrap(), vec![n as u8; n]);
+    }
+    drop(producer.join().unwrap());
+    assert!(q.empty());
+}
+
+/// A typed item (not a byte sequence: it is encoded whole, and a put
+/// with no permit encodes it into its `PUT_WAIT`) whose encoding is
+/// exactly `len` bytes, its first field `mark`.
+fn typed_item_of(len: usize, mark: u8) -> (u8, Vec<u8>) {
+    let encoded = |n: usize| {
+        let mut out = Vec::new();
+        crate::tag::encode(&(mark, vec![mark; n]), &mut out).unwrap();
+        out.len()
+    };
+    let n = len - (encoded(len) - len);
+    assert_eq!(encoded(n), len, "an item of {len} bytes encoded");
+    (mark, vec![mark; n])
+}
+
+// Typed items at each size boundary of a small queue's put, through a
+// `Queue(1)` from another holder, in order with small ones between:
+// the last carried in its `PUT_WAIT` (the message one byte under 64 KiB)
+// and the first sent the feeder's way (its encoded bytes taken from the
+// `PUT_WAIT` built for it), the last inline in a batch and the first in
+// a sealed object (128 KiB, where large items can be sealed). Each
+// arrives whole and in its place.
+#[test]
+fn typed_items_at_each_size_boundary_through_a_queue_of_one() {
+    use super::client::CARRY_MOST;
+    // 1 opcode, wanted u32, timeout u64, barrier u64, the item's length.
+    const PUT_WAIT_HEAD: usize = 1 + 4 + 8 + 8 + 4;
+    let (q, remote, _) = owned_and_remote(1);
+    let got: Queue<(u8, Vec<u8>)> = Queue::from_inner(q.inner.clone());
+    let put: Queue<(u8, Vec<u8>)> = Queue::from_inner(remote.inner.clone());
+    let sizes = [
+        CARRY_MOST - PUT_WAIT_HEAD - 1,
+        CARRY_MOST - PUT_WAIT_HEAD,
+        large::THRESHOLD - 1,
+        large::THRESHOLD,
+        large::THRESHOLD + 1,
+    ];
+    let items: Vec<(u8, Vec<u8>)> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &len)| [(i as u8, Vec::new()), typed_item_of(len, 100 + i as u8)])
+        .collect();
+    let expected = items.clone();
+    let producer = std::thread::spawn(move || {
+        for item in items {
+            put.put(item).unwrap();
+        }
+        put
+    });
+    for want in expected {
+        let item = got.get_timeout(LONG).unwrap();
+        assert_eq!(
+            (item.0, item.1.len()),
+            (want.0, want.1.len()),
+            "in its place"
+        );
+        assert_eq!(item, want, "whole");
     }
     drop(producer.join().unwrap());
     assert!(q.empty());

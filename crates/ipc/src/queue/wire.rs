@@ -10,7 +10,7 @@
 //!
 //! | message | direction | payload after the opcode | answer |
 //! |---|---|---|---|
-//! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 (and for role 2, an ops conn id u64) | `HELLO_OK` conn id u64 (role 2: `ACK_PAGE`), or `NO_QUEUE` |
+//! | `HELLO` | holder → broker, first | queue id u64, session u64, role u8 | `HELLO_OK` conn id u64, or `NO_QUEUE` |
 //! | `PUT_BATCH` | feeder → broker | batch number u64, items (sealed ones too) | none |
 //! | `ACQUIRE` | holder → broker | wanted u32, timeout, acks | `GRANTED` count u32, or `FULL` |
 //! | `PUT_WAIT` | holder → broker | wanted u32, timeout, barrier u64, one item | `GRANTED` count u32 (the first place holds the item), or `FULL` (not stored) |
@@ -23,19 +23,18 @@
 //! | `JOIN` | holder → broker | barrier u64 | `JOINED`, once every item put is done |
 //! | `PAGE` | holder → broker | nothing | `ACK_PAGE` (for this connection), or `NO_PAGE` |
 //!
-//! An *ack page* request (role 2) names one ops connection in its
-//! `HELLO`; the broker answers `ACK_PAGE`: conn id u64, then where the
-//! holder opens the page the broker made for that connection (the
-//! broker's pid u32 and its handle value u64, see
-//! [`sys::import_handle`](crate::sys::import_handle)). The page's first
-//! 8 bytes count the items taken from that connection's deliveries (the
-//! holder adds one before each `get` returns); the broker reads it before
-//! each message on the ops connection, and when the ops connection ends.
-//! Nothing else is sent on a role-2 connection: the holder closes it.
-//! `PAGE` asks the same on the ops connection itself (one round trip, no
-//! new connection and handshake): the broker answers `ACK_PAGE` for that
-//! connection, or `NO_PAGE` if it cannot make one. Holders use `PAGE`;
-//! the broker still answers role 2.
+//! `PAGE` asks for the *ack page* of the ops connection it is sent on:
+//! the broker answers `ACK_PAGE`: conn id u64, then where the holder
+//! opens the page the broker made for that connection (the broker's pid
+//! u32 and its handle value u64, see
+//! [`sys::import_handle`](crate::sys::import_handle)), or `NO_PAGE` if it
+//! cannot make one. The page's first 8 bytes count the items taken from
+//! that connection's deliveries (the holder adds one before each `get`
+//! returns); the broker reads it before each message on the ops
+//! connection, and when the ops connection ends. Role 2 (an older
+//! connection of its own that asked for the page of another) is no
+//! longer a role: a `HELLO` naming it is malformed, and the broker closes
+//! the connection unanswered.
 //!
 //! *Sealed items* ([`large`](super::large)): an item of a `PUT_BATCH` may
 //! be `FF FF FF FF` then a u64 with its top bit set, [`SEALED`] | its
@@ -133,8 +132,6 @@ pub(crate) enum Role {
     Ops = 0,
     /// The one-way stream of a process's feeder (`PUT_BATCH` only).
     Feeder = 1,
-    /// Asks for the ack page of one ops connection (`ACK_PAGE`).
-    Acks = 2,
     /// Carries the descriptors of a session's sealed items (marker bytes
     /// with SCM_RIGHTS), read by the broker's feeder thread.
     Handles = 3,
@@ -172,8 +169,6 @@ pub(crate) enum Request {
         queue: u64,
         session: u64,
         role: Role,
-        /// For an ack page request, the ops connection it is for.
-        link: u64,
         /// An ops connection whose holder takes sealed items.
         sealed: bool,
     },
@@ -354,15 +349,6 @@ pub(crate) fn hello_ops(queue: u64, session: u64, sealed: bool) -> Vec<u8> {
     out
 }
 
-/// The `HELLO` asking for the ack page of the ops connection `link`
-/// (holders ask with [`PAGE`] on that connection instead).
-#[cfg(test)]
-pub(crate) fn hello_acks(queue: u64, session: u64, link: u64) -> Vec<u8> {
-    let mut out = hello(queue, session, Role::Acks);
-    put_u64(&mut out, link);
-    out
-}
-
 /// An empty `PUT_BATCH` with room for its batch number (see [`set_seq`]).
 pub(crate) fn batch_start(out: &mut Vec<u8>) {
     out.clear();
@@ -402,18 +388,39 @@ pub(crate) fn put_wait<E>(
     Ok(out)
 }
 
-pub(crate) fn release(count: u32) -> Vec<u8> {
+/// The item's bytes in `msg`, a `PUT_WAIT` that [`put_wait`] made in this
+/// process: what follows the head and the item's length (4 bytes, or 12
+/// in the long form). Not a parse (the message is our own): a put that
+/// sends the item another way takes it from here, with no second encode
+/// nor copy.
+pub(crate) fn put_wait_item(msg: &[u8]) -> &[u8] {
+    const HEAD: usize = 1 + 4 + 8 + 8;
+    let long = msg.get(HEAD..HEAD + 4) == Some(&u32::MAX.to_be_bytes()[..]);
+    msg.get(HEAD + if long { 12 } else { 4 }..).unwrap_or(&[])
+}
+
+/// A message of its tag `op` and one `u32`.
+fn op_u32(op: u8, value: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(5);
-    out.push(RELEASE);
-    put_u32(&mut out, count);
+    out.push(op);
+    put_u32(&mut out, value);
     out
 }
 
-pub(crate) fn granted(count: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5);
-    out.push(GRANTED);
-    put_u32(&mut out, count);
+/// A message of its tag `op` and one `u64`.
+fn op_u64(op: u8, value: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(op);
+    put_u64(&mut out, value);
     out
+}
+
+pub(crate) fn release(count: u32) -> Vec<u8> {
+    op_u32(RELEASE, count)
+}
+
+pub(crate) fn granted(count: u32) -> Vec<u8> {
+    op_u32(GRANTED, count)
 }
 
 pub(crate) fn get(
@@ -449,19 +456,22 @@ pub(crate) fn qsize(barrier: u64, acks: &[(u64, u32)]) -> Vec<u8> {
 
 /// `TASK_DONE` or `JOIN` (`op`), after the feeder's batch `barrier`.
 pub(crate) fn with_barrier(op: u8, barrier: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
+    op_u64(op, barrier)
+}
+
+/// A message of its tag `op`, a `u64`, then a handle's `pid` and
+/// `value` (an object the receiver opens from that process).
+fn op_u64_handle(op: u8, first: u64, pid: u32, value: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21);
     out.push(op);
-    put_u64(&mut out, barrier);
+    put_u64(&mut out, first);
+    put_u32(&mut out, pid);
+    put_u64(&mut out, value);
     out
 }
 
 pub(crate) fn ack_page(conn: u64, pid: u32, value: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(21);
-    out.push(ACK_PAGE);
-    put_u64(&mut out, conn);
-    put_u32(&mut out, pid);
-    put_u64(&mut out, value);
-    out
+    op_u64_handle(ACK_PAGE, conn, pid, value)
 }
 
 /// A `SEALED_ITEMS` answer: the broker's `pid`, and each item's length
@@ -479,17 +489,11 @@ pub(crate) fn sealed_items(pid: u32, items: &[(u64, u64)]) -> Vec<u8> {
 }
 
 pub(crate) fn hello_ok(conn: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
-    out.push(HELLO_OK);
-    put_u64(&mut out, conn);
-    out
+    op_u64(HELLO_OK, conn)
 }
 
 pub(crate) fn size(n: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
-    out.push(SIZE);
-    put_u64(&mut out, n);
-    out
+    op_u64(SIZE, n)
 }
 
 /// The start of an `ITEMS` answer for `count` items; append them with
@@ -649,16 +653,13 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
                 0 => (Role::Ops, false),
                 x if x == OPS_SEALED => (Role::Ops, true),
                 1 => (Role::Feeder, false),
-                2 => (Role::Acks, false),
                 3 => (Role::Handles, false),
                 _ => return Err(Malformed("unknown role")),
             };
-            let link = if role == Role::Acks { r.u64()? } else { 0 };
             Request::Hello {
                 queue,
                 session,
                 role,
-                link,
                 sealed,
             }
         }
@@ -791,7 +792,6 @@ mod tests {
                 queue: 7,
                 session: 9,
                 role: Role::Feeder,
-                link: 0,
                 sealed: false,
             })
         );
@@ -837,6 +837,12 @@ mod tests {
             })
         );
         assert_eq!(put_wait(1, None, 0, |_| Err("no")), Err("no"));
+        let m = put_wait(1, None, 0, |out| {
+            out.extend_from_slice(b"the item");
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(put_wait_item(&m), b"the item");
         // One item, nothing after it.
         let mut two = w.clone();
         two.push(0);
@@ -927,22 +933,17 @@ mod tests {
         assert!(parse_reply(&items_start(0, 0)).is_err());
     }
 
+    // Role 2 (the ack page's old connection of its own) is no role: its
+    // `HELLO` is malformed, with or without the conn id it carried.
     #[test]
-    fn ack_stream_hello_names_its_link() {
-        assert_eq!(
-            parse_request(&hello_acks(7, 9, 12)),
-            Ok(Request::Hello {
-                queue: 7,
-                session: 9,
-                role: Role::Acks,
-                link: 12,
-                sealed: false,
-            })
-        );
-        let mut short = hello(7, 9, Role::Acks);
-        assert!(parse_request(&short).is_err());
-        short.extend_from_slice(&[0; 9]);
-        assert!(parse_request(&short).is_err());
+    fn a_role_2_hello_is_malformed() {
+        let mut old = hello(7, 9, Role::Ops);
+        if let Some(role) = old.last_mut() {
+            *role = 2;
+        }
+        assert!(parse_request(&old).is_err());
+        old.extend_from_slice(&12u64.to_be_bytes());
+        assert!(parse_request(&old).is_err());
     }
 
     #[test]
@@ -998,7 +999,6 @@ mod tests {
                 queue: 1,
                 session: 2,
                 role: Role::Ops,
-                link: 0,
                 sealed: true,
             })
         );

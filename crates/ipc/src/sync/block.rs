@@ -208,7 +208,7 @@ impl Block {
                     )));
                 }
                 for v in values {
-                    owned.push(sys::import_handle(*pid, *v).map_err(|e| {
+                    owned.push(sys::import_handle(*pid, *v, sys::Access::ReadWrite).map_err(|e| {
                         refused::<D::Error>(Error::InvalidShared(format!(
                             "cannot open the shared object held by process {pid} (does it still hold it?): {e}"
                         )))

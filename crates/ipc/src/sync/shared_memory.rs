@@ -210,7 +210,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
                 attach(h, len).map_err(D::Error::custom)
             }
             Transfer::Held { pid, value, len } => {
-                let h = sys::import_handle(pid, value).map_err(|e| {
+                let h = sys::import_handle(pid, value, sys::Access::ReadWrite).map_err(|e| {
                     super::block::refused::<D::Error>(Error::InvalidShared(format!(
                         "cannot open the shared memory held by process {pid} (does it still hold it?): {e}"
                     )))

@@ -21,6 +21,7 @@ use super::{
     poll_readable, recv_handles, send_handles, stream_pair, unique_local_name, AcceptFailure,
     ControlListener, Mapping, Stream,
 };
+use super::{handle_value, import_handle, Access};
 
 /// Generous bound on a wait that must end (a broken backend fails the
 /// test instead of hanging it).
@@ -268,6 +269,28 @@ fn shared_memory_is_shared() {
     // SAFETY: the same object, at least as long.
     assert_eq!(unsafe { b.ptr().add(8000).read() }, 7);
     super::unlink_named(&name).unwrap();
+}
+
+/// A memory object imported from its holder's process with
+/// `Access::Read` cannot be mapped for writing (what a shared page needs:
+/// the import is of no use to write through); one imported with
+/// `Access::ReadWrite` is the same object, written both ways.
+#[test]
+fn a_read_only_import_cannot_write() {
+    let m = Mapping::anonymous(4096).unwrap();
+    // SAFETY: the mapping is at least 4096 bytes and lives for the test.
+    unsafe { m.ptr().add(9).write(5) };
+    let (pid, value) = (std::process::id(), handle_value(m.handle()));
+    let read_only = import_handle(pid, value, Access::Read).expect("a read-only import");
+    let mapped = Mapping::from_handle(read_only);
+    assert!(mapped.is_err(), "a read-only import was mapped for writing");
+    let both = Mapping::from_handle(import_handle(pid, value, Access::ReadWrite).unwrap()).unwrap();
+    // SAFETY: the same object, at least 4096 bytes, for both views.
+    unsafe {
+        assert_eq!(both.ptr().add(9).read(), 5);
+        both.ptr().add(10).write(6);
+        assert_eq!(m.ptr().add(10).read(), 6);
+    }
 }
 
 // ---------------------------------------------------------------------

@@ -50,6 +50,13 @@ pub(crate) fn boot() {
     let Some(token) = std::env::var_os(TOKEN_ENV) else {
         return;
     };
+    // Test suite only (the fault `outside-job`): a child that runs its
+    // first code of ours outside a Job Object dies (exit code 7), before
+    // anything else, so that a daemonic child, created in its parent's
+    // job, is seen to be there from its start (Windows).
+    if crate::fault::requested("outside-job") && ipc_sys::in_a_job_object() == Some(false) {
+        std::process::exit(7);
+    }
     if sys::secure_exec() {
         // glibc's `secure_getenv` rule: a privileged process does not act
         // on what the invoking user put in its environment. It runs as the

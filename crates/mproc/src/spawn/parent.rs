@@ -230,9 +230,11 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
         setup: crate::logging::child_setup(),
     };
     let bytes = postcard::to_stdvec(&record).map_err(Error::encode)?;
-    let inherited = who
-        .launcher
-        .spawn_inheriting(TOKEN_ENV, &|value| format!("{INHERITED}:{value}"))?;
+    let inherited = who.launcher.spawn_inheriting(
+        TOKEN_ENV,
+        &|value| format!("{INHERITED}:{value}"),
+        who.daemon,
+    )?;
     let (child, mut channel) = match inherited {
         Some((child, stream)) => (child, Channel::Inherited { stream, sent: None }),
         None => {
@@ -259,6 +261,8 @@ pub(crate) fn begin(prepared: Prepared, who: &Identity<'_>) -> Result<(ChildProc
             }));
         }
     }
+    // A daemonic child with an inherited channel was tied at creation
+    // (this is then a no-op); one on a named channel is tied here.
     if who.daemon {
         if let Err(e) = child.tie_to_parent() {
             let _ = child.kill();

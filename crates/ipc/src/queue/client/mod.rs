@@ -476,6 +476,60 @@ impl Holdings {
         kept
     }
 
+    /// A `GET` on `link` outlived its caller's deadline (the owner was
+    /// slow: stopped, starved): its answer may still come, with items the
+    /// broker counts in flight on `link`. Dropping the link would give
+    /// them back only once the broker sees its end, maybe after a later
+    /// get of this process, on another connection, was answered with
+    /// later items. So the answer is awaited on a thread of its own,
+    /// counted as a give-back under way (`returning`: this process's gets
+    /// wait for it, by their own deadlines, rather than ask the broker),
+    /// and its items go back to the front, seen by the broker (`SETTLE`
+    /// then `SYNC`), before that ends.
+    fn await_late_answer(self: &Arc<Self>, link: Link) {
+        lock(&self.inbox).returning += 1;
+        let holdings = self.clone();
+        let started = std::thread::Builder::new()
+            .name("mproc-queue-late".into())
+            .spawn(move || {
+                holdings.settle_late_answer(link);
+                holdings.returned_back();
+            });
+        if let Err(e) = started {
+            // The link went with the closure: the broker gives its items
+            // back when it sees the end.
+            tracing::warn!("cannot wait for a late queue answer: {e}");
+            self.returned_back();
+        }
+    }
+
+    /// Reads the late answer on `link` and gives back what it brought
+    /// (see [`await_late_answer`](Self::await_late_answer)); the link
+    /// goes back to the idle pool, or is dropped if it broke.
+    fn settle_late_answer(&self, mut link: Link) {
+        let answer = match link.conn.recv_bytes() {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!("no late queue answer: {e}");
+                return;
+            }
+        };
+        link.owed.answered();
+        let returned = match wire::parse_reply(&answer) {
+            Ok(Reply::Items(ranges)) => ranges.len(),
+            Ok(Reply::SealedItems { items, .. }) => items.len(),
+            Ok(Reply::Empty) => 0,
+            other => {
+                tracing::debug!("unexpected late queue answer {other:?}: connection dropped");
+                return;
+            }
+        };
+        let returned = u32::try_from(returned).unwrap_or(u32::MAX);
+        if let Some(link) = self.settle_returned(link, returned, true) {
+            self.checkin(link);
+        }
+    }
+
     /// A give-back under way is seen by the broker: lowers `returning`
     /// and wakes the `get`s that wait for it.
     fn returned_back(&self) {
@@ -552,7 +606,7 @@ impl Holdings {
 /// A put with no permit carries its item in its `PUT_WAIT` when the
 /// request stays under this size; a larger item asks for room first and
 /// goes through the feeder (sealed, where large items can be).
-const CARRY_MOST: usize = 64 << 10;
+pub(super) const CARRY_MOST: usize = 64 << 10;
 
 /// What a `GET` brought: items (the connection, the answer, their ranges
 /// in it), or sealed items: the first one read, and where the others are
@@ -754,21 +808,14 @@ impl Remote {
         let barrier = feeder.flush().map_err(|_| PutFail::Disconnected)?;
         let msg = wire::put_wait(wanted, timeout, barrier, write).map_err(PutFail::Encode)?;
         if msg.len() >= CARRY_MOST {
-            // A large item goes the feeder's way (sealed where it can).
-            let Ok(wire::Request::PutWait { item, .. }) = wire::parse_request(&msg) else {
-                return Err(PutFail::Disconnected);
-            };
+            // A large item goes the feeder's way (sealed where it can):
+            // its bytes, encoded once into `msg`, are the feeder put's
+            // tail, copied once into the batch or straight into the
+            // sealed object it travels in (never parsed back nor copied
+            // out first).
             let last = self.take_permit(wanted, timeout, deadline)?;
-            let bytes = &msg[item];
             return feeder
-                .put(
-                    last,
-                    |out| {
-                        out.extend_from_slice(bytes);
-                        Ok(())
-                    },
-                    &[],
-                )
+                .put(last, |_| Ok(()), wire::put_wait_item(&msg))
                 .map_err(|e| self.feed_failed(e));
         }
         self.ask_room(&msg, deadline)?;
@@ -1027,16 +1074,23 @@ impl Remote {
             .want(Instant::now(), self.maxsize);
         #[cfg(test)]
         let most = most.max(self.holdings.least_most.load(Ordering::Relaxed));
-        // A late answer leaves `link` dropped: whatever the broker sends
-        // on it afterwards goes back to the queue when it sees the end.
-        let answer = self
-            .request_into(
-                &mut link,
-                &wire::get(most, timeout, barrier, &[]),
-                deadline,
-                buf,
-            )
-            .map_err(Late::for_get)?;
+        let asked = self.request_into(
+            &mut link,
+            &wire::get(most, timeout, barrier, &[]),
+            deadline,
+            buf,
+        );
+        let answer = match asked {
+            Ok(answer) => answer,
+            Err(Late::Late) => {
+                // The answer may still come, with items in flight on
+                // `link`: they go back to the front before this process
+                // asks again (see `await_late_answer`).
+                self.holdings.await_late_answer(link);
+                return Err(Error::Empty);
+            }
+            Err(gone) => return Err(gone.for_get()),
+        };
         if answer.first() == Some(&wire::SEALED_ITEMS) {
             return self.sealed(link, &answer, timeout, shape);
         }

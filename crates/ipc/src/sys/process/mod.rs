@@ -29,7 +29,11 @@
 //!   (called under the status lock, only while no code is known).
 //! - `tie_to_parent()`: makes a (daemonic) child die with this process
 //!   however this process ends (Windows: a kill-on-close Job Object; on
-//!   Unix the child's own watchdog does it).
+//!   Unix the child's own watchdog does it); a no-op for a child
+//!   `spawn_inheriting(.., daemon = true)` tied from its start.
+//!
+//! And `in_a_job_object()`: whether this process is in a Job Object
+//! (Windows; `None` on Unix, which has none).
 //! - `peer()`: where handles sent to the child go.
 //!
 //! And `LaunchDeadline::arm(child, deadline)`: a guard that kills a child
@@ -97,11 +101,20 @@ impl ChildProcess {
     /// takes it with [`adopt_inherited_channel`](crate::sys::control).
     /// [`Unsupported`](io::ErrorKind::Unsupported) where
     /// [`INHERITS_CHANNEL`] is false.
+    ///
+    /// A `daemon` child is tied to this process (see
+    /// [`tie_to_parent`](Self::tie_to_parent)) before it runs its first
+    /// instruction: on Windows it is created suspended, put in the
+    /// kill-on-close Job Object, then resumed (a child that ran outside
+    /// the job a moment could outlive a parent killed then, and a process
+    /// it started then would escape the job); on Unix its own watchdog
+    /// ties it, nothing is done here.
     pub fn spawn_inheriting(
         token_env: &str,
         token: &dyn Fn(u64) -> String,
+        daemon: bool,
     ) -> io::Result<(ChildProcess, ControlStream)> {
-        imp::Child::spawn_inheriting(token_env, token)
+        imp::Child::spawn_inheriting(token_env, token, daemon)
             .map(|(child, channel)| (ChildProcess::from_os(child), channel))
     }
 
@@ -176,4 +189,11 @@ impl ChildProcess {
 /// Where handles sent to `child` with its launch go.
 pub fn handle_peer(child: &ChildProcess) -> Peer {
     child.os.peer()
+}
+
+/// Whether this process is in a Job Object (a daemonic child on Windows
+/// is, from its first instruction); `None` where the OS has no such
+/// thing (Unix) or cannot say.
+pub fn in_a_job_object() -> Option<bool> {
+    imp::in_a_job_object()
 }

@@ -90,6 +90,7 @@ impl Child {
     pub(in crate::sys) fn spawn_inheriting(
         token_env: &str,
         token: &dyn Fn(u64) -> String,
+        _daemon: bool,
     ) -> io::Result<(Child, UnixStream)> {
         use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
         let exe = std::env::current_exe()
@@ -398,4 +399,9 @@ impl LaunchDeadline {
     pub fn arm(_child: &super::ChildProcess, _deadline: Instant) -> LaunchDeadline {
         LaunchDeadline
     }
+}
+
+/// Unix has no Job Objects (a daemonic child's watchdog ties it).
+pub(in crate::sys) fn in_a_job_object() -> Option<bool> {
+    None
 }

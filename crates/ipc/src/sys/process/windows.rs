@@ -15,14 +15,14 @@ use windows_sys::Win32::Foundation::{
     SetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::JobObjects::{
-    AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
+    AssignProcessToJobObject, CreateJobObjectW, IsProcessInJob, JobObjectExtendedLimitInformation,
     SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 use windows_sys::Win32::System::Pipes::DisconnectNamedPipe;
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, GetExitCodeProcess, SetEvent, TerminateProcess, WaitForMultipleObjects,
-    WaitForSingleObject, INFINITE,
+    CreateEventW, GetCurrentProcess, GetExitCodeProcess, ResumeThread, SetEvent, TerminateProcess,
+    WaitForMultipleObjects, WaitForSingleObject, INFINITE,
 };
 
 use super::{lock, Stop};
@@ -62,6 +62,9 @@ pub(in crate::sys) struct Child {
     /// A copy of the server end of the child's inherited launch channel,
     /// for the launch deadline guard ([`LaunchDeadline::arm`] takes it).
     channel: Mutex<Option<OwnedHandle>>,
+    /// In the daemonic children's Job Object since before it ran
+    /// ([`Child::spawn_inheriting`] with `daemon`).
+    tied: bool,
 }
 
 impl Child {
@@ -93,9 +96,15 @@ impl Child {
     /// spawns during the call (std serialises only its own spawns) does
     /// inherit it: then the child's death does not end the channel, which
     /// is why [`LaunchDeadline`] also watches the child's process handle.
+    ///
+    /// A `daemon` child is created suspended (`CREATE_SUSPENDED`), put in
+    /// the kill-on-close Job Object, then resumed: it is in the job from
+    /// its first instruction, and so is any process it starts. If either
+    /// step fails, the child (which ran nothing) is killed.
     pub(in crate::sys) fn spawn_inheriting(
         token_env: &str,
         token: &dyn Fn(u64) -> String,
+        daemon: bool,
     ) -> io::Result<(Child, crate::sys::control::ControlStream)> {
         let exe = std::env::current_exe()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot find this executable: {e}")))?;
@@ -108,7 +117,7 @@ impl Child {
         if unsafe { SetHandleInformation(raw, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT) } == 0 {
             return Err(io::Error::last_os_error());
         }
-        let created = spawn_retrying(|| create::create(&exe, &env, &[raw]));
+        let created = spawn_retrying(|| create::create(&exe, &env, &[raw], daemon));
         // The child has its end (or failed): ours would keep its end of
         // file away, and must never reach another child.
         drop(theirs);
@@ -118,10 +127,21 @@ impl Child {
                 format!("cannot re-execute {}: {e}", exe.display()),
             )
         })?;
+        if let Some(thread) = &created.suspended {
+            if let Err(e) = start_in_job(&created.process, thread) {
+                // SAFETY: our own child's open handle; it ran nothing.
+                unsafe { TerminateProcess(created.process.as_raw_handle() as HANDLE, KILL_CODE) };
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot put the daemonic child in this process's job: {e}"),
+                ));
+            }
+        }
         let child = Child {
             pid: created.pid,
             handle: created.process,
             channel: Mutex::new(Some(watch)),
+            tied: daemon,
         };
         Ok((child, std::fs::File::from(ours)))
     }
@@ -147,6 +167,7 @@ impl Child {
             pid,
             handle,
             channel: Mutex::new(None),
+            tied: false,
         })
     }
 
@@ -199,16 +220,13 @@ impl Child {
     }
 
     /// Puts a daemonic child in this process's kill-on-close Job Object:
-    /// it dies with this process however this process ends.
+    /// it dies with this process however this process ends. Nothing to do
+    /// for one created in it.
     pub(in crate::sys) fn tie_to_parent(&self) -> io::Result<()> {
-        let job = daemon_job()?;
-        // SAFETY: both handles are open.
-        if unsafe { AssignProcessToJobObject(job as HANDLE, self.handle.as_raw_handle() as HANDLE) }
-            == 0
-        {
-            return Err(io::Error::last_os_error());
+        if self.tied {
+            return Ok(());
         }
-        Ok(())
+        into_daemon_job(&self.handle)
     }
 
     /// Handles sent with a launch are duplicated into the child.
@@ -251,6 +269,37 @@ fn spawn_retrying<T>(mut spawn: impl FnMut() -> io::Result<T>) -> io::Result<T> 
             other => return other,
         }
     }
+}
+
+/// Puts the process `process` in this process's daemonic children's Job
+/// Object.
+fn into_daemon_job(process: &OwnedHandle) -> io::Result<()> {
+    let job = daemon_job()?;
+    // SAFETY: both handles are open.
+    if unsafe { AssignProcessToJobObject(job as HANDLE, process.as_raw_handle() as HANDLE) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A child created suspended: into the daemonic children's Job Object,
+/// then its first thread `thread` resumed.
+fn start_in_job(process: &OwnedHandle, thread: &OwnedHandle) -> io::Result<()> {
+    into_daemon_job(process)?;
+    // SAFETY: the child's first thread, suspended once by CreateProcessW.
+    if unsafe { ResumeThread(thread.as_raw_handle() as HANDLE) } == u32::MAX {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// See [`in_a_job_object`](super::in_a_job_object).
+pub(in crate::sys) fn in_a_job_object() -> Option<bool> {
+    let mut inside = 0;
+    // SAFETY: a query on this process's pseudo-handle, a valid out
+    // pointer; a null job means any job.
+    let ok = unsafe { IsProcessInJob(GetCurrentProcess(), std::ptr::null_mut(), &mut inside) };
+    (ok != 0).then_some(inside != 0)
 }
 
 static DAEMON_JOB: OnceLock<usize> = OnceLock::new();

@@ -341,15 +341,7 @@ pub fn check_item(h: BorrowedHandle<'_>, len: usize) -> io::Result<super::ItemOb
 /// Opens, read-only, the item object another process of this user holds
 /// as descriptor `value` (`/proc/<pid>/fd/<value>`).
 pub fn open_item(pid: u32, value: u64) -> io::Result<OwnedHandle> {
-    let path = CString::new(format!("/proc/{pid}/fd/{value}"))
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad descriptor path"))?;
-    // SAFETY: a NUL-terminated path; the result is checked.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::sys::import_handle(pid, value, crate::sys::Access::Read)
 }
 
 /// Tells the peer on the stream socket `sock` that the reusable object

@@ -7,7 +7,8 @@
 //! `wait(seen, deadline)`, `ring()`), `thread_identity()` (a number
 //! unique to this thread in this process), and, to pass a handle by value
 //! where no stream carries it, `handle_value(borrowed)` and
-//! `import_handle(pid, value)`. Shared here: [`Acquired`] (whether a lock
+//! `import_handle(pid, value, access)` (with the least [`Access`] its
+//! caller needs). Shared here: [`Acquired`] (whether a lock
 //! was taken over from a process that died holding it) and the block's
 //! header (magic and layout word), written at creation and checked on
 //! arrival.
@@ -23,6 +24,21 @@ mod windows;
 use windows as imp;
 
 pub use imp::{handle_value, import_handle, thread_identity, SyncBlock};
+
+/// What an imported handle may do: each caller of `import_handle` asks
+/// for the least it needs, so that a mistake (or a hostile value naming
+/// another object) cannot write what was meant to be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read only (Unix: `O_RDONLY`; Windows: a section's `FILE_MAP_READ`):
+    /// neither writable nor mappable for writing. (Its one user, a sealed
+    /// Queue item, is not on Windows yet.)
+    #[cfg_attr(windows, allow(dead_code))]
+    Read,
+    /// Read and write (Unix: `O_RDWR`; Windows: the holder's own access),
+    /// what a shared page written by both sides or a lock needs.
+    ReadWrite,
+}
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};

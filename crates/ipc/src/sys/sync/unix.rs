@@ -284,16 +284,20 @@ pub fn handle_value(h: BorrowedHandle<'_>) -> u64 {
     h.as_raw_fd() as u64
 }
 
-/// Opens the object that process `pid` holds as descriptor `value`
-/// (`/proc/<pid>/fd/<value>`: a new open of the same memfd; the same
-/// user's processes only, and only while `pid` still holds it). The
-/// caller checks that what it got is what it expected.
-pub fn import_handle(pid: u32, value: u64) -> io::Result<OwnedHandle> {
+/// Opens, with `access`, the object that process `pid` holds as
+/// descriptor `value` (`/proc/<pid>/fd/<value>`: a new open of the same
+/// memfd; the same user's processes only, and only while `pid` still
+/// holds it). The caller checks that what it got is what it expected.
+pub fn import_handle(pid: u32, value: u64, access: super::Access) -> io::Result<OwnedHandle> {
     use std::os::fd::FromRawFd;
     let path = std::ffi::CString::new(format!("/proc/{pid}/fd/{value}"))
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad descriptor path"))?;
+    let mode = match access {
+        super::Access::Read => libc::O_RDONLY,
+        super::Access::ReadWrite => libc::O_RDWR,
+    };
     // SAFETY: a NUL-terminated path; the result is checked.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(path.as_ptr(), mode | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -207,17 +207,24 @@ pub fn handle_value(h: BorrowedHandle<'_>) -> u64 {
     h.as_raw_handle() as usize as u64
 }
 
-/// Duplicates handle `value` of process `pid` into this process
-/// (`OpenProcess(PROCESS_DUP_HANDLE)` + `DuplicateHandle`: the same user's
-/// processes only, and only while `pid` still holds it). The caller checks
-/// that what it got is what it expected.
-pub fn import_handle(pid: u32, value: u64) -> io::Result<OwnedHandle> {
+/// Duplicates handle `value` of process `pid` into this process with
+/// `access` (`OpenProcess(PROCESS_DUP_HANDLE)` + `DuplicateHandle`: the
+/// same user's processes only, and only while `pid` still holds it;
+/// [`Access::Read`](super::Access::Read) asks for a section's
+/// `FILE_MAP_READ` only, `ReadWrite` keeps the holder's access). The
+/// caller checks that what it got is what it expected.
+pub fn import_handle(pid: u32, value: u64, access: super::Access) -> io::Result<OwnedHandle> {
     use windows_sys::Win32::Foundation::{DuplicateHandle, DUPLICATE_SAME_ACCESS, HANDLE};
+    use windows_sys::Win32::System::Memory::FILE_MAP_READ;
     use windows_sys::Win32::System::Threading::{
         GetCurrentProcess, OpenProcess, PROCESS_DUP_HANDLE,
     };
     // SAFETY: opens a process handle; checked below.
     let proc = owned(unsafe { OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid) })?;
+    let (desired, options) = match access {
+        super::Access::Read => (FILE_MAP_READ, 0),
+        super::Access::ReadWrite => (0, DUPLICATE_SAME_ACCESS),
+    };
     let mut out: HANDLE = std::ptr::null_mut();
     // SAFETY: duplicates a handle value of `proc` into ours; `out` is
     // written on success only. A stale value fails or names another
@@ -228,9 +235,9 @@ pub fn import_handle(pid: u32, value: u64) -> io::Result<OwnedHandle> {
             value as usize as HANDLE,
             GetCurrentProcess(),
             &mut out,
-            0,
+            desired,
             FALSE,
-            DUPLICATE_SAME_ACCESS,
+            options,
         )
     };
     if ok == 0 {

@@ -21,8 +21,7 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::path::Path;
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, DuplicateHandle, DUPLICATE_SAME_ACCESS, GENERIC_READ, HANDLE,
-    INVALID_HANDLE_VALUE, TRUE,
+    DuplicateHandle, DUPLICATE_SAME_ACCESS, GENERIC_READ, HANDLE, INVALID_HANDLE_VALUE, TRUE,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -31,15 +30,17 @@ use windows_sys::Win32::Storage::FileSystem::{
 use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE, STD_OUTPUT_HANDLE};
 use windows_sys::Win32::System::Threading::{
     CreateProcessW, DeleteProcThreadAttributeList, GetCurrentProcess,
-    InitializeProcThreadAttributeList, UpdateProcThreadAttribute, CREATE_UNICODE_ENVIRONMENT,
-    EXTENDED_STARTUPINFO_PRESENT, LPPROC_THREAD_ATTRIBUTE_LIST, PROCESS_INFORMATION,
-    PROC_THREAD_ATTRIBUTE_HANDLE_LIST, STARTF_USESTDHANDLES, STARTUPINFOEXW,
+    InitializeProcThreadAttributeList, UpdateProcThreadAttribute, CREATE_SUSPENDED,
+    CREATE_UNICODE_ENVIRONMENT, EXTENDED_STARTUPINFO_PRESENT, LPPROC_THREAD_ATTRIBUTE_LIST,
+    PROCESS_INFORMATION, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, STARTF_USESTDHANDLES, STARTUPINFOEXW,
 };
 
-/// A process just created: its handle and id.
+/// A process just created: its handle and id, and its first thread's
+/// handle when it was created suspended.
 pub(super) struct Created {
     pub(super) process: OwnedHandle,
     pub(super) pid: u32,
+    pub(super) suspended: Option<OwnedHandle>,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -222,8 +223,14 @@ impl Drop for HandleList {
 /// Starts `exe` with the environment block `env`, stdin from `NUL`,
 /// stdout and stderr inherited, inheriting exactly those three handles
 /// and `extra` (each inheritable: the caller makes it so for this call
-/// alone).
-pub(super) fn create(exe: &Path, env: &[u16], extra: &[HANDLE]) -> io::Result<Created> {
+/// alone); `suspended`, with its first thread not yet run
+/// (`CREATE_SUSPENDED`: the caller resumes it).
+pub(super) fn create(
+    exe: &Path,
+    env: &[u16],
+    extra: &[HANDLE],
+    suspended: bool,
+) -> io::Result<Created> {
     let app = no_nuls(exe.as_os_str())?
         .into_iter()
         .chain(Some(0))
@@ -252,6 +259,10 @@ pub(super) fn create(exe: &Path, env: &[u16], extra: &[HANDLE]) -> io::Result<Cr
     si.StartupInfo.hStdOutput = raw(&stdout);
     si.StartupInfo.hStdError = raw(&stderr);
     si.lpAttributeList = list.ptr();
+    let mut flags = EXTENDED_STARTUPINFO_PRESENT | CREATE_UNICODE_ENVIRONMENT;
+    if suspended {
+        flags |= CREATE_SUSPENDED;
+    }
     // SAFETY: zeroed plain data, an out parameter.
     let mut pi: PROCESS_INFORMATION = unsafe { std::mem::zeroed() };
     // SAFETY: NUL-terminated application name and (mutable) command line,
@@ -264,7 +275,7 @@ pub(super) fn create(exe: &Path, env: &[u16], extra: &[HANDLE]) -> io::Result<Cr
             std::ptr::null(),
             std::ptr::null(),
             TRUE,
-            EXTENDED_STARTUPINFO_PRESENT | CREATE_UNICODE_ENVIRONMENT,
+            flags,
             env.as_ptr().cast(),
             std::ptr::null(),
             &si.StartupInfo,
@@ -275,13 +286,17 @@ pub(super) fn create(exe: &Path, env: &[u16], extra: &[HANDLE]) -> io::Result<Cr
         return Err(io::Error::last_os_error());
     }
     drop(list);
-    // SAFETY: fresh handles CreateProcessW gave us; the thread's is not
-    // needed.
-    unsafe { CloseHandle(pi.hThread) };
-    // SAFETY: as above, owned from here.
-    let process = unsafe { OwnedHandle::from_raw_handle(pi.hProcess as RawHandle) };
+    // SAFETY: fresh handles CreateProcessW gave us, owned from here (the
+    // thread's is needed only to resume it).
+    let (process, thread) = unsafe {
+        (
+            OwnedHandle::from_raw_handle(pi.hProcess as RawHandle),
+            OwnedHandle::from_raw_handle(pi.hThread as RawHandle),
+        )
+    };
     Ok(Created {
         process,
         pid: pi.dwProcessId,
+        suspended: suspended.then_some(thread),
     })
 }

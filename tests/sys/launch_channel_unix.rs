@@ -4,9 +4,17 @@
 //! What keeps that safe is that the end reaches that one child and no
 //! other process, and that a child refuses a token naming anything but
 //! such an end. Unix descriptors: `launch_channel_windows.rs` is the
-//! Windows twin.
+//! Windows twin, `tests/launch_channel.rs` holds what does not depend on
+//! the OS.
 
 #![cfg(unix)]
+
+#[path = "../common/sys/mod.rs"]
+mod sys;
+
+#[path = "../common/launch.rs"]
+mod launch;
+use launch::run_helper;
 
 #[path = "../common/refused.rs"]
 mod refused;
@@ -15,6 +23,7 @@ use refused::assert_refused;
 use std::os::fd::OwnedFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_mproc-fixture");
 
@@ -149,7 +158,7 @@ fn fixture_with_token(token: &str, redirect: &str, stdin: Stdio) -> Output {
 }
 
 /// A token naming a descriptor that is closed, a standard stream, not a
-/// socket, not a Unix stream socket, or a Unix socket whose other end is
+/// socket (a malformed one: `tests/launch_channel.rs`), not a Unix stream socket, or a Unix socket whose other end is
 /// not the parent's (here the test's, two generations up: what a process
 /// would hold that inherited someone else's socket) is refused: exit 121
 /// and one line saying why; `main` never runs.
@@ -168,10 +177,6 @@ fn a_token_naming_anything_but_the_parents_channel_is_refused() {
         &fixture_with_token("mproc2:5", "5<\"$0\" </dev/null", none()),
         "descriptor 5 is not a socket",
     );
-    assert_refused(
-        &fixture_with_token("mproc2:x5", "</dev/null", none()),
-        "malformed descriptor",
-    );
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
     assert_refused(
         &fixture_with_token("mproc2:5", "5<&0 </dev/null", OwnedFd::from(udp).into()),
@@ -185,100 +190,15 @@ fn a_token_naming_anything_but_the_parents_channel_is_refused() {
     drop(ours);
 }
 
-/// Helper of `a_child_killed_before_reading_its_record_fails_to_start`,
-/// run by it in a test process of its own whose children hang before
-/// they read their launch record (the suite's fault
-/// `hang-before-record`).
-#[mproc::test]
-#[ignore = "run by a_child_killed_before_reading_its_record_fails_to_start"]
-fn helper_kill_a_child_before_it_reads_its_record() {
-    kill_a_child_before_it_reads_its_record(spawn_ctx());
-}
-
-/// Starts a child (which hangs before reading its record), SIGKILLs it
-/// from outside, and checks `join` reports it.
-fn kill_a_child_before_it_reads_its_record(ctx: mproc::Context) {
-    let mut p = ctx.process(my_sockets_process, ());
-    p.start().expect("start");
-    let pid = p.pid().expect("a started child has a pid");
-    let killed = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
-    match p.join() {
-        Err(mproc::Error::ChildFailed { pid: p, status, .. }) => {
-            assert_eq!(p, pid);
-            assert!(status.contains("-9"), "{status}");
-        }
-        other => panic!("expected ChildFailed, got {other:?}"),
-    }
-    assert_eq!(p.exitcode(), Some(-9));
-}
-
-#[mproc::target]
-fn my_sockets_process() {}
-
-/// Runs one ignored helper of this file in a test process of its own
-/// (and process group) with `env`; fails if it fails or does not end
-/// within `limit`, then kills what is left of its group (a hung child).
-/// Its output goes to files: a hung grandchild holding a pipe would keep
-/// a reader waiting.
-fn run_helper(name: &str, env: &[(&str, &str)], limit: std::time::Duration) {
-    use std::os::unix::process::CommandExt;
-    let out_path = std::env::temp_dir().join(format!(
-        "mproc-launch-channel-{name}-{}",
-        std::process::id()
-    ));
-    let out = std::fs::File::create(&out_path).expect("the helper's output file");
-    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
-    cmd.args(["--ignored", "--exact", name, "--test-threads=1"])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("the output file"))
-        .stderr(out)
-        .process_group(0);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("run this test binary");
-    let group = child.id();
-    let (done, ended) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(child.wait().expect("the helper's status")));
-    let status = ended.recv_timeout(limit).ok();
-    // Whatever is left of the group (nothing, unless a child hangs).
-    let _ = Command::new("kill")
-        .args(["-9", "--", &format!("-{group}")])
-        .stderr(Stdio::null())
-        .status();
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    let Some(status) = status else {
-        panic!("{name} still ran after {limit:?}: {text}");
-    };
-    assert!(status.success(), "{name}: {status}: {text}");
-    assert!(text.contains("1 passed"), "{name}: {text}");
-}
-
-/// A child killed (from outside) before it read its launch record — the
-/// record and handles wait in its socket — is reported by `join` as
-/// `ChildFailed` with its pid and status, not a hang nor a success.
-#[test]
-fn a_child_killed_before_reading_its_record_fails_to_start() {
-    run_helper(
-        "helper_kill_a_child_before_it_reads_its_record",
-        &[("MPROC_TEST_FAULT", "hang-before-record")],
-        std::time::Duration::from_secs(60),
-    );
-}
-
-/// The same for a forkserver's forked child (the fault hits it, not the
-/// server): its channel end waits in the server's fork, then in the
+/// A forkserver's forked child killed (from outside) before it read its
+/// launch record is `ChildFailed` (the fault hits the child, not the
+/// server; the spawn case is `tests/launch_channel.rs`): its channel end waits in the server's fork, then in the
 /// child, with the record and handles the parent wrote at once.
 #[cfg(target_os = "linux")]
 #[mproc::test]
 #[ignore = "run by a_forked_child_killed_before_reading_its_record_fails_to_start"]
 fn helper_kill_a_forked_child_before_it_reads_its_record() {
-    kill_a_child_before_it_reads_its_record(fs_ctx());
+    launch::kill_a_child_before_it_reads_its_record(fs_ctx());
 }
 
 #[cfg(target_os = "linux")]
@@ -287,64 +207,8 @@ fn a_forked_child_killed_before_reading_its_record_fails_to_start() {
     run_helper(
         "helper_kill_a_forked_child_before_it_reads_its_record",
         &[("MPROC_TEST_FAULT", "forked-hang-before-record")],
-        std::time::Duration::from_secs(60),
+        Duration::from_secs(60),
     );
-}
-
-/// Helper of `a_hung_child_never_holds_a_large_records_writer`: its
-/// children hang before they read their record, with a 1 s start
-/// deadline.
-#[mproc::test]
-#[ignore = "run by a_hung_child_never_holds_a_large_records_writer"]
-fn helper_a_hung_child_with_a_large_record() {
-    let bytes = vec![1u8; 8 << 20];
-    let h = spawn_ctx().spawn(sum_of, (bytes,)).expect("spawn");
-    match h.join() {
-        Err(mproc::Error::ChildFailed { status, .. }) => {
-            assert!(status.contains("killed"), "{status}");
-        }
-        other => panic!("expected ChildFailed, got {other:?}"),
-    }
-}
-
-/// A launch record larger than the socket buffer, for a child that hangs
-/// before reading it: the writer gives up at the start deadline, the
-/// child is killed and `join` reports it (the helper ends within the
-/// limit instead of blocking in a write forever).
-#[test]
-fn a_hung_child_never_holds_a_large_records_writer() {
-    run_helper(
-        "helper_a_hung_child_with_a_large_record",
-        &[
-            ("MPROC_TEST_FAULT", "hang-before-record"),
-            ("MPROC_START_TIMEOUT_SECS", "1"),
-        ],
-        std::time::Duration::from_secs(30),
-    );
-}
-
-/// The length and byte sum of what the child received.
-#[mproc::target]
-fn sum_of(bytes: Vec<u8>) -> (usize, u64) {
-    (bytes.len(), bytes.iter().map(|&b| u64::from(b)).sum())
-}
-
-/// A launch record larger than what `start()` sends at once (and than a
-/// socket buffer) reaches the child whole: the launcher thread writes it
-/// while the child reads.
-#[mproc::test]
-fn a_launch_record_larger_than_the_socket_buffer_arrives_whole() {
-    let bytes: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let expected = (
-        bytes.len(),
-        bytes.iter().map(|&b| u64::from(b)).sum::<u64>(),
-    );
-    let got = spawn_ctx()
-        .spawn(sum_of, (bytes,))
-        .expect("spawn")
-        .join()
-        .expect("the child ran");
-    assert_eq!(got, expected);
 }
 
 #[mproc::target]
