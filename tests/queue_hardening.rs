@@ -50,6 +50,44 @@ impl Rng {
     }
 }
 
+/// The end of a killed-consumers run: the survivors get `None` each and
+/// stop; what every consumer recorded and what is left in `q` hold each
+/// of the `items` ids at most once, and all but at most one per kill.
+fn stop_and_tally(
+    q: &Queue<Option<u32>>,
+    mut live: Vec<Process>,
+    records: &[PathBuf],
+    dir: &Path,
+    (items, kills, seed): (u32, usize, u64),
+) -> mproc::Result<()> {
+    for _ in &live {
+        q.put(None).map_err(Error::from)?;
+    }
+    for p in &mut live {
+        p.join()?;
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    let mut seen: HashMap<u32, u32> = HashMap::new();
+    for r in records {
+        read_record(r, &mut seen);
+    }
+    while q.qsize() > 0 {
+        if let Some(i) = q.get_timeout(Duration::from_secs(30))? {
+            *seen.entry(i).or_default() += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?} (seed {seed})");
+    let missing = (0..items).filter(|i| !seen.contains_key(i)).count();
+    eprintln!("{missing} items lost with {kills} kills");
+    assert!(
+        missing <= kills,
+        "{missing} items lost with {kills} kills (seed {seed})"
+    );
+    Ok(())
+}
+
 fn read_record(path: &Path, seen: &mut HashMap<u32, u32>) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     for line in text.lines() {
@@ -100,31 +138,7 @@ fn consumers_killed_at_random_never_see_an_item_twice() -> mproc::Result<()> {
         live.push(start(&mut records)?);
     }
     // The survivors take the rest and stop.
-    for _ in &live {
-        q.put(None).map_err(Error::from)?;
-    }
-    for p in &mut live {
-        p.join()?;
-        assert_eq!(p.exitcode(), Some(0));
-    }
-    let mut seen: HashMap<u32, u32> = HashMap::new();
-    for r in &records {
-        read_record(r, &mut seen);
-    }
-    while q.qsize() > 0 {
-        if let Some(i) = q.get_timeout(Duration::from_secs(30))? {
-            *seen.entry(i).or_default() += 1;
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "delivered twice: {twice:?} (seed {seed})");
-    let missing = (0..ITEMS).filter(|i| !seen.contains_key(i)).count();
-    assert!(
-        missing <= KILLS,
-        "{missing} items lost with {KILLS} kills (seed {seed})"
-    );
-    Ok(())
+    stop_and_tally(&q, live, &records, &dir, (ITEMS, KILLS, seed))
 }
 
 /// Consumers killed at random moments while they take from a `Queue(1)`
@@ -175,32 +189,7 @@ fn consumers_killed_at_random_on_a_queue_of_one_never_see_an_item_twice() -> mpr
         live.push(start(&mut records)?);
     }
     producer.join().expect("the producer thread");
-    for _ in &live {
-        q.put(None).map_err(Error::from)?;
-    }
-    for p in &mut live {
-        p.join()?;
-        assert_eq!(p.exitcode(), Some(0));
-    }
-    let mut seen: HashMap<u32, u32> = HashMap::new();
-    for r in &records {
-        read_record(r, &mut seen);
-    }
-    while q.qsize() > 0 {
-        if let Some(i) = q.get_timeout(Duration::from_secs(30))? {
-            *seen.entry(i).or_default() += 1;
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "delivered twice: {twice:?} (seed {seed})");
-    let missing = (0..ITEMS).filter(|i| !seen.contains_key(i)).count();
-    eprintln!("{missing} items lost with {KILLS} kills");
-    assert!(
-        missing <= KILLS,
-        "{missing} items lost with {KILLS} kills (seed {seed})"
-    );
-    Ok(())
+    stop_and_tally(&q, live, &records, &dir, (ITEMS, KILLS, seed))
 }
 
 // ---------------------------------------------------------------------
