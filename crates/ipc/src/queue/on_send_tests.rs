@@ -30,6 +30,13 @@ fn raw(h: &Handle, session: u64) -> Connection {
     conn
 }
 
+/// Whether the broker takes a one-item answer on `c` on send: only on a
+/// local stream socket ([`sys::is_local_stream`]; no Windows named pipe
+/// is one, so there every delivery is acknowledged).
+fn takes_on_send(c: &Connection) -> bool {
+    crate::sys::is_local_stream(c.stream().handle())
+}
+
 /// The item of an answer, and whether it came taken (`ITEM_TAKEN`).
 fn item_of(answer: &[u8]) -> (u32, bool) {
     let (range, taken) = match wire::parse_reply(answer) {
@@ -76,8 +83,14 @@ fn a_one_item_answer_to_a_get_that_waits_for_good_is_taken_on_send() {
         q.put(i).unwrap();
     }
     let c = raw(&h, 91);
+    let on_send = takes_on_send(&c);
     c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
-    assert_eq!(item_of(&c.recv_bytes().unwrap()), (0, true));
+    assert_eq!(item_of(&c.recv_bytes().unwrap()), (0, on_send));
+    if !on_send {
+        // Windows: an acknowledged delivery, as the other queue tests
+        // check it.
+        return;
+    }
     sync(&c);
     assert_eq!(q.qsize(), 2, "taken when written, no ack needed");
     // An ack it does not owe: nothing else is in flight there.
@@ -108,7 +121,12 @@ fn a_parked_get_is_taken_on_send_and_frees_its_place() {
     c.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
     until_parked(&q);
     q.put(7).unwrap();
-    assert_eq!(item_of(&c.recv_bytes().unwrap()), (7, true));
+    let on_send = takes_on_send(&c);
+    assert_eq!(item_of(&c.recv_bytes().unwrap()), (7, on_send));
+    if !on_send {
+        // Windows: an acknowledged delivery (see above).
+        return;
+    }
     // Counted out before the connection's thread reads on: after a SYNC
     // on it, the place is free.
     sync(&c);
