@@ -530,6 +530,24 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     }
 }
 
+/// Tests: a second hold on `q` in this process that goes through the
+/// broker as another process's would (a [`Remote`], never the hold this
+/// process already has).
+#[cfg(test)]
+fn remote_hold<T>(q: &Queue<T>) -> Queue<T> {
+    let h: Handle = postcard::from_bytes(&postcard::to_stdvec(q).unwrap()).unwrap();
+    let maxsize = q.inner.maxsize;
+    Queue::from_inner(Arc::new(Inner {
+        id: h.id,
+        maxsize,
+        address: h.address.clone(),
+        key: h.key.clone(),
+        closed: AtomicBool::new(false),
+        cancelled: AtomicBool::new(false),
+        link: Link::Remote(Remote::new(h.id, maxsize, h.address.clone(), h.key.clone())),
+    }))
+}
+
 #[cfg(test)]
 mod put_wait_tests;
 

@@ -12,16 +12,7 @@ const LONG: Duration = Duration::from_secs(20);
 /// broker as another process's would.
 fn owned_and_remote() -> (Queue<u32>, Queue<u32>) {
     let q: Queue<u32> = Queue::new(0).unwrap();
-    let h: Handle = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
-    let remote = Queue::from_inner(Arc::new(Inner {
-        id: h.id,
-        maxsize: 0,
-        address: h.address.clone(),
-        key: h.key.clone(),
-        closed: AtomicBool::new(false),
-        cancelled: AtomicBool::new(false),
-        link: Link::Remote(Remote::new(h.id, 0, h.address.clone(), h.key.clone())),
-    }));
+    let remote = remote_hold(&q);
     (q, remote)
 }
 

@@ -12,15 +12,7 @@ use crate::{Client, Connection};
 fn owned_and_remote(maxsize: usize) -> (Queue<u32>, Queue<u32>, Handle) {
     let q: Queue<u32> = Queue::new(maxsize).unwrap();
     let h: Handle = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
-    let remote = Queue::from_inner(Arc::new(Inner {
-        id: h.id,
-        maxsize,
-        address: h.address.clone(),
-        key: h.key.clone(),
-        closed: AtomicBool::new(false),
-        cancelled: AtomicBool::new(false),
-        link: Link::Remote(Remote::new(h.id, maxsize, h.address.clone(), h.key.clone())),
-    }));
+    let remote = remote_hold(&q);
     (q, remote, h)
 }
 

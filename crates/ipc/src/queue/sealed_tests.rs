@@ -11,20 +11,6 @@ use serde_bytes::ByteBuf;
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// A second hold on `q` that goes through the broker.
-fn remote_hold(q: &Queue<ByteBuf>) -> Queue<ByteBuf> {
-    let h: Handle = postcard::from_bytes(&postcard::to_stdvec(q).unwrap()).unwrap();
-    Queue::from_inner(Arc::new(Inner {
-        id: h.id,
-        maxsize: 0,
-        address: h.address.clone(),
-        key: h.key.clone(),
-        closed: AtomicBool::new(false),
-        cancelled: AtomicBool::new(false),
-        link: Link::Remote(Remote::new(h.id, 0, h.address.clone(), h.key.clone())),
-    }))
-}
-
 fn remote(q: &Queue<ByteBuf>) -> &Remote {
     match &q.inner.link {
         Link::Remote(r) => r,
