@@ -50,6 +50,40 @@ impl Rng {
     }
 }
 
+/// Two consumers recording into files under `dir` (`record_everything`),
+/// one of them SIGKILLed `kills` times at random moments (a pause of
+/// `base` plus up to `spread` ms between kills), each replaced by a new
+/// one: the consumers alive at the end, and every record file.
+fn kill_at_random(
+    q: &Queue<Option<u32>>,
+    dir: &Path,
+    rng: &mut Rng,
+    kills: usize,
+    (base, spread): (u64, u64),
+) -> mproc::Result<(Vec<Process>, Vec<PathBuf>)> {
+    let mut records = Vec::new();
+    let start = |records: &mut Vec<PathBuf>| -> mproc::Result<Process> {
+        let path = dir.join(format!("{}.txt", records.len()));
+        records.push(path.clone());
+        let mut p = Process::new(record_everything, (q.clone(), path));
+        p.start()?;
+        Ok(p)
+    };
+    let mut live = vec![start(&mut records)?, start(&mut records)?];
+    for _ in 0..kills {
+        // A random moment of the consumers' work: the stimulus, not a
+        // wait for anything to settle.
+        std::thread::sleep(Duration::from_millis(base + rng.below(spread)));
+        let victim = rng.below(live.len() as u64) as usize;
+        let mut p = live.swap_remove(victim);
+        p.kill()?;
+        p.join()?;
+        assert_eq!(p.exitcode(), Some(-9));
+        live.push(start(&mut records)?);
+    }
+    Ok((live, records))
+}
+
 /// The end of a killed-consumers run: the survivors get `None` each and
 /// stop; what every consumer recorded and what is left in `q` hold each
 /// of the `items` ids at most once, and all but at most one per kill.
@@ -117,26 +151,7 @@ fn consumers_killed_at_random_never_see_an_item_twice() -> mproc::Result<()> {
     for i in 0..ITEMS {
         q.put(Some(i)).map_err(Error::from)?;
     }
-    let mut records = Vec::new();
-    let start = |records: &mut Vec<PathBuf>| -> mproc::Result<Process> {
-        let path = dir.join(format!("{}.txt", records.len()));
-        records.push(path.clone());
-        let mut p = Process::new(record_everything, (q.clone(), path));
-        p.start()?;
-        Ok(p)
-    };
-    let mut live = vec![start(&mut records)?, start(&mut records)?];
-    for _ in 0..KILLS {
-        // A random moment of the consumers' work: the stimulus, not a
-        // wait for anything to settle.
-        std::thread::sleep(Duration::from_millis(5 + rng.below(40)));
-        let victim = rng.below(live.len() as u64) as usize;
-        let mut p = live.swap_remove(victim);
-        p.kill()?;
-        p.join()?;
-        assert_eq!(p.exitcode(), Some(-9));
-        live.push(start(&mut records)?);
-    }
+    let (live, records) = kill_at_random(&q, &dir, &mut rng, KILLS, (5, 40))?;
     // The survivors take the rest and stop.
     stop_and_tally(&q, live, &records, &dir, (ITEMS, KILLS, seed))
 }
@@ -168,26 +183,7 @@ fn consumers_killed_at_random_on_a_queue_of_one_never_see_an_item_twice() -> mpr
             }
         })
     };
-    let mut records = Vec::new();
-    let start = |records: &mut Vec<PathBuf>| -> mproc::Result<Process> {
-        let path = dir.join(format!("{}.txt", records.len()));
-        records.push(path.clone());
-        let mut p = Process::new(record_everything, (q.clone(), path));
-        p.start()?;
-        Ok(p)
-    };
-    let mut live = vec![start(&mut records)?, start(&mut records)?];
-    for _ in 0..KILLS {
-        // A random moment of the consumers' work: the stimulus, not a
-        // wait for anything to settle.
-        std::thread::sleep(Duration::from_millis(2 + rng.below(20)));
-        let victim = rng.below(live.len() as u64) as usize;
-        let mut p = live.swap_remove(victim);
-        p.kill()?;
-        p.join()?;
-        assert_eq!(p.exitcode(), Some(-9));
-        live.push(start(&mut records)?);
-    }
+    let (live, records) = kill_at_random(&q, &dir, &mut rng, KILLS, (2, 20))?;
     producer.join().expect("the producer thread");
     stop_and_tally(&q, live, &records, &dir, (ITEMS, KILLS, seed))
 }
