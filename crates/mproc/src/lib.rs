@@ -104,4 +104,5 @@ pub(crate) use mproc_ipc::__private::hex::{hex, unhex};
 pub mod __private {
     pub use crate::registry::{kinds, type_id_of, Entries, Probe, Registration, TargetEntry};
     pub use crate::spawn::exit::exit_procedure;
+    pub use crate::spawn::scope::{MainScope, Outcome, ReturnedAnything, ReturnedErr, TestScope};
 }
