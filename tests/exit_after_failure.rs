@@ -7,7 +7,8 @@
 //!   `#[should_panic]` one) ends: the children it started and left
 //!   running are terminated, each named on stderr, and libtest reports it;
 //! * tests running side by side only touch their own children: a passing
-//!   test's child, un-joined, runs to its end;
+//!   test's child, un-joined, runs to its end; a child that a failing
+//!   test started on another thread is terminated at exit;
 //! * a failing `#[mproc::main]` keeps CPython's behaviour — it waits for
 //!   its non-daemonic child at exit — and names it on stderr first.
 
@@ -160,6 +161,43 @@ fn a_test_returning_err_terminates_its_blocked_child() {
         text.contains(&format!("its child is pid {}", pids[0])),
         "{text}"
     );
+}
+
+#[mproc::test]
+#[ignore = "a helper, run by a_child_started_on_another_thread_is_terminated_at_exit"]
+fn helper_fails_with_a_blocked_child_of_another_thread() {
+    if !helper() {
+        return;
+    }
+    let q = Queue::<u32>::new(0).unwrap();
+    let q2 = q.clone();
+    // Started on a thread of the test's: not the test's own thread.
+    let pid = std::thread::spawn(move || {
+        let mut p = Process::new(get_one, (q2,)).with_name("t1");
+        p.start().unwrap();
+        p.pid()
+    })
+    .join()
+    .unwrap();
+    panic!("the test's own panic; its thread's child is pid {pid:?}");
+}
+
+/// A child that a failing test started on another thread is not the
+/// test's (tests are told apart by their thread): the exit procedure
+/// terminates it, since a test failed, instead of waiting for it.
+#[test]
+fn a_child_started_on_another_thread_is_terminated_at_exit() {
+    let name = "helper_fails_with_a_blocked_child_of_another_thread";
+    let (status, text) = run_helpers(name, 1, &[]);
+    assert!(!status.success(), "{status}: {text}");
+    assert!(failed(&text, name), "{text}");
+    let pids = terminated(&text, "exiting after 1 failed test", "t1");
+    assert_eq!(pids.len(), 1, "{text}");
+    assert!(
+        text.contains(&format!("its thread's child is pid Some({})", pids[0])),
+        "{text}"
+    );
+    assert!(text.contains("started on a thread of no test"), "{text}");
 }
 
 #[mproc::test]

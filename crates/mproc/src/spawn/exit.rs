@@ -3,9 +3,9 @@
 //! terminated and the others joined.
 
 use mproc_ipc::__private::lock::lock;
-use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::failed;
 use super::started::ChildState;
 use crate::sys;
 
@@ -37,6 +37,7 @@ pub(crate) fn live_children() -> Vec<Arc<ChildState>> {
 /// body, `init()` registers it to run at exit, and a child runs it after
 /// its target.
 pub fn exit_procedure() {
+    failed::before_exit();
     let snapshot: Vec<Arc<ChildState>> = children().clone();
     for c in snapshot.iter().filter(|c| c.daemon) {
         if let Err(e) = c.process.terminate() {
@@ -48,33 +49,11 @@ pub fn exit_procedure() {
     }
     for c in &snapshot {
         tracing::debug!(pid = c.process.pid(), "joining child at exit");
-        if let Some(how) = MAIN_FAILED.get() {
-            if !c.daemon && matches!(c.process.poll(), Ok(None)) {
-                // CPython joins them after an uncaught exception too; say
-                // which child a seemingly hung program waits for.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "mproc: main {how}; waiting at exit for Process {} (pid {}), which it \
-                     started and did not join, as CPython does (terminate or join it, or \
-                     make it daemonic, to exit without waiting)",
-                    c.name,
-                    c.process.pid()
-                );
-            }
-        }
+        failed::before_wait(c);
         let _ = c.process.wait(None);
         forget(c);
     }
     sys::cleanup_runtime_dir();
-}
-
-/// How `#[mproc::main]`'s body failed ("panicked", "returned Err"), once
-/// it did: the exit procedure then names each child it waits for.
-static MAIN_FAILED: OnceLock<&'static str> = OnceLock::new();
-
-/// Records that `main`'s body failed (`scope.rs`).
-pub(crate) fn main_failed(how: &'static str) {
-    let _ = MAIN_FAILED.set(how);
 }
 
 extern "C" fn exit_hook() {

@@ -8,18 +8,19 @@
 //!   tracked by the thread that runs it (a thread-local list), never
 //!   through the process-wide table: a failing test touches no other
 //!   test's children. A test that passes leaves its children as they are
-//!   (the exit procedure joins them, as in any program).
+//!   (the exit procedure joins them, as in any program). Children started
+//!   on a thread that runs no test are recorded too: once a test failed,
+//!   the exit procedure terminates those still running (`failed.rs`).
 //! * A **main** that fails keeps CPython's behaviour (`_exit_function`
 //!   joins non-daemonic children after an uncaught exception too): the
 //!   exit procedure still joins them, and first says on stderr which
 //!   child it waits for, so that a program that seems hung tells why.
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use super::exit;
+use super::failed;
 use super::started::ChildState;
 
 thread_local! {
@@ -28,28 +29,25 @@ thread_local! {
     static TEST_CHILDREN: RefCell<Option<Vec<Weak<ChildState>>>> = const { RefCell::new(None) };
 }
 
-/// How long a failed test's child has to end after SIGTERM before it is
-/// killed (a child that handles or ignores SIGTERM must not hang the test
-/// binary either). Not a readiness wait: it bounds a wait that normally
-/// ends at once.
-const TERMINATE_GRACE: Duration = Duration::from_secs(5);
-
 /// Adds a child just started on this thread to the running test's
-/// children, if a test runs on this thread.
+/// children, or to the untracked ones if no test runs on this thread.
 pub(crate) fn adopt(child: &Arc<ChildState>) {
-    let _ = TEST_CHILDREN.try_with(|cell| {
-        let Ok(mut slot) = cell.try_borrow_mut() else {
-            return;
-        };
-        if let Some(list) = slot.as_mut() {
-            // Joined and dropped children leave dead entries: prune them
-            // as the list doubles, so a test starting many keeps it short.
-            if list.len() >= 64 && list.len().is_power_of_two() {
-                list.retain(|w| w.strong_count() > 0);
-            }
+    let tracked = TEST_CHILDREN
+        .try_with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                return false;
+            };
+            let Some(list) = slot.as_mut() else {
+                return false;
+            };
+            failed::keep_short(list);
             list.push(Arc::downgrade(child));
-        }
-    });
+            true
+        })
+        .unwrap_or(false);
+    if !tracked {
+        failed::untracked(child);
+    }
 }
 
 /// How a test or `main` ended.
@@ -140,11 +138,18 @@ impl TestScope {
         }
         let test = self.name.split_once("::").map_or(self.name, |(_, t)| t);
         let why = if ending == Ending::Panicked && self.expects_panic {
+            // A pass: its children go all the same, or they could keep
+            // the binary from ending.
             format!("test {test} panicked (#[should_panic])")
         } else {
+            failed::test_failed();
             format!("test {test} failed ({})", ending.words())
         };
-        terminate_all(&why, mine.iter().filter_map(Weak::upgrade).collect());
+        let mine: Vec<Arc<ChildState>> = mine.iter().filter_map(Weak::upgrade).collect();
+        failed::terminate_live(&why, "which it started and did not join", &mine);
+        for c in &mine {
+            exit::forget(c);
+        }
     }
 }
 
@@ -158,43 +163,6 @@ impl Drop for TestScope {
                 Ending::Passed
             });
         }
-    }
-}
-
-/// Terminates the live ones of `children`, each named on stderr, and
-/// waits for them (killing one that outlives [`TERMINATE_GRACE`]).
-fn terminate_all(why: &str, children: Vec<Arc<ChildState>>) {
-    let live: Vec<Arc<ChildState>> = children
-        .into_iter()
-        .filter(|c| matches!(c.process.poll(), Ok(None)))
-        .collect();
-    for c in &live {
-        let _ = writeln!(
-            std::io::stderr(),
-            "mproc: {why}; terminating Process {} (pid {}), which it started and did not join",
-            c.name,
-            c.process.pid()
-        );
-        c.stopping();
-        if let Err(e) = c.process.terminate() {
-            tracing::warn!(
-                pid = c.process.pid(),
-                "cannot terminate a failed test's child: {e}"
-            );
-        }
-    }
-    for c in &live {
-        if matches!(c.process.wait(Some(TERMINATE_GRACE)), Ok(None)) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "mproc: Process {} (pid {}) still runs {TERMINATE_GRACE:?} after SIGTERM; killing it",
-                c.name,
-                c.process.pid()
-            );
-            let _ = c.process.kill();
-            let _ = c.process.wait(None);
-        }
-        exit::forget(c);
     }
 }
 
@@ -216,7 +184,7 @@ impl MainScope {
     pub fn finish(mut self, failed: bool) {
         self.ended = true;
         if failed {
-            exit::main_failed(Ending::ReturnedErr.words());
+            failed::main_failed(Ending::ReturnedErr.words());
         }
     }
 }
@@ -224,7 +192,7 @@ impl MainScope {
 impl Drop for MainScope {
     fn drop(&mut self) {
         if !self.ended && std::thread::panicking() {
-            exit::main_failed(Ending::Panicked.words());
+            failed::main_failed(Ending::Panicked.words());
         }
     }
 }
