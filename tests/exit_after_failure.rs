@@ -10,7 +10,10 @@
 //!   test's child, un-joined, runs to its end; a child that a failing
 //!   test started on another thread is terminated at exit;
 //! * a failing `#[mproc::main]` keeps CPython's behaviour — it waits for
-//!   its non-daemonic child at exit — and names it on stderr first.
+//!   its non-daemonic child at exit — and names it on stderr first;
+//! * a process whose puts are still buffered for a queue whose owner is
+//!   stopped waits at exit (as CPython's feeder join does), and exits once
+//!   that owner is gone.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -412,4 +415,117 @@ fn a_panicking_main_waits_for_its_child_and_names_it() {
 #[test]
 fn a_main_returning_err_waits_for_its_child_and_names_it() {
     failing_main_waits_for_its_child("err", 1);
+}
+
+// ---------------------------------------------------------------------
+// Puts buffered for an owner that goes away.
+
+/// Owns a queue, hands it out, then waits for an item that never comes
+/// (until killed).
+#[mproc::target]
+fn own_a_queue(back: Queue<Queue<Vec<u8>>>) {
+    let q = Queue::<Vec<u8>>::new(0).expect("a queue");
+    back.put(q.clone()).expect("hand the queue out");
+    let never = Queue::<u32>::new(0).expect("a queue");
+    let _ = never.get();
+}
+
+#[mproc::test]
+#[ignore = "a helper, run by puts_buffered_for_a_stopped_owner_wait_at_exit_until_it_is_gone"]
+fn helper_exits_with_puts_buffered_for_a_stopped_owner() -> mproc::Result<()> {
+    if !helper() {
+        return Ok(());
+    }
+    let back = Queue::<Queue<Vec<u8>>>::new(0)?;
+    let mut owner = Process::new(own_a_queue, (back.clone(),)).with_name("owner");
+    owner.start()?;
+    let q = back.get_timeout(LIMIT)?;
+    // One round trip: this process's streams to the owner are open.
+    q.put(vec![1])?;
+    assert_eq!(q.get_timeout(LIMIT)?, [1]);
+    let pid = owner.pid().expect("a started child has a pid");
+    let stopped = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(stopped.success(), "kill -STOP {pid}");
+    // Buffered: an unbounded queue's put returns at once (small items,
+    // inline: a large one would first open the stream its object's
+    // descriptor travels on, which the stopped owner cannot answer).
+    for _ in 0..8 {
+        q.put(vec![7; 1024])?;
+    }
+    // On a line of its own: libtest's "test … " precedes it.
+    println!("\nowner-pid {pid}");
+    // Kept to the exit, as a handle in a static would be (dropping the
+    // last handle would wait here, in the test, for the items to be
+    // stored). No join: the exit procedure joins the owner after the
+    // hand-over, which waits until the owner has stored the items.
+    std::mem::forget(q);
+    Ok(())
+}
+
+/// A test process whose last test put items to a queue whose owner it
+/// then left SIGSTOPped: at exit it waits for the owner to store them
+/// (the hand-over, like CPython's feeder join), and once the owner is
+/// killed it exits, successfully — a dead broker ends the wait. Unix:
+/// Windows has no SIGSTOP.
+#[test]
+fn puts_buffered_for_a_stopped_owner_wait_at_exit_until_it_is_gone() {
+    if std::env::consts::FAMILY != "unix" {
+        eprintln!("skipped: Windows has no SIGSTOP");
+        return;
+    }
+    let name = "helper_exits_with_puts_buffered_for_a_stopped_owner";
+    let mut program = sys::spawn_command(
+        Command::new(std::env::current_exe().expect("this test binary"))
+            .args([
+                "--ignored",
+                "--exact",
+                name,
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(HELPER, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .expect("run this test binary");
+    let stdout = program.stdout.take().expect("its stdout");
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut owner = None;
+    while !seen.iter().any(|l: &String| l.starts_with("test result:")) {
+        let Ok(line) = read.recv_timeout(LIMIT) else {
+            let _ = program.kill();
+            if let Some(pid) = owner {
+                sys::kill_from_outside(pid);
+            }
+            panic!("{name}: no more output for {LIMIT:?}: {seen:#?}");
+        };
+        if let Some(pid) = line.strip_prefix("owner-pid ") {
+            owner = pid.parse::<u32>().ok();
+        }
+        seen.push(line);
+    }
+    let Some(owner) = owner else {
+        let _ = program.kill();
+        panic!("no owner pid: {seen:#?}");
+    };
+    // Its tests are done; it waits at exit for the stopped owner.
+    let still_runs = program.try_wait().expect("its status").is_none();
+    sys::kill_from_outside(owner);
+    assert!(still_runs, "it exited with its puts not stored: {seen:#?}");
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(program.wait().expect("its status")));
+    let Ok(status) = ended.recv_timeout(LIMIT) else {
+        panic!("{name} still runs {LIMIT:?} after the owner was killed: {seen:#?}");
+    };
+    assert!(status.success(), "{status}: {seen:#?}");
 }
