@@ -36,6 +36,10 @@ use std::time::Instant;
 
 use crate::queue::parked::{self, Given, Parked, Settled, Want};
 
+/// A buffer this large (bytes of capacity) goes back to the OS when
+/// freed (`munmap`): its items are dropped outside the queue's lock.
+const SLOW_TO_FREE: usize = 128 << 10;
+
 /// One encoded item: bytes of a shared buffer, or a sealed object
 /// ([`large`](super::large)) whose descriptor the broker holds.
 #[derive(Clone, Debug)]
@@ -86,6 +90,13 @@ impl Item {
             range: start..end,
             blob: None,
         }
+    }
+
+    /// Whether dropping the item may be slow enough to keep out of a
+    /// lock: a sealed item closes its descriptor and tells its producer;
+    /// a large buffer goes back to the OS.
+    fn slow_to_drop(&self) -> bool {
+        self.blob.is_some() || self.buf.capacity() >= SLOW_TO_FREE
     }
 
     /// The bytes of an item kept inline (none for a sealed item: see
@@ -303,16 +314,18 @@ impl Core {
         n
     }
 
-    /// `n` of the items `conn` was sent were taken: they leave the queue,
-    /// into `gone`, for the caller to drop once it has released the lock
-    /// (a sealed item closes its descriptor and tells its producer).
-    /// Returns how many did (an unknown connection has none).
+    /// `n` of the items `conn` was sent were taken: they leave the queue.
+    /// Those slow to drop (a sealed item closes its descriptor and tells
+    /// its producer) go into `gone`, for the caller to drop once it has
+    /// released the lock; the others are dropped here (no allocation for
+    /// `gone` on the small items' path). Returns how many left (an
+    /// unknown connection has none).
     pub(crate) fn ack_into(&mut self, conn: u64, n: u32, gone: &mut Vec<Item>) -> usize {
         let Some(q) = self.inflight.get_mut(&conn) else {
             return 0;
         };
         let n = (n as usize).min(q.len());
-        gone.extend(q.drain(..n));
+        gone.extend(q.drain(..n).filter(Item::slow_to_drop));
         self.inflight_total -= n;
         if q.is_empty() {
             self.inflight.remove(&conn);
