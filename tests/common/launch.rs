@@ -15,16 +15,36 @@ use crate::sys;
 /// Runs one ignored test `name` of this test binary in a test process of
 /// its own (and process group) with `env`; fails if it fails or does not
 /// end within `limit`, then kills what is left of it (a hung child).
-/// Its output goes to a file: a hung grandchild holding a pipe would keep
-/// a reader waiting.
 pub fn run_helper(name: &str, env: &[(&str, &str)], limit: Duration) {
+    let args = ["--ignored", "--exact", name, "--test-threads=1"];
+    let (status, text, leader) = run_to_end(name, &args, env, limit);
+    if !status.success() {
+        // A failed helper may leave a hung child behind.
+        sys::kill_group(leader);
+    }
+    assert!(status.success(), "{name}: {status}: {text}");
+    assert!(text.contains("1 passed"), "{name}: {text}");
+}
+
+/// Runs this test binary with `args` (libtest's) and `env` in a process
+/// of its own (and process group) and returns its status, its output
+/// (stdout and stderr, interleaved) and its pid; fails, naming `what`
+/// and showing the output so far, if it does not end within `limit`,
+/// after killing what is left of it. The output goes to a file: a hung
+/// grandchild holding a pipe would keep a reader waiting.
+pub fn run_to_end(
+    what: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (std::process::ExitStatus, String, u32) {
     let out_path = std::env::temp_dir().join(format!(
-        "mproc-launch-channel-{name}-{}",
+        "mproc-launch-channel-{what}-{}",
         std::process::id()
     ));
     let out = std::fs::File::create(&out_path).expect("the helper's output file");
     let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
-    cmd.args(["--ignored", "--exact", name, "--test-threads=1"])
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("the output file"))
         .stderr(out);
@@ -36,17 +56,15 @@ pub fn run_helper(name: &str, env: &[(&str, &str)], limit: Duration) {
     let (done, ended) = std::sync::mpsc::channel();
     std::thread::spawn(move || done.send(child.wait().expect("the helper's status")));
     let status = ended.recv_timeout(limit).ok();
-    if !status.is_some_and(|s| s.success()) {
-        // A hung or failed helper may leave a hung child behind.
+    if status.is_none() {
         sys::kill_group(leader);
     }
     let text = std::fs::read_to_string(&out_path).unwrap_or_default();
     let _ = std::fs::remove_file(&out_path);
     let Some(status) = status else {
-        panic!("{name} still ran after {limit:?}: {text}");
+        panic!("{what} still ran after {limit:?}: {text}");
     };
-    assert!(status.success(), "{name}: {status}: {text}");
-    assert!(text.contains("1 passed"), "{name}: {text}");
+    (status, text, leader)
 }
 
 #[mproc::target]

@@ -162,11 +162,19 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         syn::ReturnType::Default => quote!(()),
         syn::ReturnType::Type(_, t) => quote!(#t),
     };
+    // A body that panics or returns `Err` is recorded (the exit procedure
+    // then names each child it still waits for: mproc/src/spawn/scope.rs).
     quote! {
         #(#attrs)*
         #vis #sig {
             ::mproc::init();
+            let __mproc_scope = ::mproc::__private::MainScope::enter();
             let __mproc_result: #output = (move || -> #output #body)();
+            __mproc_scope.finish({
+                #[allow(unused_imports)]
+                use ::mproc::__private::{ReturnedAnything as _, ReturnedErr as _};
+                (&::mproc::__private::Outcome(&__mproc_result)).failed()
+            });
             ::mproc::__private::exit_procedure();
             __mproc_result
         }
@@ -194,12 +202,27 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
         syn::ReturnType::Default => quote!(()),
         syn::ReturnType::Type(_, t) => quote!(#t),
     };
+    let name = sig.ident.to_string();
+    let expects_panic = attrs.iter().any(|a| a.path().is_ident("should_panic"));
+    // A test that panics or returns `Err` terminates the children it
+    // started and left running (mproc/src/spawn/scope.rs), so that the
+    // test binary ends and reports it.
     quote! {
         #[::core::prelude::v1::test]
         #(#attrs)*
         #vis #sig {
             ::mproc::init();
-            (move || -> #output #body)()
+            let __mproc_scope = ::mproc::__private::TestScope::enter(
+                ::core::concat!(::core::module_path!(), "::", #name),
+                #expects_panic,
+            );
+            let __mproc_result: #output = (move || -> #output #body)();
+            __mproc_scope.finish({
+                #[allow(unused_imports)]
+                use ::mproc::__private::{ReturnedAnything as _, ReturnedErr as _};
+                (&::mproc::__private::Outcome(&__mproc_result)).failed()
+            });
+            __mproc_result
         }
     }
     .into()

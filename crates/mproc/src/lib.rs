@@ -74,11 +74,18 @@ pub use start_method::{get_context, get_start_method, set_start_method, Context,
 pub use mproc_macros::target;
 
 /// Makes `main` mproc's entry: runs [`init`] first and the exit procedure
-/// (terminate daemonic children, join the others) after its body.
+/// (terminate daemonic children, join the others) after its body. After a
+/// panic or an `Err` the others are still joined, as in CPython; each one
+/// still running is first named on stderr.
 pub use mproc_macros::main;
 
 /// A `#[test]` that may start processes. Composes with `#[ignore]`,
 /// `#[should_panic]` and a `-> Result<(), E>` return, like `#[test]`.
+///
+/// A test that panics or returns `Err` terminates the children its thread
+/// started and that still run, each named on stderr, so that the test
+/// binary ends and reports the failure (see the guide, "At exit after a
+/// failure"); a test that passes leaves them to the exit procedure.
 pub use mproc_macros::test;
 
 /// Marks this process as an mproc program and makes the exit procedure
@@ -104,4 +111,5 @@ pub(crate) use mproc_ipc::__private::hex::{hex, unhex};
 pub mod __private {
     pub use crate::registry::{kinds, type_id_of, Entries, Probe, Registration, TargetEntry};
     pub use crate::spawn::exit::exit_procedure;
+    pub use crate::spawn::scope::{MainScope, Outcome, ReturnedAnything, ReturnedErr, TestScope};
 }

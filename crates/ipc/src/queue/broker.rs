@@ -275,11 +275,15 @@ impl Broker {
                     lock(&self.handles).get(&(queue, session)).cloned()
                 });
                 // Under the map's lock, so that a handles connection is
-                // either refused or dropped here (its descriptors still in
-                // flight are freed with it).
-                let mut handles = lock(&self.handles);
-                shared.feed_closed(session);
-                handles.remove(&(queue, session));
+                // either refused or taken out here; dropped (closed, its
+                // descriptors still in flight freed with it) after the
+                // lock, as closing can be slow.
+                let gone = {
+                    let mut handles = lock(&self.handles);
+                    shared.feed_closed(session);
+                    handles.remove(&(queue, session))
+                };
+                drop(gone);
             }
             Role::Handles => {}
             Role::Ops => {
@@ -316,6 +320,7 @@ impl Broker {
     ) {
         let mut handles = lock(&self.handles);
         if !shared.feeding(session) {
+            drop(handles);
             tracing::debug!(
                 session,
                 "handles connection without a feeder stream: closed"
@@ -324,7 +329,10 @@ impl Broker {
         }
         // Registered before the answer: descriptors only come after it.
         if conn.send_bytes(&wire::hello_ok(id)).is_ok() {
-            handles.insert((queue, session), conn);
+            let replaced = handles.insert((queue, session), conn);
+            // Closed after the lock, as closing can be slow.
+            drop(handles);
+            drop(replaced);
         }
     }
 }
@@ -385,13 +393,19 @@ impl PendingList {
     /// dropped (closed: a holder that was dropped connects again).
     fn push(&self, p: Pending) {
         let mut list = lock(&self.list);
-        if list.0.len() >= MAX_PENDING {
-            drop(list.0.pop_front());
-            tracing::debug!("queue broker: too many pending handshakes, the oldest dropped");
-        }
+        let oldest = if list.0.len() >= MAX_PENDING {
+            list.0.pop_front()
+        } else {
+            None
+        };
         list.0.push_back(p);
         drop(list);
         self.ready.notify_one();
+        if oldest.is_some() {
+            // Closed after the lock, as closing can be slow.
+            drop(oldest);
+            tracing::debug!("queue broker: too many pending handshakes, the oldest dropped");
+        }
     }
 
     /// The newest pending peer (it is the likeliest to be a live holder
@@ -412,9 +426,11 @@ impl PendingList {
     fn close(&self) {
         let mut list = lock(&self.list);
         list.1 = true;
-        list.0.clear();
+        let dropped = std::mem::take(&mut list.0);
         drop(list);
         self.ready.notify_all();
+        // Closed after the lock, as closing can be slow.
+        drop(dropped);
     }
 }
 

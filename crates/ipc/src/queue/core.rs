@@ -36,6 +36,10 @@ use std::time::Instant;
 
 use crate::queue::parked::{self, Given, Parked, Settled, Want};
 
+/// A buffer this large (bytes of capacity) goes back to the OS when
+/// freed (`munmap`): its items are dropped outside the queue's lock.
+const SLOW_TO_FREE: usize = 128 << 10;
+
 /// One encoded item: bytes of a shared buffer, or a sealed object
 /// ([`large`](super::large)) whose descriptor the broker holds.
 #[derive(Clone, Debug)]
@@ -86,6 +90,13 @@ impl Item {
             range: start..end,
             blob: None,
         }
+    }
+
+    /// Whether dropping the item may be slow enough to keep out of a
+    /// lock: a sealed item closes its descriptor and tells its producer;
+    /// a large buffer goes back to the OS.
+    fn slow_to_drop(&self) -> bool {
+        self.blob.is_some() || self.buf.capacity() >= SLOW_TO_FREE
     }
 
     /// The bytes of an item kept inline (none for a sealed item: see
@@ -304,18 +315,28 @@ impl Core {
     }
 
     /// `n` of the items `conn` was sent were taken: they leave the queue.
-    /// Returns how many did (an unknown connection has none).
-    pub(crate) fn ack(&mut self, conn: u64, n: u32) -> usize {
+    /// Those slow to drop (a sealed item closes its descriptor and tells
+    /// its producer) go into `gone`, for the caller to drop once it has
+    /// released the lock; the others are dropped here (no allocation for
+    /// `gone` on the small items' path). Returns how many left (an
+    /// unknown connection has none).
+    pub(crate) fn ack_into(&mut self, conn: u64, n: u32, gone: &mut Vec<Item>) -> usize {
         let Some(q) = self.inflight.get_mut(&conn) else {
             return 0;
         };
         let n = (n as usize).min(q.len());
-        q.drain(..n);
+        gone.extend(q.drain(..n).filter(Item::slow_to_drop));
         self.inflight_total -= n;
         if q.is_empty() {
             self.inflight.remove(&conn);
         }
         n
+    }
+
+    /// [`ack_into`](Self::ack_into), the taken items dropped at once.
+    #[cfg(test)]
+    pub(crate) fn ack(&mut self, conn: u64, n: u32) -> usize {
+        self.ack_into(conn, n, &mut Vec::new())
     }
 
     /// The last `n` items `conn` was sent come back, untaken, to the front
@@ -959,23 +980,36 @@ impl Shared {
         if acks.is_empty() {
             return;
         }
-        let mut core = self.lock();
-        let freed: usize = acks.iter().map(|&(c, n)| core.ack(c, n)).sum();
-        wake(&self.not_full, core.putters_waiting, freed);
-        if freed > 0 {
-            self.finish(core);
+        let mut taken = Vec::new();
+        {
+            let mut core = self.lock();
+            let freed: usize = acks
+                .iter()
+                .map(|&(c, n)| core.ack_into(c, n, &mut taken))
+                .sum();
+            wake(&self.not_full, core.putters_waiting, freed);
+            if freed > 0 {
+                self.finish(core);
+            }
         }
+        // Outside the lock: closing descriptors can be slow.
+        drop(taken);
     }
 
     /// A holder's settlement on its own connection: `taken` items were
     /// taken, the last `returned` come back.
     pub(crate) fn settle(&self, conn: u64, taken: u32, returned: u32) {
-        let mut core = self.lock();
-        let freed = core.ack(conn, taken);
-        let back = core.give_back(conn, returned);
-        wake(&self.not_full, core.putters_waiting, freed);
-        wake(&self.not_empty, core.getters_waiting, back);
-        self.finish(core);
+        let mut gone = Vec::new();
+        {
+            let mut core = self.lock();
+            let freed = core.ack_into(conn, taken, &mut gone);
+            let back = core.give_back(conn, returned);
+            wake(&self.not_full, core.putters_waiting, freed);
+            wake(&self.not_empty, core.getters_waiting, back);
+            self.finish(core);
+        }
+        // Outside the lock: closing descriptors can be slow.
+        drop(gone);
     }
 
     /// `conn` closed: its unacknowledged items return to the front.

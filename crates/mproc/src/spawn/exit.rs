@@ -5,6 +5,7 @@
 use mproc_ipc::__private::lock::lock;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::failed;
 use super::started::ChildState;
 use crate::sys;
 
@@ -36,6 +37,7 @@ pub(crate) fn live_children() -> Vec<Arc<ChildState>> {
 /// body, `init()` registers it to run at exit, and a child runs it after
 /// its target.
 pub fn exit_procedure() {
+    failed::before_exit();
     let snapshot: Vec<Arc<ChildState>> = children().clone();
     for c in snapshot.iter().filter(|c| c.daemon) {
         if let Err(e) = c.process.terminate() {
@@ -47,6 +49,7 @@ pub fn exit_procedure() {
     }
     for c in &snapshot {
         tracing::debug!(pid = c.process.pid(), "joining child at exit");
+        failed::before_wait(c);
         let _ = c.process.wait(None);
         forget(c);
     }

@@ -33,7 +33,8 @@
 //!    and exits.
 //! 6. parent: `join` waits for the child and forgets it (`exit.rs`); at
 //!    exit the exit procedure terminates the daemonic children left and
-//!    joins the others.
+//!    joins the others. A `#[mproc::test]` that fails terminates the
+//!    children it started instead (`scope.rs`, `failed.rs`).
 //!
 //! `step.rs` is step 2 and 4 for a job step of n remote tasks at once (a
 //! remote `Pool`'s workers): one `srun`, n launches over its listener.
@@ -46,9 +47,11 @@
 //!
 //! ```text
 //!   3   step ──► parent, failure, record
-//!   2   parent ──► prepare, threads, exit, entry, started, record, failure
+//!   2   parent ──► prepare, threads, exit, scope, entry, started, record, failure
 //!       child  ──► exit, entry, record
-//!   1   prepare ──► entry        exit ──► started        threads
+//!       scope  ──► exit, failed, started
+//!   1   prepare ──► entry        exit ──► started, failed        threads
+//!   ½   failed ──► started
 //!   0   entry ──► record         started ──► failure
 //!   -   record                   failure
 //! ```
@@ -75,10 +78,12 @@
 pub(crate) mod child;
 pub(crate) mod entry;
 pub(crate) mod exit;
+pub(crate) mod failed;
 pub(crate) mod failure;
 pub(crate) mod parent;
 pub(crate) mod prepare;
 pub(crate) mod record;
+pub(crate) mod scope;
 pub(crate) mod started;
 pub(crate) mod step;
 pub(crate) mod threads;

@@ -45,6 +45,7 @@ use super::prepare::Prepared;
 use super::record::{
     Ack, Hello, LaunchRecord, BOOTSTRAP_EXIT_CODE, INHERITED, PROTOCOL, TOKEN_ENV,
 };
+use super::scope;
 use super::started::{ChildState, LaunchOutcome};
 use super::threads;
 use crate::context;
@@ -123,6 +124,7 @@ pub(crate) fn start_child(
         }
     }
     exit::register(state.clone());
+    scope::adopt(&state);
     Ok(state)
 }
 
