@@ -946,26 +946,35 @@ impl Remote {
                 timeout = Some(deadline::remaining(d, Instant::now()));
             }
             if !inbox.ledger.is_empty() {
-                // A sealed item is read before it is acknowledged (the
-                // ack may free its object); if it cannot be, the buffer
-                // went back and the get asks the broker.
-                let Ok((locked, mut fetched)) = self.fetch_next(inbox, shape) else {
-                    return self.get_with(timeout, shape, read, sealed);
-                };
-                inbox = locked;
-                let how: fn(&mut Link, bool) -> std::io::Result<()> = if fetched.is_some() {
-                    sealed::ack_now
-                } else {
-                    ack
-                };
                 // Acknowledged on its connection before it is handed out
                 // (see [`Ledger::pop`]): `Err` when the ack cannot be
                 // written, and the connection's end gives it back.
-                let popped = inbox.ledger.pop_with(
-                    how,
-                    |frame, range| Ok(read(frame.get(range).unwrap_or(&[]))),
-                    |_| sealed::hand(fetched.take(), &sealed),
-                );
+                let popped = if inbox.ledger.next_sealed().is_none() {
+                    // The per-item path: an inline item, decoded
+                    // straight from its frame (no sealed-item plumbing:
+                    // it cost this path about a third more CPU).
+                    inbox.ledger.pop_inline(ack, |frame, range| {
+                        Ok(read(frame.get(range).unwrap_or(&[])))
+                    })
+                } else {
+                    // A sealed item is read before it is acknowledged
+                    // (the ack may free its object); if it cannot be, the
+                    // buffer went back and the get asks the broker.
+                    let Ok((locked, mut fetched)) = self.fetch_next(inbox, shape) else {
+                        return self.get_with(timeout, shape, read, sealed);
+                    };
+                    inbox = locked;
+                    let how: fn(&mut Link, bool) -> std::io::Result<()> = if fetched.is_some() {
+                        sealed::ack_now
+                    } else {
+                        ack
+                    };
+                    inbox.ledger.pop_with(
+                        how,
+                        |frame, range| Ok(read(frame.get(range).unwrap_or(&[]))),
+                        |_| sealed::hand(fetched.take(), &sealed),
+                    )
+                };
                 if let Some(popped) = popped {
                     let popped = popped.map_err(pop_failed)?;
                     let drained = if popped.drained {
