@@ -561,6 +561,9 @@ mod sealed_tests;
 mod on_send_tests;
 
 #[cfg(test)]
+mod unbounded_ack_tests;
+
+#[cfg(test)]
 mod remote_tests {
     use super::*;
     use crate::Client;

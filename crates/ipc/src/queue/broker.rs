@@ -650,14 +650,6 @@ fn serve_ops(
                 hold_get(queue);
                 shared.ack(&acks);
                 shared.wait_barrier(session, barrier);
-                if !alive() {
-                    // The holder's end already follows its request (it
-                    // sends nothing more until answered): a consumer that
-                    // died before this thread read its `GET` takes
-                    // nothing, so no item goes to it and then back to the
-                    // front after later ones went to others.
-                    return;
-                }
                 let (most, deadline) = (most as usize, deadline_of(timeout));
                 // Ack on send for a one-item answer to a get that waits
                 // for good (see [`wire::ITEM_TAKEN`]).
@@ -666,6 +658,17 @@ fn serve_ops(
                     on_send: deadline.is_none(),
                 };
                 let parked = parked::PARKS.then(|| parker.request(id, want)).flatten();
+                if parked.is_none() && !alive() {
+                    // The holder's end already follows its request (it
+                    // sends nothing more until answered): a consumer that
+                    // died before this thread read its `GET` takes
+                    // nothing, so no item goes to it and then back to the
+                    // front after later ones went to others. (A parked
+                    // request is asked this by `take_or_park` only when
+                    // there are items to take at once, and by whoever
+                    // serves it otherwise: one poll per `GET`, not two.)
+                    return;
+                }
                 let taken = match parked {
                     Some(p) => match shared.take_or_park(most, deadline, p.clone()) {
                         Some(t) => t,
@@ -1061,35 +1064,40 @@ mod tests {
     // A consumer that died before its connection's thread read its `GET`
     // (a starved broker) takes nothing: the ready item is never in flight
     // on its connection, so it cannot come back to the front after later
-    // items went to another consumer.
+    // items went to another consumer. With a timeout the answer would be
+    // an acknowledged delivery (in flight until the connection's end, so
+    // a taken item shows there); without one, taken on send (put back at
+    // once when the write fails).
     #[test]
     fn a_get_read_after_its_holder_died_takes_nothing() {
-        let shared = Shared::new(0);
-        shared.push_all([Item::whole(vec![1]), Item::whole(vec![2])]);
-        let (holder, conn) = crate::pipe(true).unwrap();
-        holder.send_bytes(&wire::get(1, None, 0, &[])).unwrap();
-        drop(holder);
-        let acks = AckPages::default();
-        acks.open(21, 79, 0x5a6e_0003);
-        serve_ops(
-            &shared,
-            &acks,
-            &Arc::new(conn),
-            (0x5a6e_0003, 21),
-            79,
-            false,
-        );
-        assert_eq!(
-            shared.drop_conn(21),
-            0,
-            "an item was given to the dead holder"
-        );
-        let now = Some(Instant::now());
-        let Taken::Items(items) = shared.take(None, 2, now, &|| true) else {
-            panic!("the items are gone");
-        };
-        let items: Vec<&[u8]> = items.iter().map(Item::bytes).collect();
-        assert_eq!(items, [&[1u8][..], &[2]]);
+        for timeout in [Some(Duration::from_secs(60)), None] {
+            let shared = Shared::new(0);
+            shared.push_all([Item::whole(vec![1]), Item::whole(vec![2])]);
+            let (holder, conn) = crate::pipe(true).unwrap();
+            holder.send_bytes(&wire::get(1, timeout, 0, &[])).unwrap();
+            drop(holder);
+            let acks = AckPages::default();
+            acks.open(21, 79, 0x5a6e_0003);
+            serve_ops(
+                &shared,
+                &acks,
+                &Arc::new(conn),
+                (0x5a6e_0003, 21),
+                79,
+                false,
+            );
+            assert_eq!(
+                shared.drop_conn(21),
+                0,
+                "{timeout:?}: an item was given to the dead holder"
+            );
+            let now = Some(Instant::now());
+            let Taken::Items(items) = shared.take(None, 2, now, &|| true) else {
+                panic!("{timeout:?}: the items are gone");
+            };
+            let items: Vec<&[u8]> = items.iter().map(Item::bytes).collect();
+            assert_eq!(items, [&[1u8][..], &[2]], "{timeout:?}");
+        }
     }
 
     // A `PAGE` with bytes after it is malformed: the broker closes the

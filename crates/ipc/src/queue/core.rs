@@ -686,6 +686,15 @@ impl Shared {
     ) -> Option<Taken> {
         let mut core = self.lock();
         if core.ready() > core.getters_waiting {
+            // Items for it now: a holder whose end is already there (it
+            // died before its `GET` was read, a starved broker) takes
+            // none, so they never go back to the front after later ones
+            // went to others. Asked only here: a request that parks is
+            // asked again by whoever serves it (`holder_gone` in
+            // `serve`), and its own thread waits on its connection.
+            if p.holder_gone() {
+                return Some(Taken::Abandoned);
+            }
             let n = core.share(most);
             return Some(Taken::Items(core.take_out(n)));
         }

@@ -276,10 +276,40 @@ impl<L> Ledger<L> {
         read: impl FnOnce(&Arc<Vec<u8>>, Range<usize>) -> R,
         sealed: impl FnOnce(SealedRef) -> R,
     ) -> Option<Result<Popped<R>, PopError>> {
+        self.pop_by(ack, |d, at| match d.sealed.get(at) {
+            Some(&t) => sealed(t),
+            None => read(&d.frame, d.items.get(at).cloned().unwrap_or(0..0)),
+        })
+    }
+
+    /// [`pop_with`](Self::pop_with) where the caller knows the next item
+    /// is an inline one ([`next_sealed`](Self::next_sealed) said `None`):
+    /// `get`'s per-item path, with nothing of sealed items in it. (A
+    /// sealed item taken this way would be read as no bytes: garbage, not
+    /// a fault.)
+    #[inline]
+    pub(super) fn pop_inline<R>(
+        &mut self,
+        ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
+        read: impl FnOnce(&Arc<Vec<u8>>, Range<usize>) -> R,
+    ) -> Option<Result<Popped<R>, PopError>> {
+        self.pop_by(ack, |d, at| {
+            read(&d.frame, d.items.get(at).cloned().unwrap_or(0..0))
+        })
+    }
+
+    /// The bookkeeping of a take: the oldest delivery with an item left
+    /// gives its next one (index `at`, made into an `R` by `make`) once
+    /// `ack` acknowledged it.
+    #[inline]
+    fn pop_by<R>(
+        &mut self,
+        ack: impl FnOnce(&mut L, bool) -> std::io::Result<()>,
+        make: impl FnOnce(&Delivery<L>, usize) -> R,
+    ) -> Option<Result<Popped<R>, PopError>> {
         let i = self.deliveries.iter().position(|d| d.left() > 0)?;
         let d = &mut self.deliveries[i];
-        let range = d.items.get(d.next).cloned().unwrap_or(0..0);
-        let taken = d.sealed.get(d.next).copied();
+        let at = d.next;
         d.next += 1;
         self.takes = self.takes.wrapping_add(1);
         let last = d.left() == 0;
@@ -288,10 +318,7 @@ impl<L> Ledger<L> {
             self.deliveries.remove(i);
             return Some(Err(PopError::Ack(e)));
         }
-        let item = match taken {
-            Some(t) => sealed(t),
-            None => read(&d.frame, range),
-        };
+        let item = make(d, at);
         if last {
             if let Some(d) = self.deliveries.remove(i) {
                 self.drained.push((conn, d.link));

@@ -160,7 +160,23 @@ struct Holdings {
 /// before it): a bounded queue's room is free again when a delivery is
 /// all taken.
 fn ack(link: &mut Link, last: bool) -> std::io::Result<()> {
-    match (owed::ack_by(link.acks.is_some(), last), &link.acks) {
+    ack_as(link, last, true)
+}
+
+/// [`ack`], the last item of a delivery with an ack page followed by a
+/// `SETTLE` of nothing only with `settle_last` (a bounded queue). Without
+/// `maxsize` the last item goes on the page like the others, with no
+/// `SETTLE` after it: there is no room to free, a size read reads every
+/// page anyway, and the broker reads the page before the connection's
+/// next message (its next `GET`, or the `SETTLE` and `SYNC` of a
+/// hand-over) and when it ends. One message and one broker wake-up less
+/// per delivery.
+#[inline]
+fn ack_as(link: &mut Link, last: bool, settle_last: bool) -> std::io::Result<()> {
+    match (
+        owed::ack_by(link.acks.is_some(), last && settle_last),
+        &link.acks,
+    ) {
         (AckBy::Page, Some(acks)) => {
             acks.add();
             link.owed.acked_on_page();
@@ -699,6 +715,17 @@ impl Remote {
         self.maxsize > 0
     }
 
+    /// Acks counted on the pages of this hold's idle connections that no
+    /// message on them has made the broker read yet.
+    #[cfg(test)]
+    pub(crate) fn unread_page_acks(&self) -> u32 {
+        let mut idle = lock(&self.holdings.idle);
+        let links = idle.take_all();
+        let unread = links.iter().map(|l| l.owed.unread()).sum();
+        idle.give_back_all(links);
+        unread
+    }
+
     /// Sends a request and reads its answer, by `deadline`. On failure
     /// the caller drops the connection (the broker then puts back what it
     /// had in flight there): a late answer may still come on it.
@@ -946,26 +973,37 @@ impl Remote {
                 timeout = Some(deadline::remaining(d, Instant::now()));
             }
             if !inbox.ledger.is_empty() {
-                // A sealed item is read before it is acknowledged (the
-                // ack may free its object); if it cannot be, the buffer
-                // went back and the get asks the broker.
-                let Ok((locked, mut fetched)) = self.fetch_next(inbox, shape) else {
-                    return self.get_with(timeout, shape, read, sealed);
-                };
-                inbox = locked;
-                let how: fn(&mut Link, bool) -> std::io::Result<()> = if fetched.is_some() {
-                    sealed::ack_now
-                } else {
-                    ack
-                };
                 // Acknowledged on its connection before it is handed out
                 // (see [`Ledger::pop`]): `Err` when the ack cannot be
                 // written, and the connection's end gives it back.
-                let popped = inbox.ledger.pop_with(
-                    how,
-                    |frame, range| Ok(read(frame.get(range).unwrap_or(&[]))),
-                    |_| sealed::hand(fetched.take(), &sealed),
-                );
+                let popped = if inbox.ledger.next_sealed().is_none() {
+                    // The per-item path: an inline item, decoded
+                    // straight from its frame (no sealed-item plumbing:
+                    // it cost this path about a third more CPU).
+                    let settle_last = self.bounded();
+                    let how = |link: &mut Link, last| ack_as(link, last, settle_last);
+                    inbox.ledger.pop_inline(how, |frame, range| {
+                        Ok(read(frame.get(range).unwrap_or(&[])))
+                    })
+                } else {
+                    // A sealed item is read before it is acknowledged
+                    // (the ack may free its object); if it cannot be, the
+                    // buffer went back and the get asks the broker.
+                    let Ok((locked, mut fetched)) = self.fetch_next(inbox, shape) else {
+                        return self.get_with(timeout, shape, read, sealed);
+                    };
+                    inbox = locked;
+                    let how: fn(&mut Link, bool) -> std::io::Result<()> = if fetched.is_some() {
+                        sealed::ack_now
+                    } else {
+                        ack
+                    };
+                    inbox.ledger.pop_with(
+                        how,
+                        |frame, range| Ok(read(frame.get(range).unwrap_or(&[]))),
+                        |_| sealed::hand(fetched.take(), &sealed),
+                    )
+                };
                 if let Some(popped) = popped {
                     let popped = popped.map_err(pop_failed)?;
                     let drained = if popped.drained {

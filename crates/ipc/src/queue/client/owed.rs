@@ -6,11 +6,12 @@
 //! (shared memory: no system call, no wake-up; the broker reads the page
 //! before each message on the connection, and when it ends), or a
 //! `SETTLE` on the connection, which the broker reads at once with every
-//! ack before it. The last item of a delivery always goes by `SETTLE`, so
-//! a bounded queue's room is free again as soon as a delivery is all
-//! taken (on a connection with a page, the count goes on the page first
-//! and the `SETTLE` carries none, so that a size read counts the item out
-//! at once: `client::ack`). One-way messages (`SETTLE`, `RELEASE`) get no answer: before a
+//! ack before it. The last item of a delivery to a bounded queue's
+//! holder always goes by `SETTLE`, so the queue's room is free again as
+//! soon as a delivery is all taken (on a connection with a page, the count
+//! goes on the page first and the `SETTLE` carries none, so that a size
+//! read counts the item out at once: `client::ack`); without `maxsize` it
+//! goes on the page alone (`client::ack_as`). One-way messages (`SETTLE`, `RELEASE`) get no answer: before a
 //! process hands over (close, exit) a `SYNC` makes sure the broker has
 //! seen them.
 //!
@@ -49,6 +50,12 @@ impl Owed {
     /// One more ack on the connection's page.
     pub(super) fn acked_on_page(&mut self) {
         self.unread_acks = self.unread_acks.saturating_add(1);
+    }
+
+    /// Acks on the page the broker has not been made to read yet.
+    #[cfg(test)]
+    pub(super) fn unread(&self) -> u32 {
+        self.unread_acks
     }
 
     /// A `SETTLE` went out: it makes the broker read the page too.
