@@ -458,7 +458,7 @@ pub(crate) enum Acquired {
 /// other would only have waited again for the next items anyway. Measured
 /// at `maxsize` 16, 2 producers and 2 consumers: 1.04–1.25 context
 /// switches per item against 1.62–1.73 with the split (docs/benchmarks.md,
-/// "Bounded queues, third pass").
+/// "Bounded queues, fourth pass").
 fn parked_share(maxsize: usize, avail: usize, others: usize, most: usize) -> usize {
     let share = if maxsize == 0 {
         (avail / (others + 1)).max(1)

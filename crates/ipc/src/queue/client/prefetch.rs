@@ -62,7 +62,7 @@ pub(super) fn carries(maxsize: usize) -> bool {
 /// `PUT_WAIT` asks for as many: the broker stores its item in the first
 /// place and the rest are held. (Below `maxsize` 8 it used to be one
 /// place per `PUT_WAIT`: a round trip per item, with the queue empty most
-/// of the time; docs/benchmarks.md, "Bounded queues, third pass".)
+/// of the time; docs/benchmarks.md, "Bounded queues, fourth pass".)
 pub(super) fn permit_cap(maxsize: usize) -> usize {
     maxsize
 }
