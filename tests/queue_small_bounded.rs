@@ -149,3 +149,51 @@ fn a_consumer_killed_waiting_for_an_item_loses_none() -> mproc::Result<()> {
     }
     Ok(())
 }
+
+/// Puts `0..n` as fast as it can (its later `PUT_WAIT`s ask for several
+/// places: the rest are held), says so, then hangs holding them.
+#[mproc::target]
+fn put_quickly_then_hang(q: Queue<u32>, ready: Queue<u32>, n: u32) {
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+    ready.put(1).unwrap();
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+// A producer killed holding places of a `Queue(3)` that its puts' grants
+// gave it beyond their own items: once the broker has seen it die, the
+// queue takes exactly 3 items again — the child's (in order, none
+// missing between) and the owner's — never fewer (a place lost) nor more.
+#[mproc::test]
+fn a_producer_killed_holding_places_of_a_small_queue_leaks_none() -> mproc::Result<()> {
+    const MAXSIZE: usize = 3;
+    for n in [1u32, 2] {
+        let q = Queue::<u32>::new(MAXSIZE)?;
+        let ready = Queue::<u32>::new(0)?;
+        let mut p = Process::new(put_quickly_then_hang, (q.clone(), ready.clone(), n));
+        p.start()?;
+        ready.get_timeout(Duration::from_secs(30))?;
+        p.kill()?;
+        p.join()?;
+        let mut mine = 0u32;
+        while q.qsize() < MAXSIZE {
+            match q.put_timeout(1_000 + mine, Duration::from_secs(10)) {
+                Ok(()) => mine += 1,
+                Err(PutError::Full(_)) if q.qsize() == MAXSIZE => break,
+                Err(e) => panic!("a place lost: {e} at qsize {}", q.qsize()),
+            }
+        }
+        assert!(q.full());
+        assert!(matches!(q.put_nowait(7), Err(PutError::Full(7))));
+        let mut items = Vec::new();
+        while let Ok(i) = q.get_nowait() {
+            items.push(i);
+        }
+        let (theirs, ours): (Vec<u32>, Vec<u32>) = items.iter().partition(|&&i| i < 1_000);
+        assert_eq!(theirs, (0..n).collect::<Vec<_>>(), "the child's items");
+        assert_eq!(ours, (0..mine).map(|i| 1_000 + i).collect::<Vec<_>>());
+        assert_eq!(items.len(), MAXSIZE);
+    }
+    Ok(())
+}

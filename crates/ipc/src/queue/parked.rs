@@ -544,6 +544,48 @@ mod tests {
         assert_eq!(shared.qsize(), 0);
     }
 
+    // Two GETs parked on an empty queue, then a batch of 4 arrives: in a
+    // bounded queue the first takes all it asked for (every item of a
+    // delivery holds its place until all are taken: one delivery, one
+    // wake-up) and the second waits on for the next item; in an unbounded
+    // one they share it. Either way each item is in flight on the
+    // connection it went to, and given back from there if that holder
+    // dies.
+    #[test]
+    fn a_batch_goes_to_the_first_parked_get_of_a_bounded_queue() {
+        for maxsize in [16, 0] {
+            let shared = Arc::new(Shared::new(maxsize));
+            let (first, b1, parker1, p1) = parked_get(&shared, 21, 4);
+            let (second, b2, parker2, p2) = parked_get(&shared, 22, 4);
+            let (_o1, w1) = wait_on_a_thread(parker1, b1, &shared, p1);
+            let (_o2, w2) = wait_on_a_thread(parker2, b2, &shared, p2);
+            // Served under the queue's lock before `push_all` returns.
+            shared.push_all([item(1), item(2), item(3), item(4)]);
+            if maxsize > 0 {
+                assert_eq!(shared.gets_waiting(), 1, "the second one still waits");
+                assert_eq!(items_in(&first.recv_bytes().unwrap()), [1, 2, 3, 4]);
+                shared.push_all([item(5)]);
+                assert_eq!(items_in(&second.recv_bytes().unwrap()), [5]);
+            } else {
+                assert_eq!(shared.gets_waiting(), 0);
+                assert_eq!(items_in(&first.recv_bytes().unwrap()), [1, 2]);
+                assert_eq!(items_in(&second.recv_bytes().unwrap()), [3, 4]);
+            }
+            // Their next messages end the waits.
+            first.send_bytes(&[wire::SYNC]).unwrap();
+            second.send_bytes(&[wire::SYNC]).unwrap();
+            w1.join().unwrap();
+            w2.join().unwrap();
+            assert_eq!(shared.qsize(), if maxsize > 0 { 5 } else { 4 });
+            // A holder killed before acknowledging: its items come back.
+            drop(first);
+            let back = shared.drop_conn(21);
+            assert_eq!(back, if maxsize > 0 { 4 } else { 2 });
+            shared.ack(&[(22, 9)]);
+            assert_eq!(shared.qsize(), back);
+        }
+    }
+
     // An answer too large to vouch for is handed to the connection's
     // thread through its wake-up pipe: a holder that stopped reading can
     // only ever stall its own connection's thread, never the one that

@@ -256,3 +256,80 @@ fn typed_items_at_each_size_boundary_through_a_queue_of_one() {
     drop(producer.join().unwrap());
     assert!(q.empty());
 }
+
+/// A `PUT_WAIT` of `item` asking for `wanted` places.
+fn put_wait_for(wanted: u32, item: u32) -> Vec<u8> {
+    wire::put_wait(wanted, None, 0, |out| crate::tag::encode(&item, out)).unwrap()
+}
+
+/// The owner puts `items` (waiting for room: places a dead holder had
+/// come back once the broker sees its feeder stream end), then the queue
+/// is full, and it holds `first` then `items`, in order.
+fn refill_then_full(q: &Queue<u32>, first: u32, items: &[u32]) {
+    for &i in items {
+        q.put_timeout(i, LONG).unwrap();
+    }
+    assert!(matches!(q.put_nowait(99), Err(PutError::Full(99))));
+    assert_eq!(q.get().unwrap(), first);
+    for &i in items {
+        assert_eq!(q.get().unwrap(), i);
+    }
+    assert!(q.empty());
+}
+
+// A small queue's `PUT_WAIT` asks for several places (its pace): the
+// broker stores its item in the first and reserves the rest for its
+// session (`GRANTED` 3: "your item is in, 2 places are yours"). They are
+// its places, not the others': until its feeder stream ends (the holder
+// died, with them unused), then they are free again, none lost, none
+// extra.
+#[test]
+fn a_put_wait_granted_several_places_holds_them_until_its_holder_dies() {
+    let (q, _remote, h) = owned_and_remote(3);
+    let feeder = raw(&h, 80, Role::Feeder);
+    let hostile = raw(&h, 80, Role::Ops);
+    hostile.send_bytes(&put_wait_for(3, 50)).unwrap();
+    assert_eq!(hostile.recv_bytes().unwrap(), wire::granted(3));
+    assert_eq!(q.qsize(), 1, "its item is in");
+    assert!(
+        matches!(q.put_nowait(7), Err(PutError::Full(7))),
+        "the other 2 places are reserved for it"
+    );
+    // Killed holding them.
+    drop(hostile);
+    drop(feeder);
+    refill_then_full(&q, 50, &[1, 2]);
+}
+
+// A `PUT_WAIT` for 3 parked on a full `Queue(3)` gets all three places
+// that one consumer's acknowledgement of a delivery of 3 frees, from the
+// thread that reads it: its item in the first, 2 reserved; and they come
+// back when its holder dies.
+#[test]
+fn a_parked_put_wait_gets_every_place_a_delivery_frees() {
+    let (q, _remote, h) = owned_and_remote(3);
+    for i in 1..=3 {
+        q.put(i).unwrap();
+    }
+    let feeder = raw(&h, 81, Role::Feeder);
+    let producer = raw(&h, 81, Role::Ops);
+    producer.send_bytes(&put_wait_for(3, 50)).unwrap();
+    let consumer = raw(&h, 82, Role::Ops);
+    // With a timeout: acknowledged items, in flight until its `SETTLE`.
+    consumer
+        .send_bytes(&wire::get(3, Some(LONG), 0, &[]))
+        .unwrap();
+    match wire::parse_reply(&consumer.recv_bytes().unwrap()) {
+        Ok(Reply::Items(items)) => assert_eq!(items.len(), 3),
+        other => panic!("not 3 items: {other:?}"),
+    }
+    // Parked or not yet read, the put gets the 3 places once they are
+    // free (never before: the delivered items hold them).
+    assert!(!producer.poll(Some(Duration::ZERO)).unwrap());
+    consumer.send_bytes(&wire::settle(3, 0)).unwrap();
+    assert_eq!(producer.recv_bytes().unwrap(), wire::granted(3));
+    assert!(matches!(q.put_nowait(7), Err(PutError::Full(7))));
+    drop(producer);
+    drop(feeder);
+    refill_then_full(&q, 50, &[1, 2]);
+}

@@ -8,9 +8,9 @@
 //! the broker reserved for this process. Without one it asks the broker
 //! (`ACQUIRE`, waiting as a put waits on a full queue) for a few at once,
 //! about as many as it used in the last half millisecond (at most
-//! `maxsize`); to a small queue (`maxsize` < 8, one permit at
-//! a time) the request carries the item itself (`PUT_WAIT`), which the
-//! broker stores in the place it grants. Permits it does not use go back: when this
+//! `maxsize`); to a small queue (`maxsize` < 8) the request carries the
+//! item itself (`PUT_WAIT`), which the broker stores in the first place
+//! it grants. Permits it does not use go back: when this
 //! process has used none for 50 ms (the janitor), when it asks the size of
 //! the queue, at close and exit, and, if it dies, when its feeder stream
 //! ends.
@@ -819,19 +819,20 @@ impl Remote {
             }
             Err(wanted) => wanted,
         };
-        if prefetch::permit_cap(self.maxsize) != 1 || !tail.is_empty() {
-            // Permits come several at a time (`maxsize` ≥ 8): the items go
-            // through the feeder in batches. So does a large byte
+        if !prefetch::carries(self.maxsize) || !tail.is_empty() {
+            // A larger queue (`maxsize` ≥ 8): the items go through the
+            // feeder in batches. So does a large byte
             // sequence's body (`tail`: copied once, into its object).
             let last = self.take_permit(wanted, timeout, deadline)?;
             return feeder
                 .put(last, write, tail)
                 .map_err(|e| self.feed_failed(e));
         }
-        // A small queue (one permit at a time): the item goes with the
-        // request for room (`PUT_WAIT`) and the broker stores it as soon
-        // as there is room, handing it straight to a waiting get (no hop
-        // back through this process).
+        // A small queue: the item goes with the request for room
+        // (`PUT_WAIT`) and the broker stores it as soon as there is room,
+        // handing it straight to a waiting get (no hop back through this
+        // process); places granted beyond its own are held for the next
+        // puts, as an `ACQUIRE`'s are.
         let barrier = feeder.flush().map_err(|_| PutFail::Disconnected)?;
         let msg = wire::put_wait(wanted, timeout, barrier, write).map_err(PutFail::Encode)?;
         if msg.len() >= CARRY_MOST {

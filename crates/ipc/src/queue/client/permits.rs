@@ -3,8 +3,8 @@
 //!
 //! A put to a bounded queue first takes a permit. Without one, the
 //! process asks the broker (`ACQUIRE`) for about as many as it used in the
-//! last [`WINDOW`](super::prefetch::WINDOW) (one at a time below
-//! `maxsize` 8, at most `maxsize` from there); the first of a grant is used at once, the rest are held.
+//! last [`WINDOW`](super::prefetch::WINDOW) (at most `maxsize`); the
+//! first of a grant is used at once, the rest are held.
 //! Held permits go back when this process has used none for a while (the
 //! [janitor](super::janitor)), when it asks the queue's size, at close and
 //! exit, and, if it dies, when its feeder stream ends (the broker's side).
@@ -134,14 +134,16 @@ mod tests {
     }
 
     #[test]
-    fn small_bounded_queues_ask_for_one_at_a_time() {
+    fn small_bounded_queues_ask_for_their_pace_up_to_the_whole_queue() {
         let t = Instant::now();
         let mut p = Permits::default();
         p.granted(t, 1);
-        // Queue(1) to Queue(7): one at a time.
+        // Used at once: the whole queue, however small.
         assert_eq!(p.want(t, 1), 1);
-        assert_eq!(p.want(t, 3), 1);
-        assert_eq!(p.want(t, 7), 1);
+        assert_eq!(p.want(t, 3), 3);
+        assert_eq!(p.want(t, 7), 7);
+        // After a pause: one.
+        assert_eq!(p.want(t + std::time::Duration::from_secs(1), 3), 1);
         assert_eq!(p.want(t, 0), 1, "a cap of 0 is taken as 1");
         assert_eq!(p.want(t, 16), 16);
     }

@@ -44,21 +44,27 @@ pub(super) fn bounded_cap(maxsize: usize) -> Option<usize> {
     (maxsize > 0).then_some(maxsize)
 }
 
-/// Below this `maxsize` a process takes permits one at a time, and a put
-/// with none carries its item in its request (`PUT_WAIT`).
-pub(super) const ONE_PERMIT_BELOW: usize = 8;
+/// Below this `maxsize` a put with no permit carries its item in its
+/// request for room (`PUT_WAIT`): the broker stores it in the first place
+/// it grants.
+pub(super) const CARRY_BELOW: usize = 8;
+
+/// Whether a put with no permit to a bounded queue of `maxsize` carries
+/// its item in its request for room (see [`CARRY_BELOW`]).
+pub(super) fn carries(maxsize: usize) -> bool {
+    maxsize < CARRY_BELOW
+}
 
 /// The largest grant of permits a process asks for, to a bounded queue
-/// of `maxsize` (> 0): one below [`ONE_PERMIT_BELOW`], else the whole
-/// queue, kept to what the process uses by the pace (see
-/// [`Permits::want`](super::permits::Permits::want)) and given back
-/// 50–100 ms after its last put if unused.
+/// of `maxsize` (> 0): the whole queue, kept to what the process uses by
+/// the pace (see [`Permits::want`](super::permits::Permits::want)) and
+/// given back 50–100 ms after its last put if unused. A small queue's
+/// `PUT_WAIT` asks for as many: the broker stores its item in the first
+/// place and the rest are held. (Below `maxsize` 8 it used to be one
+/// place per `PUT_WAIT`: a round trip per item, with the queue empty most
+/// of the time; docs/benchmarks.md, "Bounded queues, fourth pass".)
 pub(super) fn permit_cap(maxsize: usize) -> usize {
-    if maxsize < ONE_PERMIT_BELOW {
-        1
-    } else {
-        maxsize
-    }
+    maxsize
 }
 
 /// The prefetch of `get`: when the last delivery came, and how many
@@ -184,12 +190,15 @@ mod tests {
     }
 
     #[test]
-    fn permits_come_one_at_a_time_below_8_then_up_to_the_whole_queue() {
+    fn permits_come_up_to_the_whole_queue_and_small_queues_carry() {
         assert_eq!(permit_cap(1), 1);
-        assert_eq!(permit_cap(7), 1);
+        assert_eq!(permit_cap(3), 3);
+        assert_eq!(permit_cap(7), 7);
         assert_eq!(permit_cap(8), 8);
         assert_eq!(permit_cap(16), 16);
         assert_eq!(permit_cap(usize::MAX), usize::MAX);
+        assert!(carries(1) && carries(3) && carries(7));
+        assert!(!carries(8) && !carries(16));
     }
 
     #[test]
