@@ -244,6 +244,9 @@ impl Broker {
             tracing::warn!("queue connection without a hello: closed");
             return;
         };
+        // Tests: counted once everything below is done with (dropped last).
+        #[cfg(test)]
+        let _ended = super::dial_tests::Ended(session);
         let Some(shared) = self.queue(queue) else {
             let _ = conn.send_bytes(&[wire::NO_QUEUE]);
             return;
@@ -256,14 +259,20 @@ impl Broker {
         if role == Role::Feeder {
             // Registered before the answer: a request that follows the
             // holder's first put finds the feed.
-            shared.feed_open(session);
+            shared.feed_open_on(session, id);
         }
         if role == Role::Ops {
             // Before the answer: the holder may ask for its ack page next.
             self.acks.open(id, session, queue);
         }
         if conn.send_bytes(&wire::hello_ok(id)).is_err() {
-            shared.feed_closed(session);
+            // The holder gave up waiting for this answer (or died): only
+            // what this connection opened ends with it. (An ops
+            // connection's end never closes its session's feeder stream:
+            // a holder that gave up on a slow hello keeps its feeder.)
+            if role == Role::Feeder {
+                shared.feed_closed_on(session, id);
+            }
             self.acks.finish(id);
             return;
         }
@@ -278,8 +287,9 @@ impl Broker {
                 // either refused or dropped here (its descriptors still in
                 // flight are freed with it).
                 let mut handles = lock(&self.handles);
-                shared.feed_closed(session);
-                handles.remove(&(queue, session));
+                if shared.feed_closed_on(session, id) {
+                    handles.remove(&(queue, session));
+                }
             }
             Role::Handles => {}
             Role::Ops => {

@@ -1,0 +1,161 @@
+//! A holder that gives up on a slow connection, or whose connection the
+//! broker drops before its `HELLO` is answered, is not told the queue is
+//! gone while its owner lives (issue 12 item 13, the Wine flake of
+//! `a_carried_item_that_timed_out_is_never_stored`).
+//!
+//! Under load a holder's `put_timeout` can give up on a new connection
+//! before the broker's answer to its `HELLO` reaches it (its deadline
+//! passed): the broker's later end of that connection must touch only
+//! what the connection itself opened, never the session's feeder stream
+//! on another connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::queue::broker::{self, Broker};
+use crate::queue::core::Shared;
+use crate::queue::wire::{self, Reply, Role};
+use crate::util::lock::{lock, wait_timeout};
+use crate::{Client, Connection};
+
+/// How many connections of each session the broker finished serving
+/// (hello read and everything after it done).
+static ENDED: Mutex<Option<HashMap<u64, usize>>> = Mutex::new(None);
+static ENDED_CHANGED: Condvar = Condvar::new();
+
+/// Dropped by the broker's connection thread when it is done with a
+/// connection of the session (a test hook: see `Broker::serve`).
+pub(super) struct Ended(pub(super) u64);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let mut ended = lock(&ENDED);
+        *ended
+            .get_or_insert_with(HashMap::new)
+            .entry(self.0)
+            .or_default() += 1;
+        drop(ended);
+        ENDED_CHANGED.notify_all();
+    }
+}
+
+/// Waits until the broker has finished `n` connections of `session`
+/// (a minute at most, then fails naming the wait).
+fn wait_ended(session: u64, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ended = lock(&ENDED);
+    loop {
+        let done = ended.as_ref().and_then(|m| m.get(&session)).copied();
+        if done.unwrap_or(0) >= n {
+            return;
+        }
+        let now = Instant::now();
+        assert!(
+            now < deadline,
+            "the broker finished {done:?} of {n} connections of session {session:x} in 60 s"
+        );
+        ended = wait_timeout(&ENDED_CHANGED, ended, deadline - now).0;
+    }
+}
+
+/// A bounded queue `queue` of `maxsize` registered with this process's
+/// broker.
+fn registered(queue: u64, maxsize: usize) -> (Arc<Broker>, Arc<Shared>) {
+    let b = broker::get_or_start().unwrap();
+    let shared = Arc::new(Shared::new(maxsize));
+    b.register(queue, shared.clone());
+    (b, shared)
+}
+
+/// A connection of `role` for `session`, its hello answered.
+fn hello(b: &Broker, queue: u64, session: u64, role: Role) -> Connection {
+    let c = Client::connect(b.address(), Some(b.key())).unwrap();
+    c.send_bytes(&wire::hello(queue, session, role)).unwrap();
+    let answer = c.recv_bytes().unwrap();
+    assert!(
+        matches!(wire::parse_reply(&answer), Ok(Reply::HelloOk { .. })),
+        "{answer:?}"
+    );
+    c
+}
+
+/// A `PUT_WAIT` of one item for `session` on a fresh ops connection: the
+/// broker's answer.
+fn put_wait(b: &Broker, queue: u64, session: u64, item: u32) -> Reply {
+    let ops = hello(b, queue, session, Role::Ops);
+    let msg = wire::put_wait(1, Some(Duration::from_secs(20)), 0, |out| {
+        crate::tag::encode(&item, out)
+    })
+    .unwrap();
+    ops.send_bytes(&msg).unwrap();
+    match ops.recv_bytes() {
+        Ok(answer) => wire::parse_reply(&answer).unwrap(),
+        Err(e) => panic!("the broker closed the put's connection ({e}): no feeder stream?"),
+    }
+}
+
+// A holder's ops connections whose `HELLO` answers it never read (it gave
+// up on them: closed right after saying hello, so the broker's answer
+// finds them closed) end without closing the session's feeder stream: a
+// put of that session still gets its place. Before, each such end closed
+// the session's feed, and the next `PUT_WAIT` was refused (`Disconnected`).
+#[test]
+fn ops_hellos_given_up_leave_the_feeder_open() {
+    let (queue, session) = (0xd1a1_0001, 0xd1a1_5e55_0001);
+    let (b, shared) = registered(queue, 1);
+    let _feeder = hello(&b, queue, session, Role::Feeder);
+    const GIVEN_UP: usize = 20;
+    for _ in 0..GIVEN_UP {
+        let c = Client::connect(b.address(), Some(b.key())).unwrap();
+        c.send_bytes(&wire::hello_ops(queue, session, false))
+            .unwrap();
+        drop(c);
+    }
+    wait_ended(session, GIVEN_UP);
+    assert!(shared.feeding(session), "the feeder stream was closed");
+    assert!(matches!(put_wait(&b, queue, session, 7), Reply::Granted(1)));
+    assert_eq!(shared.qsize(), 1);
+}
+
+// A holder dials its feeder again after giving up on the first one (its
+// put timed out before the `HELLO` answer); the broker sees the first
+// one end only after the second opened. The second stays the session's
+// stream: its puts get places, and what an earlier stream held is free.
+#[test]
+fn a_late_end_of_a_given_up_feeder_leaves_the_new_one_open() {
+    let (queue, session) = (0xd1a1_0002, 0xd1a1_5e55_0002);
+    let (b, shared) = registered(queue, 1);
+    let first = hello(&b, queue, session, Role::Feeder);
+    let second = hello(&b, queue, session, Role::Feeder);
+    drop(first);
+    wait_ended(session, 1);
+    assert!(shared.feeding(session), "the new feeder stream was closed");
+    assert!(matches!(put_wait(&b, queue, session, 8), Reply::Granted(1)));
+    assert_eq!(shared.qsize(), 1);
+    // The new stream's own end closes it.
+    drop(second);
+    wait_ended(session, 3);
+    assert!(!shared.feeding(session));
+}
+
+// Places granted to a session's first feeder stream are free again when
+// a second stream of the session opens (nothing could fill them any
+// more: the holder's permits went with the stream it gave up).
+#[test]
+fn a_new_feeder_stream_frees_what_the_old_one_held() {
+    let (queue, session) = (0xd1a1_0003, 0xd1a1_5e55_0003);
+    let (b, shared) = registered(queue, 1);
+    let _first = hello(&b, queue, session, Role::Feeder);
+    let ops = hello(&b, queue, session, Role::Ops);
+    ops.send_bytes(&wire::acquire(1, None, &[])).unwrap();
+    assert!(matches!(
+        wire::parse_reply(&ops.recv_bytes().unwrap()),
+        Ok(Reply::Granted(1))
+    ));
+    // The one place is reserved: until the second stream opens, a put
+    // would wait for room.
+    let _second = hello(&b, queue, session, Role::Feeder);
+    assert!(matches!(put_wait(&b, queue, session, 9), Reply::Granted(1)));
+    assert_eq!(shared.qsize(), 1);
+}
