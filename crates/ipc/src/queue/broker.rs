@@ -251,7 +251,7 @@ impl Broker {
         };
         // Tests: counted once everything below is done with (dropped last).
         #[cfg(test)]
-        let _ended = super::dial_tests::Ended(session);
+        let _ended = super::dial_tests::Ended(queue);
         let Some(shared) = self.queue(queue) else {
             let _ = conn.send_bytes(&[wire::NO_QUEUE]);
             return;
@@ -270,6 +270,8 @@ impl Broker {
             // Before the answer: the holder may ask for its ack page next.
             self.acks.open(id, session, queue);
         }
+        #[cfg(test)]
+        super::dial_tests::hold_hello(queue, role);
         if conn.send_bytes(&wire::hello_ok(id)).is_err() {
             // The holder gave up waiting for this answer (or died): only
             // what this connection opened ends with it. (An ops

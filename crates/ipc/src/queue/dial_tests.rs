@@ -10,22 +10,23 @@
 //! on another connection.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::queue::broker::{self, Broker};
 use crate::queue::core::Shared;
 use crate::queue::wire::{self, Reply, Role};
+use crate::queue::{remote_hold, Handle, PutError, Queue};
 use crate::util::lock::{lock, wait_timeout};
 use crate::{Client, Connection};
 
-/// How many connections of each session the broker finished serving
+/// How many connections of each queue the broker finished serving
 /// (hello read and everything after it done).
 static ENDED: Mutex<Option<HashMap<u64, usize>>> = Mutex::new(None);
 static ENDED_CHANGED: Condvar = Condvar::new();
 
 /// Dropped by the broker's connection thread when it is done with a
-/// connection of the session (a test hook: see `Broker::serve`).
+/// connection of the queue (a test hook: see `Broker::serve`).
 pub(super) struct Ended(pub(super) u64);
 
 impl Drop for Ended {
@@ -40,22 +41,42 @@ impl Drop for Ended {
     }
 }
 
-/// Waits until the broker has finished `n` connections of `session`
-/// (a minute at most, then fails naming the wait).
-fn wait_ended(session: u64, n: usize) {
+/// Waits until the broker has finished `n` connections of `queue` (a
+/// minute at most, then fails naming the wait).
+fn wait_ended(queue: u64, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut ended = lock(&ENDED);
     loop {
-        let done = ended.as_ref().and_then(|m| m.get(&session)).copied();
+        let done = ended.as_ref().and_then(|m| m.get(&queue)).copied();
         if done.unwrap_or(0) >= n {
             return;
         }
         let now = Instant::now();
         assert!(
             now < deadline,
-            "the broker finished {done:?} of {n} connections of session {session:x} in 60 s"
+            "the broker finished {done:?} of {n} connections of queue {queue:x} in 60 s"
         );
         ended = wait_timeout(&ENDED_CHANGED, ended, deadline - now).0;
+    }
+}
+
+/// Tests: the broker's answer to the next `HELLO` of `role` on a queue
+/// listed here waits, in its connection's thread, until its sender sends
+/// or is dropped (an answer that comes after the holder gave up, made
+/// certain).
+static HOLD_NEXT_HELLO: Mutex<Vec<(u64, Role, mpsc::Receiver<()>)>> = Mutex::new(Vec::new());
+
+/// Called by the broker before it answers a `HELLO` (see
+/// [`HOLD_NEXT_HELLO`]).
+pub(super) fn hold_hello(queue: u64, role: Role) {
+    let held = {
+        let mut held = lock(&HOLD_NEXT_HELLO);
+        held.iter()
+            .position(|(q, r, _)| *q == queue && *r == role)
+            .map(|i| held.swap_remove(i).2)
+    };
+    if let Some(release) = held {
+        let _ = release.recv();
     }
 }
 
@@ -112,7 +133,7 @@ fn ops_hellos_given_up_leave_the_feeder_open() {
             .unwrap();
         drop(c);
     }
-    wait_ended(session, GIVEN_UP);
+    wait_ended(queue, GIVEN_UP);
     assert!(shared.feeding(session), "the feeder stream was closed");
     assert!(matches!(put_wait(&b, queue, session, 7), Reply::Granted(1)));
     assert_eq!(shared.qsize(), 1);
@@ -129,13 +150,13 @@ fn a_late_end_of_a_given_up_feeder_leaves_the_new_one_open() {
     let first = hello(&b, queue, session, Role::Feeder);
     let second = hello(&b, queue, session, Role::Feeder);
     drop(first);
-    wait_ended(session, 1);
+    wait_ended(queue, 1);
     assert!(shared.feeding(session), "the new feeder stream was closed");
     assert!(matches!(put_wait(&b, queue, session, 8), Reply::Granted(1)));
     assert_eq!(shared.qsize(), 1);
     // The new stream's own end closes it.
     drop(second);
-    wait_ended(session, 3);
+    wait_ended(queue, 3);
     assert!(!shared.feeding(session));
 }
 
@@ -158,4 +179,30 @@ fn a_new_feeder_stream_frees_what_the_old_one_held() {
     let _second = hello(&b, queue, session, Role::Feeder);
     assert!(matches!(put_wait(&b, queue, session, 9), Reply::Granted(1)));
     assert_eq!(shared.qsize(), 1);
+}
+
+// The Wine failure of `put_wait_tests::a_carried_item_that_timed_out_is_never_stored`,
+// made certain: a holder's `put_timeout` on a full `Queue(1)` opens its
+// ops connection, and the broker answers its `HELLO` only after the put
+// gave up (`Full`: under load, late). The holder's next put gets the
+// place once there is room. (Before, the broker's failed answer closed
+// the holder's feeder stream, and that put was `Disconnected`.)
+#[test]
+fn a_put_late_for_its_hello_leaves_the_next_put_working() {
+    let q: Queue<u32> = Queue::new(1).unwrap();
+    let h: Handle = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
+    let remote = remote_hold(&q);
+    q.put(1).unwrap();
+    let (release, held) = mpsc::channel();
+    lock(&HOLD_NEXT_HELLO).push((h.id, Role::Ops, held));
+    assert!(matches!(
+        remote.put_timeout(99, Duration::from_millis(100)),
+        Err(PutError::Full(99))
+    ));
+    // The answer now finds the connection closed.
+    drop(release);
+    wait_ended(h.id, 1);
+    assert_eq!(q.get().unwrap(), 1);
+    remote.put_timeout(2, Duration::from_secs(20)).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), 2);
 }
