@@ -701,6 +701,13 @@ impl Remote {
         *lock(&self.holdings.give_back_hook) = Some(Box::new(hook));
     }
 
+    /// Takes back a hook [`on_give_back`](Self::on_give_back) set, if
+    /// the janitor has not taken it yet: whether it had not.
+    #[cfg(test)]
+    pub(crate) fn take_back_give_back_hook(&self) -> bool {
+        lock(&self.holdings.give_back_hook).take().is_some()
+    }
+
     /// Makes every later `GET` ask for at least `n` items.
     #[cfg(test)]
     pub(crate) fn ask_at_least(&self, n: u32) {
