@@ -251,7 +251,7 @@ impl Broker {
         };
         // Tests: counted once everything below is done with (dropped last).
         #[cfg(test)]
-        let _ended = super::dial_tests::Ended(queue);
+        let _ended = super::dial_tests::Ended(queue, role);
         let Some(shared) = self.queue(queue) else {
             let _ = conn.send_bytes(&[wire::NO_QUEUE]);
             return;

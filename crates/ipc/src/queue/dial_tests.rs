@@ -20,22 +20,22 @@ use crate::queue::{remote_hold, Handle, PutError, Queue};
 use crate::util::lock::{lock, wait_timeout};
 use crate::{Client, Connection};
 
-/// How many connections of each queue the broker finished serving
-/// (hello read and everything after it done).
-static ENDED: Mutex<Option<HashMap<u64, usize>>> = Mutex::new(None);
+/// How many connections of each queue (and of each role of it) the
+/// broker finished serving (hello read and everything after it done).
+type Counts = HashMap<(u64, Option<u8>), usize>;
+static ENDED: Mutex<Option<Counts>> = Mutex::new(None);
 static ENDED_CHANGED: Condvar = Condvar::new();
 
 /// Dropped by the broker's connection thread when it is done with a
 /// connection of the queue (a test hook: see `Broker::serve`).
-pub(super) struct Ended(pub(super) u64);
+pub(super) struct Ended(pub(super) u64, pub(super) Role);
 
 impl Drop for Ended {
     fn drop(&mut self) {
         let mut ended = lock(&ENDED);
-        *ended
-            .get_or_insert_with(HashMap::new)
-            .entry(self.0)
-            .or_default() += 1;
+        let counts = ended.get_or_insert_with(HashMap::new);
+        *counts.entry((self.0, None)).or_default() += 1;
+        *counts.entry((self.0, Some(self.1 as u8))).or_default() += 1;
         drop(ended);
         ENDED_CHANGED.notify_all();
     }
@@ -44,17 +44,26 @@ impl Drop for Ended {
 /// Waits until the broker has finished `n` connections of `queue` (a
 /// minute at most, then fails naming the wait).
 fn wait_ended(queue: u64, n: usize) {
+    wait_counted((queue, None), n);
+}
+
+/// [`wait_ended`], counting only connections of `role`.
+fn wait_ended_of(queue: u64, role: Role, n: usize) {
+    wait_counted((queue, Some(role as u8)), n);
+}
+
+fn wait_counted(key: (u64, Option<u8>), n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut ended = lock(&ENDED);
     loop {
-        let done = ended.as_ref().and_then(|m| m.get(&queue)).copied();
+        let done = ended.as_ref().and_then(|m| m.get(&key)).copied();
         if done.unwrap_or(0) >= n {
             return;
         }
         let now = Instant::now();
         assert!(
             now < deadline,
-            "the broker finished {done:?} of {n} connections of queue {queue:x} in 60 s"
+            "the broker finished {done:?} of {n} connections {key:x?} in 60 s"
         );
         ended = wait_timeout(&ENDED_CHANGED, ended, deadline - now).0;
     }
@@ -65,6 +74,15 @@ fn wait_ended(queue: u64, n: usize) {
 /// or is dropped (an answer that comes after the holder gave up, made
 /// certain).
 static HOLD_NEXT_HELLO: Mutex<Vec<(u64, Role, mpsc::Receiver<()>)>> = Mutex::new(Vec::new());
+
+/// Takes back the hold of the next `HELLO` of `role` on `queue` if no
+/// connection met it yet: whether it was still there.
+fn take_back_hold(queue: u64, role: Role) -> bool {
+    let mut held = lock(&HOLD_NEXT_HELLO);
+    let before = held.len();
+    held.retain(|(q, r, _)| !(*q == queue && *r == role));
+    held.len() < before
+}
 
 /// Called by the broker before it answers a `HELLO` (see
 /// [`HOLD_NEXT_HELLO`]).
@@ -193,15 +211,26 @@ fn a_put_late_for_its_hello_leaves_the_next_put_working() {
     let h: Handle = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
     let remote = remote_hold(&q);
     q.put(1).unwrap();
-    let (release, held) = mpsc::channel();
-    lock(&HOLD_NEXT_HELLO).push((h.id, Role::Ops, held));
-    assert!(matches!(
-        remote.put_timeout(99, Duration::from_millis(100)),
-        Err(PutError::Full(99))
-    ));
-    // The answer now finds the connection closed.
-    drop(release);
-    wait_ended(h.id, 1);
+    let mut timeout = Duration::from_millis(100);
+    loop {
+        let (release, held) = mpsc::channel::<()>();
+        lock(&HOLD_NEXT_HELLO).push((h.id, Role::Ops, held));
+        assert!(matches!(
+            remote.put_timeout(99, timeout),
+            Err(PutError::Full(99))
+        ));
+        if !take_back_hold(h.id, Role::Ops) {
+            // Its `HELLO` met the hold: the answer now finds the
+            // connection closed.
+            drop(release);
+            break;
+        }
+        // The put gave up before its `HELLO` reached the broker (its
+        // feeder's or its own handshake was later than its timeout on a
+        // loaded machine): again, with more time.
+        timeout = (timeout * 2).min(Duration::from_secs(10));
+    }
+    wait_ended_of(h.id, Role::Ops, 1);
     assert_eq!(q.get().unwrap(), 1);
     remote.put_timeout(2, Duration::from_secs(20)).unwrap();
     assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), 2);
