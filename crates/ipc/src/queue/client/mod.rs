@@ -162,6 +162,10 @@ struct Holdings {
     /// this process is out of descriptors), once.
     #[cfg(test)]
     unreachable_once: AtomicBool,
+    /// Tests: the janitor never gives buffered items back (a test that
+    /// looks at the buffer between its gets, however slow it runs).
+    #[cfg(test)]
+    keep_buffer: AtomicBool,
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -584,7 +588,10 @@ impl Holdings {
             }
             let now = Instant::now();
             inbox.ledger.observe(now);
-            let chore = janitor::next(inbox.ledger.idle_since(), inbox.permits.idle_since(), now);
+            let items_idle = inbox.ledger.idle_since();
+            #[cfg(test)]
+            let items_idle = items_idle.filter(|_| !self.keep_buffer.load(Ordering::Relaxed));
+            let chore = janitor::next(items_idle, inbox.permits.idle_since(), now);
             let (items, permits) = match chore {
                 Chore::Sleep => {
                     if let Some(due) = inbox.janitor.linger(now) {
@@ -688,6 +695,8 @@ impl Remote {
                 least_most: std::sync::atomic::AtomicU32::new(0),
                 #[cfg(test)]
                 unreachable_once: AtomicBool::new(false),
+                #[cfg(test)]
+                keep_buffer: AtomicBool::new(false),
             }),
             feeder: OnceLock::new(),
             feeder_start: Mutex::new(()),
@@ -712,6 +721,12 @@ impl Remote {
     #[cfg(test)]
     pub(crate) fn ask_at_least(&self, n: u32) {
         self.holdings.least_most.store(n, Ordering::Relaxed);
+    }
+
+    /// From now on this hold's janitor never gives buffered items back.
+    #[cfg(test)]
+    pub(crate) fn keep_buffer(&self) {
+        self.holdings.keep_buffer.store(true, Ordering::Relaxed);
     }
 
     /// The next buffered sealed item this hold reads cannot be opened.
