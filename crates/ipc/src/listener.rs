@@ -390,6 +390,7 @@ impl Client {
             let mut bounded = Bounded {
                 stream: &stream,
                 deadline,
+                patience: None,
             };
             auth::client_handshake(&mut bounded, key)?;
         }
@@ -411,10 +412,35 @@ impl Pending {
     /// answer in time is an [`Error::Io`] of kind `TimedOut`; without one
     /// the wait is unbounded, as in CPython's `Listener.accept`.
     pub(crate) fn authenticate(self, timeout: Option<Duration>) -> Result<Connection> {
+        self.authenticate_with(timeout.map(|t| Instant::now() + t), None)
+    }
+
+    /// [`authenticate`](Self::authenticate) for a server whose peers
+    /// share few handshake threads: the peer has `slice` for the
+    /// handshake, and each time that runs out `give_up()` says whether to
+    /// drop it (others wait for this thread) or give it another `slice`
+    /// (nobody does). A peer that is only slow (starved on a loaded
+    /// machine, as this thread may be) is then never refused for it,
+    /// while a silent one holds the thread only until someone else needs
+    /// it.
+    pub(crate) fn authenticate_unless(
+        self,
+        slice: Duration,
+        give_up: &dyn Fn() -> bool,
+    ) -> Result<Connection> {
+        self.authenticate_with(Instant::now().checked_add(slice), Some((slice, give_up)))
+    }
+
+    fn authenticate_with(
+        self,
+        deadline: Option<Instant>,
+        patience: Option<(Duration, &dyn Fn() -> bool)>,
+    ) -> Result<Connection> {
         if let Some(key) = &self.authkey {
             let mut bounded = Bounded {
                 stream: &self.stream,
-                deadline: timeout.map(|t| Instant::now() + t),
+                deadline,
+                patience,
             };
             auth::server_handshake(&mut bounded, key)?;
         }
@@ -422,21 +448,33 @@ impl Pending {
     }
 }
 
-/// A stream whose reads fail once a deadline has passed.
+/// A stream whose reads fail once a deadline has passed (unless its
+/// `patience` extends it).
 struct Bounded<'a> {
     stream: &'a Stream,
     deadline: Option<Instant>,
+    /// How much more time to give, and whether to give up instead, when
+    /// the deadline passes.
+    patience: Option<(Duration, &'a dyn Fn() -> bool)>,
 }
 
 impl Read for Bounded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if let Some(deadline) = self.deadline {
+        while let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            if !self.stream.poll_readable(Some(left))? {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the peer did not complete the authentication handshake in time",
-                ));
+            if self.stream.poll_readable(Some(left))? {
+                break;
+            }
+            match self.patience {
+                Some((slice, give_up)) if !give_up() => {
+                    self.deadline = Instant::now().checked_add(slice);
+                }
+                _ => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the peer did not complete the authentication handshake in time",
+                    ))
+                }
             }
         }
         self.stream.read(buf)
@@ -594,5 +632,79 @@ mod tests {
         let address = Address::unique_local();
         let _first = Listener::bind(address.clone(), None).unwrap();
         assert!(Listener::bind(address, None).is_err());
+    }
+
+    /// A client end of `address` (local) whose first write (its answer
+    /// to the challenge) comes `late`: a holder starved that long.
+    struct Late<'a> {
+        stream: &'a Stream,
+        late: Option<Duration>,
+    }
+
+    impl Read for Late<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.stream.read(buf)
+        }
+    }
+
+    impl Write for Late<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let Some(late) = self.late.take() {
+                thread::sleep(late);
+            }
+            let mut s = self.stream;
+            s.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            let mut s = self.stream;
+            s.flush()
+        }
+    }
+
+    /// A listener of `key` at a fresh local address, and a thread running
+    /// one client handshake with it whose answer comes `late`.
+    fn late_client(
+        key: &'static [u8],
+        late: Duration,
+    ) -> (Listener, thread::JoinHandle<Result<()>>) {
+        let l = Listener::bind(Address::unique_local(), Some(key)).unwrap();
+        let Address::Local(path) = l.address().clone() else {
+            unreachable!()
+        };
+        let t = thread::spawn(move || {
+            let stream = sys::connect_local(&path)?;
+            let mut late = Late {
+                stream: &stream,
+                late: Some(late),
+            };
+            auth::client_handshake(&mut late, key)
+        });
+        (l, t)
+    }
+
+    // A peer much slower than the handshake's slice (a holder starved on
+    // a loaded machine) is authenticated while nobody else waits: each
+    // time its slice runs out, the server is asked and keeps waiting.
+    // (With a plain deadline of the slice, it is refused.)
+    #[test]
+    fn a_slow_peer_is_waited_for_while_nobody_else_waits() {
+        let (l, client) = late_client(b"k", Duration::from_millis(300));
+        let p = l.accept_pending().unwrap();
+        p.authenticate_unless(Duration::from_millis(20), &|| false)
+            .unwrap();
+        client.join().unwrap().unwrap();
+    }
+
+    // A silent peer is dropped when its slice runs out while others wait.
+    #[test]
+    fn a_silent_peer_is_dropped_when_others_wait() {
+        let l = Listener::bind(Address::unique_local(), Some(b"k")).unwrap();
+        let _silent = Client::connect(l.address(), None).unwrap();
+        let p = l.accept_pending().unwrap();
+        match p.authenticate_unless(Duration::from_millis(20), &|| true) {
+            Err(Error::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -555,6 +555,9 @@ mod put_wait_tests;
 mod order_tests;
 
 #[cfg(test)]
+mod dial_tests;
+
+#[cfg(test)]
 mod sealed_tests;
 
 #[cfg(test)]

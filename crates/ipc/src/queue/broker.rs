@@ -10,9 +10,11 @@
 //! as it removes any dead process's runtime directory (and a holder that
 //! finds nobody listening there removes the socket at once). Accepted
 //! connections wait in a bounded list (the oldest is dropped past 64) for
-//! one of 4 handshake threads, which give each peer 1 s to prove the key:
-//! a flood of silent connections costs neither threads nor more than a
-//! bounded number of descriptors. Each proven connection gets a thread of its own
+//! one of 4 handshake threads, which give each peer 1 s to prove the key
+//! while others wait (as long as it takes while none does, so a holder
+//! slowed down by a loaded machine is never refused for it): a flood of
+//! silent connections costs neither threads nor more than a bounded
+//! number of descriptors. Each proven connection gets a thread of its own
 //! that reads requests and answers them; a blocking `get` or `ACQUIRE` blocks
 //! only its own connection's thread. The broker lives as long as the
 //! process: its queues die with it, and their other holders then see
@@ -205,11 +207,14 @@ impl Broker {
     }
 
     /// One of the [`HANDSHAKERS`]: authenticates pending peers, newest
-    /// first, each within [`HANDSHAKE_DEADLINE`]; a proven peer gets a
-    /// thread of its own.
+    /// first; a proven peer gets a thread of its own. A peer has
+    /// [`HANDSHAKE_DEADLINE`] while other peers wait for a handshaker, and
+    /// as long as it needs while none does: a holder slowed down by a
+    /// loaded machine (or this thread, slowed down) is not refused for
+    /// it, a silent one holds this thread only until another peer comes.
     fn handshake_loop(self: Arc<Self>, pending: Arc<PendingList>) {
         while let Some(p) = pending.pop() {
-            match p.authenticate(Some(HANDSHAKE_DEADLINE)) {
+            match p.authenticate_unless(HANDSHAKE_DEADLINE, &|| pending.waiting()) {
                 Ok(conn) => {
                     let broker = self.clone();
                     let spawned = std::thread::Builder::new()
@@ -244,6 +249,9 @@ impl Broker {
             tracing::warn!("queue connection without a hello: closed");
             return;
         };
+        // Tests: counted once everything below is done with (dropped last).
+        #[cfg(test)]
+        let _ended = super::dial_tests::Ended(queue, role);
         let Some(shared) = self.queue(queue) else {
             let _ = conn.send_bytes(&[wire::NO_QUEUE]);
             return;
@@ -256,14 +264,22 @@ impl Broker {
         if role == Role::Feeder {
             // Registered before the answer: a request that follows the
             // holder's first put finds the feed.
-            shared.feed_open(session);
+            shared.feed_open_on(session, id);
         }
         if role == Role::Ops {
             // Before the answer: the holder may ask for its ack page next.
             self.acks.open(id, session, queue);
         }
+        #[cfg(test)]
+        super::dial_tests::hold_hello(queue, role);
         if conn.send_bytes(&wire::hello_ok(id)).is_err() {
-            shared.feed_closed(session);
+            // The holder gave up waiting for this answer (or died): only
+            // what this connection opened ends with it. (An ops
+            // connection's end never closes its session's feeder stream:
+            // a holder that gave up on a slow hello keeps its feeder.)
+            if role == Role::Feeder {
+                shared.feed_closed_on(session, id);
+            }
             self.acks.finish(id);
             return;
         }
@@ -277,11 +293,15 @@ impl Broker {
                 // Under the map's lock, so that a handles connection is
                 // either refused or taken out here; dropped (closed, its
                 // descriptors still in flight freed with it) after the
-                // lock, as closing can be slow.
+                // lock, as closing can be slow. Only the end of the
+                // connection that opened the feeder stream closes it.
                 let gone = {
                     let mut handles = lock(&self.handles);
-                    shared.feed_closed(session);
-                    handles.remove(&(queue, session))
+                    if shared.feed_closed_on(session, id) {
+                        handles.remove(&(queue, session))
+                    } else {
+                        None
+                    }
                 };
                 drop(gone);
             }
@@ -371,8 +391,9 @@ fn take_sealed(handles: Option<Arc<Connection>>, len: u64) -> std::io::Result<It
     })
 }
 
-/// How long a connecting peer has to prove the queue's key (a holder
-/// answers in well under a millisecond of its own work).
+/// How long a connecting peer has to prove the queue's key while other
+/// peers wait for a handshaker (a holder answers in well under a
+/// millisecond of its own work).
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Threads that run handshakes: the only pre-authentication threads.
@@ -421,6 +442,12 @@ impl PendingList {
             }
             list = wait(&self.ready, list);
         }
+    }
+
+    /// Whether a peer waits for a handshaker (or the broker closed).
+    fn waiting(&self) -> bool {
+        let list = lock(&self.list);
+        list.1 || !list.0.is_empty()
     }
 
     fn close(&self) {

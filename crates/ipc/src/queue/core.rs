@@ -174,6 +174,9 @@ pub(crate) fn items_answer_bound(items: &[Item]) -> usize {
 /// granted to its process and not yet filled or given back.
 #[derive(Debug, Default)]
 struct Feed {
+    /// The connection the stream came on: only its own end closes it
+    /// (a session's earlier stream, given up and ending late, does not).
+    stream: u64,
     stored: u64,
     reserved: usize,
 }
@@ -371,8 +374,26 @@ impl Core {
         n
     }
 
+    #[cfg(test)]
     pub(crate) fn feed_open(&mut self, session: u64) {
-        self.feeds.insert(session, Feed::default());
+        self.feed_open_on(session, 0);
+    }
+
+    /// `session`'s feeder stream opened on connection `stream`. An earlier
+    /// stream of the session (its holder gave it up before using it, and
+    /// its end has not been seen yet) is over: its reservations are
+    /// released. Returns how many were.
+    pub(crate) fn feed_open_on(&mut self, session: u64, stream: u64) -> usize {
+        let earlier = self.feeds.insert(
+            session,
+            Feed {
+                stream,
+                ..Feed::default()
+            },
+        );
+        let released = earlier.map_or(0, |f| f.reserved);
+        self.reserved -= released;
+        released
     }
 
     /// Batch `seq` of `session`'s feeder was stored. Batches come in order
@@ -389,10 +410,24 @@ impl Core {
 
     /// `session`'s feeder stream ended: its reservations are released.
     /// Returns how many were.
+    #[cfg(test)]
     pub(crate) fn feed_closed(&mut self, session: u64) -> usize {
         let released = self.feeds.remove(&session).map_or(0, |f| f.reserved);
         self.reserved -= released;
         released
+    }
+
+    /// The feeder stream of `session` on connection `stream` ended: if it
+    /// is still the session's stream, it is closed and its reservations
+    /// released (`Some(how many)`); `None` if a later stream replaced it
+    /// (which stays open).
+    pub(crate) fn feed_closed_on(&mut self, session: u64, stream: u64) -> Option<usize> {
+        if !matches!(self.feeds.get(&session), Some(f) if f.stream == stream) {
+            return None;
+        }
+        let released = self.feeds.remove(&session).map_or(0, |f| f.reserved);
+        self.reserved -= released;
+        Some(released)
     }
 
     /// Room granted and not yet used, all sessions together.
@@ -1049,8 +1084,18 @@ impl Shared {
         back
     }
 
+    #[cfg(test)]
     pub(crate) fn feed_open(&self, session: u64) {
-        self.lock().feed_open(session);
+        self.feed_open_on(session, 0);
+    }
+
+    /// `session`'s feeder stream opened on connection `stream` (see
+    /// [`Core::feed_open_on`]): room an earlier stream of the session
+    /// still held is free again.
+    pub(crate) fn feed_open_on(&self, session: u64, stream: u64) {
+        let mut core = self.lock();
+        let released = core.feed_open_on(session, stream);
+        self.released(core, released);
     }
 
     /// Whether `session` has an open feeder stream.
@@ -1099,9 +1144,30 @@ impl Shared {
 
     /// `session`'s feeder stream ended, every batch it carried stored:
     /// the room still reserved for it is free again.
+    #[cfg(test)]
     pub(crate) fn feed_closed(&self, session: u64) {
         let mut core = self.lock();
         let released = core.feed_closed(session);
+        self.released(core, released);
+    }
+
+    /// The feeder stream of `session` on connection `stream` ended (see
+    /// [`Core::feed_closed_on`]). Returns whether it was still the
+    /// session's stream.
+    pub(crate) fn feed_closed_on(&self, session: u64, stream: u64) -> bool {
+        let mut core = self.lock();
+        match core.feed_closed_on(session, stream) {
+            Some(released) => {
+                self.released(core, released);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A feed's end (or replacement) released `released` places, and
+    /// whoever waited on its barriers is free to look again.
+    fn released<'a>(&'a self, core: MutexGuard<'a, Core>, released: usize) {
         wake(&self.not_full, core.putters_waiting, released);
         if core.barrier_waiting > 0 {
             self.stored.notify_all();

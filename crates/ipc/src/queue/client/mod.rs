@@ -72,6 +72,9 @@ mod pool;
 mod prefetch;
 mod sealed;
 
+#[cfg(test)]
+mod redial_tests;
+
 pub(crate) use self::ledger::Received;
 pub(crate) use self::outcome::PutFail;
 
@@ -82,6 +85,15 @@ struct Dial {
     key: Vec<u8>,
     /// Tells the broker which connections (and feeder) are this process's.
     session: u64,
+}
+
+/// How one dial failed.
+enum Dialled {
+    /// The broker closed the connection before it answered the `HELLO`:
+    /// dial again.
+    Dropped(Error),
+    /// Late, or the owner is gone.
+    Failed(Late),
 }
 
 /// An open connection to the broker and the id the broker gave it.
@@ -150,6 +162,10 @@ struct Holdings {
     /// this process is out of descriptors), once.
     #[cfg(test)]
     unreachable_once: AtomicBool,
+    /// Tests: the janitor never gives buffered items back (a test that
+    /// looks at the buffer between its gets, however slow it runs).
+    #[cfg(test)]
+    keep_buffer: AtomicBool,
 }
 
 /// Acknowledges one item taken from `link`'s deliveries (see
@@ -290,44 +306,64 @@ impl Holdings {
     }
 
     /// Connects, says `hello` and reads the answer, all by `deadline`.
+    ///
+    /// A connection the broker closes before it answered is dialled again
+    /// until the deadline (see [`deadline::redial`]): under load the
+    /// broker may drop a peer whose handshake took long while others
+    /// waited, or after this side's handshake ended but before its own
+    /// (its last read). Only a dial nobody answers says the owner is gone.
     fn dial_with(&self, hello: &[u8], deadline: Deadline) -> Result<(Connection, Vec<u8>), Late> {
-        let d = &self.dial;
         let mut attempt = 0u32;
-        let conn = loop {
-            match Client::connect_by(&d.address, Some(&d.key), deadline) {
-                Ok(c) => break c,
-                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    // A socket nobody listens at: its owner died.
-                    super::broker::remove_dead(&d.address);
-                    return Err(Late::Gone(gone("connect", e)));
+        loop {
+            let dropped = match self.dial_once(hello, deadline) {
+                Ok(done) => return Ok(done),
+                Err(Dialled::Dropped(e)) => e,
+                Err(Dialled::Failed(late)) => return Err(late),
+            };
+            match deadline::redial(attempt, deadline, Instant::now()) {
+                Redial::After(pause) => {
+                    tracing::debug!("queue broker dropped a new connection ({dropped}): again");
+                    std::thread::sleep(pause);
+                    attempt = attempt.saturating_add(1);
                 }
-                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(Late::Late)
-                }
-                // Closed before the challenge: a broker flooded with
-                // pending connections drops the oldest. Connect again, a
-                // little later each time (it lives: it accepted us).
-                Err(e) if deadline::dropped_early(&e) => {
-                    match deadline::redial(attempt, deadline, Instant::now()) {
-                        Redial::After(pause) => {
-                            tracing::debug!("queue broker dropped a new connection ({e}): again");
-                            std::thread::sleep(pause);
-                            attempt += 1;
-                        }
-                        Redial::Late => return Err(Late::Late),
-                        Redial::GiveUp => return Err(Late::Gone(gone("connect", e))),
-                    }
-                }
-                Err(e) => return Err(Late::Gone(gone("connect", e))),
+                Redial::Late => return Err(Late::Late),
             }
+        }
+    }
+
+    /// One dial of [`dial_with`](Self::dial_with).
+    fn dial_once(
+        &self,
+        hello: &[u8],
+        deadline: Deadline,
+    ) -> Result<(Connection, Vec<u8>), Dialled> {
+        let d = &self.dial;
+        let conn = match Client::connect_by(&d.address, Some(&d.key), deadline) {
+            Ok(c) => c,
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                // A socket nobody listens at: its owner died.
+                super::broker::remove_dead(&d.address);
+                return Err(Dialled::Failed(Late::Gone(gone("connect", e))));
+            }
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Dialled::Failed(Late::Late))
+            }
+            // Closed before the handshake ended.
+            Err(e) if deadline::dropped_early(&e) => return Err(Dialled::Dropped(e)),
+            Err(e) => return Err(Dialled::Failed(Late::Gone(gone("connect", e)))),
         };
-        conn.send_bytes(hello)
-            .map_err(|e| Late::Gone(gone("hello", e)))?;
-        let answer = recv_by(&conn, deadline).map_err(|e| match e {
-            Late::Gone(e) => Late::Gone(gone("hello", e)),
-            late => late,
-        })?;
-        Ok((conn, answer))
+        // Closed before the answer: dropped by the broker as above (an
+        // owner that died meanwhile shows on the next dial).
+        let answer = conn
+            .send_bytes(hello)
+            .map_err(Late::Gone)
+            .and_then(|()| recv_by(&conn, deadline));
+        match answer {
+            Ok(answer) => Ok((conn, answer)),
+            Err(Late::Gone(e)) if deadline::dropped_early(&e) => Err(Dialled::Dropped(e)),
+            Err(Late::Gone(e)) => Err(Dialled::Failed(Late::Gone(gone("hello", e)))),
+            Err(late) => Err(Dialled::Failed(late)),
+        }
     }
 
     fn checkout(&self, deadline: Deadline) -> Result<Link, Late> {
@@ -568,7 +604,10 @@ impl Holdings {
             }
             let now = Instant::now();
             inbox.ledger.observe(now);
-            let chore = janitor::next(inbox.ledger.idle_since(), inbox.permits.idle_since(), now);
+            let items_idle = inbox.ledger.idle_since();
+            #[cfg(test)]
+            let items_idle = items_idle.filter(|_| !self.keep_buffer.load(Ordering::Relaxed));
+            let chore = janitor::next(items_idle, inbox.permits.idle_since(), now);
             let (items, permits) = match chore {
                 Chore::Sleep => {
                     if let Some(due) = inbox.janitor.linger(now) {
@@ -672,6 +711,8 @@ impl Remote {
                 least_most: std::sync::atomic::AtomicU32::new(0),
                 #[cfg(test)]
                 unreachable_once: AtomicBool::new(false),
+                #[cfg(test)]
+                keep_buffer: AtomicBool::new(false),
             }),
             feeder: OnceLock::new(),
             feeder_start: Mutex::new(()),
@@ -685,10 +726,23 @@ impl Remote {
         *lock(&self.holdings.give_back_hook) = Some(Box::new(hook));
     }
 
+    /// Takes back a hook [`on_give_back`](Self::on_give_back) set, if
+    /// the janitor has not taken it yet: whether it had not.
+    #[cfg(test)]
+    pub(crate) fn take_back_give_back_hook(&self) -> bool {
+        lock(&self.holdings.give_back_hook).take().is_some()
+    }
+
     /// Makes every later `GET` ask for at least `n` items.
     #[cfg(test)]
     pub(crate) fn ask_at_least(&self, n: u32) {
         self.holdings.least_most.store(n, Ordering::Relaxed);
+    }
+
+    /// From now on this hold's janitor never gives buffered items back.
+    #[cfg(test)]
+    pub(crate) fn keep_buffer(&self) {
+        self.holdings.keep_buffer.store(true, Ordering::Relaxed);
     }
 
     /// The next buffered sealed item this hold reads cannot be opened.
