@@ -130,6 +130,19 @@ fn read_record(path: &Path, seen: &mut HashMap<u32, u32>) {
     }
 }
 
+/// A random run's seed (printed, so that a failure can be replayed), its
+/// generator, and a fresh directory for the consumers' records.
+fn seeded_run(tag: &str) -> mproc::Result<(u64, Rng, std::path::PathBuf)> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("seed {seed}");
+    let dir = std::env::temp_dir().join(format!("mproc-test-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok((seed, Rng(seed), dir))
+}
+
 /// Consumers SIGKILLed (TerminateProcess on Windows) at random moments
 /// while they take items in batches: the union of what every consumer's
 /// code received, and what is left, holds each item at most once, and
@@ -139,14 +152,7 @@ fn read_record(path: &Path, seen: &mut HashMap<u32, u32>) {
 fn consumers_killed_at_random_never_see_an_item_twice() -> mproc::Result<()> {
     const ITEMS: u32 = 60_000;
     const KILLS: usize = 8;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    eprintln!("seed {seed}");
-    let mut rng = Rng(seed);
-    let dir = std::env::temp_dir().join(format!("mproc-test-record-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let (seed, mut rng, dir) = seeded_run("record")?;
     let q = Queue::<Option<u32>>::new(0)?;
     for i in 0..ITEMS {
         q.put(Some(i)).map_err(Error::from)?;
@@ -166,14 +172,7 @@ fn consumers_killed_at_random_never_see_an_item_twice() -> mproc::Result<()> {
 fn consumers_killed_at_random_on_a_queue_of_one_never_see_an_item_twice() -> mproc::Result<()> {
     const ITEMS: u32 = 3_000;
     const KILLS: usize = 8;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    eprintln!("seed {seed}");
-    let mut rng = Rng(seed);
-    let dir = std::env::temp_dir().join(format!("mproc-test-record1-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let (seed, mut rng, dir) = seeded_run("record1")?;
     let q = Queue::<Option<u32>>::new(1)?;
     let producer = {
         let q = q.clone();

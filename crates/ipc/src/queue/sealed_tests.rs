@@ -30,6 +30,18 @@ fn assert_item(i: usize, got: &ByteBuf) {
     assert!(got.iter().all(|&b| b == i as u8), "item {i}'s bytes");
 }
 
+/// A consumer's hold that asks for runs of up to 8 items; with
+/// `keep_buffer`, the janitor leaves its buffer alone (the test decides
+/// when what it holds goes back, not the janitor's timing).
+fn run_taker(q: &Queue<ByteBuf>, keep_buffer: bool) -> Queue<ByteBuf> {
+    let c = remote_hold(q);
+    remote(&c).ask_at_least(8);
+    if keep_buffer {
+        remote(&c).keep_buffer();
+    }
+    c
+}
+
 /// A queue owned here, and a producer's hold with `n` large items stored
 /// at the broker (in the producer's reusable objects).
 fn stored(n: usize) -> (Queue<ByteBuf>, Queue<ByteBuf>) {
@@ -53,9 +65,7 @@ fn a_run_of_sealed_items_is_handed_out_whole_and_in_order() {
     }
     let n = 12;
     let (q, _p) = stored(n);
-    let c = remote_hold(&q);
-    remote(&c).ask_at_least(8);
-    remote(&c).keep_buffer();
+    let c = run_taker(&q, true);
     assert_item(0, &c.get_timeout(LONG).unwrap());
     assert!(remote(&c).buffered(), "no run: one item per answer");
     for i in 1..n {
@@ -78,9 +88,7 @@ fn the_untaken_rest_of_a_run_goes_back_in_order() {
     }
     let n = 6;
     let (q, _p) = stored(n);
-    let c = remote_hold(&q);
-    remote(&c).ask_at_least(8);
-    remote(&c).keep_buffer();
+    let c = run_taker(&q, true);
     assert_item(0, &c.get_timeout(LONG).unwrap());
     assert_item(1, &c.get_timeout(LONG).unwrap());
     assert!(remote(&c).buffered());
@@ -91,8 +99,7 @@ fn the_untaken_rest_of_a_run_goes_back_in_order() {
     }
     assert!(q.empty());
     // A later consumer finds nothing either.
-    let d = remote_hold(&q);
-    remote(&d).ask_at_least(8);
+    let d = run_taker(&q, false);
     assert!(matches!(
         d.get_timeout(Duration::from_millis(1)),
         Err(Error::Empty)
@@ -115,8 +122,7 @@ fn a_run_stops_at_an_inline_item() {
     p.put(small(3)).unwrap();
     p.put(item(4)).unwrap();
     remote(&p).flush().unwrap();
-    let c = remote_hold(&q);
-    remote(&c).ask_at_least(8);
+    let c = run_taker(&q, false);
     assert_item(0, &c.get_timeout(LONG).unwrap());
     assert_item(1, &c.get_timeout(LONG).unwrap());
     for i in [2, 3] {
@@ -139,9 +145,7 @@ fn a_buffered_item_out_of_reach_sends_the_buffer_back_in_order() {
     }
     let n = 6;
     let (q, _p) = stored(n);
-    let c = remote_hold(&q);
-    remote(&c).ask_at_least(8);
-    remote(&c).keep_buffer();
+    let c = run_taker(&q, true);
     assert_item(0, &c.get_timeout(LONG).unwrap());
     assert!(remote(&c).buffered());
     assert!(remote(&c).takes_sealed());
