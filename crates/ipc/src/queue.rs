@@ -14,6 +14,7 @@ mod core;
 mod exit;
 mod feeder;
 mod joinable;
+mod lane;
 mod large;
 mod parked;
 mod recycle;
@@ -25,15 +26,16 @@ use crate::util::lock::lock;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use self::client::{PutFail, Received, Remote};
+use self::client::{LaneAnswer, PutFail, Received, Remote};
 use self::core::{Item, Shared, Stored, Taken};
+use self::lane::Lane;
 use crate::{tag, Address, Error, PutError, Result};
 
 /// A FIFO queue shared by processes: CPython's `multiprocessing.Queue`.
@@ -116,6 +118,31 @@ struct Inner {
     closed: AtomicBool,
     cancelled: AtomicBool,
     link: Link,
+    lane: LaneHold,
+}
+
+/// This hold's use of the queue's shared-memory [`lane`] (small bounded
+/// queues).
+#[derive(Default)]
+struct LaneHold {
+    /// A holder in another process: the ring, once asked for (`None`:
+    /// the queue has none).
+    ring: OnceLock<Option<Arc<Lane>>>,
+    /// This hold went through the broker for an item: never the lane
+    /// again (an item of its own still on its way there could be
+    /// overtaken by a later one put through the ring).
+    gave_up: AtomicBool,
+}
+
+impl LaneHold {
+    /// A hold that never uses the lane (tests of the broker's paths).
+    #[cfg(test)]
+    fn never() -> LaneHold {
+        LaneHold {
+            ring: OnceLock::new(),
+            gave_up: AtomicBool::new(true),
+        }
+    }
 }
 
 enum Link {
@@ -196,6 +223,7 @@ impl Inner {
             closed: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             link,
+            lane: LaneHold::default(),
         });
         holds.retain(|(_, w)| w.strong_count() > 0);
         holds.push((inner.id, Arc::downgrade(&inner)));
@@ -206,10 +234,98 @@ impl Inner {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The lane to use now, if the queue has one on: the owner's (once
+    /// made), or, for a holder in another process, asked for on its first
+    /// call (by that call's `timeout`: `Err(true)` it did not come in
+    /// time, `Err(false)` the owner is gone).
+    fn lane(&self, timeout: Option<Duration>) -> std::result::Result<Option<Arc<Lane>>, bool> {
+        if self.maxsize == 0 || self.lane.gave_up.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let on = |l: &Option<Arc<Lane>>| l.clone().filter(|l| l.on());
+        match &self.link {
+            Link::Owner(shared) => Ok(shared.lane().cloned()),
+            Link::Remote(r) => {
+                if !lane::eligible(self.maxsize) {
+                    return Ok(None);
+                }
+                if let Some(got) = self.lane.ring.get() {
+                    return Ok(on(got));
+                }
+                let got = match r.ask_lane(timeout) {
+                    LaneAnswer::Lane(t) => match Lane::receive(&t, self.maxsize) {
+                        Ok(l) => Some(Arc::new(l)),
+                        Err(e) => {
+                            tracing::debug!("queue lane refused, the broker serves: {e}");
+                            None
+                        }
+                    },
+                    LaneAnswer::None => None,
+                    LaneAnswer::Late => return Err(true),
+                    LaneAnswer::Gone => return Err(false),
+                };
+                Ok(on(self.lane.ring.get_or_init(|| got)))
+            }
+        }
+    }
+
+    /// This hold goes through the broker from now on; the owner's own
+    /// hold switches the lane off itself (another process's first request
+    /// to the broker does).
+    fn give_up_lane(&self) {
+        self.lane.gave_up.store(true, Ordering::Release);
+        if let Link::Owner(shared) = &self.link {
+            shared.lane_off();
+        }
+    }
+
     /// Puts the item made of what `write` appends followed by `tail`.
     fn put(
         &self,
         timeout: Option<Duration>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+        tail: &[u8],
+    ) -> Result<(), PutFail> {
+        let until = deadline(timeout);
+        let lane = match self.lane(timeout) {
+            Ok(l) => l,
+            Err(true) => return Err(PutFail::Full),
+            Err(false) => return Err(PutFail::Disconnected),
+        };
+        let Some(lane) = lane else {
+            return self.put_via_broker(timeout, until, write, tail);
+        };
+        if tail.len() > lane::SLOT_ITEM {
+            self.give_up_lane();
+            return self.put_via_broker(timeout, until, write, tail);
+        }
+        let mut buf = Vec::new();
+        write(&mut buf).map_err(PutFail::Encode)?;
+        buf.extend_from_slice(tail);
+        if buf.len() <= lane::SLOT_ITEM {
+            match lane.put(&buf, until) {
+                lane::Put::Done | lane::Put::DoneQuietly => return Ok(()),
+                lane::Put::Full => return Err(PutFail::Full),
+                lane::Put::Dead => return Err(PutFail::Disconnected),
+                lane::Put::Off => {}
+            }
+        }
+        self.give_up_lane();
+        self.put_via_broker(
+            timeout,
+            until,
+            |out| {
+                out.extend_from_slice(&buf);
+                Ok(())
+            },
+            &[],
+        )
+    }
+
+    fn put_via_broker(
+        &self,
+        _timeout: Option<Duration>,
+        until: Option<Instant>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
         tail: &[u8],
     ) -> Result<(), PutFail> {
@@ -218,13 +334,36 @@ impl Inner {
                 let mut buf = Vec::new();
                 write(&mut buf).map_err(PutFail::Encode)?;
                 buf.extend_from_slice(tail);
-                match shared.put(Item::whole(buf), deadline(timeout), &|| true) {
-                    Stored::Done => Ok(()),
-                    Stored::Full => Err(PutFail::Full),
-                    Stored::Abandoned => Err(PutFail::Disconnected),
-                }
+                self.owner_put(shared, Item::whole(buf), until)
             }
-            Link::Remote(r) => r.put(timeout, write, tail),
+            Link::Remote(r) => r.put(
+                until.map(|d| d.saturating_duration_since(Instant::now())),
+                write,
+                tail,
+            ),
+        }
+    }
+
+    /// The owner's own put, once encoded.
+    fn owner_put(
+        &self,
+        shared: &Shared,
+        item: Item,
+        until: Option<Instant>,
+    ) -> Result<(), PutFail> {
+        loop {
+            match shared.put(item.clone(), until, &|| true) {
+                Stored::Done => return Ok(()),
+                Stored::Full => return Err(PutFail::Full),
+                Stored::Abandoned => return Err(PutFail::Disconnected),
+                // Made while this put waited: through it.
+                Stored::Lane => match shared.lane().map(|l| l.put(item.bytes(), until)) {
+                    Some(lane::Put::Done | lane::Put::DoneQuietly) => return Ok(()),
+                    Some(lane::Put::Full) => return Err(PutFail::Full),
+                    Some(lane::Put::Dead) => return Err(PutFail::Disconnected),
+                    Some(lane::Put::Off) | None => self.give_up_lane(),
+                },
+            }
         }
     }
 
@@ -232,20 +371,43 @@ impl Inner {
         if self.closed() {
             return Err(Error::QueueClosed);
         }
-        match &self.link {
-            Link::Owner(shared) => match shared.take(None, 1, deadline(timeout), &|| true) {
-                Taken::Items(items) => match items.first() {
-                    Some(item) => tag::decode(&item.content()),
-                    None => Err(Error::Empty),
+        let until = deadline(timeout);
+        loop {
+            let lane = match self.lane(timeout) {
+                Ok(l) => l,
+                Err(true) => return Err(Error::Empty),
+                Err(false) => return Err(Error::Disconnected),
+            };
+            if let Some(lane) = lane {
+                let mut buf = Vec::new();
+                match lane.get(&mut buf, until) {
+                    lane::Got::Item | lane::Got::ItemQuietly => return tag::decode(&buf),
+                    lane::Got::Empty => return Err(Error::Empty),
+                    lane::Got::Dead => return Err(Error::Disconnected),
+                    lane::Got::Off => self.give_up_lane(),
+                }
+            }
+            match &self.link {
+                Link::Owner(shared) => match shared.take(None, 1, until, &|| true) {
+                    Taken::Items(items) => {
+                        return match items.first() {
+                            Some(item) => tag::decode(&item.content()),
+                            None => Err(Error::Empty),
+                        }
+                    }
+                    Taken::Empty | Taken::Abandoned => return Err(Error::Empty),
+                    // Made while this get waited: through it.
+                    Taken::Lane => continue,
                 },
-                Taken::Empty | Taken::Abandoned => Err(Error::Empty),
-            },
-            Link::Remote(r) => r.get_with(
-                timeout,
-                tag::bulk::shape_of::<T>(),
-                tag::decode,
-                Received::decode,
-            )?,
+                Link::Remote(r) => {
+                    return r.get_with(
+                        until.map(|d| d.saturating_duration_since(Instant::now())),
+                        tag::bulk::shape_of::<T>(),
+                        tag::decode,
+                        Received::decode,
+                    )?
+                }
+            }
         }
     }
 
@@ -273,6 +435,9 @@ impl Inner {
     }
 
     fn qsize(&self) -> usize {
+        if let Ok(Some(n)) = self.lane(None).map(|l| l.and_then(|l| l.qsize())) {
+            return n;
+        }
         match &self.link {
             Link::Owner(shared) => {
                 // Items another process's `get` returned count out, also
@@ -304,6 +469,12 @@ impl<T> Queue<T> {
     /// a process creates starts its broker (a listener on a fresh local
     /// socket and a thread), which fails only if the OS refuses them.
     pub fn new(maxsize: usize) -> Result<Queue<T>> {
+        Queue::serving(Shared::new(maxsize))
+    }
+
+    /// A new queue served by this process, with the state `shared`.
+    fn serving(shared: Shared) -> Result<Queue<T>> {
+        let maxsize = shared.maxsize();
         let broker = broker::get_or_start()?;
         let mut id = [0u8; 8];
         getrandom::getrandom(&mut id).map_err(|e| {
@@ -312,7 +483,7 @@ impl<T> Queue<T> {
             )))
         })?;
         let id = u64::from_ne_bytes(id);
-        let shared = Arc::new(Shared::new(maxsize));
+        let shared = Arc::new(shared);
         broker.register(id, shared.clone());
         tracing::debug!(id, maxsize, "queue created");
         Ok(Queue::from_inner(Inner::register(Inner {
@@ -323,6 +494,7 @@ impl<T> Queue<T> {
             closed: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             link: Link::Owner(shared),
+            lane: LaneHold::default(),
         })))
     }
 
@@ -545,6 +717,7 @@ fn remote_hold<T>(q: &Queue<T>) -> Queue<T> {
         closed: AtomicBool::new(false),
         cancelled: AtomicBool::new(false),
         link: Link::Remote(Remote::new(h.id, maxsize, h.address.clone(), h.key.clone())),
+        lane: LaneHold::never(),
     }))
 }
 

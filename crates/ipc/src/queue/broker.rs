@@ -749,7 +749,9 @@ fn serve_ops(
                             sent
                         }
                     }
-                    Taken::Empty => conn.send_bytes(&[wire::EMPTY]),
+                    // (`Lane` only for the owner's own gets: this one
+                    // switched the lane off first.)
+                    Taken::Empty | Taken::Lane => conn.send_bytes(&[wire::EMPTY]),
                     Taken::Abandoned => return,
                 }
             }
@@ -779,6 +781,10 @@ fn serve_ops(
                     tracing::debug!(conn = id, "no ack page: {e}");
                     conn.send_bytes(&[wire::NO_PAGE])
                 }
+            },
+            Request::Lane => match shared.open_lane() {
+                Some(transfer) => conn.send_bytes(&wire::lane_at(&transfer)),
+                None => conn.send_bytes(&[wire::NO_LANE]),
             },
             Request::TaskDone { barrier } => {
                 shared.wait_barrier(session, barrier);

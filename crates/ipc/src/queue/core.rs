@@ -25,13 +25,15 @@
 //! its feeder stream ends (it died, or let go of the queue) whatever is
 //! still reserved is released, after every batch that arrived is stored.
 
+use crate::queue::lane::{self, Lane};
 use crate::queue::large::Blob;
 use crate::queue::wire;
 use crate::util::lock::{lock, wait, wait_timeout};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::queue::parked::{self, Given, Parked, Settled, Want};
@@ -473,6 +475,9 @@ pub(crate) type Deadline = Option<Instant>;
 #[derive(Debug)]
 pub(crate) enum Taken {
     Items(Vec<Item>),
+    /// The queue has a lane now (made while the owner's get waited):
+    /// take through it.
+    Lane,
     /// The deadline passed with nothing to take.
     Empty,
     /// The waiter's peer is gone; nothing was taken.
@@ -483,6 +488,9 @@ pub(crate) enum Taken {
 #[derive(Debug)]
 pub(crate) enum Stored {
     Done,
+    /// The queue has a lane now (made while the owner's put waited): the
+    /// item was not stored, put it through the lane.
+    Lane,
     /// The deadline passed while the queue was full.
     Full,
     /// The putter's peer is gone; the item was not stored.
@@ -533,6 +541,20 @@ pub(crate) struct Shared {
     not_full: Condvar,
     stored: Condvar,
     all_done: Condvar,
+    /// Whether the queue may get a [`lane`](super::lane) (bounded and
+    /// small enough, not a `JoinableQueue`).
+    laneable: bool,
+    /// The lane, once made.
+    lane: OnceLock<Arc<Lane>>,
+    /// The queue will never have a lane on again: it was refused, or
+    /// switched off (set under the lock).
+    lane_ended: AtomicBool,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lane")
+    }
 }
 
 fn wait_until<'a>(
@@ -547,6 +569,16 @@ fn wait_until<'a>(
             wait_timeout(cv, guard, left).0
         }
     }
+}
+
+/// Why a wait of [`Shared`] ended without what it waited for.
+enum Unmet {
+    /// The deadline passed.
+    Late,
+    /// The waiter is gone.
+    Gone,
+    /// The queue has a lane now: the owner's own call goes through it.
+    Lane,
 }
 
 fn passed(deadline: Deadline) -> bool {
@@ -572,8 +604,112 @@ impl Shared {
     pub(crate) fn new(maxsize: usize) -> Shared {
         Shared {
             maxsize,
+            laneable: lane::eligible(maxsize),
             ..Shared::default()
         }
+    }
+
+    /// The queue's `maxsize` (0: unbounded).
+    pub(crate) fn maxsize(&self) -> usize {
+        self.maxsize
+    }
+
+    /// A queue that never gets a lane (a `JoinableQueue`: its count of
+    /// unfinished items lives here).
+    pub(crate) fn without_lane(mut self) -> Shared {
+        self.laneable = false;
+        self
+    }
+
+    /// The lane, while it is on (the owner's own puts and gets go
+    /// through it then).
+    pub(crate) fn lane(&self) -> Option<&Arc<Lane>> {
+        if self.lane_ended.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lane.get()
+    }
+
+    /// `LANE`: the lane's transfer for a holder in another process, the
+    /// lane made now if the queue can have one — bounded and small
+    /// enough, and nothing of it with other processes yet (no item in
+    /// flight, no feeder stream, no reservation, no parked request), its
+    /// items each small enough for a slot (they move into the ring). A
+    /// queue refused once is refused for good.
+    pub(crate) fn open_lane(&self) -> Option<Vec<u8>> {
+        if !self.laneable || self.lane_ended.load(Ordering::Acquire) {
+            return None;
+        }
+        if let Some(l) = self.lane.get() {
+            return l.transfer();
+        }
+        let mut core = self.lock();
+        if self.lane_ended.load(Ordering::Acquire) {
+            return None;
+        }
+        if let Some(l) = self.lane.get() {
+            return l.transfer();
+        }
+        let alone = core.inflight_total == 0
+            && core.feeds.is_empty()
+            && core.reserved == 0
+            && core.parked_gets.is_empty()
+            && core.parked_acquires.is_empty()
+            && core.barrier_waiting == 0
+            && core.items.len() <= self.maxsize
+            && core
+                .items
+                .iter()
+                .all(|i| i.blob.is_none() && i.len() <= lane::SLOT_ITEM);
+        if !alone {
+            self.lane_ended.store(true, Ordering::Release);
+            return None;
+        }
+        let made = match Lane::create(self.maxsize) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!("no lane for a bounded queue: {e}");
+                self.lane_ended.store(true, Ordering::Release);
+                return None;
+            }
+        };
+        let items: Vec<Item> = core.items.drain(..).collect();
+        let bytes: Vec<&[u8]> = items.iter().map(|i| i.bytes()).collect();
+        made.fill(&bytes);
+        let transfer = made.transfer();
+        let _ = self.lane.set(Arc::new(made));
+        // The owner's own puts and gets waiting here go on through it.
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+        drop(core);
+        transfer
+    }
+
+    /// Called first by every request of another process's that puts,
+    /// takes or reserves through the broker: the lane, if on, ends for
+    /// good, its items moved here first, in order (a queue with no lane
+    /// yet never gets one).
+    pub(crate) fn lane_off(&self) {
+        if !self.laneable || self.lane_ended.load(Ordering::Acquire) {
+            return;
+        }
+        let mut core = self.lock();
+        if self.lane_ended.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(l) = self.lane.get() else {
+            self.lane_ended.store(true, Ordering::Release);
+            return;
+        };
+        let items = l.switch_off();
+        let n = items.len();
+        for item in items {
+            core.push(Item::whole(item));
+        }
+        self.lane_ended.store(true, Ordering::Release);
+        tracing::debug!(items = n, "queue lane switched off");
+        wake(&self.not_empty, core.getters_waiting, n);
+        self.finish(core);
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
@@ -738,6 +874,7 @@ impl Shared {
         deadline: Deadline,
         p: Arc<Parked>,
     ) -> Option<Taken> {
+        self.lane_off();
         let mut core = self.lock();
         if core.ready() > core.getters_waiting {
             // Items for it now: a holder whose end is already there (it
@@ -769,6 +906,7 @@ impl Shared {
         deadline: Deadline,
         p: Arc<Parked>,
     ) -> Option<Acquired> {
+        self.lane_off();
         let mut core = self.lock();
         let avail = self.room(&core).saturating_sub(core.putters_waiting);
         if avail > 0 && core.parked_acquires.is_empty() {
@@ -804,6 +942,9 @@ impl Shared {
     }
 
     pub(crate) fn qsize(&self) -> usize {
+        if let Some(n) = self.lane().and_then(|l| l.qsize()) {
+            return n;
+        }
         self.lock().qsize()
     }
 
@@ -837,10 +978,15 @@ impl Shared {
         &self,
         deadline: Deadline,
         alive: &dyn Fn() -> bool,
-    ) -> Result<MutexGuard<'_, Core>, bool> {
+    ) -> Result<MutexGuard<'_, Core>, Unmet> {
         let mut core = self.lock();
         let mut waited = false;
         loop {
+            if self.lane().is_some() {
+                // Made while this owner's put waited (requests of other
+                // processes switched it off before they got here).
+                return Err(Unmet::Lane);
+            }
             if self.has_room(&core) {
                 if !waited {
                     return Ok(core);
@@ -850,7 +996,7 @@ impl Shared {
                     self.not_full.notify_one();
                     // The room it leaves may be a parked request's.
                     self.finish(self.lock());
-                    return Err(false);
+                    return Err(Unmet::Gone);
                 }
                 core = self.lock();
                 waited = false;
@@ -862,7 +1008,7 @@ impl Shared {
                     // requests: they may have it now.
                     self.finish(core);
                 }
-                return Err(true);
+                return Err(Unmet::Late);
             }
             core.putters_waiting += 1;
             core = wait_until(&self.not_full, core, deadline);
@@ -883,8 +1029,9 @@ impl Shared {
                 self.finish(core);
                 Stored::Done
             }
-            Err(true) => Stored::Full,
-            Err(false) => Stored::Abandoned,
+            Err(Unmet::Late) => Stored::Full,
+            Err(Unmet::Gone) => Stored::Abandoned,
+            Err(Unmet::Lane) => Stored::Lane,
         }
     }
 
@@ -900,6 +1047,7 @@ impl Shared {
         deadline: Deadline,
         alive: &dyn Fn() -> bool,
     ) -> Acquired {
+        self.lane_off();
         match self.wait_for_room(deadline, alive) {
             Ok(mut core) => {
                 let n = wanted.max(1).min(self.room(&core));
@@ -911,8 +1059,8 @@ impl Shared {
                     Acquired::Abandoned
                 }
             }
-            Err(true) => Acquired::Full,
-            Err(false) => Acquired::Abandoned,
+            Err(Unmet::Late) => Acquired::Full,
+            Err(Unmet::Gone) | Err(Unmet::Lane) => Acquired::Abandoned,
         }
     }
 
@@ -937,6 +1085,9 @@ impl Shared {
         deadline: Deadline,
         alive: &dyn Fn() -> bool,
     ) -> Taken {
+        if conn.is_some() {
+            self.lane_off();
+        }
         self.take_with(most, deadline, alive, |core, n| {
             let items = core.take(conn, n);
             if conn.is_none() {
@@ -957,6 +1108,7 @@ impl Shared {
         deadline: Deadline,
         alive: &dyn Fn() -> bool,
     ) -> Taken {
+        self.lane_off();
         self.take_with(most, deadline, alive, |core, n| core.take_out(n))
     }
 
@@ -1002,6 +1154,10 @@ impl Shared {
         let mut core = self.lock();
         let mut waited = false;
         loop {
+            if self.lane().is_some() {
+                // Made while this owner's get waited.
+                return Taken::Lane;
+            }
             if core.ready() > 0 {
                 if waited {
                     drop(core);
@@ -1116,6 +1272,7 @@ impl Shared {
         seq: u64,
         items: impl IntoIterator<Item = Item>,
     ) -> bool {
+        self.lane_off();
         let mut core = self.lock();
         if !core.feed_stored(session, seq) {
             return false;

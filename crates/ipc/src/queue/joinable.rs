@@ -15,6 +15,7 @@ use serde::de::{DeserializeOwned, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
+use super::core::Shared;
 use super::Queue;
 use crate::{PutError, Result};
 
@@ -66,7 +67,7 @@ impl<T> JoinableQueue<T> {
     /// served by this process, as [`Queue::new`].
     pub fn new(maxsize: usize) -> Result<JoinableQueue<T>> {
         Ok(JoinableQueue {
-            queue: Queue::new(maxsize)?,
+            queue: Queue::serving(Shared::new(maxsize).without_lane())?,
         })
     }
 

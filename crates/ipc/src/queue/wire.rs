@@ -22,6 +22,13 @@
 //! | `TASK_DONE` | holder → broker | barrier u64 | `DONE`, or `TOO_MANY` when no item is unfinished |
 //! | `JOIN` | holder → broker | barrier u64 | `JOINED`, once every item put is done |
 //! | `PAGE` | holder → broker | nothing | `ACK_PAGE` (for this connection), or `NO_PAGE` |
+//! | `LANE` | holder → broker | nothing | `LANE_AT` + the ring's transfer, or `NO_LANE` |
+//!
+//! `LANE` asks for the queue's shared-memory ring ([`lane`](super::lane)):
+//! `LANE_AT` is followed by the ring's block in its serialised form (a
+//! postcard record: kind, layout, nonce, and the broker's pid with its
+//! handle values, opened with [`sys::import_handle`](crate::sys::import_handle)),
+//! `NO_LANE` says the queue has none and never will.
 //!
 //! `PAGE` asks for the *ack page* of the ops connection it is sent on:
 //! the broker answers `ACK_PAGE`: conn id u64, then where the holder
@@ -94,6 +101,7 @@ pub(crate) const TASK_DONE: u8 = 10;
 pub(crate) const JOIN: u8 = 11;
 pub(crate) const PAGE: u8 = 12;
 pub(crate) const PUT_WAIT: u8 = 13;
+pub(crate) const LANE: u8 = 14;
 
 pub(crate) const HELLO_OK: u8 = 101;
 pub(crate) const NO_QUEUE: u8 = 102;
@@ -109,6 +117,8 @@ pub(crate) const JOINED: u8 = 112;
 pub(crate) const ACK_PAGE: u8 = 113;
 pub(crate) const SEALED_ITEMS: u8 = 114;
 pub(crate) const NO_PAGE: u8 = 115;
+pub(crate) const LANE_AT: u8 = 116;
+pub(crate) const NO_LANE: u8 = 117;
 /// An `ITEMS` answer of one item that the broker counted out when it
 /// wrote it (ack on send): the holder sends no `SETTLE` for it.
 pub(crate) const ITEM_TAKEN: u8 = 121;
@@ -214,6 +224,8 @@ pub(crate) enum Request {
     },
     /// The ack page of this ops connection.
     Page,
+    /// `LANE`: the queue's ring, if it has (or can have) one.
+    Lane,
 }
 
 /// An answer, as a holder reads it (items as byte ranges of the message).
@@ -247,6 +259,9 @@ pub(crate) enum Reply {
     Done,
     TooMany,
     Joined,
+    /// `LANE_AT`: the ring's transfer (its range in the answer).
+    Lane(Range<usize>),
+    NoLane,
 }
 
 // ---- encoding ----
@@ -467,6 +482,14 @@ fn op_u64_handle(op: u8, first: u64, pid: u32, value: u64) -> Vec<u8> {
     put_u64(&mut out, first);
     put_u32(&mut out, pid);
     put_u64(&mut out, value);
+    out
+}
+
+/// A `LANE_AT` answer carrying the ring's `transfer`.
+pub(crate) fn lane_at(transfer: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + transfer.len());
+    out.push(LANE_AT);
+    out.extend_from_slice(transfer);
     out
 }
 
@@ -698,6 +721,7 @@ pub(crate) fn parse_request(msg: &[u8]) -> Result<Request, Malformed> {
         TASK_DONE => Request::TaskDone { barrier: r.u64()? },
         JOIN => Request::Join { barrier: r.u64()? },
         PAGE => Request::Page,
+        LANE => Request::Lane,
         _ => return Err(Malformed("unknown request")),
     };
     r.end()?;
@@ -732,6 +756,8 @@ pub(crate) fn parse_reply(msg: &[u8]) -> Result<Reply, Malformed> {
         },
         NO_QUEUE => Reply::NoQueue,
         NO_PAGE => Reply::NoPage,
+        NO_LANE => Reply::NoLane,
+        LANE_AT => return Ok(Reply::Lane(1..msg.len())),
         GRANTED => Reply::Granted(r.u32()?),
         FULL => Reply::Full,
         ITEMS => {
@@ -893,6 +919,10 @@ mod tests {
         assert!(parse_reply(&ack_page(5, 77, 9)[..20]).is_err());
         assert_eq!(parse_reply(&[NO_QUEUE]), Ok(Reply::NoQueue));
         assert_eq!(parse_reply(&[NO_PAGE]), Ok(Reply::NoPage));
+        assert_eq!(parse_reply(&[NO_LANE]), Ok(Reply::NoLane));
+        assert_eq!(parse_reply(&lane_at(b"abc")), Ok(Reply::Lane(1..4)));
+        assert_eq!(parse_request(&[LANE]), Ok(Request::Lane));
+        assert!(parse_request(&[LANE, 0]).is_err(), "LANE carries nothing");
         assert_eq!(parse_request(&[PAGE]), Ok(Request::Page));
         assert!(parse_request(&[PAGE, 0]).is_err(), "PAGE has no payload");
         assert_eq!(parse_reply(&granted(4)), Ok(Reply::Granted(4)));

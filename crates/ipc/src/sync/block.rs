@@ -35,6 +35,8 @@ pub(crate) enum Kind {
     Barrier = 0x6d70_4c6f_636b_0006,
     Value = 0x6d70_4c6f_636b_0007,
     Array = 0x6d70_4c6f_636b_0008,
+    /// A small bounded queue's shared-memory lane ([`crate::queue`]).
+    QueueLane = 0x6d70_4c6f_636b_0009,
 }
 
 /// The layout a block is created with and checked against on arrival.

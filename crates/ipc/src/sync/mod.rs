@@ -7,7 +7,7 @@
 //! Linux, kernel objects on Windows): no broker round trip.
 
 mod barrier;
-mod block;
+pub(crate) mod block;
 mod condition;
 mod event;
 mod lock;

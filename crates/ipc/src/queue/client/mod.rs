@@ -675,6 +675,18 @@ enum Asked {
 }
 
 /// A queue owned by another process, as this process holds it.
+/// The broker's answer to `LANE`.
+pub(crate) enum LaneAnswer {
+    /// The ring's transfer.
+    Lane(Vec<u8>),
+    /// The queue has no lane (and never will).
+    None,
+    /// No answer by the deadline.
+    Late,
+    /// The owner is gone.
+    Gone,
+}
+
 pub(crate) struct Remote {
     maxsize: usize,
     holdings: Arc<Holdings>,
@@ -1227,6 +1239,34 @@ impl Remote {
             }
             Answer::Garbled(other) => Err(gone("qsize", format!("unexpected answer {other}"))),
         }
+    }
+
+    /// Asks the broker for the queue's lane (`LANE`), by `timeout` and
+    /// the grace, as any timed exchange.
+    pub(crate) fn ask_lane(&self, timeout: Option<Duration>) -> LaneAnswer {
+        let deadline = client_deadline(timeout);
+        let mut link = match self.holdings.checkout(deadline) {
+            Ok(link) => link,
+            Err(Late::Late) => return LaneAnswer::Late,
+            Err(Late::Gone(_)) => return LaneAnswer::Gone,
+        };
+        let answer = match self.request(&mut link, &[wire::LANE], deadline) {
+            Ok(answer) => answer,
+            Err(Late::Late) => return LaneAnswer::Late,
+            Err(Late::Gone(_)) => return LaneAnswer::Gone,
+        };
+        let got = match wire::parse_reply(&answer) {
+            Ok(Reply::Lane(range)) => match answer.get(range) {
+                Some(t) => LaneAnswer::Lane(t.to_vec()),
+                None => LaneAnswer::None,
+            },
+            Ok(Reply::NoLane) => LaneAnswer::None,
+            // A broker that does not know `LANE` closes the connection
+            // (`Gone` above); anything else is no lane.
+            _ => LaneAnswer::None,
+        };
+        self.holdings.checkin(link);
+        got
     }
 
     /// Marks one item done (`JoinableQueue::task_done`): after this
