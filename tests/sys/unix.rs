@@ -115,12 +115,17 @@ fn wait_stopped_pid(pid: u32) {
 /// `put_timeout` on a full queue returns `Full`, and a new child's first
 /// `get_timeout` (connect + handshake) returns `Empty` — each within
 /// [`BOUND`], while the owner is still stopped. Once it continues, the
-/// queue works and nothing was lost. (Unix: Windows has no SIGSTOP;
-/// docs/platforms.md.)
+/// queue works and nothing was lost. A small bounded queue (`Queue(1)`)
+/// whose shared-memory lane this process uses needs no owner for its
+/// items: the get takes the item, a put fills the place it freed, and
+/// only a put on the full queue times out (`Full`); a `Queue(1025)` (too
+/// large for a lane) goes through the stopped owner as an unbounded one
+/// does. (Unix: Windows has no SIGSTOP; docs/platforms.md.)
 #[mproc::test]
 fn deadlines_hold_while_the_owner_is_stopped() -> mproc::Result<()> {
     use mproc::PutError;
-    for maxsize in [0usize, 1] {
+    for maxsize in [0usize, 1, 1025] {
+        let lane = maxsize == 1;
         let back = Queue::<Queue<u32>>::new(0)?;
         // Daemonic: a failing check cannot leave it behind at exit.
         let mut owner = Process::new(own_a_queue, (back.clone(), maxsize)).with_daemon(true);
@@ -138,11 +143,20 @@ fn deadlines_hold_while_the_owner_is_stopped() -> mproc::Result<()> {
             let t = Instant::now();
             (q2.get_timeout(Duration::from_millis(300)), t.elapsed())
         });
-        let put = (maxsize == 1).then(|| {
+        let put = lane.then(|| {
             let q2 = q.clone();
             within(move || {
                 let t = Instant::now();
                 (q2.put_timeout(9, Duration::from_millis(300)), t.elapsed())
+            })
+        });
+        // The lane's one place is taken again: this put waits, and times
+        // out, with the owner still stopped.
+        let full = lane.then(|| {
+            let q2 = q.clone();
+            within(move || {
+                let t = Instant::now();
+                (q2.put_timeout(11, Duration::from_millis(300)), t.elapsed())
             })
         });
         let child = mproc::spawn(timed_get, (q.clone(),))?;
@@ -158,12 +172,22 @@ fn deadlines_hold_while_the_owner_is_stopped() -> mproc::Result<()> {
         signal(&owner, libc::SIGCONT);
 
         let (r, took) = got.expect("get_timeout(300 ms) still blocked with the owner stopped");
-        assert!(matches!(r, Err(Error::Empty)), "{r:?}");
+        if lane {
+            assert!(matches!(r, Ok(8)), "{r:?}");
+        } else {
+            assert!(matches!(r, Err(Error::Empty)), "{r:?}");
+        }
         assert!(took < BOUND, "get_timeout(300 ms) took {took:?}");
-        if let Some(put) = put {
+        if let (Some(put), Some(full)) = (put, full) {
             let (r, took) = put.expect("put_timeout(300 ms) still blocked with the owner stopped");
-            assert!(matches!(r, Err(PutError::Full(9))), "{r:?}");
+            assert!(r.is_ok(), "{r:?}");
             assert!(took < BOUND, "put_timeout(300 ms) took {took:?}");
+            let (r, took) = full.expect("put_timeout(300 ms) still blocked with the owner stopped");
+            assert!(matches!(r, Err(PutError::Full(11))), "{r:?}");
+            assert!(
+                took >= Duration::from_millis(300) && took < BOUND,
+                "put_timeout(300 ms) took {took:?}"
+            );
         }
         let (r, ms) =
             fresh.expect("a new holder's get_timeout still blocked with the owner stopped");
@@ -173,8 +197,12 @@ fn deadlines_hold_while_the_owner_is_stopped() -> mproc::Result<()> {
             "a new holder's get_timeout took {ms} ms"
         );
 
-        // The item 8 the timed-out get may have been sent is back.
-        assert_eq!(q.get_timeout(Duration::from_secs(30))?, 8);
+        // The item 8 the timed-out get may have been sent is back (in the
+        // lane, 8 was taken and 9 took its place).
+        assert_eq!(
+            q.get_timeout(Duration::from_secs(30))?,
+            if lane { 9 } else { 8 }
+        );
         q.put(10).map_err(Error::from)?;
         assert_eq!(q.get_timeout(Duration::from_secs(30))?, 10);
         assert_eq!(q.qsize(), 0);
