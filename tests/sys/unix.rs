@@ -118,13 +118,13 @@ fn wait_stopped_pid(pid: u32) {
 /// queue works and nothing was lost. A small bounded queue (`Queue(1)`)
 /// whose shared-memory lane this process uses needs no owner for its
 /// items: the get takes the item, a put fills the place it freed, and
-/// only a put on the full queue times out (`Full`); a `Queue(1025)` (too
+/// only a put on the full queue times out (`Full`); a `Queue(129)` (too
 /// large for a lane) goes through the stopped owner as an unbounded one
 /// does. (Unix: Windows has no SIGSTOP; docs/platforms.md.)
 #[mproc::test]
 fn deadlines_hold_while_the_owner_is_stopped() -> mproc::Result<()> {
     use mproc::PutError;
-    for maxsize in [0usize, 1, 1025] {
+    for maxsize in [0usize, 1, 129] {
         let lane = maxsize == 1;
         let back = Queue::<Queue<u32>>::new(0)?;
         // Daemonic: a failing check cannot leave it behind at exit.

@@ -370,6 +370,33 @@ pub(super) fn rows() -> Vec<Row> {
             |m| queue_params(m.pick(40_000, 10_000, 40), 64, 2, 16),
             goal(Base::CPython, 3.0),
         ),
+        // Every maxsize from 1 up (issue 12 item 11): 64, the largest
+        // queue with a shared-memory lane (128) and the smallest without
+        // (129: through the broker).
+        queue(
+            "queue_max64_2p2c",
+            "Queue(64) 64 B, 2P/2C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(100_000, 20_000, 40), 64, 2, 64),
+            goal(Base::CPython, 3.0),
+        ),
+        queue(
+            "queue_max128_2p2c",
+            "Queue(128) 64 B, 2P/2C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(100_000, 20_000, 40), 64, 2, 128),
+            goal(Base::CPython, 3.0),
+        ),
+        queue(
+            "queue_max129_2p2c",
+            "Queue(129) 64 B, 2P/2C ({n} items)",
+            "items/s",
+            1.0,
+            |m| queue_params(m.pick(100_000, 20_000, 40), 64, 2, 129),
+            goal(Base::CPython, 3.0),
+        ),
         queue(
             "queue_1mib",
             "Queue 1 MiB, 1P/1C ({n} items; floor: socketpair)",

@@ -58,8 +58,9 @@ pub(crate) const SLOT: usize = 512;
 pub(crate) const SLOT_ITEM: usize = SLOT - 8;
 
 /// The largest `maxsize` that gets a lane (the ring is `maxsize` slots:
-/// at most 512 KiB of mapping, pages touched only as they are used).
-pub(crate) const MOST_PLACES: usize = 1024;
+/// 64 KiB of mapping). Past about 256 places the broker, which batches,
+/// is faster (docs/architecture.md).
+pub(crate) const MOST_PLACES: usize = 128;
 
 /// The ring's words.
 const STATE: usize = 0;
