@@ -255,7 +255,9 @@ impl Inner {
         match &self.link {
             Link::Owner(shared) => Ok(shared.lane().cloned()),
             Link::Remote(r) => {
-                if !lane::eligible(self.maxsize) {
+                // A holder over TCP (on another host) cannot map the ring:
+                // it goes through the broker (which ends the lane).
+                if !lane::eligible(self.maxsize) || matches!(self.address, Address::Tcp(_)) {
                     return Ok(None);
                 }
                 if let Some(got) = self.lane.ring.get() {
@@ -752,6 +754,40 @@ mod unbounded_ack_tests;
 mod remote_tests {
     use super::*;
     use crate::Client;
+
+    /// A holder over TCP (on another host) never maps the lane: its first
+    /// request goes to the broker, which ends the lane with the ring's
+    /// items first, in order.
+    #[test]
+    fn a_holder_over_tcp_goes_through_the_broker_and_ends_the_lane() {
+        let q: Queue<u32> = Queue::new(3).unwrap();
+        let Link::Owner(shared) = &q.inner.link else {
+            panic!("not the owner")
+        };
+        // A local holder asked for the lane: the owner's puts go there.
+        assert!(shared.open_lane().is_some());
+        q.put(1).unwrap();
+        assert!(shared.lane().is_some_and(|l| l.qsize() == Some(1)));
+        let bytes =
+            crate::handles::encode_for_remote("127.0.0.1", || postcard::to_stdvec(&q)).unwrap();
+        let h: Handle = postcard::from_bytes(&bytes).unwrap();
+        assert!(matches!(h.address, Address::Tcp(_)));
+        let tcp = Queue::<u32>::from_inner(Arc::new(Inner {
+            id: h.id,
+            maxsize: 3,
+            address: h.address.clone(),
+            key: h.key.clone(),
+            closed: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            link: Link::Remote(Remote::new(h.id, 3, h.address.clone(), h.key.clone())),
+            lane: LaneHold::default(),
+        }));
+        tcp.put(2).unwrap();
+        assert_eq!(tcp.get_timeout(Duration::from_secs(20)).unwrap(), 1);
+        assert!(shared.lane().is_none(), "the lane ended");
+        assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), 2);
+        assert!(tcp.inner.lane.ring.get().is_none(), "never asked for over TCP");
+    }
 
     /// Encoded for a child on another host, a queue handle carries its
     /// broker's TCP address, served with the queue's key and handshake:

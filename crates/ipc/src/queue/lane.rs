@@ -511,11 +511,29 @@ mod keeper {
     /// forked from this one has no keeper thread: it starts its own).
     static KEEPER: Mutex<Option<(u32, mpsc::Sender<Request>)>> = Mutex::new(None);
 
+    /// The lanes one process makes at most. Linux marks a dead thread's
+    /// robust mutexes from a list it walks only so far (2,048 entries in
+    /// the kernel): past that, a lane's holders could not see its owner
+    /// gone. A process that made this many serves its later queues
+    /// through the broker.
+    const MOST_LANES: usize = 1024;
+
+    /// Lanes held by this process's keeper.
+    static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     pub(super) fn hold(block: Arc<Block>) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
         {
             let mut keeper = lock(&KEEPER);
             let me = std::process::id();
+            if keeper.as_ref().is_some_and(|(pid, _)| *pid == me)
+                && HELD.load(Ordering::Relaxed) >= MOST_LANES
+            {
+                return Err(std::io::Error::other("this process made its most queue lanes").into());
+            }
+            if keeper.as_ref().is_some_and(|(pid, _)| *pid != me) {
+                HELD.store(0, Ordering::Relaxed);
+            }
             let sender = match keeper.as_ref() {
                 Some((pid, s)) if *pid == me => s.clone(),
                 _ => {
@@ -532,7 +550,10 @@ mod keeper {
                 .map_err(|_| std::io::Error::other("the queue lane keeper is gone"))?;
         }
         match rx.recv() {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                HELD.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             _ => Err(std::io::Error::other("cannot hold a queue lane's life lock").into()),
         }
     }
