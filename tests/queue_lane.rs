@@ -539,6 +539,23 @@ fn puts(lens: impl IntoIterator<Item = u32>) -> Vec<Step> {
     lens.into_iter().map(Step::Put).collect()
 }
 
+/// The scripts of a case: five small items, then, once the consumer has
+/// taken them and waits on the empty queue, one item of `size` bytes and
+/// ten small ones.
+fn one_put_while_the_consumer_waits(cp: &Queue<u32>, size: u32) -> (Vec<Step>, Vec<Step>) {
+    let mut prod = puts(SMALL);
+    prod.push(Step::Await(cp.clone(), 1));
+    prod.push(Step::Put(size));
+    prod.extend(puts(SMALL.iter().copied().cycle().take(10)));
+    prod.push(Step::PutNone);
+    let cons = vec![
+        Step::Get(5),
+        Step::Say(cp.clone(), 1),
+        Step::GetUntilNones(1),
+    ];
+    (prod, cons)
+}
+
 /// A case's producer and consumer scripts, given its two side queues
 /// (producer to consumer, consumer to producer).
 type Scripts = dyn Fn(&Queue<u32>, &Queue<u32>) -> (Vec<Step>, Vec<Step>);
@@ -571,35 +588,11 @@ fn mixed_sizes_one_producer_its_order_exactly_once() -> mproc::Result<()> {
         ),
         (
             "big while the consumer waits on an empty ring",
-            Box::new(|_pc, cp| {
-                let mut prod = puts(SMALL);
-                prod.push(Step::Await(cp.clone(), 1));
-                prod.push(Step::Put(100 * 1024));
-                prod.extend(puts(SMALL.iter().copied().cycle().take(10)));
-                prod.push(Step::PutNone);
-                let cons = vec![
-                    Step::Get(5),
-                    Step::Say(cp.clone(), 1),
-                    Step::GetUntilNones(1),
-                ];
-                (prod, cons)
-            }),
+            Box::new(|_pc, cp| one_put_while_the_consumer_waits(cp, 100 * 1024)),
         ),
         (
             "just over a slot while the consumer waits on an empty ring",
-            Box::new(|_pc, cp| {
-                let mut prod = puts(SMALL);
-                prod.push(Step::Await(cp.clone(), 1));
-                prod.push(Step::Put(700));
-                prod.extend(puts(SMALL.iter().copied().cycle().take(10)));
-                prod.push(Step::PutNone);
-                let cons = vec![
-                    Step::Get(5),
-                    Step::Say(cp.clone(), 1),
-                    Step::GetUntilNones(1),
-                ];
-                (prod, cons)
-            }),
+            Box::new(|_pc, cp| one_put_while_the_consumer_waits(cp, 700)),
         ),
         (
             "a sweep of sizes across the slot's edge, the ring full",

@@ -786,7 +786,10 @@ mod remote_tests {
         assert_eq!(tcp.get_timeout(Duration::from_secs(20)).unwrap(), 1);
         assert!(shared.lane().is_none(), "the lane ended");
         assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), 2);
-        assert!(tcp.inner.lane.ring.get().is_none(), "never asked for over TCP");
+        assert!(
+            tcp.inner.lane.ring.get().is_none(),
+            "never asked for over TCP"
+        );
     }
 
     /// Encoded for a child on another host, a queue handle carries its
