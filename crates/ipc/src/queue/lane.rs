@@ -277,8 +277,8 @@ impl Lane {
     }
 
     /// Sleeps (the lock released meanwhile) until the ring changes, a
-    /// [`SLICE`] passes or `deadline` does; false if the lock could not be
-    /// taken again (the guard is then forgotten: it is not held).
+    /// [`SLICE`] passes or `deadline` does; `None` if the lock could not
+    /// be taken again.
     fn wait(&self, held: Held<'_>, deadline: Option<Instant>) -> Option<Held<'_>> {
         let sys = self.block.sys();
         let seen = sys.bell();
