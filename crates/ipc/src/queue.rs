@@ -247,19 +247,19 @@ impl Inner {
     /// made), or, for a holder in another process, asked for on its first
     /// call (by that call's `timeout`: `Err(true)` it did not come in
     /// time, `Err(false)` the owner is gone).
-    fn lane(&self, timeout: Option<Duration>) -> std::result::Result<Option<Arc<Lane>>, bool> {
+    fn lane(&self, timeout: Option<Duration>) -> std::result::Result<Option<&Lane>, bool> {
         if self.maxsize == 0 || self.lane.gave_up.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let on = |l: &Option<Arc<Lane>>| l.clone().filter(|l| l.on());
         match &self.link {
-            Link::Owner(shared) => Ok(shared.lane().cloned()),
+            Link::Owner(shared) => Ok(shared.lane().map(|l| &**l)),
             Link::Remote(r) => {
                 // A holder over TCP (on another host) cannot map the ring:
                 // it goes through the broker (which ends the lane).
                 if !lane::eligible(self.maxsize) || matches!(self.address, Address::Tcp(_)) {
                     return Ok(None);
                 }
+                // Borrowed from this hold: no reference count per call.
                 if let Some(got) = self.lane.ring.get() {
                     return Ok(on(got));
                 }
@@ -464,6 +464,11 @@ impl Inner {
             }),
         }
     }
+}
+
+/// A ring that is still on, borrowed from where the hold keeps it.
+fn on(l: &Option<Arc<Lane>>) -> Option<&Lane> {
+    l.as_deref().filter(|l| l.on())
 }
 
 impl Drop for Inner {
